@@ -1,0 +1,72 @@
+"""Results of the detectors: ``Finding`` and ``Skipped``, both frozen so reports cannot mutate them."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Severity(enum.IntEnum):
+    """Ordered severity; ``--fail-on`` compares against it."""
+
+    INFO = 0
+    WARNING = 1
+    ERROR = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> Severity:
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            raise ValueError(f"unknown severity {text!r}; expected info, warning or error") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Finding:
+    """One classified event in one run.
+
+    ``step_start``/``step_end`` locate it on the run's step axis (inclusive). ``evidence`` holds
+    the numbers behind the verdict (baseline, peak, z-score, ...) as plain JSON-able values;
+    remedies read concrete values from it.
+    """
+
+    code: str
+    kind: str
+    severity: Severity
+    run: str
+    metric: str
+    step_start: int | None
+    step_end: int | None
+    message: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "kind": self.kind,
+            "severity": self.severity.label,
+            "run": self.run,
+            "metric": self.metric,
+            "step_start": self.step_start,
+            "step_end": self.step_end,
+            "message": self.message,
+            "evidence": self.evidence,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Skipped:
+    """A check that could not run on a run (missing metric, too few points): shown as "not checked"."""
+
+    code: str
+    kind: str
+    run: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "run": self.run, "reason": self.reason}

@@ -1,0 +1,188 @@
+"""The one tidy long table every reader produces and every detector reads.
+
+Columns: ``run, step, metric, value, wall_time, source`` plus ``rank`` when a log has several
+ranks. Row order is write order: when a step repeats (a resumed run rewrites steps), the row
+written later wins. Non-finite values are kept (a NaN loss is evidence); absent values are
+simply not rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# Canonical metric names (DESIGN.md). Every external spelling maps to these in sources/aliases.py.
+TRAIN_LOSS = "train/loss"
+VAL_LOSS = "val/loss"
+GRAD_NORM = "train/grad_norm"
+GRAD_NORM_PREFIX = "train/grad_norm/"
+LR = "train/lr"
+LOSS_SCALE = "train/loss_scale"
+SKIPPED_STEP = "train/skipped_step"
+UPDATE_RATIO = "train/update_ratio"
+PARAM_NORM = "train/param_norm"
+MAX_ATTN_LOGIT = "train/max_attn_logit"
+OUTPUT_LOGZ = "train/output_logz"
+ACT_RMS_PREFIX = "train/act_rms/"
+TOKENS_PER_S = "train/tokens_per_s"
+# Written by the reader layer, not by trainers: at step S the run resumed from an earlier step;
+# value = the highest step logged before the rewind.
+RESTART = "meta/restart"
+
+CANONICAL = (
+    TRAIN_LOSS, VAL_LOSS, GRAD_NORM, LR, LOSS_SCALE, SKIPPED_STEP, UPDATE_RATIO, PARAM_NORM,
+    MAX_ATTN_LOGIT, OUTPUT_LOGZ, TOKENS_PER_S, RESTART,
+)
+CANONICAL_PREFIXES = (GRAD_NORM_PREFIX, ACT_RMS_PREFIX)
+
+COLUMNS = ("run", "step", "metric", "value", "wall_time", "source")
+
+
+def is_canonical(metric: str) -> bool:
+    return metric in CANONICAL or metric.startswith(CANONICAL_PREFIXES)
+
+
+@dataclass(frozen=True)
+class Series:
+    """One metric of one run: steps ascending and unique, values float64 (NaN/Inf kept)."""
+
+    steps: np.ndarray
+    values: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    @property
+    def finite(self) -> Series:
+        ok = np.isfinite(self.values)
+        return Series(self.steps[ok], self.values[ok])
+
+
+@dataclass(frozen=True)
+class RunData:
+    """Everything detectors may look at for one run: its series by metric and per-rank series."""
+
+    name: str
+    series: Mapping[str, Series]
+    by_rank: Mapping[str, Mapping[int, Series]] = field(default_factory=dict)
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def get(self, metric: str) -> Series | None:
+        s = self.series.get(metric)
+        return s if s is not None and len(s) else None
+
+    def with_prefix(self, prefix: str) -> dict[str, Series]:
+        return {k: v for k, v in self.series.items() if k.startswith(prefix) and len(v)}
+
+
+def _to_series(steps: np.ndarray, values: np.ndarray) -> Series:
+    # Stable sort keeps write order among equal steps; keep the last written of each step.
+    order = np.argsort(steps, kind="stable")
+    s, v = steps[order], values[order]
+    if len(s) > 1:
+        last = np.ones(len(s), dtype=bool)
+        last[:-1] = s[1:] != s[:-1]
+        s, v = s[last], v[last]
+    return Series(s.astype(np.int64, copy=False), v.astype(np.float64, copy=False))
+
+
+class MetricsTable:
+    """A validated long DataFrame with helpers to cut it into per-run, per-metric series."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        missing = [c for c in COLUMNS if c not in frame.columns]
+        if missing:
+            raise ValueError(f"MetricsTable is missing columns {missing}")
+        self.frame = frame.reset_index(drop=True)
+
+    @classmethod
+    def empty(cls) -> MetricsTable:
+        return cls(pd.DataFrame({c: pd.Series(dtype=_DTYPES[c]) for c in COLUMNS}))
+
+    @classmethod
+    def from_records(
+        cls,
+        run: str,
+        steps: Iterable[int] | np.ndarray,
+        metrics: Iterable[str] | np.ndarray,
+        values: Iterable[float] | np.ndarray,
+        *,
+        source: str,
+        wall_time: Iterable[float] | np.ndarray | None = None,
+        rank: Iterable[int] | np.ndarray | None = None,
+    ) -> MetricsTable:
+        steps = np.asarray(steps, dtype=np.int64)
+        data: dict[str, Any] = {
+            "run": run,
+            "step": steps,
+            "metric": np.asarray(metrics, dtype=object),
+            "value": np.asarray(values, dtype=np.float64),
+            "wall_time": (
+                np.full(len(steps), np.nan) if wall_time is None
+                else np.asarray(wall_time, dtype=np.float64)
+            ),
+            "source": source,
+        }
+        if rank is not None:
+            data["rank"] = np.asarray(rank, dtype=np.int64)
+        return cls(pd.DataFrame(data))
+
+    @classmethod
+    def concat(cls, tables: Iterable[MetricsTable]) -> MetricsTable:
+        frames = [t.frame for t in tables if len(t.frame)]
+        if not frames:
+            return cls.empty()
+        return cls(pd.concat(frames, ignore_index=True))
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def has_ranks(self) -> bool:
+        return "rank" in self.frame.columns and self.frame["rank"].notna().any()
+
+    def runs(self) -> list[str]:
+        return list(dict.fromkeys(self.frame["run"].tolist()))
+
+    def metrics(self, run: str | None = None) -> list[str]:
+        f = self.frame if run is None else self.frame[self.frame["run"] == run]
+        return list(dict.fromkeys(f["metric"].tolist()))
+
+    def series(self, run: str, metric: str) -> Series:
+        f = self.frame
+        sel = f[(f["run"] == run) & (f["metric"] == metric)]
+        if self.has_ranks and sel["rank"].notna().any():
+            sel = sel[sel["rank"] == sel["rank"].min()]
+        return _to_series(sel["step"].to_numpy(), sel["value"].to_numpy())
+
+    def run_data(self, run: str, meta: Mapping[str, Any] | None = None) -> RunData:
+        """Cut one run into series (lowest rank as the run's view) and per-rank series."""
+        f = self.frame[self.frame["run"] == run]
+        by_rank: dict[str, dict[int, Series]] = {}
+        if self.has_ranks and f["rank"].notna().any():
+            ranked = f[f["rank"].notna()]
+            for (metric, rank), g in ranked.groupby(["metric", "rank"], sort=False):
+                by_rank.setdefault(metric, {})[int(rank)] = _to_series(
+                    g["step"].to_numpy(), g["value"].to_numpy())
+            low = ranked.groupby("metric")["rank"].transform("min")
+            f = pd.concat([f[f["rank"].isna()], ranked[ranked["rank"] == low]])
+        series = {
+            str(m): _to_series(g["step"].to_numpy(), g["value"].to_numpy())
+            for m, g in f.groupby("metric", sort=False)
+        }
+        return RunData(name=run, series=series, by_rank=by_rank, meta=dict(meta or {}))
+
+    def rename_metrics(self, mapping: Mapping[str, str]) -> MetricsTable:
+        f = self.frame.copy()
+        f["metric"] = f["metric"].map(lambda m: mapping.get(m, m))
+        return MetricsTable(f)
+
+
+_DTYPES = {
+    "run": object, "step": np.int64, "metric": object, "value": np.float64,
+    "wall_time": np.float64, "source": object,
+}
