@@ -1,8 +1,258 @@
-"""Command-line interface (placeholder until the analyze flow lands)."""
+"""Command-line interface: thin commands over the library, and the single error boundary.
+
+Reports go to stdout (or ``--output``); progress, warnings and errors go to stderr. Exit codes:
+0 nothing at or above ``--fail-on``, 1 findings at or above it, 2 bad usage or unreadable input.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+from stabdiag import __version__
+from stabdiag.errors import StabdiagError
+
+app = typer.Typer(
+    name="stabdiag",
+    help="Training-stability diagnostics: find loss spikes, gradient explosions, fp16 overflow and "
+    "divergence in a run's logs, and say what to change.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT = 0, 1, 2
+FAIL_ON = ("info", "warning", "error", "never")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"stabdiag {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """stabdiag: training-stability diagnostics."""
+
+
+def _fail(message: str) -> None:
+    from stabdiag.console import err
+
+    err.print(f"[error]error:[/error] {message}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def guarded(fn: Callable[[], Any]) -> Any:
+    """The error boundary: user errors become one line on stderr and exit 2, never a traceback."""
+    try:
+        return fn()
+    except typer.Exit:
+        raise
+    except StabdiagError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        _fail("interrupted")
+    except Exception as e:  # noqa: BLE001 - the boundary must not leak tracebacks to users
+        if os.environ.get("STABDIAG_DEBUG"):
+            raise
+        _fail(f"internal error: {type(e).__name__}: {e} (set STABDIAG_DEBUG=1 for a traceback)")
+
+
+def _parse_map(items: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip() or not raw.strip():
+            _fail(f"--map {item!r}: expected CANONICAL=SERIES, e.g. train/loss=my_loss_tag")
+        out[name.strip()] = raw.strip()
+    return out
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+def _write(text: str, output: Path | None) -> None:
+    if output is None or str(output) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+    except OSError as e:
+        _fail(f"{output}: cannot write the report ({e.strerror or e})")
+
+
+PathsArg = Annotated[list[Path], typer.Argument(help="Log files or directories (searched recursively).",
+                                                show_default=False)]
+ReaderOpt = Annotated[str | None, typer.Option(
+    "--input-format", "-i", help="Force the log reader instead of sniffing (see `stabdiag formats`).")]
+MapOpt = Annotated[list[str] | None, typer.Option(
+    "--map", help="Take a series as a canonical metric: CANONICAL=SERIES, e.g. train/loss=my_loss. Repeatable.")]
+
+
+@app.command()
+def analyze(
+    paths: PathsArg,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Report format: text or json.")] = "text",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here (- = stdout).")] = None,
+    fail_on: Annotated[str, typer.Option(help="Exit 1 when a finding is at or above: info, warning, error, never.")] = "error",
+    select: Annotated[list[str] | None, typer.Option(help="Only these kinds or codes (comma-separated, repeatable).")] = None,
+    ignore: Annotated[list[str] | None, typer.Option(help="Skip these kinds or codes (comma-separated, repeatable).")] = None,
+    input_format: ReaderOpt = None,
+    map_: MapOpt = None,
+    max_remedies: Annotated[int, typer.Option(help="Remedies shown per run in the text report.")] = 5,
+) -> None:
+    """Analyze training logs: classify every stability event, rank remedies, exit 0/1/2 for CI."""
+
+    def run() -> None:
+        from stabdiag.console import err, out
+        from stabdiag.detectors import by_kind
+        from stabdiag.diagnose import diagnose
+        from stabdiag.findings import Severity
+        from stabdiag.render import OutputFormat
+
+        if fail_on not in FAIL_ON:
+            _fail(f"--fail-on {fail_on!r}: expected one of {', '.join(FAIL_ON)}")
+        try:
+            out_fmt = OutputFormat(fmt)
+        except ValueError:
+            _fail(f"--format {fmt!r}: expected one of {', '.join(f.value for f in OutputFormat)}")
+        sel, ign = _split(select), _split(ignore)
+        for k in (sel or []) + (ign or []):
+            try:
+                by_kind(k)
+            except KeyError:
+                _fail(f"unknown kind or code {k!r}; `stabdiag explain --list` lists them")
+        with err.status("reading logs and detecting", spinner="dots") if err.is_terminal else _null():
+            report = diagnose(paths, fmt=input_format, overrides=_parse_map(map_), select=sel, ignore=ign)
+        for e in report.errors:
+            err.print(f"[warning]warning:[/warning] {e}", soft_wrap=True)
+        if not report.runs:
+            _fail(f"no training logs found in {', '.join(map(str, paths))} "
+                  "(expected TensorBoard event files, trainer_state.json, metrics.csv, CSV or JSONL)")
+        _emit(report, out_fmt, output, max_remedies, out)
+        if not report.judged_runs():
+            _fail("no run could be judged: no loss series found (use --map train/loss=SERIES; "
+                  "`stabdiag series PATH` lists what was read)")
+        if fail_on != "never" and report.at_or_above(Severity.parse(fail_on)):
+            raise typer.Exit(EXIT_FINDINGS)
+
+    guarded(run)
+
+
+def _emit(report: Any, out_fmt: Any, output: Path | None, max_remedies: int, out: Any) -> None:
+    from stabdiag.console import make_console
+    from stabdiag.render import OutputFormat
+    from stabdiag.render.json import render_json
+    from stabdiag.render.terminal import render_terminal
+
+    if out_fmt is OutputFormat.JSON:
+        _write(render_json(report), output)
+        return
+    renderable = render_terminal(report, max_remedies=max_remedies)
+    if output is None or str(output) == "-":
+        out.print(renderable)
+        return
+    rec = make_console(width=110)
+    with rec.capture() as cap:
+        rec.print(renderable)
+    _write(cap.get(), output)
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: object) -> None:
+        return None
+
+
+@app.command()
+def explain(
+    kind: Annotated[str | None, typer.Argument(help="A kind (e.g. loss-spike) or code (e.g. SD101).")] = None,
+    list_: Annotated[bool, typer.Option("--list", "-l", help="List every detector.")] = False,
+) -> None:
+    """Explain what a detector checks, why, how, and its known false positives."""
+
+    def run() -> None:
+        from stabdiag.console import out
+        from stabdiag.detectors import DETECTORS, by_kind
+
+        if list_ or kind is None:
+            for d in DETECTORS:
+                out.print(f"[bold]{d.code}[/bold]  {d.kind:<24} {d.summary}", soft_wrap=True)
+            return
+        try:
+            d = by_kind(kind)
+        except KeyError:
+            _fail(f"unknown kind or code {kind!r}; known: {', '.join(x.kind for x in DETECTORS)}")
+        out.print(f"[bold]{d.code} {d.kind}[/bold]\n")
+        out.print(d.doc.strip(), markup=False, highlight=False)
+
+    guarded(run)
+
+
+@app.command()
+def series(
+    paths: PathsArg,
+    input_format: ReaderOpt = None,
+    map_: MapOpt = None,
+) -> None:
+    """List every series found per run and the canonical metric it was taken as (and why)."""
+
+    def run() -> None:
+        from rich.table import Table
+
+        from stabdiag import sources
+        from stabdiag.console import err, out
+
+        loaded = sources.load(paths, fmt=input_format, overrides=_parse_map(map_))
+        for e in loaded.errors:
+            err.print(f"[warning]warning:[/warning] {e}", soft_wrap=True)
+        if not loaded.runs:
+            _fail(f"no training logs found in {', '.join(map(str, paths))}")
+        for info in loaded.runs:
+            t = Table(title=f"{info.name}  ({info.format}: {info.path})", title_justify="left",
+                      box=None, header_style="bold")
+            t.add_column("series")
+            t.add_column("taken as")
+            t.add_column("points", justify="right")
+            t.add_column("steps")
+            t.add_column("why", style="dim")
+            rd = loaded.table.run_data(info.name)
+            for raw, metric, why in info.mapping:
+                s = rd.series.get(metric)
+                n = len(s) if s is not None else 0
+                span = f"{s.steps[0]}-{s.steps[-1]}" if n else "-"
+                t.add_row(raw, metric, str(n), span, why)
+            out.print(t)
+            out.print()
+
+    guarded(run)
+
+
+@app.command()
+def formats() -> None:
+    """List the log formats stabdiag reads."""
+    from stabdiag import sources
+    from stabdiag.console import out
+
+    for name in sources.FORMATS:
+        out.print(name)
 
 
 def main() -> None:

@@ -1,0 +1,85 @@
+"""The terminal report: a summary line per run, its findings table, what was not checked, remedies."""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from stabdiag.console import SEVERITY_STYLE
+from stabdiag.findings import Finding
+from stabdiag.report import Report, RunSummary, counts
+
+MARK = {"error": "✘", "warning": "!", "info": "·", None: "✔"}
+
+
+def _steps(f: Finding) -> str:
+    if f.step_start is None:
+        return "-"
+    return str(f.step_start) if f.step_end in (None, f.step_start) else f"{f.step_start}-{f.step_end}"
+
+
+def _verdict(report: Report, run: RunSummary) -> Text:
+    worst = report.worst(run.name)
+    judged = run.name in report.judged_runs()
+    label = worst.label if worst else None
+    c = counts(report.findings_of(run.name))
+    parts = [f"{n} {k}{'s' if n != 1 and k != 'info' else ''}" for k, n in
+             (("error", c["error"]), ("warning", c["warning"]), ("info", c["info"])) if n]
+    steps = f"steps {run.steps[0]}-{run.steps[1]}" if run.steps else "no steps"
+    line = Text()
+    line.append(f"{MARK[label]} ", style=SEVERITY_STYLE.get(label or "", "ok"))
+    line.append(run.name, style="bold")
+    line.append(f"  {run.format}, {steps}, {len(run.metrics)} metrics  ", style="dim")
+    if not judged:
+        line.append("not judged: no loss series", style="warning")
+    elif parts:
+        line.append(", ".join(parts), style=SEVERITY_STYLE.get(label or "", ""))
+    else:
+        line.append("healthy: no findings", style="ok")
+    return line
+
+
+def _findings_table(findings: list[Finding]) -> Table:
+    t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    t.add_column("severity")
+    t.add_column("kind")
+    t.add_column("steps", justify="right")
+    t.add_column("finding", overflow="fold")
+    for f in findings:
+        t.add_row(Text(f.severity.label, style=SEVERITY_STYLE[f.severity.label]),
+                  f"{f.kind}", _steps(f), f.message)
+    return t
+
+
+def render_terminal(report: Report, *, max_remedies: int = 5, show_skipped: bool = True) -> RenderableType:
+    c = counts(report.findings)
+    head = Text(f"stabdiag {report.version} · {len(report.runs)} run{'s' if len(report.runs) != 1 else ''}"
+                f" · {c['error']} error, {c['warning']} warning, {c['info']} info", style="bold")
+    parts: list[RenderableType] = [head]
+    for err in report.errors:
+        parts.append(Text(f"  unreadable: {err}", style="warning"))
+    for run in report.runs:
+        parts.append(Text(""))
+        parts.append(_verdict(report, run))
+        for w in run.warnings:
+            parts.append(Text(f"  input: {w}", style="warning"))
+        fs = report.findings_of(run.name)
+        if fs:
+            parts.append(_findings_table(fs))
+        skipped = [s for s in report.skipped if s.run == run.name]
+        if show_skipped and skipped:
+            parts.append(Text("  not checked: " + "; ".join(f"{s.kind} ({s.reason})" for s in skipped),
+                              style="dim"))
+        rems = [r for r in report.remedies if r.run == run.name]
+        if rems:
+            parts.append(Text("  what to change:", style="bold"))
+            for r in rems[:max_remedies]:
+                line = Text(f"  {r.rank}. {r.title}", style="bold")
+                line.append(f"  [{', '.join(r.addresses)}]", style="dim")
+                parts.append(line)
+                for a in r.actions:
+                    parts.append(Text(f"       - {a}"))
+            if len(rems) > max_remedies:
+                parts.append(Text(f"     (+{len(rems) - max_remedies} more in --format json)", style="dim"))
+    return Group(*parts)

@@ -1,0 +1,78 @@
+"""The ``Report``: everything one analysis found, ready for any renderer.
+
+Renderers read only this. The table is kept for plots but never serialised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from stabdiag.findings import Finding, Severity, Skipped
+from stabdiag.remedies import Remedy
+from stabdiag.table import MetricsTable
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSummary:
+    """One run as the report shows it: where it came from, what it holds, what was wrong with the input."""
+
+    name: str
+    path: str
+    format: str
+    steps: tuple[int, int] | None
+    metrics: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+    mapping: tuple[tuple[str, str, str], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "path": self.path, "format": self.format,
+                "steps": list(self.steps) if self.steps else None,
+                "metrics": list(self.metrics), "warnings": list(self.warnings)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Report:
+    runs: tuple[RunSummary, ...]
+    findings: tuple[Finding, ...]
+    skipped: tuple[Skipped, ...]
+    remedies: tuple[Remedy, ...]
+    errors: tuple[str, ...] = ()
+    version: str = ""
+    table: MetricsTable | None = field(default=None, compare=False, repr=False)
+
+    def worst(self, run: str | None = None) -> Severity | None:
+        sev = [f.severity for f in self.findings if run is None or f.run == run]
+        return max(sev) if sev else None
+
+    def at_or_above(self, level: Severity) -> list[Finding]:
+        return [f for f in self.findings if f.severity >= level]
+
+    def findings_of(self, run: str) -> list[Finding]:
+        return [f for f in self.findings if f.run == run]
+
+    def judged_runs(self) -> list[str]:
+        """Runs on which the loss-based checks could run: a run with no loss is "not judged"."""
+        not_judged = {s.run for s in self.skipped if s.kind == "loss-spike"}
+        return [r.name for r in self.runs if r.name not in not_judged]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "version": self.version,
+            "runs": [r.to_dict() for r in self.runs],
+            "findings": [f.to_dict() for f in self.findings],
+            "skipped": [s.to_dict() for s in self.skipped],
+            "remedies": [r.to_dict() for r in self.remedies],
+            "errors": list(self.errors),
+        }
+
+
+def counts(findings: Sequence[Finding]) -> dict[str, int]:
+    out = {s.label: 0 for s in Severity}
+    for f in findings:
+        out[f.severity.label] += 1
+    return out
