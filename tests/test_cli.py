@@ -1,0 +1,152 @@
+"""CLI contract: exit codes 0/1/2, stdout vs stderr, the JSON schema, help on every command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SAMPLE_RUNS
+from typer.testing import CliRunner
+
+from stabdiag.cli import app
+
+runner = CliRunner()
+
+
+def write_csv(path: Path, loss: np.ndarray, grad: np.ndarray | None = None) -> Path:
+    cols = ["step", "loss"] + (["grad_norm"] if grad is not None else [])
+    rows = [",".join(cols)]
+    for i, v in enumerate(loss):
+        rows.append(",".join([str(i), f"{v:.6g}"] + ([f"{grad[i]:.6g}"] if grad is not None else [])))
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def healthy(n: int = 800, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    s = np.arange(n)
+    return (2.0 + 3.0 * (1 + s / 30) ** -0.6) * np.exp(rng.normal(0, 0.01, n))
+
+
+@pytest.fixture
+def clean_csv(tmp_path: Path) -> Path:
+    return write_csv(tmp_path / "clean.csv", healthy(), np.full(800, 1.0) + 0.01 * np.sin(np.arange(800)))
+
+
+@pytest.fixture
+def diverging_csv(tmp_path: Path) -> Path:
+    loss = healthy()
+    loss[400:] = loss[400] * np.exp(np.arange(400) / 60)
+    loss[790:] = np.nan
+    return write_csv(tmp_path / "bad.csv", loss)
+
+
+def test_help_on_every_command() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for cmd in ("analyze", "explain", "series", "formats"):
+        assert cmd in result.output
+        r = runner.invoke(app, [cmd, "--help"])
+        assert r.exit_code == 0, cmd
+
+
+def test_clean_run_exits_0(clean_csv: Path) -> None:
+    r = runner.invoke(app, ["analyze", str(clean_csv)])
+    assert r.exit_code == 0, r.output
+    assert "healthy" in r.stdout
+
+
+def test_bad_run_exits_1_and_json_contract(diverging_csv: Path) -> None:
+    r = runner.invoke(app, ["analyze", str(diverging_csv), "--format", "json"])
+    assert r.exit_code == 1, r.output
+    doc = json.loads(r.stdout)
+    assert doc["schema_version"] == 1
+    assert set(doc) >= {"runs", "findings", "skipped", "remedies"}
+    assert {"name", "path", "format", "steps", "metrics", "warnings"} <= set(doc["runs"][0])
+    f = doc["findings"][0]
+    assert set(f) == {"code", "kind", "severity", "run", "metric", "step_start", "step_end",
+                      "message", "evidence"}
+    assert any(x["severity"] == "error" for x in doc["findings"])
+    assert {"kind", "run", "rank", "title", "actions", "why", "references"} <= set(doc["remedies"][0])
+    # a loss-only run: grad-norm checks are reported as not checked, never silent
+    assert any(s["kind"] == "grad-spike" for s in doc["skipped"])
+
+
+def test_fail_on_levels(diverging_csv: Path) -> None:
+    assert runner.invoke(app, ["analyze", str(diverging_csv), "--fail-on", "never"]).exit_code == 0
+    assert runner.invoke(app, ["analyze", str(diverging_csv), "--fail-on", "bogus"]).exit_code == 2
+
+
+def test_select_and_ignore(diverging_csv: Path) -> None:
+    r = runner.invoke(app, ["analyze", str(diverging_csv), "-f", "json", "--select", "restart"])
+    assert r.exit_code == 0
+    assert json.loads(r.stdout)["findings"] == []
+    r = runner.invoke(app, ["analyze", str(diverging_csv), "-f", "json", "--ignore", "nonexistent-kind"])
+    assert r.exit_code == 2
+
+
+def test_output_file(diverging_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    r = runner.invoke(app, ["analyze", str(diverging_csv), "-f", "json", "-o", str(out)])
+    assert r.exit_code == 1
+    assert json.loads(out.read_text())["findings"]
+
+
+def test_missing_path_is_exit_2_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "stabdiag", "analyze", str(tmp_path / "nope")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nope" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_empty_dir_and_checkpoint_only_dir_exit_2(tmp_path: Path) -> None:
+    assert runner.invoke(app, ["analyze", str(tmp_path)]).exit_code == 2
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04garbage")
+    r = runner.invoke(app, ["analyze", str(tmp_path)])
+    assert r.exit_code == 2
+
+
+def test_run_without_loss_is_not_judged(tmp_path: Path) -> None:
+    p = tmp_path / "m.csv"
+    p.write_text("step,throughput\n" + "\n".join(f"{i},{100 + i}" for i in range(50)) + "\n")
+    r = runner.invoke(app, ["analyze", str(p)])
+    assert r.exit_code == 2
+    r = runner.invoke(app, ["analyze", str(p), "--map", "train/loss=throughput"])
+    assert r.exit_code in (0, 1)
+
+
+def test_one_bad_file_does_not_lose_the_good_ones(tmp_path: Path, clean_csv: Path) -> None:
+    (clean_csv.parent / "broken.jsonl").write_text('{"step": 1, "loss": \n')
+    r = runner.invoke(app, ["analyze", str(clean_csv.parent), "-f", "json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert any(run["name"].startswith("clean") for run in doc["runs"])
+
+
+def test_explain_every_kind() -> None:
+    from stabdiag.detectors import DETECTORS
+
+    for d in DETECTORS:
+        r = runner.invoke(app, ["explain", d.kind])
+        assert r.exit_code == 0 and d.code in r.stdout
+        assert "What it detects" in r.stdout
+    assert runner.invoke(app, ["explain", "nope"]).exit_code == 2
+    r = runner.invoke(app, ["explain", "--list"])
+    assert r.exit_code == 0 and "loss-spike" in r.stdout
+
+
+def test_series_shows_mapping() -> None:
+    r = runner.invoke(app, ["series", str(SAMPLE_RUNS / "loss_spike.csv")])
+    assert r.exit_code == 0, r.output
+    assert "train/loss" in r.stdout and "grad_norm" in r.stdout
+
+
+def test_version() -> None:
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.stdout.startswith("stabdiag ")
