@@ -245,6 +245,99 @@ def series(
     guarded(run)
 
 
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+def train(
+    preset: Annotated[str, typer.Option(help="Model size: tiny (CPU, <1 min), small (CPU, minutes), gpu.")] = "tiny",
+    recipe: Annotated[str, typer.Option(help="Stabilizer recipe: stable or unstable.")] = "stable",
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML file of config keys.")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", "-s", help="Any config key: KEY=VALUE, e.g. --set lr=1e-2 --set qk_norm=true. Repeatable.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (dynamic loss scaling).")] = None,
+    inject: Annotated[list[str] | None, typer.Option(
+        help="Fault injection, e.g. bad_batch@50, lr_spike@40:factor=10,steps=5, grad_scale@30:factor=1e6.")] = None,
+    data: Annotated[str | None, typer.Option(help="stdlib (default), synthetic, or a text file.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Parent directory of the run directory.")] = None,
+    name: Annotated[str | None, typer.Option(help="Run directory name (default <preset>-<recipe>).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out/--name from its last checkpoint.")] = False,
+    analyze_: Annotated[bool, typer.Option("--analyze/--no-analyze", help="Analyze the run when it ends.")] = True,
+    fail_on: Annotated[str, typer.Option(help="With --analyze: exit 1 at this severity (or never).")] = "never",
+    show_config: Annotated[bool, typer.Option("--show-config", help="Print the resolved config and exit.")] = False,
+) -> None:
+    """Train a small instrumented reference transformer and log every stability signal.
+
+    Writes a run directory (TensorBoard events, metrics.csv, config.json, run.json, checkpoints),
+    then analyzes it. Needs the train extra: pip install 'stabdiag[train]'.
+    """
+
+    def run() -> None:
+        import json
+
+        from stabdiag.train.config import resolve
+
+        overrides = list(set_ or [])
+        for key, value in (("steps", steps), ("lr", lr), ("precision", precision), ("data", data),
+                           ("out_dir", out), ("run_name", name), ("device", device)):
+            if value is not None:
+                overrides.append(f"{key}={value}")
+        overrides += [f"inject={spec}" for spec in inject or []]
+        cfg = resolve(preset, recipe, config, overrides)
+        if show_config:
+            sys.stdout.write(json.dumps(cfg.to_dict(), indent=2) + "\n")
+            return
+        _train_and_report(cfg, resume=resume, analyze=analyze_, fail_on=fail_on)
+
+    guarded(run)
+
+
+def _train_and_report(cfg: Any, *, resume: bool, analyze: bool, fail_on: str) -> None:
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from stabdiag.console import err, out
+    from stabdiag.errors import TrainError
+
+    try:
+        import torch  # noqa: F401
+
+        from stabdiag.train import train as run_training
+    except ImportError:
+        raise TrainError("stabdiag train needs torch: pip install 'stabdiag[train]' "
+                         "(pip install torch==2.13.0 first for a CPU build)") from None
+    if fail_on not in FAIL_ON:
+        _fail(f"--fail-on {fail_on!r}: expected one of {', '.join(FAIL_ON)}")
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=False, disable=not err.is_terminal) as bar:
+        task = bar.add_task(cfg.run_name or f"{cfg.preset}-{cfg.recipe}", total=cfg.steps, stats="")
+
+        def progress(step: int, m: dict[str, float]) -> None:
+            stats = "  ".join(f"{k} {m[v]:.4g}" for k, v in (("loss", "train/loss"), ("gnorm", "train/grad_norm"),
+                                                               ("tok/s", "train/tokens_per_s")) if v in m)
+            bar.update(task, completed=step, stats=stats)
+
+        result = run_training(cfg, progress=progress, resume=resume)
+    status = "interrupted" if result.interrupted else "done"
+    err.print(f"{status}: {result.steps_done} steps, final loss {result.final_loss:.4g} -> {result.run_dir}")
+    if not analyze:
+        return
+    from stabdiag.diagnose import diagnose
+    from stabdiag.findings import Severity
+    from stabdiag.render.terminal import render_terminal
+
+    report = diagnose([result.run_dir])
+    out.print(render_terminal(report))
+    if fail_on != "never" and report.at_or_above(Severity.parse(fail_on)):
+        raise typer.Exit(EXIT_FINDINGS)
+
+
 @app.command()
 def formats() -> None:
     """List the log formats stabdiag reads."""
