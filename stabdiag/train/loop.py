@@ -1,0 +1,437 @@
+"""The training spine: build everything, then one instrumented step at a time, top to bottom.
+
+Every step records what nanoGPT's loop throws away (aesthetics.md point 15): the global grad norm
+before clipping, per-layer grad norms, the loss scale before and after `scaler.update()` (a drop
+means the step was skipped for overflow), the update/parameter norm ratio, max attention logit
+per layer, output log-Z and activation RMS. The step's scalars are stacked into one device tensor
+and the buffer is moved to the host once per `log_interval` steps, so there is no host sync per
+metric (or per step, on CUDA).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import math
+import platform
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stabdiag import __version__
+from stabdiag import table as T
+from stabdiag.errors import TrainError
+from stabdiag.train import checkpoint, dist, inject
+from stabdiag.train.config import TrainConfig
+from stabdiag.train.data import Corpus, corrupt_batch, get_batch, load_corpus
+from stabdiag.train.model import GPT
+from stabdiag.train.writers import MultiWriter, NullWriter, TensorBoardWriter, TidyWriter
+
+Progress = Callable[[int, dict[str, float]], None]
+
+# Changing these between an interrupted run and its resume does not change the trajectory.
+RESUMABLE_CHANGES = frozenset({"steps", "eval_interval", "eval_batches", "log_interval",
+                               "checkpoint_interval", "device", "out_dir", "run_name",
+                               "tensorboard", "stop_after_nonfinite", "inject"})
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished (or interrupted) run produced."""
+
+    run_dir: Path
+    steps_done: int
+    final_loss: float
+    final_val_loss: float
+    interrupted: bool
+    stop_reason: str
+    """'completed', 'interrupted' or 'nonfinite'."""
+    injected: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+
+# ----------------------------------------------------------------------------- schedule
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warmup to cfg.lr, then constant / cosine / linear decay to cfg.min_lr."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.decay == "constant":
+        return cfg.lr
+    frac = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    coeff = 0.5 * (1 + math.cos(math.pi * frac)) if cfg.decay == "cosine" else 1 - frac
+    return cfg.min_lr + coeff * (cfg.lr - cfg.min_lr)
+
+
+def seq_len_at(cfg: TrainConfig, step: int) -> int:
+    """Sequence-length warmup: 8 -> block_size linearly, in multiples of 8."""
+    if cfg.seq_warmup_steps <= 0 or step >= cfg.seq_warmup_steps:
+        return cfg.block_size
+    grown = 8 + (cfg.block_size - 8) * step / cfg.seq_warmup_steps
+    return max(8, min(cfg.block_size, int(grown) // 8 * 8))
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def pick_device(cfg: TrainConfig, info: dist.DistInfo) -> torch.device:
+    want = cfg.device
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainError("device=cuda but no CUDA device is available; use device=cpu or auto")
+        torch.cuda.set_device(info.local_rank)
+        return torch.device("cuda", info.local_rank)
+    return torch.device("cpu")
+
+
+def autocast_for(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    if cfg.precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if cfg.precision == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def build_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW; no weight decay on norm gains and biases (1-d), nor on embeddings unless asked."""
+    embed = {id(model.wte.weight), id(model.wpe.weight)}
+    decay, no_decay = [], []
+    for p in model.parameters():
+        skip = p.dim() < 2 or (id(p) in embed and not cfg.decay_embeddings)
+        (no_decay if skip else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                             fused=device.type == "cuda")
+
+
+def run_dir_for(cfg: TrainConfig, resume: bool) -> Path:
+    """`<out_dir>/<run_name>`; a default name gets a numeric suffix rather than overwrite a run."""
+    out = Path(cfg.out_dir)
+    if cfg.run_name:
+        return out / cfg.run_name
+    base = f"{cfg.preset or 'run'}-{cfg.recipe or 'custom'}"
+    taken = [p for p in [out / base, *sorted(out.glob(f"{base}-*"))] if p.is_dir()]
+    if resume:
+        if not taken:
+            raise TrainError(f"{out / base}: expected a run directory to resume, found none")
+        return max(taken, key=lambda p: p.stat().st_mtime)
+    return out / base if not taken else out / f"{base}-{len(taken) + 1}"
+
+
+@dataclass
+class Probes:
+    """Metric names in the order of one step's stacked tensor (host-side values kept apart)."""
+
+    names: list[str]
+
+    @classmethod
+    def for_model(cls, model: GPT, fp16: bool) -> Probes:
+        layers = [f"block{i}" for i in range(model.cfg.n_layer)]
+        names = [T.TRAIN_LOSS, T.GRAD_NORM, T.UPDATE_RATIO, T.PARAM_NORM, T.MAX_ATTN_LOGIT,
+                 T.OUTPUT_LOGZ]
+        names += [T.GRAD_NORM_PREFIX + g for g in model.layer_groups()]
+        names += [f"{T.MAX_ATTN_LOGIT}/{name}" for name in layers]
+        names += [T.ACT_RMS_PREFIX + name for name in layers]
+        if fp16:
+            names += [T.LOSS_SCALE, T.SKIPPED_STEP]
+        return cls(names)
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def train(cfg: TrainConfig, *, progress: Progress | None = None, resume: bool = False) -> TrainResult:
+    """Train cfg's model, writing a run directory; Ctrl-C stops cleanly with a checkpoint."""
+    info = dist.setup("cuda" if cfg.device == "cuda" or (
+        cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
+    try:
+        return _train(cfg, info, progress, resume)
+    finally:
+        dist.teardown(info)
+
+
+def _train(cfg: TrainConfig, info: dist.DistInfo, progress: Progress | None,
+           resume: bool) -> TrainResult:
+    device = pick_device(cfg, info)
+    run_dir = run_dir_for(cfg, resume)
+    events = inject.parse_events(cfg.inject)
+    corpus = load_corpus(cfg.data, cfg.data_max_bytes, cfg.seed)
+
+    torch.manual_seed(cfg.seed)  # identical init on every rank
+    model = GPT(cfg).to(device)
+    optimizer = build_optimizer(model, cfg, device)
+    fp16 = cfg.precision == "fp16"
+    scaler = torch.amp.GradScaler(device.type, enabled=fp16)
+    start = 0
+    meta = _read_json(run_dir / "run.json") if resume else {}
+    if resume:
+        _check_resume_config(run_dir, cfg)
+        start = checkpoint.restore(checkpoint.load(run_dir / "checkpoints", device),
+                                   model=model, optimizer=optimizer, scaler=scaler)
+        meta.setdefault("resumed_at", []).append(start)
+    elif (run_dir / "metrics.csv").exists():
+        raise TrainError(f"{run_dir}: a run already exists there; pass resume or a new run_name")
+    ddp = (torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
+        if info.enabled else model)
+
+    writer = NullWriter()
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        meta.update(_metadata(cfg, device, info, corpus, model, events))
+        _write_json(run_dir / "run.json", meta)
+        writer = MultiWriter([TidyWriter(run_dir / "metrics.csv", with_rank=info.enabled),
+                              *([TensorBoardWriter(run_dir)] if cfg.tensorboard else [])])
+
+    loop = _Loop(cfg, info, device, corpus, model, ddp, optimizer, scaler, events, writer,
+                 progress, run_dir)
+    with _sigint_sets(loop):
+        loop.run(start)
+
+    if info.is_main:
+        checkpoint.save(run_dir / "checkpoints", model=model, optimizer=optimizer, scaler=scaler,
+                        step=loop.step, config=cfg.to_dict())
+        writer.close()
+        meta.update(steps_done=loop.step, stop_reason=loop.stop_reason,
+                    final_loss=loop.last_loss, final_val_loss=loop.last_val,
+                    finished=_now())
+        _write_json(run_dir / "run.json", meta)
+    return TrainResult(run_dir=run_dir, steps_done=loop.step, final_loss=loop.last_loss,
+                       final_val_loss=loop.last_val, interrupted=loop.stop_reason == "interrupted",
+                       stop_reason=loop.stop_reason,
+                       injected=tuple(e.to_dict() for e in events))
+
+
+class _Loop:
+    """State of one run's loop; `run` reads top to bottom, one helper per phase."""
+
+    def __init__(self, cfg, info, device, corpus, model, ddp, optimizer, scaler, events, writer,
+                 progress, run_dir) -> None:
+        self.cfg, self.info, self.device, self.corpus = cfg, info, device, corpus
+        self.model, self.ddp, self.optimizer, self.scaler = model, ddp, optimizer, scaler
+        self.events, self.writer, self.progress, self.run_dir = events, writer, progress, run_dir
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        groups = model.layer_groups()
+        index = {id(p): i for i, ps in enumerate(groups.values()) for p in ps}
+        self.group_of = torch.tensor([index[id(p)] for p in self.params], device=device)  # (P,)
+        self.num_groups = len(groups)
+        self.probes = Probes.for_model(model, cfg.precision == "fp16")
+        self.autocast = autocast_for(cfg, device)
+        self.step = 0
+        self.stop_requested = False
+        self.stop_reason = "completed"
+        self.last_loss = float("nan")
+        self.last_val = float("nan")
+        self.nonfinite_run = 0
+        self.buffer: list[torch.Tensor] = []  # one (M,) tensor per step since the last flush
+        self.host: list[tuple[int, float, float, int]] = []  # (step, lr, wall_time, tokens)
+
+    def run(self, start: int) -> None:
+        self.step = start
+        self.t_flush = time.perf_counter()
+        try:
+            while self.step < self.cfg.steps and not self._should_stop():
+                row = self.train_step(self.step)
+                self.buffer.append(row)
+                self.step += 1
+                if self.step % self.cfg.log_interval == 0 or self.step == self.cfg.steps:
+                    self.flush()
+                if self.step % self.cfg.eval_interval == 0 or self.step == self.cfg.steps:
+                    self.evaluate()
+                if (self.cfg.checkpoint_interval and self.step % self.cfg.checkpoint_interval == 0
+                        and self.info.is_main):
+                    checkpoint.save(self.run_dir / "checkpoints", model=self.model,
+                                    optimizer=self.optimizer, scaler=self.scaler,
+                                    step=self.step, config=self.cfg.to_dict())
+        except KeyboardInterrupt:  # raised outside a step boundary: the step in flight is lost
+            self.stop_reason = "interrupted"
+        self.flush()
+        if self.stop_requested and self.stop_reason == "completed":
+            self.stop_reason = "interrupted"
+
+    def _should_stop(self) -> bool:
+        if self.info.enabled:  # all ranks must agree; only check where they sync anyway
+            if self.step % self.cfg.log_interval:
+                return False
+            self.stop_requested = dist.any_rank(self.info, self.stop_requested, self.device)
+        return self.stop_requested
+
+    # --- one step -------------------------------------------------------------------------
+
+    def train_step(self, step: int) -> torch.Tensor:
+        cfg = self.cfg
+        x, y = get_batch(self.corpus.train, cfg.batch_size, seq_len_at(cfg, step),
+                         seed=cfg.seed, step=step, rank=self.info.rank)
+        if bad := inject.bad_batch(self.events, step):
+            x, y = corrupt_batch(x, y, bad, seed=cfg.seed, step=step)
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        lr = lr_at(cfg, step) * inject.lr_factor(self.events, step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+        with self.autocast:
+            loss, stats = self.ddp(x, y, z_loss=cfg.z_loss, probe=True)
+        # grad_scale injection scales the backward, so fp16 grads overflow as in a real blow-up
+        self.scaler.scale(loss * inject.grad_factor(self.events, step)).backward()
+        self.scaler.unscale_(self.optimizer)  # no-op unless fp16: norms below are true norms
+
+        grads = [p.grad for p in self.params]
+        sq = torch.stack(torch._foreach_norm(grads)).float().pow(2)  # (P,)
+        grad_norm = sq.sum().sqrt()  # global L2 norm before clipping
+        layer_norms = torch.zeros(self.num_groups, device=self.device).index_add_(
+            0, self.group_of, sq).sqrt()  # (G,)
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grads_with_norm_(self.params, cfg.grad_clip, grad_norm)
+
+        before = [p.detach().clone() for p in self.params]
+        scale = self.scaler._get_scale_async().detach().clone() if self.scaler.is_enabled() else None
+        self.scaler.step(self.optimizer)  # skipped if the unscale found inf/nan (fp16)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+
+        deltas = torch._foreach_sub([p.detach() for p in self.params], before)
+        update_norm = torch.stack(torch._foreach_norm(deltas)).pow(2).sum().sqrt()
+        param_norm = torch.stack(torch._foreach_norm(self.params)).pow(2).sum().sqrt()
+        zmax = stats["attn_logit_max"]
+        parts = [stats["ce"], grad_norm, update_norm / param_norm, param_norm, zmax.max(),
+                 stats["logz"], layer_norms, zmax, stats["act_rms"]]
+        if scale is not None:  # a drop of the scale in update() means this step was skipped
+            skipped = (self.scaler._get_scale_async() < scale).float()
+            parts += [scale, skipped]
+        self.host.append((step, lr, time.time(), x.numel()))
+        return torch.cat([p.detach().float().reshape(-1) for p in parts])  # (M,)
+
+    # --- host side: metrics, evaluation -----------------------------------------------------
+
+    def flush(self) -> None:
+        """Move the buffered steps to the host in one transfer and hand them to the writers."""
+        if not self.buffer:
+            return
+        rows_by_rank = dist.gather_rows(self.info, torch.stack(self.buffer))  # [(k, M)] per rank
+        now = time.perf_counter()
+        tokens = sum(h[3] for h in self.host) * self.info.world_size
+        tokens_per_s = tokens / max(now - self.t_flush, 1e-9)
+        self.t_flush = now
+        for rank, rows in enumerate(rows_by_rank):
+            for (step, lr, wall, _), row in zip(self.host, rows.tolist(), strict=True):
+                metrics = dict(zip(self.probes.names, row, strict=True))
+                metrics[T.LR] = lr
+                if step == self.host[-1][0]:
+                    metrics[T.TOKENS_PER_S] = tokens_per_s
+                self.writer.write(step, metrics, wall, rank if self.info.enabled else None)
+        self.writer.flush()
+        last = dict(zip(self.probes.names, rows_by_rank[self.info.rank][-1].tolist(), strict=True))
+        self.last_loss = last[T.TRAIN_LOSS]
+        losses = rows_by_rank[self.info.rank][:, 0]
+        for value in losses.tolist():
+            self.nonfinite_run = 0 if math.isfinite(value) else self.nonfinite_run + 1
+        last_step = self.host[-1][0]
+        self.buffer, self.host = [], []
+        if 0 < self.cfg.stop_after_nonfinite <= self.nonfinite_run:
+            self.stop_requested, self.stop_reason = True, "nonfinite"
+        self._report(last_step, {**last, T.TOKENS_PER_S: tokens_per_s})
+
+    @torch.no_grad()
+    def evaluate(self) -> None:
+        self.flush()  # keep metrics.csv in step order
+        self.model.eval()
+        losses = []
+        for i in range(self.cfg.eval_batches):
+            x, y = get_batch(self.corpus.val, self.cfg.batch_size, self.cfg.block_size,
+                             seed=self.cfg.seed, step=i, rank=self.info.rank, stream=1)
+            with self.autocast:
+                _, stats = self.model(x.to(self.device), y.to(self.device))
+            losses.append(stats["ce"])
+        self.model.train()
+        val = torch.stack(losses).mean().reshape(1)
+        for rank, v in enumerate(dist.gather_rows(self.info, val)):
+            self.writer.write(self.step - 1, {T.VAL_LOSS: float(v)}, time.time(),
+                              rank if self.info.enabled else None)
+        self.writer.flush()
+        self.last_val = float(val)
+        self._report(self.step - 1, {T.VAL_LOSS: self.last_val})
+
+    def _report(self, step: int, metrics: dict[str, float]) -> None:
+        if self.progress is None or not self.info.is_main:
+            return
+        try:
+            self.progress(step, metrics)
+        except KeyboardInterrupt:  # Ctrl-C inside the CLI's progress bar: stop at this boundary
+            self.stop_requested = True
+
+
+@contextlib.contextmanager
+def _sigint_sets(loop: _Loop) -> Iterator[None]:
+    """While training, Ctrl-C only asks the loop to stop after the current step."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if loop.stop_requested:  # second Ctrl-C: give up immediately
+            raise KeyboardInterrupt
+        loop.stop_requested = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# ----------------------------------------------------------------------------- metadata
+
+
+def _metadata(cfg: TrainConfig, device: torch.device, info: dist.DistInfo, corpus: Corpus,
+              model: GPT, events: tuple[inject.InjectEvent, ...]) -> dict[str, Any]:
+    return {
+        "stabdiag_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": str(device),
+        "precision": cfg.precision,
+        "world_size": info.world_size,
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "corpus": {"name": corpus.name, "bytes": corpus.num_bytes, "sha256": corpus.sha256},
+        "injected": [e.to_dict() for e in events],
+        "started": _now(),
+        "preset": cfg.preset,
+        "recipe": cfg.recipe,
+    }
+
+
+def _check_resume_config(run_dir: Path, cfg: TrainConfig) -> None:
+    saved = _read_json(run_dir / "config.json")
+    changed = sorted(k for k, v in cfg.to_dict().items()
+                     if k in saved and saved[k] != v and k not in RESUMABLE_CHANGES)
+    if changed:
+        raise TrainError(f"{run_dir}: cannot resume with a different config; changed: "
+                         + ", ".join(f"{k} ({saved[k]!r} -> {getattr(cfg, k)!r})" for k in changed))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise TrainError(f"{path}: expected the run's JSON metadata, found it missing or damaged") from None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,111 @@
+"""Metric writers: a protocol, TensorBoard, a tidy long CSV, fan-out and a null object.
+
+`metrics.csv` is long and tidy (`step,metric,value,wall_time[,rank]`), the shape our generic CSV
+reader and MetricsTable take directly. TensorBoard scalars are written as `simple_value` so
+TensorBoard, tbparse and our own reader all read them.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+
+class MetricWriter(Protocol):
+    def write(self, step: int, metrics: Mapping[str, float], wall_time: float,
+              rank: int | None = None) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NullWriter:
+    """Writes nothing (non-zero ranks' TensorBoard, benchmarks)."""
+
+    def write(self, step: int, metrics: Mapping[str, float], wall_time: float,
+              rank: int | None = None) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class TidyWriter:
+    """Appends to `<run_dir>/metrics.csv`; a resumed run appends to the same file."""
+
+    def __init__(self, path: Path, *, with_rank: bool = False) -> None:
+        self.path = Path(path)
+        self.with_rank = with_rank
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        self._file = open(self.path, "a", newline="", encoding="utf-8")
+        self._csv = csv.writer(self._file)
+        if new:
+            header = ["step", "metric", "value", "wall_time"] + (["rank"] if with_rank else [])
+            self._csv.writerow(header)
+
+    def write(self, step: int, metrics: Mapping[str, float], wall_time: float,
+              rank: int | None = None) -> None:
+        tail = [rank if rank is not None else 0] if self.with_rank else []
+        wt = f"{wall_time:.3f}"
+        self._csv.writerows([step, name, _fmt(v), wt, *tail] for name, v in metrics.items())
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _fmt(value: float) -> str:
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return repr(float(value))
+
+
+class TensorBoardWriter:
+    """Scalars into `events.out.tfevents.*` in the run directory (one new file per session)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._tb = SummaryWriter(log_dir=str(log_dir), flush_secs=30)
+
+    def write(self, step: int, metrics: Mapping[str, float], wall_time: float,
+              rank: int | None = None) -> None:
+        for name, value in metrics.items():
+            self._tb.add_scalar(name, value, step, walltime=wall_time, new_style=False)
+
+    def flush(self) -> None:
+        self._tb.flush()
+
+    def close(self) -> None:
+        self._tb.close()
+
+
+class MultiWriter:
+    """Fans every call out to several writers."""
+
+    def __init__(self, writers: Sequence[MetricWriter]) -> None:
+        self.writers = list(writers)
+
+    def write(self, step: int, metrics: Mapping[str, float], wall_time: float,
+              rank: int | None = None) -> None:
+        for w in self.writers:
+            w.write(step, metrics, wall_time, rank)
+
+    def flush(self) -> None:
+        for w in self.writers:
+            w.flush()
+
+    def close(self) -> None:
+        for w in self.writers:
+            w.close()
