@@ -193,3 +193,14 @@ def fmt(x: float | None, digits: int = 3) -> str:
 
 def steps_list(steps: Iterable[int], limit: int = 50) -> list[int]:
     return [int(s) for s in list(steps)[:limit]]
+
+
+def thirds_levels(x: np.ndarray, frac: float = 0.10) -> tuple[float, float, float]:
+    """Medians of the first ``frac``, the ``frac`` before the last one, and the last ``frac``.
+
+    A trend test that one outlier cannot move: "still rising" = last > previous.
+    """
+    n = len(x)
+    k = max(2, int(frac * n))
+    return (float(np.median(x[:k])), float(np.median(x[max(0, n - 2 * k):n - k])),
+            float(np.median(x[-k:])))

@@ -1,0 +1,87 @@
+"""Detectors: one module per kind, an explicit registry, and ``run_detectors``.
+
+Codes are stable and never reused: SD0xx non-finite, SD1xx loss shape, SD2xx gradients,
+SD3xx precision, SD4xx logits, SD5xx schedule, SD6xx run/infrastructure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from stabdiag.detectors import (
+    attention_logit_growth,
+    divergence,
+    fp16_overflow,
+    grad_explosion,
+    grad_spike,
+    loss_spike,
+    lr_schedule,
+    nonfinite,
+    output_logit_drift,
+    rank_divergence,
+    restart,
+    stall,
+)
+from stabdiag.detectors.base import Detector
+from stabdiag.findings import Finding, Skipped
+from stabdiag.table import RunData
+
+DETECTORS: tuple[Detector, ...] = (
+    nonfinite.DETECTOR,
+    loss_spike.DETECTOR,
+    divergence.DETECTOR,
+    stall.DETECTOR,
+    grad_spike.DETECTOR,
+    grad_explosion.DETECTOR,
+    fp16_overflow.DETECTOR,
+    attention_logit_growth.DETECTOR,
+    output_logit_drift.DETECTOR,
+    lr_schedule.DETECTOR,
+    restart.DETECTOR,
+    rank_divergence.DETECTOR,
+)
+
+_INDEX = {d.kind: d for d in DETECTORS} | {d.code.lower(): d for d in DETECTORS}
+
+
+def by_kind(kind_or_code: str) -> Detector:
+    """The detector for a kind slug (``loss-spike``) or code (``SD101``, any case)."""
+    try:
+        return _INDEX[kind_or_code.strip().lower()]
+    except KeyError:
+        known = ", ".join(f"{d.kind} ({d.code})" for d in DETECTORS)
+        raise KeyError(f"unknown detector {kind_or_code!r}; known: {known}") from None
+
+
+def _resolve(names: Collection[str] | None) -> set[str] | None:
+    return None if names is None else {by_kind(n).kind for n in names}
+
+
+def selected(select: Collection[str] | None = None, ignore: Collection[str] | None = None) -> list[Detector]:
+    """Registry order, filtered by kinds/codes to keep (``select``) and to drop (``ignore``)."""
+    keep, drop = _resolve(select), _resolve(ignore) or set()
+    return [d for d in DETECTORS if (keep is None or d.kind in keep) and d.kind not in drop]
+
+
+def run_detectors(
+    runs: Sequence[RunData],
+    select: Collection[str] | None = None,
+    ignore: Collection[str] | None = None,
+) -> tuple[list[Finding], list[Skipped]]:
+    """Run the selected detectors on every run; findings sorted by run order, then step."""
+    dets = selected(select, ignore)
+    findings: list[Finding] = []
+    skipped: list[Skipped] = []
+    order = {r.name: i for i, r in enumerate(runs)}
+    for run in runs:
+        for det in dets:
+            res = det.check(run)
+            if isinstance(res, Skipped):
+                skipped.append(res)
+            else:
+                findings.extend(res)
+    findings.sort(key=lambda f: (order.get(f.run, len(order)), f.step_start if f.step_start is not None else -1))
+    return findings, skipped
+
+
+__all__ = ["DETECTORS", "Detector", "by_kind", "run_detectors", "selected"]

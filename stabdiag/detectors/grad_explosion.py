@@ -1,0 +1,108 @@
+"""grad-explosion (SD202): the gradient norm grows by orders of magnitude or stays far above baseline.
+
+What it detects
+    A sustained excursion of the total gradient norm: its short rolling median stays at least
+    ``factor`` (10) x the median of the preceding ``window`` points for ``min_points`` (5)
+    consecutive log points or more. Unlike a grad spike it does not come straight back.
+
+Why it matters
+    A gradient norm that stays an order of magnitude above its history means the optimiser is
+    taking huge steps; the loss usually follows within a few hundred steps (Takase et al. "Spike No
+    More": spikes early, then explosion at ~13k steps on a 1.7B model).
+
+How it is computed
+    level = rolling median of log(grad norm) over the last ``smooth`` (5) points; reference =
+    rolling median of the ``window`` (100) points that end ``smooth`` points earlier (at least
+    ``min_history`` = 20 finite). Points with level - reference >= log(``factor``) are excursions;
+    excursions lasting >= ``min_points`` log points are explosions (``error``), one finding per
+    event, with onset step, peak and growth factor. Non-finite grad norms are excluded here and
+    reported by nonfinite.
+
+Known false positives
+    A deliberate change of the loss scale in the logged norm (e.g. logging unscaled fp16 grads),
+    or switching gradient accumulation mid-run, multiplies the logged norm without any instability.
+
+References
+    Megatron ``--check-for-large-grads`` (10x the max of the first 100 values); OLMo
+    ``max_grad_norm_ratio``; Takase et al. 2023 (arXiv 2312.16903); allenai/OLMo #596 (grad norm
+    rising).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from stabdiag.detectors import _stats as st
+from stabdiag.detectors._common import finding, usable
+from stabdiag.detectors.base import Detector
+from stabdiag.findings import Finding, Severity, Skipped
+from stabdiag.table import GRAD_NORM, RunData
+
+CODE, KIND = "SD202", "grad-explosion"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    smooth: int = 5
+    window: int = 100
+    min_history: int = 20
+    factor: float = 10.0          # Megatron's 10x
+    min_points: int = 5
+
+
+DEFAULT = Config()
+
+
+def find_explosions(values: np.ndarray, cfg: Config = DEFAULT) -> list[tuple[int, int, float]]:
+    """(start index, end index, reference level) of each sustained excursion."""
+    x, logged = st.to_log(values)
+    if not logged:
+        return []
+    s = pd.Series(x)
+    level = s.rolling(cfg.smooth, min_periods=max(1, cfg.smooth // 2 + 1)).median().to_numpy()
+    ref = s.shift(cfg.smooth).rolling(cfg.window, min_periods=cfg.min_history).median().to_numpy()
+    with np.errstate(invalid="ignore"):
+        high = (level - ref) >= math.log(cfg.factor)
+    starts, ends = st.segments(high)
+    out = []
+    for a, b in zip(starts, ends, strict=True):
+        if b - a + 1 >= cfg.min_points:
+            onset = max(0, int(a) - cfg.smooth // 2)   # the median lags by half its window
+            out.append((onset, int(b), float(np.exp(ref[a]))))
+    return out
+
+
+def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
+    g = usable(run, GRAD_NORM)
+    if g is None:
+        return DETECTOR.skipped(run, f"no {GRAD_NORM} series")
+    if np.isfinite(g.values).sum() <= cfg.min_history:
+        return DETECTOR.skipped(run, f"{GRAD_NORM} has too few finite points ({cfg.min_history + 1} needed)")
+    out: list[Finding] = []
+    for a, b, ref in find_explosions(g.values, cfg):
+        seg = st.clean(g.values[a:b + 1])
+        pk = a + int(np.nanargmax(seg))
+        peak = float(g.values[pk])
+        growth = peak / ref
+        at_end = b >= len(g.values) - 1
+        msg = (f"grad norm exploded {growth:.0f}x ({st.fmt(ref)} -> {st.fmt(peak)} at step "
+               f"{int(g.steps[pk])}) from step {int(g.steps[a])}"
+               + (" and was still high at the end of the log." if at_end
+                  else f", staying above {cfg.factor:g}x its baseline for {int(g.steps[b] - g.steps[a])} steps."))
+        out.append(finding(
+            CODE, KIND, run, severity=Severity.ERROR, metric=GRAD_NORM,
+            step_start=int(g.steps[a]), step_end=int(g.steps[b]), message=msg,
+            evidence={"onset_step": int(g.steps[a]), "baseline": ref, "peak": peak,
+                      "peak_step": int(g.steps[pk]), "growth": growth,
+                      "orders_of_magnitude": math.log10(growth) if growth > 0 else None,
+                      "points": b - a + 1, "until_end": at_end},
+        ))
+    return out
+
+
+DETECTOR = Detector(code=CODE, kind=KIND, summary="grad norm grows by orders of magnitude or stays far above baseline",
+                    doc=__doc__ or "", check=check)

@@ -1,0 +1,129 @@
+"""grad-spike (SD201): isolated gradient-norm outliers without sustained growth.
+
+What it detects
+    Single log points (or runs of at most ``max_points`` = 3) where the total gradient norm is far
+    above the median of the points before it and then comes straight back. One finding per run
+    summarises all of them: how many, where, how large, and whether the loss responded.
+
+Why it matters
+    Recurring grad-norm spikes are the early form of loss spikes (OLMo 2: grad-norm spikes precede
+    loss spikes) and the cue for clipping or adaptive clipping. The healthy grad-norm percentiles in
+    the evidence give a clip threshold derived from the run itself.
+
+How it is computed
+    Robust z of log(grad norm) against the rolling median/MAD of the previous ``window`` (100)
+    finite points (sigma floored at 5 %, at least ``min_history`` = 20 points first). A spike point
+    needs z >= ``z_threshold`` (6, OLMo-core) AND grad norm >= ``min_ratio`` (2) x the baseline.
+    Runs of flagged points longer than ``max_points`` are sustained growth and left to
+    grad-explosion. Severity: ``warning`` when there are >= ``repeated`` (3) spikes or one is
+    >= ``large_ratio`` (10) x its baseline; otherwise ``info``. "Loss responded" means the loss at
+    the same step (+- one log interval) was >= 5 % and 3 sigma above its own causal baseline.
+
+Known false positives
+    The first steps of training (large grad norm at init) are excluded by the warm-up. Runs that
+    log the grad norm *before* clipping show spikes that clipping already handled; they are still
+    reported, because the remedy (a clip threshold) is the same.
+
+References
+    ZClip (arXiv 2504.02507: EMA z-score, z 2.5, alpha 0.97, warm-up 25); OLMo-core
+    StabilityMonitorCallback (6 sigma over 128); Megatron ``--check-for-large-grads`` (10x the max of
+    the first 100 values); OLMo 2 (arXiv 2501.00656) spike score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from stabdiag.detectors import _stats as st
+from stabdiag.detectors._common import finding, usable
+from stabdiag.detectors.base import Detector
+from stabdiag.findings import Finding, Severity, Skipped
+from stabdiag.table import GRAD_NORM, TRAIN_LOSS, RunData
+
+CODE, KIND = "SD201", "grad-spike"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    window: int = 100
+    min_history: int = 20
+    z_threshold: float = 6.0
+    sigma_floor: float = 0.05      # grad norms are noisier than losses
+    min_ratio: float = 2.0
+    max_points: int = 3            # longer excursions are grad-explosion's business
+    repeated: int = 3
+    large_ratio: float = 10.0
+
+
+DEFAULT = Config()
+
+
+def spike_points(values: np.ndarray, cfg: Config = DEFAULT) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of isolated spike points and each one's causal baseline (linear scale)."""
+    x, logged = st.to_log(values)
+    med, sigma = st.causal_median_sigma(x, cfg.window, cfg.min_history, cfg.sigma_floor)
+    base = np.exp(med) if logged else med
+    lin = st.clean(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        flag = ((x - med) / sigma >= cfg.z_threshold) & (lin >= cfg.min_ratio * base)
+    starts, ends = st.segments(flag)
+    short = (ends - starts + 1) <= cfg.max_points
+    keep = np.zeros(len(flag), dtype=bool)
+    for a, b in zip(starts[short], ends[short], strict=True):
+        keep[a:b + 1] = True
+    idx = np.flatnonzero(keep)
+    return idx, base[idx]
+
+
+def _loss_responded(run: RunData, spike_steps: np.ndarray, tol: int) -> bool:
+    s = usable(run, TRAIN_LOSS, 12)
+    if s is None or not len(spike_steps):
+        return False
+    x, logged = st.to_log(s.values)
+    med, sigma = st.causal_median_sigma(x, 64, 10, 0.01 if logged else 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        up = ((x - med) / sigma >= 3.0) & ((x - med) >= (np.log(1.05) if logged else 0.05 * np.abs(med)))
+    up |= ~np.isfinite(s.values)
+    return bool(np.any(st.near(s.steps[up], spike_steps, tol)))
+
+
+def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
+    g = usable(run, GRAD_NORM)
+    if g is None:
+        return DETECTOR.skipped(run, f"no {GRAD_NORM} series")
+    if np.isfinite(g.values).sum() <= cfg.min_history:
+        return DETECTOR.skipped(run, f"{GRAD_NORM} has too few finite points ({cfg.min_history + 1} needed)")
+    idx, base = spike_points(g.values, cfg)
+    if not idx.size:
+        return []
+    vals = g.values[idx]
+    ratios = vals / base
+    top = int(np.argmax(ratios))
+    healthy = np.ones(len(g.values), dtype=bool)
+    healthy[idx] = False
+    hv = g.values[healthy & np.isfinite(g.values)]
+    p50, p90, p99 = (float(np.percentile(hv, q)) for q in (50, 90, 99)) if hv.size else (None,) * 3
+    steps = g.steps[idx]
+    responded = _loss_responded(run, steps, st.log_interval(g.steps))
+    n = len(idx)
+    sev = Severity.WARNING if n >= cfg.repeated or ratios[top] >= cfg.large_ratio else Severity.INFO
+    times = "once" if n == 1 else f"{n} times"
+    msg = (f"grad norm spiked {times} without sustained growth, up to {ratios[top]:.1f}x its baseline "
+           f"({st.fmt(float(base[top]))} -> {st.fmt(float(vals[top]))} at step {int(steps[top])}); "
+           f"the loss {'responded' if responded else 'did not respond'}.")
+    return [finding(
+        CODE, KIND, run, severity=sev, metric=GRAD_NORM, step_start=int(steps[0]),
+        step_end=int(steps[-1]), message=msg,
+        evidence={
+            "count": n, "spike_steps": st.steps_list(steps), "spike_values": vals[:50].tolist(),
+            "max_ratio": float(ratios[top]), "max_step": int(steps[top]), "max_value": float(vals[top]),
+            "baseline_at_max": float(base[top]), "healthy_p50": p50, "healthy_p90": p90,
+            "healthy_p99": p99, "loss_responded": responded,
+        },
+    )]
+
+
+DETECTOR = Detector(code=CODE, kind=KIND, summary="isolated grad-norm outliers without sustained growth",
+                    doc=__doc__ or "", check=check)

@@ -1,0 +1,189 @@
+"""loss-spike (SD101): the loss jumps far above its recent robust baseline.
+
+What it detects
+    A log point where the training loss rises far above the median of the points just before it,
+    grouped with the following points into one event until the loss is back in its baseline band.
+    Each event says how high it went, whether and how fast the loss recovered, the LR at onset and
+    whether the gradient norm spiked at the same time.
+
+Why it matters
+    A spike that recovers within a few log points is mostly harmless but worth counting (OLMo 2
+    tracks a "spike score"); one that does not recover has derailed the run and needs a rewind
+    (PaLM: restart ~100 steps before the spike and skip 200-500 batches).
+
+How it is computed
+    Work in log points and on log(loss) when the loss is positive. Baseline = rolling median of the
+    previous ``window`` (64) finite points, sigma = 1.4826 x rolling MAD (floored at 1 %). A point is
+    a spike onset when all hold: z >= ``z_threshold`` (6, as OLMo-core), loss >= ``min_ratio`` (1.2)
+    x baseline, and the rise >= ``min_abs_rise`` (2 %) of the run's initial loss level, so tiny noise
+    on a smooth or a near-zero curve never fires. At least ``min_history`` (10) finite points must
+    precede (warm-up). The event lasts until the loss is back within baseline + max(3 sigma, 10 %).
+    Recovered within ``quick_recovery_points`` (50) log points: transient, ``warning``; recovered
+    later: ``warning`` (slow); never recovered: ``error`` (the run diverged). A grad-norm spike within
+    one log interval of the event is recorded as ``grad_spike_coincides`` (stronger evidence that the
+    spike is an optimisation event, not a bad batch in the logging). NaN/Inf losses are left out of
+    the baseline and the search goes on after them.
+
+Known false positives
+    Losses that legitimately jump: a curriculum or data-mixture switch, a sequence-length change,
+    an epoch boundary with unshuffled data. Interval-averaged logs (HF ``loss``) dilute one-step
+    spikes by the interval length, so small spikes may be missed there rather than over-reported.
+
+References
+    OLMo-core StabilityMonitorCallback / SkipStepOptimizer (6 sigma over 128 previous values);
+    OLMo 2 spike score (7 sigma, 1000 values; arXiv 2501.00656); Megatron ``check_for_spiky_loss``
+    (10x the max of the first 100 values); llm-foundry KillLossSpike (2x the window mean, patience
+    4); Lightning SpikeDetection (rtol 2.0, window 10); metaseq loss/EWM span 9; PaLM
+    (arXiv 2204.02311) rewind-and-skip.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from stabdiag.detectors import _stats as st
+from stabdiag.detectors._common import finding, usable
+from stabdiag.detectors.base import Detector
+from stabdiag.findings import Finding, Severity, Skipped
+from stabdiag.table import GRAD_NORM, LR, TRAIN_LOSS, RunData
+
+CODE, KIND = "SD101", "loss-spike"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    window: int = 64               # previous log points in the baseline (OLMo-core uses 128 steps)
+    min_history: int = 10          # finite points needed before a point can be judged
+    z_threshold: float = 6.0       # robust z on log(loss); OLMo-core's 6 sigma
+    sigma_floor: float = 0.01      # 1 % relative noise floor so a smooth curve is not infinitely sure
+    min_ratio: float = 1.2         # and at least 20 % above the baseline
+    min_abs_rise: float = 0.02     # and a rise of >= 2 % of the initial loss level (absolute)
+    merge_gap: int = 1             # flagged points this close belong to one event
+    recovery_sigmas: float = 3.0   # back within baseline + max(3 sigma, 10 %) = recovered
+    recovery_rel: float = 0.10
+    quick_recovery_points: int = 50
+    recovery_search: int = 5000    # log points searched for recovery per event
+    min_tail_points: int = 3       # points after onset needed to call "did not recover"
+    max_events: int = 200
+
+
+DEFAULT = Config()
+
+
+@dataclass(frozen=True)
+class SpikeEvent:
+    onset: int          # index of the first spike point
+    peak: int           # index of the highest point
+    end: int            # index of the last point above the band
+    recovery: int       # index of the first point back in the band, -1 if never
+    baseline: float     # linear-scale baseline at onset
+    z: float
+
+
+def find_events(values: np.ndarray, cfg: Config = DEFAULT) -> list[SpikeEvent]:
+    """Spike events of a loss series, in log points (vectorised flagging, one loop per event)."""
+    x, logged = st.to_log(values)
+    lin = st.clean(values)
+    n = len(x)
+    if np.isfinite(x).sum() <= cfg.min_history:
+        return []
+    floor = cfg.sigma_floor if logged else 0.0
+    med, sigma = st.causal_median_sigma(x, cfg.window, cfg.min_history, floor)
+    if not logged:  # linear scale: floor sigma relative to the level instead
+        sigma = np.maximum(sigma, cfg.sigma_floor * np.abs(med))
+    init_level = abs(st.nanmedian(lin[: max(5, n // 20)]))
+    base_lin = np.exp(med) if logged else med
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (x - med) / sigma
+        rise = lin - base_lin
+        ratio_ok = lin >= cfg.min_ratio * base_lin if logged else rise >= (cfg.min_ratio - 1) * np.abs(base_lin)
+    flag = (z >= cfg.z_threshold) & ratio_ok & (rise >= cfg.min_abs_rise * init_level)
+    flag &= np.isfinite(z)
+    events: list[SpikeEvent] = []
+    cand = np.flatnonzero(flag)
+    pos = 0
+    while pos < len(cand) and len(events) < cfg.max_events:
+        i = int(cand[pos])
+        b, s = med[i], sigma[i]
+        band = b + max(cfg.recovery_sigmas * s, math.log1p(cfg.recovery_rel) if logged
+                       else cfg.recovery_rel * abs(b))
+        with np.errstate(invalid="ignore"):
+            back = x <= band
+        rec = st.first_index(back, i + 1, cfg.recovery_search)
+        end = (rec - 1) if rec >= 0 else n - 1
+        seg = lin[i:end + 1]
+        peak = i + int(np.nanargmax(seg)) if np.isfinite(seg).any() else i
+        events.append(SpikeEvent(i, peak, end, rec, float(base_lin[i]), float(z[i])))
+        nxt = rec + cfg.merge_gap if rec >= 0 else n
+        pos = int(np.searchsorted(cand, max(nxt, i + 1)))
+    return events
+
+
+def _grad_coincidence(run: RunData, lo: int, hi: int) -> tuple[bool, float | None]:
+    """Whether the grad norm spiked within [lo, hi] steps, and its max there."""
+    g = usable(run, GRAD_NORM, 2)
+    if g is None:
+        return False, None
+    sel = (g.steps >= lo) & (g.steps <= hi)
+    vals = st.clean(g.values[sel])
+    if not np.isfinite(vals).any():
+        return False, None
+    peak = float(np.nanmax(vals))
+    xl, _ = st.to_log(g.values)
+    z = st.robust_z(xl, 64, 10, 0.05)
+    med = st.nanmedian(g.values[g.steps < lo][-64:])
+    with np.errstate(invalid="ignore"):
+        spiky = bool(np.any(z[sel] >= 4.0)) and (not math.isfinite(med) or peak >= 1.5 * med)
+    return spiky, peak
+
+
+def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
+    s = usable(run, TRAIN_LOSS)
+    if s is None:
+        return DETECTOR.skipped(run, f"no {TRAIN_LOSS} series")
+    if np.isfinite(s.values).sum() <= cfg.min_history:
+        return DETECTOR.skipped(run, f"{TRAIN_LOSS} has too few finite points ({cfg.min_history + 1} needed)")
+    steps, vals = s.steps, s.values
+    interval = st.log_interval(steps)
+    lr = usable(run, LR)
+    out: list[Finding] = []
+    for ev in find_events(vals, cfg):
+        on, pk = int(steps[ev.onset]), int(steps[ev.peak])
+        peak_v = float(vals[ev.peak])
+        ratio = peak_v / ev.baseline if ev.baseline > 0 else None
+        grad_hit, grad_peak = _grad_coincidence(run, on - interval, int(steps[ev.end]) + interval)
+        tail = len(vals) - 1 - ev.onset
+        rec_steps = int(steps[ev.recovery] - steps[ev.onset]) if ev.recovery >= 0 else None
+        jump = (f"loss jumped {ratio:.1f}x ({st.fmt(ev.baseline)} -> {st.fmt(peak_v)})" if ratio
+                else f"loss rose {st.fmt(ev.baseline)} -> {st.fmt(peak_v)}")
+        if ev.recovery >= 0:
+            quick = ev.recovery - ev.onset <= cfg.quick_recovery_points
+            sev = Severity.WARNING
+            how = f"recovered in {rec_steps} steps" if quick else f"recovered only after {rec_steps} steps"
+        elif tail < cfg.min_tail_points:
+            sev, how = Severity.WARNING, "the log ends before recovery could be judged"
+        else:
+            sev = Severity.ERROR
+            how = (f"did not recover (still {st.fmt(float(np.nanmedian(vals[-max(1, tail // 5):])))}"
+                   f" at the end): the run diverged from here")
+        grad_note = " with a coinciding grad-norm spike" if grad_hit else ""
+        msg = f"{jump} at step {on}{grad_note} and {how}."
+        out.append(finding(
+            CODE, KIND, run, severity=sev, metric=TRAIN_LOSS, step_start=on,
+            step_end=int(steps[ev.end]), message=msg,
+            evidence={
+                "baseline": ev.baseline, "peak": peak_v, "peak_step": pk, "ratio": ratio,
+                "z": ev.z, "recovered": ev.recovery >= 0, "recovery_steps": rec_steps,
+                "lr_at_onset": st.value_at(lr.steps, lr.values, on) if lr else None,
+                "grad_norm_at_peak": grad_peak, "grad_spike_coincides": grad_hit,
+                "log_interval": interval,
+            },
+        ))
+    return out
+
+
+DETECTOR = Detector(code=CODE, kind=KIND, summary="loss jumps far above its recent robust baseline",
+                    doc=__doc__ or "", check=check)

@@ -1,0 +1,112 @@
+"""lr-schedule (SD501): no warm-up at a high LR, and LR jumps that line up with trouble.
+
+What it detects
+    (1) The learning rate is already at its peak at the first logged step (no warm-up).
+    (2) A sudden multiplicative LR increase after warm-up (a jump).
+    Each is judged by whether trouble (loss spike, non-finite loss, grad-norm explosion or spike)
+    followed it.
+
+Why it matters
+    Warm-up of >= 5 % of steps is the first remedy for early divergence (Wortsman et al. 2023);
+    an LR jump is the usual cause of a resumed run spiking (wrong scheduler state on resume). But
+    constant-LR fine-tunes are normal, so an LR shape alone is no finding.
+
+How it is computed
+    No warm-up: first LR >= ``at_peak`` (0.9) x peak LR, with >= 3 LR points. Trouble within the
+    first ``early_frac`` (10 %) of the run -> ``warning``; else ``info`` when the peak LR >=
+    ``high_lr`` (1e-3); else nothing. Jumps: after the LR first reaches 0.95 x its peak, a point
+    with LR >= ``jump_factor`` (2) x the previous LR. Trouble within max(``jump_window_steps`` (50),
+    ``jump_window_frac`` (5 %) of the run) after it -> ``warning``, otherwise ``info`` (a warm
+    restart schedule, probably intended). Skipped without ``train/lr``.
+
+Known false positives
+    Logs that start after the warm-up ended (first logged step late, HF ``logging_steps``) look
+    like "no warm-up"; with a low LR or no trouble that stays info or silent.
+
+References
+    Wortsman et al. 2023 (arXiv 2309.14322: 5 % warm-up); llm-foundry #232 (jfrankle: lower LR,
+    more warm-up); Loshchilov & Hutter SGDR (warm restarts are intended jumps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from stabdiag.detectors import _stats as st
+from stabdiag.detectors._common import finding, usable
+from stabdiag.detectors._trouble import first_within, trouble
+from stabdiag.detectors.base import Detector
+from stabdiag.findings import Finding, Severity, Skipped
+from stabdiag.table import LR, TRAIN_LOSS, RunData
+
+CODE, KIND = "SD501", "lr-schedule"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    at_peak: float = 0.9
+    high_lr: float = 1e-3
+    early_frac: float = 0.10
+    jump_factor: float = 2.0
+    jump_window_steps: int = 50
+    jump_window_frac: float = 0.05
+    max_jumps: int = 20
+
+
+DEFAULT = Config()
+
+
+def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
+    s = usable(run, LR, 3)
+    if s is None:
+        return DETECTOR.skipped(run, f"no {LR} series with 3 finite points")
+    ok = np.isfinite(s.values)
+    steps, lr = s.steps[ok], s.values[ok]
+    peak = float(np.max(lr))
+    if peak <= 0:
+        return []
+    loss = run.get(TRAIN_LOSS)
+    lo = int(min(steps[0], loss.steps[0])) if loss is not None else int(steps[0])
+    hi = int(max(steps[-1], loss.steps[-1])) if loss is not None else int(steps[-1])
+    span = max(1, hi - lo)
+    events = trouble(run)
+    out: list[Finding] = []
+    if lr[0] >= cfg.at_peak * peak:
+        hit = first_within(events, lo, lo + int(cfg.early_frac * span))
+        if hit or peak >= cfg.high_lr:
+            sev = Severity.WARNING if hit else Severity.INFO
+            tail = (f"; {hit[1]} followed at step {hit[0]}" if hit else "; no trouble followed")
+            out.append(finding(
+                CODE, KIND, run, severity=sev, metric=LR, step_start=int(steps[0]), step_end=int(steps[0]),
+                message=f"no LR warm-up: the LR was already {st.fmt(float(lr[0]))} (peak {st.fmt(peak)}) "
+                        f"at the first logged step {int(steps[0])}{tail}.",
+                evidence={"issue": "no_warmup", "first_lr": float(lr[0]), "peak_lr": peak,
+                          "first_step": int(steps[0]), "trouble": hit[1] if hit else None,
+                          "trouble_step": hit[0] if hit else None},
+            ))
+    reach = int(np.argmax(lr >= 0.95 * peak))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = lr[1:] / lr[:-1]
+    jumps = np.flatnonzero((ratio >= cfg.jump_factor) & (lr[:-1] > 0)) + 1
+    jumps = jumps[jumps > reach][: cfg.max_jumps]
+    win = max(cfg.jump_window_steps, int(cfg.jump_window_frac * span))
+    for j in jumps:
+        at = int(steps[j])
+        hit = first_within(events, at, at + win)
+        sev = Severity.WARNING if hit else Severity.INFO
+        tail = f" and {hit[1]} followed at step {hit[0]}" if hit else " with no trouble after it (a warm restart?)"
+        out.append(finding(
+            CODE, KIND, run, severity=sev, metric=LR, step_start=int(steps[j - 1]), step_end=at,
+            message=f"LR jumped {float(ratio[j - 1]):.1f}x ({st.fmt(float(lr[j - 1]))} -> "
+                    f"{st.fmt(float(lr[j]))}) at step {at}{tail}.",
+            evidence={"issue": "lr_jump", "lr_before": float(lr[j - 1]), "lr_after": float(lr[j]),
+                      "factor": float(ratio[j - 1]), "step": at,
+                      "trouble": hit[1] if hit else None, "trouble_step": hit[0] if hit else None},
+        ))
+    return out
+
+
+DETECTOR = Detector(code=CODE, kind=KIND, summary="no warm-up at a high LR; LR jumps that line up with trouble",
+                    doc=__doc__ or "", check=check)

@@ -1,0 +1,146 @@
+"""rank-divergence (SD602): one rank's loss or grad norm departs from the other ranks.
+
+What it detects
+    In ``RunData.by_rank`` (per-rank series of ``train/loss`` and ``train/grad_norm``), a rank whose
+    values sit far from the median of the ranks for a sustained stretch of steps, or that turns
+    non-finite while the others stay finite.
+
+Why it matters
+    Data-parallel replicas should see statistically identical losses; a rank that drifts points at
+    a faulty device (silent data corruption), a desynchronised replica or a bad data shard.
+    Megatron's rerun machinery exists to attribute exactly this.
+
+How it is computed
+    Align ranks on common steps (log scale for positive metrics). With >= 3 ranks: per step, the
+    deviation of each rank from the cross-rank median, divided by the run-wide typical cross-rank
+    spread (median over steps of the per-step MAD-sigma, floored at 1 % relative). A point is off
+    when |z| >= ``z_threshold`` (6) and the rank differs by >= ``min_rel`` (10 %), or is
+    non-finite while the median is finite. Sustained = >= ``min_points`` (3) consecutive off points:
+    ``warning``; >= ``error_points`` (10) points and >= 5 % of the steps: ``error``. With 2 ranks no
+    rank can be singled out: a sustained relative gap >= 20 % gives one ``warning`` naming both.
+    Skipped when fewer than 2 ranks are logged.
+
+Known false positives
+    Logs where each rank reports its local (unreduced) micro-batch loss on very different data
+    (e.g. length-bucketed shards) have a larger natural spread; the run-wide spread absorbs most.
+
+References
+    Megatron RerunStateMachine (attribution of transient vs persistent faults, exit codes 16/17);
+    formats.md section 11 item 5 (per-rank prefixes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from stabdiag.detectors import _stats as st
+from stabdiag.detectors._common import finding
+from stabdiag.detectors.base import Detector
+from stabdiag.findings import Finding, Severity, Skipped
+from stabdiag.table import GRAD_NORM, TRAIN_LOSS, RunData
+
+CODE, KIND = "SD602", "rank-divergence"
+METRICS = (TRAIN_LOSS, GRAD_NORM)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    z_threshold: float = 6.0
+    min_rel: float = 0.10
+    spread_floor: float = 0.01
+    min_points: int = 3
+    error_points: int = 10
+    error_frac: float = 0.05
+    pair_rel: float = 0.20
+
+
+DEFAULT = Config()
+
+
+def _frame(ranks: dict) -> pd.DataFrame:
+    cols = {r: pd.Series(s.values, index=s.steps) for r, s in sorted(ranks.items())}
+    return pd.DataFrame(cols).sort_index()
+
+
+def _longest(mask: np.ndarray) -> tuple[int, int, int]:
+    a, b = st.segments(mask)
+    if not a.size:
+        return 0, -1, -1
+    k = int(np.argmax(b - a))
+    return int(b[k] - a[k] + 1), int(a[k]), int(b[k])
+
+
+def _check_metric(run: RunData, metric: str, ranks: dict, cfg: Config) -> list[Finding]:
+    df = _frame(ranks)
+    steps = df.index.to_numpy()
+    raw = df.to_numpy(dtype=np.float64)
+    fin = raw[np.isfinite(raw)]
+    use_log = fin.size > 0 and bool(np.all(fin > 0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = np.log(raw) if use_log else raw.copy()
+    x[~np.isfinite(x)] = np.nan
+    name = "loss" if metric == TRAIN_LOSS else "grad norm"
+    out: list[Finding] = []
+    if x.shape[1] == 2:
+        with np.errstate(invalid="ignore"):
+            gap = np.abs(x[:, 0] - x[:, 1]) >= (np.log1p(cfg.pair_rel) if use_log
+                                                 else cfg.pair_rel * np.nanmean(np.abs(x), axis=1))
+        length, a, b = _longest(gap)
+        if length >= cfg.min_points:
+            r0, r1 = df.columns
+            out.append(finding(
+                CODE, KIND, run, severity=Severity.WARNING, metric=metric,
+                step_start=int(steps[a]), step_end=int(steps[b]),
+                message=f"ranks {r0} and {r1} disagree on the {name} by >= {100 * cfg.pair_rel:.0f}% for "
+                        f"{length} consecutive log points from step {int(steps[a])}; with two ranks the faulty one cannot be told.",
+                evidence={"ranks": [int(r0), int(r1)], "points": length, "onset_step": int(steps[a])},
+            ))
+        return out
+    with np.errstate(all="ignore"):
+        med = np.nanmedian(x, axis=1)
+        mad = st.MAD_TO_SIGMA * np.nanmedian(np.abs(x - med[:, None]), axis=1)
+    typical = st.nanmedian(mad)
+    floor = cfg.spread_floor if use_log else cfg.spread_floor * st.nanmedian(np.abs(med))
+    spread = max(typical if np.isfinite(typical) else 0.0, floor)
+    dev = x - med[:, None]
+    with np.errstate(invalid="ignore"):
+        rel_ok = np.abs(dev) >= (np.log1p(cfg.min_rel) if use_log else cfg.min_rel * np.abs(med)[:, None])
+        off = (np.abs(dev) / spread >= cfg.z_threshold) & rel_ok
+    off |= ~np.isfinite(raw) & np.isfinite(med)[:, None]
+    for j, rank in enumerate(df.columns):
+        length, a, b = _longest(off[:, j])
+        if length < cfg.min_points:
+            continue
+        total = int(off[:, j].sum())
+        sev = Severity.ERROR if length >= cfg.error_points and total >= cfg.error_frac * len(steps) else Severity.WARNING
+        seg = dev[a:b + 1, j]
+        typ = float(np.nanmedian(seg)) if np.isfinite(seg).any() else float("nan")
+        factor = float(np.exp(typ)) if use_log and np.isfinite(typ) else None
+        how = f"{factor:.2f}x the other ranks' median" if factor else "non-finite or far from the others"
+        out.append(finding(
+            CODE, KIND, run, severity=sev, metric=metric, step_start=int(steps[a]), step_end=int(steps[b]),
+            message=f"rank {rank}'s {name} departed from the other ranks ({how}) for {length} consecutive "
+                    f"log points from step {int(steps[a])}.",
+            evidence={"rank": int(rank), "points": length, "off_points_total": total,
+                      "onset_step": int(steps[a]), "ratio_to_median": factor,
+                      "ranks": [int(r) for r in df.columns], "typical_spread": spread},
+        ))
+    return out
+
+
+def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
+    avail = {m: run.by_rank.get(m, {}) for m in METRICS}
+    avail = {m: r for m, r in avail.items() if len(r) >= 2}
+    if not avail:
+        return DETECTOR.skipped(run, f"fewer than 2 ranks logged for {TRAIN_LOSS} or {GRAD_NORM}")
+    out: list[Finding] = []
+    for metric, ranks in avail.items():
+        out.extend(_check_metric(run, metric, dict(ranks), cfg))
+    return out
+
+
+DETECTOR = Detector(code=CODE, kind=KIND, summary="one rank's loss or grad norm departs from the others",
+                    doc=__doc__ or "", check=check)

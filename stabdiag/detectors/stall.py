@@ -1,0 +1,137 @@
+"""stall (SD103): the loss stops improving early and stays flat, typically at a chance level.
+
+What it detects
+    A training loss that goes flat within the first ``max_onset_frac`` (35 %) of the run and stays
+    flat to the end, with evidence that the model stopped learning rather than converged: the flat
+    level is a chance level (ln 2, ln k for small k, ln of a common vocabulary size), the grad norm
+    collapsed, or the loss noise collapsed (a model emitting a constant distribution).
+
+Why it matters
+    A collapsed run raises no NaN and no spike, so spike rules never see it; it silently burns the
+    budget (a Lion/signum run at LR 3e-3 sat at ln 2 = 0.693 for 60k steps with chance accuracy).
+
+How it is computed
+    Smoothed level = centred rolling median (window n/50, >= 5). Flat onset = the first point after
+    which the smoothed level never leaves tail level +- ``flat_rel`` (2 %), tail = median of the last
+    20 %. Signals: chance level (|tail - ln k| <= ``chance_rel`` = 1.5 % for k = 2..10 or a common
+    vocabulary size), grad collapse (median grad norm over the flat part <= ``grad_collapse``
+    (0.1) x its median over the first 10 % of points), noise collapse (relative MAD-sigma of the flat
+    part <= ``noise_collapse`` (0.2) x that of the part before it). Flat early + 2 signals:
+    ``error``; flat early + 1 signal: ``warning``; flat without a signal: nothing (a converged
+    fine-tune or an end-of-training plateau / cosine tail).
+
+Known false positives
+    A fine-tune whose converged loss happens to sit at ln k with a grad norm that fell 10x after the
+    first steps; balanced binary tasks whose best achievable loss is near ln 2.
+
+References
+    llm-foundry KillLossSpike ``HighLossError`` (loss stuck above a cap for half the window);
+    Wortsman et al. 2023 (arXiv 2309.14322) on LR-induced collapse; stabdiag research note
+    formats.md section 11 item 10 (W&B Lion run stuck at ln 2 with collapsing grad norm).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from stabdiag.detectors import _stats as st
+from stabdiag.detectors._common import finding, usable
+from stabdiag.detectors.base import Detector
+from stabdiag.findings import Finding, Severity, Skipped
+from stabdiag.table import GRAD_NORM, TRAIN_LOSS, RunData
+
+CODE, KIND = "SD103", "stall"
+
+# Vocabulary sizes of common tokenizers (GPT-2, padded GPT-2, Llama 1/2, Mistral, Llama 3, Qwen 2,
+# cl100k, T5, BERT): ln(V) is the loss of a uniform prediction over them.
+VOCAB_SIZES = (50257, 50304, 32000, 32768, 128256, 151936, 100277, 32128, 30522, 65536, 256000)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    min_points: int = 30
+    max_onset_frac: float = 0.35
+    flat_rel: float = 0.02
+    chance_rel: float = 0.015
+    grad_collapse: float = 0.1
+    noise_collapse: float = 0.2
+
+
+DEFAULT = Config()
+
+
+def chance_level(level: float, rel: float, vocab: int | None = None) -> tuple[str, float] | None:
+    """The chance level ``level`` sits on (name, value), or None."""
+    cands = [(f"ln {k}", math.log(k)) for k in range(2, 11)]
+    cands += [(f"ln {v} (vocab)", math.log(v)) for v in ((vocab,) if vocab else ()) + VOCAB_SIZES]
+    for name, c in cands:
+        if abs(level - c) <= rel * c:
+            return name, c
+    return None
+
+
+def _rel_sigma(x: np.ndarray) -> float:
+    m = st.nanmedian(x)
+    return st.robust_sigma(x) / abs(m) if m else math.nan
+
+
+def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
+    s = usable(run, TRAIN_LOSS)
+    if s is None:
+        return DETECTOR.skipped(run, f"no {TRAIN_LOSS} series")
+    ok = np.isfinite(s.values)
+    steps, x = s.steps[ok], s.values[ok]
+    n = len(x)
+    if n < cfg.min_points:
+        return DETECTOR.skipped(run, f"{TRAIN_LOSS} has too few finite points ({cfg.min_points} needed)")
+    smooth = st.rolling_median(x, max(5, n // 50) | 1, center=True)
+    tail = float(np.median(x[-max(5, n // 5):]))
+    dev = np.abs(smooth - tail) > cfg.flat_rel * abs(tail)
+    outside = np.flatnonzero(dev)
+    onset = int(outside[-1]) + 1 if outside.size else 0
+    if onset >= n or onset > cfg.max_onset_frac * n:
+        return []
+    signals: dict[str, object] = {}
+    vocab = run.meta.get("vocab_size") if isinstance(run.meta.get("vocab_size"), int) else None
+    ch = chance_level(tail, cfg.chance_rel, vocab)
+    if ch:
+        signals["chance_level"] = ch[0]
+    g = usable(run, GRAD_NORM, 10)
+    g_early = g_flat = None
+    if g is not None:
+        gv = st.clean(g.values)
+        g_early = st.nanmedian(gv[: max(5, len(gv) // 10)])
+        g_flat = st.nanmedian(gv[g.steps >= steps[onset]])
+        if g_early > 0 and g_flat <= cfg.grad_collapse * g_early:
+            signals["grad_collapse"] = g_flat / g_early
+    before = x[:onset]
+    n_before, n_flat = _rel_sigma(before) if before.size >= 5 else math.nan, _rel_sigma(x[onset:])
+    if math.isfinite(n_before) and n_before > 0 and n_flat <= cfg.noise_collapse * n_before:
+        signals["noise_collapse"] = n_flat / n_before
+    if not signals:
+        return []
+    sev = Severity.ERROR if len(signals) >= 2 else Severity.WARNING
+    why = []
+    if "chance_level" in signals:
+        why.append(f"at chance level {signals['chance_level']}")
+    if "grad_collapse" in signals:
+        why.append(f"grad norm collapsed {st.fmt(g_early)} -> {st.fmt(g_flat)}")
+    if "noise_collapse" in signals:
+        why.append("loss noise collapsed")
+    msg = (f"training loss stopped improving at step {int(steps[onset])} ({100 * onset / n:.0f}% into the run) "
+           f"and stayed flat at {st.fmt(tail)} ({', '.join(why)}).")
+    return [finding(
+        CODE, KIND, run, severity=sev, metric=TRAIN_LOSS, step_start=int(steps[onset]),
+        step_end=int(steps[-1]), message=msg,
+        evidence={"flat_level": tail, "onset_step": int(steps[onset]), "onset_fraction": onset / n,
+                  "start_level": float(np.median(x[: max(5, n // 20)])),
+                  "chance_level": ch[0] if ch else None, "grad_norm_early": g_early,
+                  "grad_norm_flat": g_flat, "signals": sorted(signals)},
+    )]
+
+
+DETECTOR = Detector(code=CODE, kind=KIND, summary="loss stops improving early and stays flat far above its trend",
+                    doc=__doc__ or "", check=check)
