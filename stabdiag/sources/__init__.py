@@ -1,0 +1,309 @@
+"""The reader layer: log files and directories -> one MetricsTable + what was found and how.
+
+``load`` walks the given paths, groups files into runs (one verdict per run: an HF output dir with
+its checkpoint copies is one run, so is a directory of event files from a resumed job), reads each
+group with its format's reader, maps raw series names to canonical ones (aliases.py), marks
+restarts, and gives every run a unique name. Bad files inside a directory become ``errors``; the
+good ones still load.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stabdiag import table as T
+from stabdiag.errors import ConfigError, SourceError
+from stabdiag.sources import aliases, hf_trainer, jsonl, lightning, restarts, sniff, tensorboard
+from stabdiag.sources import csv as csv_reader
+from stabdiag.sources.raw import RawRun
+from stabdiag.sources.sniff import FORMATS
+
+__all__ = ["FORMATS", "LoadResult", "RunInfo", "load"]
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    name: str
+    path: str
+    format: str
+    warnings: tuple[str, ...] = ()
+    mapping: tuple[tuple[str, str, str], ...] = ()  # (raw series, metric taken as, why)
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    table: T.MetricsTable
+    runs: tuple[RunInfo, ...]
+    errors: tuple[str, ...]
+
+
+# Directory names that say nothing about a run (skipped when forming run names).
+_FILLER_DIRS = frozenset({"runs", "lightning_logs", "logs", "tb", "tensorboard"})
+# Generic CSV/JSONL file stems: the run is named after the directory instead.
+_GENERIC_STEMS = frozenset({"metrics", "log", "logs", "history", "progress", "scalars",
+                            "train_log", "trainer_log"})
+_VAL_DIRS = ("validation", "valid", "val", "eval")
+_TIME_DIR = re.compile(r"^\d+(\.\d+)?$")  # HF Trainer's nested <unix_time>/ hparams-only dir
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Files that form one run (before reading), and where its name comes from."""
+
+    fmt: str
+    files: tuple[Path, ...]
+    path: Path            # reported as RunInfo.path
+    anchor: Path          # the run name grows from this dir's parts when names collide
+    extra: tuple[Path, ...] = ()   # Keras validation/ files merged into a train/ run
+    notes: tuple[str, ...] = ()
+
+
+def load(
+    paths: Sequence[str | Path],
+    fmt: str | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> LoadResult:
+    """Read every run under ``paths``. Raises SourceError only for a missing path or an explicit
+    file that cannot be read at all; everything else is reported in ``errors`` / warnings."""
+    if fmt is not None and fmt not in FORMATS:
+        raise ConfigError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    groups: list[_Group] = []
+    explicit: set[Path] = set()
+    for p in map(Path, paths):
+        if not p.exists():
+            raise SourceError(p, "a log file or directory", "nothing at that path")
+        if p.is_file():
+            f = fmt or sniff.sniff(p)
+            if f is None:
+                found = ("a checkpoint/binary file (never opened)" if sniff.is_skipped(p)
+                         else "a file of unknown format")
+                raise SourceError(p, f"a metrics log ({', '.join(FORMATS)})", found)
+            explicit.add(p)
+            groups += _plan([(p, f)])
+        else:
+            found = [(f, sniff.sniff(f)) for f in sniff.walk(p)]
+            found = [(f, fmt or k) for f, k in found if k is not None and (fmt != sniff.TENSORBOARD
+                                                                           or k == fmt)]
+            groups += _plan(found)
+    raws: list[tuple[RawRun, _Group]] = []
+    errors: list[str] = []
+    for g in groups:
+        try:
+            raws += [(r, g) for r in _read(g)]
+        except SourceError as exc:
+            if set(g.files) & explicit:
+                raise
+            errors.append(str(exc))
+    names = _unique_names(raws)
+    tables, infos = [], []
+    for (raw, g), name in zip(raws, names, strict=True):
+        table, info = _finish(raw, g, name, overrides)
+        tables.append(table)
+        infos.append(info)
+    return LoadResult(T.MetricsTable.concat(tables), tuple(infos), tuple(errors))
+
+
+# --------------------------------------------------------------------------- grouping
+
+def _plan(files: Sequence[tuple[Path, str]]) -> list[_Group]:
+    by_fmt: dict[str, list[Path]] = defaultdict(list)
+    for f, k in files:
+        by_fmt[k].append(f)
+    groups: list[_Group] = []
+
+    # HF: one run per output dir, newest state wins; its TensorBoard mirror is the same run.
+    hf_dirs: dict[Path, list[Path]] = defaultdict(list)
+    for f in by_fmt.pop(sniff.HF_TRAINER_STATE, []):
+        hf_dirs[hf_trainer.output_dir(f)].append(f)
+    for out_dir, states in hf_dirs.items():
+        groups.append(_Group(sniff.HF_TRAINER_STATE, tuple(states), out_dir, out_dir.parent))
+
+    tabular_dirs = {f.parent for k in (sniff.CSV, sniff.LIGHTNING_CSV) for f in by_fmt.get(k, [])
+                    if f.name == "metrics.csv"}
+    for k in (sniff.LIGHTNING_CSV, sniff.CSV, sniff.JSONL):
+        for f in by_fmt.pop(k, []):
+            named_by_dir = k == sniff.LIGHTNING_CSV or f.stem.lower() in _GENERIC_STEMS
+            groups.append(_Group(k, (f,), f, f.parent.parent if named_by_dir else f.parent))
+
+    tb_dirs: dict[Path, list[Path]] = defaultdict(list)
+    for f in by_fmt.pop(sniff.TENSORBOARD, []):
+        d = f.parent
+        if _TIME_DIR.match(d.name) and any(x.parent == d.parent for x in tb_dirs.get(d.parent, [])):
+            d = d.parent
+        tb_dirs[d].append(f)
+    # The nested time dir may be seen before its parent's files: fold it in afterwards too.
+    for d in [d for d in tb_dirs if _TIME_DIR.match(d.name) and d.parent in tb_dirs]:
+        tb_dirs[d.parent] += tb_dirs.pop(d)
+    for d in list(tb_dirs):
+        if d not in tb_dirs:
+            continue
+        mirror_of = next((h for h in hf_dirs if h in d.parents), None)
+        if mirror_of is not None or d in tabular_dirs:
+            tb_dirs.pop(d)
+            what = "trainer_state.json" if mirror_of is not None else "metrics.csv"
+            groups = [_note(g, f"TensorBoard files in {d} not read: same run as its {what}")
+                      if g.path in (mirror_of, d / "metrics.csv") else g for g in groups]
+            continue
+        if d.name.lower() == "train":
+            val = next((d.parent / v for v in _VAL_DIRS if d.parent / v in tb_dirs), None)
+            if val is not None:
+                groups.append(_Group(sniff.TENSORBOARD, tuple(tb_dirs[d]), d.parent,
+                                     d.parent.parent, extra=tuple(tb_dirs.pop(val)),
+                                     notes=(f"{d.name}/ and {val.name}/ merged into one run; "
+                                            f"{val.name}/ series are prefixed '{val.name}/'",)))
+                tb_dirs.pop(d)
+                continue
+    for d, fs in tb_dirs.items():
+        groups.append(_Group(sniff.TENSORBOARD, tuple(fs), d, d.parent))
+    return groups
+
+
+def _note(g: _Group, note: str) -> _Group:
+    return replace(g, notes=g.notes + (note,))
+
+
+# --------------------------------------------------------------------------- reading
+
+def _read(g: _Group) -> list[RawRun]:
+    if g.fmt == sniff.TENSORBOARD:
+        return [_read_tb(g)]
+    if g.fmt == sniff.HF_TRAINER_STATE:
+        if len(g.files) == 1:
+            return [hf_trainer.read(g.files[0])]
+        newest, rest = hf_trainer.pick_newest(g.files)
+        return [hf_trainer.read(newest, copies=rest)]
+    f = g.files[0]
+    if g.fmt == sniff.LIGHTNING_CSV:
+        return lightning.read(f)
+    name = f.parent.name if f.stem.lower() in _GENERIC_STEMS else None
+    runs = csv_reader.read(f, name=name) if g.fmt == sniff.CSV else jsonl.read(f)
+    if name is not None and len(runs) == 1 and runs[0].name == f.stem:
+        runs = [replace(runs[0], name=name)]
+    run_json = f.parent / "run.json"
+    if f.name == "metrics.csv" and run_json.is_file():  # stabdiag train's own metadata
+        try:
+            meta = json.loads(run_json.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = None
+        if isinstance(meta, dict):
+            runs = [replace(r, meta={**meta, **r.meta}) for r in runs]
+    return runs
+
+
+def _read_tb(g: _Group) -> RawRun:
+    main = tensorboard.read_files(g.files)
+    parts = [(main, "")]
+    if g.extra:
+        parts.append((tensorboard.read_files(g.extra), g.extra[0].parent.name + "/"))
+    if all(p.records == 0 for p, _ in parts):
+        raise SourceError(g.files[0], "TensorBoard event records (TFRecord framing)",
+                          "no readable record" + (f" ({parts[0][0].warnings[0]})"
+                                                  if parts[0][0].warnings else ""))
+    names: list[str] = []
+    codes, warnings = [], []
+    for s, prefix in parts:
+        offset = len(names)
+        names += [prefix + t for t in s.tags]
+        codes.append(s.codes + offset)
+        warnings += s.warnings
+    name = g.path.resolve().name
+    return RawRun(
+        name=name, path=str(g.path), format=sniff.TENSORBOARD, names=tuple(names),
+        codes=np.concatenate(codes).astype(np.int32),
+        steps=np.concatenate([s.steps for s, _ in parts]),
+        values=np.concatenate([s.values for s, _ in parts]),
+        wall_time=np.concatenate([s.wall_time for s, _ in parts]),
+        warnings=tuple(warnings), meta={"event_files": [str(f) for f in g.files + g.extra]},
+        context=aliases.Context(format=sniff.TENSORBOARD,
+                                split="val" if g.path.name.lower() in _VAL_DIRS else ""),
+    )
+
+
+# --------------------------------------------------------------------------- naming
+
+def _unique_names(raws: Sequence[tuple[RawRun, _Group]]) -> list[str]:
+    """Each run's base name, prefixed with parent dirs only as far as needed to be unique."""
+    chains = []
+    for raw, g in raws:
+        parents = [p for p in g.anchor.resolve().parts[1:] if p.lower() not in _FILLER_DIRS]
+        chains.append(parents + [raw.name])
+    depth = [1] * len(chains)
+    while True:
+        names = ["/".join(c[-d:]) for c, d in zip(chains, depth, strict=True)]
+        counts: dict[str, int] = defaultdict(int)
+        for n in names:
+            counts[n] += 1
+        clash = [i for i, n in enumerate(names) if counts[n] > 1 and depth[i] < len(chains[i])]
+        if not clash:
+            break
+        for i in clash:
+            depth[i] += 1
+    # Identical chains (same file read twice, or runs that only differ by nothing): number them.
+    seen: dict[str, int] = defaultdict(int)
+    out = []
+    for n in names:
+        seen[n] += 1
+        out.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
+    return out
+
+
+# --------------------------------------------------------------------------- finishing
+
+def _finish(raw: RawRun, g: _Group, name: str,
+            overrides: Mapping[str, str] | None) -> tuple[T.MetricsTable, RunInfo]:
+    matches = aliases.resolve(raw.names, raw.context, overrides)
+    mapped = [matches[n].name for n in raw.names]
+    metric_of = np.array(mapped + [T.RESTART], dtype=object)
+    per_step = np.array([T.is_canonical(m) for m in mapped], dtype=bool)
+    warnings = list(g.notes) + list(raw.warnings)
+
+    rank = raw.rank
+    found = []  # (index, rank or None, Restart)
+    for r in (np.unique(rank) if rank is not None else [None]):
+        sel = np.flatnonzero(rank == r) if r is not None else None
+        codes = raw.codes if sel is None else raw.codes[sel]
+        steps = raw.steps if sel is None else raw.steps[sel]
+        for rs in restarts.find(codes, steps, per_step):
+            idx = rs.index if sel is None else int(sel[rs.index])
+            found.append((idx, r, rs))
+            where = "" if r is None else f" (rank {r})"
+            warnings.append(f"restart{where}: steps go back from {rs.prev_max} to {rs.step}; "
+                            "later-written values win")
+
+    n = len(raw)
+    codes = raw.codes
+    steps, values = raw.steps, raw.values
+    wall = raw.wall_time if raw.wall_time is not None else np.full(n, np.nan)
+    if found:  # insert the meta/restart rows where the rewind happened (keeps write order)
+        at = np.array([i for i, _, _ in found], dtype=np.int64)
+        codes = np.insert(codes, at, len(mapped))
+        steps = np.insert(steps, at, [rs.step for _, _, rs in found])
+        values = np.insert(values, at, [float(rs.prev_max) for _, _, rs in found])
+        wall = np.insert(wall, at, np.nan)
+        if rank is not None:
+            rank = np.insert(rank, at, [r for _, r, _ in found])
+    frame = {
+        "run": np.full(len(steps), name, dtype=object),
+        "step": steps.astype(np.int64, copy=False),
+        "metric": metric_of[codes],
+        "value": values.astype(np.float64, copy=False),
+        "wall_time": wall,
+        "source": np.full(len(steps), raw.path, dtype=object),
+    }
+    if rank is not None:
+        frame["rank"] = rank
+    mapping = tuple((raw_name, matches[raw_name].name, matches[raw_name].why)
+                    for raw_name in raw.names)
+    info = RunInfo(name=name, path=raw.path if g.fmt != sniff.TENSORBOARD else str(g.path),
+                   format=raw.format, warnings=tuple(warnings), mapping=mapping, meta=raw.meta)
+    return T.MetricsTable(pd.DataFrame(frame)), info

@@ -276,9 +276,7 @@ def _tensor_scalar(buf: bytes, s: int, e: int) -> float | None:
         return float(vals[0])
     if ints and dtype in _DTYPES:
         v = ints[0]
-        if dtype == 9 and v >= 1 << 63:  # int64 varints are two's complement
-            v -= 1 << 64
-        elif dtype == 3 and v >= 1 << 63:
+        if dtype in (3, 9) and v >= 1 << 63:  # negative ints are 64-bit two's complement
             v -= 1 << 64
         return float(v)
     return None
@@ -332,7 +330,7 @@ def read_file(path: str | Path, plugins: MutableMapping[str, str] | None = None)
     ok, tpos, tlen, steps, values, walls = _fast_simple_values(buf, starts, lens)
     index: dict[bytes, int] = {}
     code_of = index.setdefault
-    codes = [code_of(buf[p:p + n], len(index)) for p, n in zip(tpos.tolist(), tlen.tolist())]
+    codes = [code_of(buf[p:p + n], len(index)) for p, n in zip(tpos.tolist(), tlen.tolist(), strict=True)]
     order = np.flatnonzero(ok)
 
     slow_rec: list[int] = []

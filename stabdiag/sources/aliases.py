@@ -1,0 +1,243 @@
+"""Every external metric spelling -> stabdiag's canonical names, in one table.
+
+Spellings come from research/formats.md sections 1.5, 9 and 10 (HF Trainer, Lightning, Megatron,
+DeepSpeed monitor, fairseq, torchtitan, OLMo-core, Composer, NeMo, llm.c, Keras). Matching is on
+the whole lower-cased name, after stripping an x-axis suffix (`` vs samples``); a spelling listed
+as a *core* also matches behind one split prefix (``train/``, ``eval_``, ``validation/`` ...), and
+that prefix decides train vs val for losses. Only whole names match, so ``loss_scale`` can never be
+read as a loss, and HF's end-of-run ``train/train_loss`` (a run average) is not a per-step loss.
+
+When two raw names of one run land on the same canonical name, ``resolve`` keeps the best-ranked
+one (e.g. Lightning ``train_loss_step`` over ``train_loss_epoch``); the others keep their own names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from stabdiag import table as T
+
+# Split prefixes: a core spelling behind one of these is a train or a val metric.
+TRAIN_PREFIXES = ("train/", "train_", "training/", "train/samples/", "optim/", "metrics/train/",
+                  "loss_metrics/")
+VAL_PREFIXES = ("eval/", "eval_", "val/", "val_", "valid/", "valid_", "validation/",
+                "validation_", "validation_metrics/", "metrics/eval/")
+_XAXIS_SUFFIX = re.compile(r" vs (samples|tokens|steps|iterations)$")
+
+# Cores: (spelling, canonical, rank). For losses the canonical is decided by the split prefix.
+# Lower rank wins when one run has several candidates for the same canonical metric.
+_LOSS = "<loss>"
+_CORES: tuple[tuple[str, str, int, str], ...] = (
+    # spelling, canonical, rank, note
+    ("loss", _LOSS, 1, ""),
+    ("loss_step", _LOSS, 1, "Lightning on_step loss"),
+    ("lm loss", _LOSS, 1, "Megatron"),
+    ("lm-loss", _LOSS, 1, "Megatron-DeepSpeed"),
+    ("lm_loss", _LOSS, 1, ""),
+    ("ce loss", _LOSS, 1, "OLMo-core"),
+    ("crossentropyloss", _LOSS, 2, "OLMo"),
+    ("global_avg_loss", _LOSS, 1, "torchtitan"),
+    ("avg_loss", _LOSS, 2, ""),
+    ("nll_loss", _LOSS, 4, "fairseq, in bits"),
+    ("loss_epoch", _LOSS, 5, "per-epoch average"),
+    ("epoch_loss", _LOSS, 5, "Keras, per epoch"),
+    ("grad_norm", T.GRAD_NORM, 1, ""),
+    ("grad-norm", T.GRAD_NORM, 1, "Megatron"),
+    ("grad norm", T.GRAD_NORM, 1, ""),
+    ("gnorm", T.GRAD_NORM, 1, "fairseq"),
+    ("total grad norm", T.GRAD_NORM, 1, "OLMo-core"),
+    ("total_grad_norm", T.GRAD_NORM, 1, "OLMo"),
+    ("grad_norm/total", T.GRAD_NORM, 1, ""),
+    ("grad_2.0_norm_total", T.GRAD_NORM, 1, "Lightning track_grad_norm / grad_norm()"),
+    ("grad_2.0_norm/total", T.GRAD_NORM, 1, "Lightning"),
+    ("total_norm", T.GRAD_NORM, 2, ""),
+    ("global_grad_norm", T.GRAD_NORM, 1, ""),
+    ("learning_rate", T.LR, 1, ""),
+    ("lr", T.LR, 1, ""),
+    ("learning-rate", T.LR, 1, "Megatron"),
+    ("learning rate", T.LR, 1, ""),
+    ("loss_scale", T.LOSS_SCALE, 1, ""),
+    ("loss-scale", T.LOSS_SCALE, 1, "Megatron"),
+    ("loss scale", T.LOSS_SCALE, 1, "Megatron stdout"),
+    ("lossscale", T.LOSS_SCALE, 1, ""),
+    ("grad_scale", T.LOSS_SCALE, 2, "torch GradScaler"),
+    ("fp16 grad scale", T.LOSS_SCALE, 2, ""),
+    ("skipped_step", T.SKIPPED_STEP, 1, ""),
+    ("step skipped", T.SKIPPED_STEP, 1, "OLMo-core"),
+    ("skipped", T.SKIPPED_STEP, 2, "DeepSpeed: cumulative count"),
+    ("number of skipped iterations", T.SKIPPED_STEP, 2, "Megatron: count per log interval"),
+    ("max_attention_logit", T.MAX_ATTN_LOGIT, 1, "Megatron"),
+    ("max_attn_logit", T.MAX_ATTN_LOGIT, 1, ""),
+    ("output_logz", T.OUTPUT_LOGZ, 1, ""),
+    ("update_ratio", T.UPDATE_RATIO, 1, ""),
+    ("update_to_param_ratio", T.UPDATE_RATIO, 1, ""),
+    ("param_norm", T.PARAM_NORM, 1, ""),
+    ("params-norm", T.PARAM_NORM, 1, "Megatron"),
+    ("params_norm", T.PARAM_NORM, 1, ""),
+    ("tokens_per_s", T.TOKENS_PER_S, 1, ""),
+    ("tokens_per_second", T.TOKENS_PER_S, 1, ""),
+    ("tokens_per_sec", T.TOKENS_PER_S, 1, "Composer"),
+    ("tokens_per_second_per_gpu", T.TOKENS_PER_S, 2, "torchtune, per GPU"),
+    ("throughput(tps)", T.TOKENS_PER_S, 1, "torchtitan"),
+    ("throughput/tokens_per_sec", T.TOKENS_PER_S, 1, "Composer"),
+    ("throughput/device/tps", T.TOKENS_PER_S, 2, "OLMo-core, per device"),
+    ("tps", T.TOKENS_PER_S, 2, ""),
+)
+
+# Whole names that match only as written (no prefix handling).
+_EXACT: tuple[tuple[str, str, int, str], ...] = (
+    ("train_loss", T.TRAIN_LOSS, 1, ""),
+    ("train_loss_step", T.TRAIN_LOSS, 1, "Lightning on_step loss"),
+    ("train_loss_epoch", T.TRAIN_LOSS, 5, "Lightning on_epoch loss"),
+    ("reduced_train_loss", T.TRAIN_LOSS, 1, "NeMo"),
+    ("loss/train/total", T.TRAIN_LOSS, 1, "Composer"),
+    ("train/samples/train_loss", T.TRAIN_LOSS, 1, "DeepSpeed monitor (x-axis = samples)"),
+    ("train_loss_local", T.TRAIN_LOSS, 2, ""),
+    ("trl", T.TRAIN_LOSS, 1, "llm.c"),
+    ("norm", T.GRAD_NORM, 3, "llm.c"),
+    ("l2_norm/grad/global", T.GRAD_NORM, 1, "Composer OptimizerMonitor"),
+    ("eval_loss", T.VAL_LOSS, 1, "HF Trainer"),
+    ("val_loss", T.VAL_LOSS, 1, ""),
+    ("valid_loss", T.VAL_LOSS, 1, ""),
+    ("validation loss", T.VAL_LOSS, 1, ""),
+    ("lm loss validation", T.VAL_LOSS, 1, "Megatron"),
+    ("tel", T.VAL_LOSS, 1, "llm.c"),
+    ("epoch_val_loss", T.VAL_LOSS, 5, "per epoch"),
+    ("val_loss_epoch", T.VAL_LOSS, 2, "Lightning on_epoch"),
+    ("train/samples/eval_loss", T.VAL_LOSS, 1, "DeepSpeed monitor"),
+    ("scale", T.LOSS_SCALE, 3, "fairseq amp"),
+)
+
+# Whole names that look like an alias but are not the per-step metric.
+_NOT: dict[str, str] = {
+    "train/train_loss": "HF Trainer end-of-run average, not a per-step loss",
+    "grad_norm_square": "squared grad norm, kept as is",
+    "train/grad_norm_square": "squared grad norm, kept as is",
+}
+
+# Patterns: (regex on the lower-cased name, canonical or a function of the match, note).
+_LR_GROUP = re.compile(r"^(?:optim/)?(?:lr|learning_rate)[ _]?\(?group ?(\d+)\)?$")
+_LR_OPT = re.compile(r"^lr-[^/]+(?:/(?:pg|group)(\d+))?$")
+_GRAD_LAYER = re.compile(r"^(?:train/)?(?:grad_2\.0_norm|grad_norm)[/_](.+)$")
+_GRAD_LAYER_SUFFIX = re.compile(r"^(?!train/|eval/|val/)(.+)[./]grad_norm$")
+_ACT_RMS = re.compile(r"^(?:train/)?act_rms/(.+)$")
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where a name was found: the format, and the split its directory or record implies."""
+
+    format: str = ""
+    split: str = ""  # "", "train" or "val": e.g. Keras validation/ dir or an HF eval entry
+
+
+@dataclass(frozen=True)
+class Match:
+    name: str
+    why: str
+    rank: int  # 0 = already canonical; larger = weaker candidate; -1 = user override
+
+
+def _table() -> dict[str, tuple[str, int, str]]:
+    out: dict[str, tuple[str, int, str]] = {}
+    for spelling, canon, rank, note in _CORES:
+        tail = f" ({note})" if note else ""
+        for split, prefixes in (("", ("",)), ("train", TRAIN_PREFIXES), ("val", VAL_PREFIXES)):
+            for p in prefixes:
+                key = p + spelling
+                if canon == _LOSS:
+                    c = T.VAL_LOSS if split == "val" else T.TRAIN_LOSS
+                else:
+                    if split == "val":
+                        continue  # eval/grad_norm etc. are not training metrics
+                    c = canon
+                out.setdefault(key, (c, rank, f"alias '{key}'{tail}"))
+    for spelling, canon, rank, note in _EXACT:
+        out[spelling] = (canon, rank, f"alias '{spelling}'" + (f" ({note})" if note else ""))
+    return out
+
+
+ALIASES: Mapping[str, tuple[str, int, str]] = _table()
+
+
+def canonical(raw: str, context: Context | None = None) -> tuple[str, str]:
+    """Map one raw series name to (metric name, why). Unknown names are kept as they are."""
+    m = match(raw, context)
+    return m.name, m.why
+
+
+def match(raw: str, context: Context | None = None) -> Match:
+    ctx = context or Context()
+    if T.is_canonical(raw):
+        return Match(raw, "canonical name", 0)
+    low = raw.strip().lower()
+    if low in _NOT:
+        return Match(raw, _NOT[low], 99)
+    m = _lookup(low, ctx)
+    if m is not None:
+        return m
+    stripped = _XAXIS_SUFFIX.sub("", low)
+    if stripped != low:
+        m = _lookup(stripped, ctx)
+        if m is not None:
+            return Match(m.name, f"{m.why}; x-axis suffix '{low[len(stripped):].strip()}'",
+                         m.rank + 10)
+    return Match(raw, "unknown name, kept as is", 99)
+
+
+def _lookup(low: str, ctx: Context) -> Match | None:
+    hit = ALIASES.get(low)
+    if hit is not None:
+        name, rank, why = hit
+        if ctx.split == "val" and name == T.TRAIN_LOSS and low in _BARE_LOSS:
+            return Match(T.VAL_LOSS, f"{why} in a validation split", rank)
+        return Match(name, why, rank)
+    g = _LR_GROUP.match(low) or _LR_OPT.match(low)
+    if g:
+        group = int(g.group(1) or 0)
+        return Match(T.LR, f"learning rate of param group {group} ('{low}')", 1 + group)
+    g = _ACT_RMS.match(low)
+    if g:
+        return Match(T.ACT_RMS_PREFIX + g.group(1), "per-layer activation RMS", 1)
+    g = _GRAD_LAYER.match(low) or _GRAD_LAYER_SUFFIX.match(low)
+    if g:
+        return Match(T.GRAD_NORM_PREFIX + g.group(1), "per-group/layer grad norm", 1)
+    return None
+
+
+_BARE_LOSS = frozenset(s for s, c, _, _ in _CORES if c == _LOSS)
+
+
+def resolve(
+    raw_names: Iterable[str],
+    context: Context | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> dict[str, Match]:
+    """Map all raw names of one run; at most one raw name per canonical metric.
+
+    ``overrides`` maps canonical -> raw (``--map train/loss=my_tag``) and beats the table.
+    """
+    names = list(dict.fromkeys(raw_names))
+    forced = {raw: canon for canon, raw in (overrides or {}).items()}
+    out: dict[str, Match] = {}
+    for raw in names:
+        if raw in forced:
+            out[raw] = Match(forced[raw], f"--map {forced[raw]}={raw}", -1)
+        else:
+            out[raw] = match(raw, context)
+    best: dict[str, str] = {}
+    for raw, m in out.items():
+        if m.name == raw and m.rank == 99:
+            continue
+        cur = best.get(m.name)
+        if cur is None or m.rank < out[cur].rank:
+            best[m.name] = raw
+    for raw, m in list(out.items()):
+        if m.rank != 99 and best.get(m.name) != raw:
+            winner = best[m.name]
+            # A raw name spelled like the canonical one must not collide with the winner.
+            own = f"raw:{raw}" if raw == m.name else raw
+            out[raw] = Match(own, f"also matches {m.name}, but '{winner}' was taken as it", 99)
+    return out

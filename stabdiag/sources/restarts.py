@@ -1,0 +1,63 @@
+"""Find restarts: a series' step goes back (a resume from an older checkpoint) within one run.
+
+Why per rewind point and not per series: a resume rewinds every series at once
+(tb_torch_duplicate_steps: each tag goes 99 -> 90), and that is one restart. A series rewinding
+joins the open restart unless that series was already written since the restart began.
+Exact repeats of a step count only for the series in ``repeat_counts`` (per-step training
+metrics): bookkeeping series such as ``epoch`` legitimately repeat a step (HF eval entries,
+Lightning validation rows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Restart:
+    index: int       # write position of the first value after the rewind
+    step: int        # the step the run resumed at
+    prev_max: int    # the highest step logged before the rewind
+
+
+def find(codes: np.ndarray, steps: np.ndarray, repeat_counts: np.ndarray) -> list[Restart]:
+    """Restarts of one run (one rank) in write order: a series' step below (or, for
+    ``repeat_counts``, equal to) its previous write. ``repeat_counts[code]`` is a bool."""
+    n = len(steps)
+    if n < 2:
+        return []
+    order = np.argsort(codes, kind="stable")
+    sc, ss = codes[order], steps[order]
+    cuts = np.flatnonzero(sc[1:] != sc[:-1]) + 1
+    rewinds: list[int] = []
+    per_code: dict[int, np.ndarray] = {}
+    for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, n], strict=True):
+        s = ss[lo:hi]
+        if len(s) < 2:
+            continue
+        prev = s[:-1]  # the series' previous write, so 90, 91, ... after a rewind is no rewind
+        hit = s[1:] <= prev if repeat_counts[sc[lo]] else s[1:] < prev
+        if hit.any():
+            rewinds += order[lo + 1:hi][hit].tolist()
+            per_code[int(sc[lo])] = np.sort(order[lo:hi])
+    if not rewinds:
+        return []
+    run_max = np.maximum.accumulate(steps)
+    out: list[Restart] = []
+    start = -1
+    joined: set[int] = set()
+    for i in sorted(rewinds):
+        c = int(codes[i])
+        writes = per_code[c]
+        pos = np.searchsorted(writes, i)
+        written_since = start >= 0 and pos > 0 and writes[pos - 1] >= start
+        if start >= 0 and c not in joined and not written_since:
+            joined.add(c)
+            last = out[-1]
+            out[-1] = Restart(last.index, min(last.step, int(steps[i])), last.prev_max)
+            continue
+        start, joined = i, {c}
+        out.append(Restart(i, int(steps[i]), int(run_max[i - 1])))
+    return out

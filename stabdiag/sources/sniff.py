@@ -1,0 +1,126 @@
+"""Which reader a file needs, decided by its name and (a few bytes of) its content.
+
+Checkpoints and other binary artefacts are recognised by name alone and never opened: a
+``pytorch_model.bin`` is a pickle, and reading logs must never execute user files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from stabdiag.sources import tensorboard
+
+TENSORBOARD = "tensorboard"
+HF_TRAINER_STATE = "hf-trainer-state"
+LIGHTNING_CSV = "lightning-csv"
+CSV = "csv"
+JSONL = "jsonl"
+FORMATS = (TENSORBOARD, HF_TRAINER_STATE, LIGHTNING_CSV, CSV, JSONL)
+
+# Never opened: model/optimizer checkpoints, pickles, arrays, archives, media.
+SKIP_SUFFIXES = frozenset({
+    ".bin", ".pt", ".pth", ".safetensors", ".ckpt", ".pkl", ".pickle", ".joblib", ".h5",
+    ".hdf5", ".keras", ".npz", ".npy", ".msgpack", ".onnx", ".gguf", ".pb", ".index",
+    ".tar", ".gz", ".zip", ".bz2", ".xz", ".zst", ".7z", ".png", ".jpg", ".jpeg", ".gif",
+    ".mp4", ".wav", ".parquet", ".arrow", ".so", ".pyc", ".model", ".wandb",
+})
+_SKIP_NAME = re.compile(r"(^|[._-])(optimizer|scheduler|rng_state|scaler)([._-]|$)|\.ckpt-|\.data-\d+")
+_VERSION_DIR = re.compile(r"^version_\d+$")
+
+
+def is_skipped(path: Path) -> bool:
+    """True for files we must not open (checkpoints, pickles, binaries), by name only."""
+    name = path.name.lower()
+    if tensorboard.is_event_file(path):
+        return False
+    return any(name.endswith(s) for s in SKIP_SUFFIXES) or bool(_SKIP_NAME.search(name))
+
+
+def _head(path: Path, n: int = 4096) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(n)
+    except OSError:
+        return b""
+
+
+def sniff(path: Path) -> str | None:
+    """The format of one file, or None when it is not a metrics log we read."""
+    if is_skipped(path):
+        return None
+    name = path.name.lower()
+    if tensorboard.is_event_file(path):
+        return TENSORBOARD
+    if name == "trainer_state.json":
+        return HF_TRAINER_STATE
+    if name.endswith(".csv"):
+        if name == "metrics.csv" and ((path.parent / "hparams.yaml").is_file()
+                                      or _VERSION_DIR.match(path.parent.name)):
+            return LIGHTNING_CSV
+        return CSV
+    if name.endswith((".jsonl", ".ndjson")):
+        return JSONL
+    if name.endswith(".json"):
+        head = _head(path)
+        if b'"log_history"' in head or b'"log_history"' in _tail_key(path):
+            return HF_TRAINER_STATE
+        return JSONL if _first_line_is_object(head) else None
+    if not path.suffix and tensorboard.looks_like_tfrecord(_head(path, 12)):
+        return TENSORBOARD
+    return None
+
+
+def _tail_key(path: Path) -> bytes:
+    # trainer_state.json is sort_keys: log_history may sit past the first 4 KiB.
+    try:
+        if path.stat().st_size > 64 << 20:
+            return b""
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def _first_line_is_object(head: bytes) -> bool:
+    line = head.split(b"\n", 1)[0].strip()
+    if not (line.startswith(b"{") and line.endswith(b"}")) or b"\n" not in head:
+        return False
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def walk(root: Path) -> Iterator[Path]:
+    """Every file under ``root`` in sorted order; skips hidden dirs/files and __pycache__,
+    follows directory symlinks once (a symlink loop is visited only once)."""
+    seen: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        try:
+            st = d.stat()
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError:
+            continue
+        subdirs = []
+        for e in entries:
+            if e.name.startswith(".") or e.name == "__pycache__":
+                continue
+            try:
+                if e.is_dir():
+                    subdirs.append(Path(e.path))
+                elif e.is_file():
+                    yield Path(e.path)
+            except OSError:
+                continue
+        stack.extend(reversed(subdirs))

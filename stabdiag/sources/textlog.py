@@ -1,0 +1,85 @@
+"""Line handling shared by the stdout-log readers (Megatron, DeepSpeed, fairseq, nanoGPT, ...).
+
+Captured stdout is never clean: launchers prefix lines (torchrun ``[default7]:`` / ``[rank3]:``,
+``srun --label`` ``12: ``), tqdm rewrites lines with ``\\r``, torchtitan colours numbers with ANSI
+codes, and jobs end in a traceback or a SIGTERM. Each reader sees the same cleaned
+``Line(number, rank, text)`` stream, so a quirk is fixed once for all of them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from stabdiag.errors import SourceError
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# torchrun/elastic: "[default7]:", "[rank3]:"; srun --label: "12: " (digits then colon, space).
+_PREFIX = re.compile(r"^\s*(?:\[(?:default|rank)(\d+)\]:|(\d{1,5}): )")
+
+# What a crashed or killed job leaves behind; reported as a warning on the run, never a failure.
+_FAILURE = re.compile(
+    r"Traceback \(most recent call last\)|received SIGTERM|SIGTERM|SIGKILL|"
+    r"\*\*\* JOB \d+ ON .* CANCELLED|CUDA error|out of memory|Killed$|"
+    r"FloatingPointError|Exiting run\.|terminate called after throwing")
+
+HEAD_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Line:
+    number: int       # 1-based physical line number in the file
+    rank: int | None  # from a launcher prefix, else None
+    text: str         # prefix and ANSI codes removed, trailing whitespace kept off
+
+
+def read_text(path: Path) -> str:
+    """The whole file decoded leniently: a stray byte in stdout must not hide the metrics."""
+    try:
+        return path.read_bytes().decode("utf-8", errors="replace")
+    except OSError as exc:
+        raise SourceError(path, "a readable text log", str(exc)) from None
+
+
+def head(path: Path, size: int = HEAD_BYTES) -> str:
+    """The first ``size`` bytes, decoded like ``read_text`` (what ``looks_like`` inspects)."""
+    with path.open("rb") as fh:
+        return fh.read(size).decode("utf-8", errors="replace")
+
+
+def clean(raw: str) -> tuple[int | None, str]:
+    """Strip ANSI codes and one launcher prefix; return (rank or None, text)."""
+    text = _ANSI.sub("", raw).rstrip()
+    m = _PREFIX.match(text)
+    if m is None:
+        return None, text
+    return int(m.group(1) or m.group(2)), text[m.end():]
+
+
+def lines(text: str) -> Iterator[Line]:
+    """Cleaned lines; ``\\r`` (tqdm rewrites) counts as a line break but not as a line number."""
+    for number, physical in enumerate(text.split("\n"), start=1):
+        for part in physical.split("\r"):
+            if part.strip():
+                rank, cleaned = clean(part)
+                yield Line(number, rank, cleaned)
+
+
+def failure_warning(path: Path, text: str) -> str | None:
+    """'PATH: log ends abnormally (line N: ...)' for the first traceback/kill line, if any."""
+    for number, physical in enumerate(text.split("\n"), start=1):
+        m = _FAILURE.search(physical)
+        if m:
+            snippet = _ANSI.sub("", physical).strip()[:120]
+            return (f"{path}: the job did not end cleanly (line {number}: {snippet}); "
+                    "metrics up to that point were read")
+    return None
+
+
+def run_name(path: Path) -> str:
+    """A text log's run name: the file stem, or the folder for generic names like main.log."""
+    if path.stem.lower() in {"main", "log", "stdout", "output", "train", "out", "console"}:
+        return path.resolve().parent.name
+    return path.stem
