@@ -9,8 +9,12 @@ from stabdiag.detectors import grad_explosion, grad_spike, loss_spike
 from stabdiag.table import GRAD_NORM, TRAIN_LOSS, RunData
 
 
-def trouble(run: RunData) -> list[tuple[int, str]]:
-    """(step, what) of each trouble event, sorted by step."""
+def trouble(run: RunData, grad_spikes: bool = False) -> list[tuple[int, str]]:
+    """(step, what) of each trouble event, sorted by step.
+
+    Isolated grad-norm spikes only count with ``grad_spikes``: on their own they are too common
+    (clipping handles them) to blame a schedule or a restart for.
+    """
     out: list[tuple[int, str]] = []
     s = run.get(TRAIN_LOSS)
     if s is not None:
@@ -23,7 +27,7 @@ def trouble(run: RunData) -> list[tuple[int, str]]:
     if g is not None:
         for a, _b, _ref in grad_explosion.find_explosions(g.values):
             out.append((int(g.steps[a]), "grad-norm explosion"))
-        idx, _ = grad_spike.spike_points(g.values)
+        idx = grad_spike.spike_points(g.values)[0] if grad_spikes else []
         out.extend((int(g.steps[i]), "grad-norm spike") for i in idx[:100])
     return sorted(out)
 

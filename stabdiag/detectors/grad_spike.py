@@ -13,7 +13,7 @@ Why it matters
 How it is computed
     Robust z of log(grad norm) against the rolling median/MAD of the previous ``window`` (100)
     finite points (sigma floored at 5 %, at least ``min_history`` = 20 points first). A spike point
-    needs z >= ``z_threshold`` (6, OLMo-core) AND grad norm >= ``min_ratio`` (2) x the baseline.
+    needs z >= ``z_threshold`` (6, OLMo-core) AND grad norm >= ``min_ratio`` (3) x the baseline.
     Runs of flagged points longer than ``max_points`` are sustained growth and left to
     grad-explosion. Severity: ``warning`` when there are >= ``repeated`` (3) spikes or one is
     >= ``large_ratio`` (10) x its baseline; otherwise ``info``. "Loss responded" means the loss at
@@ -51,7 +51,7 @@ class Config:
     min_history: int = 20
     z_threshold: float = 6.0
     sigma_floor: float = 0.05      # grad norms are noisier than losses
-    min_ratio: float = 2.0
+    min_ratio: float = 3.0       # and >= 3x the baseline: 2x is within heavy-tailed noise
     max_points: int = 3            # longer excursions are grad-explosion's business
     repeated: int = 3
     large_ratio: float = 10.0

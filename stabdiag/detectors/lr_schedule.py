@@ -3,7 +3,7 @@
 What it detects
     (1) The learning rate is already at its peak at the first logged step (no warm-up).
     (2) A sudden multiplicative LR increase after warm-up (a jump).
-    Each is judged by whether trouble (loss spike, non-finite loss, grad-norm explosion or spike)
+    Each is judged by whether trouble (loss spike, non-finite loss, grad-norm explosion)
     followed it.
 
 Why it matters

@@ -1,0 +1,107 @@
+import numpy as np
+import pytest
+from conftest import decaying, make_run
+
+from stabdiag.detectors import loss_spike
+from stabdiag.findings import Severity, Skipped
+
+
+def flat(n=200, seed=0, level=3.0, noise=0.01):
+    return level * (1 + noise * np.random.default_rng(seed).standard_normal(n))
+
+
+def test_single_transient_spike_at_step_50():
+    x = flat()
+    x[50] *= 10
+    out = loss_spike.check(make_run(loss=x))
+    assert len(out) == 1
+    f = out[0]
+    assert (f.step_start, f.severity, f.kind, f.code) == (50, Severity.WARNING, "loss-spike", "SD101")
+    assert f.evidence["recovered"] is True and f.evidence["recovery_steps"] == 1
+    assert f.evidence["ratio"] == pytest.approx(10, rel=0.05)
+    assert "recovered in 1 steps" in f.message and "at step 50" in f.message
+
+
+def test_non_recovering_spike_is_error_and_mentions_divergence():
+    x = flat()
+    x[120:] *= 3
+    (f,) = loss_spike.check(make_run(loss=x))
+    assert f.severity == Severity.ERROR and f.step_start == 120
+    assert f.evidence["recovered"] is False and "diverged" in f.message
+
+
+def test_spike_on_last_point_is_not_an_error():
+    x = flat()
+    x[-1] *= 5
+    (f,) = loss_spike.check(make_run(loss=x))
+    assert f.severity == Severity.WARNING
+
+
+def test_logging_every_100_steps_reports_steps():
+    x = flat(150)
+    x[80] *= 4
+    steps = np.arange(150) * 100
+    (f,) = loss_spike.check(make_run(loss=x, steps=steps))
+    assert f.step_start == 8000 and f.evidence["log_interval"] == 100
+
+
+def test_multi_point_spike_is_one_event():
+    x = flat()
+    x[60:64] *= 5
+    out = loss_spike.check(make_run(loss=x))
+    assert len(out) == 1 and out[0].step_end == 63 and out[0].evidence["recovery_steps"] == 4
+
+
+def test_keeps_looking_after_nan():
+    x = flat()
+    x[30] = np.nan
+    x[31] = np.inf
+    x[100] *= 6
+    out = loss_spike.check(make_run(loss=x))
+    assert [f.step_start for f in out] == [100]
+
+
+def test_grad_spike_coincidence_and_lr_evidence():
+    x = flat()
+    x[90] *= 5
+    g = flat(seed=1, level=1.0, noise=0.05)
+    g[90] = 30.0
+    (f,) = loss_spike.check(make_run(loss=x, grad_norm=g, lr=np.full(200, 3e-4)))
+    assert f.evidence["grad_spike_coincides"] is True
+    assert f.evidence["grad_norm_at_peak"] == pytest.approx(30.0)
+    assert f.evidence["lr_at_onset"] == pytest.approx(3e-4)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_healthy_decaying_curves_have_no_spikes(seed):
+    assert loss_spike.check(make_run(loss=decaying(5000, seed=seed, noise=0.02))) == []
+
+
+def test_early_fast_fall_with_warmup_bump_is_quiet():
+    t = np.arange(1, 400)
+    x = 10 * np.exp(-t / 30) + 2.5 + 0.02 * np.random.default_rng(3).standard_normal(len(t))
+    x[5:12] += 0.3  # small warm-up bump
+    assert loss_spike.check(make_run(loss=x)) == []
+
+
+def test_quantised_near_zero_loss_is_quiet():
+    x = np.r_[np.linspace(0.3, 0.001, 100), np.random.default_rng(0).choice([1e-4, 2e-4, 3e-4], 100)]
+    assert loss_spike.check(make_run(loss=x)) == []
+
+
+def test_negative_losses_use_linear_scale():
+    x = -5 + 0.01 * np.random.default_rng(0).standard_normal(200)
+    x[100] = 5.0
+    (f,) = loss_spike.check(make_run(loss=x))
+    assert f.step_start == 100 and f.evidence["ratio"] is None
+
+
+@pytest.mark.parametrize("vals", [[], [1.0], [np.nan] * 50, [2.0] * 5])
+def test_edges_skip(vals):
+    res = loss_spike.check(make_run(loss=vals))
+    assert isinstance(res, Skipped) and res.kind == "loss-spike"
+
+
+def test_missing_metric_skips():
+    res = loss_spike.check(make_run(grad_norm=[1.0] * 50))
+    assert isinstance(res, Skipped) and "train/loss" in res.reason
