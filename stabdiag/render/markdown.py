@@ -1,0 +1,134 @@
+"""The Markdown report: fits a PR comment and ``$GITHUB_STEP_SUMMARY``.
+
+Every string that comes from a log (run names, paths, metric names, messages, warnings) goes
+through ``md`` first: GitHub renders inline HTML and Markdown inside table cells, so an unescaped
+``|``, ``<script>``, ``[link](...)`` or ``@team`` in a run name could break the table, inject
+markup or ping people. Output is deterministic given the report and ``generated``.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping
+
+from stabdiag.findings import Finding
+from stabdiag.report import Report, RunSummary, counts
+
+ICON = {"error": "❌", "warning": "⚠️", "info": "ℹ️", None: "✅"}
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~#!])")
+_BLOCK_START = re.compile(r"^(\s*)([-+>=]|\d+(?=[.)]))")
+# GitHub comments are capped at 65536 characters; keep well below with long runs.
+MAX_FINDINGS_PER_RUN = 30
+
+
+def md(text: object) -> str:
+    """Escape a log-derived string for inline Markdown (table cells, list items)."""
+    s = html.escape(str(text), quote=False)
+    s = re.sub(r"[\r\n\t]+", " ", s)
+    s = _MD_SPECIAL.sub(r"\\\1", s)
+    s = s.replace("@", "&#64;")  # no @mentions from log text
+    s = s.replace("://", ":&#47;&#47;")  # no autolinks
+    # A leading "-", "+", ">", "=" or "1." would open a list, quote or heading: escape it.
+    m = _BLOCK_START.match(s)
+    if m:
+        cut = m.end()
+        s = s[:cut] + "\\" + s[cut:] if m.group(2)[0].isdigit() else s[:m.start(2)] + "\\" + s[m.start(2):]
+    return s
+
+
+def steps_of(f: Finding) -> str:
+    if f.step_start is None:
+        return "–"
+    if f.step_end in (None, f.step_start):
+        return str(f.step_start)
+    return f"{f.step_start}–{f.step_end}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 or word == 'info' else 's'}"
+
+
+def verdict(report: Report, run: RunSummary) -> str:
+    """The one-line verdict shared by the Markdown and HTML reports."""
+    if run.name not in report.judged_runs():
+        return "not judged: no loss series"
+    c = counts(report.findings_of(run.name))
+    parts = [_plural(c[k], k) for k in ("error", "warning", "info") if c[k]]
+    return ", ".join(parts) if parts else "healthy: no findings"
+
+
+def _run_row(report: Report, run: RunSummary) -> str:
+    worst = report.worst(run.name)
+    icon = ICON[worst.label if worst else None] if run.name in report.judged_runs() else "❔"
+    span = f"{run.steps[0]}–{run.steps[1]}" if run.steps else "–"
+    return (f"| {icon} | {md(run.name)} | {md(run.format)} | {span} | {len(run.metrics)} "
+            f"| {verdict(report, run)} |")
+
+
+def render_markdown(report: Report, *, images: Mapping[str, str] | None = None,
+                    generated: str | None = None,
+                    max_findings: int = MAX_FINDINGS_PER_RUN) -> str:
+    """The whole report as GitHub-flavoured Markdown.
+
+    ``images`` maps run name -> image URL or relative path (from ``--plots``); ``generated`` is a
+    timestamp the caller injects (kept out of the renderer so output is reproducible).
+    """
+    c = counts(report.findings)
+    n = len(report.runs)
+    lines = [
+        f"## stabdiag: {_plural(n, 'run')} · {_plural(c['error'], 'error')}, "
+        f"{_plural(c['warning'], 'warning')}, {c['info']} info",
+        "",
+        "| | run | format | steps | metrics | verdict |",
+        "|---|---|---|---|---:|---|",
+        *(_run_row(report, r) for r in report.runs),
+        "",
+    ]
+    if report.errors:
+        lines += ["**Unreadable input**", ""]
+        lines += [f"- {md(e)}" for e in report.errors]
+        lines.append("")
+    for run in report.runs:
+        lines += _run_section(report, run, images or {}, max_findings)
+    foot = f"stabdiag {html.escape(report.version)}" + (f" · {md(generated)}" if generated else "")
+    lines += [f"<sub>{foot}</sub>", ""]
+    return "\n".join(lines)
+
+
+def _run_section(report: Report, run: RunSummary, images: Mapping[str, str], max_findings: int) -> list[str]:
+    worst = report.worst(run.name)
+    icon = ICON[worst.label if worst else None]
+    out = [f"### {icon} {md(run.name)}", "",
+           f"{md(run.format)} · {md(run.path)} · {verdict(report, run)}", ""]
+    for w in run.warnings:
+        out.append(f"> input: {md(w)}")
+    if run.warnings:
+        out.append("")
+    fs = report.findings_of(run.name)
+    if fs:
+        out += ["| severity | kind | steps | finding |", "|---|---|---:|---|"]
+        for f in fs[:max_findings]:
+            out.append(f"| {ICON[f.severity.label]} {f.severity.label} | `{f.code}` {md(f.kind)} "
+                       f"| {steps_of(f)} | {md(f.message)} |")
+        if len(fs) > max_findings:
+            out.append(f"| | | | … {len(fs) - max_findings} more in the JSON report |")
+        out.append("")
+    rems = [r for r in report.remedies if r.run == run.name]
+    if rems:
+        out += ["**What to change**", ""]
+        for r in rems:
+            addr = f" _(addresses: {', '.join(md(a) for a in r.addresses)})_" if r.addresses else ""
+            out.append(f"{r.rank}. **{md(r.title)}**{addr}")
+            out += [f"   - {md(a)}" for a in r.actions]
+        out.append("")
+    skipped = [s for s in report.skipped if s.run == run.name]
+    if skipped:
+        out += [f"<details><summary>Not checked ({len(skipped)})</summary>", ""]
+        out += [f"- {md(s.kind)}: {md(s.reason)}" for s in skipped]
+        out += ["", "</details>", ""]
+    if run.name in images:
+        # The URL comes from our own plot file names (safe_name); escape it anyway.
+        url = images[run.name].replace(" ", "%20").replace(")", "%29").replace("(", "%28")
+        out += [f"![stability plot of {md(run.name)}]({url})", ""]
+    return out
