@@ -68,11 +68,20 @@ def find_explosions(values: np.ndarray, cfg: Config = DEFAULT) -> list[tuple[int
     with np.errstate(invalid="ignore"):
         high = (level - ref) >= math.log(cfg.factor)
     starts, ends = st.segments(high)
-    out = []
+    out: list[tuple[int, int, float]] = []
+    covered = -1
+    thr = math.log(cfg.factor)
     for a, b in zip(starts, ends, strict=True):
-        if b - a + 1 >= cfg.min_points:
-            onset = max(0, int(a) - cfg.smooth // 2)   # the median lags by half its window
-            out.append((onset, int(b), float(np.exp(ref[a]))))
+        if a <= covered or b - a + 1 < cfg.min_points:
+            continue
+        # Freeze the reference at onset: the event lasts until the level falls back below it.
+        with np.errstate(invalid="ignore"):
+            back = st.first_index(level - ref[a] < thr, int(a))
+        covered = len(x) - 1 if back < 0 else back - 1
+        lag = cfg.smooth // 2                      # the median lags by half its window
+        onset = max(0, int(a) - lag)
+        end = covered if back < 0 else max(onset, covered - lag)
+        out.append((onset, end, float(np.exp(ref[a]))))
     return out
 
 

@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+from conftest import decaying, make_run
+
+from stabdiag.detectors import grad_explosion, grad_spike
+from stabdiag.findings import Severity, Skipped
+
+
+def noisy(n=500, seed=0, level=1.0, noise=0.05):
+    return level * np.exp(noise * np.random.default_rng(seed).standard_normal(n))
+
+
+def test_single_moderate_grad_spike_is_info():
+    g = noisy()
+    g[300] = 5.0
+    (f,) = grad_spike.check(make_run(grad_norm=g, loss=decaying(500)))
+    assert f.severity == Severity.INFO and f.step_start == 300 and f.evidence["count"] == 1
+    assert f.evidence["loss_responded"] is False
+    assert 0.9 < f.evidence["healthy_p50"] < 1.1 and f.evidence["healthy_p99"] < 2
+
+
+def test_repeated_or_huge_grad_spikes_warn():
+    g = noisy()
+    g[[100, 200, 300]] = 6.0
+    (f,) = grad_spike.check(make_run(grad_norm=g))
+    assert f.severity == Severity.WARNING and f.evidence["spike_steps"] == [100, 200, 300]
+    g = noisy()
+    g[250] = 40.0
+    (f,) = grad_spike.check(make_run(grad_norm=g))
+    assert f.severity == Severity.WARNING
+
+
+def test_sustained_growth_is_explosion_not_spike():
+    g = noisy()
+    g[300:] *= 1000
+    assert grad_spike.check(make_run(grad_norm=g)) == []
+    (f,) = grad_explosion.check(make_run(grad_norm=g))
+    assert f.severity == Severity.ERROR and abs(f.step_start - 300) <= 2
+    assert f.evidence["growth"] > 500 and f.evidence["until_end"] is True
+
+
+def test_explosion_then_recovery_reports_span():
+    g = noisy()
+    g[200:240] *= 50
+    (f,) = grad_explosion.check(make_run(grad_norm=g))
+    assert abs(f.step_start - 200) <= 2 and 235 <= f.step_end <= 240
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_healthy_grad_norms_are_quiet(seed):
+    rng = np.random.default_rng(seed)
+    t = np.arange(1, 3001)
+    g = (0.3 + 5 * t ** -0.5) * np.exp(0.15 * rng.standard_normal(len(t)))
+    run = make_run(grad_norm=g)
+    assert grad_spike.check(run) == []
+    assert grad_explosion.check(run) == []
+
+
+def test_warmup_rise_of_grad_norm_is_not_explosion():
+    t = np.arange(2000)
+    g = np.minimum(1.0, 0.05 + t / 200) * noisy(2000)
+    assert grad_explosion.check(make_run(grad_norm=g)) == []
+
+
+@pytest.mark.parametrize("det", [grad_spike, grad_explosion])
+@pytest.mark.parametrize("vals", [[], [1.0], [np.nan] * 40])
+def test_edges_skip(det, vals):
+    assert isinstance(det.check(make_run(grad_norm=vals)), Skipped)
+
+
+@pytest.mark.parametrize("det", [grad_spike, grad_explosion])
+def test_missing_grad_norm_skips(det):
+    res = det.check(make_run(loss=decaying(100)))
+    assert isinstance(res, Skipped) and "train/grad_norm" in res.reason
