@@ -83,3 +83,26 @@ def run_name(path: Path) -> str:
     if path.stem.lower() in {"main", "log", "stdout", "output", "train", "out", "console"}:
         return path.resolve().parent.name
     return path.stem
+
+
+def scan(path: Path, pattern: re.Pattern[bytes], limit: int = 64 * 1024 * 1024) -> bool:
+    """Whether ``pattern`` occurs in the first ``limit`` bytes: SLURM .out files often bury the
+    first metric line under megabytes of environment dumps, far past the sniffing head."""
+    try:
+        with path.open("rb") as fh:
+            tail = b""
+            read = 0
+            while read < limit:
+                chunk = fh.read(1 << 20)
+                if not chunk:
+                    return False
+                read += len(chunk)
+                if pattern.search(tail + chunk):
+                    return True
+                tail = chunk[-512:]
+    except OSError:
+        return False
+    return False
+
+
+TEXT_SUFFIXES = frozenset({".out", ".log", ".txt", ".err", ".stdout", ".md", ""})

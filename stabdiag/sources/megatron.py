@@ -1,0 +1,252 @@
+"""Megatron-LM / Megatron-DeepSpeed stdout: iteration and validation lines.
+
+Layout facts: research/formats.md section 4.1. Every ``<name>: <number> |`` field of an iteration
+line is kept under its own spelling (``lm loss``, ``lm-loss``, ``loss scale``, ``grad norm``, ...),
+because key sets vary by version; the semantics below are those of ``training_log``:
+
+- ``number of skipped iterations: K`` counts skipped steps *within the log interval* (previous
+  logged iteration, this one]. It is kept as is and also spread into ``skipped_step`` 0/1 rows:
+  the last K iterations of the interval get 1 (which ones were skipped is not logged; the last K
+  puts the mark on the logged iteration, where the loss-scale drop is printed), and a K of 0 gives
+  one 0 at the logged iteration. Steps already marked by a DeepSpeed overflow message count
+  towards K.
+- A missing loss field means the interval's average failed Megatron's ``avg > 0`` check: when
+  every iteration of the interval was skipped (K >= interval length) there was no loss to print,
+  which is an fp16 skip, not a NaN; otherwise the average was NaN, so a NaN loss is recorded
+  (tr8-104B iteration 9027). Only in logs where some line has a loss field.
+- ``loss scale: -1.0`` means DeepSpeed owns the scaler: the value is dropped, and the scale comes
+  from DeepSpeed's overflow messages instead (see ``deepspeed``).
+- Validation lines ``validation loss at iteration N | lm loss value: X | lm loss PPL: Y |`` give
+  ``lm loss validation`` / ``lm loss validation ppl`` (Megatron's own TensorBoard tag names).
+
+Noise handled: launcher prefixes, ``time (ms)`` lines, records fused on one line (split) or
+printed by several ranks (identical records kept once), hard-wrapped records (joined while the
+record does not end in ``|``), ``[...]`` elisions (skipped), tracebacks/SIGTERM (a warning).
+Iterations that go back (rollbacks) stay in write order; the loader makes restarts of them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from stabdiag.sources import deepspeed, textlog
+from stabdiag.sources.raw import BAD, RawRun, from_rows, parse_number
+
+FORMAT = "megatron"
+
+SKIPPED_COUNT = "number of skipped iterations"
+SKIPPED = deepspeed.SKIPPED
+LOSS_SCALE = "loss scale"
+ALIASES: dict[str, str] = {
+    SKIPPED: "train/skipped_step",
+    "lm loss validation": "val/loss",
+    "lm-loss validation": "val/loss",
+    "lm loss value": "val/loss",
+    "lm-loss": "train/loss",
+    "learning rate": "train/lr",
+    "loss scale": "train/loss_scale",
+    "grad norm": "train/grad_norm",
+    "params norm": "train/param_norm",
+}
+
+_ITER = re.compile(r"\biteration\s+(\d+)\s*/\s*(\d+)\s*\|")
+_VALID = re.compile(r"\bvalid(?:ation)? loss at iteration\s+(\d+)\s*\|")
+_START = re.compile(_ITER.pattern + "|" + _VALID.pattern)
+_SNIFF = re.compile(rb"\biteration\s+\d+\s*/\s*\d+\s*\|\s*consumed samples:"
+                    rb"|valid(?:ation)? loss at iteration\s+\d+\s*\|")
+_MAX_WRAPS = 4
+
+
+@dataclass(frozen=True)
+class _Record:
+    kind: str              # "iter", "valid" or "overflow"
+    step: int
+    fields: tuple[tuple[str, float], ...]
+    rank: int | None
+    overflow: deepspeed.Overflow | None = None
+
+
+def looks_like(path: Path, head: str) -> bool:
+    if _SNIFF.search(head.encode("utf-8", "replace")):
+        return True
+    return path.suffix.lower() in textlog.TEXT_SUFFIXES and textlog.scan(path, _SNIFF)
+
+
+def _fields(body: str) -> tuple[tuple[str, float], ...]:
+    out = []
+    for chunk in body.split("|"):
+        key, sep, val = chunk.rpartition(":")
+        key = " ".join(key.split())
+        if not sep or not key:
+            continue
+        v = parse_number(val)
+        if isinstance(v, float):
+            out.append((key, v))
+    return tuple(out)
+
+
+def _parse(text: str, rank: int | None) -> _Record | None:
+    m = _ITER.search(text)
+    if m is not None:
+        return _Record("iter", int(m[1]), _fields(text[m.end():]), rank)
+    m = _VALID.search(text)
+    if m is not None:
+        fields = []
+        for key, v in _fields(text[m.end():]):
+            low = key.lower()
+            if low.endswith(" value"):
+                fields.append((key[: -len(" value")] + " validation", v))
+            elif low.endswith(" ppl"):
+                fields.append((key[: -len(" ppl")] + " validation ppl", v))
+            else:
+                fields.append((key + " validation", v))
+        return _Record("valid", int(m[1]), tuple(fields), rank)
+    return None
+
+
+def _records(text: str) -> tuple[list[_Record], int]:
+    """Records in write order and the number of duplicate records dropped."""
+    out: list[_Record] = []
+    seen: set[str] = set()
+    dups = 0
+    pending: list = []   # [text, rank, joins]
+
+    def flush() -> None:
+        nonlocal dups
+        if not pending:
+            return
+        body, rank, _ = pending
+        pending.clear()
+        key = " ".join(body.split())
+        if key in seen:
+            dups += 1
+            return
+        seen.add(key)
+        rec = _parse(body, rank)
+        if rec is not None:
+            out.append(rec)
+
+    for line in textlog.lines(text):
+        t = line.text
+        starts = [m.start() for m in _START.finditer(t)]
+        if pending and not starts and not pending[0].rstrip().endswith("|") \
+                and pending[2] < _MAX_WRAPS and _continues(t):
+            pending[0] += " " + t
+            pending[2] += 1
+            continue
+        flush()
+        ov = deepspeed.parse_overflow(t)
+        if ov is not None and not starts:
+            out.append(_Record("overflow", -1, (), line.rank, ov))
+            continue
+        for i, s in enumerate(starts):
+            end = starts[i + 1] if i + 1 < len(starts) else len(t)
+            pending[:] = [t[s:end], line.rank, 0]
+            if i + 1 < len(starts):
+                flush()
+    flush()
+    return out, dups
+
+
+def _continues(t: str) -> bool:
+    """Whether a line is the wrapped tail of a record (not a timer line, elision or log line)."""
+    s = t.strip()
+    return "|" in s and not s.startswith(("time (ms)", "[", "#", "-----")) and ":" in s
+
+
+def _is_loss(key: str) -> bool:
+    low = key.lower()
+    return (low.endswith("loss") or low.endswith("-loss")) and "scale" not in low
+
+
+def read(path: Path) -> list[RawRun]:
+    text = textlog.read_text(path)
+    records, dups = _records(text)
+    iters = [r for r in records if r.kind == "iter"]
+    has_loss = any(_is_loss(k) for r in iters for k, _ in r.fields)
+    megatron_scale = any(k == LOSS_SCALE and v != -1.0 for r in iters for k, v in r.fields)
+    ranks = {r.rank for r in iters if r.rank is not None}
+    per_rank = len(ranks) > 1
+
+    rows: list[tuple[int, str, float]] = []
+    rank_col: list[int] = []
+    loss_key = next((k for r in iters for k, _ in r.fields if _is_loss(k)), "lm loss")
+    prev = 0                 # last logged iteration
+    marked: set[int] = set()  # steps marked skipped by overflow messages
+    overflow_step = 0
+    nan_losses: list[int] = []
+    dropped_scale = False
+
+    def add(step: int, name: str, value: float, rank: int | None) -> None:
+        rows.append((step, name, value))
+        rank_col.append(-1 if rank is None else rank)
+
+    for rec in records:
+        if rec.kind == "overflow":
+            ov = rec.overflow
+            overflow_step = max(overflow_step, prev) + 1
+            marked.add(overflow_step)
+            add(overflow_step, SKIPPED, 1.0, rec.rank)
+            if not megatron_scale and ov is not None and ov.new is not None:
+                add(overflow_step, LOSS_SCALE, ov.new, rec.rank)
+            continue
+        if rec.kind == "valid":
+            for k, v in rec.fields:
+                add(rec.step, k, v, rec.rank)
+            continue
+        n = rec.step
+        fields = dict(rec.fields)
+        start = prev if n > prev else None  # interval (start, n]; unknown after a rollback
+        count = fields.get(SKIPPED_COUNT)
+        if count is not None and math.isfinite(count):
+            k = int(count)
+            lo = (start if start is not None else n - max(k, 1)) + 1
+            already = sum(1 for s in range(lo, n + 1) if s in marked)
+            need = max(k - already, 0)
+            spread = [s for s in range(n, lo - 1, -1) if s not in marked][:need]
+            for s in sorted(spread):
+                add(s, SKIPPED, 1.0, rec.rank)
+            if k == 0 and n not in marked:
+                add(n, SKIPPED, 0.0, rec.rank)
+        for key, v in rec.fields:
+            if key == LOSS_SCALE and v == -1.0:
+                dropped_scale = True
+                continue
+            add(n, key, v, rec.rank)
+        if has_loss and not any(_is_loss(k) for k in fields):
+            length = n - start if start is not None else None
+            k = int(count) if count is not None and math.isfinite(count) else 0
+            all_skipped = k > 0 and (length is None or k >= length)
+            if not all_skipped:
+                add(n, loss_key, math.nan, rec.rank)
+                nan_losses.append(n)
+        else:
+            loss_key = next((k for k in fields if _is_loss(k)), loss_key)
+        prev = n
+        overflow_step = n
+        marked = {s for s in marked if s > n}
+
+    warnings: list[str] = []
+    if dups:
+        warnings.append(f"{path}: {dups} duplicate records (printed by several ranks) ignored")
+    if nan_losses:
+        shown = ", ".join(str(s) for s in nan_losses[:5])
+        warnings.append(f"{path}: no loss printed at iteration {shown}"
+                        f"{', ...' if len(nan_losses) > 5 else ''} although steps were not all "
+                        "skipped; Megatron omits a NaN average, so a NaN loss was recorded")
+    fail = textlog.failure_warning(path, text)
+    if fail:
+        warnings.append(fail)
+    meta: dict = {}
+    if dropped_scale:
+        meta["loss_scale"] = "-1.0 printed: the scaler is DeepSpeed's, not Megatron's"
+    if ranks and not per_rank:
+        meta["launcher_rank"] = next(iter(ranks))
+    return [from_rows(textlog.run_name(path), str(path), FORMAT, rows,
+                      rank=rank_col if per_rank else None, warnings=warnings, meta=meta)]
+
+
+__all__ = ["ALIASES", "BAD", "FORMAT", "looks_like", "read"]
