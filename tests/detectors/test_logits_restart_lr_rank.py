@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+from conftest import decaying, make_run, ser
+
+from stabdiag.detectors import (
+    attention_logit_growth,
+    lr_schedule,
+    output_logit_drift,
+    rank_divergence,
+    restart,
+)
+from stabdiag.findings import Severity, Skipped
+from stabdiag.table import GRAD_NORM, MAX_ATTN_LOGIT, OUTPUT_LOGZ, RESTART, TRAIN_LOSS
+
+
+def test_attention_logit_growth_past_tau_is_error():
+    x = np.geomspace(10, 400, 500)
+    (f,) = attention_logit_growth.check(make_run(**{MAX_ATTN_LOGIT: x}))
+    assert f.severity == Severity.ERROR and f.evidence["growth"] > 10
+
+
+def test_attention_logit_grew_then_levelled_is_quiet():
+    x = np.r_[np.linspace(5, 40, 200), np.full(300, 40.0)]
+    assert attention_logit_growth.check(make_run(**{MAX_ATTN_LOGIT: x})) == []
+
+
+def test_attention_logit_missing_skips():
+    assert isinstance(attention_logit_growth.check(make_run(loss=[1.0] * 30)), Skipped)
+
+
+def test_output_logz_drift():
+    x = np.linspace(10.8, -15, 600)
+    (f,) = output_logit_drift.check(make_run(**{OUTPUT_LOGZ: x}))
+    assert f.severity == Severity.ERROR and f.evidence["drift"] < -20
+    x = np.linspace(10.8, 4.0, 600)
+    (f,) = output_logit_drift.check(make_run(**{OUTPUT_LOGZ: x}))
+    assert f.severity == Severity.WARNING
+    settle = 10.8 - 3 * (1 - np.exp(-np.arange(600) / 30))
+    assert output_logit_drift.check(make_run(**{OUTPUT_LOGZ: settle})) == []
+    assert isinstance(output_logit_drift.check(make_run()), Skipped)
+
+
+def test_restart_one_info_per_row():
+    run = make_run(loss=decaying(200), **{RESTART: ser([90], [99])})
+    (f,) = restart.check(run)
+    assert f.severity == Severity.INFO and f.step_start == 90
+    assert f.evidence["rewound_from"] == 99 and f.evidence["steps_replayed"] == 10
+
+
+def test_no_restart_is_no_finding_not_skip():
+    assert restart.check(make_run(loss=decaying(50))) == []
+
+
+def test_several_restarts_or_trouble_warn():
+    run = make_run(loss=decaying(2000), **{RESTART: ser([300, 900, 1500], [350, 950, 1550])})
+    assert all(f.severity == Severity.WARNING for f in restart.check(run))
+    x = decaying(2000)
+    x[1000] = np.nan
+    (f,) = restart.check(make_run(loss=x, **{RESTART: ser([990], [1010])}))
+    assert f.severity == Severity.WARNING and f.evidence["trouble_nearby"] == "non-finite loss"
+
+
+def test_lr_constant_low_is_silent_and_missing_skips():
+    assert lr_schedule.check(make_run(loss=decaying(500), lr=np.full(500, 2e-5))) == []
+    assert isinstance(lr_schedule.check(make_run(loss=decaying(50))), Skipped)
+
+
+def test_lr_no_warmup_high_lr():
+    (f,) = lr_schedule.check(make_run(loss=decaying(500), lr=np.full(500, 3e-3)))
+    assert f.severity == Severity.INFO and f.evidence["issue"] == "no_warmup"
+    x = decaying(500)
+    x[20] *= 5
+    (f,) = lr_schedule.check(make_run(loss=x, lr=np.full(500, 3e-3)))
+    assert f.severity == Severity.WARNING and f.evidence["trouble"] == "loss spike"
+
+
+def test_lr_warmup_then_decay_is_silent():
+    lr = np.r_[np.linspace(1e-5, 3e-3, 50), np.linspace(3e-3, 3e-4, 950)]
+    assert lr_schedule.check(make_run(loss=decaying(1000), lr=lr)) == []
+
+
+def test_lr_jump_lined_up_with_spike_warns():
+    lr = np.r_[np.linspace(1e-5, 1e-3, 50), np.full(450, 2e-4), np.full(500, 1e-3)]
+    x = decaying(1000)
+    x[505] *= 4
+    fs = lr_schedule.check(make_run(loss=x, lr=lr))
+    (jump,) = [f for f in fs if f.evidence["issue"] == "lr_jump"]
+    assert jump.severity == Severity.WARNING and jump.step_end == 500 and jump.evidence["factor"] == pytest.approx(5)
+
+
+def _ranks(n_ranks, n=300, bad=None, factor=1.0, start=150, seed=0):
+    rng = np.random.default_rng(seed)
+    base = decaying(n, seed=seed)
+    out = {}
+    for r in range(n_ranks):
+        v = base * (1 + 0.01 * rng.standard_normal(n))
+        if r == bad:
+            v[start:] *= factor
+        out[r] = ser(np.arange(n), v)
+    return out
+
+
+def test_rank_departing_is_named():
+    run = make_run(loss=decaying(300), by_rank={TRAIN_LOSS: _ranks(4, bad=2, factor=1.5)})
+    (f,) = rank_divergence.check(run)
+    assert f.severity == Severity.ERROR and f.evidence["rank"] == 2 and f.step_start == 150
+    assert "rank 2" in f.message
+
+
+def test_rank_nan_on_one_rank():
+    ranks = _ranks(4)
+    v = ranks[1].values.copy()
+    v[200:205] = np.nan
+    ranks[1] = ser(ranks[1].steps, v)
+    (f,) = rank_divergence.check(make_run(by_rank={GRAD_NORM: ranks}))
+    assert f.evidence["rank"] == 1 and f.severity == Severity.WARNING
+
+
+def test_ranks_agreeing_are_quiet_and_edges():
+    assert rank_divergence.check(make_run(by_rank={TRAIN_LOSS: _ranks(8)})) == []
+    assert isinstance(rank_divergence.check(make_run(loss=decaying(10))), Skipped)
+    assert isinstance(rank_divergence.check(make_run(by_rank={TRAIN_LOSS: _ranks(1)})), Skipped)
+    (f,) = rank_divergence.check(make_run(by_rank={TRAIN_LOSS: _ranks(2, bad=1, factor=2.0)}))
+    assert f.severity == Severity.WARNING and f.evidence["ranks"] == [0, 1]
