@@ -157,6 +157,21 @@ def _continues(t: str) -> bool:
     return "|" in s and not s.startswith(("time (ms)", "[", "#", "-----")) and ":" in s
 
 
+def _unwrap_keys(records: list[_Record], dups: int) -> tuple[list[_Record], int]:
+    """Repair keys broken by a hard wrap inside a word (``number of skipped iteratio ns``):
+    a key whose letters equal another key's letters takes that key's most common spelling."""
+    counts: dict[str, dict[str, int]] = {}
+    for r in records:
+        for k, _ in r.fields:
+            by = counts.setdefault("".join(k.split()).lower(), {})
+            by[k] = by.get(k, 0) + 1
+    best = {sq: max(by, key=by.__getitem__) for sq, by in counts.items()}
+    fixed = [_Record(r.kind, r.step, tuple((best["".join(k.split()).lower()], v)
+                                         for k, v in r.fields), r.rank, r.overflow)
+             for r in records]
+    return fixed, dups
+
+
 def _is_loss(key: str) -> bool:
     low = key.lower()
     return (low.endswith("loss") or low.endswith("-loss")) and "scale" not in low
@@ -164,7 +179,7 @@ def _is_loss(key: str) -> bool:
 
 def read(path: Path) -> list[RawRun]:
     text = textlog.read_text(path)
-    records, dups = _records(text)
+    records, dups = _unwrap_keys(*_records(text))
     iters = [r for r in records if r.kind == "iter"]
     has_loss = any(_is_loss(k) for r in iters for k, _ in r.fields)
     megatron_scale = any(k == LOSS_SCALE and v != -1.0 for r in iters for k, v in r.fields)
