@@ -16,9 +16,10 @@ How it is computed
     20 %. Signals: chance level (|tail - ln k| <= ``chance_rel`` = 1.5 % for k = 2..10 or a common
     vocabulary size), grad collapse (median grad norm over the flat part <= ``grad_collapse``
     (0.1) x its median over the first 10 % of points), noise collapse (relative MAD-sigma of the flat
-    part <= ``noise_collapse`` (0.2) x that of the part before it). Flat early + 2 signals:
-    ``error``; flat early + 1 signal: ``warning``; flat without a signal: nothing (a converged
-    fine-tune or an end-of-training plateau / cosine tail).
+    part around the smoothed trend <= ``noise_collapse`` (0.2) x that of the part before it, which
+    must be >= 0.5 %). Flat early + 2 signals: ``error``; flat early + 1 signal: ``warning``. Noise
+    collapse only counts next to a chance level or a grad collapse: a flat, quiet loss alone is a
+    converged fine-tune or an end-of-training plateau / cosine tail, never a finding.
 
 Known false positives
     A fine-tune whose converged loss happens to sit at ln k with a grad norm that fell 10x after the
@@ -58,6 +59,7 @@ class Config:
     chance_rel: float = 0.015
     grad_collapse: float = 0.1
     noise_collapse: float = 0.2
+    min_noise: float = 0.005       # relative noise before the plateau needed to call it collapsed
 
 
 DEFAULT = Config()
@@ -73,9 +75,9 @@ def chance_level(level: float, rel: float, vocab: int | None = None) -> tuple[st
     return None
 
 
-def _rel_sigma(x: np.ndarray) -> float:
-    m = st.nanmedian(x)
-    return st.robust_sigma(x) / abs(m) if m else math.nan
+def _rel_sigma_of(resid: np.ndarray, level: np.ndarray) -> float:
+    m = st.nanmedian(level)
+    return st.robust_sigma(resid) / abs(m) if m else math.nan
 
 
 def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
@@ -107,12 +109,13 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         g_flat = st.nanmedian(gv[g.steps >= steps[onset]])
         if g_early > 0 and g_flat <= cfg.grad_collapse * g_early:
             signals["grad_collapse"] = g_flat / g_early
-    before = x[:onset]
-    n_before, n_flat = _rel_sigma(before) if before.size >= 5 else math.nan, _rel_sigma(x[onset:])
-    if math.isfinite(n_before) and n_before > 0 and n_flat <= cfg.noise_collapse * n_before:
+    resid = x - smooth   # noise around the trend, so a steep early descent is not "noise"
+    n_before = _rel_sigma_of(resid[:onset], x[:onset]) if onset >= 5 else math.nan
+    n_flat = _rel_sigma_of(resid[onset:], x[onset:])
+    if math.isfinite(n_before) and n_before >= cfg.min_noise and n_flat <= cfg.noise_collapse * n_before:
         signals["noise_collapse"] = n_flat / n_before
-    if not signals:
-        return []
+    if not signals.keys() & {"chance_level", "grad_collapse"}:
+        return []  # a flat, quiet loss alone is a converged run, not a stall
     sev = Severity.ERROR if len(signals) >= 2 else Severity.WARNING
     why = []
     if "chance_level" in signals:
