@@ -1,0 +1,51 @@
+"""GitHub Actions workflow commands: findings become annotations on the job and the PR checks tab.
+
+Escaping follows GitHub's runner (``toolkit/packages/core/src/command.ts``): in the message,
+``%`` -> ``%25``, ``\\r`` -> ``%0D``, ``\\n`` -> ``%0A``; in property values additionally ``:`` ->
+``%3A`` and ``,`` -> ``%2C``. Without it, a run name containing ``::`` or a newline could end the
+command early or forge a second one.
+"""
+
+from __future__ import annotations
+
+from stabdiag.findings import Finding, Severity
+from stabdiag.report import Report
+
+LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
+
+
+def escape_data(text: object) -> str:
+    return str(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(text: object) -> str:
+    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def command(level: str, message: str, **props: str) -> str:
+    """One workflow command line, e.g. ``::error title=SD101 loss-spike::loss rose...``."""
+    p = ",".join(f"{k}={escape_property(v)}" for k, v in props.items())
+    return f"::{level}{' ' + p if p else ''}::{escape_data(message)}"
+
+
+def _where(f: Finding) -> str:
+    if f.step_start is None:
+        return ""
+    return f" at step {f.step_start}" if f.step_end in (None, f.step_start) else f" at steps {f.step_start}-{f.step_end}"
+
+
+def render_github(report: Report, *, min_severity: Severity = Severity.INFO) -> str:
+    """One annotation per finding at or above ``min_severity``, one warning per unreadable input."""
+    lines = []
+    for f in report.findings:
+        if f.severity < min_severity:
+            continue
+        lines.append(command(LEVEL[f.severity], f"{f.run}{_where(f)}: {f.message}",
+                             title=f"stabdiag {f.code} {f.kind} ({f.run})"))
+    for r in report.runs:
+        if r.name not in report.judged_runs():
+            lines.append(command("warning", f"{r.name} ({r.path}): not judged, no loss series found",
+                                 title=f"stabdiag: {r.name} not judged"))
+        lines += [command("warning", f"{r.name}: {w}", title="stabdiag input") for w in r.warnings]
+    lines += [command("warning", e, title="stabdiag: unreadable input") for e in report.errors]
+    return "\n".join(lines) + ("\n" if lines else "")
