@@ -17,7 +17,8 @@ How it is computed
     vocabulary size), grad collapse (median grad norm over the flat part <= ``grad_collapse``
     (0.1) x its median over the first 10 % of points), noise collapse (relative MAD-sigma of the flat
     part around the smoothed trend <= ``noise_collapse`` (0.2) x that of the part before it, which
-    must be >= 0.5 %). Flat early + 2 signals: ``error``; flat early + 1 signal: ``warning``. Noise
+    must be >= 0.5 %). Flat early + 2 signals: ``error``; flat early + 1 signal: ``info`` (a converged loss can sit
+    near ln k by coincidence). Noise
     collapse only counts next to a chance level or a grad collapse: a flat, quiet loss alone is a
     converged fine-tune or an end-of-training plateau / cosine tail, never a finding.
 
@@ -116,7 +117,7 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         signals["noise_collapse"] = n_flat / n_before
     if not signals.keys() & {"chance_level", "grad_collapse"}:
         return []  # a flat, quiet loss alone is a converged run, not a stall
-    sev = Severity.ERROR if len(signals) >= 2 else Severity.WARNING
+    sev = Severity.ERROR if len(signals) >= 2 else Severity.INFO
     why = []
     if "chance_level" in signals:
         why.append(f"at chance level {signals['chance_level']}")
