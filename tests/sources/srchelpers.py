@@ -25,7 +25,13 @@ def write_torch(logdir: Path, series: dict[str, list[tuple[int, float]]], *,
 def tensor_event(step: int, tag: str, value: float, *, dtype: str = "float",
                  metadata: bool = True, plugin: str = "scalars"):
     """An Event with a TF2-style tensor scalar, built from tensorboard's own protos."""
-    from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+    from tensorboard.compat.proto import (
+        event_pb2,
+        summary_pb2,
+        tensor_pb2,
+        tensor_shape_pb2,
+        types_pb2,
+    )
 
     t = tensor_pb2.TensorProto(tensor_shape=tensor_shape_pb2.TensorShapeProto())
     if dtype == "float":  # tensor_content, like TF's C++ writer

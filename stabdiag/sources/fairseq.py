@@ -1,0 +1,105 @@
+"""fairseq / metaseq logs: ``train_inner`` interval lines, epoch summaries, JSON lines, overflows.
+
+Layout facts: research/formats.md section 5. The step is ``num_updates`` (not the ``N / M`` batch
+counter inside the epoch). Interval keys are kept as written (``loss``, ``nll_loss``, ``gnorm``,
+``loss_scale``, ``lr`` ...; fairseq losses are in bits). Epoch-summary train values are averages
+over a whole epoch, so they get an ``_epoch`` suffix (``loss_epoch``; JSON ``train_loss`` ->
+``loss_epoch``) and never compete with the interval series; valid keys stay ``valid_*``.
+JSON values are mostly quoted strings and are parsed as numbers. ``overflow detected, setting
+loss scale to: X`` lines become a skipped step and a ``loss_scale`` value at one past the last
+``num_updates`` seen (each further overflow before the next record counts one more step).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from stabdiag.sources import textlog
+from stabdiag.sources.raw import RawRun, from_rows, parse_number
+
+FORMAT = "fairseq"
+SKIPPED = "skipped_step"
+ALIASES: dict[str, str] = {
+    "loss": "train/loss", "gnorm": "train/grad_norm", "lr": "train/lr",
+    "loss_scale": "train/loss_scale", "valid_loss": "val/loss", SKIPPED: "train/skipped_step",
+}
+
+_INNER = re.compile(r"epoch \d+:\s+\d+\s*/\s*\d+\s+(\w+=.*)$")
+_SUMMARY = re.compile(r"(?:^|\| )epoch \d+ \| (.*)$")
+_JSON = re.compile(r"\|\s*(train_inner|train|valid\w*)\s*\|\s*(\{.*\})\s*$")
+_OVERFLOW = re.compile(r"overflow detected, (?:ignoring gradient, )?setting (?:loss )?scale to:?"
+                       r"(?: to)?\s*([-+\d.eE]+|inf|nan)")
+_SNIFF = re.compile(rb"(?m)\| (?:train_inner|fairseq\.trainer|valid) \||^\| epoch \d+[:|]"
+                    rb"|epoch \d+:\s+\d+ / \d+ loss=")
+
+
+def looks_like(path: Path, head: str) -> bool:
+    if _SNIFF.search(head.encode("utf-8", "replace")):
+        return True
+    return path.suffix.lower() in textlog.TEXT_SUFFIXES - {".md"} and textlog.scan(path, _SNIFF)
+
+
+def _num(raw: object) -> float | None:
+    v = parse_number(raw.rstrip("%") if isinstance(raw, str) else raw)
+    return v if isinstance(v, float) else None
+
+
+def read(path: Path) -> list[RawRun]:
+    text = textlog.read_text(path)
+    rows: list[tuple[int, str, float]] = []
+    last = 0          # last num_updates seen
+    pending = 0       # overflows since then
+    bad: list[int] = []
+    for line in textlog.lines(text):
+        t = line.text
+        if (m := _OVERFLOW.search(t)) is not None:
+            pending += 1
+            rows.append((last + pending, SKIPPED, 1.0))
+            v = _num(m[1])
+            if v is not None:
+                rows.append((last + pending, "loss_scale", v))
+            continue
+        fields: list[tuple[str, object]] = []
+        kind = "inner"
+        if (m := _JSON.search(t)) is not None:
+            try:
+                obj = json.loads(m[2])
+            except json.JSONDecodeError:
+                bad.append(line.number)
+                continue
+            kind = "inner" if m[1] == "train_inner" else ("valid" if m[1].startswith("valid")
+                                                          else "epoch")
+            fields = list(obj.items())
+        elif (m := _INNER.search(t)) is not None:
+            fields = [tuple(kv.strip().split("=", 1)) for kv in m[1].split(",") if "=" in kv]
+        elif (m := _SUMMARY.search(t)) is not None:
+            kind = "valid" if "valid on" in m[1] else "epoch"
+            for chunk in m[1].split("|"):
+                parts = chunk.split()
+                if len(parts) == 2:
+                    fields.append((parts[0], parts[1]))
+        else:
+            continue
+        values = {k: _num(v) for k, v in fields}
+        step = values.get("num_updates")
+        if step is None:
+            bad.append(line.number)
+            continue
+        last, pending = int(step), 0
+        for k, v in values.items():
+            if v is None or k in ("num_updates", "epoch"):
+                continue
+            if kind == "epoch":
+                k = (k[len("train_"):] if k.startswith("train_") else k) + "_epoch"
+            rows.append((last, k, v))
+    warnings = []
+    if bad:
+        from stabdiag.sources.raw import bad_lines_warning
+        warnings.append(bad_lines_warning(str(path), "records without num_updates or bad JSON",
+                                          bad))
+    fail = textlog.failure_warning(path, text)
+    if fail:
+        warnings.append(fail)
+    return [from_rows(textlog.run_name(path), str(path), FORMAT, rows, warnings=warnings)]

@@ -1,0 +1,125 @@
+"""MLflow file store (``mlruns/``): one RawRun per run directory.
+
+Layout facts: research/formats.md section 7. A run dir is ``<exp>/<run_id>/`` with ``meta.yaml``
+and ``metrics/<key>`` files of ``<timestamp_ms> <value> <step>`` lines (very old files: no step,
+so the line index is the step). Keys with ``/`` are sub-directories and are rebuilt from the
+relative path. Rows of all keys are merged by timestamp (stable), which is the write order MLflow
+saw. The name is the ``mlflow.runName`` tag, else ``run_name`` from meta.yaml, else the run id;
+params, tags and the experiment name go to ``meta``. YAML is read with ``yaml.safe_load`` only.
+Stray nested stores (``mlruns/mlruns/0``) are walked too; ``.trash`` and artifacts are not.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from stabdiag.errors import SourceError
+from stabdiag.sources.raw import RawRun, bad_lines_warning, from_rows, parse_number
+
+FORMAT = "mlflow"
+ALIASES: dict[str, str] = {"loss": "train/loss", "val_loss": "val/loss", "eval_loss": "val/loss"}
+_SKIP_DIRS = frozenset({".trash", "artifacts", "models", "params", "tags", "metrics"})
+
+
+def _yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _is_run(d: Path) -> bool:
+    return (d / "meta.yaml").is_file() and (d / "metrics").is_dir()
+
+
+def looks_like(path: Path, head: str) -> bool:
+    if not path.is_dir():
+        return False
+    if _is_run(path) or path.name == "mlruns" or (path / "mlruns").is_dir():
+        return True
+    return (path / "meta.yaml").is_file() and any(_is_run(c) for c in path.iterdir() if c.is_dir())
+
+
+def run_dirs(root: Path) -> list[Path]:
+    """Every run directory under ``root`` (itself included), in sorted walk order."""
+    found = []
+    for dirpath, dirnames, _ in os.walk(root):
+        d = Path(dirpath)
+        if _is_run(d):
+            found.append(d)
+            dirnames[:] = []
+            continue
+        dirnames[:] = sorted(n for n in dirnames if n not in _SKIP_DIRS)
+    return found
+
+
+def _small_files(d: Path) -> dict[str, str]:
+    if not d.is_dir():
+        return {}
+    out = {}
+    for p in sorted(d.rglob("*")):
+        if p.is_file():
+            out[p.relative_to(d).as_posix()] = p.read_text(encoding="utf-8", errors="replace")
+    return out
+
+
+def read_run(d: Path) -> RawRun:
+    meta_yaml = _yaml(d / "meta.yaml")
+    exp_yaml = _yaml(d.parent / "meta.yaml")
+    tags = _small_files(d / "tags")
+    params = _small_files(d / "params")
+    points: list[tuple[float, int, int, str, float]] = []  # (ts, file order, line, key, ...)
+    bad: list[str] = []
+    order = 0
+    for p in sorted((d / "metrics").rglob("*")):
+        if not p.is_file():
+            continue
+        key = p.relative_to(d / "metrics").as_posix()
+        for i, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines()):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) not in (2, 3):
+                bad.append(f"{key}:{i + 1}")
+                continue
+            ts, val = parse_number(parts[0]), parse_number(parts[1])
+            step = parse_number(parts[2]) if len(parts) == 3 else float(i)
+            if not (isinstance(ts, float) and isinstance(val, float) and isinstance(step, float)):
+                bad.append(f"{key}:{i + 1}")
+                continue
+            points.append((ts, order, int(step), key, val))
+            order += 1
+    points.sort(key=lambda r: (r[0], r[1]))
+    rows = [(s, k, v) for _, _, s, k, v in points]
+    name = tags.get("mlflow.runName") or str(meta_yaml.get("run_name") or "") or d.name
+    warnings = []
+    if bad:
+        warnings.append(bad_lines_warning(str(d / "metrics"), "malformed metric lines",
+                                          bad).replace("(line", "(file:line"))
+    meta = {"run_id": str(meta_yaml.get("run_id") or meta_yaml.get("run_uuid") or d.name),
+            "experiment": str(exp_yaml.get("name") or d.parent.name), "status":
+            meta_yaml.get("status"), "params": params,
+            "tags": {k: v for k, v in tags.items() if k != "mlflow.log-model.history"}}
+    return from_rows(name, str(d), FORMAT, rows, wall=[p[0] / 1000.0 for p in points],
+                     warnings=warnings, meta=meta)
+
+
+def read(path: Path) -> list[RawRun]:
+    runs = run_dirs(path)
+    if not runs:
+        raise SourceError(path, "an MLflow file store (mlruns/<exp>/<run>/metrics/...)",
+                          "no run directory with meta.yaml and metrics/")
+    seen: set[str] = set()
+    out = []
+    for d in runs:
+        run = read_run(d)
+        rid = str(run.meta.get("run_id"))
+        if rid in seen:
+            continue
+        seen.add(rid)
+        out.append(run)
+    return out

@@ -1,0 +1,67 @@
+"""torchtitan stdout (``components/metrics.py``): ``step: N  loss: X  grad_norm: Y  ...`` lines.
+
+Layout facts: research/formats.md section 6. Lines may carry torchrun's ``[rankN]:`` prefix and
+ANSI colour codes (both removed by ``textlog``); ``tps`` has thousands separators, ``memory`` is
+``9.46GiB(64.99%)`` (kept as GiB), ``mfu`` a percentage. ``validate step: N  loss: X`` lines give
+``validate loss``. With several ranks logging, identical lines are kept once; when ranks print
+different values, every value is kept with its rank (for rank-divergence checks).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from stabdiag.sources import textlog
+from stabdiag.sources.raw import RawRun, from_rows, parse_number
+
+FORMAT = "torchtitan"
+ALIASES: dict[str, str] = {
+    "loss": "train/loss", "grad_norm": "train/grad_norm", "validate loss": "val/loss",
+    "tps": "train/tokens_per_s", "lr": "train/lr",
+}
+
+_STEP = re.compile(r"(?:^|\s)(validate )?step:\s*(\d+)\s+(.*)$")
+_KV = re.compile(r"([A-Za-z_][\w()/ %]*?):\s+([-+\d.,eE]+|nan|inf|-inf)")
+_SNIFF = re.compile(rb"(?:\[titan\]|- root - INFO -)[^\n]*\bstep:\s*\d+\s+loss:")
+
+
+def looks_like(path: Path, head: str) -> bool:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", head)
+    if _SNIFF.search(text.encode("utf-8", "replace")):
+        return True
+    return path.suffix.lower() in textlog.TEXT_SUFFIXES - {".md"} and \
+        textlog.scan(path, re.compile(rb"\[titan\][^\n]*step:"), limit=8 << 20) and \
+        textlog.scan(path, re.compile(rb"\bstep:\s*(?:\x1b\[[0-9;]*m)*\s*\d+"), limit=64 << 20)
+
+
+def read(path: Path) -> list[RawRun]:
+    text = textlog.read_text(path)
+    rows: list[tuple[int, str, float]] = []
+    ranks: list[int] = []
+    seen: set[tuple[int, str, str]] = set()
+    dups = 0
+    for line in textlog.lines(text):
+        m = _STEP.search(line.text)
+        if m is None or "loss" not in m[3]:
+            continue
+        val, step, body = bool(m[1]), int(m[2]), " ".join(m[3].split())
+        key = (step, "v" if val else "t", body)
+        if key in seen:
+            dups += 1
+            continue
+        seen.add(key)
+        for k, raw in _KV.findall(" " + body):
+            v = parse_number(raw.replace(",", ""))
+            if not isinstance(v, float):
+                continue
+            name = k.strip()
+            rows.append((step, f"validate {name}" if val else name, v))
+            ranks.append(-1 if line.rank is None else line.rank)
+    warnings = [f"{path}: {dups} lines repeated by several ranks ignored"] if dups else []
+    fail = textlog.failure_warning(path, text)
+    if fail:
+        warnings.append(fail)
+    per_rank = len({r for r in ranks if r >= 0}) > 1
+    return [from_rows(textlog.run_name(path), str(path), FORMAT, rows,
+                      rank=ranks if per_rank else None, warnings=warnings)]
