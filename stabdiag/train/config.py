@@ -80,6 +80,10 @@ class TrainConfig:
 
     # --- run ---
     precision: Precision = "fp32"
+    loss_scale_init: float = 65536.0
+    """fp16 only: the dynamic loss scaler's initial scale (torch's default, 2**16)."""
+    loss_scale_growth_interval: int = 2000
+    """fp16 only: double the scale after this many overflow-free steps (torch's default)."""
     steps: int = 200
     batch_size: int = 16
     eval_interval: int = 50
@@ -111,7 +115,8 @@ class TrainConfig:
         if self.n_embd % self.n_head:
             raise TrainError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         for name in ("n_layer", "n_embd", "n_head", "block_size", "steps", "batch_size",
-                     "eval_interval", "eval_batches", "log_interval"):
+                     "eval_interval", "eval_batches", "log_interval",
+                     "loss_scale_growth_interval"):
             if getattr(self, name) < 1:
                 raise TrainError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.vocab_size != 256:
@@ -163,11 +168,12 @@ RECIPES: dict[str, Overrides] = {
         warmup_steps=lambda c: max(1, c.steps // 10),
         precision=lambda c: "bf16" if c.device == "cuda" else "fp32",
     ),
-    # The classic recipe for trouble: post-LN without warmup (Xiong et al. 2020), a LR ~10x too
-    # high, no clipping, fp16 with a dynamic loss scaler.
+    # The classic recipe for trouble: post-LN without warmup (Xiong et al. 2020), a LR ~100x
+    # too high, no clipping, fp16 whose loss scaler probes upward every 25 steps. On `tiny` the
+    # attention logits outgrow fp16 within ~20 steps: loss NaN, overflow skips, scale collapse.
     "unstable": dict(
-        norm_placement="post", lr=3e-2, min_lr=3e-2, decay="constant", warmup_steps=0,
-        grad_clip=0.0, precision="fp16", weight_decay=0.0,
+        norm_placement="post", lr=0.3, min_lr=0.3, decay="constant", warmup_steps=0,
+        grad_clip=0.0, precision="fp16", weight_decay=0.0, loss_scale_growth_interval=25,
     ),
 }
 

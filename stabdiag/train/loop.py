@@ -170,7 +170,8 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, progress: Progress | None,
     model = GPT(cfg).to(device)
     optimizer = build_optimizer(model, cfg, device)
     fp16 = cfg.precision == "fp16"
-    scaler = torch.amp.GradScaler(device.type, enabled=fp16)
+    scaler = torch.amp.GradScaler(device.type, init_scale=cfg.loss_scale_init,
+                                  growth_interval=cfg.loss_scale_growth_interval, enabled=fp16)
     start = 0
     meta = _read_json(run_dir / "run.json") if resume else {}
     if resume:
@@ -335,11 +336,10 @@ class _Loop:
         losses = rows_by_rank[self.info.rank][:, 0]
         for value in losses.tolist():
             self.nonfinite_run = 0 if math.isfinite(value) else self.nonfinite_run + 1
-        last_step = self.host[-1][0]
         self.buffer, self.host = [], []
         if 0 < self.cfg.stop_after_nonfinite <= self.nonfinite_run:
             self.stop_requested, self.stop_reason = True, "nonfinite"
-        self._report(last_step, {**last, T.TOKENS_PER_S: tokens_per_s})
+        self._report(self.step, {**last, T.TOKENS_PER_S: tokens_per_s})
 
     @torch.no_grad()
     def evaluate(self) -> None:
@@ -359,7 +359,7 @@ class _Loop:
                               rank if self.info.enabled else None)
         self.writer.flush()
         self.last_val = float(val)
-        self._report(self.step - 1, {T.VAL_LOSS: self.last_val})
+        self._report(self.step, {T.VAL_LOSS: self.last_val})
 
     def _report(self, step: int, metrics: dict[str, float]) -> None:
         if self.progress is None or not self.info.is_main:

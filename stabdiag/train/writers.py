@@ -44,7 +44,7 @@ class TidyWriter:
         self.path = Path(path)
         self.with_rank = with_rank
         new = not self.path.exists() or self.path.stat().st_size == 0
-        self._file = open(self.path, "a", newline="", encoding="utf-8")
+        self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115 (closed in close())
         self._csv = csv.writer(self._file)
         if new:
             header = ["step", "metric", "value", "wall_time"] + (["rank"] if with_rank else [])
