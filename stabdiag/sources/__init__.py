@@ -79,6 +79,7 @@ def load(
         raise ConfigError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     groups: list[_Group] = []
     explicit: set[Path] = set()
+    seen: set[Path] = set()  # a file named twice (explicitly and inside a dir) is read once
     for p in map(Path, paths):
         if not p.exists():
             raise SourceError(p, "a log file or directory", "nothing at that path")
@@ -89,12 +90,14 @@ def load(
                          else "a file of unknown format")
                 raise SourceError(p, f"a metrics log ({', '.join(FORMATS)})", found)
             explicit.add(p)
-            groups += _plan([(p, f)])
+            if p.resolve() not in seen:
+                seen.add(p.resolve())
+                groups += _plan([(p, f)])
         else:
-            found = [(f, sniff.sniff(f)) for f in sniff.walk(p)]
-            found = [(f, fmt or k) for f, k in found if k is not None and (fmt != sniff.TENSORBOARD
-                                                                           or k == fmt)]
-            groups += _plan(found)
+            found = [(f, sniff.sniff(f)) for f in sniff.walk(p) if f.resolve() not in seen]
+            seen.update(f.resolve() for f, _ in found)
+            groups += _plan([(f, fmt or k) for f, k in found
+                             if k is not None and (fmt is None or k in sniff.FAMILY[fmt])])
     raws: list[tuple[RawRun, _Group]] = []
     errors: list[str] = []
     for g in groups:

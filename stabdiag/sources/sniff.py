@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from stabdiag.sources import tensorboard
+from stabdiag.sources.tabular import STEP_COLUMNS
 
 TENSORBOARD = "tensorboard"
 HF_TRAINER_STATE = "hf-trainer-state"
@@ -28,7 +29,16 @@ SKIP_SUFFIXES = frozenset({
     ".tar", ".gz", ".zip", ".bz2", ".xz", ".zst", ".7z", ".png", ".jpg", ".jpeg", ".gif",
     ".mp4", ".wav", ".parquet", ".arrow", ".so", ".pyc", ".model", ".wandb",
 })
-_SKIP_NAME = re.compile(r"(^|[._-])(optimizer|scheduler|rng_state|scaler)([._-]|$)|\.ckpt-|\.data-\d+")
+# TF/Keras checkpoint shards carry the marker mid-name (model.ckpt-1000.data-00000-of-00001).
+_SKIP_NAME = re.compile(r"\.ckpt-|\.data-\d+-of-\d+")
+# With --format forced, a directory walk reads only files of that format's family.
+FAMILY = {
+    TENSORBOARD: frozenset({TENSORBOARD}),
+    HF_TRAINER_STATE: frozenset({HF_TRAINER_STATE, JSONL}),
+    LIGHTNING_CSV: frozenset({LIGHTNING_CSV, CSV}),
+    CSV: frozenset({LIGHTNING_CSV, CSV}),
+    JSONL: frozenset({JSONL, HF_TRAINER_STATE}),
+}
 _VERSION_DIR = re.compile(r"^version_\d+$")
 
 
@@ -85,13 +95,15 @@ def _tail_key(path: Path) -> bytes:
 
 
 def _first_line_is_object(head: bytes) -> bool:
+    """A one-line JSON object with a step key (a plain config.json is not a metrics log)."""
     line = head.split(b"\n", 1)[0].strip()
     if not (line.startswith(b"{") and line.endswith(b"}")) or b"\n" not in head:
         return False
     try:
-        return isinstance(json.loads(line), dict)
+        obj = json.loads(line)
     except ValueError:
         return False
+    return isinstance(obj, dict) and any(k.lower() in STEP_COLUMNS for k in obj)
 
 
 def walk(root: Path) -> Iterator[Path]:

@@ -164,3 +164,18 @@ def test_stabdiag_train_dir_is_one_run(tmp_path):
     res = sources.load([tmp_path])
     (info,) = res.runs
     assert info.name == "run1" and info.format == "csv" and info.meta["precision"] == "fp16"
+
+
+def test_forced_format_reads_only_that_family_in_a_directory(tmp_path):
+    write_torch(tmp_path / "tb", {"train/loss": [(1, 1.0)]})
+    (tmp_path / "m.csv").write_text("step,loss\n1,2.0\n")
+    res = sources.load([tmp_path], fmt="csv")
+    assert [(r.name, r.format) for r in res.runs] == [("m", "csv")] and res.errors == ()
+
+
+def test_config_json_is_not_a_log_and_files_are_read_once(tmp_path):
+    (tmp_path / "config.json").write_text('{"hidden_size": 768}\n')
+    (tmp_path / "log.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
+    res = sources.load([tmp_path, tmp_path / "log.jsonl"])
+    assert len(res.runs) == 1 and res.errors == ()
+    assert len(res.table) == 1
