@@ -107,14 +107,16 @@ MapOpt = Annotated[list[str] | None, typer.Option(
 @app.command()
 def analyze(
     paths: PathsArg,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="Report format: text or json.")] = "text",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Report format: text, json, markdown, html, junit or github.")] = "text",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here (- = stdout).")] = None,
-    fail_on: Annotated[str, typer.Option(help="Exit 1 when a finding is at or above: info, warning, error, never.")] = "error",
+    fail_on: Annotated[str | None, typer.Option(help="Exit 1 when a finding is at or above: info, warning, error, never. [default: error, or the config file's fail-on]", show_default=False)] = None,
     select: Annotated[list[str] | None, typer.Option(help="Only these kinds or codes (comma-separated, repeatable).")] = None,
     ignore: Annotated[list[str] | None, typer.Option(help="Skip these kinds or codes (comma-separated, repeatable).")] = None,
     input_format: ReaderOpt = None,
     map_: MapOpt = None,
     max_remedies: Annotated[int, typer.Option(help="Remedies shown per run in the text report.")] = 5,
+    plots: Annotated[Path | None, typer.Option("--plots", help="Also write one PNG and SVG figure per run into this directory.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Policy file (default: nearest stabdiag.toml or pyproject.toml [tool.stabdiag]).")] = None,
 ) -> None:
     """Analyze training logs: classify every stability event, rank remedies, exit 0/1/2 for CI."""
 
@@ -122,46 +124,90 @@ def analyze(
         from stabdiag.console import err, out
         from stabdiag.detectors import by_kind
         from stabdiag.diagnose import diagnose
-        from stabdiag.findings import Severity
+        from stabdiag.policy import load_policy
         from stabdiag.render import OutputFormat
 
-        if fail_on not in FAIL_ON:
+        if fail_on is not None and fail_on not in FAIL_ON:
             _fail(f"--fail-on {fail_on!r}: expected one of {', '.join(FAIL_ON)}")
         try:
             out_fmt = OutputFormat(fmt)
         except ValueError:
             _fail(f"--format {fmt!r}: expected one of {', '.join(f.value for f in OutputFormat)}")
-        sel, ign = _split(select), _split(ignore)
+        # The policy file first, flags on top (issue 6).
+        pol = load_policy(config).with_flags(select=_split(select), ignore=_split(ignore),
+                                             fail_on=fail_on, map=_parse_map(map_))
+        if pol.detectors:
+            err.print(f"[warning]warning:[/warning] {pol.source}: detector thresholds are not applied yet "
+                      "(run_detectors takes no configs)", soft_wrap=True)
+        sel, ign = (list(pol.select) if pol.select else None), (list(pol.ignore) or None)
         for k in (sel or []) + (ign or []):
             try:
                 by_kind(k)
             except KeyError:
                 _fail(f"unknown kind or code {k!r}; `stabdiag explain --list` lists them")
         with err.status("reading logs and detecting", spinner="dots") if err.is_terminal else _null():
-            report = diagnose(paths, fmt=input_format, overrides=_parse_map(map_), select=sel, ignore=ign)
+            report = pol.apply(diagnose(paths, fmt=input_format, overrides=dict(pol.map), select=sel, ignore=ign))
         for e in report.errors:
             err.print(f"[warning]warning:[/warning] {e}", soft_wrap=True)
         if not report.runs:
             _fail(f"no training logs found in {', '.join(map(str, paths))} "
                   "(expected TensorBoard event files, trainer_state.json, metrics.csv, CSV or JSONL)")
-        _emit(report, out_fmt, output, max_remedies, out)
+        written = []
+        if plots is not None:
+            from stabdiag.render.plots import save_plots
+
+            written = save_plots(report, plots)
+            err.print(f"wrote {len(written)} plot files to {plots}", soft_wrap=True, highlight=False)
+        _emit(report, out_fmt, output, max_remedies, out, fail_on=pol.fail_on, plot_files=written)
         if not report.judged_runs():
             _fail("no run could be judged: no loss series found (use --map train/loss=SERIES; "
                   "`stabdiag series PATH` lists what was read)")
-        if fail_on != "never" and report.at_or_above(Severity.parse(fail_on)):
+        if pol.failing(report):
             raise typer.Exit(EXIT_FINDINGS)
 
     guarded(run)
 
 
-def _emit(report: Any, out_fmt: Any, output: Path | None, max_remedies: int, out: Any) -> None:
+def _emit(report: Any, out_fmt: Any, output: Path | None, max_remedies: int, out: Any, *,
+          fail_on: str = "error", plot_files: list[Path] | None = None) -> None:
     from stabdiag.console import make_console
+    from stabdiag.findings import Severity
     from stabdiag.render import OutputFormat
     from stabdiag.render.json import render_json
     from stabdiag.render.terminal import render_terminal
 
+    pngs = {p.stem: p for p in plot_files or [] if p.suffix == ".png"}
     if out_fmt is OutputFormat.JSON:
         _write(render_json(report), output)
+        return
+    if out_fmt in (OutputFormat.MARKDOWN, OutputFormat.HTML):
+        import datetime
+
+        from stabdiag.render.plots import plot_files as stems
+
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        files = {run: pngs[stem] for run, stem in stems(report).items() if stem in pngs}
+        if out_fmt is OutputFormat.MARKDOWN:
+            from stabdiag.render.markdown import render_markdown
+
+            base = output.parent if output is not None and str(output) != "-" else Path.cwd()
+            links = {r: Path(os.path.relpath(p.resolve(), base.resolve())).as_posix() for r, p in files.items()}
+            _write(render_markdown(report, images=links, generated=now), output)
+        else:
+            from stabdiag.render.html import render_html
+
+            _write(render_html(report, images={r: p.read_bytes() for r, p in files.items()} or None,
+                               plots=True, generated=now), output)
+        return
+    if out_fmt is OutputFormat.JUNIT:
+        from stabdiag.render.junit import render_junit
+
+        _write(render_junit(report, fail_on=None if fail_on == "never" else Severity.parse(fail_on)), output)
+        return
+    if out_fmt is OutputFormat.GITHUB:
+        from stabdiag.render.github import render_github
+
+        _write(render_github(report), output)
         return
     renderable = render_terminal(report, max_remedies=max_remedies)
     if output is None or str(output) == "-":
@@ -346,6 +392,81 @@ def formats() -> None:
 
     for name in sources.FORMATS:
         out.print(name)
+
+
+@app.command()
+def plot(
+    paths: PathsArg,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for the figures.")] = Path("stabdiag-plots"),
+    image_format: Annotated[list[str] | None, typer.Option("--image-format", help="png and/or svg (repeatable). [default: png, svg]")] = None,
+    input_format: ReaderOpt = None,
+    map_: MapOpt = None,
+) -> None:
+    """Plot every run: loss, grad norm, LR, loss scale and other stability metrics, findings shaded."""
+
+    def run() -> None:
+        from stabdiag.console import err
+        from stabdiag.diagnose import diagnose
+        from stabdiag.render.plots import save_plots
+
+        fmts = tuple(_split(image_format) or ("png", "svg"))
+        bad = [f for f in fmts if f not in ("png", "svg")]
+        if bad:
+            _fail(f"--image-format {bad[0]!r}: expected png or svg")
+        report = diagnose(paths, fmt=input_format, overrides=_parse_map(map_))
+        for e in report.errors:
+            err.print(f"[warning]warning:[/warning] {e}", soft_wrap=True)
+        if not report.runs:
+            _fail(f"no training logs found in {', '.join(map(str, paths))}")
+        for p in save_plots(report, out_dir, formats=fmts):
+            err.print(str(p), highlight=False, soft_wrap=True)
+
+    guarded(run)
+
+
+@app.command()
+def compare(
+    run_path: Annotated[Path, typer.Argument(metavar="RUN", help="The run to judge (file or directory).")],
+    baseline: Annotated[Path, typer.Option("--baseline", "-b", help="The reference run (file or directory).")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the comparison here (- = stdout).")] = None,
+    max_loss_ratio: Annotated[float, typer.Option(help="Worse when the median loss ratio over the last 10% of common steps exceeds this.")] = 1.05,
+    tail_frac: Annotated[float, typer.Option(help="Fraction of the common steps (from the end) the loss is compared over.")] = 0.10,
+    max_extra_spikes: Annotated[int, typer.Option(help="Loss/grad spikes allowed beyond the baseline's.")] = 0,
+    max_grad_p50_ratio: Annotated[float, typer.Option(help="Worse when the grad-norm median grows more than this factor.")] = 1.5,
+    max_grad_p99_ratio: Annotated[float, typer.Option(help="Worse when the grad-norm p99 grows more than this factor.")] = 2.0,
+    allow_new_kinds: Annotated[bool, typer.Option(help="Do not fail on finding kinds (warning or worse) the baseline lacks.")] = False,
+    input_format: ReaderOpt = None,
+    map_: MapOpt = None,
+) -> None:
+    """Compare a run with a baseline run: exit 1 when it is less stable than allowed."""
+
+    def run() -> None:
+        from stabdiag.compare import (
+            Thresholds,
+            compare_reports,
+            render_comparison_json,
+            render_comparison_text,
+        )
+        from stabdiag.diagnose import diagnose
+
+        if fmt not in ("text", "json"):
+            _fail(f"--format {fmt!r}: expected text or json")
+        if not 0 < tail_frac <= 1:
+            _fail(f"--tail-frac {tail_frac}: expected a fraction in (0, 1]")
+        th = Thresholds(max_loss_ratio=max_loss_ratio, tail_frac=tail_frac, max_extra_spikes=max_extra_spikes,
+                        max_grad_p50_ratio=max_grad_p50_ratio, max_grad_p99_ratio=max_grad_p99_ratio,
+                        allow_new_kinds=allow_new_kinds)
+        overrides = _parse_map(map_)
+        cur = diagnose([run_path], fmt=input_format, overrides=overrides)
+        base = diagnose([baseline], fmt=input_format, overrides=overrides)
+        result = compare_reports(cur, base, th)
+        text = render_comparison_json(result) if fmt == "json" else render_comparison_text(result)
+        _write(text, output)
+        if result.worse:
+            raise typer.Exit(EXIT_FINDINGS)
+
+    guarded(run)
 
 
 def main() -> None:

@@ -10,3 +10,7 @@ class OutputFormat(str, enum.Enum):
 
     TEXT = "text"
     JSON = "json"
+    MARKDOWN = "markdown"
+    HTML = "html"
+    JUNIT = "junit"
+    GITHUB = "github"

@@ -184,6 +184,9 @@ def _loss_axis(ax, data: dict[str, Series]) -> None:  # noqa: ANN001
     vals = np.concatenate([s.values[np.isfinite(s.values)] for s in data.values()] or [np.array([])])
     if len(vals) and vals.min() > 0 and np.max(vals) / max(np.median(vals), 1e-12) > 8:
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_ylabel(ax.get_ylabel() + " (log)")
 
 
