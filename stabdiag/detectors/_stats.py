@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 MAD_TO_SIGMA = 1.4826
+DIFF_TO_SIGMA = 1.0 / (0.6745 * 2 ** 0.5)
 
 
 def clean(values: np.ndarray) -> np.ndarray:
@@ -49,17 +50,23 @@ def causal_median_sigma(
     """Rolling median and MAD-based sigma of the *previous* ``window`` finite points.
 
     The MAD is approximated by the rolling median of each point's absolute deviation from its own
-    causal median, which keeps the whole computation O(n log window) in pandas. NaN where fewer
+    causal median, which keeps the whole computation O(n log window) in pandas; before enough
+    deviations exist it falls back to the median absolute successive difference. NaN where fewer
     than ``min_periods`` finite points precede.
     """
     s = pd.Series(clean(x))
     prev = s.shift(1)
     med = prev.rolling(window, min_periods=min_periods).median()
     dev = (s - med).abs()
-    mad = dev.shift(1).rolling(window, min_periods=min_periods).median()
-    sigma = np.maximum(MAD_TO_SIGMA * mad.to_numpy(), sigma_floor)
-    sigma[np.isnan(mad.to_numpy())] = np.nan
-    return med.to_numpy(), sigma
+    mad = MAD_TO_SIGMA * dev.shift(1).rolling(window, min_periods=min_periods).median()
+    # Until enough deviations exist, estimate sigma from successive differences (median |diff| /
+    # (0.6745 * sqrt 2) for iid noise), so short logs are judged from their 5th point on.
+    diffs = s.diff().abs().shift(1).rolling(window, min_periods=max(2, min_periods - 1)).median()
+    sigma = mad.fillna(DIFF_TO_SIGMA * diffs).to_numpy(copy=True)
+    ok = ~np.isnan(sigma)
+    sigma[ok] = np.maximum(sigma[ok], sigma_floor)
+    sigma[np.isnan(med.to_numpy())] = np.nan
+    return med.to_numpy(copy=True), sigma
 
 
 def robust_z(x: np.ndarray, window: int, min_periods: int, sigma_floor: float) -> np.ndarray:

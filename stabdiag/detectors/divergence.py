@@ -13,9 +13,10 @@ Why it matters
 How it is computed
     Levels are medians, never single points: start = median of the first 5 % of finite points,
     end = median of the last 10 %, best = minimum of a centred rolling median (window n/50, >= 5).
-    Noise guard: end - best must exceed ``noise_sigmas`` (2) x the MAD-sigma of the raw points around
-    the best and ``min_rel_rise`` (5 %) of the best level, so noisy-but-healthy curves (diffusion
-    losses) and quantised near-zero losses do not fire. ``error`` when the end is above the start,
+    Noise guard: end - best must exceed ``noise_sigmas`` (3) x the MAD-sigma of the points around the
+    smoothed trend and ``min_rel_rise`` (5 %) of the best level, so noisy-but-healthy curves (diffusion
+    losses) and quantised near-zero losses do not fire. A run that never improved beyond that
+    guard is judged only by its end vs its start. ``error`` when the end is above the start,
     or when >= ``error_lost`` (50 %) of the improvement start -> best has been given back;
     ``warning`` when >= ``warn_lost`` (25 %). Onset = the last point where the smoothed loss was
     still within half of the rise above the best. The early warm-up rise cannot fire because the
@@ -51,7 +52,7 @@ class Config:
     min_points: int = 20
     start_frac: float = 0.05
     end_frac: float = 0.10
-    noise_sigmas: float = 2.0
+    noise_sigmas: float = 3.0
     min_rel_rise: float = 0.05
     warn_lost: float = 0.25
     error_lost: float = 0.50
@@ -71,16 +72,25 @@ def _train_rule(run: RunData, s: Series, metric: str, cfg: Config) -> list[Findi
     w = max(5, n // 50) | 1
     smooth = st.rolling_median(x, w, center=True)
     start = float(np.median(x[: max(5, int(cfg.start_frac * n))]))
-    end = float(np.median(x[-max(5, int(cfg.end_frac * n)):]))
-    bi = int(np.argmin(smooth))
+    end_k = max(5, int(cfg.end_frac * n))
+    end = float(np.median(x[-end_k:]))
+    half = w // 2   # centred windows are partial at both edges: keep them out of "best"
+    bi = half + int(np.argmin(smooth[half:n - half]))
+    if bi >= n - end_k:
+        return []   # the best level is in the end window: nothing was given back
     best = float(smooth[bi])
-    noise = st.robust_sigma(x[max(0, bi - 2 * w): bi + 2 * w + 1])
+    noise = st.robust_sigma(x - smooth)   # point noise around the trend, whole run
     rise = end - best
-    if rise <= max(cfg.noise_sigmas * noise, cfg.min_rel_rise * abs(best)):
+    guard = max(cfg.noise_sigmas * noise, cfg.min_rel_rise * abs(best))
+    if rise <= guard:
         return []
     improvement = start - best
+    if improvement < guard:   # never improved beyond noise: "best" is a noise dip
+        if end - start < guard:
+            return []
+        improvement = 0.0
     lost = rise / improvement if improvement > 0 else float("inf")
-    above_start = end > start
+    above_start = end > start + (guard if improvement <= 0 else 0.0)
     if not above_start and lost < cfg.warn_lost:
         return []
     sev = Severity.ERROR if above_start or lost >= cfg.error_lost else Severity.WARNING

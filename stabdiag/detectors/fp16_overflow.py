@@ -2,7 +2,8 @@
 
 What it detects
     Dynamic loss scaling events in fp16 runs, read from ``train/loss_scale`` (drops) and
-    ``train/skipped_step`` (values > 0 count as skipped). It tells the start-up scale search and the
+    ``train/skipped_step`` (values > 0 count as skipped; when any are logged they are the events,
+    otherwise each scale halving is one). It tells the start-up scale search and the
     scaler's periodic probing (both benign) from clustered overflows and a collapsing scale.
 
 Why it matters
@@ -120,7 +121,8 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         v = np.nan_to_num(sk.values)
         hit = v > 0
         n_skipped = int(np.round(v[hit]).clip(min=1).sum())
-        if sc is None or len(sc) <= 1:
+        if hit.any():  # skips are the exact events; scale drops between log points are coarser
+            ev_steps, ev_w = [], []
             ev_steps.append(sk.steps[hit])
             ev_w.append(np.round(v[hit]).clip(min=1).astype(np.int64))
     steps_all = np.concatenate(ev_steps) if ev_steps else np.empty(0, np.int64)

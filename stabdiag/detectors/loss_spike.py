@@ -16,8 +16,11 @@ How it is computed
     previous ``window`` (64) finite points, sigma = 1.4826 x rolling MAD (floored at 1 %). A point is
     a spike onset when all hold: z >= ``z_threshold`` (6, as OLMo-core), loss >= ``min_ratio`` (1.2)
     x baseline, and the rise >= ``min_abs_rise`` (2 %) of the run's initial loss level, so tiny noise
-    on a smooth or a near-zero curve never fires. At least ``min_history`` (10) finite points must
-    precede (warm-up). The event lasts until the loss is back within baseline + max(3 sigma, 10 %).
+    on a smooth or a near-zero curve never fires. At least ``min_history`` (5) finite points must
+    precede; before that, a point >= ``early_ratio`` (2) x the lowest loss so far is a spike (a
+    healthy loss only falls in its first points; Megatron's check would need 100) when the jump is
+    also >= ``early_sigmas`` (3) x the run's point-to-point noise (noisy losses stay quiet). The
+    event lasts until the loss is back within baseline + max(3 sigma, 10 %).
     Recovered within ``quick_recovery_points`` (50) log points: transient, ``warning``; recovered
     later: ``warning`` (slow); never recovered: ``error`` (the run diverged). A grad-norm spike within
     one log interval of the event is recorded as ``grad_spike_coincides`` (stronger evidence that the
@@ -43,6 +46,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from stabdiag.detectors import _stats as st
 from stabdiag.detectors._common import finding, usable
@@ -56,11 +60,13 @@ CODE, KIND = "SD101", "loss-spike"
 @dataclass(frozen=True, kw_only=True)
 class Config:
     window: int = 64               # previous log points in the baseline (OLMo-core uses 128 steps)
-    min_history: int = 10          # finite points needed before a point can be judged
+    min_history: int = 5           # finite points needed before a point can be judged
     z_threshold: float = 6.0       # robust z on log(loss); OLMo-core's 6 sigma
     sigma_floor: float = 0.01      # 1 % relative noise floor so a smooth curve is not infinitely sure
     min_ratio: float = 1.2         # and at least 20 % above the baseline
     min_abs_rise: float = 0.02     # and a rise of >= 2 % of the initial loss level (absolute)
+    early_ratio: float = 2.0       # first points, before a baseline: >= 2x the lowest loss so far
+    early_sigmas: float = 3.0      # and that jump >= 3 x the run's own point-to-point noise
     merge_gap: int = 1             # flagged points this close belong to one event
     recovery_sigmas: float = 3.0   # back within baseline + max(3 sigma, 10 %) = recovered
     recovery_rel: float = 0.10
@@ -102,6 +108,18 @@ def find_events(values: np.ndarray, cfg: Config = DEFAULT) -> list[SpikeEvent]:
         ratio_ok = lin >= cfg.min_ratio * base_lin if logged else rise >= (cfg.min_ratio - 1) * np.abs(base_lin)
     flag = (z >= cfg.z_threshold) & ratio_ok & (rise >= cfg.min_abs_rise * init_level)
     flag &= np.isfinite(z)
+    if logged:  # before a baseline exists: a jump to >= early_ratio x the lowest loss so far
+        low = pd.Series(lin).cummin().shift(1).to_numpy()
+        fin = x[np.isfinite(x)]
+        run_sigma = st.DIFF_TO_SIGMA * float(np.median(np.abs(np.diff(fin))))  # whole-run noise
+        with np.errstate(invalid="ignore", divide="ignore"):
+            early = (np.isnan(med) & (lin >= cfg.early_ratio * low)
+                     & (lin - low >= cfg.min_abs_rise * init_level)
+                     & (x - np.log(low) >= cfg.early_sigmas * run_sigma))
+        med = np.where(early, np.log(low), med)
+        sigma = np.where(early, 0.0, sigma)
+        base_lin = np.where(early, low, base_lin)
+        flag |= early
     events: list[SpikeEvent] = []
     cand = np.flatnonzero(flag)
     pos = 0

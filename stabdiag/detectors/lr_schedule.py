@@ -12,7 +12,8 @@ Why it matters
     constant-LR fine-tunes are normal, so an LR shape alone is no finding.
 
 How it is computed
-    No warm-up: first LR >= ``at_peak`` (0.9) x peak LR, with >= 3 LR points. Trouble within the
+    No warm-up: first LR >= ``at_peak`` (0.9) x peak LR, with >= 3 LR points, judged only when the
+    LR log starts near step 0 (first step <= max(``max_first_step`` (100), 1 % of the run)). Trouble within the
     first ``early_frac`` (10 %) of the run -> ``warning``; else ``info`` when the peak LR >=
     ``high_lr`` (1e-3); else nothing. Jumps: after the LR first reaches 0.95 x its peak, a point
     with LR >= ``jump_factor`` (2) x the previous LR. Trouble within max(``jump_window_steps`` (50),
@@ -47,6 +48,7 @@ CODE, KIND = "SD501", "lr-schedule"
 @dataclass(frozen=True, kw_only=True)
 class Config:
     at_peak: float = 0.9
+    max_first_step: int = 100      # later first steps are an excerpt or a resume: warm-up not visible
     high_lr: float = 1e-3
     early_frac: float = 0.10
     jump_factor: float = 2.0
@@ -73,7 +75,8 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     span = max(1, hi - lo)
     events = trouble(run)
     out: list[Finding] = []
-    if lr[0] >= cfg.at_peak * peak:
+    starts_at_start = steps[0] <= max(cfg.max_first_step, cfg.early_frac * span / 10)
+    if starts_at_start and lr[0] >= cfg.at_peak * peak:
         hit = first_within(events, lo, lo + int(cfg.early_frac * span))
         if hit or peak >= cfg.high_lr:
             sev = Severity.WARNING if hit else Severity.INFO
