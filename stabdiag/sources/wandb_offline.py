@@ -167,7 +167,7 @@ def read_file(file: Path) -> RawRun:
                 key = "/".join(nested) if nested else _text(parts.get(1, b""))
                 try:
                     value = parse_number(json.loads(_text(parts.get(16, b"null"))))
-                except json.JSONDecodeError:
+                except (ValueError, OverflowError, RecursionError):  # bad JSON, huge ints
                     continue
                 if isinstance(value, float):
                     items[key] = value
