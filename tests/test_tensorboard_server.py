@@ -44,14 +44,12 @@ def _write_events(logdir: Path) -> None:
     w.close()
 
 
-@pytest.mark.skipif(TB is None, reason="tensorboard executable not installed")
-def test_tensorboard_serves_our_tags(tmp_path: Path) -> None:
-    run = tmp_path / "logs" / "run1"
-    run.mkdir(parents=True)
-    _write_events(run)
+def _serve_tags(logdir: Path, run: str, want: tuple[str, ...]) -> dict[str, object]:
+    """Start tensorboard over ``logdir``, wait (<= 60 s) until ``run`` lists ``want``, then stop it."""
+    assert TB is not None
     port = _free_port()
     proc = subprocess.Popen(
-        [TB, "--logdir", str(tmp_path / "logs"), "--host", "127.0.0.1", "--port", str(port),
+        [TB, "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port),
          "--reload_interval", "1", "--load_fast", "false"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -63,18 +61,16 @@ def test_tensorboard_serves_our_tags(tmp_path: Path) -> None:
             try:
                 with urllib.request.urlopen(url, timeout=5) as resp:
                     tags = json.loads(resp.read())
-                if "run1" in tags and set(TAGS) <= set(tags["run1"]):
+                if run in tags and set(want) <= set(tags[run]):
                     break
             except OSError as e:
                 last = e
             time.sleep(0.5)
-        assert "run1" in tags, f"no run served within 60 s (last error: {last}; got {tags})"
-        assert set(TAGS) <= set(tags["run1"])
-        q = f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?run=run1&tag=train%2Floss"
+        assert run in tags, f"no run {run!r} served within 60 s (last error: {last}; got {tags})"
+        assert set(want) <= set(tags[run]), tags[run]
+        q = f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?run={run}&tag=train%2Floss"
         with urllib.request.urlopen(q, timeout=5) as resp:
-            points = json.loads(resp.read())
-        assert [p[1] for p in points] == list(range(20))
-        assert points[0][2] == pytest.approx(4.0)
+            return {"tags": tags[run], "loss": json.loads(resp.read())}
     finally:
         proc.terminate()
         try:
@@ -82,3 +78,33 @@ def test_tensorboard_serves_our_tags(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.skipif(TB is None, reason="tensorboard executable not installed")
+def test_tensorboard_serves_our_tags(tmp_path: Path) -> None:
+    run = tmp_path / "logs" / "run1"
+    run.mkdir(parents=True)
+    _write_events(run)
+    got = _serve_tags(tmp_path / "logs", "run1", TAGS)
+    points = got["loss"]
+    assert [p[1] for p in points] == list(range(20))
+    assert points[0][2] == pytest.approx(4.0)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(TB is None, reason="tensorboard executable not installed")
+def test_tensorboard_serves_a_stabdiag_train_run(tmp_path: Path) -> None:
+    """The same over a run written by ``stabdiag train`` (needs the ``train`` extra: torch)."""
+    pytest.importorskip("torch")
+    from typer.testing import CliRunner
+
+    from stabdiag.cli import app
+
+    res = CliRunner().invoke(app, ["train", "--preset", "tiny", "--steps", "12", "--device", "cpu",
+                                   "--out", str(tmp_path / "logs"), "--name", "run1", "--no-analyze"])
+    assert res.exit_code == 0, res.output
+    events = list((tmp_path / "logs" / "run1").rglob("events.out.tfevents.*"))
+    assert events, "stabdiag train wrote no event file"
+    run = events[0].parent.relative_to(tmp_path / "logs").as_posix()
+    got = _serve_tags(tmp_path / "logs", run, ("train/loss", "train/grad_norm", "train/lr"))
+    assert len(got["loss"]) >= 1

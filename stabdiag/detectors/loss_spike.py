@@ -21,8 +21,10 @@ How it is computed
     healthy loss only falls in its first points; Megatron's check would need 100) when the jump is
     also >= ``early_sigmas`` (3) x the run's point-to-point noise (noisy losses stay quiet). The
     event lasts until the loss is back within baseline + max(3 sigma, 10 %).
-    Recovered within ``quick_recovery_points`` (50) log points: transient, ``warning``; recovered
-    later: ``warning`` (slow); never recovered: ``error`` (the run diverged). A grad-norm spike within
+    Recovered within ``quick_recovery_points`` (50) log points: transient, ``warning`` (``info`` when
+    the peak is < ``warn_ratio`` (2, llm-foundry's factor) x baseline and the grad norm did not spike
+    with it: heavy-tailed per-step noise makes such blips); recovered later: ``warning`` (slow);
+    never recovered: ``error`` (the run diverged). A grad-norm spike within
     one log interval of the event is recorded as ``grad_spike_coincides`` (stronger evidence that the
     spike is an optimisation event, not a bad batch in the logging). NaN/Inf losses are left out of
     the baseline and the search goes on after them.
@@ -71,6 +73,7 @@ class Config:
     recovery_sigmas: float = 3.0   # back within baseline + max(3 sigma, 10 %) = recovered
     recovery_rel: float = 0.10
     quick_recovery_points: int = 50
+    warn_ratio: float = 2.0        # a quick recovery below 2x (llm-foundry's factor) is only info
     recovery_search: int = 5000    # log points searched for recovery per event
     min_tail_points: int = 3       # points after onset needed to call "did not recover"
     max_events: int = 200
@@ -179,7 +182,8 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
                 else f"loss rose {st.fmt(ev.baseline)} -> {st.fmt(peak_v)}")
         if ev.recovery >= 0:
             quick = ev.recovery - ev.onset <= cfg.quick_recovery_points
-            sev = Severity.WARNING
+            small = ratio is not None and ratio < cfg.warn_ratio and not grad_hit
+            sev = Severity.INFO if quick and small else Severity.WARNING
             how = f"recovered in {rec_steps} steps" if quick else f"recovered only after {rec_steps} steps"
         elif tail < cfg.min_tail_points:
             sev, how = Severity.WARNING, "the log ends before recovery could be judged"

@@ -105,3 +105,27 @@ def test_edges_skip(vals):
 def test_missing_metric_skips():
     res = loss_spike.check(make_run(grad_norm=[1.0] * 50))
     assert isinstance(res, Skipped) and "train/loss" in res.reason
+
+
+def test_small_quick_blip_is_info_but_with_grad_spike_is_warning():
+    x = flat()
+    x[100] *= 1.5
+    (f,) = loss_spike.check(make_run(loss=x))
+    assert f.severity == Severity.INFO
+    g = flat(seed=1, level=1.0, noise=0.05)
+    g[100] = 30.0
+    (f,) = loss_spike.check(make_run(loss=x, grad_norm=g))
+    assert f.severity == Severity.WARNING and f.evidence["grad_spike_coincides"] is True
+
+
+def test_early_jump_before_baseline_is_caught():
+    # Megatron-style 8-point log where the loss jumps 12.5 -> 32.8 at the second point.
+    x = [12.493, 32.825, 15.17, 10.976, 8.841, 8.435, 8.399, 8.307]
+    (f,) = loss_spike.check(make_run(loss=x, steps=np.arange(20, 100, 10)))
+    assert f.step_start == 30 and f.evidence["recovered"] is True
+
+
+def test_noisy_start_of_a_noisy_loss_is_not_an_early_jump():
+    x = np.exp(np.log(0.077) + 0.8 * np.random.default_rng(0).standard_normal(2000))
+    x[0] = 0.03
+    assert [f for f in loss_spike.check(make_run(loss=x)) if f.severity >= Severity.WARNING] == []
