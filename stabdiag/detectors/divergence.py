@@ -13,8 +13,9 @@ Why it matters
 How it is computed
     Levels are medians, never single points: start = median of the first 5 % of finite points,
     end = median of the last 10 %, best = minimum of a centred rolling median (window n/50, >= 5).
-    Noise guard: end - best must exceed ``noise_sigmas`` (3) x the MAD-sigma of the points around the
-    smoothed trend and ``min_rel_rise`` (5 %) of the best level, so noisy-but-healthy curves (diffusion
+    Noise guard: end - best must exceed ``noise_sigmas`` (3) x the MAD-sigma of the points around
+    the smoothed trend (or of successive differences, whichever is larger) and ``min_rel_rise``
+    (5 %) of the best level, with >= ``min_points`` (30) points, so noisy-but-healthy curves (diffusion
     losses) and quantised near-zero losses do not fire. A run that never improved beyond that
     guard is judged only by its end vs its start. ``error`` when the end is above the start,
     or when >= ``error_lost`` (50 %) of the improvement start -> best has been given back;
@@ -49,7 +50,7 @@ CODE, KIND = "SD102", "divergence"
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
-    min_points: int = 20
+    min_points: int = 30
     start_frac: float = 0.05
     end_frac: float = 0.10
     noise_sigmas: float = 3.0
@@ -79,7 +80,10 @@ def _train_rule(run: RunData, s: Series, metric: str, cfg: Config) -> list[Findi
     if bi >= n - end_k:
         return []   # the best level is in the end window: nothing was given back
     best = float(smooth[bi])
-    noise = st.robust_sigma(x - smooth)   # point noise around the trend, whole run
+    # Point noise around the trend, whole run: residuals from the smoothed curve (shrunk a little
+    # by the median tracking noise) or successive differences, whichever is larger.
+    noise = max(st.robust_sigma(x - smooth),
+                st.DIFF_TO_SIGMA * float(np.median(np.abs(np.diff(x)))))
     rise = end - best
     guard = max(cfg.noise_sigmas * noise, cfg.min_rel_rise * abs(best))
     if rise <= guard:

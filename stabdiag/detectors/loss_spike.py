@@ -186,7 +186,9 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
             sev = Severity.INFO if quick and small else Severity.WARNING
             how = f"recovered in {rec_steps} steps" if quick else f"recovered only after {rec_steps} steps"
         elif tail < cfg.min_tail_points:
-            sev, how = Severity.WARNING, "the log ends before recovery could be judged"
+            small = ratio is not None and ratio < cfg.warn_ratio and not grad_hit
+            sev = Severity.INFO if small else Severity.WARNING
+            how = "the log ends before recovery could be judged"
         else:
             sev = Severity.ERROR
             how = (f"did not recover (still {st.fmt(float(np.nanmedian(vals[-max(1, tail // 5):])))}"
