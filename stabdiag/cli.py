@@ -136,9 +136,6 @@ def analyze(
         # The policy file first, flags on top (issue 6).
         pol = load_policy(config).with_flags(select=_split(select), ignore=_split(ignore),
                                              fail_on=fail_on, map=_parse_map(map_))
-        if pol.detectors:
-            err.print(f"[warning]warning:[/warning] {pol.source}: detector thresholds are not applied yet "
-                      "(run_detectors takes no configs)", soft_wrap=True)
         sel, ign = (list(pol.select) if pol.select else None), (list(pol.ignore) or None)
         for k in (sel or []) + (ign or []):
             try:
@@ -146,7 +143,8 @@ def analyze(
             except KeyError:
                 _fail(f"unknown kind or code {k!r}; `stabdiag explain --list` lists them")
         with err.status("reading logs and detecting", spinner="dots") if err.is_terminal else _null():
-            report = pol.apply(diagnose(paths, fmt=input_format, overrides=dict(pol.map), select=sel, ignore=ign))
+            report = pol.apply(diagnose(paths, fmt=input_format, overrides=dict(pol.map), select=sel, ignore=ign,
+                                          configs=pol.detector_configs()))
         for e in report.errors:
             err.print(f"[warning]warning:[/warning] {e}", soft_wrap=True)
         if not report.runs:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from stabdiag import __version__, sources
 from stabdiag.detectors import run_detectors
@@ -22,10 +23,12 @@ def diagnose(
     overrides: Mapping[str, str] | None = None,
     select: Collection[str] | None = None,
     ignore: Collection[str] | None = None,
+    configs: Mapping[str, Any] | None = None,
 ) -> Report:
     """Analyse the runs found under ``paths``: one Report with findings, skips and ranked remedies."""
     loaded = sources.load(paths, fmt=fmt, overrides=overrides)
-    return analyze_table(loaded.table, loaded.runs, errors=loaded.errors, select=select, ignore=ignore)
+    return analyze_table(loaded.table, loaded.runs, errors=loaded.errors, select=select, ignore=ignore,
+                         configs=configs)
 
 
 def analyze_table(
@@ -35,10 +38,12 @@ def analyze_table(
     errors: Sequence[str] = (),
     select: Collection[str] | None = None,
     ignore: Collection[str] | None = None,
+    configs: Mapping[str, Any] | None = None,
 ) -> Report:
     """Detect and advise on an already-loaded table (used by ``diagnose`` and by ``train``)."""
     data = {r.name: table.run_data(r.name, meta=r.meta) for r in runs}
-    findings, skipped = run_detectors(list(data.values()), select=select, ignore=ignore)
+    findings, skipped = run_detectors(list(data.values()), select=select, ignore=ignore,
+                                       configs=configs)
     return Report(
         runs=tuple(summarize(r, data[r.name]) for r in runs),
         findings=tuple(findings),

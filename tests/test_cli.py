@@ -150,3 +150,14 @@ def test_series_shows_mapping() -> None:
 def test_version() -> None:
     r = runner.invoke(app, ["--version"])
     assert r.exit_code == 0 and r.stdout.startswith("stabdiag ")
+
+
+def test_policy_thresholds_reach_the_detectors(tmp_path: Path) -> None:
+    spike = str(SAMPLE_RUNS / "loss_spike.csv")
+    r = runner.invoke(app, ["analyze", spike, "-f", "json", "--fail-on", "never"])
+    assert "loss-spike" in {f["kind"] for f in json.loads(r.stdout)["findings"]}
+    policy = tmp_path / "stabdiag.toml"
+    policy.write_text("[detectors.loss-spike]\nmin_ratio = 100.0\n")
+    r = runner.invoke(app, ["analyze", spike, "-f", "json", "--fail-on", "never", "--config", str(policy)])
+    assert r.exit_code == 0, r.output
+    assert "loss-spike" not in {f["kind"] for f in json.loads(r.stdout)["findings"]}

@@ -6,7 +6,8 @@ SD3xx precision, SD4xx logits, SD5xx schedule, SD6xx run/infrastructure.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 from stabdiag.detectors import (
     attention_logit_growth,
@@ -67,15 +68,22 @@ def run_detectors(
     runs: Sequence[RunData],
     select: Collection[str] | None = None,
     ignore: Collection[str] | None = None,
+    configs: Mapping[str, Any] | None = None,
 ) -> tuple[list[Finding], list[Skipped]]:
-    """Run the selected detectors on every run; findings sorted by run order, then step."""
+    """Run the selected detectors on every run; findings sorted by run order, then step.
+
+    ``configs`` maps a kind to that detector module's ``Config`` (thresholds from a policy file);
+    kinds not in it run with their defaults.
+    """
     dets = selected(select, ignore)
+    configs = configs or {}
     findings: list[Finding] = []
     skipped: list[Skipped] = []
     order = {r.name: i for i, r in enumerate(runs)}
     for run in runs:
         for det in dets:
-            res = det.check(run)
+            cfg = configs.get(det.kind)
+            res = det.check(run) if cfg is None else det.check(run, cfg)
             if isinstance(res, Skipped):
                 skipped.append(res)
             else:

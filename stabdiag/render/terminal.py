@@ -69,7 +69,8 @@ def render_terminal(report: Report, *, max_remedies: int = 5, show_skipped: bool
             parts.append(_findings_table(fs))
         skipped = [s for s in report.skipped if s.run == run.name]
         if show_skipped and skipped:
-            parts.append(Text("  not checked: " + "; ".join(f"{s.kind} ({s.reason})" for s in skipped),
+            # Kinds only: the reasons are in --format json and `stabdiag explain KIND`.
+            parts.append(Text("  not checked (metric not logged): " + ", ".join(s.kind for s in skipped),
                               style="dim"))
         rems = [r for r in report.remedies if r.run == run.name]
         if rems:
