@@ -63,6 +63,28 @@ def load_stabdiag_reader(logdir: Path):
     return len(s.values), float(np.nansum(s.values))
 
 
+def load_pyproto(logdir: Path):
+    """Alternative design: our framing + CRC, then tensorboard's upb ``Event.FromString`` per record."""
+    from tensorboard.compat.proto import event_pb2
+
+    from stabdiag.sources import tensorboard
+
+    n, total = 0, 0.0
+    parse = event_pb2.Event.FromString
+    for f in sorted(logdir.glob("events.out.tfevents*")):
+        buf = f.read_bytes()
+        starts, lens, _ = tensorboard.frame(buf, str(f))
+        vals = []
+        for s, ln in zip(starts.tolist(), lens.tolist(), strict=True):
+            ev = parse(buf[s:s + ln])
+            for v in ev.summary.value:
+                if v.HasField("simple_value"):
+                    vals.append(v.simple_value)
+        n += len(vals)
+        total += float(np.nansum(np.array(vals, dtype=np.float64)))
+    return n, total
+
+
 def load_tbparse(logdir: Path):
     from tbparse import SummaryReader
 
@@ -89,6 +111,7 @@ def load_event_accumulator(logdir: Path):
 METHODS = {
     "stabdiag.sources.load": load_stabdiag,
     "stabdiag tensorboard.read_files": load_stabdiag_reader,
+    "framing + event_pb2 (alternative)": load_pyproto,
     "tbparse": load_tbparse,
     "EventAccumulator": load_event_accumulator,
 }

@@ -5,6 +5,22 @@ its checkpoint copies is one run, so is a directory of event files from a resume
 group with its format's reader, maps raw series names to canonical ones (aliases.py), marks
 restarts, and gives every run a unique name. Bad files inside a directory become ``errors``; the
 good ones still load.
+
+Grouping decisions (one verdict per run, DESIGN.md "Lessons from the peers"):
+- TensorBoard: all event files of one directory are one run, in file-name order; HF Trainer's
+  nested ``<unix_time>/`` hparams-only dir is folded into its parent run.
+- Keras ``<dir>/train/`` + ``<dir>/validation/`` are one training run named ``<dir>``: validation
+  series are read as ``validation/<tag>`` (so ``validation/epoch_loss`` becomes ``val/loss``).
+- HF output dir: ``trainer_state.json`` of the dir and its ``checkpoint-*/`` copies are one run
+  (the copy with the largest global_step is read); a TensorBoard mirror under it is not read.
+- A directory with a ``metrics.csv`` and event files (``stabdiag train``'s run dir) is read from
+  the CSV only; ``run.json`` beside it goes into meta.
+- ``--format`` forces the reader for explicit files; in a directory walk it reads only files of
+  that format's family (csv <-> lightning-csv, jsonl <-> hf-trainer-state).
+
+Run names: the run's own name (event dir, HF output dir, Lightning ``version_N``, CSV/JSONL file
+stem or its dir for generic stems like ``metrics``, or the ``run`` column), prefixed with parent
+directories (skipping ``runs``, ``lightning_logs`` ...) only as far as needed to be unique.
 """
 
 from __future__ import annotations

@@ -72,51 +72,61 @@ def frame(buf: bytes, path: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Return (payload offsets, payload lengths, warnings) of every intact record.
 
     A bad length CRC or a short tail ends the scan (nothing after it can be framed reliably);
-    a bad data CRC skips that one record, since its length was verified.
+    a bad data CRC skips that one record, since its length was verified. The sequential walk
+    is the only per-record Python loop; data CRCs are computed in one comprehension and compared
+    with numpy.
     """
     offs: list[int] = []
-    lens: list[int] = []
-    add_off, add_len = offs.append, lens.append
-    good_headers: set[bytes] = set()  # lengths repeat, so their CRC check is a set lookup
+    add_off = offs.append
+    length_of: dict[bytes, int] = {}  # header -> length: lengths repeat, so one check each
+    get_length = length_of.get
     warnings: list[str] = []
-    bad_data: list[int] = []
     off, size = 0, len(buf)
     while off + 12 <= size:
         header = buf[off:off + 12]
-        if header not in good_headers:
+        n = get_length(header)
+        if n is None:
             if masked_crc(header[:8]) != _U32(header, 8)[0]:
                 warnings.append(
                     f"{path}: length CRC mismatch at byte {off}; "
                     f"stopped reading, {size - off} bytes after it ignored")
-                return _arrays(offs, lens, warnings)
-            good_headers.add(header)
-        n = _U64(header)[0]
-        start, end = off + 12, off + 12 + n
-        if end + 4 > size:
+                off = size + 1  # no trailing-bytes warning on top
+                break
+            n = length_of[header] = _U64(header)[0]
+        if off + n + 16 > size:
             warnings.append(
                 f"{path}: truncated record at byte {off} (needs {n + 16} bytes, "
                 f"{size - off} left); kept the {len(offs)} records before it")
-            return _arrays(offs, lens, warnings)
-        if masked_crc(buf[start:end]) != _U32(buf, end)[0]:
-            bad_data.append(off)
-        else:
-            add_off(start)
-            add_len(n)
-        off = end + 4
+            off = size + 1
+            break
+        add_off(off)
+        off += n + 16
     if off < size:
         warnings.append(
             f"{path}: truncated record header at byte {off} ({size - off} bytes); "
             f"kept the {len(offs)} records before it")
-    if bad_data:
-        where = ", ".join(str(b) for b in bad_data[:5])
+    heads = np.array(offs, dtype=np.int64)
+    if not len(heads):
+        return heads, heads.copy(), warnings
+    a = np.frombuffer(buf, dtype=np.uint8)
+    u64 = np.ndarray((a.size - 7,), dtype="<u8", buffer=buf, strides=(1,))
+    u32 = np.ndarray((a.size - 3,), dtype="<u4", buffer=buf, strides=(1,))
+    lens = u64[heads].astype(np.int64)
+    starts = heads + 12
+    ends = (starts + lens).tolist()
+    crc = np.fromiter((_crc32c(buf[s:e]) for s, e in zip(starts.tolist(), ends, strict=True)),
+                      dtype=np.uint32, count=len(heads)).astype(np.uint64)
+    masked = (((crc >> np.uint64(15)) | (crc << np.uint64(17))) + np.uint64(0xA282EAD8)) \
+        & np.uint64(0xFFFFFFFF)
+    good = masked == u32[starts + lens]
+    if not good.all():
+        bad = heads[~good].tolist()
+        where = ", ".join(str(b) for b in bad[:5])
         warnings.append(
-            f"{path}: {len(bad_data)} record(s) with a data CRC mismatch skipped "
-            f"(at byte {where}{', ...' if len(bad_data) > 5 else ''})")
-    return _arrays(offs, lens, warnings)
-
-
-def _arrays(offs: list[int], lens: list[int], warnings: list[str]):
-    return np.array(offs, dtype=np.int64), np.array(lens, dtype=np.int64), warnings
+            f"{path}: {len(bad)} record(s) with a data CRC mismatch skipped "
+            f"(at byte {where}{', ...' if len(bad) > 5 else ''})")
+        starts, lens = starts[good], lens[good]
+    return starts, lens, warnings
 
 
 # --------------------------------------------------------------------------- vectorised path
@@ -132,6 +142,8 @@ def _np_varint(a: np.ndarray, pos: np.ndarray, width: int) -> tuple[np.ndarray, 
         value |= np.where(live, (byte & np.uint64(0x7F)) << np.uint64(7 * i), np.uint64(0))
         nbytes += live
         live &= byte >= 0x80
+        if not live.any():
+            break
     return value, nbytes, live  # still "live" after width bytes = longer than allowed
 
 
@@ -172,6 +184,46 @@ def _fast_simple_values(buf: bytes, starts: np.ndarray, lens: np.ndarray):
     values = f32[vpos[idx] + 1].astype(np.float64)
     walls = f64[starts[idx] + 1]
     return ok, tpos[idx], tlen[idx], steps[idx], values, walls
+
+
+_BYTE_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
+
+
+def _tag_codes(buf: bytes, tpos: np.ndarray, tlen: np.ndarray) -> tuple[np.ndarray, list[bytes]]:
+    """Group records by tag bytes without a per-record Python call.
+
+    Hash the tag's 8-byte words, group by hash, then check every member word-by-word against its
+    group's first member; only if that ever fails (a hash collision) fall back to a dict.
+    """
+    if not len(tpos):
+        return np.zeros(0, np.int32), []
+    u64 = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
+    words = int(tlen.max() + 7) // 8
+    last = len(buf) - 8
+
+    def word(pos: np.ndarray, k: int) -> np.ndarray:
+        # Past a tag's end the mask is 0, so the clamped read's value does not matter.
+        return u64[np.minimum(pos + 8 * k, last)] & _BYTE_MASKS[np.clip(tlen - 8 * k, 0, 8)]
+
+    h = tlen.astype(np.uint64)
+    for k in range(words):
+        h = h * np.uint64(0x100000001B3) ^ word(tpos, k)
+    _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+    rep = tpos[first][inverse]
+    same = tlen[first][inverse] == tlen
+    for k in range(words):
+        same &= word(tpos, k) == word(rep, k)
+    if not same.all():  # a 64-bit hash collision: exact but slower
+        index: dict[bytes, int] = {}
+        codes = [index.setdefault(buf[p:p + n], len(index))
+                 for p, n in zip(tpos.tolist(), tlen.tolist(), strict=True)]
+        return np.array(codes, dtype=np.int32), list(index)
+    by_first = np.argsort(first)  # codes in first-seen order
+    rank = np.empty_like(by_first)
+    rank[by_first] = np.arange(len(first))
+    first = first[by_first]
+    tags = [buf[p:p + n] for p, n in zip(tpos[first].tolist(), tlen[first].tolist(), strict=True)]
+    return rank[inverse.ravel()].astype(np.int32), tags
 
 
 # --------------------------------------------------------------------------- pure-Python path
@@ -328,9 +380,7 @@ def read_file(path: str | Path, plugins: MutableMapping[str, str] | None = None)
     plugins = {} if plugins is None else plugins
     starts, lens, warnings = frame(buf, path)
     ok, tpos, tlen, steps, values, walls = _fast_simple_values(buf, starts, lens)
-    index: dict[bytes, int] = {}
-    code_of = index.setdefault
-    codes = [code_of(buf[p:p + n], len(index)) for p, n in zip(tpos.tolist(), tlen.tolist(), strict=True)]
+    codes, tag_bytes = _tag_codes(buf, tpos, tlen)
     order = np.flatnonzero(ok)
 
     slow_rec: list[int] = []
@@ -348,13 +398,13 @@ def read_file(path: str | Path, plugins: MutableMapping[str, str] | None = None)
     if bad_records:
         warnings.append(f"{path}: {bad_records} record(s) could not be decoded as Event; skipped")
 
-    tags = [t.decode("utf-8", "replace") for t in index]
+    tags = [t.decode("utf-8", "replace") for t in tag_bytes]
     # Tags decoded both ways must share one code.
     tag_code = {t: i for i, t in enumerate(tags)}
     slow_codes = [tag_code.setdefault(t, len(tag_code)) for t, _, _, _ in slow]
     tags = list(tag_code)
     rec = np.concatenate([order, np.array(slow_rec, dtype=np.int64)])
-    cat_codes = np.concatenate([np.array(codes, dtype=np.int32),
+    cat_codes = np.concatenate([codes,
                                 np.array(slow_codes, dtype=np.int32)])
     cat_steps = np.concatenate([steps, np.array([x[1] for x in slow], dtype=np.int64)])
     cat_vals = np.concatenate([values, np.array([x[2] for x in slow], dtype=np.float64)])
