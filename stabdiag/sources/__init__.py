@@ -312,12 +312,12 @@ def _finish(raw: RawRun, g: _Group, name: str,
         if rank is not None:
             rank = np.insert(rank, at, [r for _, r, _ in found])
     frame = {
-        "run": np.full(len(steps), name, dtype=object),
+        "run": name,  # scalars broadcast (as MetricsTable.from_records does): cheaper than arrays
         "step": steps.astype(np.int64, copy=False),
         "metric": metric_of[codes],
         "value": values.astype(np.float64, copy=False),
         "wall_time": wall,
-        "source": np.full(len(steps), raw.path, dtype=object),
+        "source": raw.path,
     }
     if rank is not None:
         frame["rank"] = rank
