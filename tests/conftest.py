@@ -1,17 +1,17 @@
-"""Shared fixtures: where the real logs live, and helpers to build runs in memory."""
+"""Root fixtures and options. Helpers live in tests/stabtest.py (conftest modules are not imported
+by name: several test folders have their own)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
+from stabtest import REAL_LOGS
 
-from stabdiag.table import RunData, Series
 
-REPO = Path(__file__).resolve().parents[1]
-REAL_LOGS = (REPO / ".." / "shared" / "real_logs").resolve()
-SAMPLE_RUNS = REPO / "sample_runs"
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="Rewrite the golden files of the renderer tests instead of comparing.")
 
 
 @pytest.fixture
@@ -19,10 +19,3 @@ def real_logs() -> Path:
     if not REAL_LOGS.is_dir():
         pytest.skip("../shared/real_logs is not present (a user's clone has none)")
     return REAL_LOGS
-
-
-def make_run(name: str = "r", **series: tuple[np.ndarray, np.ndarray]) -> RunData:
-    """RunData from keyword series: metric names use '__' for '/' (train__loss -> train/loss)."""
-    return RunData(name=name, series={k.replace("__", "/"): Series(np.asarray(s, dtype=np.int64),
-                                                                    np.asarray(v, dtype=float))
-                                      for k, (s, v) in series.items()})

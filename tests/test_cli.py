@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SAMPLE_RUNS
+from stabtest import SAMPLE_RUNS
 from typer.testing import CliRunner
 
 from stabdiag.cli import app

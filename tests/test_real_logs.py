@@ -28,7 +28,8 @@ def test_real_folders_ingest_without_error(real_logs: Path, folder: str) -> None
     report = diagnose([real_logs / folder])
     assert report.runs, folder
     assert not report.errors, report.errors
-    assert report.judged_runs(), f"{folder}: no run could be judged"
+    if folder != "tb_torch_duplicate_steps":  # synthetic tags foo/bar: no loss to judge
+        assert report.judged_runs(), f"{folder}: no run could be judged"
 
 
 def test_star_gradspikes_gives_grad_spike(real_logs: Path) -> None:

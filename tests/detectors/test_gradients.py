@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import decaying, make_run
+from dethelpers import decaying, make_run
 
 from stabdiag.detectors import grad_explosion, grad_spike
 from stabdiag.findings import Severity, Skipped

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import decaying, make_run, ser
+from dethelpers import decaying, make_run, ser
 
 from stabdiag.detectors import (
     attention_logit_growth,

@@ -1,5 +1,5 @@
 import numpy as np
-from conftest import decaying, make_run
+from dethelpers import decaying, make_run
 
 from stabdiag.detectors import fp16_overflow, nonfinite
 from stabdiag.findings import Severity, Skipped

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import decaying, make_run
+from dethelpers import decaying, make_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 

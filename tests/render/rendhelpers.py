@@ -6,7 +6,6 @@ Golden files are regenerated with ``STABDIAG_UPDATE_GOLDEN=1 pytest tests/render
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -30,12 +29,6 @@ from stabdiag.table import (
 
 GOLDEN = Path(__file__).parent / "golden"
 NASTY = "evil <b>run</b> | *x* [a](http://e) @team `c` %0A:,"
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    # A parent conftest may already register it.
-    with contextlib.suppress(ValueError):
-        parser.addoption("--update-golden", action="store_true", help="rewrite tests/render/golden")
 
 
 @pytest.fixture
