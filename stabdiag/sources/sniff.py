@@ -40,6 +40,8 @@ FAMILY = {
     JSONL: frozenset({JSONL, HF_TRAINER_STATE}),
 }
 _VERSION_DIR = re.compile(r"^version_\d+$")
+# One-line JSON files that carry a step key but are summaries, not per-step logs (W&B run dir).
+_NOT_LOGS = frozenset({"wandb-summary.json", "wandb-metadata.json"})
 
 
 def is_skipped(path: Path) -> bool:
@@ -75,6 +77,8 @@ def sniff(path: Path) -> str | None:
     if name.endswith((".jsonl", ".ndjson")):
         return JSONL
     if name.endswith(".json"):
+        if name in _NOT_LOGS:
+            return None
         head = _head(path)
         if b'"log_history"' in head or b'"log_history"' in _tail_key(path):
             return HF_TRAINER_STATE
