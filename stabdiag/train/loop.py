@@ -236,6 +236,7 @@ class _Loop:
         self.nonfinite_run = 0
         self.buffer: list[torch.Tensor] = []  # one (M,) tensor per step since the last flush
         self.host: list[tuple[int, float, float, int]] = []  # (step, lr, wall_time, tokens)
+        self.t_flush = time.perf_counter()
 
     def run(self, start: int) -> None:
         self.step = start
