@@ -35,7 +35,11 @@ _IgnoreTagsLoader.add_multi_constructor("", _unknown)
 
 def read_hparams(path: Path) -> tuple[dict, list[str]]:
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_IgnoreTagsLoader)  # noqa: S506 - safe subclass
+        loader = _IgnoreTagsLoader(path.read_text(encoding="utf-8"))  # a SafeLoader: builds no objects
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         return {}, [f"{path}: hparams.yaml not readable ({type(exc).__name__}); ignored"]
     return (data if isinstance(data, dict) else {"hparams": data}), []
