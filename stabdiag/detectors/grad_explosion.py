@@ -13,7 +13,8 @@ Why it matters
 How it is computed
     level = rolling median of log(grad norm) over the last ``smooth`` (5) points; reference =
     rolling median of the ``window`` (100) points that end ``smooth`` points earlier (at least
-    ``min_history`` = 20 finite). Points with level - reference >= log(``factor``) are excursions;
+    ``min_history`` = 20 finite), or the lowest full-window baseline seen so far if lower (so a slow
+    exponential climb cannot drag its own baseline along). Points with level - reference >= log(``factor``) are excursions;
     excursions lasting >= ``min_points`` log points are explosions (``error``), one finding per
     event, with onset step, peak and growth factor. Non-finite grad norms are excluded here and
     reported by nonfinite.
@@ -65,6 +66,11 @@ def find_explosions(values: np.ndarray, cfg: Config = DEFAULT) -> list[tuple[int
     s = pd.Series(x)
     level = s.rolling(cfg.smooth, min_periods=max(1, cfg.smooth // 2 + 1)).median().to_numpy()
     ref = s.shift(cfg.smooth).rolling(cfg.window, min_periods=cfg.min_history).median().to_numpy()
+    # A steady exponential climb drags a rolling baseline up with it (e^(t/25) never gets 10x above
+    # the median of its last 100 points): compare with the lowest full-window baseline seen so far
+    # as well. Full windows only, so an LR warm-up's rising grad norm is not measured from step 0.
+    full = s.shift(cfg.smooth).rolling(cfg.window, min_periods=cfg.window).median()
+    ref = np.fmin(ref, full.cummin().to_numpy())
     with np.errstate(invalid="ignore"):
         high = (level - ref) >= math.log(cfg.factor)
     starts, ends = st.segments(high)

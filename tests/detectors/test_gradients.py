@@ -72,3 +72,16 @@ def test_edges_skip(det, vals):
 def test_missing_grad_norm_skips(det):
     res = det.check(make_run(loss=decaying(100)))
     assert isinstance(res, Skipped) and "train/grad_norm" in res.reason
+
+
+def test_slow_exponential_climb_is_an_explosion() -> None:
+    """e^(t/25) never rises 10x above the median of its own last 100 points, yet grows e^12."""
+    from stabdiag.detectors import grad_explosion
+
+    rng = np.random.default_rng(3)
+    n = 1000
+    steps = np.arange(n)
+    g = 0.5 * np.exp(rng.normal(0, 0.1, n)) * np.where(steps >= 700, np.exp((steps - 700) / 25.0), 1.0)
+    res = grad_explosion.check(make_run(grad_norm=g))
+    assert len(res) == 1
+    assert 700 <= res[0].step_start <= 800
