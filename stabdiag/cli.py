@@ -467,5 +467,57 @@ def compare(
     guarded(run)
 
 
+@app.command()
+def sweep(
+    preset: Annotated[str, typer.Option(help="Model size: tiny, small or gpu (see stabdiag train).")] = "tiny",
+    recipe: Annotated[str, typer.Option(help="Base recipe every cell starts from.")] = "stable",
+    lrs: Annotated[str | None, typer.Option("--lrs", help="Learning rates, comma-separated: 1e-4,1e-3,1e-2.")] = None,
+    lr_range: Annotated[str | None, typer.Option("--lr-range", help="LO:HI:N, N log-spaced LRs: 1e-4:1e-1:7.")] = None,
+    setting: Annotated[list[str] | None, typer.Option(
+        "--setting", help="A stabilizer setting: baseline, KEY=VALUE[,KEY=VALUE...] or NAME:KEY=VALUE,... Repeatable. [default: baseline, qk_norm=true]",
+        show_default=False)] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Config KEY=VALUE for every cell, e.g. --set steps=500. Repeatable.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Sweep directory: one run per cell, sweep.json, sweep.png/.svg.")] = Path("runs/sweep"),
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Cells in parallel on CPU [default: cores]; on CUDA one at a time.", show_default=False)] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Report format: text, json or markdown.")] = "text",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here (- = stdout).")] = None,
+) -> None:
+    """Train a grid of learning rates x stabilizer settings and report each setting's LR sensitivity.
+
+    Wortsman et al. 2023: small models show large-run instabilities at high LR. Finished cells
+    are not trained again, so re-running the same command resumes. Needs the train extra.
+    """
+
+    def run() -> None:
+        from stabdiag.console import err
+        from stabdiag.console import out as stdout
+        from stabdiag.render.sweep import SWEEP_FORMATS, render_sweep, render_sweep_text
+        from stabdiag.sweep import (
+            build_spec,
+            parse_lr_range,
+            parse_lrs,
+            parse_setting,
+            run_sweep,
+            save_outputs,
+        )
+        from stabdiag.sweep.progress import GridProgress
+
+        if fmt not in SWEEP_FORMATS:
+            _fail(f"--format {fmt!r}: expected one of {', '.join(SWEEP_FORMATS)}")
+        if (lrs is None) == (lr_range is None):
+            _fail("give the LR grid with exactly one of --lrs 1e-4,1e-3 or --lr-range 1e-4:1e-1:7")
+        grid = parse_lrs(lrs) if lrs is not None else parse_lr_range(str(lr_range))
+        spec = build_spec(preset=preset, recipe=recipe, lrs=grid, out_dir=out, common=list(set_ or []),
+                          settings=[parse_setting(s) for s in setting or ["baseline", "qk_norm=true"]])
+        with GridProgress(err) as progress:
+            result = save_outputs(run_sweep(spec, jobs=jobs, observer=progress))
+        if fmt == "text" and (output is None or str(output) == "-"):
+            stdout.print(render_sweep_text(result))
+        else:
+            _write(render_sweep(result, fmt), output)
+
+    guarded(run)
+
+
 def main() -> None:
     app()
