@@ -27,8 +27,8 @@ h3 { font-size: 14px; margin: 14px 0 4px; }
 table { border-collapse: collapse; width: 100%; margin: 8px 0; }
 th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid #e5e5e5; vertical-align: top;
          overflow-wrap: anywhere; }
-th { background: #f6f6f6; font-weight: 600; }
-.sev { font-weight: 600; white-space: nowrap; }
+th { background: #f6f6f6; font-weight: 600; white-space: nowrap; }
+.sev { font-weight: 600; white-space: nowrap; } td.mono { white-space: nowrap; overflow-wrap: normal; }
 .error { color: var(--err); } .warning { color: var(--warn); } .info { color: var(--info); }
 .ok { color: var(--ok); }
 .badge { display:inline-block; padding: 1px 8px; border-radius: 10px; color:#fff; font-size: 12px; }
