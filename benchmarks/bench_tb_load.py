@@ -141,11 +141,12 @@ def main() -> None:
             out = METHODS[name](logdir)
             times.append(time.perf_counter() - t0)
         results[name] = (statistics.median(times), out)
-    ref = results.get("tbparse", next(iter(results.values())))[0]
+    ref = results["tbparse"][0] if "tbparse" in results else None
     print(f"{'method':34} {'rows':>10} {'value sum':>16} {'median s':>9} {'scalars/s':>11} "
           f"{'vs tbparse':>10}")
     for name, (t, (n, total)) in results.items():
-        print(f"{name:34} {n:>10,} {total:>16.4f} {t:>9.3f} {n / t:>11,.0f} {ref / t:>9.1f}x")
+        ratio = f"{ref / t:>9.1f}x" if ref is not None else f"{'-':>10}"
+        print(f"{name:34} {n:>10,} {total:>16.4f} {t:>9.3f} {n / t:>11,.0f} {ratio}")
 
 
 if __name__ == "__main__":
