@@ -1,0 +1,184 @@
+"""stabdiag sweep: grid parsing, LR sensitivity on hand-made numbers, a 2 x 2 CPU sweep, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from stabdiag.cli import app
+from stabdiag.errors import ConfigError
+from stabdiag.sweep import build_spec, lr_sensitivity, parse_lr_range, parse_lrs, parse_setting
+from stabdiag.sweep.results import best_loss, final_loss
+
+runner = CliRunner()
+
+# --- pure numbers ---------------------------------------------------------------------------
+
+
+def test_lr_sensitivity_caps_at_initial_loss_and_counts_diverged_cells_as_l0():
+    # capped: [3.0, 2.5, 5.5 (nan), 5.5 (6.0 > l0)]; l* = 2.5; mean(0.5, 0, 3, 3) = 1.625
+    assert lr_sensitivity([3.0, 2.5, math.nan, 6.0], [5.5] * 4) == pytest.approx(1.625)
+    assert lr_sensitivity([2.0, 2.0, 2.0], [5.5, 5.5, 5.5]) == 0.0
+    assert lr_sensitivity([3.0], [5.0]) == 0.0
+    # l0 differs per cell: each cell is capped by its own initial loss
+    assert lr_sensitivity([4.0, 1.0], [3.0, 5.0]) == pytest.approx((2.0 + 0.0) / 2)
+
+
+def test_lr_sensitivity_undefined_without_a_finite_cell():
+    assert math.isnan(lr_sensitivity([math.nan, math.inf], [5.5, 5.5]))
+    with pytest.raises(ValueError):
+        lr_sensitivity([1.0, 2.0], [5.0])
+
+
+def test_final_and_best_loss():
+    losses = [5.0] * 10 + [3.0] * 9 + [4.0]  # window = 10% of 20 = 2 steps
+    assert final_loss(losses) == pytest.approx(3.5)
+    assert best_loss(losses) == pytest.approx(3.0)
+    assert math.isnan(final_loss([5.0, 4.0, math.nan]))
+    assert best_loss([5.0, math.nan, 3.0]) == pytest.approx(3.0)
+    assert math.isnan(final_loss([]))
+
+
+# --- grid spec ------------------------------------------------------------------------------
+
+
+def test_parse_lrs_and_range():
+    assert parse_lrs("1e-2, 1e-3,1e-2") == (1e-3, 1e-2)
+    assert parse_lr_range("1e-4:1e-1:4") == pytest.approx((1e-4, 1e-3, 1e-2, 1e-1))
+    assert len(parse_lr_range("1e-4:1e-1:7")) == 7
+    for bad in ("1e-1:1e-4:3", "1e-4:1e-1:1", "1e-4:1e-1", "a:b:c", "0:1:3"):
+        with pytest.raises(ConfigError):
+            parse_lr_range(bad)
+    for bad in ("", "x", "-1e-3", "0"):
+        with pytest.raises(ConfigError):
+            parse_lrs(bad)
+
+
+def test_parse_setting():
+    assert parse_setting("baseline").overrides == ()
+    s = parse_setting("qk_norm=true,z_loss=1e-4")
+    assert s.name == "qk_norm=true,z_loss=1e-4" and s.overrides == ("qk_norm=true", "z_loss=1e-4")
+    named = parse_setting("stab:qk_norm=true,z_loss=1e-4")
+    assert named.name == "stab" and named.overrides == ("qk_norm=true", "z_loss=1e-4")
+    inject = parse_setting("inject=bad_batch@5")  # ':'-free; a ':' after '=' is not a label
+    assert inject.overrides == ("inject=bad_batch@5",)
+    for bad in ("qk_norm", "lr=1e-3", "a b:qk_norm=true"):
+        with pytest.raises(ConfigError):
+            parse_setting(bad)
+
+
+def test_build_spec_resolves_every_cell_and_scales_min_lr(tmp_path):
+    spec = build_spec(preset="tiny", recipe="stable", lrs=(1e-4, 1e-2), out_dir=tmp_path,
+                      settings=[parse_setting("baseline"), parse_setting("qk_norm=true")],
+                      common=["steps=50"])
+    assert [(c.setting, c.lr) for c in spec.cells] == [
+        ("baseline", 1e-4), ("baseline", 1e-2), ("qk_norm=true", 1e-4), ("qk_norm=true", 1e-2)]
+    c = spec.cells[2]
+    assert c.config.qk_norm and c.config.lr == 1e-4 and c.config.steps == 50
+    assert c.config.min_lr == pytest.approx(1e-5)  # the recipe's min_lr/lr = 0.1, not 3e-4 > lr
+    assert len({cell.run_dir for cell in spec.cells}) == 4
+    with pytest.raises(ConfigError, match="did you mean 'qk_norm'"):
+        build_spec(preset="tiny", recipe="stable", lrs=(1e-3,), out_dir=tmp_path,
+                   settings=[parse_setting("qk_nrm=true")], common=[])
+    with pytest.raises(ConfigError, match="twice"):
+        build_spec(preset="tiny", recipe="stable", lrs=(1e-3,), out_dir=tmp_path,
+                   settings=[parse_setting("baseline")] * 2, common=[])
+
+
+@pytest.mark.parametrize("args", [
+    ["--lrs", "1e-3,abc"],
+    ["--lr-range", "1e-1:1e-4:3"],
+    ["--lrs", "1e-3", "--lr-range", "1e-4:1e-1:3"],
+    [],
+    ["--lrs", "1e-3", "--setting", "qk_norm"],
+    ["--lrs", "1e-3", "--set", "lr=1"],
+    ["--lrs", "1e-3", "--format", "html"],
+])
+def test_bad_grid_spec_exits_2_with_one_line(args, tmp_path):
+    res = runner.invoke(app, ["sweep", "--out", str(tmp_path / "s"), *args])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in res.stderr
+    assert not (tmp_path / "s").exists()  # nothing trained
+
+
+# --- end to end -----------------------------------------------------------------------------
+
+SMALL = ["steps=40", "n_embd=32", "block_size=32", "batch_size=8", "eval_interval=20",
+         "log_interval=5", "data_max_bytes=200000", "warmup_steps=5", "tensorboard=false"]
+
+
+def _sweep(out: Path, *extra: str) -> object:
+    pytest.importorskip("torch")
+    args = ["sweep", "--preset", "tiny", "--lrs", "1e-3,3e-2", "--setting", "baseline",
+            "--setting", "qk_norm=true", "--out", str(out)]
+    for item in SMALL:
+        args += ["--set", item]
+    return runner.invoke(app, [*args, *extra])
+
+
+def test_two_by_two_sweep_then_resume(tmp_path):
+    out = tmp_path / "sweep"
+    res = _sweep(out, "--format", "json", "-j", "2")  # two spawned worker processes
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["schema_version"] == 1 and doc["kind"] == "sweep" and doc["lrs"] == [1e-3, 3e-2]
+    assert "min(final loss, l0)" in doc["definitions"]["lr_sensitivity"]
+    assert [s["name"] for s in doc["settings"]] == ["baseline", "qk_norm=true"]
+    assert len(doc["cells"]) == 4
+    for cell in doc["cells"]:
+        assert {"setting", "lr", "final_loss", "best_loss", "initial_loss", "max_attn_logit",
+                "logz_drift", "findings", "run_dir", "stop_reason"} <= set(cell)
+        assert cell["initial_loss"] == pytest.approx(math.log(256), abs=0.3)  # bytes at init
+        assert 0 < cell["best_loss"] <= cell["initial_loss"]
+        assert cell["max_attn_logit"] > 0 and cell["steps_done"] == 40 and not cell["reused"]
+        assert isinstance(cell["findings"], dict)
+    for s in doc["settings"]:
+        cells = [c for c in doc["cells"] if c["setting"] == s["name"]]
+        expect = lr_sensitivity([c["final_loss"] if c["final_loss"] is not None else math.nan
+                                 for c in cells], [c["initial_loss"] for c in cells])
+        assert s["lr_sensitivity"] == pytest.approx(expect)
+    for name in ("sweep.json", "sweep.png", "sweep.svg"):
+        assert (out / name).stat().st_size > 1000
+    assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "sweep.json").read_text())["cells"] == doc["cells"]
+
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/metrics.csv")}
+    assert len(stamps) == 4
+    again = _sweep(out)  # same grid, text table: every cell is found finished
+    assert again.exit_code == 0, again.output
+    assert "4 already finished, 0 to train" in again.stderr
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/metrics.csv")} == stamps
+    for word in ("LR sensitivity", "baseline", "qk_norm=true", "max attn", "final loss:"):
+        assert word in again.stdout
+    md = _sweep(out, "--format", "markdown", "--output", str(tmp_path / "r.md"))
+    assert md.exit_code == 0
+    text = (tmp_path / "r.md").read_text()
+    assert "| setting | LR sensitivity |" in text and "sweep.png" in text
+
+
+def test_changed_config_is_not_reused(tmp_path):
+    from stabdiag.sweep.results import CellResult
+    from stabdiag.sweep.runner import _save, load_finished
+
+    spec = build_spec(preset="tiny", recipe="stable", lrs=(1e-3,), out_dir=tmp_path,
+                      settings=[parse_setting("baseline")], common=["steps=40"])
+    cell = spec.cells[0]
+    cell.run_dir.mkdir(parents=True)
+    done = CellResult(setting="baseline", lr=1e-3, run_dir=str(cell.run_dir), final_loss=3.0,
+                      final_val_loss=3.1, best_loss=2.9, initial_loss=5.5, max_attn_logit=2.0,
+                      logz_drift=-0.1, max_abs_logz=5.6, steps_done=40, stop_reason="completed",
+                      findings=(("loss-spike", "warning"),))
+    _save(cell, done)
+    found = load_finished(cell)
+    assert found is not None and found.reused and found.findings == done.findings
+    assert found.final_loss == 3.0
+    assert load_finished(replace(cell, config=replace(cell.config, steps=41))) is None
+    moved = replace(cell, config=replace(cell.config, out_dir=os.fspath(tmp_path)))
+    assert load_finished(moved) is not None  # out_dir is not part of a cell's identity
