@@ -275,12 +275,15 @@ def resolve(
     if recipe and recipe not in RECIPES:
         raise TrainError(f"unknown recipe '{recipe}'{_closest(recipe, list(RECIPES))}")
     values: dict[str, Any] = {"preset": preset, "recipe": recipe or ""}
+    derived: dict[str, Callable[[TrainConfig], Any]] = {}  # recomputed once all layers are in
 
     def apply(layer: Overrides, where: str, *, coerce: bool) -> None:
         for key, raw in layer.items():
             if key not in _HINTS:
                 raise TrainError(f"{where}: unknown config key '{key}'{_closest(key, FIELDS)}")
+            derived.pop(key, None)
             if callable(raw):
+                derived[key] = raw
                 raw = raw(TrainConfig(**values))
             values[key] = _coerce(key, raw, where=where) if coerce else raw
 
@@ -302,6 +305,9 @@ def resolve(
             values[key] = accumulated[key]
         else:
             values[key] = _coerce(key, raw.strip(), where="override")
+        derived.pop(key, None)
+    # e.g. the stable recipe's warmup (10% of steps) follows a `steps=` override
+    values.update({key: fn(TrainConfig(**values)) for key, fn in derived.items()})
     return TrainConfig(**values)
 
 

@@ -53,6 +53,9 @@ def test_every_preset_and_recipe_resolves():
         for recipe in RECIPES:
             assert isinstance(resolve(preset, recipe), TrainConfig)
     assert resolve("tiny", "stable").warmup_steps == resolve("tiny").steps // 10
+    assert resolve("tiny", "stable", overrides=["steps=50"]).warmup_steps == 5
+    assert resolve("tiny", "stable", overrides=["steps=50", "warmup_steps=7"]).warmup_steps == 7
+    assert resolve("gpu", "stable", overrides=["device=cpu"]).precision == "fp32"
     with pytest.raises(TrainError, match="unknown preset 'tiney'; did you mean 'tiny'"):
         resolve("tiney")
 
