@@ -147,10 +147,26 @@ def _np_varint(a: np.ndarray, pos: np.ndarray, width: int) -> tuple[np.ndarray, 
     return value, nbytes, live  # still "live" after width bytes = longer than allowed
 
 
-def _fast_simple_values(buf: bytes, starts: np.ndarray, lens: np.ndarray):
-    """Decode records shaped exactly ``09 wall [10 step] 2a L 0a L 0a L tag 15 f32``.
+# Tensor scalars as torch (new_style) and TF2's writer lay them out: Value.tensor (0x42, length)
+# holding dtype DT_FLOAT, an optional empty shape, and one float as packed float_val (2a 04),
+# non-packed float_val (2d) or tensor_content (22 04). (prefix, tensor length) -> float follows.
+_TENSOR_FORMS = tuple(
+    (bytes.fromhex(prefix), length) for prefix, length in (
+        ("0801 2a04", 8), ("0801 1200 2a04", 10), ("0801 2204", 8), ("0801 1200 2204", 10),
+        ("0801 2d", 7), ("0801 1200 2d", 9),
+    )
+)
+# Value.metadata = {plugin_data {plugin_name: "scalars"}}, byte for byte.
+_SCALARS_METADATA = bytes.fromhex("4a0b0a090a07") + b"scalars"
 
-    Returns (mask of decoded records, tag start, tag length, step, value, wall_time).
+
+def _fast_scalars(buf: bytes, starts: np.ndarray, lens: np.ndarray):
+    """Decode records holding one float32 scalar in the common layouts, all at once.
+
+    ``09 wall [10 step] 2a L 0a L 0a L tag`` then either ``15 f32`` (simple_value) or a
+    float tensor (``_TENSOR_FORMS``) optionally followed by the scalars-plugin metadata.
+    Returns (mask of decoded records, tag start, tag length, step, value, wall_time, and
+    whether the record was a tensor without metadata: its tag's plugin is checked later).
     """
     a = np.frombuffer(buf, dtype=np.uint8)
     last = a.size - 1
@@ -173,17 +189,39 @@ def _fast_simple_values(buf: bytes, starts: np.ndarray, lens: np.ndarray):
         ok &= ~bad & (pos + ln.astype(np.int64) == ends)
     ok &= at(pos) == 0x0A  # Value.tag
     tl, tn, tbad = _np_varint(a, pos + 1, 3)
+    ok &= ~tbad
     tpos = pos + 1 + tn
     tlen = tl.astype(np.int64)
     vpos = tpos + tlen
-    ok &= ~tbad & (at(vpos) == 0x15) & (vpos + 5 == ends)
-    idx = np.flatnonzero(ok)
+    simple = ok & (at(vpos) == 0x15) & (vpos + 5 == ends)
+    fpos = vpos + 1  # where the float32 starts
+    bare_tensor = np.zeros(len(starts), dtype=bool)
+    rest = np.flatnonzero(ok & ~simple & (at(vpos) == 0x42))
+    if len(rest):  # tensor forms: only looked at when such records exist
+        v = vpos[rest]
+        e = ends[rest]
+        tstart = v + 2
+        for prefix, length in _TENSOR_FORMS:
+            hit = at(v + 1) == length
+            for j, byte in enumerate(prefix):
+                hit &= at(tstart + j) == byte
+            tend = tstart + length
+            bare = tend == e
+            meta = e - tend == len(_SCALARS_METADATA)
+            for j, byte in enumerate(_SCALARS_METADATA):
+                meta &= at(tend + j) == byte
+            hit &= bare | meta
+            sel = rest[hit]
+            simple[sel] = True
+            fpos[sel] = tstart[hit] + len(prefix)
+            bare_tensor[sel] = bare[hit]
+    idx = np.flatnonzero(simple)
     # Unaligned stride-1 views: element i is the float starting at byte i.
     f32 = np.ndarray((max(a.size - 3, 0),), dtype="<f4", buffer=buf, strides=(1,))
     f64 = np.ndarray((max(a.size - 7, 0),), dtype="<f8", buffer=buf, strides=(1,))
-    values = f32[vpos[idx] + 1].astype(np.float64)
+    values = f32[fpos[idx]].astype(np.float64)
     walls = f64[starts[idx] + 1]
-    return ok, tpos[idx], tlen[idx], steps[idx], values, walls
+    return simple, tpos[idx], tlen[idx], steps[idx], values, walls, bare_tensor[idx]
 
 
 _BYTE_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
@@ -379,7 +417,7 @@ def read_file(path: str | Path, plugins: MutableMapping[str, str] | None = None)
         buf = fh.read()
     plugins = {} if plugins is None else plugins
     starts, lens, warnings = frame(buf, path)
-    ok, tpos, tlen, steps, values, walls = _fast_simple_values(buf, starts, lens)
+    ok, tpos, tlen, steps, values, walls, bare = _fast_scalars(buf, starts, lens)
     codes, tag_bytes = _tag_codes(buf, tpos, tlen)
     order = np.flatnonzero(ok)
 
@@ -399,6 +437,12 @@ def read_file(path: str | Path, plugins: MutableMapping[str, str] | None = None)
         warnings.append(f"{path}: {bad_records} record(s) could not be decoded as Event; skipped")
 
     tags = [t.decode("utf-8", "replace") for t in tag_bytes]
+    # A tensor without metadata is a scalar unless its tag's first event named another plugin.
+    other = [plugins.get(t, SCALAR_PLUGIN) != SCALAR_PLUGIN for t in tags]
+    if bare.any() and any(other):
+        keep = ~(bare & np.array(other, dtype=bool)[codes])
+        order, codes, steps, values, walls = (
+            order[keep], codes[keep], steps[keep], values[keep], walls[keep])
     # Tags decoded both ways must share one code.
     tag_code = {t: i for i, t in enumerate(tags)}
     slow_codes = [tag_code.setdefault(t, len(tag_code)) for t, _, _, _ in slow]

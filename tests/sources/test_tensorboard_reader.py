@@ -113,3 +113,33 @@ def test_not_a_tfrecord_explicit_file_raises(tmp_path):
     f.write_bytes(b"this is not a tfrecord file at all" * 3)
     with pytest.raises(SourceError):
         sources.load([f])
+
+
+@pytest.mark.parametrize("dtype", ["float", "float_val"])
+def test_bare_tensors_of_a_non_scalar_plugin_are_skipped(tmp_path, dtype):
+    # Metadata (another plugin) only on the first event; later float tensors carry none.
+    evs = [tensor_event(s, "custom", 1.0, dtype=dtype, metadata=(s == 0), plugin="custom_plugin")
+           for s in range(4)]
+    evs += [tensor_event(s, "loss", 2.0, dtype=dtype, metadata=(s == 0)) for s in range(4)]
+    write_events(tmp_path / "r", evs)
+    s = tensorboard.read_files(list((tmp_path / "r").glob("events*")))
+    assert [s.tags[c] for c in s.codes] == ["loss"] * 4
+
+
+def test_fast_and_slow_paths_agree(tmp_path):
+    """The vectorised decoder and the pure-Python decoder give the same scalars."""
+    f = write_torch(tmp_path / "a", {"x": LOSS, "y": [(s, -2.5 * s) for s in range(0, 60, 7)]},
+                    new_style=True)
+    write_torch(tmp_path / "a", {"z": LOSS}, suffix=".simple")
+    for path in (tmp_path / "a").glob("events*"):
+        buf = path.read_bytes()
+        starts, lens, _ = tensorboard.frame(buf, str(path))
+        ok = tensorboard._fast_scalars(buf, starts, lens)[0]
+        assert ok.sum() == len(starts) - 1  # everything but the file_version record
+        slow = [x for s, n in zip(starts.tolist(), lens.tolist(), strict=True)
+                for x in tensorboard._decode_event(buf, s, s + n, {})]
+        fast = tensorboard.read_file(path)
+        assert [(t, st) for t, st, _, _ in slow] == [
+            (fast.tags[c], st) for c, st in zip(fast.codes, fast.steps.tolist(), strict=True)]
+        np.testing.assert_array_equal([v for _, _, v, _ in slow], fast.values)
+    assert f.exists()
