@@ -474,18 +474,19 @@ def sweep(
     lrs: Annotated[str | None, typer.Option("--lrs", help="Learning rates, comma-separated: 1e-4,1e-3,1e-2.")] = None,
     lr_range: Annotated[str | None, typer.Option("--lr-range", help="LO:HI:N, N log-spaced LRs: 1e-4:1e-1:7.")] = None,
     setting: Annotated[list[str] | None, typer.Option(
-        "--setting", help="A stabilizer setting: baseline, KEY=VALUE[,KEY=VALUE...] or NAME:KEY=VALUE,... Repeatable. [default: baseline, qk_norm=true]",
+        "--setting", help="A stabilizer setting: baseline, KEY=VALUE[,KEY=VALUE...] or NAME:KEY=VALUE,... Repeatable. (default: baseline and qk_norm=true)",
         show_default=False)] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Config KEY=VALUE for every cell, e.g. --set steps=500. Repeatable.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Sweep directory: one run per cell, sweep.json, sweep.png/.svg.")] = Path("runs/sweep"),
-    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Cells in parallel on CPU [default: cores]; on CUDA one at a time.", show_default=False)] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Cells in parallel on CPU (default: one per core); on CUDA one at a time.", show_default=False)] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="Report format: text, json or markdown.")] = "text",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here (- = stdout).")] = None,
 ) -> None:
     """Train a grid of learning rates x stabilizer settings and report each setting's LR sensitivity.
 
-    Wortsman et al. 2023: small models show large-run instabilities at high LR. Finished cells
-    are not trained again, so re-running the same command resumes. Needs the train extra.
+    Wortsman et al. 2023: small models show large-run instabilities at high LR.
+    Finished cells are not trained again: re-run the same command to resume.
+    Needs the train extra.
     """
 
     def run() -> None:

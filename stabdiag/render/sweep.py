@@ -200,10 +200,15 @@ def plot_sweep(result: SweepResult) -> Figure:
                                       mec=SEVERITY_COLOR[Severity.ERROR], mew=2)]
     labels += ["unstable (warning/error finding)", "diverged (NaN/Inf), drawn at ℓ₀"]
     ax_loss.legend(handles, labels, fontsize=8, loc="best", framealpha=0.9)
-    key = [f"{short} = {kind}" for kind, short in SHORT_KIND.items() if short in used]
-    if key:
-        fig.text(0.01, 0.0, "labels: " + "; ".join(key), fontsize=7.5, color="#444444",
-                 ha="left", va="bottom", wrap=True)
+    if l0s:  # headroom above the l0 cap, so labels of diverged cells stay inside the axes
+        lo, hi = ax_loss.get_ylim()
+        ax_loss.set_ylim(lo, max(hi, max(l0s) + 0.12 * (max(l0s) - lo)))
+    key = [(short, kind) for kind, short in SHORT_KIND.items() if short in used]
+    if key:  # a legend, not fig.text: the layout engine makes room for legends
+        blank = [Line2D([], [], ls="none") for _ in key]
+        ax_attn.legend(blank, [f"{short} = {kind}" for short, kind in key], title="labels",
+                       fontsize=7.5, title_fontsize=7.5, loc="upper left", handlelength=0,
+                       handletextpad=0, framealpha=0.9)
     return fig
 
 
