@@ -156,11 +156,8 @@ def _plan(files: Sequence[tuple[Path, str]]) -> list[_Group]:
 
     tb_dirs: dict[Path, list[Path]] = defaultdict(list)
     for f in by_fmt.pop(sniff.TENSORBOARD, []):
-        d = f.parent
-        if _TIME_DIR.match(d.name) and any(x.parent == d.parent for x in tb_dirs.get(d.parent, [])):
-            d = d.parent
-        tb_dirs[d].append(f)
-    # The nested time dir may be seen before its parent's files: fold it in afterwards too.
+        tb_dirs[f.parent].append(f)
+    # HF's nested <unix_time>/ dir (hparams only) belongs to the run dir it sits in.
     for d in [d for d in tb_dirs if _TIME_DIR.match(d.name) and d.parent in tb_dirs]:
         tb_dirs[d.parent] += tb_dirs.pop(d)
     for d in list(tb_dirs):
@@ -285,6 +282,8 @@ def _finish(raw: RawRun, g: _Group, name: str,
     metric_of = np.array(mapped + [T.RESTART], dtype=object)
     per_step = np.array([T.is_canonical(m) for m in mapped], dtype=bool)
     warnings = list(g.notes) + list(raw.warnings)
+    if not len(raw):
+        warnings.append(f"{raw.path}: no metric values found")
 
     rank = raw.rank
     found = []  # (index, rank or None, Restart)
