@@ -120,8 +120,8 @@ _NOT: dict[str, str] = {
 # Patterns: (regex on the lower-cased name, canonical or a function of the match, note).
 _LR_GROUP = re.compile(r"^(?:optim/)?(?:lr|learning_rate)[ _]?\(?group ?(\d+)\)?$")
 _LR_OPT = re.compile(r"^lr-[^/]+(?:/(?:pg|group)(\d+))?$")
-_GRAD_LAYER = re.compile(r"^(?:train/)?(?:grad_2\.0_norm|grad_norm)[/_](.+)$")
-_GRAD_LAYER_SUFFIX = re.compile(r"^(?!train/|eval/|val/)(.+)[./]grad_norm$")
+_GRAD_LAYER = re.compile(r"^(?:train/)?(?:grad_2\.0_norm[/_]|grad_norm/)(.+)$")
+_GRAD_LAYER_SUFFIX = re.compile(r"^(?:train/)?(?!eval/|val/|validation/)(.+?)[./]grad_norm$")
 _ACT_RMS = re.compile(r"^(?:train/)?act_rms/(.+)$")
 
 

@@ -31,13 +31,16 @@ from stabdiag.sources.aliases import Context, canonical, resolve
     ("throughput(tps)", T.TOKENS_PER_S),
     ("grad_2.0_norm/layer.0.weight", "train/grad_norm/layer.0.weight"),
     ("layers.3.grad_norm", "train/grad_norm/layers.3"),
+    ("train/layers.3.grad_norm", "train/grad_norm/layers.3"),
+    ("grad_norm/attn", "train/grad_norm/attn"),
 ])
 def test_known_spellings(raw, expected):
     assert canonical(raw)[0] == expected
 
 
 @pytest.mark.parametrize("raw", ["train/train_loss", "eval/runtime", "my_metric", "epoch",
-                                 "grad_norm_square", "train/epoch", "loss_scale_window"])
+                                 "grad_norm_square", "train/epoch", "loss_scale_window",
+                                 "grad_norm_clipped", "eval/layers.1.grad_norm"])
 def test_not_taken_as_a_canonical_metric(raw):
     name, why = canonical(raw)
     assert name == raw and why
