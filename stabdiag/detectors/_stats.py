@@ -69,6 +69,39 @@ def causal_median_sigma(
     return med.to_numpy(copy=True), sigma
 
 
+def causal_local_sigma(
+    x: np.ndarray, level_window: int, window: int, min_periods: int, sigma_floor: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Trend-robust causal baseline: (expected value, sigma) at each point from previous points only.
+
+    level = median of the previous ``level_window`` finite points (short, so a steeply decaying
+    curve does not leave its baseline behind); residual = x - level. The expected value is level
+    plus the median of the previous ``window`` residuals (the lag of the short median on a trend),
+    and sigma = 1.4826 x their MAD. A long median on a fast-falling curve (early training, or logs
+    every 100 steps) lags far behind and its MAD measures the trend, not the noise: a 3x spike
+    then scores z 3. The residual MAD measures the noise around the local level whatever the
+    trend, and is robust to the spikes themselves. Until ``min_periods`` residuals exist, sigma
+    comes from the median successive difference (as in ``causal_median_sigma``); NaN before that.
+    """
+    s = pd.Series(clean(x))
+    prev = s.shift(1)
+    level = prev.rolling(level_window, min_periods=1).median()
+    resid = (s - level).shift(1)
+    roll = resid.rolling(window, min_periods=min_periods)
+    center = roll.median()
+    dev = (resid - center).abs()   # each residual against the centre known before it
+    sigma = MAD_TO_SIGMA * dev.rolling(window, min_periods=min_periods).median()
+    # until enough residuals exist: sigma from successive differences, no lag correction
+    diffs = s.diff().abs().shift(1).rolling(window, min_periods=max(2, min_periods - 1)).median()
+    sig = sigma.fillna(DIFF_TO_SIGMA * diffs).to_numpy(copy=True)
+    exp_ = (level + center.fillna(0.0)).to_numpy(copy=True)
+    ok = ~np.isnan(sig)
+    sig[ok] = np.maximum(sig[ok], sigma_floor)
+    exp_[np.isnan(sig)] = np.nan
+    sig[np.isnan(exp_)] = np.nan
+    return exp_, sig
+
+
 def robust_z(x: np.ndarray, window: int, min_periods: int, sigma_floor: float) -> np.ndarray:
     """(x - causal median) / causal MAD-sigma; NaN where there is no baseline yet."""
     med, sigma = causal_median_sigma(x, window, min_periods, sigma_floor)

@@ -47,7 +47,8 @@ CODE, KIND = "SD201", "grad-spike"
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
-    window: int = 100
+    level_window: int = 5          # previous log points whose median is the local level
+    window: int = 100              # previous residuals for the noise sigma
     min_history: int = 20
     z_threshold: float = 6.0
     sigma_floor: float = 0.05      # grad norms are noisier than losses
@@ -63,13 +64,18 @@ DEFAULT = Config()
 def spike_points(values: np.ndarray, cfg: Config = DEFAULT) -> tuple[np.ndarray, np.ndarray]:
     """Indices of isolated spike points and each one's causal baseline (linear scale)."""
     x, logged = st.to_log(values)
-    med, sigma = st.causal_median_sigma(x, cfg.window, cfg.min_history, cfg.sigma_floor)
+    med, sigma = st.causal_local_sigma(x, cfg.level_window, cfg.window, cfg.min_history, cfg.sigma_floor)
     base = np.exp(med) if logged else med
     lin = st.clean(values)
     with np.errstate(invalid="ignore", divide="ignore"):
         flag = ((x - med) / sigma >= cfg.z_threshold) & (lin >= cfg.min_ratio * base)
     starts, ends = st.segments(flag)
-    short = (ends - starts + 1) <= cfg.max_points
+    # isolated = short AND straight back: the point after it is below min_ratio x the baseline at
+    # onset (a step up that stays is grad-explosion's, even once the short baseline caught up)
+    after = np.minimum(ends + 1, len(lin) - 1)
+    with np.errstate(invalid="ignore"):
+        back = (ends + 1 >= len(lin)) | ~(lin[after] >= cfg.min_ratio * base[starts])
+    short = ((ends - starts + 1) <= cfg.max_points) & back
     keep = np.zeros(len(flag), dtype=bool)
     for a, b in zip(starts[short], ends[short], strict=True):
         keep[a:b + 1] = True
@@ -120,7 +126,7 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
             "count": n, "spike_steps": st.steps_list(steps), "spike_values": vals[:50].tolist(),
             "max_ratio": float(ratios[top]), "max_step": int(steps[top]), "max_value": float(vals[top]),
             "baseline_at_max": float(base[top]), "healthy_p50": p50, "healthy_p90": p90,
-            "healthy_p99": p99, "loss_responded": responded,
+            "healthy_p99": p99, "loss_responded": responded, "log_interval": st.log_interval(g.steps),
         },
     )]
 

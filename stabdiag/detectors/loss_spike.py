@@ -61,7 +61,8 @@ CODE, KIND = "SD101", "loss-spike"
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
-    window: int = 64               # previous log points in the baseline (OLMo-core uses 128 steps)
+    level_window: int = 5          # previous log points whose median is the local level
+    window: int = 64               # previous residuals for the noise sigma (OLMo-core uses 128 steps)
     min_history: int = 5           # finite points needed before a point can be judged
     z_threshold: float = 6.0       # robust z on log(loss); OLMo-core's 6 sigma
     sigma_floor: float = 0.01      # 1 % relative noise floor so a smooth curve is not infinitely sure
@@ -100,7 +101,7 @@ def find_events(values: np.ndarray, cfg: Config = DEFAULT) -> list[SpikeEvent]:
     if np.isfinite(x).sum() <= cfg.min_history:
         return []
     floor = cfg.sigma_floor if logged else 0.0
-    med, sigma = st.causal_median_sigma(x, cfg.window, cfg.min_history, floor)
+    med, sigma = st.causal_local_sigma(x, cfg.level_window, cfg.window, cfg.min_history, floor)
     if not logged:  # linear scale: floor sigma relative to the level instead
         sigma = np.maximum(sigma, cfg.sigma_floor * np.abs(med))
     init_level = abs(st.nanmedian(lin[: max(5, n // 20)]))
