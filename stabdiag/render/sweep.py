@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -188,9 +188,13 @@ def plot_sweep(result: SweepResult) -> Figure:
         ax.set_xscale("log")
         ax.grid(True, which="major", alpha=0.3)
         ax.tick_params(labelsize=8.5)
-    ax_attn.xaxis.set_major_locator(LogLocator(base=10))
     ax_attn.xaxis.set_minor_formatter(NullFormatter())
-    ax_attn.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    if len(result.lrs) <= 8:  # tick exactly the swept LRs: the reader wants to read cells off
+        ax_attn.set_xticks(list(result.lrs), labels=[f"{v:.3g}" for v in result.lrs])
+        ax_attn.xaxis.set_minor_locator(NullLocator())
+    else:
+        ax_attn.xaxis.set_major_locator(LogLocator(base=10))
+        ax_attn.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     if len(result.lrs) > 1:
         lo, hi = min(result.lrs), max(result.lrs)
         ax_attn.set_xlim(lo / 10 ** 0.15, hi * 10 ** 0.15)
@@ -207,7 +211,7 @@ def plot_sweep(result: SweepResult) -> Figure:
     if key:  # a legend, not fig.text: the layout engine makes room for legends
         blank = [Line2D([], [], ls="none") for _ in key]
         ax_attn.legend(blank, [f"{short} = {kind}" for short, kind in key], title="labels",
-                       fontsize=7.5, title_fontsize=7.5, loc="upper left", handlelength=0,
+                       fontsize=7.5, title_fontsize=7.5, loc="best", handlelength=0,
                        handletextpad=0, framealpha=0.9)
     return fig
 
