@@ -394,3 +394,47 @@ def real_clean(root) -> list[Case]:
                 continue
             out.append(Case(f"real:{folder}:{name}", "real_clean", -1, rd, (), log_interval(s.steps), kinds))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Real events from `stabdiag train --inject` (tiny preset, CPU; ~1 min per run, so cached)
+
+def _train_spec(seed: int) -> tuple[list[str], list[Label]]:
+    """Overrides and labels of the trained run for ``seed``: an LR spike and a bad batch.
+
+    Labels come from the injection: an LR spike at S changes the update of step S, so the loss
+    responds from S + 1 and takes tens of steps to recover (label S..S+steps+50); a bad batch at S
+    is a one-step loss and grad-norm spike at S.
+    """
+    s_lr = 120 + 15 * seed
+    factor, k = (20, 2) if seed % 2 == 0 else (30, 3)
+    s_bad = 290 + 7 * seed
+    over = [f"seed={seed}", "steps=400", "log_interval=1", "eval_interval=1000", "checkpoint_interval=0",
+            f"inject=lr_spike@{s_lr}:factor={factor},steps={k}", f"inject=bad_batch@{s_bad}"]
+    labels = [Label("loss_spike", s_lr, s_lr + k + 50, {"injected": f"lr_spike x{factor}"}),
+              Label("loss_spike", s_bad, s_bad + 2, {"injected": "bad_batch"}),
+              Label("grad_spike", s_bad, s_bad, {"injected": "bad_batch"})]
+    return over, labels
+
+
+def trained(seeds, cache_dir, make: bool = False) -> list[Case]:
+    """Trained runs with injected events, read from ``cache_dir/train-<seed>`` (made first when
+    ``make`` and torch is installed; missing runs are left out)."""
+    from pathlib import Path
+
+    from stabdiag import sources
+
+    out = []
+    for seed in seeds:
+        over, labels = _train_spec(int(seed))
+        d = Path(cache_dir) / f"train-{seed}"
+        if not (d / "metrics.csv").exists():
+            if not make:
+                continue
+            from stabdiag.train import resolve, train
+
+            train(resolve("tiny", "stable", overrides=[*over, f"out_dir={cache_dir}", f"run_name=train-{seed}"]))
+        res = sources.load([d])
+        rd = res.table.run_data(res.table.runs()[0])
+        out.append(Case(f"train-{seed}", "trained", int(seed), rd, tuple(labels), 1))
+    return out

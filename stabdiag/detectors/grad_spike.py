@@ -11,13 +11,17 @@ Why it matters
     the evidence give a clip threshold derived from the run itself.
 
 How it is computed
-    Robust z of log(grad norm) against the rolling median/MAD of the previous ``window`` (100)
-    finite points (sigma floored at 5 %, at least ``min_history`` = 20 points first). A spike point
-    needs z >= ``z_threshold`` (6, OLMo-core) AND grad norm >= ``min_ratio`` (3) x the baseline.
-    Runs of flagged points longer than ``max_points`` are sustained growth and left to
-    grad-explosion. Severity: ``warning`` when there are >= ``repeated`` (3) spikes or one is
-    >= ``large_ratio`` (10) x its baseline; otherwise ``info``. "Loss responded" means the loss at
-    the same step (+- one log interval) was >= 5 % and 3 sigma above its own causal baseline.
+    Robust z of log(grad norm) against the median of the previous ``level_window`` (5) finite
+    points, lag-corrected and scaled by the MAD of the previous ``window`` (100) residuals (the
+    shared trend-robust baseline of loss-spike; sigma floored at 5 %, at least ``min_history`` = 8
+    points first, successive differences give sigma until residuals exist, so spikes in the first
+    tens of steps count). A spike point needs z >= ``z_threshold`` (7, the OLMo 2 spike-score
+    threshold) AND grad norm >= ``min_ratio`` (3) x the baseline. A spike is isolated when its run of
+    flagged points is at most ``max_points`` long AND the next point is back below ``min_ratio`` x
+    the baseline at its onset; anything else (a step up that stays, growth) is grad-explosion's.
+    Severity: ``warning`` when there are >= ``repeated`` (3) spikes or one is >= ``large_ratio``
+    (10) x its baseline; otherwise ``info``. "Loss responded" means the loss at the same step (+- one
+    log interval) was >= 5 % and 3 sigma above its own causal baseline.
 
 Known false positives
     The first steps of training (large grad norm at init) are excluded by the warm-up. Runs that
@@ -49,8 +53,8 @@ CODE, KIND = "SD201", "grad-spike"
 class Config:
     level_window: int = 5          # previous log points whose median is the local level
     window: int = 100              # previous residuals for the noise sigma
-    min_history: int = 20
-    z_threshold: float = 6.0
+    min_history: int = 8
+    z_threshold: float = 7.0
     sigma_floor: float = 0.05      # grad norms are noisier than losses
     min_ratio: float = 3.0       # and >= 3x the baseline: 2x is within heavy-tailed noise
     max_points: int = 3            # longer excursions are grad-explosion's business

@@ -12,15 +12,20 @@ Why it matters
     (PaLM: restart ~100 steps before the spike and skip 200-500 batches).
 
 How it is computed
-    Work in log points and on log(loss) when the loss is positive. Baseline = rolling median of the
-    previous ``window`` (64) finite points, sigma = 1.4826 x rolling MAD (floored at 1 %). A point is
-    a spike onset when all hold: z >= ``z_threshold`` (6, as OLMo-core), loss >= ``min_ratio`` (1.2)
-    x baseline, and the rise >= ``min_abs_rise`` (2 %) of the run's initial loss level, so tiny noise
-    on a smooth or a near-zero curve never fires. At least ``min_history`` (5) finite points must
-    precede; before that, a point >= ``early_ratio`` (2) x the lowest loss so far is a spike (a
-    healthy loss only falls in its first points; Megatron's check would need 100) when the jump is
-    also >= ``early_sigmas`` (3) x the run's point-to-point noise (noisy losses stay quiet). The
-    event lasts until the loss is back within baseline + max(3 sigma, 10 %).
+    Work in log points and on log(loss) when the loss is positive. Baseline = median of the previous
+    ``level_window`` (5) finite points, corrected by the median of the previous ``window`` (64)
+    residuals (its lag on a falling curve); sigma = 1.4826 x MAD of those residuals (floored at
+    1 %). A short level plus a residual MAD keeps the baseline on a steep early descent or a log
+    written every 100 steps, where a 64-point median lags so far that its spread measures the trend
+    and a 3x spike scores z 3. A point is a spike onset when all hold: z >= ``z_threshold`` (7, the
+    OLMo 2 spike-score threshold; healthy heavy-tailed noise reaches 6 sigma every few 10k points),
+    loss >= ``min_ratio`` (1.2) x baseline, and the rise >= ``min_abs_rise`` (2 %) of the run's
+    initial loss level, so tiny noise on a smooth or a near-zero curve never fires. At least
+    ``min_history`` (5) finite points must precede; before that, a point >= ``early_ratio`` (2) x the
+    lowest loss so far is a spike (a healthy loss only falls in its first points; Megatron's check
+    would need 100) when the jump is also >= ``early_sigmas`` (3) x the run's point-to-point noise
+    (noisy losses stay quiet). The event lasts until the loss is back within baseline + max(3 sigma,
+    10 %).
     Recovered within ``quick_recovery_points`` (50) log points: transient, ``warning`` (``info`` when
     the peak is < ``warn_ratio`` (2, llm-foundry's factor) x baseline and the grad norm did not spike
     with it: heavy-tailed per-step noise makes such blips); recovered later: ``warning`` (slow);
@@ -64,7 +69,7 @@ class Config:
     level_window: int = 5          # previous log points whose median is the local level
     window: int = 64               # previous residuals for the noise sigma (OLMo-core uses 128 steps)
     min_history: int = 5           # finite points needed before a point can be judged
-    z_threshold: float = 6.0       # robust z on log(loss); OLMo-core's 6 sigma
+    z_threshold: float = 7.0       # robust z on log(loss); OLMo 2's 7 sigma
     sigma_floor: float = 0.01      # 1 % relative noise floor so a smooth curve is not infinitely sure
     min_ratio: float = 1.2         # and at least 20 % above the baseline
     min_abs_rise: float = 0.02     # and a rise of >= 2 % of the initial loss level (absolute)
