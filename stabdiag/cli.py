@@ -384,12 +384,19 @@ def _train_and_report(cfg: Any, *, resume: bool, analyze: bool, fail_on: str) ->
 
 @app.command()
 def formats() -> None:
-    """List the log formats stabdiag reads."""
-    from stabdiag import sources
-    from stabdiag.console import out
+    """List the log formats stabdiag reads, with an example path of each (--input-format NAME forces one)."""
+    from rich.markup import escape
+    from rich.table import Table
 
-    for name in sources.FORMATS:
-        out.print(name)
+    from stabdiag.console import out
+    from stabdiag.sources import sniff
+
+    t = Table(box=None, header_style="bold")
+    t.add_column("format")
+    t.add_column("example")
+    for name in sniff.FORMATS:
+        t.add_row(name, escape(sniff.EXAMPLES[name]))
+    out.print(t)
 
 
 @app.command()

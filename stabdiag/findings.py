@@ -14,6 +14,10 @@ class Severity(enum.IntEnum):
     WARNING = 1
     ERROR = 2
 
+    def __bool__(self) -> bool:
+        # INFO is 0, yet a severity is never "nothing": `if worst:` must be true for INFO.
+        return True
+
     @property
     def label(self) -> str:
         return self.name.lower()

@@ -54,10 +54,13 @@ class Report:
     def findings_of(self, run: str) -> list[Finding]:
         return [f for f in self.findings if f.run == run]
 
+    def has_loss(self, run: str) -> bool:
+        return not any(s.run == run and s.kind == "loss-spike" for s in self.skipped)
+
     def judged_runs(self) -> list[str]:
-        """Runs on which the loss-based checks could run: a run with no loss is "not judged"."""
-        not_judged = {s.run for s in self.skipped if s.kind == "loss-spike"}
-        return [r.name for r in self.runs if r.name not in not_judged]
+        """Runs something could be said about: a loss series, or a finding from another signal
+        (a log of only DeepSpeed overflow lines is still evidence). Others are "not judged"."""
+        return [r.name for r in self.runs if self.has_loss(r.name) or self.findings_of(r.name)]
 
     def to_dict(self) -> dict[str, Any]:
         return {

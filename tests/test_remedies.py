@@ -71,3 +71,7 @@ def test_remedies_are_per_run() -> None:
     rems = suggest(fs, {})
     assert {r.run for r in rems} == {"a", "b"}
     assert [r.rank for r in rems if r.run == "b"] == [1]
+
+
+def test_info_severity_is_truthy() -> None:
+    assert Severity.INFO and Severity.INFO < Severity.WARNING

@@ -21,7 +21,7 @@ def _steps(f: Finding) -> str:
 
 def _verdict(report: Report, run: RunSummary) -> Text:
     worst = report.worst(run.name)
-    judged = run.name in report.judged_runs()
+    judged = report.has_loss(run.name)
     label = worst.label if worst else None
     c = counts(report.findings_of(run.name))
     parts = [f"{n} {k}{'s' if n != 1 and k != 'info' else ''}" for k, n in
@@ -31,9 +31,11 @@ def _verdict(report: Report, run: RunSummary) -> Text:
     line.append(f"{MARK[label]} ", style=SEVERITY_STYLE.get(label or "", "ok"))
     line.append(run.name, style="bold")
     line.append(f"  {run.format}, {steps}, {len(run.metrics)} metrics  ", style="dim")
-    if not judged:
+    if not judged and not parts:
         line.append("not judged: no loss series", style="warning")
     elif parts:
+        if not judged:
+            line.append("no loss series; ", style="warning")
         line.append(", ".join(parts), style=SEVERITY_STYLE.get(label or "", ""))
     else:
         line.append("healthy: no findings", style="ok")

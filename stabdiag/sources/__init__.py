@@ -38,7 +38,18 @@ import pandas as pd
 
 from stabdiag import table as T
 from stabdiag.errors import ConfigError, SourceError
-from stabdiag.sources import aliases, hf_trainer, jsonl, lightning, restarts, sniff, tensorboard
+from stabdiag.sources import (
+    aliases,
+    hf_trainer,
+    jsonl,
+    lightning,
+    mlflow,
+    restarts,
+    sniff,
+    tensorboard,
+    wandb_csv,
+    wandb_offline,
+)
 from stabdiag.sources import csv as csv_reader
 from stabdiag.sources.raw import RawRun
 from stabdiag.sources.sniff import FORMATS
@@ -147,6 +158,17 @@ def _plan(files: Sequence[tuple[Path, str]]) -> list[_Group]:
     for out_dir, states in hf_dirs.items():
         groups.append(_Group(sniff.HF_TRAINER_STATE, tuple(states), out_dir, out_dir.parent))
 
+    # MLflow: the metric files of one run directory are one run.
+    ml_runs: dict[Path, list[Path]] = defaultdict(list)
+    for f in by_fmt.pop(sniff.MLFLOW, []):
+        ml_runs[sniff.mlflow_run(f) or f.parent].append(f)
+    for run_dir, fs in ml_runs.items():
+        groups.append(_Group(sniff.MLFLOW, tuple(fs), run_dir, run_dir.parent))
+    # Stdout logs and W&B files: one file, one or more runs (ranks, panel-export columns).
+    for k in (*sniff.TEXT_FORMATS, sniff.WANDB_CSV, sniff.WANDB_OFFLINE):
+        for f in by_fmt.pop(k, []):
+            groups.append(_Group(k, (f,), f, f.parent))
+
     tabular_dirs = {f.parent for k in (sniff.CSV, sniff.LIGHTNING_CSV) for f in by_fmt.get(k, [])
                     if f.name == "metrics.csv"}
     for k in (sniff.LIGHTNING_CSV, sniff.CSV, sniff.JSONL):
@@ -201,6 +223,14 @@ def _read(g: _Group) -> list[RawRun]:
     f = g.files[0]
     if g.fmt == sniff.LIGHTNING_CSV:
         return lightning.read(f)
+    if g.fmt == sniff.MLFLOW:
+        return [mlflow.read_run(g.path)]
+    if g.fmt == sniff.WANDB_CSV:
+        return wandb_csv.read(f)
+    if g.fmt == sniff.WANDB_OFFLINE:
+        return [wandb_offline.read_file(f)]
+    if g.fmt in sniff.TEXT_FORMATS:
+        return sniff.TEXT_READERS[sniff.TEXT_FORMATS.index(g.fmt)].read(f)
     name = f.parent.name if f.stem.lower() in _GENERIC_STEMS else None
     runs = csv_reader.read(f, name=name) if g.fmt == sniff.CSV else jsonl.read(f)
     if name is not None and len(runs) == 1 and runs[0].name == f.stem:

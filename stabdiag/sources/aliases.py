@@ -76,6 +76,7 @@ _CORES: tuple[tuple[str, str, int, str], ...] = (
     ("param_norm", T.PARAM_NORM, 1, ""),
     ("params-norm", T.PARAM_NORM, 1, "Megatron"),
     ("params_norm", T.PARAM_NORM, 1, ""),
+    ("params norm", T.PARAM_NORM, 1, "Megatron stdout"),
     ("tokens_per_s", T.TOKENS_PER_S, 1, ""),
     ("tokens_per_second", T.TOKENS_PER_S, 1, ""),
     ("tokens_per_sec", T.TOKENS_PER_S, 1, "Composer"),
@@ -84,6 +85,7 @@ _CORES: tuple[tuple[str, str, int, str], ...] = (
     ("throughput/tokens_per_sec", T.TOKENS_PER_S, 1, "Composer"),
     ("throughput/device/tps", T.TOKENS_PER_S, 2, "OLMo-core, per device"),
     ("tps", T.TOKENS_PER_S, 2, ""),
+    ("tok/s", T.TOKENS_PER_S, 2, "llm.c / modded-nanogpt"),
 )
 
 # Whole names that match only as written (no prefix handling).
@@ -103,6 +105,10 @@ _EXACT: tuple[tuple[str, str, int, str], ...] = (
     ("valid_loss", T.VAL_LOSS, 1, ""),
     ("validation loss", T.VAL_LOSS, 1, ""),
     ("lm loss validation", T.VAL_LOSS, 1, "Megatron"),
+    ("lm-loss validation", T.VAL_LOSS, 1, "Megatron-DeepSpeed"),
+    ("lm loss value", T.VAL_LOSS, 1, "Megatron validation line"),
+    ("val loss", T.VAL_LOSS, 1, "nanoGPT"),
+    ("validate loss", T.VAL_LOSS, 1, "torchtitan"),
     ("tel", T.VAL_LOSS, 1, "llm.c"),
     ("epoch_val_loss", T.VAL_LOSS, 5, "per epoch"),
     ("val_loss_epoch", T.VAL_LOSS, 2, "Lightning on_epoch"),

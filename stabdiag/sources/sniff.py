@@ -12,7 +12,20 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from stabdiag.sources import tensorboard
+from stabdiag.sources import (
+    deepspeed,
+    fairseq,
+    hf_stdout,
+    llmc,
+    megatron,
+    mlflow,
+    nanogpt,
+    tensorboard,
+    textlog,
+    torchtitan,
+    wandb_csv,
+    wandb_offline,
+)
 from stabdiag.sources.tabular import STEP_COLUMNS
 
 TENSORBOARD = "tensorboard"
@@ -20,14 +33,42 @@ HF_TRAINER_STATE = "hf-trainer-state"
 LIGHTNING_CSV = "lightning-csv"
 CSV = "csv"
 JSONL = "jsonl"
-FORMATS = (TENSORBOARD, HF_TRAINER_STATE, LIGHTNING_CSV, CSV, JSONL)
+MLFLOW = mlflow.FORMAT
+WANDB_CSV = wandb_csv.FORMAT
+WANDB_OFFLINE = wandb_offline.FORMAT
+# Captured stdout: the first whose content matches wins. Megatron-DeepSpeed logs also hold
+# DeepSpeed lines, so Megatron goes first; the DeepSpeed reader reads HF dicts too.
+TEXT_READERS = (megatron, deepspeed, hf_stdout, fairseq, nanogpt, llmc, torchtitan)
+TEXT_FORMATS = tuple(m.FORMAT for m in TEXT_READERS)
+# Markdown is documentation (a PROVENANCE.md quoting a log line is not that log).
+_TEXT_SUFFIXES = textlog.TEXT_SUFFIXES - {".md"}
+FORMATS = (TENSORBOARD, HF_TRAINER_STATE, LIGHTNING_CSV, CSV, JSONL, *TEXT_FORMATS, MLFLOW,
+           WANDB_CSV, WANDB_OFFLINE)
+# Example paths, for `stabdiag formats`.
+EXAMPLES = {
+    TENSORBOARD: "runs/<name>/events.out.tfevents.*",
+    HF_TRAINER_STATE: "output_dir/trainer_state.json, output_dir/checkpoint-*/trainer_state.json",
+    LIGHTNING_CSV: "lightning_logs/version_N/metrics.csv (+ hparams.yaml)",
+    CSV: "*.csv (wide: step + metric columns; long: step,metric,value)",
+    JSONL: "*.jsonl, *.ndjson (one JSON object per line)",
+    megatron.FORMAT: "slurm-*.out, *.log with 'iteration N/ M | ... lm loss: ...' lines",
+    deepspeed.FORMAT: "*.out, *.log with '[deepspeed] OVERFLOW! ...' and 'step=N, skipped=K' lines",
+    hf_stdout.FORMAT: "*.out, *.log with printed {'loss': ..., 'learning_rate': ...} dicts",
+    fairseq.FORMAT: "train.log with '| epoch 001 | loss ... | gnorm ...' or JSON lines",
+    nanogpt.FORMAT: "*.log with 'iter N: loss X, time ...' / 'step N: train loss ..., val loss ...'",
+    llmc.FORMAT: "main.log with 's:N trl:X lr:Y norm:Z' / 's:N tel:X' (llm.c, modded-nanogpt)",
+    torchtitan.FORMAT: "*.log with torchtitan 'step: N loss: X ...' lines",
+    MLFLOW: "mlruns/<experiment>/<run>/metrics/<key>",
+    WANDB_CSV: "W&B panel export *.csv (Step, '<run> - <metric>' columns)",
+    WANDB_OFFLINE: "wandb/offline-run-*/run-*.wandb (binary history, no wandb package needed)",
+}
 
 # Never opened: model/optimizer checkpoints, pickles, arrays, archives, media.
 SKIP_SUFFIXES = frozenset({
     ".bin", ".pt", ".pth", ".safetensors", ".ckpt", ".pkl", ".pickle", ".joblib", ".h5",
     ".hdf5", ".keras", ".npz", ".npy", ".msgpack", ".onnx", ".gguf", ".pb", ".index",
     ".tar", ".gz", ".zip", ".bz2", ".xz", ".zst", ".7z", ".png", ".jpg", ".jpeg", ".gif",
-    ".mp4", ".wav", ".parquet", ".arrow", ".so", ".pyc", ".model", ".wandb",
+    ".mp4", ".wav", ".parquet", ".arrow", ".so", ".pyc", ".model",
 })
 # TF/Keras checkpoint shards carry the marker mid-name (model.ckpt-1000.data-00000-of-00001).
 _SKIP_NAME = re.compile(r"\.ckpt-|\.data-\d+-of-\d+")
@@ -38,7 +79,8 @@ FAMILY = {
     LIGHTNING_CSV: frozenset({LIGHTNING_CSV, CSV}),
     CSV: frozenset({LIGHTNING_CSV, CSV}),
     JSONL: frozenset({JSONL, HF_TRAINER_STATE}),
-}
+    WANDB_CSV: frozenset({WANDB_CSV, CSV}),
+} | {f: frozenset({f}) for f in (*TEXT_FORMATS, MLFLOW, WANDB_OFFLINE)}
 _VERSION_DIR = re.compile(r"^version_\d+$")
 # One-line JSON files that carry a step key but are summaries, not per-step logs (W&B run dir).
 _NOT_LOGS = frozenset({"wandb-summary.json", "wandb-metadata.json"})
@@ -69,10 +111,16 @@ def sniff(path: Path) -> str | None:
         return TENSORBOARD
     if name == "trainer_state.json":
         return HF_TRAINER_STATE
+    if mlflow_run(path) is not None:
+        return MLFLOW
+    if name.endswith(".wandb"):
+        return WANDB_OFFLINE if _head(path, 4) == wandb_offline.MAGIC else None
     if name.endswith(".csv"):
         if name == "metrics.csv" and ((path.parent / "hparams.yaml").is_file()
                                       or _VERSION_DIR.match(path.parent.name)):
             return LIGHTNING_CSV
+        if wandb_csv.looks_like(path, _head(path).decode("utf-8", "replace")):
+            return WANDB_CSV
         return CSV
     if name.endswith((".jsonl", ".ndjson")):
         return JSONL
@@ -85,6 +133,22 @@ def sniff(path: Path) -> str | None:
         return JSONL if _first_line_is_object(head) else None
     if not path.suffix and tensorboard.looks_like_tfrecord(_head(path, 12)):
         return TENSORBOARD
+    if path.suffix.lower() in _TEXT_SUFFIXES:
+        return sniff_text(path)
+    return None
+
+
+def sniff_text(path: Path) -> str | None:
+    """The stdout-log format of a text file, from its first 64 KiB (and a deeper scan for .out/.log)."""
+    head = _head(path, textlog.HEAD_BYTES).decode("utf-8", "replace")
+    return next((m.FORMAT for m in TEXT_READERS if m.looks_like(path, head)), None)
+
+
+def mlflow_run(path: Path) -> Path | None:
+    """The MLflow run directory a metric file belongs to (``<run>/metrics/<key...>``), if any."""
+    for parent in path.parents:
+        if parent.name == "metrics" and (parent.parent / "meta.yaml").is_file():
+            return parent.parent
     return None
 
 

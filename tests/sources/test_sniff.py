@@ -13,7 +13,7 @@ from stabdiag.sources import sniff
 @pytest.mark.parametrize("name", [
     "pytorch_model.bin", "optimizer.pt", "model.safetensors", "last.ckpt", "rng_state_0.pth",
     "state.pkl", "model.ckpt-1000.data-00000-of-00001", "model.ckpt-1000.index",
-    "keras_embedding.ckpt-0", "run-abc.wandb",
+    "keras_embedding.ckpt-0",
 ])
 def test_checkpoints_skipped_by_name(tmp_path, name):
     p = tmp_path / name  # never created: sniff must not need to open it
@@ -42,3 +42,12 @@ def test_formats_by_name_and_content(tmp_path):
     (tmp_path / "wandb-summary.json").write_text('{"_step": 5, "loss": 1}\n')
     assert sniff.sniff(tmp_path / "wandb-summary.json") is None
     assert sniff.sniff(Path(tmp_path / "notes.txt")) is None
+
+
+def test_wandb_binary_is_sniffed_by_its_header(tmp_path):
+    p = tmp_path / "run-abc.wandb"
+    p.write_bytes(b":W&B\x00\x01\x00" + b"\x00" * 10)
+    assert sniff.sniff(p) == "wandb-offline"
+    q = tmp_path / "other.wandb"
+    q.write_bytes(b"\x80\x04not wandb")
+    assert sniff.sniff(q) is None

@@ -15,7 +15,7 @@ CASES = {
     "hf_trainer_state_trl_sft": ("hf-trainer-state", "train/loss"),
     "hf_trainer_state_whisper_fp16": ("hf-trainer-state", "train/loss"),
     "lightning_csv_slm": ("lightning-csv", "train/loss"),
-    "wandb_export_csv": ("csv", "train/loss"),
+    "wandb_export_csv": ("wandb-csv", "train/loss"),
 }
 
 
