@@ -50,7 +50,12 @@ def main() -> None:
     (out / "detect.md").write_text(report.markdown(results, goal, notes=(
         f"`python benchmarks/detect.py --seeds {a.seeds}`. Even seeds: development half; odd seeds: "
         "held-out half (never tuned on). Real clean logs are in both halves (false alarms only). "
-        "FA/10k = false alarms per 10k clean steps; latency in steps.")))
+        "FA/10k = false alarms per 10k clean steps; latency in steps (first flagged step - label onset).\n\n"
+        "Corpus and rules: `stabdiag/bench/corpus.py` (event sizes start at 10 noise sigmas of their own "
+        "curve), baselines and their sources: `stabdiag/bench/baselines.py`, matching: "
+        "`stabdiag/bench/scoring.py`. Baselines are scored only on the classes they were built for. "
+        "stabdiag's divergence and stall verdicts judge the whole log, so their latency is that of the "
+        "onset they report, not of an online alarm; loss/grad spike onsets are causal.")))
     print(f"\nwrote {out}/detect.json, detect.md in {time.perf_counter() - t0:.1f}s")
 
 
