@@ -85,3 +85,20 @@ def test_slow_exponential_climb_is_an_explosion() -> None:
     res = grad_explosion.check(make_run(grad_norm=g))
     assert len(res) == 1
     assert 700 <= res[0].step_start <= 800
+
+
+def test_step_up_that_stays_is_not_an_isolated_spike() -> None:
+    rng = np.random.default_rng(4)
+    g = 0.5 * np.exp(0.05 * rng.standard_normal(600))
+    g[300:] *= 50.0
+    assert grad_spike.check(make_run(grad_norm=g)) == []
+    assert len(grad_explosion.check(make_run(grad_norm=g))) == 1
+
+
+def test_early_grad_spike_is_seen_after_eight_points() -> None:
+    rng = np.random.default_rng(6)
+    t = np.arange(1, 1001)
+    g = (0.5 + 5.0 * np.exp(-t / 50.0)) * np.exp(0.1 * rng.standard_normal(1000))
+    g[12] *= 40.0
+    res = grad_spike.check(make_run(grad_norm=g))
+    assert res and res[0].evidence["spike_steps"] == [12]
