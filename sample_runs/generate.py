@@ -1,140 +1,185 @@
-"""Regenerate the hand-made sample runs: ``python sample_runs/generate.py``.
+"""Regenerate the sample runs: ``python sample_runs/generate.py`` (about 2 minutes on one CPU core).
 
-Each sample is a small run with known events, written in the format a real tool writes, so that
-``stabdiag analyze sample_runs/`` shows every reader and the main detectors at work. Curves are
-drawn from a seeded generator: the same files every time.
+Every sample is a real ``stabdiag train`` run of the ``tiny`` preset on the built-in corpus
+(``data=stdlib``: this interpreter's standard-library source, no download), seeded, on one CPU
+thread, with a known event: a recipe, a stabilizer setting or an injected fault (``inject=...``, recorded in the
+run's ``run.json``). One sample is the trainer's run directory as written (TensorBoard events +
+``metrics.csv`` + ``config.json`` + ``run.json``; the checkpoint is left out); the others export the
+trainer's ``metrics.csv`` into the formats other tools write (wide CSV, JSONL, HF Trainer
+``trainer_state.json``, long CSV), keeping a subset of the metrics, so ``stabdiag analyze
+sample_runs/`` shows every reader at work and the whole folder stays a few hundred KB.
+
+Same Python and torch versions, same numbers (wall times differ; the corpus hash is in each run's
+``run.json`` where kept). The committed files were made with Python 3.11.7 and torch 2.13 (CPU).
+``data=synthetic`` would give the same bytes everywhere, but the tiny stable recipe has a real
+loss spike at the end of warm-up on it, so ``clean`` would not be clean. README.md lists what each
+sample must produce.
+Needs the ``train`` extra (torch).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
-STEPS = 1000
+COMMON = ("data=stdlib", "seed=0", "device=cpu")
 
-
-def base_curve(rng: np.random.Generator, steps: np.ndarray, noise: float = 0.02) -> np.ndarray:
-    """A healthy LM loss: fast fall then a slow power-law tail, with multiplicative noise."""
-    clean = 2.0 + 3.5 * (1 + steps / 40.0) ** -0.7
-    return clean * np.exp(rng.normal(0, noise, len(steps)))
-
-
-def lr_schedule(steps: np.ndarray, peak: float = 3e-4, warmup: int = 50) -> np.ndarray:
-    warm = peak * np.minimum(1.0, (steps + 1) / warmup)
-    prog = np.clip((steps - warmup) / max(steps[-1] - warmup, 1), 0, 1)
-    return np.where(steps < warmup, warm, 0.1 * peak + 0.45 * peak * (1 + np.cos(math.pi * prog)))
-
-
-def grad_curve(rng: np.random.Generator, steps: np.ndarray) -> np.ndarray:
-    return (0.4 + 1.6 * np.exp(-steps / 80.0)) * np.exp(rng.normal(0, 0.1, len(steps)))
-
-
-def clean_tensorboard(rng: np.random.Generator) -> None:
-    """A healthy run as torch's SummaryWriter writes it (HF Trainer tag names, simple_value)."""
-    from tensorboard.compat.proto.event_pb2 import Event
-    from tensorboard.compat.proto.summary_pb2 import Summary
-    from tensorboard.summary.writer.event_file_writer import EventFileWriter
-
-    out = HERE / "clean_tensorboard"
-    for old in out.glob("events.out.tfevents.*"):
-        old.unlink()
-    steps = np.arange(0, STEPS, 5)
-    loss, gn, lr = base_curve(rng, steps), grad_curve(rng, steps), lr_schedule(steps)
-    w = EventFileWriter(str(out), filename_suffix=".sample")
-    for i, s in enumerate(steps):
-        t = 1_700_000_000.0 + float(s)
-        vals = [Summary.Value(tag="train/loss", simple_value=float(loss[i])),
-                Summary.Value(tag="train/grad_norm", simple_value=float(gn[i])),
-                Summary.Value(tag="train/learning_rate", simple_value=float(lr[i]))]
-        w.add_event(Event(wall_time=t, step=int(s), summary=Summary(value=vals)))
-    w.close()
-    # The writer names files with the host and pid: give the sample a stable name.
-    files = sorted(out.glob("events.out.tfevents.*"))
-    files[-1].rename(out / "events.out.tfevents.1700000000.sample-host.1.0")
-
-
-def loss_spike_csv(rng: np.random.Generator) -> None:
-    """Wide CSV (a custom loop's log): a transient 4x loss spike at step 600 with a grad-norm spike."""
-    steps = np.arange(STEPS)
-    loss, gn, lr = base_curve(rng, steps), grad_curve(rng, steps), lr_schedule(steps)
-    loss[600:603] *= [4.0, 2.2, 1.3]
-    gn[600] *= 25.0
-    lines = ["step,loss,grad_norm,lr"]
-    lines += [f"{s},{loss[i]:.5f},{gn[i]:.5f},{lr[i]:.3e}" for i, s in enumerate(steps)]
-    (HERE / "loss_spike.csv").write_text("\n".join(lines) + "\n")
-
-
-def grad_explosion_jsonl(rng: np.random.Generator) -> None:
-    """JSONL (one object per step): grad norm grows exponentially from step 700, the loss follows."""
-    steps = np.arange(STEPS)
-    loss, gn, lr = base_curve(rng, steps), grad_curve(rng, steps), lr_schedule(steps, peak=3e-3, warmup=1)
-    grow = np.where(steps >= 700, np.exp((steps - 700) / 25.0), 1.0)
-    gn = gn * grow
-    loss = np.where(steps >= 760, loss * (1 + 0.05 * np.log(grow)), loss)
-    with (HERE / "grad_explosion.jsonl").open("w") as fh:
-        for i, s in enumerate(steps):
-            rec = {"step": int(s), "loss": round(float(loss[i]), 5),
-                   "grad_norm": float(f"{gn[i]:.5g}"), "lr": float(f"{lr[i]:.3e}")}
-            fh.write(json.dumps(rec) + "\n")
-
-
-def fp16_overflow_csv(rng: np.random.Generator) -> None:
-    """Long CSV (step,metric,value): fp16 with a benign start-up scale search, then from step 600 the
-    scale keeps halving down to 1 with skipped steps: a real overflow cascade."""
-    steps = np.arange(STEPS)
-    loss = base_curve(rng, steps)
-    scale = np.full(STEPS, 2.0**16)
-    skipped = np.zeros(STEPS)
-    s = 2.0**16
-    for i in steps:
-        if i in (1, 2, 3, 4) or i >= 600 and i % 8 == 0 and s > 1:  # start-up search: 2^16 -> 2^12
-            s /= 2
-            skipped[i] = 1
-        scale[i] = s
-    loss[600:] *= np.linspace(1.0, 1.6, STEPS - 600)
-    rows = ["step,metric,value"]
-    for i in steps:
-        rows.append(f"{i},loss,{loss[i]:.5f}")
-        rows.append(f"{i},loss_scale,{scale[i]:g}")
-        rows.append(f"{i},skipped_step,{skipped[i]:g}")
-    (HERE / "fp16_overflow.csv").write_text("\n".join(rows) + "\n")
-
-
-def divergence_hf(rng: np.random.Generator) -> None:
-    """HF Trainer output dir: loss climbs from step 500 and never comes back, grad norm turns NaN."""
-    out = HERE / "divergence_hf"
-    out.mkdir(exist_ok=True)
-    steps = np.arange(10, STEPS + 1, 10)
-    loss, gn, lr = base_curve(rng, steps), grad_curve(rng, steps), lr_schedule(steps, peak=1e-3)
-    rise = np.where(steps >= 500, np.exp((steps - 500) / 150.0), 1.0)
-    loss = loss * rise
-    gn = gn * rise**2
-    hist: list[dict[str, object]] = []
-    for i, s in enumerate(steps):
-        g = float("nan") if s >= 950 else round(float(gn[i]), 4)
-        hist.append({"epoch": round(float(s) / STEPS, 4), "grad_norm": g,
-                     "learning_rate": float(lr[i]), "loss": round(float(loss[i]), 4), "step": int(s)})
-        if s % 250 == 0:
-            hist.append({"epoch": round(float(s) / STEPS, 4), "eval_loss": round(float(loss[i]) * 1.05, 4),
-                         "step": int(s)})
-    state = {"global_step": int(steps[-1]), "max_steps": int(steps[-1]), "logging_steps": 10,
-             "log_history": hist}
-    # Python's json writes NaN as a bare token, exactly like the HF Trainer does.
-    (out / "trainer_state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
+# name -> (recipe, overrides, exporter). Overrides follow the `tiny` preset (300 steps, 2 layers).
+SAMPLES: dict[str, tuple[str, tuple[str, ...], str]] = {
+    # Healthy: pre-LN, warm-up, cosine decay, clipping. HF Trainer's trainer_state.json.
+    "clean_hf": ("stable", (), "hf"),
+    # One batch of uniformly random bytes at step 150: the loss jumps and comes straight back.
+    "loss_spike": ("stable", ("inject=bad_batch@150",), "wide_csv"),
+    # The LR is multiplied by 100 for 10 steps from step 150 (0.0017 -> 0.17): the loss jumps and
+    # never fully recovers.
+    "lr_spike": ("stable", ("inject=lr_spike@150:factor=100,steps=10",), "jsonl"),
+    # A healthy fp16 run hit by six gradient blow-ups (x1e8, steps 100-105): the loss scaler skips
+    # them and the scale halves six times (65536 -> 1024).
+    "fp16_overflow": ("stable", ("precision=fp16", "steps=150",
+                                 *(f"inject=grad_scale@{s}:factor=1e8" for s in range(100, 106))),
+                      "long_csv"),
+    # LR 0.1 (30x the stable recipe) without QK-norm: the loss looks fine, the max attention logit
+    # grows past 1000 and is still rising at the end. (qk_norm=true keeps it below ~20.)
+    "attn_logit_growth": ("stable", ("lr=0.1", "steps=150"), "jsonl_attn"),
+    # The unstable recipe: post-LN, LR 0.3 without warm-up or clipping, fp16. The trainer's own run
+    # directory as written; it stops itself once the loss has been NaN for 20 steps.
+    "unstable": ("unstable", (), "run_dir"),
+}
 
 
 def main() -> None:
-    rng = np.random.default_rng(20261122)
-    clean_tensorboard(rng)
-    loss_spike_csv(rng)
-    grad_explosion_jsonl(rng)
-    fp16_overflow_csv(rng)
-    divergence_hf(rng)
+    import torch
 
+    from stabdiag.train import resolve, train
+
+    torch.set_num_threads(1)
+    names = sys.argv[1:] or list(SAMPLES)
+    unknown = set(names) - set(SAMPLES)
+    if unknown:
+        raise SystemExit(f"unknown sample(s) {', '.join(sorted(unknown))}; known: {', '.join(SAMPLES)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            recipe, overrides, exporter = SAMPLES[name]
+            cfg = resolve("tiny", recipe, overrides=[*COMMON, *overrides, f"out_dir={tmp}",
+                                                     f"run_name={name}"])
+            result = train(cfg)
+            for old in HERE.glob(f"{name}.*"):
+                old.unlink()
+            if (HERE / name).is_dir():
+                shutil.rmtree(HERE / name)
+            EXPORTERS[exporter](result.run_dir, name)
+            print(f"{name}: {result.steps_done} steps, {result.stop_reason}, "
+                  f"final loss {result.final_loss:.3f}", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- reading metrics.csv
+
+
+def read_metrics(run_dir: Path) -> dict[int, dict[str, float]]:
+    """The trainer's long metrics.csv as {step: {metric: value}} (later rows win)."""
+    rows: dict[int, dict[str, float]] = {}
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        for rec in csv.DictReader(fh):
+            rows.setdefault(int(rec["step"]), {})[rec["metric"]] = float(rec["value"])
+    return dict(sorted(rows.items()))
+
+
+def num(x: float, digits: int = 6) -> float:
+    """Round to a few significant digits (keeps files small; non-finite values pass through)."""
+    return float(f"{x:.{digits}g}") if math.isfinite(x) else x
+
+
+def text(x: float) -> str:
+    return f"{num(x):g}" if math.isfinite(x) else ("nan" if math.isnan(x) else ("inf" if x > 0 else "-inf"))
+
+
+# ----------------------------------------------------------------------------- exporters
+
+
+def export_run_dir(run_dir: Path, name: str) -> None:
+    """The trainer's run directory as written, less the checkpoint; stable event-file name."""
+    out = HERE / name
+    out.mkdir()
+    for f in ("metrics.csv", "config.json", "run.json"):
+        shutil.copy2(run_dir / f, out / f)
+    config = json.loads((out / "config.json").read_text())
+    config["out_dir"] = "runs"  # not the temporary directory it was trained in
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    events = sorted(run_dir.glob("events.out.tfevents.*"))
+    assert len(events) == 1, events
+    shutil.copy2(events[0], out / "events.out.tfevents.1700000000.stabdiag-sample.0")
+
+
+def export_wide_csv(run_dir: Path, name: str) -> None:
+    """A custom loop's CSV log: one row per step, one column per metric."""
+    cols = {"loss": "train/loss", "grad_norm": "train/grad_norm", "lr": "train/lr"}
+    lines = ["step," + ",".join(cols)]
+    for step, m in read_metrics(run_dir).items():
+        lines.append(f"{step}," + ",".join(text(m[c]) for c in cols.values()))
+    (HERE / f"{name}.csv").write_text("\n".join(lines) + "\n")
+
+
+def _jsonl(run_dir: Path, name: str, cols: dict[str, str]) -> None:
+    with open(HERE / f"{name}.jsonl", "w") as fh:
+        for step, m in read_metrics(run_dir).items():
+            rec: dict[str, object] = {"step": step}
+            rec.update({k: num(m[c]) for k, c in cols.items() if c in m})
+            fh.write(json.dumps(rec) + "\n")
+
+
+def export_jsonl(run_dir: Path, name: str) -> None:
+    """One JSON object per step (a custom loop's log), validation loss where it was measured."""
+    _jsonl(run_dir, name, {"loss": "train/loss", "grad_norm": "train/grad_norm", "lr": "train/lr",
+                           "val_loss": "val/loss"})
+
+
+def export_jsonl_attn(run_dir: Path, name: str) -> None:
+    """JSONL that also logs the max attention logit (Megatron's log_max_attention_logit)."""
+    _jsonl(run_dir, name, {"loss": "train/loss", "grad_norm": "train/grad_norm", "lr": "train/lr",
+                           "max_attn_logit": "train/max_attn_logit", "val_loss": "val/loss"})
+
+
+def export_hf(run_dir: Path, name: str) -> None:
+    """An HF Trainer output dir: trainer_state.json with logging_steps=1 and eval every 50 steps."""
+    out = HERE / name
+    out.mkdir()
+    metrics = read_metrics(run_dir)
+    last = max(metrics)
+    hist: list[dict[str, object]] = []
+    for step, m in metrics.items():
+        hf_step = step + 1  # HF counts optimizer steps from 1
+        epoch = round(hf_step / (last + 1), 4)
+        hist.append({"epoch": epoch, "grad_norm": num(m["train/grad_norm"]),
+                     "learning_rate": num(m["train/lr"]), "loss": num(m["train/loss"]),
+                     "step": hf_step})
+        if "val/loss" in m:
+            hist.append({"epoch": epoch, "eval_loss": num(m["val/loss"]), "step": hf_step})
+    state = {"global_step": last + 1, "max_steps": last + 1, "logging_steps": 1, "eval_steps": 50,
+             "log_history": hist}
+    (out / "trainer_state.json").write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
+
+
+def export_long_csv(run_dir: Path, name: str) -> None:
+    """A long (tidy) CSV, step,metric,value, with plain metric names (loss, loss_scale, ...)."""
+    cols = {"loss": "train/loss", "grad_norm": "train/grad_norm", "lr": "train/lr",
+            "loss_scale": "train/loss_scale", "skipped_step": "train/skipped_step"}
+    lines = ["step,metric,value"]
+    for step, m in read_metrics(run_dir).items():
+        lines += [f"{step},{k},{text(m[c])}" for k, c in cols.items() if c in m]
+    (HERE / f"{name}.csv").write_text("\n".join(lines) + "\n")
+
+
+EXPORTERS: dict[str, Callable[[Path, str], None]] = {
+    "run_dir": export_run_dir, "wide_csv": export_wide_csv, "jsonl": export_jsonl,
+    "jsonl_attn": export_jsonl_attn, "hf": export_hf, "long_csv": export_long_csv,
+}
 
 if __name__ == "__main__":
     main()
