@@ -16,6 +16,7 @@ TensorProto{1: dtype, 2: shape{2: dim{1: size}}, 4: tensor_content, 5: float_val
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
@@ -408,57 +409,242 @@ def _decode_event(buf: bytes, s: int, e: int, plugins: MutableMapping[str, str])
                 yield tag, step, x, wall
 
 
+# --------------------------------------------------------------------------- streaming
+
+READER_VERSION = 1  # bump whenever the decoded output of a file can change (invalidates caches)
+CHUNK_BYTES = 16 << 20  # records are framed and decoded this many bytes at a time
+
+# CRC32C (Castagnoli, reflected 0x82F63B78) table, for checking many 8-byte length headers at once.
+_CRC_TABLE = np.zeros(256, dtype=np.uint32)
+for _i in range(256):
+    _c = _i
+    for _ in range(8):
+        _c = (_c >> 1) ^ (0x82F63B78 if _c & 1 else 0)
+    _CRC_TABLE[_i] = _c
+del _i, _c
+
+
+def _np_masked_crc8(a: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """masked_crc(a[p:p+8]) for every p in ``pos`` (all in bounds), vectorised."""
+    crc = np.full(pos.size, 0xFFFFFFFF, dtype=np.uint32)
+    for j in range(8):
+        crc = _CRC_TABLE[(crc ^ a[pos + j]) & 0xFF] ^ (crc >> np.uint32(8))
+    crc = (crc ^ np.uint32(0xFFFFFFFF)).astype(np.uint64)
+    return ((((crc >> np.uint64(15)) | (crc << np.uint64(17))) + np.uint64(0xA282EAD8))
+            & np.uint64(0xFFFFFFFF))
+
+
+def _frame_fast(buf: bytes, end: int) -> tuple[np.ndarray, int] | None:
+    """Record offsets of ``buf[:end]`` framed without a per-record loop, or None when unsure.
+
+    Every position whose 8-byte length has zero high bytes and whose length CRC matches is a
+    candidate; if the candidates chain exactly (the first at 0, each record ending where the
+    next candidate starts) they are precisely what the sequential walk would visit. Anything
+    else (damage, a header-like pattern inside a payload) returns None: walk sequentially.
+    Returns (heads of the records lying wholly in ``buf[:end]``, offset after the last one).
+    """
+    if end < 12:
+        return None
+    u32 = np.ndarray((end - 3,), dtype="<u4", buffer=buf, strides=(1,))
+    cand = np.flatnonzero(u32[4:end - 7] == 0)  # high half of the length; header fits in buf
+    if not len(cand) or cand[0] != 0:
+        return None
+    lens = np.ndarray((end - 7,), dtype="<u8", buffer=buf, strides=(1,))[cand]
+    top = int(lens.max())
+    if top < 1 << 20:  # lengths repeat: one CRC per distinct length
+        present = np.flatnonzero(np.bincount(lens.astype(np.int64), minlength=top + 1))
+        table = np.zeros(top + 1, dtype=np.uint32)
+        table[present] = [masked_crc(struct.pack("<Q", n)) for n in present.tolist()]
+        good = table[lens.astype(np.int64)] == u32[cand + 8]
+    else:
+        good = _np_masked_crc8(np.frombuffer(buf, dtype=np.uint8, count=end), cand) == u32[cand + 8]
+    cand, lens = cand[good], lens[good]
+    if not len(cand) or cand[0] != 0:
+        return None
+    nxt = cand + lens.astype(np.int64) + 16
+    if not np.array_equal(nxt[:-1], cand[1:]):
+        return None
+    if nxt[-1] > end:  # the last record continues past end: leave it for the next chunk
+        return cand[:-1], int(cand[-1])
+    return cand, int(nxt[-1])
+
+
+class _Stream:
+    """Resumable state of reading one event file: feed it bytes in order, then ``result()``.
+
+    Reading a file in any number of pieces gives exactly the output of reading it whole, which
+    is what makes chunked reading (bounded memory) and incremental re-reading of appended files
+    (stabdiag.cache) safe.
+    """
+
+    def __init__(self, path: str, plugins: MutableMapping[str, str]) -> None:
+        self.path = path
+        self.plugins = plugins
+        self.fast_tags: dict[bytes, int] = {}
+        self.slow_tags: dict[str, int] = {}   # tags seen only on the slow path: code -1 - i
+        self.parts: list[tuple[np.ndarray, ...]] = []  # (codes, steps, values, walls, bare)
+        self.consumed = 0        # file offset after the last whole record
+        self.framed = 0          # records framed (data CRC good or not)
+        self.records = 0         # records whose data CRC matched
+        self.bad_crc: list[int] = []
+        self.bad_records = 0
+        self.stop: str | None = None  # framing stopped for good (length CRC, truncation)
+
+    # -- framing
+    def _walk(self, buf: bytes, base: int, eof: bool, size: int) -> tuple[list[int], int]:
+        """The sequential walk of frame(): record heads (relative) and where it stopped."""
+        offs: list[int] = []
+        off, end = 0, len(buf)
+        while off + 12 <= end:
+            if masked_crc(buf[off:off + 8]) != _U32(buf, off + 8)[0]:
+                self.stop = (f"{self.path}: length CRC mismatch at byte {base + off}; "
+                             f"stopped reading, {size - base - off} bytes after it ignored")
+                return offs, off
+            n = _U64(buf, off)[0]
+            if off + n + 16 > end:
+                if eof:
+                    self.stop = (f"{self.path}: truncated record at byte {base + off} (needs "
+                                 f"{n + 16} bytes, {size - base - off} left); kept the "
+                                 f"{self.framed + len(offs)} records before it")
+                return offs, off
+            offs.append(off)
+            off += n + 16
+        if eof and off < end:
+            self.stop = (f"{self.path}: truncated record header at byte {base + off} "
+                         f"({size - base - off} bytes); kept the {self.framed + len(offs)} "
+                         f"records before it")
+        return offs, off
+
+    def feed(self, buf: bytes, eof: bool, size: int) -> int:
+        """Read the whole records at the start of ``buf`` (which starts at file offset
+        ``self.consumed``); returns how many bytes were used. At ``eof`` a partial tail is damage."""
+        if self.stop is not None:
+            return len(buf)
+        fast = _frame_fast(buf, len(buf))
+        if fast is not None and (not eof or fast[1] == len(buf)):
+            heads, used = fast
+        else:
+            offs, used = self._walk(buf, self.consumed, eof, size)
+            heads = np.array(offs, dtype=np.int64)
+        self.framed += len(heads)
+        if len(heads):
+            self._decode(buf, heads)
+        self.consumed += used
+        return used
+
+    # -- decoding
+    def _decode(self, buf: bytes, heads: np.ndarray) -> None:
+        u64 = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
+        u32 = np.ndarray((len(buf) - 3,), dtype="<u4", buffer=buf, strides=(1,))
+        lens = u64[heads].astype(np.int64)
+        starts = heads + 12
+        payloads = map(buf.__getitem__, map(slice, starts.tolist(), (starts + lens).tolist()))
+        crc = np.fromiter(map(_crc32c, payloads), dtype=np.uint32, count=len(heads)).astype(np.uint64)
+        masked = (((crc >> np.uint64(15)) | (crc << np.uint64(17))) + np.uint64(0xA282EAD8)) \
+            & np.uint64(0xFFFFFFFF)
+        good = masked == u32[starts + lens]
+        if not good.all():
+            self.bad_crc += (heads[~good] + self.consumed).tolist()
+            starts, lens = starts[good], lens[good]
+        self.records += len(starts)
+        ok, tpos, tlen, steps, values, walls, bare = _fast_scalars(buf, starts, lens)
+        local, tag_bytes = _tag_codes(buf, tpos, tlen)
+        remap = np.array([self.fast_tags.setdefault(t, len(self.fast_tags)) for t in tag_bytes],
+                         dtype=np.int32)
+        codes = remap[local] if len(tag_bytes) else local
+        slow_rec: list[int] = []
+        slow: list[tuple[str, int, float, float]] = []
+        for r in np.flatnonzero(~ok).tolist():
+            s = int(starts[r])
+            try:
+                got = list(_decode_event(buf, s, s + int(lens[r]), self.plugins))
+            except (ValueError, IndexError, struct.error):
+                self.bad_records += 1
+                continue
+            slow += got
+            slow_rec += [r] * len(got)
+        if slow:
+            fast_code = {t.decode("utf-8", "replace"): c for t, c in self.fast_tags.items()}
+            scodes = [fast_code[t] if t in fast_code
+                      else -1 - self.slow_tags.setdefault(t, len(self.slow_tags))
+                      for t, _, _, _ in slow]
+            rec = np.concatenate([np.flatnonzero(ok), np.array(slow_rec, dtype=np.int64)])
+            o = np.argsort(rec, kind="stable")
+            codes = np.concatenate([codes, np.array(scodes, dtype=np.int32)])[o]
+            steps = np.concatenate([steps, np.array([x[1] for x in slow], dtype=np.int64)])[o]
+            values = np.concatenate([values, np.array([x[2] for x in slow], dtype=np.float64)])[o]
+            walls = np.concatenate([walls, np.array([x[3] for x in slow], dtype=np.float64)])[o]
+            bare = np.concatenate([bare, np.zeros(len(slow), dtype=bool)])[o]
+        self.parts.append((codes.astype(np.int32, copy=False), steps, values, walls, bare))
+
+    # -- output
+    def compact(self) -> None:
+        """Concatenate the decoded parts into one of each array."""
+        if len(self.parts) > 1:
+            self.parts = [tuple(np.concatenate(c) for c in zip(*self.parts, strict=True))]
+
+    def result(self) -> Scalars:
+        self.compact()
+        if self.parts:
+            codes, steps, values, walls, bare = self.parts[0]
+        else:
+            codes, steps, values, walls, bare = (
+                np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0), np.zeros(0),
+                np.zeros(0, bool))
+        warnings = [self.stop] if self.stop else []
+        if self.bad_crc:
+            bad = self.bad_crc
+            where = ", ".join(str(b) for b in bad[:5])
+            warnings.append(
+                f"{self.path}: {len(bad)} record(s) with a data CRC mismatch skipped "
+                f"(at byte {where}{', ...' if len(bad) > 5 else ''})")
+        if self.bad_records:
+            warnings.append(f"{self.path}: {self.bad_records} record(s) could not be decoded as "
+                            "Event; skipped")
+        tags = [t.decode("utf-8", "replace") for t in self.fast_tags]
+        # A tensor without metadata is a scalar unless its tag's first event named another plugin.
+        other = [self.plugins.get(t, SCALAR_PLUGIN) != SCALAR_PLUGIN for t in tags]
+        if bare.any() and any(other):
+            keep = ~(bare & np.array(other, dtype=bool)[np.maximum(codes, 0)] & (codes >= 0))
+            codes, steps, values, walls = codes[keep], steps[keep], values[keep], walls[keep]
+        tag_code = {t: i for i, t in enumerate(tags)}
+        slow_final = np.array([tag_code.setdefault(t, len(tag_code)) for t in self.slow_tags],
+                              dtype=np.int32)
+        if len(slow_final) and (codes < 0).any():
+            codes = np.where(codes >= 0, codes, slow_final[np.minimum(-1 - codes, len(slow_final) - 1)])
+        return Scalars(tuple(tag_code), codes.astype(np.int32, copy=False), steps, values, walls,
+                       tuple(warnings), self.records)
+
+
+def _read_stream(fh, state: _Stream, size: int, chunk: int = CHUNK_BYTES) -> None:
+    """Feed ``fh`` (positioned at ``state.consumed``) to ``state`` up to file offset ``size``."""
+    carry = b""
+    pos = state.consumed
+    while True:
+        want = min(chunk, size - pos)
+        data = fh.read(want) if want > 0 else b""
+        pos += len(data)
+        eof = pos >= size or not data
+        buf = carry + data if carry else data
+        used = state.feed(buf, eof, size)
+        if eof or state.stop is not None:
+            return
+        carry = buf[used:]
+        if used == 0:  # one record larger than a chunk: read more at once
+            chunk *= 2
+
+
 # --------------------------------------------------------------------------- public
 
 def read_file(path: str | Path, plugins: MutableMapping[str, str] | None = None) -> Scalars:
-    """Read every scalar of one event file, in write order; damage becomes warnings."""
+    """Read every scalar of one event file, in write order; damage becomes warnings.
+
+    The file is framed and decoded in chunks of CHUNK_BYTES (memory stays bounded for any size)."""
     path = str(path)
+    state = _Stream(path, {} if plugins is None else plugins)
     with open(path, "rb") as fh:
-        buf = fh.read()
-    plugins = {} if plugins is None else plugins
-    starts, lens, warnings = frame(buf, path)
-    ok, tpos, tlen, steps, values, walls, bare = _fast_scalars(buf, starts, lens)
-    codes, tag_bytes = _tag_codes(buf, tpos, tlen)
-    order = np.flatnonzero(ok)
-
-    slow_rec: list[int] = []
-    slow: list[tuple[str, int, float, float]] = []
-    bad_records = 0
-    for r in np.flatnonzero(~ok).tolist():
-        s = int(starts[r])
-        try:
-            got = list(_decode_event(buf, s, s + int(lens[r]), plugins))
-        except (ValueError, IndexError, struct.error):
-            bad_records += 1
-            continue
-        slow += got
-        slow_rec += [r] * len(got)
-    if bad_records:
-        warnings.append(f"{path}: {bad_records} record(s) could not be decoded as Event; skipped")
-
-    tags = [t.decode("utf-8", "replace") for t in tag_bytes]
-    # A tensor without metadata is a scalar unless its tag's first event named another plugin.
-    other = [plugins.get(t, SCALAR_PLUGIN) != SCALAR_PLUGIN for t in tags]
-    if bare.any() and any(other):
-        keep = ~(bare & np.array(other, dtype=bool)[codes])
-        order, codes, steps, values, walls = (
-            order[keep], codes[keep], steps[keep], values[keep], walls[keep])
-    # Tags decoded both ways must share one code.
-    tag_code = {t: i for i, t in enumerate(tags)}
-    slow_codes = [tag_code.setdefault(t, len(tag_code)) for t, _, _, _ in slow]
-    tags = list(tag_code)
-    rec = np.concatenate([order, np.array(slow_rec, dtype=np.int64)])
-    cat_codes = np.concatenate([codes,
-                                np.array(slow_codes, dtype=np.int32)])
-    cat_steps = np.concatenate([steps, np.array([x[1] for x in slow], dtype=np.int64)])
-    cat_vals = np.concatenate([values, np.array([x[2] for x in slow], dtype=np.float64)])
-    cat_walls = np.concatenate([walls, np.array([x[3] for x in slow], dtype=np.float64)])
-    if slow:  # restore write order (stable: values inside one record keep their order)
-        o = np.argsort(rec, kind="stable")
-        cat_codes, cat_steps, cat_vals, cat_walls = (
-            cat_codes[o], cat_steps[o], cat_vals[o], cat_walls[o])
-    return Scalars(tuple(tags), cat_codes, cat_steps, cat_vals, cat_walls, tuple(warnings),
-                   len(starts))
+        _read_stream(fh, state, os.fstat(fh.fileno()).st_size)
+    return state.result()
 
 
 def read_files(paths: Sequence[str | Path]) -> Scalars:
