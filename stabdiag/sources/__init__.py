@@ -247,10 +247,13 @@ def _read(g: _Group) -> list[RawRun]:
 
 
 def _read_tb(g: _Group) -> RawRun:
-    main = tensorboard.read_files(g.files)
+    from stabdiag import cache  # parsed event files are cached (STABDIAG_NO_CACHE=1 disables)
+
+    read = cache.read_event_file if cache.enabled() else None
+    main = tensorboard.read_files(g.files, read=read)
     parts = [(main, "")]
     if g.extra:
-        parts.append((tensorboard.read_files(g.extra), g.extra[0].parent.name + "/"))
+        parts.append((tensorboard.read_files(g.extra, read=read), g.extra[0].parent.name + "/"))
     if all(p.records == 0 for p, _ in parts):
         raise SourceError(g.files[0], "TensorBoard event records (TFRecord framing)",
                           "no readable record" + (f" ({parts[0][0].warnings[0]})"

@@ -647,10 +647,13 @@ def read_file(path: str | Path, plugins: MutableMapping[str, str] | None = None)
     return state.result()
 
 
-def read_files(paths: Sequence[str | Path]) -> Scalars:
-    """Read several event files of one run (ordered by file name, as TensorBoard does)."""
+def read_files(paths: Sequence[str | Path], read=None) -> Scalars:
+    """Read several event files of one run (ordered by file name, as TensorBoard does).
+
+    ``read`` replaces read_file (same signature and result), e.g. stabdiag.cache.read_event_file."""
+    read = read or read_file
     plugins: dict[str, str] = {}
-    parts = [read_file(p, plugins) for p in sorted(paths, key=lambda p: Path(p).name)]
+    parts = [read(p, plugins) for p in sorted(paths, key=lambda p: Path(p).name)]
     tags: dict[str, int] = {}
     codes = []
     for part in parts:

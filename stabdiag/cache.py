@@ -1,0 +1,175 @@
+"""A cache of parsed TensorBoard event files, so that re-analysing unchanged logs is nearly free.
+
+One entry per event file (``<dir>/<sha256 of the real path>.npz``): the reader's resumable state
+(stabdiag.sources.tensorboard._Stream: decoded arrays, tags, plugin names, framing counters) plus
+the key it is valid for. Rules, in order ("never wrong beats fast"):
+
+- Hit only if the reader version, the plugin names known before the file (they change how a
+  file decodes) and the file's device, inode, size, mtime and ctime are all what they were. ctime
+  cannot be set back by a user, so an in-place rewrite with a restored mtime is still a miss.
+- A file that grew, whose earlier read ended cleanly at its old size and whose first ``size``
+  bytes still have the same CRC32C, is read incrementally: only the appended bytes are parsed.
+- Anything else (smaller, rewritten, unreadable or corrupt entry, other version) is a full read.
+- Entries are written atomically (temp file + rename); failing to read or write one never fails
+  the analysis.
+
+Location: ``$STABDIAG_CACHE_DIR``, else ``$XDG_CACHE_HOME/stabdiag``, else ``~/.cache/stabdiag``.
+Disabled by ``STABDIAG_NO_CACHE=1`` (``stabdiag analyze --no-cache``). Files under MIN_BYTES are
+not cached: reading them costs less than an entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from google_crc32c import extend as _crc_extend
+
+from stabdiag.sources import tensorboard as tb
+
+MIN_BYTES = 1 << 20
+FORMAT = 1  # layout of an entry; part of the key together with tb.READER_VERSION
+_ARRAYS = ("codes", "steps", "values", "walls", "bare")
+
+
+def enabled() -> bool:
+    return os.environ.get("STABDIAG_NO_CACHE", "").strip().lower() in ("", "0", "false", "no")
+
+
+def cache_dir() -> Path:
+    explicit = os.environ.get("STABDIAG_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "stabdiag"
+
+
+def entry_path(path: str | Path) -> Path:
+    real = os.path.realpath(path)
+    return cache_dir() / (hashlib.sha256(real.encode("utf-8", "surrogatepass")).hexdigest()[:40] + ".npz")
+
+
+class _CrcReader:
+    """A binary file whose reads also accumulate the CRC32C of everything read."""
+
+    def __init__(self, fh: Any, crc: int = 0) -> None:
+        self.fh, self.crc = fh, crc
+
+    def read(self, n: int) -> bytes:
+        data = self.fh.read(n)
+        self.crc = _crc_extend(self.crc, data)
+        return data
+
+
+def _stat_key(st: os.stat_result) -> dict[str, int]:
+    return {"dev": st.st_dev, "ino": st.st_ino, "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
+
+
+def _load(entry: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+    try:
+        with np.load(entry, allow_pickle=False) as z:
+            meta = json.loads(bytes(z["meta"]).decode("utf-8"))
+            arrays = {k: z[k] for k in _ARRAYS}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, UnicodeDecodeError):
+        return None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT \
+            or meta.get("reader") != tb.READER_VERSION:
+        return None
+    return meta, arrays
+
+
+def _restore(path: str, meta: dict[str, Any], arrays: dict[str, np.ndarray],
+             plugins: MutableMapping[str, str]) -> tb._Stream:
+    st = tb._Stream(path, plugins)
+    plugins.clear()
+    plugins.update(meta["plugins_out"])
+    st.fast_tags = {t.encode("latin-1"): i for i, t in enumerate(meta["fast_tags"])}
+    st.slow_tags = {t: i for i, t in enumerate(meta["slow_tags"])}
+    st.parts = [tuple(arrays[k] for k in _ARRAYS)]
+    st.consumed, st.framed, st.records = meta["consumed"], meta["framed"], meta["records"]
+    st.bad_crc, st.bad_records, st.stop = list(meta["bad_crc"]), meta["bad_records"], meta["stop"]
+    return st
+
+
+def _save(entry: Path, st: tb._Stream, key: dict[str, int], plugins_in: dict[str, str],
+          crc: int) -> None:
+    st.compact()
+    parts = st.parts[0] if st.parts else (
+        np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0, bool))
+    meta = {
+        "format": FORMAT, "reader": tb.READER_VERSION, "path": st.path, "key": key,
+        "plugins_in": plugins_in, "plugins_out": dict(st.plugins), "crc": crc,
+        "fast_tags": [t.decode("latin-1") for t in st.fast_tags], "slow_tags": list(st.slow_tags),
+        "consumed": st.consumed, "framed": st.framed, "records": st.records,
+        "bad_crc": st.bad_crc, "bad_records": st.bad_records, "stop": st.stop,
+    }
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
+                         **dict(zip(_ARRAYS, parts, strict=True)))
+            os.replace(tmp, entry)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError:
+        pass  # a read-only or full cache dir only costs speed
+
+
+def read_event_file(path: str | Path, plugins: MutableMapping[str, str] | None = None) -> tb.Scalars:
+    """tensorboard.read_file through the cache (same result, byte for byte)."""
+    path = str(path)
+    plugins = {} if plugins is None else plugins
+    if not enabled():
+        return tb.read_file(path, plugins)
+    with open(path, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if st.st_size < MIN_BYTES:
+            fh.close()
+            return tb.read_file(path, plugins)
+        key = _stat_key(st)
+        plugins_in = dict(plugins)
+        entry = entry_path(path)
+        cached = _load(entry)
+        if cached is not None and (cached[0]["path"] != path or cached[0]["plugins_in"] != plugins_in):
+            cached = None
+        if cached is not None and cached[0]["key"] == key:
+            return _restore(path, *cached, plugins).result()
+        state = None
+        reader = _CrcReader(fh)
+        if cached is not None:
+            meta, arrays = cached
+            old = meta["key"]
+            if (meta["stop"] is None and old["dev"] == key["dev"] and old["ino"] == key["ino"]
+                    and meta["consumed"] == old["size"] < key["size"]):
+                # Appended: check that the old bytes are unchanged, then parse only the new ones.
+                left = old["size"]
+                while left > 0:
+                    data = reader.read(min(left, tb.CHUNK_BYTES))
+                    if not data:
+                        break
+                    left -= len(data)
+                if left == 0 and reader.crc == meta["crc"]:
+                    state = _restore(path, meta, arrays, plugins)
+                else:
+                    fh.seek(0)
+                    reader.crc = 0
+        if state is None:
+            plugins.clear()
+            plugins.update(plugins_in)
+            state = tb._Stream(path, plugins)
+        tb._read_stream(reader, state, key["size"])
+        result = state.result()
+        # Only a file read to the size it was stat'ed at has a CRC of exactly that prefix.
+        _save(entry, state, key, plugins_in, reader.crc if fh.tell() == key["size"] else -1)
+        return result
