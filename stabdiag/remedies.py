@@ -188,7 +188,16 @@ R_ADAPTIVE_CLIP = Rule("adaptive-clip", "Use adaptive gradient clipping",
                                         "or grad norm is 6 sigma above the last 128 (OLMo-core)"))
 R_BETA2 = Rule("beta2", "Lower AdamW beta2",
                "A shorter second-moment memory reacts before a rare large gradient turns into a huge update.",
-               (WORTSMAN, OLMO2), _const("set AdamW beta2 to 0.95 (from 0.999)"))
+               (WORTSMAN, OLMO2), _const("set AdamW beta2 to 0.95 if it is higher (the PyTorch and HF "
+                                         "default is 0.999)"))
+R_SKIP_UPDATE = Rule("skip-spike-updates", "Record it; let the optimizer skip such updates",
+                     "A spike that recovers within a few steps costs little; skipping the update that "
+                     "caused it costs less.", (OLMO2, "allenai/OLMo-core SkipStepAdamW"),
+                     lambda f, run: [
+                         f"no rewind needed: the loss recovered in {f.evidence.get('recovery_steps', 'a few')} "
+                         "step(s); watch whether spikes recur",
+                         "to absorb them automatically, skip updates whose loss or grad norm is 6 sigma "
+                         "above the last 128 steps (OLMo-core SkipStepAdamW)"])
 R_WARMUP = Rule("warmup", "Warm the learning rate up",
                 "Early updates at full LR hit the un-adapted Adam state; a warm-up avoids early divergence.",
                 (WORTSMAN,), _warmup_actions)
@@ -259,11 +268,15 @@ RULES: Mapping[str, tuple[Rule, ...]] = {
 }
 # Info-level overflow findings are the benign scale search: answer with reassurance, not a fix.
 INFO_RULES: Mapping[str, tuple[Rule, ...]] = {"fp16-overflow": (R_SCALE_INFO,)}
+# A loss spike that recovered is not a reason to rewind (detection.md, section c).
+TRANSIENT_SPIKE_RULES = (R_SKIP_UPDATE, R_ADAPTIVE_CLIP, R_CLIP, R_BETA2)
 
 
 def rules_for(f: Finding) -> tuple[Rule, ...]:
     if f.severity is Severity.INFO and f.kind in INFO_RULES:
         return INFO_RULES[f.kind]
+    if f.kind == "loss-spike" and f.evidence.get("recovered") is True:
+        return TRANSIENT_SPIKE_RULES
     return RULES.get(f.kind, ())
 
 

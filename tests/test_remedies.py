@@ -75,3 +75,11 @@ def test_remedies_are_per_run() -> None:
 
 def test_info_severity_is_truthy() -> None:
     assert Severity.INFO and Severity.INFO < Severity.WARNING
+
+
+def test_transient_spike_is_not_answered_with_a_rewind() -> None:
+    fs = [finding("loss-spike", Severity.WARNING, 150, recovered=True, recovery_steps=1)]
+    ids = [r.id for r in suggest(fs, {})]
+    assert "rewind" not in ids and ids[0] == "skip-spike-updates"
+    fs = [finding("loss-spike", Severity.ERROR, 150, recovered=False)]
+    assert suggest(fs, {})[0].id == "rewind"
