@@ -14,7 +14,8 @@ constant.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,107 @@ import pandas as pd
 
 MAD_TO_SIGMA = 1.4826
 DIFF_TO_SIGMA = 1.0 / (0.6745 * 2 ** 0.5)
+
+# Long runs: above LONG log points, trailing medians switch to a linear-time path (exact for the
+# first HEAD points and for windows up to SMALL_WINDOW; per-block medians beyond). pandas' exact
+# rolling median costs ~0.6 s per 1M points at window 64, and a run is judged by a dozen of them.
+LONG = 100_000
+HEAD = 4096
+SMALL_WINDOW = 9
+
+# Per-series cache of shared statistics, keyed on the identity of the values array (a Series'
+# ``values``) and dropped when that array is garbage-collected: loss-spike, grad-spike,
+# grad-explosion, lr-schedule and restart all need the same baselines of the same series.
+_CACHE: dict[int, tuple[weakref.ref, dict]] = {}
+
+
+def cached(values: np.ndarray, key: tuple, compute: Callable[[], Any]) -> Any:
+    """``compute()`` once per (values array, key); arrays in the result are made read-only."""
+    k = id(values)
+    ent = _CACHE.get(k)
+    if ent is None or ent[0]() is not values:
+        try:
+            ref = weakref.ref(values, lambda _r, k=k: _CACHE.pop(k, None))
+        except TypeError:
+            return compute()
+        ent = (ref, {})
+        _CACHE[k] = ent
+    store = ent[1]
+    if key not in store:
+        res = compute()
+        for a in res if isinstance(res, tuple) else (res,):
+            if isinstance(a, np.ndarray):
+                a.flags.writeable = False
+        store[key] = res
+    return store[key]
+
+
+def clear_cache() -> None:
+    _CACHE.clear()
+
+
+def _median5(x: np.ndarray) -> np.ndarray:
+    """m[k] = median of x[k : k + 5] (no NaN) with ten min/max passes over contiguous slices.
+
+    With sorted pairs (a, b) and (c, d), the middle two of the four are max(a, c) and min(b, d);
+    the median of five is the median of those two and the fifth value.
+    """
+    n = len(x) - 4
+    a, b = np.minimum(x[0:n], x[1:n + 1]), np.maximum(x[0:n], x[1:n + 1])
+    c, d = np.minimum(x[2:n + 2], x[3:n + 3]), np.maximum(x[2:n + 2], x[3:n + 3])
+    lo, hi = np.maximum(a, c), np.minimum(b, d)
+    lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
+    return np.maximum(lo, np.minimum(hi, x[4:n + 4]))
+
+
+def _trailing_fast(x: np.ndarray, w: int, lag: int) -> np.ndarray:
+    """Trailing median ending ``lag`` points before i, no NaN in ``x``; NaN where incomplete.
+
+    Windows up to SMALL_WINDOW are exact; longer ones use the median of the last complete block of
+    ``w`` points ending at or before i - lag (the same statistic over a window up to ``w`` older).
+    """
+    n = len(x)
+    out = np.full(n, np.nan)
+    first = w - 1 + lag            # first index with a full window
+    if n <= first:
+        return out
+    if w <= SMALL_WINDOW:
+        if w == 5:
+            med = _median5(x)
+        else:
+            med = np.median(np.lib.stride_tricks.sliding_window_view(x, w), axis=1)
+        out[first:] = med[: n - first]
+        return out
+    nb = n // w
+    bmed = np.median(x[: nb * w].reshape(nb, w), axis=1)
+    # block b (points b*w .. b*w + w - 1) serves the w points from b*w + w - 1 + lag on
+    out[first:] = np.repeat(bmed, w)[: n - first]
+    return out
+
+
+def trailing_median(x: np.ndarray, window: int, min_periods: int, lag: int = 0) -> np.ndarray:
+    """Median of the ``window`` points ending ``lag`` points before each point (0: including it).
+
+    Exact (pandas, NaN skipped, ``min_periods`` finite values) up to LONG points. Longer series are
+    judged on their finite points: exact over the first HEAD, then ``_trailing_fast``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) <= LONG:
+        s = pd.Series(x)
+        if lag:
+            s = s.shift(lag)
+        return s.rolling(window, min_periods=min_periods).median().to_numpy()
+    ok = np.isfinite(x)
+    xf = x[ok] if not ok.all() else x
+    h = min(len(xf), HEAD)
+    head = pd.Series(xf[:h]).shift(lag).rolling(window, min_periods=min_periods).median().to_numpy()
+    res = _trailing_fast(xf, window, lag)
+    res[:h] = head
+    if xf is x:
+        return res
+    out = np.full(len(x), np.nan)
+    out[ok] = res
+    return out
 
 
 def clean(values: np.ndarray) -> np.ndarray:
@@ -44,6 +146,19 @@ def to_log(values: np.ndarray) -> tuple[np.ndarray, bool]:
     return x, False
 
 
+def _diff_sigma(x: np.ndarray, window: int, min_periods: int) -> np.ndarray:
+    """Sigma from the median |successive difference| of the previous points (start-up fallback).
+
+    Only the first points ever need it; on long series it is computed over the first HEAD.
+    """
+    n = len(x)
+    h = n if n <= LONG else HEAD
+    d = np.abs(np.diff(x[:h], prepend=np.nan))
+    out = np.full(n, np.nan)
+    out[:h] = DIFF_TO_SIGMA * trailing_median(d, window, max(2, min_periods - 1), lag=1)
+    return out
+
+
 def causal_median_sigma(
     x: np.ndarray, window: int, min_periods: int, sigma_floor: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -52,21 +167,19 @@ def causal_median_sigma(
     The MAD is approximated by the rolling median of each point's absolute deviation from its own
     causal median, which keeps the whole computation O(n log window) in pandas; before enough
     deviations exist it falls back to the median absolute successive difference. NaN where fewer
-    than ``min_periods`` finite points precede.
+    than ``min_periods`` finite points precede. Linear-time beyond LONG points (``trailing_median``).
     """
-    s = pd.Series(clean(x))
-    prev = s.shift(1)
-    med = prev.rolling(window, min_periods=min_periods).median()
-    dev = (s - med).abs()
-    mad = MAD_TO_SIGMA * dev.shift(1).rolling(window, min_periods=min_periods).median()
+    x = clean(x)
+    med = trailing_median(x, window, min_periods, lag=1)
+    dev = np.abs(x - med)
+    mad = MAD_TO_SIGMA * trailing_median(dev, window, min_periods, lag=1)
     # Until enough deviations exist, estimate sigma from successive differences (median |diff| /
     # (0.6745 * sqrt 2) for iid noise), so short logs are judged from their 5th point on.
-    diffs = s.diff().abs().shift(1).rolling(window, min_periods=max(2, min_periods - 1)).median()
-    sigma = mad.fillna(DIFF_TO_SIGMA * diffs).to_numpy(copy=True)
+    sigma = np.where(np.isnan(mad), _diff_sigma(x, window, min_periods), mad)
     ok = ~np.isnan(sigma)
     sigma[ok] = np.maximum(sigma[ok], sigma_floor)
-    sigma[np.isnan(med.to_numpy())] = np.nan
-    return med.to_numpy(copy=True), sigma
+    sigma[np.isnan(med)] = np.nan
+    return med, sigma
 
 
 def causal_local_sigma(
@@ -82,24 +195,51 @@ def causal_local_sigma(
     then scores z 3. The residual MAD measures the noise around the local level whatever the
     trend, and is robust to the spikes themselves. Until ``min_periods`` residuals exist, sigma
     comes from the median successive difference (as in ``causal_median_sigma``); NaN before that.
+    Linear-time beyond LONG points (``trailing_median``).
     """
-    s = pd.Series(clean(x))
-    prev = s.shift(1)
-    level = prev.rolling(level_window, min_periods=1).median()
-    resid = (s - level).shift(1)
-    roll = resid.rolling(window, min_periods=min_periods)
-    center = roll.median()
-    dev = (resid - center).abs()   # each residual against the centre known before it
-    sigma = MAD_TO_SIGMA * dev.rolling(window, min_periods=min_periods).median()
+    x = clean(x)
+    level = trailing_median(x, level_window, 1, lag=1)
+    r = x - level
+    center = trailing_median(r, window, min_periods, lag=1)
+    r_prev = np.concatenate([[np.nan], r[:-1]])
+    dev = np.abs(r_prev - center)   # each residual against the centre known before it
+    sigma = MAD_TO_SIGMA * trailing_median(dev, window, min_periods, lag=0)
     # until enough residuals exist: sigma from successive differences, no lag correction
-    diffs = s.diff().abs().shift(1).rolling(window, min_periods=max(2, min_periods - 1)).median()
-    sig = sigma.fillna(DIFF_TO_SIGMA * diffs).to_numpy(copy=True)
-    exp_ = (level + center.fillna(0.0)).to_numpy(copy=True)
+    sig = np.where(np.isnan(sigma), _diff_sigma(x, window, min_periods), sigma)
+    exp_ = level + np.where(np.isnan(center), 0.0, center)
     ok = ~np.isnan(sig)
     sig[ok] = np.maximum(sig[ok], sigma_floor)
     exp_[np.isnan(sig)] = np.nan
     sig[np.isnan(exp_)] = np.nan
     return exp_, sig
+
+
+def local_baseline(
+    values: np.ndarray, level_window: int, window: int, min_periods: int, sigma_floor: float,
+    floor_if_linear: bool = True,
+) -> tuple[np.ndarray, bool, np.ndarray, np.ndarray]:
+    """Cached ``causal_local_sigma`` of ``to_log(values)``: (x, logged, expected, sigma).
+
+    On the log scale the floor applies as given; on a linear scale only when ``floor_if_linear``.
+    """
+    def compute() -> tuple[np.ndarray, bool, np.ndarray, np.ndarray]:
+        x, logged = to_log(values)
+        floor = sigma_floor if (logged or floor_if_linear) else 0.0
+        med, sigma = causal_local_sigma(x, level_window, window, min_periods, floor)
+        return x, logged, med, sigma
+    return cached(values, ("local", level_window, window, min_periods, sigma_floor, floor_if_linear), compute)
+
+
+def median_baseline(
+    values: np.ndarray, window: int, min_periods: int, sigma_floor: float, floor_if_linear: bool = True,
+) -> tuple[np.ndarray, bool, np.ndarray, np.ndarray]:
+    """Cached ``causal_median_sigma`` of ``to_log(values)``: (x, logged, median, sigma)."""
+    def compute() -> tuple[np.ndarray, bool, np.ndarray, np.ndarray]:
+        x, logged = to_log(values)
+        floor = sigma_floor if (logged or floor_if_linear) else 0.0
+        med, sigma = causal_median_sigma(x, window, min_periods, floor)
+        return x, logged, med, sigma
+    return cached(values, ("median", window, min_periods, sigma_floor, floor_if_linear), compute)
 
 
 def robust_z(x: np.ndarray, window: int, min_periods: int, sigma_floor: float) -> np.ndarray:
@@ -127,9 +267,29 @@ def ema_zscore(x: np.ndarray, alpha: float = 0.97, warmup: int = 25, eps: float 
 
 
 def rolling_median(x: np.ndarray, window: int, center: bool = False) -> np.ndarray:
-    """Rolling median of finite values (a robust level; ``center`` for after-the-fact smoothing)."""
+    """Rolling median of finite values (a robust level; ``center`` for after-the-fact smoothing).
+
+    Beyond LONG points a centred window longer than 64 is taken over medians of blocks of
+    window/16 points, interpolated back to every point (linear time, same level within a block).
+    """
     w = max(1, int(window))
-    return pd.Series(clean(x)).rolling(w, min_periods=1, center=center).median().to_numpy()
+    x = clean(x)
+    if center and len(x) > LONG and w > 64:
+        ok = np.isfinite(x)
+        xf = x[ok]
+        k = max(1, w // 16)
+        nb = len(xf) // k
+        if nb >= 2:
+            bmed = np.median(xf[: nb * k].reshape(nb, k), axis=1)
+            mids = np.arange(nb) * k + (k - 1) / 2.0
+            if nb * k < len(xf):
+                bmed = np.append(bmed, np.median(xf[nb * k:]))
+                mids = np.append(mids, (nb * k + len(xf) - 1) / 2.0)
+            sm = pd.Series(bmed).rolling(max(1, w // k) | 1, min_periods=1, center=True).median().to_numpy()
+            out = np.full(len(x), np.nan)
+            out[ok] = np.interp(np.arange(len(xf)), mids, sm)
+            return out
+    return pd.Series(x).rolling(w, min_periods=1, center=center).median().to_numpy()
 
 
 def segments(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -71,7 +71,7 @@ def _train_rule(run: RunData, s: Series, metric: str, cfg: Config) -> list[Findi
     if n < cfg.min_points:
         return []
     w = max(5, n // 50) | 1
-    smooth = st.rolling_median(x, w, center=True)
+    smooth = st.cached(s.values, ("trend", w), lambda: st.rolling_median(x, w, center=True))
     start = float(np.median(x[: max(5, int(cfg.start_frac * n))]))
     end_k = max(5, int(cfg.end_frac * n))
     end = float(np.median(x[-end_k:]))

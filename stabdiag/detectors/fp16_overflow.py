@@ -89,7 +89,7 @@ def is_fp16(run: RunData) -> bool:
     """A run with a dynamic loss scaler: the scale varies, or steps were skipped."""
     sc = scale_series(run)
     sk = run.get(SKIPPED_STEP)
-    return (sc is not None and len(np.unique(sc.values)) > 1) or (
+    return (sc is not None and bool(np.any(sc.values != sc.values[0]))) or (
         sk is not None and bool(np.any(np.nan_to_num(sk.values) > 0)))
 
 

@@ -59,17 +59,20 @@ DEFAULT = Config()
 
 
 def find_explosions(values: np.ndarray, cfg: Config = DEFAULT) -> list[tuple[int, int, float]]:
-    """(start index, end index, reference level) of each sustained excursion."""
+    """(start index, end index, reference level) of each sustained excursion (cached)."""
+    return list(st.cached(values, ("grad-explosions", cfg), lambda: tuple(_find_explosions(values, cfg))))
+
+
+def _find_explosions(values: np.ndarray, cfg: Config) -> list[tuple[int, int, float]]:
     x, logged = st.to_log(values)
     if not logged:
         return []
-    s = pd.Series(x)
-    level = s.rolling(cfg.smooth, min_periods=max(1, cfg.smooth // 2 + 1)).median().to_numpy()
-    ref = s.shift(cfg.smooth).rolling(cfg.window, min_periods=cfg.min_history).median().to_numpy()
+    level = st.trailing_median(x, cfg.smooth, max(1, cfg.smooth // 2 + 1))
+    ref = st.trailing_median(x, cfg.window, cfg.min_history, lag=cfg.smooth)
     # A steady exponential climb drags a rolling baseline up with it (e^(t/25) never gets 10x above
     # the median of its last 100 points): compare with the lowest full-window baseline seen so far
     # as well. Full windows only, so an LR warm-up's rising grad norm is not measured from step 0.
-    full = s.shift(cfg.smooth).rolling(cfg.window, min_periods=cfg.window).median()
+    full = pd.Series(st.trailing_median(x, cfg.window, cfg.window, lag=cfg.smooth))
     ref = np.fmin(ref, full.cummin().to_numpy())
     with np.errstate(invalid="ignore"):
         high = (level - ref) >= math.log(cfg.factor)

@@ -66,9 +66,13 @@ DEFAULT = Config()
 
 
 def spike_points(values: np.ndarray, cfg: Config = DEFAULT) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of isolated spike points and each one's causal baseline (linear scale)."""
-    x, logged = st.to_log(values)
-    med, sigma = st.causal_local_sigma(x, cfg.level_window, cfg.window, cfg.min_history, cfg.sigma_floor)
+    """Indices of isolated spike points and each one's causal baseline (linear scale); cached."""
+    return st.cached(values, ("grad-spike-points", cfg), lambda: _spike_points(values, cfg))
+
+
+def _spike_points(values: np.ndarray, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    x, logged, med, sigma = st.local_baseline(values, cfg.level_window, cfg.window, cfg.min_history,
+                                              cfg.sigma_floor)
     base = np.exp(med) if logged else med
     lin = st.clean(values)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -80,10 +84,9 @@ def spike_points(values: np.ndarray, cfg: Config = DEFAULT) -> tuple[np.ndarray,
     with np.errstate(invalid="ignore"):
         back = (ends + 1 >= len(lin)) | ~(lin[after] >= cfg.min_ratio * base[starts])
     short = ((ends - starts + 1) <= cfg.max_points) & back
-    keep = np.zeros(len(flag), dtype=bool)
-    for a, b in zip(starts[short], ends[short], strict=True):
-        keep[a:b + 1] = True
-    idx = np.flatnonzero(keep)
+    a, b = starts[short], ends[short]
+    lens = b - a + 1
+    idx = np.repeat(a, lens) + (np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens))
     return idx, base[idx]
 
 
@@ -91,8 +94,7 @@ def _loss_responded(run: RunData, spike_steps: np.ndarray, tol: int) -> bool:
     s = usable(run, TRAIN_LOSS, 12)
     if s is None or not len(spike_steps):
         return False
-    x, logged = st.to_log(s.values)
-    med, sigma = st.causal_median_sigma(x, 64, 10, 0.01 if logged else 0.0)
+    x, logged, med, sigma = st.median_baseline(s.values, 64, 10, 0.01, floor_if_linear=False)
     with np.errstate(invalid="ignore", divide="ignore"):
         up = ((x - med) / sigma >= 3.0) & ((x - med) >= (np.log(1.05) if logged else 0.05 * np.abs(med)))
     up |= ~np.isfinite(s.values)

@@ -99,14 +99,20 @@ class SpikeEvent:
 
 
 def find_events(values: np.ndarray, cfg: Config = DEFAULT) -> list[SpikeEvent]:
-    """Spike events of a loss series, in log points (vectorised flagging, one loop per event)."""
-    x, logged = st.to_log(values)
+    """Spike events of a loss series, in log points (vectorised flagging, one loop per event).
+
+    Cached per values array and config: lr-schedule and restart ask for the same events.
+    """
+    return list(st.cached(values, ("loss-spike-events", cfg), lambda: tuple(_find_events(values, cfg))))
+
+
+def _find_events(values: np.ndarray, cfg: Config) -> list[SpikeEvent]:
     lin = st.clean(values)
-    n = len(x)
-    if np.isfinite(x).sum() <= cfg.min_history:
+    n = len(lin)
+    if np.isfinite(lin).sum() <= cfg.min_history:
         return []
-    floor = cfg.sigma_floor if logged else 0.0
-    med, sigma = st.causal_local_sigma(x, cfg.level_window, cfg.window, cfg.min_history, floor)
+    x, logged, med, sigma = st.local_baseline(values, cfg.level_window, cfg.window, cfg.min_history,
+                                              cfg.sigma_floor, floor_if_linear=False)
     if not logged:  # linear scale: floor sigma relative to the level instead
         sigma = np.maximum(sigma, cfg.sigma_floor * np.abs(med))
     init_level = abs(st.nanmedian(lin[: max(5, n // 20)]))
@@ -120,7 +126,7 @@ def find_events(values: np.ndarray, cfg: Config = DEFAULT) -> list[SpikeEvent]:
     if logged:  # before a baseline exists: a jump to >= early_ratio x the lowest loss so far
         low = pd.Series(lin).cummin().shift(1).to_numpy()
         fin = x[np.isfinite(x)]
-        run_sigma = st.DIFF_TO_SIGMA * float(np.median(np.abs(np.diff(fin))))  # whole-run noise
+        run_sigma = st.DIFF_TO_SIGMA * st.nanmedian(np.abs(np.diff(fin)))  # whole-run noise
         with np.errstate(invalid="ignore", divide="ignore"):
             early = (np.isnan(med) & (lin >= cfg.early_ratio * low)
                      & (lin - low >= cfg.min_abs_rise * init_level)
@@ -154,16 +160,17 @@ def _grad_coincidence(run: RunData, lo: int, hi: int) -> tuple[bool, float | Non
     g = usable(run, GRAD_NORM, 2)
     if g is None:
         return False, None
-    sel = (g.steps >= lo) & (g.steps <= hi)
-    vals = st.clean(g.values[sel])
+    a, b = np.searchsorted(g.steps, lo, side="left"), np.searchsorted(g.steps, hi, side="right")
+    vals = st.clean(g.values[a:b])
     if not np.isfinite(vals).any():
         return False, None
     peak = float(np.nanmax(vals))
-    xl, _ = st.to_log(g.values)
-    z = st.robust_z(xl, 64, 10, 0.05)
-    med = st.nanmedian(g.values[g.steps < lo][-64:])
+    x, _, med_z, sig_z = st.median_baseline(g.values, 64, 10, 0.05)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (x[a:b] - med_z[a:b]) / sig_z[a:b]
+    med = st.nanmedian(g.values[max(0, a - 64):a])
     with np.errstate(invalid="ignore"):
-        spiky = bool(np.any(z[sel] >= 4.0)) and (not math.isfinite(med) or peak >= 1.5 * med)
+        spiky = bool(np.any(z >= 4.0)) and (not math.isfinite(med) or peak >= 1.5 * med)
     return spiky, peak
 
 

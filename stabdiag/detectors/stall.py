@@ -90,7 +90,8 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     n = len(x)
     if n < cfg.min_points:
         return DETECTOR.skipped(run, f"{TRAIN_LOSS} has too few finite points ({cfg.min_points} needed)")
-    smooth = st.rolling_median(x, max(5, n // 50) | 1, center=True)
+    w = max(5, n // 50) | 1   # shared with divergence (same key, same finite points)
+    smooth = st.cached(s.values, ("trend", w), lambda: st.rolling_median(x, w, center=True))
     tail = float(np.median(x[-max(5, n // 5):]))
     dev = np.abs(smooth - tail) > cfg.flat_rel * abs(tail)
     outside = np.flatnonzero(dev)
