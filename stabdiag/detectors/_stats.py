@@ -134,15 +134,22 @@ def clean(values: np.ndarray) -> np.ndarray:
 
 
 def to_log(values: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Natural log when every finite value is > 0 (loss and norms live on a ratio scale).
+    """Natural log when the series lives on a ratio scale (loss and norms), else the values as is.
 
-    Returns the transformed array and whether the log was taken; negative or zero values (an ELBO,
-    an RL objective) keep the linear scale.
+    Ratio scale: no finite value is negative and more than half are > 0. Exact zeros are then
+    treated as missing (a grad norm of exactly 0 is a logging artefact, not a level), so no
+    baseline or ratio is ever measured from 0. Series with negative values (an ELBO, an RL
+    objective) or mostly zeros keep the linear scale.
     """
     x = clean(values)
     fin = x[np.isfinite(x)]
-    if fin.size and np.all(fin > 0):
-        return np.log(x), True
+    if fin.size and not np.any(fin < 0):
+        pos = fin > 0
+        if pos.all():
+            return np.log(x), True
+        if 2 * int(pos.sum()) > fin.size:
+            x[x <= 0] = np.nan
+            return np.log(x), True
     return x, False
 
 

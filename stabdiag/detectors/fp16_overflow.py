@@ -63,6 +63,12 @@ class Config:
 DEFAULT = Config()
 
 
+def skip_counts(values: np.ndarray) -> np.ndarray:
+    """Skipped-step counts per log point: non-finite -> 0 (missing), capped at 1e6 (a counter)."""
+    v = np.where(np.isfinite(values), values, 0.0)
+    return np.clip(v, 0.0, 1e6)
+
+
 def scale_series(run: RunData) -> Series | None:
     """The loss-scale series without "no scaler" (-1) and non-finite entries, or None."""
     s = run.get(LOSS_SCALE)
@@ -77,7 +83,7 @@ def overflow_steps(run: RunData) -> np.ndarray:
     out = []
     sk = run.get(SKIPPED_STEP)
     if sk is not None:
-        out.append(sk.steps[np.nan_to_num(sk.values) > 0])
+        out.append(sk.steps[skip_counts(sk.values) > 0])
     sc = scale_series(run)
     if sc is not None and len(sc) > 1:
         drop = np.flatnonzero(sc.values[1:] < sc.values[:-1]) + 1
@@ -90,7 +96,7 @@ def is_fp16(run: RunData) -> bool:
     sc = scale_series(run)
     sk = run.get(SKIPPED_STEP)
     return (sc is not None and bool(np.any(sc.values != sc.values[0]))) or (
-        sk is not None and bool(np.any(np.nan_to_num(sk.values) > 0)))
+        sk is not None and bool(np.any(skip_counts(sk.values) > 0)))
 
 
 def _max_in_window(steps: np.ndarray, weights: np.ndarray, width: int) -> tuple[int, int]:
@@ -118,7 +124,7 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         ev_w.append(np.maximum(1, np.round(np.log2(r[d - 1]))).astype(np.int64))
     n_skipped = 0
     if sk is not None:
-        v = np.nan_to_num(sk.values)
+        v = skip_counts(sk.values)
         hit = v > 0
         n_skipped = int(np.round(v[hit]).clip(min=1).sum())
         if hit.any():  # skips are the exact events; scale drops between log points are coarser

@@ -111,8 +111,11 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     if not idx.size:
         return []
     vals = g.values[idx]
-    ratios = vals / base
-    top = int(np.argmax(ratios))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(base > 0, vals / base, np.nan)
+    if not np.isfinite(ratios).any():
+        return []
+    top = int(np.nanargmax(ratios))
     healthy = np.ones(len(g.values), dtype=bool)
     healthy[idx] = False
     hv = g.values[healthy & np.isfinite(g.values)]

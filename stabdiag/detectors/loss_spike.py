@@ -124,6 +124,7 @@ def _find_events(values: np.ndarray, cfg: Config) -> list[SpikeEvent]:
     flag = (z >= cfg.z_threshold) & ratio_ok & (rise >= cfg.min_abs_rise * init_level)
     flag &= np.isfinite(z)
     if logged:  # before a baseline exists: a jump to >= early_ratio x the lowest loss so far
+        lin = np.where(np.isfinite(x), lin, np.nan)   # values to_log left out (zeros) stay out
         low = pd.Series(lin).cummin().shift(1).to_numpy()
         fin = x[np.isfinite(x)]
         run_sigma = st.DIFF_TO_SIGMA * st.nanmedian(np.abs(np.diff(fin)))  # whole-run noise

@@ -31,6 +31,7 @@ References
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,14 +100,15 @@ def _check_metric(run: RunData, metric: str, ranks: dict, cfg: Config) -> list[F
                 evidence={"ranks": [int(r0), int(r1)], "points": length, "onset_step": int(steps[a])},
             ))
         return out
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN rows: NaN, as intended
         med = np.nanmedian(x, axis=1)
         mad = st.MAD_TO_SIGMA * np.nanmedian(np.abs(x - med[:, None]), axis=1)
     typical = st.nanmedian(mad)
     floor = cfg.spread_floor if use_log else cfg.spread_floor * st.nanmedian(np.abs(med))
     spread = max(typical if np.isfinite(typical) else 0.0, floor)
     dev = x - med[:, None]
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):
         rel_ok = np.abs(dev) >= (np.log1p(cfg.min_rel) if use_log else cfg.min_rel * np.abs(med)[:, None])
         off = (np.abs(dev) / spread >= cfg.z_threshold) & rel_ok
     off |= ~np.isfinite(raw) & np.isfinite(med)[:, None]
