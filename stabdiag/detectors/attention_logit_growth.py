@@ -1,23 +1,31 @@
 """attention-logit-growth (SD401): the max attention logit grows without bound.
 
 What it detects
-    ``train/max_attn_logit`` that ends far above its early level and is still rising over the last
-    part of the run.
+    ``train/max_attn_logit`` that grew by orders of magnitude to an absurd level (>= ``tau``,
+    Megatron's QK-clip threshold 100), whether it is still rising or levelled off; or that is
+    still rising well above the healthy range.
 
 Why it matters
     Unbounded attention logits collapse attention entropy to one-hot and precede divergence at high
-    LR (Wortsman et al. 2023; Dehghani et al. ViT-22B). QK-norm or QK-clip stops it.
+    LR (Wortsman et al. 2023; Dehghani et al. ViT-22B). QK-norm or QK-clip stops it. A logit that
+    reached 1e4 and then levelled off (a cosine LR decaying) is just as broken as a rising one:
+    the attention saturated; levelling off is no all-clear.
 
 How it is computed
-    early = median of the first 10 % of finite points, late = median of the last 10 %, previous =
-    median of the 10 % before that. Still rising: late >= previous x ``rising`` (1.05). Fires when
-    still rising and (late >= ``growth`` (5) x early or late >= ``tau`` (100, Megatron's QK-clip
-    threshold)). ``error`` when late >= tau and it grew >= 2x; otherwise ``warning``.
+    early = median of the first 10 % of finite |values|, late = median of the last 10 %,
+    previous = median of the 10 % before that, peak = highest centred rolling median (window n/20,
+    >= 3). Still rising: late >= previous x ``rising`` (1.05). ``error`` when late >= ``tau`` (100)
+    and late >= ``huge_growth`` (10) x early, rising or not; or when still rising past tau having
+    grown >= 2x. ``warning`` when the peak reached tau after growing >= ``huge_growth`` x but the end
+    came back below it, or when still rising with late >= ``growth`` (5) x early and late >=
+    ``min_level`` (30, above the healthy 5-30 of a small transformer without QK-norm).
+    Still rising raises confidence (it is in the message and evidence) but is not required.
     Needs ``min_points`` (20) finite points.
 
 Known false positives
-    Models with no QK-norm naturally sharpen attention early in training; the 10 % windows and the
-    still-rising condition keep a logit that grew then levelled off quiet.
+    Models with no QK-norm naturally sharpen attention early in training (from ~0.1 at init to
+    5-30); ``min_level`` and ``tau`` keep that quiet. Logits of a model trained with a very low
+    softmax temperature legitimately sit higher.
 
 References
     Wortsman et al. 2023 (arXiv 2309.14322) small-scale proxies; Dehghani et al. 2023 (ViT-22B);
@@ -43,6 +51,8 @@ CODE, KIND = "SD401", "attention-logit-growth"
 class Config:
     min_points: int = 20
     growth: float = 5.0
+    huge_growth: float = 10.0
+    min_level: float = 30.0
     tau: float = 100.0
     rising: float = 1.05
 
@@ -57,18 +67,33 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     ok = np.isfinite(s.values)
     steps, x = s.steps[ok], np.abs(s.values[ok])
     early, prev, late = st.thirds_levels(x)
-    if not (late >= cfg.rising * prev and (late >= cfg.growth * early or late >= cfg.tau)):
-        return []
+    smooth = st.rolling_median(x, max(3, len(x) // 20) | 1, center=True)
+    pk = int(np.nanargmax(smooth))
+    peak = float(smooth[pk])
+    rising = late >= cfg.rising * prev
+    grown = (lambda level: level >= cfg.huge_growth * early) if early > 0 else (lambda level: True)
     factor = late / early if early > 0 else None
-    sev = Severity.ERROR if late >= cfg.tau and (factor is None or factor >= 2) else Severity.WARNING
-    grew = f"{factor:.1f}x " if factor else ""
-    msg = (f"max attention logit grew {grew}({st.fmt(early)} -> {st.fmt(late)}) and was still rising "
-           f"at step {int(steps[-1])}" + (f", past the QK-clip threshold {cfg.tau:g}." if late >= cfg.tau else "."))
+    if late >= cfg.tau and (grown(late) or (rising and (factor is None or factor >= 2))):
+        sev = Severity.ERROR
+    elif (peak >= cfg.tau and grown(peak)) or (
+            rising and late >= cfg.min_level and (factor is None or factor >= cfg.growth)):
+        sev = Severity.WARNING
+    else:
+        return []
+    grew = f"{factor:.0f}x " if factor and factor >= 10 else (f"{factor:.1f}x " if factor else "")
+    if late >= cfg.tau or not peak >= cfg.tau:
+        trend = "and was still rising" if rising else "and levelled off there"
+        msg = f"max attention logit grew {grew}({st.fmt(early)} -> {st.fmt(late)}) {trend} at step {int(steps[-1])}"
+    else:
+        msg = (f"max attention logit grew to {st.fmt(peak)} at step {int(steps[pk])} ({st.fmt(early)} at the "
+               f"start) before coming back to {st.fmt(late)}")
+    msg += f", past the QK-clip threshold {cfg.tau:g}." if max(late, peak) >= cfg.tau else "."
     return [finding(
         CODE, KIND, run, severity=sev, metric=MAX_ATTN_LOGIT, step_start=int(steps[0]),
         step_end=int(steps[-1]), message=msg,
         evidence={"early_level": early, "late_level": late, "previous_level": prev,
-                  "growth": factor, "max": float(np.max(x)), "tau": cfg.tau},
+                  "growth": factor, "still_rising": rising, "peak_level": peak,
+                  "peak_step": int(steps[pk]), "max": float(np.max(x)), "tau": cfg.tau},
     )]
 
 

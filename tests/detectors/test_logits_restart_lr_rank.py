@@ -122,3 +122,39 @@ def test_ranks_agreeing_are_quiet_and_edges():
     assert isinstance(rank_divergence.check(make_run(by_rank={TRAIN_LOSS: _ranks(1)})), Skipped)
     (f,) = rank_divergence.check(make_run(by_rank={TRAIN_LOSS: _ranks(2, bad=1, factor=2.0)}))
     assert f.severity == Severity.WARNING and f.evidence["ranks"] == [0, 1]
+
+
+# `stabdiag train --preset tiny` max attention logit, every 15th of 300 steps (metrics.csv)
+_STABLE_ATTN = [0.12, 0.23, 1.71, 1.12, 3.06, 4.8, 3.69, 5.55, 6.02, 7.63, 6.5, 6.0, 9.32, 8.78,
+                10.89, 9.48, 12.71, 9.95, 12.98, 10.62]
+# the same at --lr 0.3 (no qk_norm): every 15th step up to 105, then it levelled off near 55,000
+# under the cosine decay
+_HOT_ATTN = [0.1, 578.1, 4601.1, 12095.3, 11159.2, 22685.7, 27563.2, 30082.8]
+
+
+def _curve(knots_steps, knots, n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.interp(np.arange(n), knots_steps, knots) * (1 + 0.05 * rng.standard_normal(n))
+
+
+def test_attention_logit_grew_to_absurd_then_plateaued_is_error():
+    steps = list(range(0, 120, 15)) + [180, 299]
+    x = _curve(steps, _HOT_ATTN + [55000.0, 55000.0])
+    (f,) = attention_logit_growth.check(make_run(**{MAX_ATTN_LOGIT: x}))
+    assert f.severity == Severity.ERROR
+    assert f.evidence["still_rising"] is False and f.evidence["late_level"] > 40000
+    assert "levelled off" in f.message and "QK-clip" in f.message
+
+
+def test_attention_logit_peaked_past_tau_then_fell_is_warning():
+    x = _curve([0, 100, 150, 299], [2.0, 5000.0, 60.0, 40.0])
+    (f,) = attention_logit_growth.check(make_run(**{MAX_ATTN_LOGIT: x}))
+    assert f.severity == Severity.WARNING and f.evidence["peak_level"] > 1000
+
+
+def test_attention_logit_healthy_tiny_runs_are_quiet():
+    stable = _curve(list(range(0, 300, 15)), _STABLE_ATTN)
+    assert attention_logit_growth.check(make_run(**{MAX_ATTN_LOGIT: stable})) == []
+    # healthy, slowly rising all the way to ~30 (longer run): still quiet
+    rising = stable * np.linspace(1.0, 2.5, 300)
+    assert attention_logit_growth.check(make_run(**{MAX_ATTN_LOGIT: rising})) == []
