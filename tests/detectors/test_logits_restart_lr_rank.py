@@ -147,7 +147,7 @@ def test_attention_logit_grew_to_absurd_then_plateaued_is_error():
 
 
 def test_attention_logit_peaked_past_tau_then_fell_is_warning():
-    x = _curve([0, 100, 150, 299], [2.0, 5000.0, 60.0, 40.0])
+    x = _curve([0, 30, 100, 150, 299], [2.0, 2.0, 5000.0, 60.0, 40.0])
     (f,) = attention_logit_growth.check(make_run(**{MAX_ATTN_LOGIT: x}))
     assert f.severity == Severity.WARNING and f.evidence["peak_level"] > 1000
 
