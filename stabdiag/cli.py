@@ -117,10 +117,16 @@ def analyze(
     max_remedies: Annotated[int, typer.Option(help="Remedies shown per run in the text report.")] = 5,
     plots: Annotated[Path | None, typer.Option("--plots", help="Also write one PNG and SVG figure per run into this directory.")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Policy file (default: nearest stabdiag.toml or pyproject.toml [tool.stabdiag]).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Re-parse every log; do not read or write the parsed-log cache (also STABDIAG_NO_CACHE=1).")] = False,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Worker processes for many runs (default: all CPUs; 1 = none; also STABDIAG_JOBS).", show_default=False)] = None,
 ) -> None:
     """Analyze training logs: classify every stability event, rank remedies, exit 0/1/2 for CI."""
 
     def run() -> None:
+        if no_cache:  # read by stabdiag.cache (and inherited by worker processes)
+            os.environ["STABDIAG_NO_CACHE"] = "1"
+        if jobs is not None:  # read by stabdiag.diagnose.resolve_jobs
+            os.environ["STABDIAG_JOBS"] = str(jobs)
         from stabdiag.console import err, out
         from stabdiag.detectors import by_kind
         from stabdiag.diagnose import diagnose

@@ -29,6 +29,7 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -99,9 +100,14 @@ def load(
     paths: Sequence[str | Path],
     fmt: str | None = None,
     overrides: Mapping[str, str] | None = None,
+    *,
+    pool: Executor | None = None,
 ) -> LoadResult:
     """Read every run under ``paths``. Raises SourceError only for a missing path or an explicit
-    file that cannot be read at all; everything else is reported in ``errors`` / warnings."""
+    file that cannot be read at all; everything else is reported in ``errors`` / warnings.
+
+    With a process ``pool`` and at least PARALLEL_MIN_GROUPS runs, runs are read in its workers
+    (same result: only the reading moves, naming and mapping stay here)."""
     if fmt is not None and fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     groups: list[_Group] = []
@@ -127,9 +133,16 @@ def load(
                              if k is not None and (fmt is None or k in sniff.FAMILY[fmt])])
     raws: list[tuple[RawRun, _Group]] = []
     errors: list[str] = []
-    for g in groups:
+    if pool is not None and len(groups) >= PARALLEL_MIN_GROUPS:
+        done = list(pool.map(_read_or_error, groups, chunksize=max(1, len(groups) // 16)))
+    else:
+        done = [None] * len(groups)
+    for g, got in zip(groups, done, strict=True):
+        if isinstance(got, list):
+            raws += [(r, g) for r in got]
+            continue
         try:
-            raws += [(r, g) for r in _read(g)]
+            raws += [(r, g) for r in _read(g)]  # serially, or again to raise the real exception
         except SourceError as exc:
             if set(g.files) & explicit:
                 raise
@@ -211,6 +224,17 @@ def _note(g: _Group, note: str) -> _Group:
 
 
 # --------------------------------------------------------------------------- reading
+
+PARALLEL_MIN_GROUPS = 8  # fewer runs are read in-process: worker start-up would dominate
+
+
+def _read_or_error(g: _Group) -> list[RawRun] | None:
+    """_read in a worker process; None when it raised SourceError (the parent reads it again)."""
+    try:
+        return _read(g)
+    except SourceError:
+        return None
+
 
 def _read(g: _Group) -> list[RawRun]:
     if g.fmt == sniff.TENSORBOARD:

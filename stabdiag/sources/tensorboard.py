@@ -446,18 +446,34 @@ def _frame_fast(buf: bytes, end: int) -> tuple[np.ndarray, int] | None:
     if end < 12:
         return None
     u32 = np.ndarray((end - 3,), dtype="<u4", buffer=buf, strides=(1,))
-    cand = np.flatnonzero(u32[4:end - 7] == 0)  # high half of the length; header fits in buf
+    # is_cand[i]: the high half of the length at i is 0 (and the header fits in buf). Compared
+    # as four contiguous word views (one per alignment): much faster than one stride-1 view.
+    is_cand = np.empty(end - 11, dtype=bool)
+    for k in range(4):
+        n = len(range(k, end - 11, 4))
+        is_cand[k::4] = np.frombuffer(buf, dtype="<u4", count=n, offset=k + 4) == 0
+    cand = np.flatnonzero(is_cand)
     if not len(cand) or cand[0] != 0:
         return None
     lens = np.ndarray((end - 7,), dtype="<u8", buffer=buf, strides=(1,))[cand]
-    top = int(lens.max())
-    if top < 1 << 20:  # lengths repeat: one CRC per distinct length
-        present = np.flatnonzero(np.bincount(lens.astype(np.int64), minlength=top + 1))
-        table = np.zeros(top + 1, dtype=np.uint32)
-        table[present] = [masked_crc(struct.pack("<Q", n)) for n in present.tolist()]
-        good = table[lens.astype(np.int64)] == u32[cand + 8]
-    else:
-        good = _np_masked_crc8(np.frombuffer(buf, dtype=np.uint8, count=end), cand) == u32[cand + 8]
+    # A record that ends at another candidate (or near the end) can be on the chain; this
+    # drops most look-alikes (e.g. positions just before a header's zero bytes) before the CRC.
+    nxt = cand + lens.astype(np.int64) + 16
+    near = (nxt >= len(is_cand)) | is_cand[np.minimum(nxt, len(is_cand) - 1)]
+    cand, lens = cand[near], lens[near]
+    if not len(cand) or cand[0] != 0:
+        return None
+    expect = u32[cand + 8]
+    # Real lengths repeat: one CRC per distinct small length; the rest (rare) vectorised.
+    small = lens < (1 << 16)
+    present = np.flatnonzero(np.bincount(lens[small].astype(np.int64), minlength=1))
+    table = np.zeros(1 << 16, dtype=np.uint32)
+    table[present] = [masked_crc(struct.pack("<Q", n)) for n in present.tolist()]
+    good = table[np.where(small, lens, 0).astype(np.int64)] == expect
+    big = np.flatnonzero(~small)
+    if len(big):
+        a = np.frombuffer(buf, dtype=np.uint8, count=end)
+        good[big] = _np_masked_crc8(a, cand[big]) == expect[big]
     cand, lens = cand[good], lens[good]
     if not len(cand) or cand[0] != 0:
         return None
