@@ -18,6 +18,11 @@ How it is computed
     excursions lasting >= ``min_points`` log points are explosions (``error``), one finding per
     event, with onset step, peak and growth factor. Non-finite grad norms are excluded here and
     reported by nonfinite.
+    Short logs (pasted fragments: ``few_min_points`` (5) to ``min_history`` (20) finite points),
+    where no rolling baseline exists: reference = median of the whole series (robust while fewer
+    than half the points are high); >= ``few_sustained`` (2) consecutive points >= ``factor`` x it,
+    after at least 2 points below it, are an explosion (minimum evidence: two points an order of
+    magnitude above most of the log).
 
 Known false positives
     A deliberate change of the loss scale in the logged norm (e.g. logging unscaled fp16 grads),
@@ -53,6 +58,8 @@ class Config:
     min_history: int = 20
     factor: float = 10.0          # Megatron's 10x
     min_points: int = 5
+    few_min_points: int = 5       # short-log rule: fewest finite points judged at all
+    few_sustained: int = 2
 
 
 DEFAULT = Config()
@@ -94,14 +101,30 @@ def _find_explosions(values: np.ndarray, cfg: Config) -> list[tuple[int, int, fl
     return out
 
 
+def _few_point_explosions(values: np.ndarray, cfg: Config) -> list[tuple[int, int, float]]:
+    """Short-log rule: runs of >= few_sustained points >= factor x the series median."""
+    x, logged = st.to_log(values)
+    if not logged:
+        return []
+    ref = st.nanmedian(x)
+    with np.errstate(invalid="ignore"):
+        high = x - ref >= math.log(cfg.factor)
+        low_before = np.cumsum(np.isfinite(x) & ~high)
+    starts, ends = st.segments(high)
+    keep = (ends - starts + 1 >= cfg.few_sustained) & (low_before[np.maximum(starts - 1, 0)] >= 2) & (starts >= 2)
+    return [(int(a), int(b), float(np.exp(ref))) for a, b in zip(starts[keep], ends[keep], strict=True)]
+
+
 def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     g = usable(run, GRAD_NORM)
     if g is None:
         return DETECTOR.skipped(run, f"no {GRAD_NORM} series")
-    if np.isfinite(g.values).sum() <= cfg.min_history:
-        return DETECTOR.skipped(run, f"{GRAD_NORM} has too few finite points ({cfg.min_history + 1} needed)")
+    n_fin = int(np.isfinite(g.values).sum())
+    if n_fin <= cfg.min_history and n_fin < cfg.few_min_points:
+        return DETECTOR.skipped(run, f"{GRAD_NORM} has too few finite points ({cfg.few_min_points} needed)")
+    events = find_explosions(g.values, cfg) if n_fin > cfg.min_history else _few_point_explosions(g.values, cfg)
     out: list[Finding] = []
-    for a, b, ref in find_explosions(g.values, cfg):
+    for a, b, ref in events:
         seg = st.clean(g.values[a:b + 1])
         pk = a + int(np.nanargmax(seg))
         peak = float(g.values[pk])

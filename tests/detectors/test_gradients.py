@@ -102,3 +102,24 @@ def test_early_grad_spike_is_seen_after_eight_points() -> None:
     g[12] *= 40.0
     res = grad_spike.check(make_run(grad_norm=g))
     assert res and res[0].evidence["spike_steps"] == [12]
+
+
+def test_short_log_grad_explosion_few_points():
+    # 12 pasted points: two an order of magnitude above the rest is an explosion, one is not
+    g = np.array([1.0, 1.2, 0.9, 1.1, 1.0, 30.0, 45.0, 1.1, 0.9, 1.0, 1.2, 1.0])
+    (f,) = grad_explosion.check(make_run(grad_norm=g))
+    assert (f.step_start, f.step_end) == (5, 6) and f.severity == Severity.ERROR
+    one = g.copy()
+    one[6] = 1.0
+    assert grad_explosion.check(make_run(grad_norm=one)) == []
+    assert isinstance(grad_explosion.check(make_run(grad_norm=g[:4])), Skipped)
+
+
+def test_tr8_104b_fragments_grad_explosion_at_8741():
+    from dethelpers import real_path
+
+    from stabdiag.sources import load
+    res = load([str(real_path("bigscience_chronicles", "tr8-104B-wide"))])
+    rd = res.table.run_data(res.runs[0].name)
+    (f,) = grad_explosion.check(rd)
+    assert f.step_start <= 8741 <= f.step_end and f.evidence["peak_step"] == 8741
