@@ -96,7 +96,8 @@ def analyze_table(
 
     With a process ``pool`` and at least PARALLEL_MIN_RUNS runs, detectors run in its workers on
     contiguous slices of the runs; the merged result equals the serial one."""
-    data = {r.name: table.run_data(r.name, meta=r.meta) for r in runs}
+    parts = _by_run(table, runs)
+    data = {r.name: parts.get(r.name, table).run_data(r.name, meta=r.meta) for r in runs}
     values = list(data.values())
     if pool is not None and len(values) >= PARALLEL_MIN_RUNS:
         k = max(1, -(-len(values) // (4 * getattr(pool, "jobs", 2))))
@@ -120,6 +121,15 @@ def analyze_table(
         version=__version__,
         table=table,
     )
+
+
+def _by_run(table: MetricsTable, runs: Sequence[sources.RunInfo]) -> dict[str, MetricsTable]:
+    """Each run's rows as its own table, split in one pass (run_data on the whole table would
+    scan every row once per run). A run's own table cuts into the same series."""
+    if len(runs) < 2 or not len(table):
+        return {}
+    f = table.frame
+    return {name: MetricsTable(f.take(idx)) for name, idx in f.groupby("run", sort=False).indices.items()}
 
 
 def summarize(info: sources.RunInfo, run: RunData) -> RunSummary:
