@@ -90,6 +90,18 @@ def _to_series(steps: np.ndarray, values: np.ndarray) -> Series:
     return Series(s.astype(np.int64, copy=False), v.astype(np.float64, copy=False))
 
 
+def _split_metrics(f: pd.DataFrame) -> dict[str, Series]:
+    """``{str(m): series of g for m, g in f.groupby("metric", sort=False)}``, without copying
+    every column of the frame into group order (only step and value are gathered)."""
+    codes, names = pd.factorize(f["metric"], sort=False)  # first-seen order; NaN -> -1
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+    steps = f["step"].to_numpy()[order]
+    values = f["value"].to_numpy()[order]
+    return {str(m): _to_series(steps[bounds[i]:bounds[i + 1]], values[bounds[i]:bounds[i + 1]])
+            for i, m in enumerate(names)}
+
+
 class MetricsTable:
     """A validated long DataFrame with helpers to cut it into per-run, per-metric series."""
 
@@ -161,7 +173,8 @@ class MetricsTable:
 
     def run_data(self, run: str, meta: Mapping[str, Any] | None = None) -> RunData:
         """Cut one run into series (lowest rank as the run's view) and per-rank series."""
-        f = self.frame[self.frame["run"] == run]
+        mine = self.frame["run"] == run
+        f = self.frame if mine.all() else self.frame[mine]  # one run: no copy of the table
         by_rank: dict[str, dict[int, Series]] = {}
         if self.has_ranks and f["rank"].notna().any():
             ranked = f[f["rank"].notna()]
@@ -170,10 +183,7 @@ class MetricsTable:
                     g["step"].to_numpy(), g["value"].to_numpy())
             low = ranked.groupby("metric")["rank"].transform("min")
             f = pd.concat([f[f["rank"].isna()], ranked[ranked["rank"] == low]])
-        series = {
-            str(m): _to_series(g["step"].to_numpy(), g["value"].to_numpy())
-            for m, g in f.groupby("metric", sort=False)
-        }
+        series = _split_metrics(f)
         return RunData(name=run, series=series, by_rank=by_rank, meta=dict(meta or {}))
 
     def rename_metrics(self, mapping: Mapping[str, str]) -> MetricsTable:
