@@ -24,10 +24,7 @@ EXPECTED = expected_from_readme()
 
 # Samples whose README row names a kind the detectors miss today: the row says what is correct, the
 # test is a strict xfail, so fixing the detector turns it red until the entry is removed.
-KNOWN_MISSES: dict[str, str] = {
-    "lr_spike.jsonl": "lr-schedule misses an LR jump above the schedule's peak: the peak it uses is the "
-                "spike itself, and only jumps after the LR first reaches 0.95 x peak count",
-}
+KNOWN_MISSES: dict[str, str] = {}
 
 
 def test_readme_lists_every_sample() -> None:

@@ -398,6 +398,29 @@ def fmt(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 step``, ``2 steps`` (``words`` for an irregular plural)."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
+def pct(frac: float) -> str:
+    """A fraction as a percentage for messages: ``100%``, ``52.6%``, ``5.3%``, ``0.27%``, ``<0.01%``.
+
+    Never scientific notation (``:.2g`` of 100 is ``1e+02``); a fraction below 1 never reads 100%.
+    """
+    if not math.isfinite(frac):
+        return "nan%"
+    p = 100.0 * frac
+    if p == 0:
+        return "0%"
+    if p >= 1:
+        txt = f"{p:.1f}".removesuffix(".0")
+        if txt == "100" and frac < 1:
+            txt = "99.9"
+        return f"{txt}%"
+    return f"{p:.2g}%" if p >= 0.01 else "<0.01%"
+
+
 def steps_list(steps: Iterable[int], limit: int = 50) -> list[int]:
     return [int(s) for s in list(steps)[:limit]]
 

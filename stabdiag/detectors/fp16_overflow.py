@@ -157,22 +157,23 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
             at = int(sc.steps[sc.steps > startup_end][np.argmin(post)]) if (sc.steps > startup_end).any() else int(sc.steps[np.argmin(sc.values)])
             sev = Severity.ERROR
             what = (f"the fp16 loss scale collapsed from {st.fmt(ref)} to {st.fmt(mn)} "
-                    f"({math.log2(ref / mn):.0f} halvings, by step {at})")
+                    f"({st.plural(round(math.log2(ref / mn)), 'halving')}, by step {at})")
         elif final <= settled / cfg.decline_factor:
             sev = Severity.WARNING
             what = f"the fp16 loss scale kept falling, from a settled {st.fmt(settled)} to {st.fmt(final)} at the end"
     count, wstart = _max_in_window(late_steps, late_w, cfg.cluster_steps)
     if sev < Severity.WARNING and count >= cfg.cluster_count:
         sev = Severity.WARNING
-        what = f"{count} fp16 overflows (scale drops/skipped steps) clustered within {cfg.cluster_steps} steps from step {wstart}"
+        what = f"{st.plural(count, 'fp16 overflow')} (scale drops/skipped steps) clustered within {cfg.cluster_steps} steps from step {wstart}"
     ev["max_events_in_window"] = count
     if sev == Severity.INFO:
         if late_steps.size:
-            what = (f"{int(late_w.sum())} isolated fp16 loss-scale drop(s) after start-up "
+            what = (f"{st.plural(int(late_w.sum()), 'isolated fp16 loss-scale drop')} after start-up "
                     f"(the scaler probing upwards) and {int(w_all.sum() - late_w.sum())} during start-up: benign")
         else:
-            what = f"{int(w_all.sum())} fp16 loss-scale drop(s)/skip(s) during the start-up scale search: benign"
-    tail = f" ({n_skipped} skipped steps in all)" if n_skipped else ""
+            what = (f"{st.plural(int(w_all.sum()), 'fp16 loss-scale drop or skip', 'fp16 loss-scale drops or skips')} "
+                    "during the start-up scale search: benign")
+    tail = f" ({st.plural(n_skipped, 'skipped step')} in all)" if n_skipped else ""
     return [finding(
         CODE, KIND, run, severity=sev, metric=LOSS_SCALE if sc is not None else SKIPPED_STEP,
         step_start=int(steps_all[0] if sev == Severity.INFO or not late_steps.size else late_steps[0]),

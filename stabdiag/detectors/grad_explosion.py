@@ -133,7 +133,7 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         msg = (f"grad norm exploded {growth:.0f}x ({st.fmt(ref)} -> {st.fmt(peak)} at step "
                f"{int(g.steps[pk])}) from step {int(g.steps[a])}"
                + (" and was still high at the end of the log." if at_end
-                  else f", staying above {cfg.factor:g}x its baseline for {int(g.steps[b] - g.steps[a])} steps."))
+                  else f", staying above {cfg.factor:g}x its baseline for {st.plural(int(g.steps[b] - g.steps[a]), 'step')}."))
         out.append(finding(
             CODE, KIND, run, severity=Severity.ERROR, metric=GRAD_NORM,
             step_start=int(g.steps[a]), step_end=int(g.steps[b]), message=msg,

@@ -198,7 +198,8 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
             quick = ev.recovery - ev.onset <= cfg.quick_recovery_points
             small = ratio is not None and ratio < cfg.warn_ratio and not grad_hit
             sev = Severity.INFO if quick and small else Severity.WARNING
-            how = f"recovered in {rec_steps} steps" if quick else f"recovered only after {rec_steps} steps"
+            how = (f"recovered in {st.plural(rec_steps, 'step')}" if quick
+                   else f"recovered only after {st.plural(rec_steps, 'step')}")
         elif tail < cfg.min_tail_points:
             small = ratio is not None and ratio < cfg.warn_ratio and not grad_hit
             sev = Severity.INFO if small else Severity.WARNING

@@ -2,7 +2,8 @@
 
 What it detects
     (1) The learning rate is already at its peak at the first logged step (no warm-up).
-    (2) A sudden multiplicative LR increase after warm-up (a jump).
+    (2) A sudden multiplicative LR increase after warm-up, or anywhere above the schedule's peak
+        (a jump; an LR spike).
     Each is judged by whether trouble (loss spike, non-finite loss, grad-norm explosion)
     followed it.
 
@@ -15,10 +16,21 @@ How it is computed
     No warm-up: first LR >= ``at_peak`` (0.9) x peak LR, with >= 3 LR points, judged only when the
     LR log starts near step 0 (first step <= max(``max_first_step`` (100), 1 % of the run)). Trouble within the
     first ``early_frac`` (10 %) of the run -> ``warning``; else ``info`` when the peak LR >=
-    ``high_lr`` (1e-3); else nothing. Jumps: after the LR first reaches 0.95 x its peak, a point
-    with LR >= ``jump_factor`` (2) x the previous LR. Trouble within max(``jump_window_steps`` (50),
-    ``jump_window_frac`` (5 %) of the run) after it -> ``warning``, otherwise ``info`` (a warm
-    restart schedule, probably intended). Skipped without ``train/lr``.
+    ``high_lr`` (1e-3); else nothing.
+    Jumps: a point j (j >= 2) with LR[j] >= ``jump_factor`` (2) x LR[j-1] whose rise is also
+    >= ``jump_factor`` x the rise at j-1 (abrupt: a warm-up that rises smoothly, linear from near 0
+    with ratios 2, 1.5, 1.33, ... or exponential with a constant ratio, never counts however coarsely
+    it is logged). The jump's excursion lasts until the LR is back below LR[j] / ``jump_factor``; if
+    it comes back within ``spike_max_frac`` (10 %) of the LR points it is a spike, not part of the
+    schedule, and the schedule's peak is the max LR outside it (else the max LR). The jump counts
+    when it comes after the first point at 0.95 x the schedule's peak (outside the warm-up; a
+    stepped warm-up's last step *is* the peak and stays silent), or anywhere when it lands
+    >= ``jump_factor`` x above the schedule's peak (an LR spike above the schedule, e.g. x100 for
+    10 steps). Trouble within max(``jump_window_steps`` (50), ``jump_window_frac`` (5 %) of the
+    run) after it -> ``warning``, otherwise ``info`` (a warm restart schedule, probably intended).
+    Never ``error``: the consequence (a loss spike that never recovers, divergence, non-finite
+    loss) is reported with its own severity by loss-spike / divergence / nonfinite; this finding
+    names the likely cause. Skipped without ``train/lr``.
 
 Known false positives
     Logs that start after the warm-up ended (first logged step late, HF ``logging_steps``) look
@@ -55,9 +67,44 @@ class Config:
     jump_window_steps: int = 50
     jump_window_frac: float = 0.05
     max_jumps: int = 20
+    spike_max_frac: float = 0.10   # an LR excursion this short (share of LR points) is a spike, not the schedule
 
 
 DEFAULT = Config()
+
+
+def find_jumps(lr: np.ndarray, cfg: Config = DEFAULT) -> list[tuple[int, float, int]]:
+    """(j, schedule peak, fall-back index or -1) of each abrupt LR jump outside the warm-up.
+
+    See the module doc for the rule; the schedule peak leaves out a short spike the jump starts.
+    """
+    n = len(lr)
+    if n < 3:
+        return []
+    before, after = lr[:-1], lr[1:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # rise at each point: a ratio; from 0 to > 0 is an infinite rise, 0 to 0 none
+        rise = np.where(before > 0, after / before, np.where(after > 0, np.inf, 1.0))
+    rise = np.concatenate([[np.nan], rise])
+    prev = np.concatenate([[np.nan], rise[:-1]])
+    with np.errstate(invalid="ignore"):
+        abrupt = (np.isfinite(rise) & (rise >= cfg.jump_factor)
+                  & (rise >= cfg.jump_factor * np.maximum(1.0, prev)))   # NaN / inf prev: False
+    peak = float(np.max(lr))
+    out: list[tuple[int, float, int]] = []
+    for j in np.flatnonzero(abrupt)[: 10 * cfg.max_jumps]:
+        # the LR excursion the jump starts: until the LR is back below lr[j] / jump_factor
+        back = st.first_index(lr < lr[j] / cfg.jump_factor, int(j) + 1)
+        end = n if back < 0 else back
+        sched = peak
+        if back >= 0 and end - j <= cfg.spike_max_frac * n:   # a short spike: not the schedule
+            sched = float(max(np.max(lr[:j]), np.max(lr[end:])))
+        reach = int(np.argmax(lr >= 0.95 * sched))
+        if j > reach or lr[j] >= cfg.jump_factor * sched:
+            out.append((int(j), sched, back))
+        if len(out) >= cfg.max_jumps:
+            break
+    return out
 
 
 def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
@@ -89,23 +136,26 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
                           "first_step": int(steps[0]), "trouble": hit[1] if hit else None,
                           "trouble_step": hit[0] if hit else None},
             ))
-    reach = int(np.argmax(lr >= 0.95 * peak))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = lr[1:] / lr[:-1]
-    jumps = np.flatnonzero((ratio >= cfg.jump_factor) & (lr[:-1] > 0)) + 1
-    jumps = jumps[jumps > reach][: cfg.max_jumps]
+    jumps = find_jumps(lr, cfg)
     win = max(cfg.jump_window_steps, int(cfg.jump_window_frac * span))
-    for j in jumps:
+    for j, sched, back in jumps:
         at = int(steps[j])
+        factor = float(lr[j] / lr[j - 1])
         hit = first_within(events, at, at + win)
         sev = Severity.WARNING if hit else Severity.INFO
         tail = f" and {hit[1]} followed at step {hit[0]}" if hit else " with no trouble after it (a warm restart?)"
+        if back >= 0:
+            dur = int(steps[back] - at)
+            shape = f"; it fell back to {st.fmt(float(lr[back]))} at step {int(steps[back])} ({st.plural(dur, 'step')} later)"
+        else:
+            shape = "; it stayed up"
         out.append(finding(
             CODE, KIND, run, severity=sev, metric=LR, step_start=int(steps[j - 1]), step_end=at,
-            message=f"LR jumped {float(ratio[j - 1]):.1f}x ({st.fmt(float(lr[j - 1]))} -> "
-                    f"{st.fmt(float(lr[j]))}) at step {at}{tail}.",
+            message=f"LR jumped {factor:.1f}x ({st.fmt(float(lr[j - 1]))} -> "
+                    f"{st.fmt(float(lr[j]))}) at step {at}{tail}{shape}.",
             evidence={"issue": "lr_jump", "lr_before": float(lr[j - 1]), "lr_after": float(lr[j]),
-                      "factor": float(ratio[j - 1]), "step": at,
+                      "factor": factor, "step": at, "schedule_peak": sched, "above_schedule_peak": bool(lr[j] > sched),
+                      "fell_back_step": int(steps[back]) if back >= 0 else None,
                       "trouble": hit[1] if hit else None, "trouble_step": hit[0] if hit else None},
         ))
     return out

@@ -96,7 +96,7 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
             sev, note = Severity.WARNING, "; the loss stayed finite and healthy afterwards"
         name = {TRAIN_LOSS: "training loss", VAL_LOSS: "validation loss", GRAD_NORM: "grad norm"}[metric]
         msg = (f"{name} was non-finite ({'/'.join(kinds)}) at {n} of {len(s.values)} log points "
-               f"({100 * frac:.2g}%), first at step {int(steps[0])}{note}.")
+               f"({st.pct(frac)}), first at step {int(steps[0])}{note}.")
         out.append(finding(
             CODE, KIND, run, severity=sev, metric=metric, step_start=int(steps[0]),
             step_end=int(steps[-1]), message=msg,

@@ -19,7 +19,7 @@ def test_single_transient_spike_at_step_50():
     assert (f.step_start, f.severity, f.kind, f.code) == (50, Severity.WARNING, "loss-spike", "SD101")
     assert f.evidence["recovered"] is True and f.evidence["recovery_steps"] == 1
     assert f.evidence["ratio"] == pytest.approx(10, rel=0.05)
-    assert "recovered in 1 steps" in f.message and "at step 50" in f.message
+    assert "recovered in 1 step." in f.message and "at step 50" in f.message
 
 
 def test_non_recovering_spike_is_error_and_mentions_divergence():
