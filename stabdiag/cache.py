@@ -4,7 +4,7 @@ One entry per event file (``<dir>/<sha256 of the real path>.npz``): the reader's
 (stabdiag.sources.tensorboard._Stream: decoded arrays, tags, plugin names, framing counters) plus
 the key it is valid for. Rules, in order ("never wrong beats fast"):
 
-- Hit only if the reader version, the plugin names known before the file (they change how a
+- Hit only if the reader version (READER_VERSION and a hash of the reader's source), the plugin names known before the file (they change how a
   file decodes) and the file's device, inode, size, mtime and ctime are all what they were. ctime
   cannot be set back by a user, so an in-place rewrite with a restored mtime is still a miss.
 - A file that grew, whose earlier read ended cleanly at its old size and whose first ``size``
@@ -35,7 +35,17 @@ from google_crc32c import extend as _crc_extend
 from stabdiag.sources import tensorboard as tb
 
 MIN_BYTES = 1 << 20
-FORMAT = 1  # layout of an entry; part of the key together with tb.READER_VERSION
+FORMAT = 1  # layout of an entry; part of the key together with the reader's version
+
+
+def _reader_version() -> str:
+    """tb.READER_VERSION plus a hash of the reader's source, so that an edit to the decoder
+    invalidates entries even when nobody remembered to bump the version."""
+    try:
+        src = Path(tb.__file__).read_bytes()
+    except OSError:
+        src = b""
+    return f"{tb.READER_VERSION}:{hashlib.sha256(src).hexdigest()[:16]}"
 _ARRAYS = ("codes", "steps", "values", "walls", "bare")
 
 
@@ -81,7 +91,7 @@ def _load(entry: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, UnicodeDecodeError):
         return None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT \
-            or meta.get("reader") != tb.READER_VERSION:
+            or meta.get("reader") != _reader_version():
         return None
     return meta, arrays
 
@@ -105,7 +115,7 @@ def _save(entry: Path, st: tb._Stream, key: dict[str, int], plugins_in: dict[str
     parts = st.parts[0] if st.parts else (
         np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0, bool))
     meta = {
-        "format": FORMAT, "reader": tb.READER_VERSION, "path": st.path, "key": key,
+        "format": FORMAT, "reader": _reader_version(), "path": st.path, "key": key,
         "plugins_in": plugins_in, "plugins_out": dict(st.plugins), "crc": crc,
         "fast_tags": [t.decode("latin-1") for t in st.fast_tags], "slow_tags": list(st.slow_tags),
         "consumed": st.consumed, "framed": st.framed, "records": st.records,
