@@ -224,3 +224,24 @@ def test_load_through_cache_matches_uncached(tmp_path, cdir, monkeypatch):
     cold = sources.load([run]).table.frame
     for w in warm:
         assert w.equals(cold)
+
+
+def test_many_runs_in_worker_processes_match_serial(tmp_path, cdir):
+    """Reading and detecting in worker processes (many runs) gives the serial report."""
+    from stabdiag import diagnose as dg
+
+    rng = np.random.default_rng(0)
+    for i in range(dg.PARALLEL_MIN_RUNS + 1):
+        run = tmp_path / "runs" / f"r{i}"
+        run.mkdir(parents=True)
+        loss = 2 + rng.standard_normal(400) * 0.05
+        loss[200 + i] = 30.0  # one spike per run, at a different step
+        data = b"".join(_scalar("train/loss", s, float(v)) + _scalar("train/grad_norm", s, 1.0)
+                        for s, v in enumerate(loss))
+        _write(run / "events.out.tfevents.1", data)
+    serial = dg.diagnose([tmp_path / "runs"], jobs=1)
+    parallel = dg.diagnose([tmp_path / "runs"], jobs=2)
+    assert serial.findings and serial.findings == parallel.findings
+    assert serial.skipped == parallel.skipped and serial.runs == parallel.runs
+    assert serial.remedies == parallel.remedies
+    assert serial.table.frame.equals(parallel.table.frame)
