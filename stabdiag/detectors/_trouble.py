@@ -21,7 +21,7 @@ def trouble(run: RunData, grad_spikes: bool = False) -> list[tuple[int, str]]:
         bad = ~np.isfinite(s.values)
         if bad.any():
             out.append((int(s.steps[bad][0]), "non-finite loss"))
-        for ev in loss_spike.find_events(s.values):
+        for ev in loss_spike.run_events(run):
             out.append((int(s.steps[ev.onset]), "loss spike"))
     g = run.get(GRAD_NORM)
     if g is not None:

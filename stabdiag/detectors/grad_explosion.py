@@ -66,8 +66,14 @@ DEFAULT = Config()
 
 
 def find_explosions(values: np.ndarray, cfg: Config = DEFAULT) -> list[tuple[int, int, float]]:
-    """(start index, end index, reference level) of each sustained excursion (cached)."""
-    return list(st.cached(values, ("grad-explosions", cfg), lambda: tuple(_find_explosions(values, cfg))))
+    """(start index, end index, reference level) of each sustained excursion (cached); short logs
+    (``few_min_points`` to ``min_history`` finite points) use the short-log rule."""
+    def compute() -> tuple[tuple[int, int, float], ...]:
+        n_fin = int(np.isfinite(values).sum())
+        if n_fin > cfg.min_history:
+            return tuple(_find_explosions(values, cfg))
+        return tuple(_few_point_explosions(values, cfg)) if n_fin >= cfg.few_min_points else ()
+    return list(st.cached(values, ("grad-explosions", cfg), compute))
 
 
 def _find_explosions(values: np.ndarray, cfg: Config) -> list[tuple[int, int, float]]:
@@ -122,7 +128,7 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     n_fin = int(np.isfinite(g.values).sum())
     if n_fin <= cfg.min_history and n_fin < cfg.few_min_points:
         return DETECTOR.skipped(run, f"{GRAD_NORM} has too few finite points ({cfg.few_min_points} needed)")
-    events = find_explosions(g.values, cfg) if n_fin > cfg.min_history else _few_point_explosions(g.values, cfg)
+    events = find_explosions(g.values, cfg)
     out: list[Finding] = []
     for a, b, ref in events:
         seg = st.clean(g.values[a:b + 1])

@@ -20,8 +20,9 @@ How it is computed
     flagged points is at most ``max_points`` long AND the next point is back below ``min_ratio`` x
     the baseline at its onset; anything else (a step up that stays, growth) is grad-explosion's.
     Severity: ``warning`` when there are >= ``repeated`` (3) spikes or one is >= ``large_ratio``
-    (10) x its baseline; otherwise ``info``. "Loss responded" means the loss at the same step (+- one
-    log interval) was >= 5 % and 3 sigma above its own causal baseline.
+    (10) x its baseline; otherwise ``info``. "Loss responded" means a loss-spike event (the same
+    events loss-spike reports) spans a grad spike's step +- one grad-norm log interval, or the loss
+    at the same step (+- one log interval) was >= 5 % and 3 sigma above its own causal baseline.
 
 Known false positives
     The first steps of training (large grad norm at init) are excluded by the warm-up. Runs that
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stabdiag.detectors import _stats as st
+from stabdiag.detectors import loss_spike
 from stabdiag.detectors._common import finding, usable
 from stabdiag.detectors.base import Detector
 from stabdiag.findings import Finding, Severity, Skipped
@@ -91,8 +93,17 @@ def _spike_points(values: np.ndarray, cfg: Config) -> tuple[np.ndarray, np.ndarr
 
 
 def _loss_responded(run: RunData, spike_steps: np.ndarray, tol: int) -> bool:
-    s = usable(run, TRAIN_LOSS, 12)
-    if s is None or not len(spike_steps):
+    if not len(spike_steps):
+        return False
+    s = usable(run, TRAIN_LOSS)
+    if s is None:
+        return False
+    # whatever loss-spike reports counts (same shared events), so the two findings never disagree
+    for ev in loss_spike.run_events(run):
+        lo, hi = int(s.steps[ev.onset]) - tol, int(s.steps[max(ev.end, ev.onset)]) + tol
+        if np.any((spike_steps >= lo) & (spike_steps <= hi)):
+            return True
+    if int(np.isfinite(s.values).sum()) < 12:
         return False
     x, logged, med, sigma = st.median_baseline(s.values, 64, 10, 0.01, floor_if_linear=False)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -59,7 +59,7 @@ from stabdiag.detectors import _stats as st
 from stabdiag.detectors._common import finding, usable
 from stabdiag.detectors.base import Detector
 from stabdiag.findings import Finding, Severity, Skipped
-from stabdiag.table import GRAD_NORM, LR, TRAIN_LOSS, RunData
+from stabdiag.table import GRAD_NORM, LR, RESTART, TRAIN_LOSS, RunData
 
 CODE, KIND = "SD101", "loss-spike"
 
@@ -83,6 +83,12 @@ class Config:
     recovery_search: int = 5000    # log points searched for recovery per event
     min_tail_points: int = 3       # points after onset needed to call "did not recover"
     max_events: int = 200
+    short_log: int = 64            # fewer points: also judge each fragment (restarts, big gaps) alone
+    fragment_gap: float = 20.0     # a step gap > 20x the usual interval starts a new fragment
+    fragment_ratio: float = 1.5    # >= 1.5x the lowest earlier value of its fragment
+    fragment_min_prev: int = 2     # with at least 2 earlier finite values in the fragment
+    fragment_sigmas: float = 3.0   # and the jump >= 3x the fragment's noise before the point
+    fragment_log_sigmas: float = 2.5  # and >= 2.5x the whole log's lower-quartile noise
 
 
 DEFAULT = Config()
@@ -96,6 +102,7 @@ class SpikeEvent:
     recovery: int       # index of the first point back in the band, -1 if never
     baseline: float     # linear-scale baseline at onset
     z: float
+    fragment_end: int = -1  # short-log rule: last index of the event's fragment (-1: whole log)
 
 
 def find_events(values: np.ndarray, cfg: Config = DEFAULT) -> list[SpikeEvent]:
@@ -156,6 +163,84 @@ def _find_events(values: np.ndarray, cfg: Config) -> list[SpikeEvent]:
     return events
 
 
+def fragment_ids(steps: np.ndarray, restarts: np.ndarray | None, gap: float) -> np.ndarray:
+    """Fragment number of each point: a new one at each restart row and after each step gap
+    > ``gap`` x the usual log interval (a pasted log made of separate pieces)."""
+    n = len(steps)
+    brk = np.zeros(n, dtype=bool)
+    if n:
+        brk[0] = True
+        d = np.diff(steps)
+        brk[1:] = d > gap * st.log_interval(steps)
+        if restarts is not None and len(restarts):
+            brk |= np.isin(steps, restarts)
+    return np.cumsum(brk) - 1
+
+
+def _fragment_events(steps: np.ndarray, values: np.ndarray, restarts: np.ndarray | None,
+                     cfg: Config) -> list[SpikeEvent]:
+    """Short-log rule (fewer than ``short_log`` points): each fragment judged on its own points."""
+    x, logged = st.to_log(values)
+    if not logged:
+        return []
+    fid = fragment_ids(steps, restarts, cfg.fragment_gap)
+    dx = np.abs(np.diff(x))
+    dx = dx[(fid[1:] == fid[:-1]) & np.isfinite(dx)]
+    if dx.size < 4:
+        return []
+    # lower quartile of |successive difference| -> sigma: robust while < 3/4 of them are spike jumps
+    log_sigma = float(np.percentile(dx, 25)) / (0.31864 * 2 ** 0.5)
+    events: list[SpikeEvent] = []
+    n = len(x)
+    for f in range(int(fid[-1]) + 1 if n else 0):
+        idx = np.flatnonzero(fid == f)
+        k = 0
+        while k < len(idx):
+            i = int(idx[k])
+            prev = x[idx[:k]]
+            prev = prev[np.isfinite(prev)]
+            if len(prev) < cfg.fragment_min_prev or not np.isfinite(x[i]):
+                k += 1
+                continue
+            low = float(prev.min())
+            sig = max(cfg.sigma_floor, st.DIFF_TO_SIGMA * float(np.median(np.abs(np.diff(prev)))))
+            jump = float(x[i]) - low
+            if not (jump >= math.log(cfg.fragment_ratio) and jump >= cfg.fragment_sigmas * sig
+                    and jump >= cfg.fragment_log_sigmas * log_sigma):
+                k += 1
+                continue
+            band = low + max(cfg.recovery_sigmas * sig, math.log1p(cfg.recovery_rel))
+            rest = idx[k + 1:]
+            with np.errstate(invalid="ignore"):
+                back = rest[x[rest] <= band]
+            rec = int(back[0]) if back.size else -1
+            end = rec - 1 if rec >= 0 else int(idx[-1])
+            seg = x[i:end + 1]
+            peak = i + int(np.nanargmax(seg)) if np.isfinite(seg).any() else i
+            events.append(SpikeEvent(i, peak, end, rec, float(math.exp(low)), jump / sig, int(idx[-1])))
+            if rec < 0:
+                break
+            k = int(np.searchsorted(idx, rec)) + 1
+    return events
+
+
+def run_events(run: RunData, cfg: Config = DEFAULT) -> list[SpikeEvent]:
+    """Spike events of a run's training loss: ``find_events`` plus, on short logs, the fragment rule
+    (events whose onset falls inside an earlier-found event are left out). Shared with trouble()."""
+    s = run.get(TRAIN_LOSS)
+    if s is None:
+        return []
+    events = find_events(s.values, cfg)
+    if len(s.values) >= cfg.short_log:
+        return events
+    r = run.get(RESTART)
+    extra = _fragment_events(s.steps, s.values, None if r is None else r.steps, cfg)
+    for ev in extra:
+        if not any(e.onset <= ev.onset <= max(e.end, e.onset) for e in events):
+            events.append(ev)
+    return sorted(events, key=lambda e: e.onset)
+
+
 def _grad_coincidence(run: RunData, lo: int, hi: int) -> tuple[bool, float | None]:
     """Whether the grad norm spiked within [lo, hi] steps, and its max there."""
     g = usable(run, GRAD_NORM, 2)
@@ -185,12 +270,13 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     interval = st.log_interval(steps)
     lr = usable(run, LR)
     out: list[Finding] = []
-    for ev in find_events(vals, cfg):
+    for ev in run_events(run, cfg):
         on, pk = int(steps[ev.onset]), int(steps[ev.peak])
         peak_v = float(vals[ev.peak])
         ratio = peak_v / ev.baseline if ev.baseline > 0 else None
         grad_hit, grad_peak = _grad_coincidence(run, on - interval, int(steps[ev.end]) + interval)
-        tail = len(vals) - 1 - ev.onset
+        last = ev.fragment_end if ev.fragment_end >= 0 else len(vals) - 1
+        tail = last - ev.onset
         rec_steps = int(steps[ev.recovery] - steps[ev.onset]) if ev.recovery >= 0 else None
         jump = (f"loss jumped {ratio:.1f}x ({st.fmt(ev.baseline)} -> {st.fmt(peak_v)})" if ratio
                 else f"loss rose {st.fmt(ev.baseline)} -> {st.fmt(peak_v)}")
@@ -203,7 +289,8 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         elif tail < cfg.min_tail_points:
             small = ratio is not None and ratio < cfg.warn_ratio and not grad_hit
             sev = Severity.INFO if small else Severity.WARNING
-            how = "the log ends before recovery could be judged"
+            how = ("the log ends before recovery could be judged" if ev.fragment_end < 0 else
+                   f"its fragment of the log ends (step {int(steps[last])}) before recovery could be judged")
         else:
             sev = Severity.ERROR
             how = (f"did not recover (still {st.fmt(float(np.nanmedian(vals[-max(1, tail // 5):])))}"
@@ -218,7 +305,7 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
                 "z": ev.z, "recovered": ev.recovery >= 0, "recovery_steps": rec_steps,
                 "lr_at_onset": st.value_at(lr.steps, lr.values, on) if lr else None,
                 "grad_norm_at_peak": grad_peak, "grad_spike_coincides": grad_hit,
-                "log_interval": interval,
+                "log_interval": interval, "short_log_fragment": ev.fragment_end >= 0,
             },
         ))
     return out

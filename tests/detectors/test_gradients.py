@@ -123,3 +123,23 @@ def test_tr8_104b_fragments_grad_explosion_at_8741():
     rd = res.table.run_data(res.runs[0].name)
     (f,) = grad_explosion.check(rd)
     assert f.step_start <= 8741 <= f.step_end and f.evidence["peak_step"] == 8741
+
+
+def test_grad_spike_loss_responded_agrees_with_loss_spike():
+    # stabdiag train --preset tiny --data synthetic (stable): grad 92x and loss 2.9x at step 29,
+    # early on a steep descent where a 64-point median baseline lags behind
+    from stabdiag.detectors import grad_spike, loss_spike
+    x = decaying(300, a=8.0, b=0.5, c=2.0, noise=0.02)
+    x[29] *= 2.9
+    g = 1.0 + 0.05 * np.random.default_rng(3).standard_normal(300)
+    g[29] *= 92
+    run = make_run(loss=x, grad_norm=g)
+    (ls,) = loss_spike.check(run)
+    assert ls.step_start == 29
+    (gs,) = grad_spike.check(run)
+    assert gs.evidence["max_step"] == 29 and gs.evidence["loss_responded"] is True
+    assert "the loss responded" in gs.message
+    # and a grad spike the loss ignored still says so
+    quiet = make_run(loss=decaying(300, noise=0.01), grad_norm=g)
+    (gs,) = grad_spike.check(quiet)
+    assert gs.evidence["loss_responded"] is False

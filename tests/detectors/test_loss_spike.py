@@ -148,3 +148,43 @@ def test_heavy_tailed_noise_alone_is_quiet() -> None:
     noise = rng.standard_t(10, 5000) / (0.6998 * 1.4826)   # robust sigma 1, Student-t(10) tails
     loss = (2.0 + 6.0 * (1 + t / 100.0) ** -0.5) * np.exp(0.04 * noise)
     assert loss_spike.check(make_run(loss=loss)) == []
+
+
+def _tr8_wide():
+    from dethelpers import real_path
+
+    from stabdiag.sources import load
+    res = load([real_path("bigscience_chronicles", "tr8-104B-wide")])
+    return res.table.run_data(res.runs[0].name)
+
+
+def test_short_fragmented_real_log_spikes_found():
+    # ~19 points pasted from the BigScience chronicles: pieces 6900-7010, 8738-8743, 11446-11448
+    from stabdiag.detectors import restart
+    rd = _tr8_wide()
+    fs = loss_spike.check(rd)
+    onsets = {f.step_start for f in fs}
+    assert 6940 in onsets and 8741 in onsets
+    f8741 = next(f for f in fs if f.step_start == 8741)
+    assert f8741.step_end == 8743 and f8741.severity == Severity.WARNING
+    assert f8741.evidence["short_log_fragment"] is True and "fragment" in f8741.message
+    rs = {f.step_start: f for f in restart.check(rd)}
+    assert rs[8738].severity == Severity.WARNING and rs[8738].evidence["trouble_step"] == 8740
+
+
+@pytest.mark.parametrize("n", [10, 20, 35, 60])
+@pytest.mark.parametrize("every", [1, 10, 100])
+def test_short_clean_logs_are_quiet(n, every):
+    for seed in range(20):
+        x = decaying(n, seed=seed, noise=0.03)
+        assert loss_spike.check(make_run(loss=x, steps=np.arange(n) * every)) == [], seed
+
+
+def test_short_log_fragment_rule_needs_a_real_jump():
+    # a 2.2x jump in a 12-point piece after a gap is found; the same curve without it is quiet
+    steps = np.r_[np.arange(0, 60, 10), np.arange(5000, 5006)]
+    x = np.r_[decaying(6, seed=1), 2.5 * (1 + 0.01 * np.arange(6))]
+    assert loss_spike.check(make_run(loss=x, steps=steps)) == []
+    x[9] *= 2.2
+    (f,) = loss_spike.check(make_run(loss=x, steps=steps))
+    assert f.step_start == 5003 and f.evidence["short_log_fragment"] is True
