@@ -33,11 +33,23 @@ How it is computed
     one log interval of the event is recorded as ``grad_spike_coincides`` (stronger evidence that the
     spike is an optimisation event, not a bad batch in the logging). NaN/Inf losses are left out of
     the baseline and the search goes on after them.
+    Short logs (fewer than ``short_log`` (64) points, e.g. pasted fragments with restarts): the log
+    is also split into fragments at ``meta/restart`` rows and at step gaps > ``fragment_gap`` (20) x
+    the usual log interval; a point is a spike onset when it is >= ``fragment_ratio`` (1.5) x the
+    lowest earlier value of its fragment (>= ``fragment_min_prev`` (2) earlier finite values), and
+    that jump (on log scale) is >= ``fragment_sigmas`` (3) x the fragment's point-to-point noise
+    before it (median successive difference, floored at 1 %) and >= ``fragment_log_sigmas`` (2.5)
+    x the whole log's noise (lower quartile of within-fragment successive differences, robust while
+    fewer than 3/4 are spike jumps). Recovery is judged inside the fragment only: when the fragment
+    ends first, the finding says so and is never ``error``.
 
 Known false positives
     Losses that legitimately jump: a curriculum or data-mixture switch, a sequence-length change,
     an epoch boundary with unshuffled data. Interval-averaged logs (HF ``loss``) dilute one-step
     spikes by the interval length, so small spikes may be missed there rather than over-reported.
+    The short-log rule compares with a minimum, which noise pulls down: on short logs with >= 10 %
+    point-to-point noise it fires on a clean curve in roughly 1 of 7 logs (measured on 10-60-point
+    decaying curves; never at 1-3 %); such 1.5-2x blips that recover are ``info``.
 
 References
     OLMo-core StabilityMonitorCallback / SkipStepOptimizer (6 sigma over 128 previous values);

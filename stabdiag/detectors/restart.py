@@ -12,7 +12,8 @@ Why it matters
 How it is computed
     Every restart is ``info`` with ``rewound_from`` = R and ``steps_replayed`` = R - S + 1.
     ``warning`` when the run has >= ``several`` (3) restarts, or when trouble (loss spike,
-    non-finite loss, grad-norm explosion) lies within max(``window_steps`` (50),
+    non-finite loss, grad-norm explosion, including the short-log rules of loss-spike and
+    grad-explosion) lies within max(``window_steps`` (50),
     ``window_frac`` (2 %) of the run) steps of S. A run without restart rows gives no finding: the
     check always runs and is never skipped.
 
