@@ -147,6 +147,12 @@ def load(
             if set(g.files) & explicit:
                 raise
             errors.append(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a reader bug on damaged input sinks only its run
+            err = SourceError(g.files[0], f"a readable {g.fmt} log", "content its reader could not "
+                              f"handle ({type(exc).__name__}: {str(exc)[:200]})")
+            if set(g.files) & explicit:
+                raise err from None
+            errors.append(str(err))
     names = _unique_names(raws)
     tables, infos = [], []
     for (raw, g), name in zip(raws, names, strict=True):
@@ -232,7 +238,7 @@ def _read_or_error(g: _Group) -> list[RawRun] | None:
     """_read in a worker process; None when it raised SourceError (the parent reads it again)."""
     try:
         return _read(g)
-    except SourceError:
+    except Exception:  # noqa: BLE001 - SourceError or a reader bug: the parent reads it again
         return None
 
 

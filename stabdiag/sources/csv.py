@@ -21,15 +21,38 @@ FORMAT = "csv"
 def read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Header and (line number, cells) rows; the file must have a header and a step column."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = _csv.reader(fh)
-            header = next(reader, None)
-            rows = [(reader.line_num, r) for r in reader if r]
-    except (OSError, UnicodeDecodeError, _csv.Error) as exc:
+        with open(path, "rb") as fh:  # UTF-16 (Excel, PowerShell) by its BOM; stray bytes -> U+FFFD
+            enc = "utf-16" if fh.read(2) in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+        header, rows = _rows(path, enc, _csv.QUOTE_MINIMAL)
+        jumps = any(b - a > 1 for (a, _), (b, _) in zip([(1, [])] + rows, rows, strict=False))
+        if jumps and any("\n" in c or "\r" in c for _, r in rows for c in r):
+            # an unterminated quote swallows every later line into one cell: read quotes as text
+            header, rows = _rows(path, enc, _csv.QUOTE_NONE)
+            header = [h[1:-1] if len(h) > 1 and h[0] == h[-1] == '"' else h for h in header or []]
+    except (OSError, UnicodeError, _csv.Error) as exc:
         raise SourceError(path, "a CSV file with a header row", f"unreadable text ({exc})") from None
     if not header:
         raise SourceError(path, "a CSV file with a header row", "an empty file")
     return [h.strip() for h in header], rows
+
+
+def _rows(path: Path, enc: str, quoting: int) -> tuple[list[str] | None, list]:
+    """Rows that cannot be parsed (a cell over the csv field limit) become a too-long row, which
+    the readers count as a bad row, and reading goes on at the next line."""
+    with open(path, newline="", encoding=enc, errors="replace") as fh:
+        reader = _csv.reader(fh, quoting=quoting)
+        header = next(reader, None)
+        rows: list[tuple[int, list[str]]] = []
+        while True:
+            try:
+                rows.extend((reader.line_num, r) for r in reader if r)
+                break
+            except _csv.Error:
+                rows.append((reader.line_num, [""] * (len(header or ()) + 1)))
+    if quoting == _csv.QUOTE_NONE:
+        rows = [(n, [c[1:-1] if len(c) > 1 and c[0] == c[-1] == '"' else c for c in r])
+                for n, r in rows]
+    return header, rows
 
 
 def read(path: Path, fmt: str = FORMAT, name: str | None = None) -> list[RawRun]:

@@ -66,7 +66,7 @@ def read(path: Path) -> list[RawRun]:
         if (m := _JSON.search(t)) is not None:
             try:
                 obj = json.loads(m[2])
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):
                 bad.append(line.number)
                 continue
             kind = "inner" if m[1] == "train_inner" else ("valid" if m[1].startswith("valid")

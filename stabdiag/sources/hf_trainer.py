@@ -32,7 +32,7 @@ def output_dir(path: Path) -> Path:
 def load_state(path: Path) -> dict:
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # bad JSON, huge ints, deep nesting
         raise SourceError(path, "a trainer_state.json (JSON object)", f"unreadable JSON ({exc})") from None
     if not isinstance(state, dict) or not isinstance(state.get("log_history"), list):
         raise SourceError(path, "a trainer_state.json with a log_history list",
@@ -91,7 +91,7 @@ def pick_newest(paths: Sequence[Path]) -> tuple[Path, list[Path]]:
     def key(p: Path) -> tuple[float, int]:
         try:
             gs = float(json.loads(p.read_text(encoding="utf-8")).get("global_step") or 0)
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             gs = -1.0
         return gs, 0 if _CHECKPOINT_DIR.match(p.parent.name) else 1
     ordered = sorted(paths, key=key, reverse=True)

@@ -48,7 +48,7 @@ def read(path: Path, fmt: str = FORMAT) -> list[RawRun]:
             continue
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # bad JSON, >4300-digit ints, [[[[... nesting
             bad.append(lineno)
             continue
         if not isinstance(obj, dict):

@@ -58,6 +58,7 @@ _START = re.compile(_ITER.pattern + "|" + _VALID.pattern)
 _SNIFF = re.compile(rb"\biteration\s+\d+\s*/\s*\d+\s*\|\s*consumed samples:"
                     rb"|valid(?:ation)? loss at iteration\s+\d+\s*\|")
 _MAX_WRAPS = 4
+_MAX_SPREAD = 1024  # skipped-step rows spread from one record's count
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,8 @@ def read(path: Path) -> list[RawRun]:
         count = fields.get(SKIPPED_COUNT)
         if count is not None and math.isfinite(count):
             k = int(count)
-            lo = (start if start is not None else n - max(k, 1)) + 1
+            # at most _MAX_SPREAD rows per record: a damaged count (1e12) must not hang the reader
+            lo = max(start if start is not None else n - max(k, 1), n - _MAX_SPREAD) + 1
             already = sum(1 for s in range(lo, n + 1) if s in marked)
             need = max(k - already, 0)
             spread = [s for s in range(n, lo - 1, -1) if s not in marked][:need]

@@ -31,7 +31,10 @@ def parse_number(x: Any) -> float | None | Bad:
     if isinstance(x, bool):
         return float(x)
     if isinstance(x, (int, float)):
-        return float(x)
+        try:
+            return float(x)
+        except OverflowError:  # a JSON int past float range (1e400 written out)
+            return math.inf if x > 0 else -math.inf
     if x is None:
         return None
     if isinstance(x, str):
@@ -47,8 +50,8 @@ def parse_number(x: Any) -> float | None | Bad:
 
 def parse_step(x: Any) -> int | None:
     v = parse_number(x)
-    if not isinstance(v, float) or not math.isfinite(v) or v != int(v):
-        return None
+    if not isinstance(v, float) or not math.isfinite(v) or v != int(v) or abs(v) >= 2.0**63:
+        return None  # a step must fit the table's int64 column
     return int(v)
 
 
@@ -73,6 +76,9 @@ class RawRun:
         return len(self.steps)
 
 
+_I64 = (-(1 << 63), (1 << 63) - 1)
+
+
 def from_rows(
     name: str, path: str, fmt: str, rows: Sequence[tuple[int, str, float]], *,
     wall: Sequence[float] | None = None, rank: Sequence[int] | None = None,
@@ -80,11 +86,21 @@ def from_rows(
     context: Context | None = None,
 ) -> RawRun:
     """Build a RawRun from (step, raw name, value) rows in write order."""
+    try:
+        steps = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+    except OverflowError:  # "iter 99999999999999999999": drop values whose step cannot be stored
+        keep = [i for i, r in enumerate(rows) if _I64[0] <= r[0] <= _I64[1]]
+        warnings = (*warnings, f"{path}: {len(rows) - len(keep)} values with a step beyond "
+                    "the int64 range dropped")
+        rows = [rows[i] for i in keep]
+        wall = None if wall is None else [wall[i] for i in keep]
+        rank = None if rank is None else [rank[i] for i in keep]
+        steps = np.fromiter((r[0] for r in rows), np.int64, len(rows))
     index: dict[str, int] = {}
     codes = np.fromiter((index.setdefault(r[1], len(index)) for r in rows), np.int32, len(rows))
     return RawRun(
         name=name, path=path, format=fmt, names=tuple(index), codes=codes,
-        steps=np.fromiter((r[0] for r in rows), np.int64, len(rows)),
+        steps=steps,
         values=np.fromiter((r[2] for r in rows), np.float64, len(rows)),
         wall_time=None if wall is None else np.asarray(wall, np.float64),
         rank=None if rank is None else np.asarray(rank, np.int64),

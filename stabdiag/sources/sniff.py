@@ -169,7 +169,7 @@ def _first_line_is_object(head: bytes) -> bool:
         return False
     try:
         obj = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return isinstance(obj, dict) and any(k.lower() in STEP_COLUMNS for k in obj)
 

@@ -46,8 +46,11 @@ def read(path: Path) -> list[RawRun]:
         text = path.read_bytes().decode("utf-8", errors="replace").lstrip("\ufeff")
     except OSError as exc:
         raise SourceError(path, "a W&B CSV export", str(exc)) from None
-    reader = csv.reader(io.StringIO(text))
-    cols = next(reader, None)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        cols = next(reader, None)
+    except csv.Error as exc:
+        raise SourceError(path, "a W&B CSV export", f"unreadable CSV ({exc})") from None
     if not cols or len(cols) < 2 or not all(_SEP in c for c in cols[1:]):
         raise SourceError(path, "a W&B CSV export header ('Step','<run> - <metric>', ...)",
                           f"header {cols!r:.80}")
@@ -61,7 +64,13 @@ def read(path: Path) -> list[RawRun]:
         targets.append((i, run, metric))
     per_run: dict[str, list[tuple[int, str, float]]] = {run: [] for _, run, _ in targets}
     bad: list[int] = []
-    for lineno, row in enumerate(reader, start=2):
+    stopped = ""
+    rows: list[list[str]] = []
+    try:
+        rows.extend(reader)
+    except csv.Error as exc:  # a cell over the field limit: keep the rows before it
+        stopped = f"{path}: stopped reading at line {reader.line_num} ({exc})"
+    for lineno, row in enumerate(rows, start=2):
         if not row:
             continue
         step = parse_number(row[0])
@@ -79,6 +88,7 @@ def read(path: Path) -> list[RawRun]:
                 continue
             per_run[run].append((int(step), metric, v))  # type: ignore[arg-type]
     warnings = [bad_lines_warning(str(path), "rows with a bad step or value", bad)] if bad else []
+    warnings += [stopped] if stopped else []
     meta = {"x_axis": cols[0], "envelope_columns_ignored": envelopes}
     return [from_rows(run, str(path), FORMAT, rows, warnings=warnings, meta=meta)
             for run, rows in per_run.items()]
