@@ -669,7 +669,11 @@ def read_files(paths: Sequence[str | Path], read=None) -> Scalars:
     ``read`` replaces read_file (same signature and result), e.g. stabdiag.cache.read_event_file."""
     read = read or read_file
     plugins: dict[str, str] = {}
-    parts = [read(p, plugins) for p in sorted(paths, key=lambda p: Path(p).name)]
+    ordered = sorted(paths, key=lambda p: Path(p).name)
+    parts = [read(p, plugins) for p in ordered]
+    # no record and no damage warning: a zero-length file (a writer that never flushed)
+    empty = tuple(f"{p}: empty event file (0 bytes); ignored"
+                  for p, part in zip(ordered, parts, strict=True) if not part.records and not part.warnings)
     tags: dict[str, int] = {}
     codes = []
     for part in parts:
@@ -681,6 +685,6 @@ def read_files(paths: Sequence[str | Path], read=None) -> Scalars:
         np.concatenate([p.steps for p in parts]) if parts else np.zeros(0, np.int64),
         np.concatenate([p.values for p in parts]) if parts else np.zeros(0),
         np.concatenate([p.wall_time for p in parts]) if parts else np.zeros(0),
-        tuple(w for p in parts for w in p.warnings),
+        tuple(w for p in parts for w in p.warnings) + empty,
         sum(p.records for p in parts),
     )
