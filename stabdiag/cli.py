@@ -89,11 +89,25 @@ def _write(text: str, output: Path | None) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
+    from stabdiag.atomic import write_atomic
+
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text, encoding="utf-8")
+        write_atomic(output, text)
     except OSError as e:
         _fail(f"{output}: cannot write the report ({e.strerror or e})")
+
+
+def _refuse_overwriting_inputs(output: Path | None, paths: list[Path]) -> None:
+    """``--output`` must never replace a log it reads: an input file, or a log inside an input dir."""
+    if output is None or str(output) == "-" or not output.exists():
+        return
+    from stabdiag.sources import sniff
+
+    target = output.resolve()
+    for p in paths:
+        root = p.resolve()
+        if target == root or (root.is_dir() and root in target.parents and sniff.sniff(target)):
+            _fail(f"--output {output}: refusing to overwrite an input log; write the report elsewhere")
 
 
 PathsArg = Annotated[list[Path], typer.Argument(help="Log files or directories (searched recursively).",
@@ -148,6 +162,7 @@ def analyze(
                 by_kind(k)
             except KeyError:
                 _fail(f"unknown kind or code {k!r}; `stabdiag explain --list` lists them")
+        _refuse_overwriting_inputs(output, paths)
         with err.status("reading logs and detecting", spinner="dots") if err.is_terminal else _null():
             report = pol.apply(diagnose(paths, fmt=input_format, overrides=dict(pol.map), select=sel, ignore=ign,
                                           configs=pol.detector_configs()))

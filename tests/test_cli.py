@@ -161,3 +161,33 @@ def test_policy_thresholds_reach_the_detectors(tmp_path: Path) -> None:
     r = runner.invoke(app, ["analyze", spike, "-f", "json", "--fail-on", "never", "--config", str(policy)])
     assert r.exit_code == 0, r.output
     assert "loss-spike" not in {f["kind"] for f in json.loads(r.stdout)["findings"]}
+
+
+def test_output_never_overwrites_an_input(tmp_path: Path, clean_csv: Path) -> None:
+    before = clean_csv.read_bytes()
+    r = runner.invoke(app, ["analyze", str(clean_csv), "-f", "json", "-o", str(clean_csv)])
+    assert r.exit_code == 2 and clean_csv.read_bytes() == before
+    other = tmp_path / "other.csv"
+    other.write_bytes(before)
+    r = runner.invoke(app, ["analyze", str(tmp_path), "-f", "json", "-o", str(other)])
+    assert r.exit_code == 2 and other.read_bytes() == before
+    r = runner.invoke(app, ["analyze", str(tmp_path), "-f", "json", "-o", str(tmp_path / "report.json")])
+    assert r.exit_code == 0, r.output
+
+
+def test_write_atomic_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from stabdiag.atomic import write_atomic
+
+    target = tmp_path / "report.json"
+    write_atomic(target, "old")
+
+    def boom(*a: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        write_atomic(target, "new" * 1000)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]

@@ -26,6 +26,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from stabdiag.atomic import write_atomic
 from stabdiag.findings import Finding, Severity
 from stabdiag.report import Report
 from stabdiag.table import (
@@ -375,7 +376,7 @@ def save_plots(report: Report, out_dir: str | Path,
         try:
             for fmt in formats:
                 p = out / f"{stem}.{fmt}"
-                p.write_bytes(figure_bytes(fig, fmt))
+                write_atomic(p, figure_bytes(fig, fmt))
                 written.append(p)
         finally:
             fig.clear()

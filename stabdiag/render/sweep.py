@@ -20,6 +20,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from stabdiag.atomic import write_atomic
 from stabdiag.console import SEVERITY_STYLE
 from stabdiag.findings import Severity
 from stabdiag.render.markdown import ICON, md
@@ -223,7 +224,7 @@ def save_sweep_plot(result: SweepResult, stem: str | Path,
     paths = []
     for fmt in formats:
         p = Path(f"{stem}.{fmt}")
-        p.write_bytes(figure_bytes(fig, fmt))
+        write_atomic(p, figure_bytes(fig, fmt))
         paths.append(p)
     return paths
 

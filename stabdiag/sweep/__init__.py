@@ -13,6 +13,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from stabdiag.atomic import write_atomic
 from stabdiag.sweep.results import (
     DEFINITIONS,
     CellResult,
@@ -45,7 +46,7 @@ def save_outputs(result: SweepResult, out_dir: str | Path | None = None) -> Swee
     out.mkdir(parents=True, exist_ok=True)
     plots = save_sweep_plot(result, out / "sweep")
     result = dataclasses.replace(result, plots=tuple(str(p) for p in plots))
-    (out / "sweep.json").write_text(render_sweep_json(result))
+    write_atomic(out / "sweep.json", render_sweep_json(result))
     return result
 
 
