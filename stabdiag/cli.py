@@ -391,6 +391,15 @@ def _train_and_report(cfg: Any, *, resume: bool, analyze: bool, fail_on: str) ->
         result = run_training(cfg, progress=progress, resume=resume)
     status = "interrupted" if result.interrupted else "done"
     err.print(f"{status}: {result.steps_done} steps, final loss {result.final_loss:.4g} -> {result.run_dir}")
+    if result.stop_signal:  # SIGINT/SIGTERM: say how to continue, skip the analysis, exit 130/143
+        import shlex
+
+        argv = sys.argv[1:] if sys.argv[1:2] == ["train"] else ["train", "--out", str(cfg.out_dir)]
+        argv = [a for a in argv if a != "--resume"] + (["--name", result.run_dir.name] if "--name" not in argv else [])
+        err.print(f"stopped by {result.stop_signal}; checkpoint: {result.checkpoint or 'none written'}\n"
+                  f"to continue: {shlex.join(['stabdiag', *argv, '--resume'])}", markup=False, highlight=False,
+                  soft_wrap=True)
+        raise typer.Exit(result.exit_code)
     if not analyze:
         return
     from stabdiag.diagnose import diagnose

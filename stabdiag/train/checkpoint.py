@@ -1,13 +1,15 @@
 """Save and load our own checkpoints: plain state dicts, loaded with torch.load(weights_only=True).
 
-One file, `checkpoints/latest.pt`, replaced atomically, so an interrupted save never leaves a
-half-written checkpoint behind. Everything a bit-exact resume needs is in it: model, optimizer,
+One file, `checkpoints/latest.pt`, replaced atomically (written to `latest.pt.tmp`, fsynced, then
+renamed over it), so a save cut short by a crash, a signal or a full disk leaves the previous
+checkpoint in place and loadable. Everything a bit-exact resume needs is in it: model, optimizer,
 loss scaler, the step, and the torch RNG states (dropout). Batches are a function of
 (seed, step), so there is no data-loader state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,6 @@ def save(
     ckpt_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler, step: int, config: dict[str, Any],
 ) -> Path:
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     state = {
         "step": step,
         "model": model.state_dict(),
@@ -34,9 +35,22 @@ def save(
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
     path = ckpt_dir / LATEST
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(LATEST + ".tmp")
+    try:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, Exception):  # a full disk shows up as OSError or torch's RuntimeError
+            kept = "the previous checkpoint is kept" if path.exists() else "no checkpoint was written"
+            raise TrainError(f"{path}: could not write the checkpoint "
+                             f"({getattr(exc, 'strerror', None) or exc}); {kept}") from None
+        raise
     return path
 
 

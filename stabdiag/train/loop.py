@@ -14,7 +14,9 @@ import contextlib
 import datetime as _dt
 import json
 import math
+import os
 import platform
+import shutil
 import signal
 import sys
 import time
@@ -27,6 +29,7 @@ import torch
 
 from stabdiag import __version__
 from stabdiag import table as T
+from stabdiag.atomic import write_atomic
 from stabdiag.errors import TrainError
 from stabdiag.train import checkpoint, dist, inject
 from stabdiag.train.config import TrainConfig
@@ -54,6 +57,15 @@ class TrainResult:
     stop_reason: str
     """'completed', 'interrupted' or 'nonfinite'."""
     injected: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    stop_signal: str | None = None
+    """'SIGINT' or 'SIGTERM' when an interrupt stopped the run (Ctrl-C counts as SIGINT)."""
+    checkpoint: Path | None = None
+    """The checkpoint a `resume` continues from (None if the run has none)."""
+
+    @property
+    def exit_code(self) -> int:
+        """What a CLI should exit with: 128 + the signal number after a signal, else 0."""
+        return 128 + signal.Signals[self.stop_signal].value if self.stop_signal else 0
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -164,10 +176,14 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, progress: Progress | None,
     device = pick_device(cfg, info)
     run_dir = run_dir_for(cfg, resume)
     events = inject.parse_events(cfg.inject)
-    corpus = load_corpus(cfg.data, cfg.data_max_bytes, cfg.seed)
-
+    if info.is_main:  # preflight: fail now, not when the first checkpoint is due
+        check_writable(run_dir)
     torch.manual_seed(cfg.seed)  # identical init on every rank
-    model = GPT(cfg).to(device)
+    model = GPT(cfg)  # on the CPU first: cheap next to loading the corpus
+    if info.is_main:
+        check_disk_space(cfg, run_dir, model)
+    model = model.to(device)
+    corpus = load_corpus(cfg.data, cfg.data_max_bytes, cfg.seed)  # own RNG: init is unchanged
     optimizer = build_optimizer(model, cfg, device)
     fp16 = cfg.precision == "fp16"
     scaler = torch.amp.GradScaler(device.type, init_scale=cfg.loss_scale_init,
@@ -196,21 +212,26 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, progress: Progress | None,
 
     loop = _Loop(cfg, info, device, corpus, model, ddp, optimizer, scaler, events, writer,
                  progress, run_dir)
-    with _sigint_sets(loop):
+    with _stop_on_signals(loop):  # covers the final save too: a SIGTERM there must not kill it
         loop.run(start)
-
-    if info.is_main:
-        checkpoint.save(run_dir / "checkpoints", model=model, optimizer=optimizer, scaler=scaler,
-                        step=loop.step, config=cfg.to_dict())
-        writer.close()
-        meta.update(steps_done=loop.step, stop_reason=loop.stop_reason,
-                    final_loss=loop.last_loss, final_val_loss=loop.last_val,
-                    finished=_now())
-        _write_json(run_dir / "run.json", meta)
+        if info.is_main:
+            if not loop.torn:  # a step cut mid-update would save a state no step produced
+                checkpoint.save(run_dir / "checkpoints", model=model, optimizer=optimizer,
+                                scaler=scaler, step=loop.step, config=cfg.to_dict())
+            writer.close()
+            meta.update(steps_done=loop.step, stop_reason=loop.stop_reason,
+                        stop_signal=loop.stop_signal if loop.interrupted else None,
+                        final_loss=loop.last_loss,
+                        final_val_loss=loop.last_val, finished=_now())
+            _write_json(run_dir / "run.json", meta)
+    stopped_by = loop.stop_signal if loop.interrupted else None
+    latest = run_dir / "checkpoints" / checkpoint.LATEST
     return TrainResult(run_dir=run_dir, steps_done=loop.step, final_loss=loop.last_loss,
-                       final_val_loss=loop.last_val, interrupted=loop.stop_reason == "interrupted",
+                       final_val_loss=loop.last_val, interrupted=loop.interrupted,
                        stop_reason=loop.stop_reason,
-                       injected=tuple(e.to_dict() for e in events))
+                       injected=tuple(e.to_dict() for e in events),
+                       stop_signal=stopped_by,
+                       checkpoint=latest if latest.exists() else None)
 
 
 class _Loop:
@@ -231,6 +252,9 @@ class _Loop:
         self.step = 0
         self.stop_requested = False
         self.stop_reason = "completed"
+        self.stop_signal: str | None = None  # set by _stop_on_signals
+        self.in_step = False
+        self.torn = False  # a hard interrupt landed inside a step: model/optimizer may be half-updated
         self.last_loss = float("nan")
         self.last_val = float("nan")
         self.nonfinite_run = 0
@@ -243,9 +267,11 @@ class _Loop:
         self.t_flush = time.perf_counter()
         try:
             while self.step < self.cfg.steps and not self._should_stop():
+                self.in_step = True
                 row = self.train_step(self.step)
                 self.buffer.append(row)
                 self.step += 1
+                self.in_step = False
                 if self.step % self.cfg.log_interval == 0 or self.step == self.cfg.steps:
                     self.flush()
                 if self.step % self.cfg.eval_interval == 0 or self.step == self.cfg.steps:
@@ -257,9 +283,19 @@ class _Loop:
                                     step=self.step, config=self.cfg.to_dict())
         except KeyboardInterrupt:  # raised outside a step boundary: the step in flight is lost
             self.stop_reason = "interrupted"
+            self.stop_signal = self.stop_signal or "SIGINT"
+            self.torn = self.in_step
+            del self.host[len(self.buffer):]  # the lost step's host-side record, if it got one
         self.flush()
-        if self.stop_requested and self.stop_reason == "completed":
+        if self.stop_requested and self.stop_reason == "completed" and self.step < self.cfg.steps:
             self.stop_reason = "interrupted"
+            self.stop_signal = self.stop_signal or "SIGINT"
+        if self.stop_reason != "interrupted":  # e.g. a signal after the last step: it completed
+            self.stop_signal = None
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stop_reason == "interrupted"
 
     def _should_stop(self) -> bool:
         if self.info.enabled:  # all ranks must agree; only check where they sync anyway
@@ -371,9 +407,13 @@ class _Loop:
             self.stop_requested = True
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
-def _sigint_sets(loop: _Loop) -> Iterator[None]:
-    """While training, Ctrl-C only asks the loop to stop after the current step."""
+def _stop_on_signals(loop: _Loop) -> Iterator[None]:
+    """While training, SIGINT (Ctrl-C) or SIGTERM only asks the loop to stop after the current
+    step; a second one gives up at once. Main thread only; the previous handlers come back after."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -381,15 +421,65 @@ def _sigint_sets(loop: _Loop) -> Iterator[None]:
         return
 
     def handler(signum: int, frame: object) -> None:
-        if loop.stop_requested:  # second Ctrl-C: give up immediately
+        if loop.stop_requested and loop.stop_signal:  # the second signal: give up immediately
             raise KeyboardInterrupt
         loop.stop_requested = True
+        loop.stop_signal = loop.stop_signal or signal.Signals(signum).name
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# ----------------------------------------------------------------------------- preflight
+
+LOG_BYTES_PER_VALUE = 64  # one metrics.csv row, about; TensorBoard is similar
+
+
+def _existing_dir(run_dir: Path) -> Path:
+    """The run directory, or the nearest existing parent it would be created in."""
+    where = run_dir
+    while not where.exists() and where.parent != where:
+        where = where.parent
+    if not where.is_dir():
+        raise TrainError(f"{run_dir}: cannot create the run directory: {where} is not a directory")
+    return where
+
+
+def check_writable(run_dir: Path) -> None:
+    """Write + fsync + delete a probe file where the run will write; TrainError naming the
+    directory if that fails. Probes the nearest existing parent when the run directory is still
+    to be created, so a failed check leaves no empty run directory behind."""
+    where = _existing_dir(run_dir)
+    probe = where / f".stabdiag-probe-{os.getpid()}"
+    try:
+        with open(probe, "wb") as fh:
+            fh.write(b"stabdiag")
+            fh.flush()
+            os.fsync(fh.fileno())
+        probe.unlink()
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+        raise TrainError(f"{run_dir}: cannot write the run directory ({where}: "
+                         f"{exc.strerror or exc})") from None
+
+
+def check_disk_space(cfg: TrainConfig, run_dir: Path, model: GPT) -> None:
+    """Room for a checkpoint (fp32 parameters + two Adam moments), twice over while it is
+    replaced, plus the metric logs; TrainError naming the directory if the disk has less."""
+    num_params = sum(p.numel() for p in model.parameters())
+    values = cfg.steps * (len(Probes.for_model(model, cfg.precision == "fp16").names) + 2)
+    need = 2 * num_params * 4 * 3 + values * LOG_BYTES_PER_VALUE * (2 if cfg.tensorboard else 1)
+    free = shutil.disk_usage(_existing_dir(run_dir)).free
+    if free < need:
+        raise TrainError(f"{run_dir}: not enough disk space: {free / 2**20:.1f} MiB free, "
+                         f"about {need / 2**20:.1f} MiB needed for checkpoints "
+                         f"({num_params / 1e6:.2f}M params x 4 bytes x 3 with Adam state, x2 while "
+                         f"one is replaced) and {cfg.steps} steps of metrics")
 
 
 # ----------------------------------------------------------------------------- metadata
@@ -431,7 +521,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")  # resume reads it back
 
 
 def _now() -> str:
