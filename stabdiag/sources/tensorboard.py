@@ -69,6 +69,20 @@ def looks_like_tfrecord(head: bytes) -> bool:
     return len(head) >= 12 and masked_crc(head[:8]) == _U32(head, 8)[0]
 
 
+def check_data_crc(buf: bytes, heads: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(payload starts, payload lengths, data-CRC ok) of the records whose headers are at ``heads``."""
+    u64 = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
+    u32 = np.ndarray((len(buf) - 3,), dtype="<u4", buffer=buf, strides=(1,))
+    lens = u64[heads].astype(np.int64)
+    starts = heads + 12
+    # map() chains keep the per-record slicing and CRC calls in C.
+    payloads = map(buf.__getitem__, map(slice, starts.tolist(), (starts + lens).tolist()))
+    crc = np.fromiter(map(_crc32c, payloads), dtype=np.uint32, count=len(heads)).astype(np.uint64)
+    masked = (((crc >> np.uint64(15)) | (crc << np.uint64(17))) + np.uint64(0xA282EAD8)) \
+        & np.uint64(0xFFFFFFFF)
+    return starts, lens, masked == u32[starts + lens]
+
+
 def frame(buf: bytes, path: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Return (payload offsets, payload lengths, warnings) of every intact record.
 
@@ -109,17 +123,7 @@ def frame(buf: bytes, path: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     heads = np.array(offs, dtype=np.int64)
     if not len(heads):
         return heads, heads.copy(), warnings
-    a = np.frombuffer(buf, dtype=np.uint8)
-    u64 = np.ndarray((a.size - 7,), dtype="<u8", buffer=buf, strides=(1,))
-    u32 = np.ndarray((a.size - 3,), dtype="<u4", buffer=buf, strides=(1,))
-    lens = u64[heads].astype(np.int64)
-    starts = heads + 12
-    # map() chains keep the per-record slicing and CRC calls in C.
-    payloads = map(buf.__getitem__, map(slice, starts.tolist(), (starts + lens).tolist()))
-    crc = np.fromiter(map(_crc32c, payloads), dtype=np.uint32, count=len(heads)).astype(np.uint64)
-    masked = (((crc >> np.uint64(15)) | (crc << np.uint64(17))) + np.uint64(0xA282EAD8)) \
-        & np.uint64(0xFFFFFFFF)
-    good = masked == u32[starts + lens]
+    starts, lens, good = check_data_crc(buf, heads)
     if not good.all():
         bad = heads[~good].tolist()
         where = ", ".join(str(b) for b in bad[:5])
@@ -550,15 +554,7 @@ class _Stream:
 
     # -- decoding
     def _decode(self, buf: bytes, heads: np.ndarray) -> None:
-        u64 = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
-        u32 = np.ndarray((len(buf) - 3,), dtype="<u4", buffer=buf, strides=(1,))
-        lens = u64[heads].astype(np.int64)
-        starts = heads + 12
-        payloads = map(buf.__getitem__, map(slice, starts.tolist(), (starts + lens).tolist()))
-        crc = np.fromiter(map(_crc32c, payloads), dtype=np.uint32, count=len(heads)).astype(np.uint64)
-        masked = (((crc >> np.uint64(15)) | (crc << np.uint64(17))) + np.uint64(0xA282EAD8)) \
-            & np.uint64(0xFFFFFFFF)
-        good = masked == u32[starts + lens]
+        starts, lens, good = check_data_crc(buf, heads)
         if not good.all():
             self.bad_crc += (heads[~good] + self.consumed).tolist()
             starts, lens = starts[good], lens[good]
