@@ -20,7 +20,10 @@ How it is computed
     came back below it, or when still rising with late >= ``growth`` (5) x early and late >=
     ``min_level`` (30, above the healthy 5-30 of a small transformer without QK-norm).
     Still rising raises confidence (it is in the message and evidence) but is not required.
-    Needs ``min_points`` (20) finite points.
+    Needs ``min_points`` (20) finite points, except when the logit overflowed: a series that turns
+    Inf/NaN after at least ``min_overflow_points`` (3) finite values that reached ``tau`` (or
+    ``min_level`` after growing ``huge_growth`` x) is an ``error`` however short it is (fp16 attention scores overflowing is the
+    end point of this growth).
 
 Known false positives
     Models with no QK-norm naturally sharpen attention early in training (from ~0.1 at init to
@@ -55,14 +58,45 @@ class Config:
     min_level: float = 30.0
     tau: float = 100.0
     rising: float = 1.05
+    min_overflow_points: int = 3
 
 
 DEFAULT = Config()
 
 
+def overflowed(run: RunData, cfg: Config) -> list[Finding]:
+    """An error when finite logits that had grown large are followed by Inf/NaN."""
+    s = run.get(MAX_ATTN_LOGIT)
+    if s is None:
+        return []
+    ok = np.isfinite(s.values)
+    if ok.sum() < cfg.min_overflow_points or ok.all():
+        return []
+    first_bad = int(np.argmin(ok[int(np.argmax(ok)):])) + int(np.argmax(ok))
+    x = np.abs(s.values[:first_bad][ok[:first_bad]])
+    if len(x) < cfg.min_overflow_points or ok[first_bad]:
+        return []
+    top = float(x.max())
+    start = float(np.median(x[: max(1, len(x) // 10)]))
+    if not (top >= cfg.tau or (top >= cfg.min_level and start > 0 and top >= cfg.huge_growth * start)):
+        return []
+    step = int(s.steps[first_bad])
+    return [finding(
+        CODE, KIND, run, severity=Severity.ERROR, metric=MAX_ATTN_LOGIT, step_start=int(s.steps[0]),
+        step_end=step,
+        message=(f"max attention logit grew from {st.fmt(start)} to {st.fmt(top)} and then overflowed "
+                 f"(non-finite from step {step})."),
+        evidence={"early_level": start, "max_finite": top, "overflow_step": step,
+                  "finite_points": int(ok.sum()), "tau": cfg.tau},
+    )]
+
+
 def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     s = usable(run, MAX_ATTN_LOGIT, cfg.min_points)
     if s is None:
+        over = overflowed(run, cfg)
+        if over:
+            return over
         return DETECTOR.skipped(run, f"no {MAX_ATTN_LOGIT} series with {cfg.min_points} finite points")
     ok = np.isfinite(s.values)
     steps, x = s.steps[ok], np.abs(s.values[ok])

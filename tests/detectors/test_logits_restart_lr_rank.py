@@ -158,3 +158,15 @@ def test_attention_logit_healthy_tiny_runs_are_quiet():
     # healthy, slowly rising all the way to ~30 (longer run): still quiet
     rising = stable * np.linspace(1.0, 2.5, 300)
     assert attention_logit_growth.check(make_run(**{MAX_ATTN_LOGIT: rising})) == []
+
+
+def test_attention_logits_that_overflow_after_few_points_are_an_error():
+    """The unstable recipe's run: 13 finite points from 0.1 to 15760, then Inf (fp16 overflow)."""
+    from stabdiag.detectors import attention_logit_growth
+
+    x = np.array([0.1, 0.5, 3, 40, 300, 900, 1800, 4000, 5400, 7200, 9600, 14600, 15760]
+                 + [np.inf] * 20)
+    (f,) = attention_logit_growth.check(make_run(**{"train/max_attn_logit": x}))
+    assert f.severity.label == "error" and f.step_end == 13
+    healthy = np.array([0.1, 2, 4, 6, 7] + [np.nan] * 3)
+    assert isinstance(attention_logit_growth.check(make_run(**{"train/max_attn_logit": healthy})), Skipped)
