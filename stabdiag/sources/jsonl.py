@@ -32,6 +32,16 @@ def _key(obj: dict, candidates: tuple[str, ...]) -> str | None:
     return next((lower[c] for c in candidates if c in lower), None)
 
 
+_EXACT = 2**53  # a JSON int step up to this is its own float, so parse_step returns it as is
+_MAX_LAYOUTS = 1024  # distinct key sets remembered (a log has a handful)
+
+
+def _layout(obj: dict) -> tuple[str | None, ...]:
+    """The step, rank, run, wall-time, metric and value keys of an object (None: absent)."""
+    return tuple(_key(obj, c) for c in (tab.STEP_COLUMNS, tab.RANK_COLUMNS, tab.RUN_COLUMNS,
+                                        tab.WALL_COLUMNS, tab.METRIC_COLUMNS, tab.VALUE_COLUMNS))
+
+
 def read(path: Path, fmt: str = FORMAT) -> list[RawRun]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -43,6 +53,8 @@ def read(path: Path, fmt: str = FORMAT) -> list[RawRun]:
     text_keys: set[str] = set()
     n_obj = 0
     has_wall = False
+    layouts: dict[tuple[str, ...], tuple[str | None, ...]] = {}
+    stem = path.stem
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -55,39 +67,47 @@ def read(path: Path, fmt: str = FORMAT) -> list[RawRun]:
             bad.append(lineno)
             continue
         n_obj += 1
-        step_key = _key(obj, tab.STEP_COLUMNS)
+        keys = tuple(obj)
+        layout = layouts.get(keys)
+        if layout is None:  # which key is the step, rank, ... depends only on the keys
+            layout = _layout(obj)
+            if len(layouts) < _MAX_LAYOUTS:
+                layouts[keys] = layout
+        step_key, rank_key, run_key, wall_key, metric_key, value_key = layout
         if step_key is None:
             no_step.append(lineno)
             continue
-        step = parse_step(obj[step_key])
-        rank_key = _key(obj, tab.RANK_COLUMNS)
+        step = obj[step_key]
+        if type(step) is not int or not -_EXACT <= step <= _EXACT:  # else parse_step's own answer
+            step = parse_step(step)
         rank = parse_step(obj[rank_key]) if rank_key else None
         if step is None or (rank_key and rank is None):
             bad.append(lineno)
             continue
-        run_key = _key(obj, tab.RUN_COLUMNS)
-        run = str(obj[run_key]) if run_key else path.stem
-        wall_key = _key(obj, tab.WALL_COLUMNS)
+        run = str(obj[run_key]) if run_key else stem
         has_wall = has_wall or wall_key is not None
         wall = parse_number(obj[wall_key]) if wall_key else None
         wall = wall if isinstance(wall, float) else float("nan")
-        metric_key, value_key = _key(obj, tab.METRIC_COLUMNS), _key(obj, tab.VALUE_COLUMNS)
         if metric_key and value_key:
-            items = [(str(obj[metric_key]), obj[value_key])]
+            items, skip = [(str(obj[metric_key]), obj[value_key])], ()
         else:
             skip = {step_key, rank_key, run_key, wall_key}
-            items = [(k, v) for k, v in _flat(obj) if k not in skip]
+            nested = dict in map(type, obj.values())
+            items = _flat(obj) if nested else obj.items()
         d = by_run.setdefault(run, {"rows": [], "wall": [], "rank": []})
+        rows, walls, ranks = d["rows"], d["wall"], d["rank"]
         for k, raw in items:
-            v = parse_number(raw)
+            if k in skip:
+                continue
+            v = raw if type(raw) is float else parse_number(raw)  # a JSON float is its own value
             if v is None:
                 continue
             if v is BAD:
                 text_keys.add(k)
                 continue
-            d["rows"].append((step, k, v))
-            d["wall"].append(wall)
-            d["rank"].append(rank)
+            rows.append((step, k, v))
+            walls.append(wall)
+            ranks.append(rank)
     if n_obj == 0 and bad:
         raise SourceError(path, "JSON Lines (one JSON object per line)",
                           f"no parsable line ({len(bad)} bad)")
