@@ -38,7 +38,7 @@ def diagnose(
     with _pool(jobs) as pool:
         loaded = sources.load(paths, fmt=fmt, overrides=overrides, pool=pool)
         return analyze_table(loaded.table, loaded.runs, errors=loaded.errors, select=select,
-                             ignore=ignore, configs=configs, pool=pool)
+                             ignore=ignore, configs=configs, pool=pool, parts=loaded.parts)
 
 
 PARALLEL_MIN_RUNS = 8  # below this, process start-up costs more than it saves
@@ -77,9 +77,15 @@ def _pool(jobs: int | None) -> Any:
     return _LazyPool(n) if n > 1 else nullcontext(None)
 
 
-def _detect_chunk(runs: list[RunData], select: Collection[str] | None, ignore: Collection[str] | None,
-                  configs: Mapping[str, Any] | None) -> tuple[list[Any], list[Any]]:
-    return run_detectors(runs, select=select, ignore=ignore, configs=configs)
+def _detect_chunk(
+    chunk: list[tuple[sources.RunInfo, MetricsTable]], select: Collection[str] | None,
+    ignore: Collection[str] | None, configs: Mapping[str, Any] | None,
+) -> tuple[dict[str, RunData], list[Any], list[Any]]:
+    """Cut runs from their own tables and detect (in a worker: only arrays travel back)."""
+    data = {r.name: t.run_data(r.name, meta=r.meta) for r, t in chunk}
+    findings, skipped = run_detectors(list(data.values()), select=select, ignore=ignore,
+                                      configs=configs)
+    return data, findings, skipped
 
 
 def analyze_table(
@@ -91,27 +97,29 @@ def analyze_table(
     ignore: Collection[str] | None = None,
     configs: Mapping[str, Any] | None = None,
     pool: Executor | None = None,
+    parts: Sequence[MetricsTable] = (),
 ) -> Report:
     """Detect and advise on an already-loaded table (used by ``diagnose`` and by ``train``).
 
-    With a process ``pool`` and at least PARALLEL_MIN_RUNS runs, detectors run in its workers on
-    contiguous slices of the runs; the merged result equals the serial one."""
-    parts = _by_run(table, runs)
-    data = {r.name: parts.get(r.name, table).run_data(r.name, meta=r.meta) for r in runs}
-    values = list(data.values())
-    if pool is not None and len(values) >= PARALLEL_MIN_RUNS:
-        k = max(1, -(-len(values) // (4 * getattr(pool, "jobs", 2))))
-        chunks = [values[i:i + k] for i in range(0, len(values), k)]
-        findings, skipped = [], []
-        for f, s in pool.map(_detect_chunk, chunks, *([x] * len(chunks) for x in (select, ignore, configs))):
+    ``parts``: each run's own table in ``runs`` order (LoadResult.parts), else ``table`` is split.
+    With a process ``pool`` and at least PARALLEL_MIN_RUNS runs, runs are cut into series and
+    detected in its workers, in contiguous slices of the runs; the merged result equals the
+    serial one."""
+    chunk = list(zip(runs, parts if len(parts) == len(runs) else _by_run(table, runs), strict=True))
+    if pool is not None and len(chunk) >= PARALLEL_MIN_RUNS:
+        k = max(1, -(-len(chunk) // (4 * getattr(pool, "jobs", 2))))
+        chunks = [chunk[i:i + k] for i in range(0, len(chunk), k)]
+        data, findings, skipped = {}, [], []
+        for d, f, s in pool.map(_detect_chunk, chunks, *([x] * len(chunks) for x in (select, ignore, configs))):
+            data.update(d)
             findings += f
             skipped += s
         # run_detectors' order (stable): by run, then step; chunks are contiguous runs in order.
-        order = {r.name: i for i, r in enumerate(values)}
+        order = {name: i for i, name in enumerate(data)}
         findings.sort(key=lambda f: (order.get(f.run, len(order)),
                                      f.step_start if f.step_start is not None else -1))
     else:
-        findings, skipped = run_detectors(values, select=select, ignore=ignore, configs=configs)
+        data, findings, skipped = _detect_chunk(chunk, select, ignore, configs)
     return Report(
         runs=tuple(summarize(r, data[r.name]) for r in runs),
         findings=tuple(findings),
@@ -123,13 +131,15 @@ def analyze_table(
     )
 
 
-def _by_run(table: MetricsTable, runs: Sequence[sources.RunInfo]) -> dict[str, MetricsTable]:
-    """Each run's rows as its own table, split in one pass (run_data on the whole table would
-    scan every row once per run). A run's own table cuts into the same series."""
+def _by_run(table: MetricsTable, runs: Sequence[sources.RunInfo]) -> list[MetricsTable]:
+    """Each run's rows as its own table, in ``runs`` order, split in one pass (run_data on the
+    whole table would scan every row once per run). A run's own table cuts into the same series."""
     if len(runs) < 2 or not len(table):
-        return {}
+        return [table] * len(runs)
     f = table.frame
-    return {name: MetricsTable(f.take(idx)) for name, idx in f.groupby("run", sort=False).indices.items()}
+    idx = f.groupby("run", sort=False).indices
+    none = MetricsTable(f.iloc[:0])  # a run without rows
+    return [MetricsTable(f.take(idx[r.name])) if r.name in idx else none for r in runs]
 
 
 def summarize(info: sources.RunInfo, run: RunData) -> RunSummary:

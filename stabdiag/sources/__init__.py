@@ -73,6 +73,9 @@ class LoadResult:
     table: T.MetricsTable
     runs: tuple[RunInfo, ...]
     errors: tuple[str, ...]
+    # Each run's rows as its own table, in ``runs`` order (the pieces ``table`` is concatenated
+    # from): analysis cuts runs from these instead of splitting ``table`` again.
+    parts: tuple[T.MetricsTable, ...] = field(default=(), repr=False, compare=False)
 
 
 # Directory names that say nothing about a run (skipped when forming run names).
@@ -159,7 +162,7 @@ def load(
         table, info = _finish(raw, g, name, overrides)
         tables.append(table)
         infos.append(info)
-    return LoadResult(T.MetricsTable.concat(tables), tuple(infos), tuple(errors))
+    return LoadResult(T.MetricsTable.concat(tables), tuple(infos), tuple(errors), tuple(tables))
 
 
 # --------------------------------------------------------------------------- grouping
