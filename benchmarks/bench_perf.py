@@ -21,11 +21,12 @@ tbparse and EventAccumulator take minutes above --skip-slow-above events; there 
 --slow-repeats times (0 = skipped; their ratios then use the 1M rate, marked "est").
 Then a directory of 50 runs (copies of one --runs50-event run) is analyzed cold with --jobs 1
 and with all cores, and warm. Every loader's row count and value sum are cross-checked.
+Last, ``sources.load`` of a --tabular-line wide CSV (step, loss, lr) and the same rows as JSONL.
 
 Targets (issue 9), checked and printed as PASS/FAIL: load >= 10x faster than tbparse and
 EventAccumulator and <= 2x the npframe floor (1M, whole process, CRCs verified by stabdiag only);
 analyze-cold <= 3 s at 1M; peak RSS < 1.5 GB at 10M (load and analyze); 50 runs: --jobs 2
-faster than --jobs 1. Writes benchmarks/results/perf.json. The machine's load (uptime) is
+faster than --jobs 1; the 1M-line CSV loads in <= 2 s in-process. Writes benchmarks/results/perf.json. The machine's load (uptime) is
 recorded before and after: on a shared machine read ratios, not absolute seconds.
 """
 
@@ -197,6 +198,47 @@ def bench_size(root: Path, events: int, repeats: int, slow_repeats: int, slow: b
     return out
 
 
+def generate_tabular(root: Path, lines: int) -> dict[str, Path]:
+    """A wide CSV (step, loss, lr) and the same rows as JSON Lines, ``lines`` rows each."""
+    d = root / f"tabular_{lines}"
+    out = {"csv": d / "wide.csv", "jsonl": d / "wide.jsonl"}
+    if (d / ".complete").exists():
+        return out
+    d.mkdir(parents=True, exist_ok=True)
+    tags, vals = synth(lines, k=3)
+    loss, lr = vals[:, 0].astype(np.float64).tolist(), vals[:, 2].astype(np.float64).tolist()
+    with open(out["csv"], "w") as fh:
+        fh.write("step,loss,lr\n")
+        fh.writelines(f"{i},{a!r},{b!r}\n" for i, (a, b) in enumerate(zip(loss, lr, strict=True)))
+    with open(out["jsonl"], "w") as fh:
+        fh.writelines(json.dumps({"step": i, "loss": a, "lr": b}) + "\n"
+                      for i, (a, b) in enumerate(zip(loss, lr, strict=True)))
+    (d / ".complete").touch()
+    return out
+
+
+def bench_tabular(root: Path, lines: int, repeats: int) -> dict:
+    """``sources.load`` of a ``lines``-row wide CSV and JSONL, as whole processes."""
+    files = generate_tabular(root, lines)
+    py = sys.executable
+    out: dict = {"lines": lines, "methods": {}}
+    for k, f in files.items():
+        rs = []
+        for _ in range(repeats):
+            r = timed([py, "-c", LOAD_SNIPPET, str(f)], {"STABDIAG_NO_CACHE": "1"})
+            rs.append(r)
+            print(f"  {lines:>10,} {k + ' load':<13} {r['wall_s']:7.2f} s {r['rss_mb']:7.0f} MB "
+                  f"(in-process {r['out']['load_s']:.2f} s)", file=sys.stderr)
+        out["methods"][k] = {
+            "wall_s": statistics.median(r["wall_s"] for r in rs),
+            "load_s": statistics.median(r["out"]["load_s"] for r in rs),
+            "rss_mb": statistics.median(r["rss_mb"] for r in rs),
+            "runs": [round(r["wall_s"], 2) for r in rs], "check": rs[0]["out"]}
+    checks = {(m["check"]["rows"], round(m["check"]["value_sum"], 6)) for m in out["methods"].values()}
+    out["cross_check_ok"] = len(checks) == 1
+    return out
+
+
 def bench_dir50(root: Path, events: int, repeats: int) -> dict:
     src = generate(root / f"one_{events}", events)
     d = root / f"runs50_{events}"
@@ -258,6 +300,11 @@ def table(results: dict) -> str:
         d = results["dir50"]
         for k, v in d["methods"].items():
             lines.append(f"| 50 x {d['events_per_run']:,} | {k} | {v['wall_s']:.2f} | {v['rss_mb']:.0f} | - | - | - |")
+    if results.get("tabular"):
+        t = results["tabular"]
+        for k, v in t["methods"].items():
+            lines.append(f"| {t['lines']:,} lines | {k} load (in-process {v['load_s']:.2f} s) | "
+                         f"{v['wall_s']:.2f} | {v['rss_mb']:.0f} | - | - | - |")
     return "\n".join(lines)
 
 
@@ -287,6 +334,11 @@ def verdicts(results: dict) -> list[tuple[str, bool]]:
         out.append((f"50 runs: all cores faster than --jobs 1 ({d['analyze-cold']['wall_s']:.2f} vs "
                     f"{d['analyze-cold-jobs1']['wall_s']:.2f} s)",
                     d["analyze-cold"]["wall_s"] < d["analyze-cold-jobs1"]["wall_s"]))
+    if results.get("tabular"):
+        t = results["tabular"]
+        c = t["methods"]["csv"]["load_s"]
+        out.append((f"{t['lines']:,}-line CSV load <= 2 s in-process ({c:.2f} s)", c <= 2.0))
+        out.append(("CSV and JSONL loads agree (rows, value sum)", bool(t["cross_check_ok"])))
     return out
 
 
@@ -299,6 +351,8 @@ def main() -> None:
                     help="tbparse/EventAccumulator runs above --skip-slow-above (0 = skip)")
     ap.add_argument("--skip-slow-above", type=int, default=3_000_000)
     ap.add_argument("--runs50", type=int, default=100_000, help="events per run of the 50-run dir (0 = skip)")
+    ap.add_argument("--tabular", type=int, default=1_000_000,
+                    help="lines of the wide CSV / JSONL load case (0 = skip)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "perf.json")
     a = ap.parse_args()
     if not (RESEARCH / "load.py").exists():
@@ -313,6 +367,8 @@ def main() -> None:
         save(a.out, results)  # partial results survive a later failure
     if a.runs50:
         results["dir50"] = bench_dir50(a.dir, a.runs50, a.repeats)
+    if a.tabular:
+        results["tabular"] = bench_tabular(a.dir, a.tabular, a.repeats)
     results["uptime_after"] = os.popen("uptime").read().strip()
     results["verdicts"] = [{"check": c, "pass": ok} for c, ok in verdicts(results)]
     print(table(results))
