@@ -266,6 +266,15 @@ RULES: Mapping[str, tuple[Rule, ...]] = {
     "lr-schedule": (R_WARMUP, R_WARN_LR_JUMP),
     "rank-divergence": (R_RANK,),
 }
+R_OVERFIT = Rule("overfitting", "Keep the best checkpoint; regularise",
+                 "Validation loss rising while training loss falls is overfitting, not instability: the "
+                 "optimizer is fine, the model is memorising.", ("Prechelt 1998, \"Early Stopping - But When?\"",),
+                 lambda f, run: [
+                     f"keep the checkpoint at or near step {f.evidence.get('best_val_step', f.step_start)} "
+                     f"(best validation loss {fmt(float(f.evidence.get('best_val_loss', float('nan'))))}) "
+                     "or stop early there (e.g. load_best_model_at_end / EarlyStopping)",
+                     "for longer training: more data or augmentation, more weight decay or dropout, fewer epochs"])
+
 # Info-level overflow findings are the benign scale search: answer with reassurance, not a fix.
 INFO_RULES: Mapping[str, tuple[Rule, ...]] = {"fp16-overflow": (R_SCALE_INFO,)}
 # A loss spike that recovered is not a reason to rewind (detection.md, section c).
@@ -277,6 +286,8 @@ def rules_for(f: Finding) -> tuple[Rule, ...]:
         return INFO_RULES[f.kind]
     if f.kind == "loss-spike" and f.evidence.get("recovered") is True:
         return TRANSIENT_SPIKE_RULES
+    if f.kind == "divergence" and f.evidence.get("overfitting") is True:
+        return (R_OVERFIT,)
     return RULES.get(f.kind, ())
 
 

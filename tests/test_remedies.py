@@ -83,3 +83,9 @@ def test_transient_spike_is_not_answered_with_a_rewind() -> None:
     assert "rewind" not in ids and ids[0] == "skip-spike-updates"
     fs = [finding("loss-spike", Severity.ERROR, 150, recovered=False)]
     assert suggest(fs, {})[0].id == "rewind"
+
+
+def test_overfitting_gets_early_stopping_not_divergence_fixes() -> None:
+    f = finding("divergence", Severity.INFO, 1000, overfitting=True, best_val_step=1000, best_val_loss=0.321)
+    (r,) = suggest([f], {})
+    assert r.id == "overfitting" and "step 1000" in r.actions[0] and "0.321" in r.actions[0]
