@@ -108,6 +108,11 @@ def _long(path, fmt, base, header, rows, step_col, metric_col, value_col) -> lis
         d["wall"].append(parse_number(cells[ix[wall_col]]) if wall_col else None)
         d["rank"].append(rank)
     warnings = [bad_lines_warning(str(path), "bad rows", bad)] if bad else []
+    return _runs(by_run, path, fmt, base, warnings, wall_col, rank_col)
+
+
+def _runs(by_run, path, fmt, base, warnings, wall_col, rank_col) -> list[RawRun]:
+    """One RawRun per run collected by the long and wide paths (an empty file still names its run)."""
     out = []
     for run, d in by_run.items():
         wall = [w if isinstance(w, float) else float("nan") for w in d["wall"]]
@@ -178,12 +183,7 @@ def _wide(path, fmt, base, header, rows, step_col) -> list[RawRun]:
         warnings.append(bad_lines_warning(str(path), "bad rows", bad))
     if bad_cells:
         warnings.append(bad_lines_warning(str(path), "non-numeric cells", sorted(set(bad_cells))))
-    out = []
-    for run, d in by_run.items():
-        wall = [w if isinstance(w, float) else float("nan") for w in d["wall"]]
-        out.append(from_rows(run, str(path), fmt, d["rows"], wall=wall if wall_col else None,
-                             rank=d["rank"] if rank_col else None, warnings=warnings))
-    return out or [from_rows(base, str(path), fmt, [], warnings=warnings)]
+    return _runs(by_run, path, fmt, base, warnings, wall_col, rank_col)
 
 
 # --------------------------------------------------------------------------- fast path

@@ -25,11 +25,6 @@ FORMAT = "deepspeed"
 
 LOSS_SCALE = "loss scale"
 SKIPPED = "skipped_step"
-ALIASES: dict[str, str] = {
-    SKIPPED: "train/skipped_step",
-    LOSS_SCALE: "train/loss_scale",
-    "skipped (cumulative)": "deepspeed/skipped_total",
-}
 
 _NUM = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|inf|nan)"
 _OVERFLOW = re.compile(

@@ -21,10 +21,6 @@ from stabdiag.sources.raw import RawRun, from_rows, parse_number
 
 FORMAT = "fairseq"
 SKIPPED = "skipped_step"
-ALIASES: dict[str, str] = {
-    "loss": "train/loss", "gnorm": "train/grad_norm", "lr": "train/lr",
-    "loss_scale": "train/loss_scale", "valid_loss": "val/loss", SKIPPED: "train/skipped_step",
-}
 
 _INNER = re.compile(r"epoch \d+:\s+\d+\s*/\s*\d+\s+(\w+=.*)$")
 _SUMMARY = re.compile(r"(?:^|\| )epoch \d+ \| (.*)$")

@@ -17,7 +17,6 @@ from stabdiag.sources import deepspeed, textlog
 from stabdiag.sources.raw import RawRun
 
 FORMAT = "hf-stdout"
-ALIASES: dict[str, str] = dict(deepspeed.ALIASES)
 
 _SNIFF = re.compile(rb"\{'(?:loss|eval_loss|train_runtime)': ")
 

@@ -22,11 +22,6 @@ from stabdiag.sources import textlog
 from stabdiag.sources.raw import RawRun, from_rows, parse_number
 
 FORMAT = "llmc"
-ALIASES: dict[str, str] = {
-    "trl": "train/loss", "tel": "val/loss", "norm": "train/grad_norm", "lr": "train/lr",
-    "train_loss": "train/loss", "val_loss": "val/loss", "loss": "train/loss",
-    "tok/s": "train/tokens_per_s",
-}
 
 _MAINLOG = re.compile(r"^s:(\d+)((?:\s+[A-Za-z_]+:\S+)+)\s*$")
 _MODDED = re.compile(r"^step:(\d+)/\d+((?:\s+[A-Za-z_]+:\S+)+)\s*$")

@@ -40,17 +40,6 @@ FORMAT = "megatron"
 SKIPPED_COUNT = "number of skipped iterations"
 SKIPPED = deepspeed.SKIPPED
 LOSS_SCALE = "loss scale"
-ALIASES: dict[str, str] = {
-    SKIPPED: "train/skipped_step",
-    "lm loss validation": "val/loss",
-    "lm-loss validation": "val/loss",
-    "lm loss value": "val/loss",
-    "lm-loss": "train/loss",
-    "learning rate": "train/lr",
-    "loss scale": "train/loss_scale",
-    "grad norm": "train/grad_norm",
-    "params norm": "train/param_norm",
-}
 
 _ITER = re.compile(r"\biteration\s+(\d+)\s*/\s*(\d+)\s*\|")
 _VALID = re.compile(r"\bvalid(?:ation)? loss at iteration\s+(\d+)\s*\|")
@@ -266,4 +255,4 @@ def read(path: Path) -> list[RawRun]:
                       rank=rank_col if per_rank else None, warnings=warnings, meta=meta)]
 
 
-__all__ = ["ALIASES", "BAD", "FORMAT", "looks_like", "read"]
+__all__ = ["BAD", "FORMAT", "looks_like", "read"]

@@ -20,7 +20,6 @@ from stabdiag.errors import SourceError
 from stabdiag.sources.raw import RawRun, bad_lines_warning, from_rows, parse_number
 
 FORMAT = "mlflow"
-ALIASES: dict[str, str] = {"loss": "train/loss", "val_loss": "val/loss", "eval_loss": "val/loss"}
 _SKIP_DIRS = frozenset({".trash", "artifacts", "models", "params", "tags", "metrics"})
 
 

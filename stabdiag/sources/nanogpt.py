@@ -16,7 +16,6 @@ from stabdiag.sources import textlog
 from stabdiag.sources.raw import RawRun, from_rows, parse_number
 
 FORMAT = "nanogpt"
-ALIASES: dict[str, str] = {"loss": "train/loss", "val loss": "val/loss", "lr": "train/lr"}
 
 _NUM = r"([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf))"
 _ITER = re.compile(r"^iter (\d+): loss " + _NUM + r"(?:, time " + _NUM + r"ms)?"

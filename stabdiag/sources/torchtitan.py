@@ -16,10 +16,6 @@ from stabdiag.sources import textlog
 from stabdiag.sources.raw import RawRun, from_rows, parse_number
 
 FORMAT = "torchtitan"
-ALIASES: dict[str, str] = {
-    "loss": "train/loss", "grad_norm": "train/grad_norm", "validate loss": "val/loss",
-    "tps": "train/tokens_per_s", "lr": "train/lr",
-}
 
 _STEP = re.compile(r"(?:^|\s)(validate )?step:\s*(\d+)\s+(.*)$")
 _KV = re.compile(r"([A-Za-z_][\w()/ %]*?):\s+([-+\d.,eE]+|nan|inf|-inf)")

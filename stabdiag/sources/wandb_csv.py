@@ -19,7 +19,6 @@ from stabdiag.errors import SourceError
 from stabdiag.sources.raw import BAD, RawRun, bad_lines_warning, from_rows, parse_number
 
 FORMAT = "wandb-csv"
-ALIASES: dict[str, str] = {"train_loss": "train/loss"}
 _SEP = " - "
 _ENVELOPE = ("__MIN", "__MAX")
 

@@ -31,8 +31,6 @@ from stabdiag.errors import SourceError
 from stabdiag.sources.raw import RawRun, from_rows, parse_number
 
 FORMAT = "wandb-offline"
-ALIASES: dict[str, str] = {"train_loss_local": "train/loss", "lr": "train/lr",
-                           "train_loss_epoch": "train/loss"}
 
 MAGIC = b":W&B"
 _HEADER = 7

@@ -77,3 +77,40 @@ def test_override_beats_table_and_does_not_collide():
 
 def test_val_split_context():
     assert canonical("loss", Context(split="val"))[0] == T.VAL_LOSS
+
+
+# Every spelling the stdout/store readers emit, with the metric it must become (one table maps them).
+READER_SPELLINGS = [
+    ('skipped_step', 'train/skipped_step'),
+    ('loss scale', 'train/loss_scale'),
+    ('loss', 'train/loss'),
+    ('gnorm', 'train/grad_norm'),
+    ('lr', 'train/lr'),
+    ('loss_scale', 'train/loss_scale'),
+    ('valid_loss', 'val/loss'),
+    ('trl', 'train/loss'),
+    ('tel', 'val/loss'),
+    ('norm', 'train/grad_norm'),
+    ('train_loss', 'train/loss'),
+    ('val_loss', 'val/loss'),
+    ('tok/s', 'train/tokens_per_s'),
+    ('lm loss validation', 'val/loss'),
+    ('lm-loss validation', 'val/loss'),
+    ('lm loss value', 'val/loss'),
+    ('lm-loss', 'train/loss'),
+    ('learning rate', 'train/lr'),
+    ('grad norm', 'train/grad_norm'),
+    ('params norm', 'train/param_norm'),
+    ('eval_loss', 'val/loss'),
+    ('val loss', 'val/loss'),
+    ('grad_norm', 'train/grad_norm'),
+    ('validate loss', 'val/loss'),
+    ('tps', 'train/tokens_per_s'),
+    ('train_loss_local', 'train/loss'),
+    ('train_loss_epoch', 'train/loss'),
+]
+
+
+@pytest.mark.parametrize(("raw", "metric"), READER_SPELLINGS)
+def test_reader_spellings_map_in_the_one_table(raw, metric):
+    assert canonical(raw)[0] == metric
