@@ -391,6 +391,9 @@ def _train_and_report(cfg: Any, *, resume: bool, analyze: bool, fail_on: str) ->
         result = run_training(cfg, progress=progress, resume=resume)
     status = "interrupted" if result.interrupted else "done"
     err.print(f"{status}: {result.steps_done} steps, final loss {result.final_loss:.4g} -> {result.run_dir}")
+    for ev in result.injected:  # what analyze should find, so the user can check it did
+        where = ev["step"] if ev["step"] == ev["last_step"] else f"{ev['step']}-{ev['last_step']}"
+        err.print(f"injected: {ev['kind']} at step {where}", highlight=False)
     if result.stop_signal:  # SIGINT/SIGTERM: say how to continue, skip the analysis, exit 130/143
         import shlex
 

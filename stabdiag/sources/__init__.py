@@ -210,6 +210,8 @@ def _plan(files: Sequence[tuple[Path, str]]) -> list[_Group]:
         mirror_of = next((h for h in hf_dirs if h in d.parents), None)
         if mirror_of is not None or d in tabular_dirs:
             tb_dirs.pop(d)
+            if mirror_of is None and (d / "run.json").is_file():
+                continue  # a stabdiag train run: its TensorBoard files mirror metrics.csv by design
             what = "trainer_state.json" if mirror_of is not None else "metrics.csv"
             groups = [_note(g, f"TensorBoard files in {d} not read: same run as its {what}")
                       if g.path in (mirror_of, d / "metrics.csv") else g for g in groups]
