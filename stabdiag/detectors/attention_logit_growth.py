@@ -19,7 +19,9 @@ How it is computed
     grown >= 2x. ``warning`` when the peak reached tau after growing >= ``huge_growth`` x but the end
     came back below it, or when still rising with late >= ``growth`` (5) x early and late >=
     ``min_level`` (30, above the healthy 5-30 of a small transformer without QK-norm).
-    Still rising raises confidence (it is in the message and evidence) but is not required.
+    Still rising raises confidence (it is in the message and evidence) but is not required. The
+    finding starts where the smoothed logit first crossed ``tau`` (or ``huge_growth`` x its early
+    level, if that is lower).
     Needs ``min_points`` (20) finite points, except when the logit overflowed: a series that turns
     Inf/NaN after at least ``min_overflow_points`` (3) finite values that reached ``tau`` (or
     ``min_level`` after growing ``huge_growth`` x) is an ``error`` however short it is (fp16 attention scores overflowing is the
@@ -122,10 +124,14 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         msg = (f"max attention logit grew to {st.fmt(peak)} at step {int(steps[pk])} ({st.fmt(early)} at the "
                f"start) before coming back to {st.fmt(late)}")
     msg += f", past the QK-clip threshold {cfg.tau:g}." if max(late, peak) >= cfg.tau else "."
+    # Onset: where the smoothed logit first crossed tau (or 10x its early level, if lower).
+    bar = min(cfg.tau, cfg.huge_growth * early) if early > 0 else cfg.tau
+    crossed = np.flatnonzero(smooth >= bar)
+    onset = int(steps[crossed[0]]) if crossed.size else int(steps[0])
     return [finding(
-        CODE, KIND, run, severity=sev, metric=MAX_ATTN_LOGIT, step_start=int(steps[0]),
+        CODE, KIND, run, severity=sev, metric=MAX_ATTN_LOGIT, step_start=onset,
         step_end=int(steps[-1]), message=msg,
-        evidence={"early_level": early, "late_level": late, "previous_level": prev,
+        evidence={"onset_step": onset, "early_level": early, "late_level": late, "previous_level": prev,
                   "growth": factor, "still_rising": rising, "peak_level": peak,
                   "peak_step": int(steps[pk]), "max": float(np.max(x)), "tau": cfg.tau},
     )]

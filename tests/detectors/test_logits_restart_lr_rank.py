@@ -170,3 +170,11 @@ def test_attention_logits_that_overflow_after_few_points_are_an_error():
     assert f.severity.label == "error" and f.step_end == 13
     healthy = np.array([0.1, 2, 4, 6, 7] + [np.nan] * 3)
     assert isinstance(attention_logit_growth.check(make_run(**{"train/max_attn_logit": healthy})), Skipped)
+
+
+def test_attention_logit_growth_starts_where_it_crossed_tau():
+    from stabdiag.detectors import attention_logit_growth
+
+    x = np.concatenate([np.full(50, 5.0), np.geomspace(5, 3000, 50), np.full(100, 3000.0)])
+    (f,) = attention_logit_growth.check(make_run(**{"train/max_attn_logit": x}))
+    assert 50 < f.step_start < 100 and f.step_end == 199
