@@ -267,6 +267,15 @@ def explain(
             _fail(f"unknown kind or code {kind!r}; known: {', '.join(x.kind for x in DETECTORS)}")
         out.print(f"[bold]{d.code} {d.kind}[/bold]\n")
         out.print(d.doc.strip(), markup=False, highlight=False)
+        if d.config is not None:
+            import dataclasses
+
+            from rich.markup import escape
+
+            where = escape(f"[tool.stabdiag.detectors.{d.kind}]")
+            out.print(f"\n[bold]Thresholds[/bold] (set them under {where}):", highlight=False)
+            for f in dataclasses.fields(d.config):
+                out.print(f"    {f.name} = {f.default!r}", markup=False, highlight=False)
 
     guarded(run)
 

@@ -241,8 +241,7 @@ def _kinds(data: Mapping[str, Any], key: str, where: str) -> tuple[str, ...] | N
 def _config_class(kind: str) -> type:
     from stabdiag.detectors import by_kind
 
-    det = by_kind(kind)
-    cls = getattr(sys.modules[det.check.__module__], "Config", None)
+    cls = by_kind(kind).config
     if cls is None or not dataclasses.is_dataclass(cls):
         raise ConfigError(f"detector {kind} has no thresholds to set")
     return cls

@@ -136,6 +136,7 @@ def test_explain_every_kind() -> None:
         r = runner.invoke(app, ["explain", d.kind])
         assert r.exit_code == 0 and d.code in r.stdout
         assert "What it detects" in r.stdout
+        assert f"[tool.stabdiag.detectors.{d.kind}]" in r.stdout
     assert runner.invoke(app, ["explain", "nope"]).exit_code == 2
     r = runner.invoke(app, ["explain", "--list"])
     assert r.exit_code == 0 and "loss-spike" in r.stdout

@@ -138,4 +138,4 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
 
 
 DETECTOR = Detector(code=CODE, kind=KIND, summary="max attention logit grows without bound",
-                    doc=__doc__ or "", check=check)
+                    doc=__doc__ or "", check=check, config=Config)

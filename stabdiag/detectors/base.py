@@ -23,7 +23,8 @@ class Detector:
     kind: str
     summary: str
     doc: str
-    check: Callable[[RunData], CheckResult]
+    check: Callable[..., CheckResult]  # check(run) or check(run, config)
+    config: type | None = None  # the module's frozen Config dataclass: thresholds a policy may set
 
     def skipped(self, run: RunData, reason: str) -> Skipped:
         return Skipped(code=self.code, kind=self.kind, run=run.name, reason=reason)

@@ -152,4 +152,4 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
 
 
 DETECTOR = Detector(code=CODE, kind=KIND, summary="isolated grad-norm outliers without sustained growth",
-                    doc=__doc__ or "", check=check)
+                    doc=__doc__ or "", check=check, config=Config)

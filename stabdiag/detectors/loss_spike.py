@@ -324,4 +324,4 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
 
 
 DETECTOR = Detector(code=CODE, kind=KIND, summary="loss jumps far above its recent robust baseline",
-                    doc=__doc__ or "", check=check)
+                    doc=__doc__ or "", check=check, config=Config)

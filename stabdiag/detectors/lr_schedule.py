@@ -162,4 +162,4 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
 
 
 DETECTOR = Detector(code=CODE, kind=KIND, summary="no warm-up at a high LR; LR jumps that line up with trouble",
-                    doc=__doc__ or "", check=check)
+                    doc=__doc__ or "", check=check, config=Config)

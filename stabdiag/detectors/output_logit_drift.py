@@ -73,4 +73,4 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
 
 
 DETECTOR = Detector(code=CODE, kind=KIND, summary="output log Z drifts steadily away from its start",
-                    doc=__doc__ or "", check=check)
+                    doc=__doc__ or "", check=check, config=Config)
