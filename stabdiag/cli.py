@@ -46,10 +46,21 @@ def _root(
 
 
 def _fail(message: str) -> None:
+    from rich.markup import escape
+
     from stabdiag.console import err
 
-    err.print(f"[error]error:[/error] {message}", highlight=False, markup=True, soft_wrap=True)
+    # Messages carry file names and hints like 'stabdiag[train]': never read them as markup.
+    err.print(f"[error]error:[/error] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _warn(message: str) -> None:
+    from rich.markup import escape
+
+    from stabdiag.console import err
+
+    err.print(f"[warning]warning:[/warning] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def guarded(fn: Callable[[], Any]) -> Any:
@@ -167,7 +178,7 @@ def analyze(
             report = pol.apply(diagnose(paths, fmt=input_format, overrides=dict(pol.map), select=sel, ignore=ign,
                                           configs=pol.detector_configs()))
         for e in report.errors:
-            err.print(f"[warning]warning:[/warning] {e}", soft_wrap=True)
+            _warn(e)
         if not report.runs:
             _fail(f"no training logs found in {', '.join(map(str, paths))} "
                   "(expected TensorBoard event files, trainer_state.json, metrics.csv, CSV or JSONL)")
@@ -292,11 +303,11 @@ def series(
         from rich.table import Table
 
         from stabdiag import sources
-        from stabdiag.console import err, out
+        from stabdiag.console import out
 
         loaded = sources.load(paths, fmt=input_format, overrides=_parse_map(map_))
         for e in loaded.errors:
-            err.print(f"[warning]warning:[/warning] {e}", soft_wrap=True)
+            _warn(e)
         if not loaded.runs:
             _fail(f"no training logs found in {', '.join(map(str, paths))}")
         for info in loaded.runs:
@@ -462,7 +473,7 @@ def plot(
             _fail(f"--image-format {bad[0]!r}: expected png or svg")
         report = diagnose(paths, fmt=input_format, overrides=_parse_map(map_))
         for e in report.errors:
-            err.print(f"[warning]warning:[/warning] {e}", soft_wrap=True)
+            _warn(e)
         if not report.runs:
             _fail(f"no training logs found in {', '.join(map(str, paths))}")
         for p in save_plots(report, out_dir, formats=fmts):

@@ -192,3 +192,10 @@ def test_write_atomic_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest
         write_atomic(target, "new" * 1000)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_error_lines_keep_square_brackets(tmp_path: Path) -> None:
+    """File names and hints such as stabdiag[train] must not be eaten as console markup."""
+    proc = subprocess.run([sys.executable, "-m", "stabdiag", "analyze", str(tmp_path / "run[1]")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "run[1]" in proc.stderr
