@@ -301,6 +301,7 @@ def series(
 
     def run() -> None:
         from rich.table import Table
+        from rich.text import Text
 
         from stabdiag import sources
         from stabdiag.console import out
@@ -311,7 +312,7 @@ def series(
         if not loaded.runs:
             _fail(f"no training logs found in {', '.join(map(str, paths))}")
         for info in loaded.runs:
-            t = Table(title=f"{info.name}  ({info.format}: {info.path})", title_justify="left",
+            t = Table(title=Text(f"{info.name}  ({info.format}: {info.path})"), title_justify="left",
                       box=None, header_style="bold")
             t.add_column("series")
             t.add_column("taken as")
@@ -323,7 +324,7 @@ def series(
                 s = rd.series.get(metric)
                 n = len(s) if s is not None else 0
                 span = f"{s.steps[0]}-{s.steps[-1]}" if n else "-"
-                t.add_row(raw, metric, str(n), span, why)
+                t.add_row(Text(raw), Text(metric), str(n), span, Text(why))
             out.print(t)
             out.print()
 

@@ -50,7 +50,7 @@ def _findings_table(findings: list[Finding]) -> Table:
     t.add_column("finding", overflow="fold")
     for f in findings:
         t.add_row(Text(f.severity.label, style=SEVERITY_STYLE[f.severity.label]),
-                  f"{f.kind}", _steps(f), f.message)
+                  f.kind, _steps(f), Text(f.message))  # Text: a message is never markup
     return t
 
 
