@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stabdiag import __version__, sources
-from stabdiag.detectors import run_detectors
+from stabdiag.detectors import run_detectors, sort_findings
 from stabdiag.remedies import suggest
 from stabdiag.report import Report, RunSummary
 from stabdiag.table import MetricsTable, RunData
@@ -114,10 +114,7 @@ def analyze_table(
             data.update(d)
             findings += f
             skipped += s
-        # run_detectors' order (stable): by run, then step; chunks are contiguous runs in order.
-        order = {name: i for i, name in enumerate(data)}
-        findings.sort(key=lambda f: (order.get(f.run, len(order)),
-                                     f.step_start if f.step_start is not None else -1))
+        findings = sort_findings(findings, list(data))  # chunks are contiguous runs in order
     else:
         data, findings, skipped = _detect_chunk(chunk, select, ignore, configs)
     return Report(

@@ -79,7 +79,6 @@ def run_detectors(
     configs = configs or {}
     findings: list[Finding] = []
     skipped: list[Skipped] = []
-    order = {r.name: i for i, r in enumerate(runs)}
     for run in runs:
         for det in dets:
             cfg = configs.get(det.kind)
@@ -88,8 +87,14 @@ def run_detectors(
                 skipped.append(res)
             else:
                 findings.extend(res)
-    findings.sort(key=lambda f: (order.get(f.run, len(order)), f.step_start if f.step_start is not None else -1))
-    return findings, skipped
+    return sort_findings(findings, [r.name for r in runs]), skipped
 
 
-__all__ = ["DETECTORS", "Detector", "by_kind", "run_detectors", "selected"]
+def sort_findings(findings: Sequence[Finding], run_names: Sequence[str]) -> list[Finding]:
+    """Findings in report order: by the runs' order, then by step (stable within a step)."""
+    order = {name: i for i, name in enumerate(run_names)}
+    return sorted(findings, key=lambda f: (order.get(f.run, len(order)),
+                                           f.step_start if f.step_start is not None else -1))
+
+
+__all__ = ["DETECTORS", "Detector", "by_kind", "run_detectors", "selected", "sort_findings"]
