@@ -11,10 +11,11 @@ import threading
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from stabdiag import __version__, sources
+from stabdiag import __version__, loss_choice, sources
 from stabdiag.detectors import run_detectors, sort_findings
 from stabdiag.remedies import suggest
 from stabdiag.report import Report, RunSummary
@@ -82,10 +83,17 @@ def _detect_chunk(
     ignore: Collection[str] | None, configs: Mapping[str, Any] | None,
 ) -> tuple[dict[str, RunData], list[Any], list[Any]]:
     """Cut runs from their own tables and detect (in a worker: only arrays travel back)."""
-    data = {r.name: t.run_data(r.name, meta=r.meta) for r, t in chunk}
+    data = {r.name: with_loss(t.run_data(r.name, meta=r.meta)) for r, t in chunk}
     findings, skipped = run_detectors(list(data.values()), select=select, ignore=ignore,
                                       configs=configs)
     return data, findings, skipped
+
+
+def with_loss(run: RunData) -> RunData:
+    """The run with its evident loss series chosen (loss_choice.py); the choice rides in
+    ``meta["loss_choice"]`` so the report can say which series was judged and why."""
+    chosen, choice = loss_choice.choose(run)
+    return replace(chosen, meta={**chosen.meta, "loss_choice": choice})
 
 
 def analyze_table(
@@ -118,7 +126,7 @@ def analyze_table(
     else:
         data, findings, skipped = _detect_chunk(chunk, select, ignore, configs)
     return Report(
-        runs=tuple(summarize(r, data[r.name]) for r in runs),
+        runs=tuple(summarize(r, data[r.name], findings, skipped) for r in runs),
         findings=tuple(findings),
         skipped=tuple(skipped),
         remedies=tuple(suggest(findings, data)),
@@ -139,10 +147,31 @@ def _by_run(table: MetricsTable, runs: Sequence[sources.RunInfo]) -> list[Metric
     return [MetricsTable(f.take(idx[r.name])) if r.name in idx else none for r in runs]
 
 
-def summarize(info: sources.RunInfo, run: RunData) -> RunSummary:
+def summarize(info: sources.RunInfo, run: RunData, findings: Sequence[Any] = (),
+              skipped: Sequence[Any] = ()) -> RunSummary:
     steps = [int(s.steps[i]) for s in run.series.values() if len(s) for i in (0, -1)]
+    choice = run.meta.get("loss_choice")
+    judged, reason = judgement(run.name, choice, findings, skipped)
     return RunSummary(
         name=info.name, path=info.path, format=info.format,
         steps=(min(steps), max(steps)) if steps else None,
         metrics=tuple(sorted(run.series)), warnings=tuple(info.warnings), mapping=tuple(info.mapping),
+        loss=choice.to_dict() if choice is not None else None, judged=judged, judged_reason=reason,
     )
+
+
+def judgement(run: str, choice: Any, findings: Sequence[Any], skipped: Sequence[Any]) -> tuple[bool, str]:
+    """Whether a run was judged, and on what (or why not). A run is judged when the loss checks
+    ran on a loss series, or when another signal produced a finding (a log of DeepSpeed overflow
+    lines alone is evidence); never when every loss check was skipped and nothing was found."""
+    loss_skip = next((s for s in skipped if s.run == run and s.kind == "loss-spike"), None)
+    if choice is not None and loss_skip is None:
+        return True, f"judged on {choice.metric} ({choice.why})"
+    mine = [f for f in findings if f.run == run]
+    if mine:
+        on = ", ".join(sorted({f.metric for f in mine}))
+        return True, f"judged on {on} only: " + (loss_skip.reason if loss_skip else "no loss series")
+    if loss_skip is not None and choice is not None:
+        return False, f"not judged: {loss_skip.reason}"
+    return False, ("not judged: no loss series found (neither a training nor a validation loss); "
+                   "name one with --map train/loss=SERIES")

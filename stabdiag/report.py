@@ -27,11 +27,16 @@ class RunSummary:
     metrics: tuple[str, ...]
     warnings: tuple[str, ...] = ()
     mapping: tuple[tuple[str, str, str], ...] = ()
+    # The loss the run was judged on ({"metric", "series", "why"}), None when there was none.
+    loss: dict[str, str] | None = None
+    judged: bool = True
+    judged_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "path": self.path, "format": self.format,
                 "steps": list(self.steps) if self.steps else None,
-                "metrics": list(self.metrics), "warnings": list(self.warnings)}
+                "metrics": list(self.metrics), "warnings": list(self.warnings),
+                "judged": self.judged, "judged_reason": self.judged_reason, "loss": self.loss}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,7 +65,10 @@ class Report:
     def judged_runs(self) -> list[str]:
         """Runs something could be said about: a loss series, or a finding from another signal
         (a log of only DeepSpeed overflow lines is still evidence). Others are "not judged"."""
-        return [r.name for r in self.runs if self.has_loss(r.name) or self.findings_of(r.name)]
+        return [r.name for r in self.runs if r.judged]
+
+    def summary_of(self, run: str) -> RunSummary | None:
+        return next((r for r in self.runs if r.name == run), None)
 
     def to_dict(self) -> dict[str, Any]:
         return {

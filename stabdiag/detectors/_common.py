@@ -8,7 +8,7 @@ import numpy as np
 
 from stabdiag.detectors._stats import plain
 from stabdiag.findings import Finding, Severity
-from stabdiag.table import RunData, Series
+from stabdiag.table import TRAIN_LOSS, VAL_LOSS, RunData, Series
 
 
 def finding(
@@ -30,3 +30,9 @@ def usable(run: RunData, metric: str, min_finite: int = 1) -> Series | None:
     if s is None or int(np.isfinite(s.values).sum()) < min_finite:
         return None
     return s
+
+
+def loss_metric(run: RunData) -> str:
+    """The canonical loss to judge: ``train/loss``, else ``val/loss`` (a run that logs only a
+    validation loss is judged on it rather than left unjudged)."""
+    return TRAIN_LOSS if run.get(TRAIN_LOSS) is not None or run.get(VAL_LOSS) is None else VAL_LOSS

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from stabdiag.detectors import grad_explosion, grad_spike, loss_spike
-from stabdiag.table import GRAD_NORM, TRAIN_LOSS, RunData
+from stabdiag.detectors._common import loss_metric
+from stabdiag.table import GRAD_NORM, RunData
 
 
 def trouble(run: RunData, grad_spikes: bool = False) -> list[tuple[int, str]]:
@@ -16,7 +17,7 @@ def trouble(run: RunData, grad_spikes: bool = False) -> list[tuple[int, str]]:
     (clipping handles them) to blame a schedule or a restart for.
     """
     out: list[tuple[int, str]] = []
-    s = run.get(TRAIN_LOSS)
+    s = run.get(loss_metric(run))
     if s is not None:
         bad = ~np.isfinite(s.values)
         if bad.any():

@@ -68,10 +68,10 @@ import numpy as np
 import pandas as pd
 
 from stabdiag.detectors import _stats as st
-from stabdiag.detectors._common import finding, usable
+from stabdiag.detectors._common import finding, loss_metric, usable
 from stabdiag.detectors.base import Detector
 from stabdiag.findings import Finding, Severity, Skipped
-from stabdiag.table import GRAD_NORM, LR, RESTART, TRAIN_LOSS, RunData
+from stabdiag.table import GRAD_NORM, LR, RESTART, TRAIN_LOSS, VAL_LOSS, RunData
 
 CODE, KIND = "SD101", "loss-spike"
 
@@ -239,7 +239,7 @@ def _fragment_events(steps: np.ndarray, values: np.ndarray, restarts: np.ndarray
 def run_events(run: RunData, cfg: Config = DEFAULT) -> list[SpikeEvent]:
     """Spike events of a run's training loss: ``find_events`` plus, on short logs, the fragment rule
     (events whose onset falls inside an earlier-found event are left out). Shared with trouble()."""
-    s = run.get(TRAIN_LOSS)
+    s = run.get(loss_metric(run))
     if s is None:
         return []
     events = find_events(s.values, cfg)
@@ -273,11 +273,13 @@ def _grad_coincidence(run: RunData, lo: int, hi: int) -> tuple[bool, float | Non
 
 
 def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
-    s = usable(run, TRAIN_LOSS)
+    metric = loss_metric(run)
+    s = usable(run, metric)
     if s is None:
-        return DETECTOR.skipped(run, f"no {TRAIN_LOSS} series")
+        return DETECTOR.skipped(run, f"no {TRAIN_LOSS} or {VAL_LOSS} series")
     if np.isfinite(s.values).sum() <= cfg.min_history:
-        return DETECTOR.skipped(run, f"{TRAIN_LOSS} has too few finite points ({cfg.min_history + 1} needed)")
+        return DETECTOR.skipped(run, f"{metric} has too few finite points ({cfg.min_history + 1} needed)")
+    what = "loss" if metric == TRAIN_LOSS else "validation loss"
     steps, vals = s.steps, s.values
     interval = st.log_interval(steps)
     lr = usable(run, LR)
@@ -290,8 +292,8 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         last = ev.fragment_end if ev.fragment_end >= 0 else len(vals) - 1
         tail = last - ev.onset
         rec_steps = int(steps[ev.recovery] - steps[ev.onset]) if ev.recovery >= 0 else None
-        jump = (f"loss jumped {ratio:.1f}x ({st.fmt(ev.baseline)} -> {st.fmt(peak_v)})" if ratio
-                else f"loss rose {st.fmt(ev.baseline)} -> {st.fmt(peak_v)}")
+        jump = (f"{what} jumped {ratio:.1f}x ({st.fmt(ev.baseline)} -> {st.fmt(peak_v)})" if ratio
+                else f"{what} rose {st.fmt(ev.baseline)} -> {st.fmt(peak_v)}")
         if ev.recovery >= 0:
             quick = ev.recovery - ev.onset <= cfg.quick_recovery_points
             small = ratio is not None and ratio < cfg.warn_ratio and not grad_hit
@@ -310,7 +312,7 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         grad_note = " with a coinciding grad-norm spike" if grad_hit else ""
         msg = f"{jump} at step {on}{grad_note} and {how}."
         out.append(finding(
-            CODE, KIND, run, severity=sev, metric=TRAIN_LOSS, step_start=on,
+            CODE, KIND, run, severity=sev, metric=metric, step_start=on,
             step_end=int(steps[ev.end]), message=msg,
             evidence={
                 "baseline": ev.baseline, "peak": peak_v, "peak_step": pk, "ratio": ratio,

@@ -69,8 +69,8 @@ def _loss_healthy_after(run: RunData, step: int, cfg: Config) -> bool:
 
 def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     present = [m for m in (TRAIN_LOSS, VAL_LOSS, GRAD_NORM) if run.get(m) is not None]
-    if TRAIN_LOSS not in present and GRAD_NORM not in present:
-        return DETECTOR.skipped(run, f"no {TRAIN_LOSS} or {GRAD_NORM} series")
+    if not present:
+        return DETECTOR.skipped(run, f"no {TRAIN_LOSS}, {VAL_LOSS} or {GRAD_NORM} series")
     out: list[Finding] = []
     fp16 = is_fp16(run)
     for metric in present:

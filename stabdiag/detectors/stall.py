@@ -40,10 +40,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from stabdiag.detectors import _stats as st
-from stabdiag.detectors._common import finding, usable
+from stabdiag.detectors._common import finding, loss_metric, usable
 from stabdiag.detectors.base import Detector
 from stabdiag.findings import Finding, Severity, Skipped
-from stabdiag.table import GRAD_NORM, TRAIN_LOSS, RunData
+from stabdiag.table import GRAD_NORM, TRAIN_LOSS, VAL_LOSS, RunData
 
 CODE, KIND = "SD103", "stall"
 
@@ -82,14 +82,15 @@ def _rel_sigma_of(resid: np.ndarray, level: np.ndarray) -> float:
 
 
 def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
-    s = usable(run, TRAIN_LOSS)
+    metric = loss_metric(run)
+    s = usable(run, metric)
     if s is None:
-        return DETECTOR.skipped(run, f"no {TRAIN_LOSS} series")
+        return DETECTOR.skipped(run, f"no {TRAIN_LOSS} or {VAL_LOSS} series")
     ok = np.isfinite(s.values)
     steps, x = s.steps[ok], s.values[ok]
     n = len(x)
     if n < cfg.min_points:
-        return DETECTOR.skipped(run, f"{TRAIN_LOSS} has too few finite points ({cfg.min_points} needed)")
+        return DETECTOR.skipped(run, f"{metric} has too few finite points ({cfg.min_points} needed)")
     w = max(5, n // 50) | 1   # shared with divergence (same key, same finite points)
     smooth = st.cached(s.values, ("trend", w), lambda: st.rolling_median(x, w, center=True))
     tail = float(np.median(x[-max(5, n // 5):]))
@@ -126,10 +127,11 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         why.append(f"grad norm collapsed {st.fmt(g_early)} -> {st.fmt(g_flat)}")
     if "noise_collapse" in signals:
         why.append("loss noise collapsed")
-    msg = (f"training loss stopped improving at step {int(steps[onset])} ({100 * onset / n:.0f}% into the run) "
+    name = "training loss" if metric == TRAIN_LOSS else "validation loss"
+    msg = (f"{name} stopped improving at step {int(steps[onset])} ({100 * onset / n:.0f}% into the run) "
            f"and stayed flat at {st.fmt(tail)} ({', '.join(why)}).")
     return [finding(
-        CODE, KIND, run, severity=sev, metric=TRAIN_LOSS, step_start=int(steps[onset]),
+        CODE, KIND, run, severity=sev, metric=metric, step_start=int(steps[onset]),
         step_end=int(steps[-1]), message=msg,
         evidence={"flat_level": tail, "onset_step": int(steps[onset]), "onset_fraction": onset / n,
                   "start_level": float(np.median(x[: max(5, n // 20)])),

@@ -9,6 +9,7 @@ from rich.text import Text
 from stabdiag.console import SEVERITY_STYLE
 from stabdiag.findings import Finding
 from stabdiag.report import Report, RunSummary, counts
+from stabdiag.table import TRAIN_LOSS
 
 MARK = {"error": "✘", "warning": "!", "info": "·", None: "✔"}
 
@@ -23,16 +24,17 @@ def _verdict(report: Report, run: RunSummary) -> Text:
     worst = report.worst(run.name)
     judged = report.has_loss(run.name)
     label = worst.label if worst else None
+    mark = MARK[label] if run.judged else "?"  # never a tick on a run nothing was said about
     c = counts(report.findings_of(run.name))
     parts = [f"{n} {k}{'s' if n != 1 and k != 'info' else ''}" for k, n in
              (("error", c["error"]), ("warning", c["warning"]), ("info", c["info"])) if n]
     steps = f"steps {run.steps[0]}-{run.steps[1]}" if run.steps else "no steps"
     line = Text()
-    line.append(f"{MARK[label]} ", style=SEVERITY_STYLE.get(label or "", "ok"))
+    line.append(f"{mark} ", style=SEVERITY_STYLE.get(label or "", "ok" if run.judged else "warning"))
     line.append(run.name, style="bold")
     line.append(f"  {run.format}, {steps}, {len(run.metrics)} metrics  ", style="dim")
-    if not judged and not parts:
-        line.append("not judged: no loss series", style="warning")
+    if not run.judged:
+        line.append(run.judged_reason or "not judged: no loss series", style="warning")
     elif parts:
         if not judged:
             line.append("no loss series; ", style="warning")
@@ -64,6 +66,10 @@ def render_terminal(report: Report, *, max_remedies: int = 5, show_skipped: bool
     for run in report.runs:
         parts.append(Text(""))
         parts.append(_verdict(report, run))
+        if run.loss and run.loss.get("series") != TRAIN_LOSS:
+            taken = (f"{run.loss['series']} taken as {run.loss['metric']}: "
+                     if run.loss["series"] != run.loss["metric"] else "")
+            parts.append(Text(f"  loss: {taken}{run.loss['why']}", style="dim"))
         for w in run.warnings:
             parts.append(Text(f"  input: {w}", style="warning"))
         fs = report.findings_of(run.name)
