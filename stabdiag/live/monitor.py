@@ -1,0 +1,327 @@
+"""``Monitor``: the in-loop guard for a plain PyTorch loop (and the engine of the framework callbacks).
+
+    monitor = stabdiag.Monitor(action="skip", out_dir="runs/x")
+    for step, batch in enumerate(loader):
+        loss = model(batch); loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if monitor.log(step, loss=loss.item(), grad_norm=gn.item(), lr=sched.get_last_lr()[0]).skip:
+            opt.zero_grad(); continue
+        opt.step(); opt.zero_grad()
+        if monitor.should_stop: break
+    monitor.close()
+
+Why it is built this way:
+
+- The verdict must be the offline verdict. Findings come from the registered detectors run on
+  everything logged so far (``Tracker``), so ``stabdiag analyze`` of the same numbers agrees.
+- It must be cheap. The full check runs on a time budget (by default at most ``budget`` = 1 % of
+  the wall time since the monitor started, measured), or every ``check_every`` logged points when
+  set; a non-finite loss or grad norm forces a check at once. Values passed as tensors are kept
+  as tensors and moved to the host together at the next check (one sync per check, never one
+  per step); only ``action="skip"`` needs this step's value now, and reads it.
+- ``skip`` follows OLMo-core's SkipStepOptimizer idea (skip the update when this step's loss or
+  grad norm is an outlier against its recent history), judged by the loss-spike and grad-spike
+  detectors on the trailing ``skip_window`` points, with a cap (``max_skips``) on consecutive
+  skips: a loss that stays up is a real shift, not a bad batch, and skipping would freeze the run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stabdiag import table as T
+from stabdiag.detectors import grad_spike, loss_spike
+from stabdiag.errors import ConfigError
+from stabdiag.findings import Finding, Severity
+from stabdiag.live.state import Event, LiveRun, Tracker
+
+ACTIONS = ("warn", "stop", "checkpoint", "skip")
+FINDINGS_FILE = "stabdiag_findings.jsonl"
+
+# Keyword names of Monitor.log -> canonical metrics (DESIGN.md).
+KEYWORDS = {
+    "loss": T.TRAIN_LOSS,
+    "grad_norm": T.GRAD_NORM,
+    "lr": T.LR,
+    "loss_scale": T.LOSS_SCALE,
+    "skipped": T.SKIPPED_STEP,
+    "val_loss": T.VAL_LOSS,
+    "update_ratio": T.UPDATE_RATIO,
+    "param_norm": T.PARAM_NORM,
+    "max_attn_logit": T.MAX_ATTN_LOGIT,
+    "output_logz": T.OUTPUT_LOGZ,
+}
+# The grad-norm outlier rule of grad-spike (its thresholds), applied with loss-spike's event finder
+# to the newest point: grad-spike itself waits for the next point to call a spike isolated.
+_SCREEN_POINTS = 8
+# Screen ratios below the finders' min_ratio (1.2 loss, 3 grad norm): the corrected baseline can
+# sit a little under the recent minimum on a falling curve.
+_SCREEN_RATIO = {T.TRAIN_LOSS: 1.15, T.GRAD_NORM: 2.0}
+_GRAD_EVENTS = loss_spike.Config(
+    level_window=grad_spike.DEFAULT.level_window,
+    window=grad_spike.DEFAULT.window,
+    min_history=grad_spike.DEFAULT.min_history,
+    z_threshold=grad_spike.DEFAULT.z_threshold,
+    sigma_floor=grad_spike.DEFAULT.sigma_floor,
+    min_ratio=grad_spike.DEFAULT.min_ratio,
+)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the loop should do after ``Monitor.log``: skip this optimizer step, stop, or go on."""
+
+    step: int
+    skip: bool = False
+    stop: bool = False
+    events: tuple[Event, ...] = ()
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        return tuple(e.finding for e in self.events)
+
+
+class Monitor:
+    """Collects one run's metrics, runs the detectors incrementally and acts on findings.
+
+    ``level``: findings at or above it trigger the action (and are logged as warnings; lower
+    ones at info). ``action``: ``warn`` (log only), ``stop`` (``should_stop`` becomes true),
+    ``checkpoint`` (the same, and the callbacks save first), ``skip`` (``Verdict.skip`` for
+    outlier steps; findings at ``level`` are then only logged). ``out_dir``: findings are appended
+    to ``out_dir/stabdiag_findings.jsonl`` as they appear. ``on_finding(event)`` is called for
+    each new or escalated finding (the callbacks route it to their framework's logger)."""
+
+    def __init__(
+        self,
+        run: str = "train",
+        *,
+        action: str = "warn",
+        level: str | Severity = "error",
+        out_dir: str | os.PathLike[str] | None = None,
+        check_every: int = 0,
+        budget: float = 0.01,
+        skip_window: int = 256,
+        max_skips: int = 3,
+        select: Collection[str] | None = None,
+        ignore: Collection[str] | None = None,
+        configs: Mapping[str, Any] | None = None,
+        on_finding: Callable[[Event], None] | None = None,
+    ) -> None:
+        if action not in ACTIONS:
+            raise ConfigError(f"action {action!r}: expected one of {', '.join(ACTIONS)}")
+        try:
+            self.level = level if isinstance(level, Severity) else Severity.parse(level)
+        except ValueError as e:
+            raise ConfigError(f"level: {e}") from None
+        if check_every < 0 or not 0 < budget <= 1 or max_skips < 0 or skip_window < 16:
+            raise ConfigError(
+                "check_every >= 0, 0 < budget <= 1, max_skips >= 0 and skip_window >= 16 expected"
+            )
+        self.action = action
+        self.run = LiveRun(run)
+        self.tracker = Tracker(select=select, ignore=ignore, configs=configs)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.check_every = check_every
+        self.budget = budget
+        self.skip_window = skip_window
+        self.max_skips = max_skips
+        self.on_finding = on_finding
+        self.should_stop = False
+        self.stop_step: int | None = None
+        self.stop_finding: Finding | None = None
+        self.skipped_steps: list[int] = []
+        self.checks = 0
+        self.check_seconds = 0.0
+        self._consecutive_skips = 0
+        self._noise: dict[str, tuple[int, float]] = {}  # metric -> (points when estimated, sigma)
+        self._pending: list[tuple[int, str, Any]] = []  # (step, metric, tensor) not yet on the host
+        self._since_check = 0
+        self._t0 = time.perf_counter()
+        self._last_cost = 0.0
+        self._closed = False
+
+    # ------------------------------------------------------------------ logging
+
+    def log(self, step: int, *, metrics: Mapping[str, Any] | None = None, **values: Any) -> Verdict:
+        """Record this step's values (floats or 0-d tensors; None = not logged) and decide.
+
+        Keywords: loss, grad_norm, lr, loss_scale, skipped, val_loss, update_ratio, param_norm,
+        max_attn_logit, output_logz; ``metrics`` takes any other names (canonical or not)."""
+        step = int(step)
+        named = {}
+        for k, v in values.items():
+            if k not in KEYWORDS:
+                raise ConfigError(
+                    f"Monitor.log: unknown keyword {k!r}; expected one of "
+                    f"{', '.join(KEYWORDS)} (other names go in metrics={{...}})"
+                )
+            named[KEYWORDS[k]] = v
+        named.update(metrics or {})
+        urgent = False
+        now_needed = self.action == "skip"
+        for metric, v in named.items():
+            if v is None:
+                continue
+            if _is_tensor(v) and not now_needed:
+                self._pending.append((step, metric, v.detach()))
+                continue
+            x = _to_float(v)
+            self.run.add_point(metric, step, x)
+            if metric in (T.TRAIN_LOSS, T.GRAD_NORM) and (
+                not math.isfinite(x) or self._outlier(metric, step)
+            ):
+                urgent = True
+        self._since_check += 1
+        skip = self._skip_decision(step, urgent) if now_needed else False
+        events: list[Event] = []
+        if (urgent and self._urgent_allowed()) or self._due():
+            events = self._check(step)
+        return Verdict(step=step, skip=skip, stop=self.should_stop, events=tuple(events))
+
+    def check(self) -> Verdict:
+        """Run the detectors now, whatever the schedule (e.g. at a logging or eval boundary)."""
+        last = max((b.max_step or 0 for b in self.run.metrics.values()), default=0)
+        step = max([last] + [s for s, _, _ in self._pending])
+        return Verdict(step=step, stop=self.should_stop, events=tuple(self._check(step)))
+
+    def close(self) -> list[Finding]:
+        """Final check; returns the run's findings (the verdict on everything logged)."""
+        if not self._closed:
+            self.check()
+            self._closed = True
+        return list(self.tracker.findings)
+
+    @property
+    def findings(self) -> list[Finding]:
+        return list(self.tracker.findings)
+
+    # ------------------------------------------------------------------ internals
+
+    def _due(self) -> bool:
+        if self.check_every:
+            return self._since_check >= self.check_every
+        # Time budget: this check plus all earlier ones stay within `budget` of the elapsed time.
+        elapsed = time.perf_counter() - self._t0
+        return self.check_seconds + self._last_cost <= self.budget * elapsed
+
+    def _urgent_allowed(self) -> bool:
+        # An outlier or a non-finite value checks at once, unless checks already took 10x the
+        # budget (a run so noisy that every few points look like spikes): then the schedule rules.
+        return (
+            self.check_seconds <= 10 * self.budget * (time.perf_counter() - self._t0)
+            or self.checks < 3
+        )
+
+    def _flush_pending(self) -> None:
+        if not self._pending:
+            return
+        import torch  # only reached when tensors were logged, so torch is there
+
+        pend, self._pending = self._pending, []
+        vals = torch.stack([t.reshape(()).to(torch.float64) for _, _, t in pend]).cpu().tolist()
+        for (step, metric, _), x in zip(pend, vals, strict=True):
+            self.run.add(metric, [step], [x])
+
+    def _check(self, step: int) -> list[Event]:
+        t = time.perf_counter()
+        self._flush_pending()
+        events = self.tracker.update([self.run.run_data()])
+        self._since_check = 0
+        self.checks += 1
+        for e in events:
+            self._emit(e)
+            if (
+                e.finding.severity >= self.level
+                and self.action in ("stop", "checkpoint")
+                and not self.should_stop
+            ):
+                self.should_stop = True
+                self.stop_step = step
+                self.stop_finding = e.finding
+        self._last_cost = time.perf_counter() - t
+        self.check_seconds += self._last_cost
+        return events
+
+    def _emit(self, e: Event) -> None:
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.out_dir / FINDINGS_FILE, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(e.to_dict(), sort_keys=True) + "\n")
+        if self.on_finding is not None:
+            self.on_finding(e)
+
+    def _skip_decision(self, step: int, outlier: bool) -> bool:
+        """Skip this step if its loss or grad norm is an outlier, at most ``max_skips`` in a row."""
+        if not outlier:
+            self._consecutive_skips = 0
+            return False
+        if self._consecutive_skips >= self.max_skips:
+            return False  # still up after max_skips skipped steps: a shift, let the run see it
+        self._consecutive_skips += 1
+        self.skipped_steps.append(step)
+        return True
+
+    def _screen(self, metric: str, buf: Any) -> bool:
+        """Cheap necessary-looking condition for a spike onset at the newest point: on log scale,
+        >= max(log(ratio), 5 sigma) above the lowest of the previous 8 finite points (the finders
+        need >= 7 sigma and >= min_ratio above a baseline near that level). sigma: the recent
+        point-to-point noise, re-estimated every 32 points (amortised O(1))."""
+        n = buf.n
+        vals = buf._values
+        x = float(vals[n - 1])
+        recent = vals[max(0, n - 1 - _SCREEN_POINTS) : n - 1]
+        recent = recent[np.isfinite(recent)]
+        if not len(recent):
+            return False
+        low = float(recent.min())
+        if low <= 0 or x <= 0:  # not on a log scale: a new high over the recent points
+            return x > float(recent.max())
+        est = self._noise.get(metric)
+        if est is None or n - est[0] >= 32:
+            tail = vals[max(0, n - 129) : n - 1]
+            tail = tail[np.isfinite(tail) & (tail > 0)]
+            d = np.abs(np.diff(np.log(tail))) if len(tail) > 2 else np.zeros(1)
+            est = self._noise[metric] = (n, 1.4826 * float(np.median(d)) / math.sqrt(2))
+        return math.log(x) - math.log(low) >= max(math.log(_SCREEN_RATIO[metric]), 5 * est[1])
+
+    def _outlier(self, metric: str, step: int) -> bool:
+        """Is this newest point the start or the still-open part of a spike event?
+
+        An O(1) screen first (``_screen``), then loss-spike's event finder on the
+        trailing ``skip_window`` points: ~1 ms, so it runs only when the screen fires."""
+        buf = self.run.metrics[metric]
+        cfg = loss_spike.DEFAULT if metric == T.TRAIN_LOSS else _GRAD_EVENTS
+        n = buf.n
+        if n <= cfg.min_history:
+            return False
+        if not self._screen(metric, buf):
+            return False
+        s = buf.tail(self.skip_window)
+        if s.steps[-1] != step:
+            return False  # a late write of an earlier step: not this step's outlier
+        last = len(s) - 1
+        return any(ev.onset <= last <= ev.end for ev in loss_spike.find_events(s.values, cfg))
+
+
+def _is_tensor(v: Any) -> bool:
+    return hasattr(v, "detach") and hasattr(v, "reshape") and type(v).__module__.startswith("torch")
+
+
+def _to_float(v: Any) -> float:
+    if _is_tensor(v):
+        return float(v.detach().reshape(()).item())
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"Monitor.log: expected a number or a 0-d tensor, got {type(v).__name__}"
+        ) from None
