@@ -39,10 +39,12 @@ import pandas as pd
 
 from stabdiag import table as T
 from stabdiag.errors import ConfigError, SourceError
+from stabdiag.safetext import printable
 from stabdiag.sources import (
     aliases,
     hf_trainer,
     jsonl,
+    launcher,
     lightning,
     mlflow,
     restarts,
@@ -97,6 +99,7 @@ class _Group:
     anchor: Path          # the run name grows from this dir's parts when names collide
     extra: tuple[Path, ...] = ()   # Keras validation/ files merged into a train/ run
     notes: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()    # per-file formats when they may differ (torchrun --log-dir)
 
 
 def load(
@@ -119,6 +122,9 @@ def load(
     for p in map(Path, paths):
         if not p.exists():
             raise SourceError(p, "a log file or directory", "nothing at that path")
+        what = sniff.special(p)
+        if what is not None:
+            raise SourceError(p, "a log file or directory", what)
         if p.is_file():
             f = fmt or sniff.sniff(p)
             if f is None:
@@ -186,6 +192,21 @@ def _plan(files: Sequence[tuple[Path, str]]) -> list[_Group]:
         ml_runs[sniff.mlflow_run(f) or f.parent].append(f)
     for run_dir, fs in ml_runs.items():
         groups.append(_Group(sniff.MLFLOW, tuple(fs), run_dir, run_dir.parent))
+    # torchrun --log-dir: <run>/attempt_N/<rank>/{stdout,stderr}.log of all ranks are one run.
+    launched: dict[Path, list[tuple[Path, str]]] = defaultdict(list)
+    for k in sniff.TEXT_FORMATS:
+        keep = []
+        for f in by_fmt.get(k, []):
+            entry = launcher.log_dir_entry(f)
+            if entry is None:
+                keep.append(f)
+            else:
+                launched[entry[0]].append((f, k))
+        if k in by_fmt:
+            by_fmt[k] = keep
+    for run_dir, fs in launched.items():
+        groups.append(_Group(launcher.LOG_DIR, tuple(f for f, _ in fs), run_dir, run_dir.parent,
+                             kinds=tuple(k for _, k in fs)))
     # Stdout logs and W&B files: one file, one or more runs (ranks, panel-export columns).
     for k in (*sniff.TEXT_FORMATS, sniff.WANDB_CSV, sniff.WANDB_OFFLINE):
         for f in by_fmt.pop(k, []):
@@ -264,8 +285,11 @@ def _read(g: _Group) -> list[RawRun]:
         return wandb_csv.read(f)
     if g.fmt == sniff.WANDB_OFFLINE:
         return [wandb_offline.read_file(f)]
+    if g.fmt == launcher.LOG_DIR:
+        return [launcher.read_log_dir(g.path, list(zip(g.files, g.kinds, strict=True)),
+                                      _text_reader)]
     if g.fmt in sniff.TEXT_FORMATS:
-        return sniff.TEXT_READERS[sniff.TEXT_FORMATS.index(g.fmt)].read(f)
+        return launcher.read_tee(f, g.fmt, _text_reader(g.fmt))
     name = f.parent.name if f.stem.lower() in _GENERIC_STEMS else None
     runs = csv_reader.read(f, name=name) if g.fmt == sniff.CSV else jsonl.read(f)
     if name is not None and len(runs) == 1 and runs[0].name == f.stem:
@@ -279,6 +303,10 @@ def _read(g: _Group) -> list[RawRun]:
         if isinstance(meta, dict):
             runs = [replace(r, meta={**meta, **r.meta}) for r in runs]
     return runs
+
+
+def _text_reader(fmt: str):  # noqa: ANN202 - the format's read(path) function
+    return sniff.TEXT_READERS[sniff.TEXT_FORMATS.index(fmt)].read
 
 
 def _read_tb(g: _Group) -> RawRun:
@@ -320,7 +348,7 @@ def _unique_names(raws: Sequence[tuple[RawRun, _Group]]) -> list[str]:
     chains = []
     for raw, g in raws:
         parents = [p for p in g.anchor.resolve().parts[1:] if p.lower() not in _FILLER_DIRS]
-        chains.append(parents + [raw.name])
+        chains.append([printable(p) for p in parents + [raw.name]])  # log-derived: escaped
     depth = [1] * len(chains)
     while True:
         names = ["/".join(c[-d:]) for c, d in zip(chains, depth, strict=True)]
@@ -346,12 +374,12 @@ def _unique_names(raws: Sequence[tuple[RawRun, _Group]]) -> list[str]:
 def _finish(raw: RawRun, g: _Group, name: str,
             overrides: Mapping[str, str] | None) -> tuple[T.MetricsTable, RunInfo]:
     matches = aliases.resolve(raw.names, raw.context, overrides)
-    mapped = [matches[n].name for n in raw.names]
+    mapped = [printable(matches[n].name) for n in raw.names]  # unknown names are log-derived
     metric_of = np.array(mapped + [T.RESTART], dtype=object)
     per_step = np.array([T.is_canonical(m) for m in mapped], dtype=bool)
-    warnings = list(g.notes) + list(raw.warnings)
+    warnings = [printable(w) for w in (*g.notes, *raw.warnings)]
     if not len(raw):
-        warnings.append(f"{raw.path}: no metric values found")
+        warnings.append(f"{printable(raw.path)}: no metric values found")
 
     rank = raw.rank
     found = []  # (index, rank or None, Restart)
@@ -384,12 +412,12 @@ def _finish(raw: RawRun, g: _Group, name: str,
         "metric": metric_of[codes],
         "value": values.astype(np.float64, copy=False),
         "wall_time": wall,
-        "source": raw.path,
+        "source": printable(raw.path),
     }
     if rank is not None:
         frame["rank"] = rank
-    mapping = tuple((raw_name, matches[raw_name].name, matches[raw_name].why)
-                    for raw_name in raw.names)
-    info = RunInfo(name=name, path=raw.path if g.fmt != sniff.TENSORBOARD else str(g.path),
+    mapping = tuple((printable(raw_name), printable(matches[raw_name].name),
+                     printable(matches[raw_name].why)) for raw_name in raw.names)
+    info = RunInfo(name=name, path=printable(raw.path if g.fmt != sniff.TENSORBOARD else g.path),
                    format=raw.format, warnings=tuple(warnings), mapping=mapping, meta=raw.meta)
     return T.MetricsTable(pd.DataFrame(frame)), info

@@ -16,6 +16,7 @@ from stabdiag.sources import (
     deepspeed,
     fairseq,
     hf_stdout,
+    launcher,
     llmc,
     megatron,
     mlflow,
@@ -141,6 +142,12 @@ def sniff(path: Path) -> str | None:
 def sniff_text(path: Path) -> str | None:
     """The stdout-log format of a text file, from its first 64 KiB (and a deeper scan for .out/.log)."""
     head = _head(path, textlog.HEAD_BYTES).decode("utf-8", "replace")
+    if launcher.tee_ranks(head):  # torchrun --tee: formats anchored at line start need it stripped
+        inner = launcher.strip_tee(head)
+        with textlog.virtual_files({path: inner}):
+            found = next((m.FORMAT for m in TEXT_READERS if m.looks_like(path, inner)), None)
+        if found is not None:
+            return found
     return next((m.FORMAT for m in TEXT_READERS if m.looks_like(path, head)), None)
 
 
@@ -174,9 +181,41 @@ def _first_line_is_object(head: bytes) -> bool:
     return isinstance(obj, dict) and any(k.lower() in STEP_COLUMNS for k in obj)
 
 
+# Never read while walking: kernel and device trees (a symlink to /proc/self/environ is a secret).
+_NEVER_READ = ("/proc", "/sys", "/dev")
+
+
+def _inside(target: str, roots: tuple[str, ...]) -> bool:
+    return any(target == r or target.startswith(r.rstrip("/") + "/") for r in roots) and \
+        not any(target == n or target.startswith(n + "/") for n in _NEVER_READ)
+
+
+def special(path: Path) -> str | None:
+    """What an explicitly given path is when it is not something to read: a FIFO, a device, a
+    socket, or a file under /proc, /sys or /dev (never read, even when named explicitly)."""
+    import stat
+
+    real = os.path.realpath(path)
+    if any(real == n or real.startswith(n + "/") for n in _NEVER_READ):
+        return f"a path under /{real.split('/')[1]} (never read)"
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    for test, what in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return f"{what}, not a log file"
+    return None
+
+
 def walk(root: Path) -> Iterator[Path]:
     """Every file under ``root`` in sorted order; skips hidden dirs/files and __pycache__,
-    follows directory symlinks once (a symlink loop is visited only once)."""
+    follows directory symlinks once (a symlink loop is visited only once). A symlink is followed
+    only when its target stays inside ``root`` (a link out of the tree, e.g. to /proc/self/environ
+    or ~/.ssh, is not an input the user gave), and only regular files are yielded (no FIFOs,
+    devices or sockets)."""
+    roots = (os.path.realpath(root),)
     seen: set[tuple[int, int]] = set()
     stack = [root]
     while stack:
@@ -197,6 +236,8 @@ def walk(root: Path) -> Iterator[Path]:
             if e.name.startswith(".") or e.name == "__pycache__":
                 continue
             try:
+                if e.is_symlink() and not _inside(os.path.realpath(e.path), roots):
+                    continue
                 if e.is_dir():
                     subdirs.append(Path(e.path))
                 elif e.is_file():

@@ -9,7 +9,9 @@ codes, and jobs end in a traceback or a SIGTERM. Each reader sees the same clean
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,25 @@ _FAILURE = re.compile(
 
 HEAD_BYTES = 64 * 1024
 
+# In-memory stand-ins for files (path string -> text): the launcher reader hands each rank's lines
+# of one interleaved ``torchrun --tee`` file to the unchanged per-format readers this way.
+_VIRTUAL: ContextVar[Mapping[str, str] | None] = ContextVar("stabdiag_virtual_text", default=None)
+
+
+def _virtual(path: Path) -> str | None:
+    texts = _VIRTUAL.get()
+    return None if texts is None else texts.get(str(path))
+
+
+@contextmanager
+def virtual_files(texts: Mapping[Path, str]) -> Iterator[None]:
+    """While active, ``read_text``/``head``/``scan`` of these paths return the given text."""
+    token = _VIRTUAL.set({**(_VIRTUAL.get() or {}), **{str(p): t for p, t in texts.items()}})
+    try:
+        yield
+    finally:
+        _VIRTUAL.reset(token)
+
 
 @dataclass(frozen=True)
 class Line:
@@ -37,6 +58,9 @@ class Line:
 
 def read_text(path: Path) -> str:
     """The whole file decoded leniently: a stray byte in stdout must not hide the metrics."""
+    virtual = _virtual(path)
+    if virtual is not None:
+        return virtual
     try:
         return path.read_bytes().decode("utf-8", errors="replace")
     except OSError as exc:
@@ -45,6 +69,9 @@ def read_text(path: Path) -> str:
 
 def head(path: Path, size: int = HEAD_BYTES) -> str:
     """The first ``size`` bytes, decoded like ``read_text`` (what ``looks_like`` inspects)."""
+    virtual = _virtual(path)
+    if virtual is not None:
+        return virtual[:size]
     with path.open("rb") as fh:
         return fh.read(size).decode("utf-8", errors="replace")
 
@@ -88,6 +115,9 @@ def run_name(path: Path) -> str:
 def scan(path: Path, pattern: re.Pattern[bytes], limit: int = 64 * 1024 * 1024) -> bool:
     """Whether ``pattern`` occurs in the first ``limit`` bytes: SLURM .out files often bury the
     first metric line under megabytes of environment dumps, far past the sniffing head."""
+    virtual = _virtual(path)
+    if virtual is not None:
+        return pattern.search(virtual.encode("utf-8", "replace")[:limit]) is not None
     try:
         with path.open("rb") as fh:
             tail = b""
