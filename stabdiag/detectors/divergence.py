@@ -35,15 +35,17 @@ References
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from stabdiag.detectors import _stats as st
-from stabdiag.detectors._common import finding
+from stabdiag.detectors import loss_spike
+from stabdiag.detectors._common import finding, loss_metric
 from stabdiag.detectors.base import Detector
 from stabdiag.findings import Finding, Severity, Skipped
-from stabdiag.table import TRAIN_LOSS, VAL_LOSS, RunData, Series
+from stabdiag.table import LR, TRAIN_LOSS, VAL_LOSS, RunData, Series
 
 CODE, KIND = "SD102", "divergence"
 
@@ -59,12 +61,86 @@ class Config:
     error_lost: float = 0.50
     val_min_points: int = 3
     val_min_rise: float = 0.05
+    first_points: int = 3          # "where the run started": median of the first logged values
+    runaway_rel: float = 0.10      # smoothed loss this far above the start level is a runaway
+    runaway_error_frac: float = 0.10  # a runaway this long (fraction of points) is an error
+    runaway_merge_frac: float = 0.10  # excursions closer than this (fraction of points) are one episode
+    chaos_cover: float = 0.3       # points above the start level this often between the first and last
+                                   # sustained excursion: one chaotic episode
+    rise_min_points: int = 10      # a rise must last this many log points to be "sustained"
 
 
 DEFAULT = Config()
 
 
-def _train_rule(run: RunData, s: Series, metric: str, cfg: Config) -> list[Finding]:
+def _levels(x: np.ndarray, smooth: np.ndarray, w: int, cfg: Config) -> tuple[float, float, int, float]:
+    """start level, best (smoothed) level, its index, and the point noise around the trend."""
+    n = len(x)
+    start = float(np.median(x[: max(5, int(cfg.start_frac * n))]))
+    half = w // 2   # centred windows are partial at both edges: keep them out of "best"
+    bi = half + int(np.argmin(smooth[half:n - half])) if n > 2 * half else int(np.argmin(smooth))
+    noise = max(st.robust_sigma(x - smooth), st.DIFF_TO_SIGMA * float(np.median(np.abs(np.diff(x)))))
+    return start, float(smooth[bi]), bi, noise
+
+
+def _lr_note(run: RunData, step: int) -> tuple[str, float | None, float | None]:
+    """", when the LR had decayed to X (N% of its peak Y)" if the LR at ``step`` is well below its
+    peak (a loss that came back only because the schedule took the LR away), else ""."""
+    lr = run.get(LR)
+    if lr is None:
+        return "", None, None
+    ok = np.isfinite(lr.values)
+    if not ok.any():
+        return "", None, None
+    peak = float(np.max(lr.values[ok]))
+    at = st.value_at(lr.steps, lr.values, step)
+    if at is None or peak <= 0 or at > 0.5 * peak:
+        return "", at, peak
+    return (f", when the LR had decayed to {st.fmt(at)} ({st.pct(at / peak)} of its peak "
+            f"{st.fmt(peak)})"), at, peak
+
+
+def _onset(smooth: np.ndarray, lo: int, hi: int, frac: float = 0.1) -> int:
+    """Where a rise from the trough ``lo`` to the peak ``hi`` began (a change point, not the step a
+    threshold was crossed): the last point still within ``frac`` of the rise above the trough
+    before the curve first got half-way up. A later dip back (a noisy plateau) cannot move it."""
+    base, top = float(smooth[lo]), float(smooth[hi])
+    seg = smooth[lo:hi + 1]
+    half_up = np.flatnonzero(seg >= base + 0.5 * (top - base))
+    c = int(half_up[0]) if half_up.size else len(seg) - 1
+    within = np.flatnonzero(seg[:c + 1] <= base + frac * (top - base))
+    return lo + int(within[-1]) if within.size else lo
+
+
+def _spike_covers(run: RunData, steps: np.ndarray, a: int, b: int, w: int) -> bool:
+    """Whether a loss-spike event already tells the excursion steps[a]..steps[b] (no double report)."""
+    s = run.get(loss_metric(run))
+    if s is None:
+        return False
+    for ev in loss_spike.run_events(run):
+        end = ev.recovery if ev.recovery >= 0 else ev.end
+        on, off = int(s.steps[ev.onset]), int(s.steps[max(end, ev.onset)])
+        pad = w * st.log_interval(steps)
+        if on <= steps[a] + pad and off >= steps[b] - pad:
+            return True
+    return False
+
+
+def _episodes(mask: np.ndarray, weight: np.ndarray, gap: int) -> tuple[int, int]:
+    """The heaviest episode of ``mask`` (sum of ``weight``), runs closer than ``gap`` points merged."""
+    a_idx, b_idx = st.segments(mask)
+    segs: list[list[int]] = []
+    for a, b in zip(a_idx.tolist(), b_idx.tolist(), strict=True):
+        if segs and a - segs[-1][1] <= gap:
+            segs[-1][1] = b
+        else:
+            segs.append([a, b])
+    a, b = max(segs, key=lambda ab: float(np.sum(weight[ab[0]:ab[1] + 1])))
+    return a, b
+
+
+def _runaway(run: RunData, s: Series, metric: str, name: str, cfg: Config) -> list[Finding]:
+    """A loss far above where the run started, sustained (the smoothed curve, not one point)."""
     ok = np.isfinite(s.values)
     steps, x = s.steps[ok], s.values[ok]
     n = len(x)
@@ -72,49 +148,142 @@ def _train_rule(run: RunData, s: Series, metric: str, cfg: Config) -> list[Findi
         return []
     w = max(5, n // 50) | 1
     smooth = st.cached(s.values, ("trend", w), lambda: st.rolling_median(x, w, center=True))
-    start = float(np.median(x[: max(5, int(cfg.start_frac * n))]))
+    k0 = min(n, cfg.first_points)
+    first = float(np.median(x[:k0]))
+    vocab = run.meta.get("vocab_size")
+    ln_v = math.log(vocab) if isinstance(vocab, int) and vocab > 1 and metric == TRAIN_LOSS else None
+    ref = max(first, ln_v or -math.inf)
+    _, _, _, noise = _levels(x, smooth, w, cfg)
+    bar = max(ref * (1 + cfg.runaway_rel), ref + cfg.noise_sigmas * noise)
+    above = smooth > bar
+    if not above.any():
+        return []
+    a_all, b_all = int(np.flatnonzero(above)[0]), int(np.flatnonzero(above)[-1])
+    if (x[a_all:b_all + 1] > bar).mean() >= cfg.chaos_cover:
+        a, b = a_all, b_all   # above most of the time between its first and last excursion: one episode
+    else:
+        a, b = _episodes(above, np.ones(n), max(2 * w, int(cfg.runaway_merge_frac * n)))
+    ends_in_it = b >= n - 1 - w // 2
+    long = (b - a + 1) >= max(cfg.runaway_error_frac * n, 3 * w)
+    if not long and not ends_in_it and _spike_covers(run, steps, a, b, w):
+        return []   # a short excursion the loss-spike finding already reports
+    pk = a + int(np.argmax(x[a:b + 1]))
+    trough = int(np.argmin(smooth[:a + 1])) if a > 0 else 0
+    on = _onset(smooth, trough, a)
+    back = b + 1 if not ends_in_it else None
+    sev = Severity.ERROR if long or ends_in_it else Severity.WARNING
+    ref_txt = ((f"its first logged value ({st.fmt(first)} at step {int(steps[0])})" if k0 == 1 else
+                f"where it started (median {st.fmt(first)} of the first {k0} logged values, steps "
+                f"{int(steps[0])}-{int(steps[k0 - 1])}, computed)")
+               if ref == first else f"ln(vocab) = {st.fmt(ref)} (vocab {vocab}: uniform guessing)")
+    lr_txt, lr_at, lr_peak = _lr_note(run, int(steps[back])) if back is not None else ("", None, None)
+    cover = float((x[a:b + 1] > bar).mean())
+    span = (f"it stayed above for {st.plural(int(steps[b] - steps[a]), 'step')}" if cover > 0.9 else
+            f"it was above in {st.pct(cover)} of the points from step {int(steps[a])} to {int(steps[b])}")
+    if back is None:
+        tail = (f"{span} and is still there at the end (median of the last points "
+                f"{st.fmt(float(np.median(x[-max(5, w):])))}, computed)")
+    else:
+        tail = f"{span} and settled below that level only from step {int(steps[back])}{lr_txt}"
+    chaotic = long and float(np.std(np.diff(np.log(np.clip(x[a:b + 1], 1e-12, None))))) > 0.3
+    msg = (f"{name} ran away: above {ref_txt} from step {int(steps[a])}, "
+           f"up to {st.fmt(float(x[pk]))} at step {int(steps[pk])}"
+           f"{' (chaotic: it jumped by large factors from point to point)' if chaotic else ''}; "
+           f"{tail}.")
+    return [finding(
+        CODE, KIND, run, severity=sev, metric=metric, step_start=int(steps[on]), step_end=int(steps[b]),
+        message=msg,
+        evidence={"rule": "runaway", "reference_level": ref, "first_logged": first, "ln_vocab": ln_v,
+                  "peak": float(x[pk]), "peak_step": int(steps[pk]), "above_from_step": int(steps[a]),
+                  "above_until_step": int(steps[b]), "onset_step": int(steps[on]),
+                  "recovered_step": None if back is None else int(steps[back]),
+                  "lr_at_recovery": lr_at, "lr_peak": lr_peak, "chaotic": chaotic,
+                  "ends_above_start": back is None, "recovered": back is not None,
+                  "smoothing_window_points": w},
+    )]
+
+
+def _rise(run: RunData, s: Series, metric: str, name: str, cfg: Config) -> list[Finding]:
+    """The largest sustained rise of the smoothed loss anywhere in the run (end or mid-run)."""
+    ok = np.isfinite(s.values)
+    steps, x = s.steps[ok], s.values[ok]
+    n = len(x)
+    if n < cfg.min_points:
+        return []
+    w = max(5, n // 50) | 1
+    smooth = st.cached(s.values, ("trend", w), lambda: st.rolling_median(x, w, center=True))
+    start, best, bi, noise = _levels(x, smooth, w, cfg)
+    half = w // 2
+    core = smooth.copy()
+    if half:
+        core[:half] = np.inf   # partial windows at the edges: not a trough
+    run_min = np.minimum.accumulate(core)
+    excess = np.where(np.isfinite(run_min), smooth - run_min, 0.0)
+    excess[n - half:] = np.minimum(excess[n - half:], excess[n - half - 1] if n - half - 1 >= 0 else 0.0)
+    guard = max(cfg.noise_sigmas * noise, cfg.min_rel_rise * abs(best))
+    mask = excess > guard
+    if not mask.any():
+        return []
+    a, b = _episodes(mask, excess, 2 * w)   # noisy plateaus dip back now and then: one episode
+    t = int(np.argmin(core[:a + 1]))
+    p = a + int(np.argmax(smooth[a:b + 1]))
+    trough, rise = float(smooth[t]), float(smooth[p] - smooth[t])
+    if (b - a + 1) < max(cfg.rise_min_points, w):
+        return []
+    improvement = start - trough
+    lost = rise / improvement if improvement > guard else math.inf
     end_k = max(5, int(cfg.end_frac * n))
     end = float(np.median(x[-end_k:]))
-    half = w // 2   # centred windows are partial at both edges: keep them out of "best"
-    bi = half + int(np.argmin(smooth[half:n - half]))
-    if bi >= n - end_k:
-        return []   # the best level is in the end window: nothing was given back
-    best = float(smooth[bi])
-    # Point noise around the trend, whole run: residuals from the smoothed curve (shrunk a little
-    # by the median tracking noise) or successive differences, whichever is larger.
-    noise = max(st.robust_sigma(x - smooth),
-                st.DIFF_TO_SIGMA * float(np.median(np.abs(np.diff(x)))))
-    rise = end - best
-    guard = max(cfg.noise_sigmas * noise, cfg.min_rel_rise * abs(best))
-    if rise <= guard:
+    after = smooth[p:]
+    back_i = np.flatnonzero(after <= trough + 0.5 * rise)
+    recovered = back_i.size > 0 and end <= trough + 0.5 * rise
+    above_start = (end > start + (guard if improvement <= guard else 0.0)) if not recovered else False
+    if lost < cfg.warn_lost and not above_start:
         return []
-    improvement = start - best
-    if improvement < guard:   # never improved beyond noise: "best" is a noise dip
-        if end - start < guard:
-            return []
-        improvement = 0.0
-    lost = rise / improvement if improvement > 0 else float("inf")
-    above_start = end > start + (guard if improvement <= 0 else 0.0)
-    if not above_start and lost < cfg.warn_lost:
-        return []
-    sev = Severity.ERROR if above_start or lost >= cfg.error_lost else Severity.WARNING
-    after = np.flatnonzero(smooth[bi:] <= best + 0.5 * rise)
-    onset_i = bi + int(after[-1]) + 1 if after.size else bi
-    onset_i = min(onset_i, n - 1)
-    how = (f"ends above where it started ({st.fmt(start)} -> best {st.fmt(best)} -> {st.fmt(end)})"
-           if above_start else
-           f"gave back {100 * lost:.0f}% of its improvement ({st.fmt(start)} -> best {st.fmt(best)} "
-           f"at step {int(steps[bi])} -> {st.fmt(end)} at the end)")
-    name = "training loss" if metric == TRAIN_LOSS else "validation loss"
-    msg = f"{name} rose from step {int(steps[onset_i])} and did not come back: it {how}."
+    on = _onset(smooth, t, p)
+    if recovered:
+        back = p + int(back_i[0])
+        sev = Severity.WARNING
+        lr_txt, lr_at, lr_peak = _lr_note(run, int(steps[back]))
+        how = (f"rose for {st.plural(int(steps[p] - steps[on]), 'step')} from step {int(steps[on])} "
+               f"(about {st.fmt(trough)}) to about {st.fmt(float(smooth[p]))} at step {int(steps[p])} "
+               f"(smoothed medians, computed; {st.pct(lost) if math.isfinite(lost) else 'all'} of the "
+               f"improvement so far given back), then came back by step {int(steps[back])}{lr_txt}")
+        msg = f"{name} {how}."
+        step_end = int(steps[back])
+    else:
+        back, lr_at, lr_peak = None, None, None
+        sev = Severity.ERROR if above_start or lost >= cfg.error_lost else Severity.WARNING
+        it = (f"ends above where it started ({st.fmt(start)} -> best {st.fmt(trough)} -> {st.fmt(end)})"
+              if above_start else
+              f"gave back {st.pct(min(lost, 1.0)) if math.isfinite(lost) else 'all'} of its improvement "
+              f"({st.fmt(start)} -> best {st.fmt(trough)} at step {int(steps[t])} -> {st.fmt(end)} at the end)")
+        msg = (f"{name} rose from step {int(steps[on])} and did not come back: it {it} "
+               "(levels are medians, computed).")
+        step_end = int(steps[-1])
     return [finding(
-        CODE, KIND, run, severity=sev, metric=metric, step_start=int(steps[onset_i]),
-        step_end=int(steps[-1]), message=msg,
-        evidence={"start_level": start, "best_level": best, "best_step": int(steps[bi]),
-                  "end_level": end, "onset_step": int(steps[onset_i]),
-                  "fraction_of_improvement_lost": None if improvement <= 0 else lost,
-                  "ends_above_start": above_start, "noise_sigma": noise},
+        CODE, KIND, run, severity=sev, metric=metric, step_start=int(steps[on]), step_end=step_end,
+        message=msg,
+        evidence={"rule": "rise", "start_level": start, "best_level": trough, "best_step": int(steps[t]),
+                  "peak_level": float(smooth[p]), "peak_step": int(steps[p]), "end_level": end,
+                  "onset_step": int(steps[on]), "recovered": recovered,
+                  "recovered_step": None if back is None else int(steps[back]),
+                  "fraction_of_improvement_lost": lost if math.isfinite(lost) else None,
+                  "ends_above_start": above_start, "noise_sigma": noise,
+                  "lr_at_recovery": lr_at, "lr_peak": lr_peak},
     )]
+
+
+def _train_rule(run: RunData, s: Series, metric: str, cfg: Config) -> list[Finding]:
+    """Whole-run judgement of one loss: runaway first (the worst), else the largest sustained rise."""
+    name = "training loss" if metric == TRAIN_LOSS else "validation loss"
+    out = _runaway(run, s, metric, name, cfg)
+    if out and out[0].severity >= Severity.ERROR:
+        return out
+    rise = _rise(run, s, metric, name, cfg)
+    if out and rise and rise[0].severity <= out[0].severity:
+        return out
+    return rise or out
 
 
 def _overfit_rule(run: RunData, cfg: Config) -> list[Finding]:
