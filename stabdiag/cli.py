@@ -539,7 +539,12 @@ def sweep(
         show_default=False)] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Config KEY=VALUE for every cell, e.g. --set steps=500. Repeatable.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Sweep directory: one run per cell, sweep.json, sweep.png/.svg.")] = Path("runs/sweep"),
-    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Cells in parallel on CPU (default: one per core); on CUDA one at a time.", show_default=False)] = None,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Train every (setting, LR) with this many seeds (init and data order; base = --set seed=N): the report gives the spread and an interval on each LR sensitivity.")] = 1,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Local backend: cells in parallel (default: one per core on CPU, one per GPU on CUDA).", show_default=False)] = None,
+    devices: Annotated[str | None, typer.Option("--devices", help="Local backend: cpu, cuda (every visible GPU) or cuda:0,cuda:1 (one cell per GPU at a time). Default: every visible GPU when cells use CUDA, else the CPU cores.", show_default=False)] = None,
+    cpus_per_cell: Annotated[int | None, typer.Option("--cpus-per-cell", min=1, help="CPU threads (Ray: CPUs) per cell. Default: local shares the cores out; Ray 1. Fix it to get the same numbers on any machine.", show_default=False)] = None,
+    backend: Annotated[str, typer.Option("--backend", help="local (this machine) or ray (one Ray task per cell; needs stabdiag[ray]).")] = "local",
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster to join (e.g. ray://head:10001 or auto); default: start a local one.", show_default=False)] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="Report format: text, json or markdown.")] = "text",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here (- = stdout).")] = None,
 ) -> None:
@@ -547,7 +552,8 @@ def sweep(
 
     Wortsman et al. 2023: small models show large-run instabilities at high LR.
     Finished cells are not trained again: re-run the same command to resume.
-    Needs the train extra.
+    A cell that fails is reported with its reason and the rest go on; the exit code is then 1
+    and a re-run retries only the failed and missing cells. Needs the train extra.
     """
 
     def run() -> None:
@@ -570,13 +576,22 @@ def sweep(
             _fail("give the LR grid with exactly one of --lrs 1e-4,1e-3 or --lr-range 1e-4:1e-1:7")
         grid = parse_lrs(lrs) if lrs is not None else parse_lr_range(str(lr_range))
         spec = build_spec(preset=preset, recipe=recipe, lrs=grid, out_dir=out, common=list(set_ or []),
-                          settings=[parse_setting(s) for s in setting or ["baseline", "qk_norm=true"]])
+                          settings=[parse_setting(s) for s in setting or ["baseline", "qk_norm=true"]],
+                          seeds=seeds)
         with GridProgress(err) as progress:
-            result = save_outputs(run_sweep(spec, jobs=jobs, observer=progress))
+            result = save_outputs(run_sweep(spec, jobs=jobs, observer=progress, devices=devices,
+                                            backend=backend, ray_address=ray_address,
+                                            cpus_per_cell=cpus_per_cell))
         if fmt == "text" and (output is None or str(output) == "-"):
             stdout.print(render_sweep_text(result))
         else:
             _write(render_sweep(result, fmt), output)
+        if result.failed:
+            first = result.failed[0]
+            _warn(f"{len(result.failed)} of {len(result.cells)} cells failed (first: {first.setting} "
+                  f"lr={first.lr:.3g} seed {first.seed}: {first.error}); run the same command "
+                  "again to retry them")
+            raise typer.Exit(EXIT_FINDINGS)
 
     guarded(run)
 

@@ -128,7 +128,7 @@ def test_two_by_two_sweep_then_resume(tmp_path):
     res = _sweep(out, "--format", "json", "-j", "2")  # two spawned worker processes
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
-    assert doc["schema_version"] == 1 and doc["kind"] == "sweep" and doc["lrs"] == [1e-3, 3e-2]
+    assert doc["schema_version"] == 2 and doc["kind"] == "sweep" and doc["lrs"] == [1e-3, 3e-2]
     assert "min(final loss, l0)" in doc["definitions"]["lr_sensitivity"]
     assert [s["name"] for s in doc["settings"]] == ["baseline", "qk_norm=true"]
     assert len(doc["cells"]) == 4

@@ -19,12 +19,17 @@ from stabdiag.sweep.spec import Cell
 
 
 def cell_line(cell: Cell, result: CellResult) -> str:
+    seed = f" seed {cell.seed}"
+    if result.failed:
+        return f"{cell.setting} lr={cell.lr:.3g}{seed}: FAILED ({result.error})"
     final = "diverged" if result.diverged else f"{result.final_loss:.3f}"
     attn = f"{result.max_attn_logit:.3g}" if math.isfinite(result.max_attn_logit) else "–"
     kinds = ",".join(result.unstable_kinds)
     how = "reused" if result.reused else f"{result.wall_s:.0f} s"
-    return (f"{cell.setting} lr={cell.lr:.3g}: final loss {final}, max attn logit {attn}"
-            f"{'  [' + kinds + ']' if kinds else ''} ({how})")
+    return (
+        f"{cell.setting} lr={cell.lr:.3g}{seed}: final loss {final}, max attn logit {attn}"
+        f"{'  [' + kinds + ']' if kinds else ''} ({how})"
+    )
 
 
 class GridProgress(Observer):
@@ -33,9 +38,14 @@ class GridProgress(Observer):
     def __init__(self, console: Console) -> None:
         self.console = console
         self.live = console.is_terminal
-        cols = (TextColumn("[bold]{task.description}"), BarColumn(),
-                TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[info]}"),
-                TimeElapsedColumn(), TimeRemainingColumn())
+        cols = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
         self.bar = Progress(*cols, console=console, transient=False, disable=not self.live)
         self.grid = self.bar.add_task("grid", total=None, info="")
         self.cell = None
@@ -44,25 +54,26 @@ class GridProgress(Observer):
         self.bar.__enter__()
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.bar.__exit__(et, ev, tb)
 
     def _say(self, text: str) -> None:
         self.console.print(text, highlight=False, markup=False, soft_wrap=True)
 
-    def started(self, total: int, reused: int, workers: int, threads: int, device: str) -> None:
+    def started(self, total: int, reused: int, where: str) -> None:
         self.bar.update(self.grid, total=total, completed=0)
-        how = (f"{workers} processes x {threads} threads" if workers > 1 else
-               f"one cell at a time{f', {threads} threads' if device == 'cpu' else ''}")
-        self._say(f"sweep: {total} cells, {reused} already finished, {total - reused} to train "
-                  f"on {device} ({how})")
+        self._say(
+            f"sweep: {total} cells, {reused} already finished, {total - reused} to train {where}"
+        )
 
     def cell_started(self, cell: Cell) -> None:
         if self.cell is not None:
             self.bar.remove_task(self.cell)
-        self.cell = self.bar.add_task(f"{cell.setting} lr={cell.lr:.3g}",
-                                      total=cell.config.steps, info="")
+        self.cell = self.bar.add_task(
+            f"{cell.setting} lr={cell.lr:.3g} s{cell.seed}", total=cell.config.steps, info=""
+        )
 
     def cell_step(self, cell: Cell, step: int, metrics: dict[str, float]) -> None:
         if self.cell is not None:
@@ -76,7 +87,15 @@ class GridProgress(Observer):
             self.bar.remove_task(self.cell)
             self.cell = None
         self.bar.advance(self.grid)
-        final = "diverged" if result.diverged else f"{result.final_loss:.3f}"
-        self.bar.update(self.grid, info=f"last: {cell.setting} lr={cell.lr:.3g} final {final}")
+        final = (
+            "failed"
+            if result.failed
+            else "diverged"
+            if result.diverged
+            else f"{result.final_loss:.3f}"
+        )
+        self.bar.update(
+            self.grid, info=f"last: {cell.setting} lr={cell.lr:.3g} s{cell.seed} final {final}"
+        )
         if not result.reused or not self.live:
             self._say(cell_line(cell, result))

@@ -4,6 +4,10 @@ A *setting* is a named set of train-config overrides (``baseline`` = none, ``qk_
 ``qk_norm=true,z_loss=1e-4``, or ``name:key=value,...`` to choose the label). Every cell of the
 grid is resolved to a full ``TrainConfig`` up front, so a typo in the tenth setting fails before
 the first cell trains, with the trainer's own "did you mean" message.
+
+Seeds: every (setting, LR) point is trained with seeds base..base+N-1 (``--seeds N``; the base is
+the config's ``seed``). The seed sets both the init and the data order, and seed k is the same
+for every setting and LR, so per-seed LR curves are paired across settings.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from stabdiag.train.config import TrainConfig, resolve
 BASELINE = "baseline"
 # The sweep owns these keys: the grid sets lr, and every cell gets its own run directory.
 OWNED_KEYS = frozenset({"lr", "out_dir", "run_name"})
+# A setting may not choose its own seed: seeds are paired across settings (--set seed=BASE moves all).
+SEED_KEY = "seed"
 _NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
@@ -33,11 +39,15 @@ class Setting:
 
 @dataclass(frozen=True)
 class Cell:
-    """One grid point, resolved: which setting, which LR, the exact config it trains."""
+    """One grid cell, resolved: which setting, which LR, which seed, the exact config it trains."""
 
     setting: str
     lr: float
     config: TrainConfig
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
 
     @property
     def run_dir(self) -> Path:
@@ -46,7 +56,7 @@ class Cell:
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """The whole grid. `cells` is setting-major, LRs ascending within a setting."""
+    """The whole grid. `cells` is setting-major, then LR ascending, then seed ascending."""
 
     preset: str
     recipe: str
@@ -55,6 +65,7 @@ class SweepSpec:
     common: tuple[str, ...]
     out_dir: Path
     cells: tuple[Cell, ...]
+    seeds: tuple[int, ...] = (0,)
 
 
 def parse_lrs(text: str) -> tuple[float, ...]:
@@ -62,8 +73,9 @@ def parse_lrs(text: str) -> tuple[float, ...]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ConfigError(f"--lrs {text!r}: expected comma-separated learning rates, "
-                          "e.g. 1e-4,1e-3,1e-2") from None
+        raise ConfigError(
+            f"--lrs {text!r}: expected comma-separated learning rates, e.g. 1e-4,1e-3,1e-2"
+        ) from None
     return _check_lrs(values, f"--lrs {text!r}")
 
 
@@ -100,37 +112,55 @@ def parse_setting(text: str) -> Setting:
     if colon and "=" not in head:  # a label before the overrides (inject specs have ':' after '=')
         name, raw = head.strip(), rest.strip()
         if not _NAME.match(name):
-            raise ConfigError(f"--setting {text!r}: the label {name!r} may only use letters, "
-                              "digits and _ . + -")
+            raise ConfigError(
+                f"--setting {text!r}: the label {name!r} may only use letters, digits and _ . + -"
+            )
     if raw in ("", BASELINE):
         return Setting(name or BASELINE, ())
     items = tuple(p.strip() for p in raw.split(",") if p.strip())
     for item in items:
         key, eq, value = item.partition("=")
         if not eq or not key.strip() or not value.strip():
-            raise ConfigError(f"--setting {text!r}: expected 'baseline' or KEY=VALUE[,KEY=VALUE...], "
-                              f"e.g. qk_norm=true,z_loss=1e-4; got {item!r}")
+            raise ConfigError(
+                f"--setting {text!r}: expected 'baseline' or KEY=VALUE[,KEY=VALUE...], "
+                f"e.g. qk_norm=true,z_loss=1e-4; got {item!r}"
+            )
         if key.strip().replace("-", "_") in OWNED_KEYS:
             raise ConfigError(f"--setting {text!r}: {key.strip()} is set by the sweep itself")
+        if key.strip() == SEED_KEY:
+            raise ConfigError(
+                f"--setting {text!r}: seeds are shared by all settings; use --seeds N "
+                "and --set seed=BASE"
+            )
     return Setting(name or ",".join(items), items)
 
 
-def cell_run_name(setting: str, lr: float) -> str:
+def cell_run_name(setting: str, lr: float, seed: int = 0) -> str:
     """A directory name that is stable across invocations (resume finds the cell by it)."""
     slug = re.sub(r"[^A-Za-z0-9_.+-]+", "_", setting.replace("=", "-")).strip("_") or "setting"
-    return f"{slug}__lr{lr:.4g}"
+    return f"{slug}__lr{lr:.4g}__s{seed}"
 
 
-def build_spec(*, preset: str, recipe: str, lrs: Sequence[float], settings: Sequence[Setting],
-               common: Sequence[str], out_dir: str | Path) -> SweepSpec:
+def build_spec(
+    *,
+    preset: str,
+    recipe: str,
+    lrs: Sequence[float],
+    settings: Sequence[Setting],
+    common: Sequence[str],
+    out_dir: str | Path,
+    seeds: int = 1,
+) -> SweepSpec:
     """Resolve every cell's config; raise ConfigError on anything a cell could not train with.
 
     `min_lr` follows the LR: each cell keeps the recipe's min_lr/lr ratio (0.1 for `stable`), so
     a cell at LR 1e-4 does not "decay" up to the recipe's absolute floor of 3e-4. An explicit
-    min_lr in --set or a setting wins.
+    min_lr in --set or a setting wins. `seeds` cells per (setting, LR), seeds base..base+seeds-1.
     """
     if not settings:
         raise ConfigError("--setting: expected at least one setting")
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds}: expected at least 1")
     names = [s.name for s in settings]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:
@@ -145,23 +175,42 @@ def build_spec(*, preset: str, recipe: str, lrs: Sequence[float], settings: Sequ
     except StabdiagError as exc:
         raise ConfigError(str(exc)) from None
     ratio = base.min_lr / base.lr if base.lr > 0 else 0.1
+    seed_list = tuple(range(base.seed, base.seed + seeds))
     cells = []
     for s in settings:
-        explicit_min = any(o.partition("=")[0].strip().replace("-", "_") == "min_lr"
-                           for o in (*common, *s.overrides))
+        explicit_min = any(
+            o.partition("=")[0].strip().replace("-", "_") == "min_lr"
+            for o in (*common, *s.overrides)
+        )
         for lr in lrs:
-            grid = [f"lr={lr!r}", f"out_dir={out}", f"run_name={cell_run_name(s.name, lr)}"]
-            if not explicit_min:
-                grid.append(f"min_lr={lr * ratio!r}")
-            try:
-                cfg = resolve(preset, recipe or None, None, [*common, *s.overrides, *grid])
-            except StabdiagError as exc:
-                raise ConfigError(f"--setting {s.name!r}: {exc}") from None
-            cells.append(Cell(s.name, lr, cfg))
+            for seed in seed_list:
+                grid = [
+                    f"lr={lr!r}",
+                    f"out_dir={out}",
+                    f"seed={seed}",
+                    f"run_name={cell_run_name(s.name, lr, seed)}",
+                ]
+                if not explicit_min:
+                    grid.append(f"min_lr={lr * ratio!r}")
+                try:
+                    cfg = resolve(preset, recipe or None, None, [*common, *s.overrides, *grid])
+                except StabdiagError as exc:
+                    raise ConfigError(f"--setting {s.name!r}: {exc}") from None
+                cells.append(Cell(s.name, lr, cfg))
     dirs = [c.config.run_name for c in cells]
     clash = next((d for d in dirs if dirs.count(d) > 1), None)
     if clash:
-        raise ConfigError(f"--setting: two settings map to the same run directory {clash!r}; "
-                          "give one a label (NAME:KEY=VALUE,...)")
-    return SweepSpec(preset=preset, recipe=recipe, lrs=tuple(lrs), settings=tuple(settings),
-                     common=tuple(common), out_dir=out, cells=tuple(cells))
+        raise ConfigError(
+            f"--setting: two settings map to the same run directory {clash!r}; "
+            "give one a label (NAME:KEY=VALUE,...)"
+        )
+    return SweepSpec(
+        preset=preset,
+        recipe=recipe,
+        lrs=tuple(lrs),
+        settings=tuple(settings),
+        common=tuple(common),
+        out_dir=out,
+        cells=tuple(cells),
+        seeds=seed_list,
+    )
