@@ -221,15 +221,34 @@ class Monitor:
             or self.checks < 3
         )
 
-    def _flush_pending(self) -> None:
+    def flush(self) -> Verdict:
+        """Move values logged as tensors to the host now (one sync for all of them), screen them
+        for spikes and check at once if one looks like a spike; the callbacks call this at the
+        framework's logging interval."""
+        step = max((s for s, _, _ in self._pending), default=None)
+        urgent = self._flush_pending()
+        if step is None:
+            return Verdict(step=-1, stop=self.should_stop)
+        events = self._check(step) if (urgent and self._urgent_allowed()) or self._due() else []
+        return Verdict(step=step, stop=self.should_stop, events=tuple(events))
+
+    def _flush_pending(self) -> bool:
+        """Pending tensors -> host values in write order; True when one of them looks like a spike."""
         if not self._pending:
-            return
+            return False
         import torch  # only reached when tensors were logged, so torch is there
 
         pend, self._pending = self._pending, []
-        vals = torch.stack([t.reshape(()).to(torch.float64) for _, _, t in pend]).cpu().tolist()
+        # float32: every device has it (MPS has no float64); host floats stay exact below.
+        vals = torch.stack([t.reshape(()).float() for _, _, t in pend]).cpu().tolist()
+        urgent = False
         for (step, metric, _), x in zip(pend, vals, strict=True):
-            self.run.add(metric, [step], [x])
+            self.run.add_point(metric, step, x)
+            if metric in (T.TRAIN_LOSS, T.GRAD_NORM) and (
+                not math.isfinite(x) or self._outlier(metric, step)
+            ):
+                urgent = True
+        return urgent
 
     def _check(self, step: int) -> list[Event]:
         t = time.perf_counter()

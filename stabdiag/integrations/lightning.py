@@ -1,0 +1,168 @@
+"""``StabdiagCallback`` for Lightning (``lightning.pytorch.Callback``).
+
+    trainer = lightning.Trainer(..., callbacks=[StabdiagCallback(action="checkpoint")])
+
+Per training batch it keeps the step's loss as the (already detached) tensor Lightning hands to
+``on_train_batch_end`` and reads the LR from the optimizer (a host float): no device sync. Every
+``log_every_n_steps`` batches the kept losses move to the host in one transfer, together with
+any grad norm or loss scale the module logged (``self.log("grad_2.0_norm_total", ...)``, names
+mapped as ``stabdiag analyze`` maps them) and the AMP loss scale; then the detectors run under
+the Monitor's time budget, at once when a value looks like a spike or is NaN/Inf. On a new
+finding at or above ``level`` it logs through the ``lightning.pytorch`` logger, appends it to
+``<log_dir>/stabdiag_findings.jsonl`` and acts: ``warn``, ``stop`` (``trainer.should_stop``) or
+``checkpoint`` (``trainer.save_checkpoint`` to ``<log_dir>/stabdiag-step<N>.ckpt``, then stop).
+Steps are optimizer steps counted from 0 (``trainer.global_step`` before the step).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+
+from stabdiag import table as T
+from stabdiag.integrations._common import make_monitor
+from stabdiag.live.monitor import FINDINGS_FILE, Monitor
+
+__all__ = ["FINDINGS_FILE", "StabdiagCallback"]
+
+_LOGGER = logging.getLogger("lightning.pytorch.callbacks.stabdiag")
+_FROM_LOGGED = (T.GRAD_NORM, T.LOSS_SCALE)
+
+
+class StabdiagCallback(pl.Callback):
+    """Live stability guard for Lightning; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        action: str = "warn",
+        level: str = "error",
+        run: str | None = None,
+        findings_dir: str | os.PathLike[str] | None = None,
+        check_every: int = 0,
+        budget: float = 0.01,
+        select: Collection[str] | None = None,
+        ignore: Collection[str] | None = None,
+        configs: Mapping[str, Any] | None = None,
+    ) -> None:
+        if action == "skip":
+            raise ValueError(
+                "action='skip' is for a plain PyTorch loop (stabdiag.Monitor); "
+                "use warn, stop or checkpoint with Lightning"
+            )
+        self._opts = dict(
+            action=action,
+            level=level,
+            check_every=check_every,
+            budget=budget,
+            select=select,
+            ignore=ignore,
+            configs=configs,
+        )
+        make_monitor("probe", None, logger=_LOGGER, **self._opts)  # bad options fail now
+        self._run = run
+        self._dir = findings_dir
+        self.monitor: Monitor | None = None
+        self.checkpoint_path: Path | None = None
+        self._names: dict[str, str] = {}  # logged key -> canonical metric (or "")
+
+    # ------------------------------------------------------------------ hooks
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._out = Path(self._dir or trainer.log_dir or trainer.default_root_dir)
+        writer = trainer.is_global_zero
+        self.monitor = make_monitor(
+            self._run or type(pl_module).__name__,
+            self._out if writer else None,
+            logger=_LOGGER,
+            **self._opts,
+        )
+        if not writer:
+            self.monitor.on_finding = None
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        m = self.monitor
+        if m is None:
+            return
+        step = trainer.global_step - 1  # already advanced past this batch's optimizer step
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        lr = None
+        if trainer.optimizers and trainer.optimizers[0].param_groups:
+            lr = trainer.optimizers[0].param_groups[0].get("lr")
+        m.log(step, loss=loss, lr=float(lr) if isinstance(lr, int | float) else None)
+        if (batch_idx + 1) % max(1, trainer.log_every_n_steps) == 0:
+            self._logged(trainer, step)
+            m.flush()
+            self._act(trainer, step)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.monitor is None or trainer.sanity_checking:
+            return
+        for k, v in trainer.callback_metrics.items():
+            if self._canonical(k) == T.VAL_LOSS:
+                self.monitor.log(max(trainer.global_step - 1, 0), val_loss=v)
+        self.monitor.flush()
+        self._act(trainer, max(trainer.global_step - 1, 0))
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.monitor is not None:
+            self.monitor.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _canonical(self, key: str) -> str:
+        name = self._names.get(key)
+        if name is None:
+            from stabdiag.sources import aliases
+
+            name = self._names[key] = aliases.canonical(key)[0]
+        return name
+
+    def _logged(self, trainer: pl.Trainer, step: int) -> None:
+        """Grad norm / loss scale the module logged, and the AMP scaler's scale (tensors: kept
+        pending until this interval's single flush)."""
+        extra = {}
+        for k, v in trainer.callback_metrics.items():
+            c = self._canonical(k)
+            if c in _FROM_LOGGED:
+                extra[c] = v
+        scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
+        if (
+            scaler is not None
+            and T.LOSS_SCALE not in extra
+            and getattr(scaler, "_scale", None) is not None
+        ):
+            extra[T.LOSS_SCALE] = scaler._scale
+        if extra:
+            self.monitor.log(step, metrics=extra)
+
+    def _act(self, trainer: pl.Trainer, step: int) -> None:
+        """Stop (after saving) when the monitor says so; called at logging intervals only, since
+        under DDP the decision is agreed across ranks (a collective) so that all ranks stop."""
+        m = self.monitor
+        if m is None or trainer.should_stop:
+            return
+        if not trainer.strategy.reduce_boolean_decision(m.should_stop, all=False):
+            return
+        if m.action == "checkpoint":
+            self.checkpoint_path = self._out / f"stabdiag-step{step}.ckpt"
+            trainer.save_checkpoint(self.checkpoint_path)
+        trainer.should_stop = True
+        why = (
+            f"{m.stop_finding.kind} at step {m.stop_step}"
+            if m.stop_finding
+            else "another rank's finding"
+        )
+        _LOGGER.warning(f"stabdiag: stopping training after step {step} ({why}, action={m.action})")
