@@ -17,9 +17,13 @@ class SourceError(StabdiagError):
     """A log file or directory could not be read as the expected format."""
 
     def __init__(self, path: str | Path, expected: str, found: str) -> None:
-        self.path = str(path)
+        from stabdiag.safetext import printable
+
+        # Paths and what was found come from the user's files: escaped, and ``found`` kept short
+        # (a message must never quote a file's content at length, see safetext.excerpt).
+        self.path = printable(path)
         self.expected = expected
-        self.found = found
+        self.found = printable(found if len(found) <= 300 else found[:300] + "...")
         super().__init__(f"{self.path}: expected {expected}, found {found}")
 
 

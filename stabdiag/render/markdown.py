@@ -18,6 +18,8 @@ from stabdiag.report import Report, RunSummary, counts
 ICON = {"error": "❌", "warning": "⚠️", "info": "ℹ️", None: "✅"}
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~#!])")
 _BLOCK_START = re.compile(r"^(\s*)([-+>=]|\d+(?=[.)]))")
+_ZWSP = "\u200b"
+_AUTOLINK = re.compile(r"(?i)www\.|:/")  # the "." of "www." and the first "/" of "://"
 # GitHub comments are capped at 65536 characters; keep well below with long runs.
 MAX_FINDINGS_PER_RUN = 30
 
@@ -27,8 +29,11 @@ def md(text: object) -> str:
     s = html.escape(str(text), quote=False)
     s = re.sub(r"[\r\n\t]+", " ", s)
     s = _MD_SPECIAL.sub(r"\\\1", s)
-    s = s.replace("@", "&#64;")  # no @mentions from log text
-    s = s.replace("://", ":&#47;&#47;")  # no autolinks
+    # No links or pings from log text: GitHub decodes entities before it autolinks and mentions,
+    # so an invisible zero-width space is what breaks "@team", "ops@evil.example",
+    # "www.evil.example" and "https://..." (GFM autolink rules need the characters adjacent).
+    s = _AUTOLINK.sub(lambda m: m.group()[:-1] + _ZWSP + m.group()[-1], s)
+    s = s.replace("@", _ZWSP + "@" + _ZWSP)
     # A leading "-", "+", ">", "=" or "1." would open a list, quote or heading: escape it.
     m = _BLOCK_START.match(s)
     if m:

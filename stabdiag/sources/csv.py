@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from stabdiag.errors import SourceError
+from stabdiag.safetext import excerpt
 from stabdiag.sources import tabular as tab
 from stabdiag.sources.raw import BAD, RawRun, bad_lines_warning, from_rows, parse_number, parse_step
 
@@ -70,7 +71,8 @@ def read(path: Path, fmt: str = FORMAT, name: str | None = None, *, fast: bool =
     step_col = tab.find_column(header, tab.STEP_COLUMNS)
     if step_col is None:
         raise SourceError(path, f"a CSV with a step column ({', '.join(tab.STEP_COLUMNS[:6])}, ...)",
-                          f"columns {header[:6]}")
+                          "columns " + ", ".join(excerpt(h, 40) for h in header[:6])
+                          + (", ..." if len(header) > 6 else ""))
     metric_col = tab.find_column(header, tab.METRIC_COLUMNS)
     value_col = tab.find_column(header, tab.VALUE_COLUMNS)
     base = name or path.stem

@@ -13,13 +13,15 @@ from typing import Any
 import yaml
 
 from stabdiag.sources import csv as csv_reader
+from stabdiag.sources import safe_yaml
 from stabdiag.sources.raw import RawRun
 
 FORMAT = "lightning-csv"
 
 
-class _IgnoreTagsLoader(yaml.SafeLoader):
-    """SafeLoader that turns unknown tags into plain data (or None) rather than failing."""
+class _IgnoreTagsLoader(safe_yaml.NoAliasSafeLoader):
+    """SafeLoader that turns unknown tags into plain data (or None) rather than failing, and
+    refuses aliases (billion laughs)."""
 
 
 def _unknown(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
@@ -40,7 +42,7 @@ def read_hparams(path: Path) -> tuple[dict, list[str]]:
             data = loader.get_single_data()
         finally:
             loader.dispose()
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
         return {}, [f"{path}: hparams.yaml not readable ({type(exc).__name__}); ignored"]
     return (data if isinstance(data, dict) else {"hparams": data}), []
 

@@ -5,28 +5,32 @@ and ``metrics/<key>`` files of ``<timestamp_ms> <value> <step>`` lines (very old
 so the line index is the step). Keys with ``/`` are sub-directories and are rebuilt from the
 relative path. Rows of all keys are merged by timestamp (stable), which is the write order MLflow
 saw. The name is the ``mlflow.runName`` tag, else ``run_name`` from meta.yaml, else the run id;
-params, tags and the experiment name go to ``meta``. YAML is read with ``yaml.safe_load`` only.
+params, tags and the experiment name go to ``meta``. YAML is read with safe_yaml (no objects, no
+aliases, bounded size); a step that is not a finite integer makes its line a malformed line.
 Stray nested stores (``mlruns/mlruns/0``) are walked too; ``.trash`` and artifacts are not.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import yaml
 
 from stabdiag.errors import SourceError
+from stabdiag.sources import safe_yaml
 from stabdiag.sources.raw import RawRun, bad_lines_warning, from_rows, parse_number
 
 FORMAT = "mlflow"
+_MAX_VALUE = 64 * 1024
 _SKIP_DIRS = frozenset({".trash", "artifacts", "models", "params", "tags", "metrics"})
 
 
 def _yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8", errors="replace"))
-    except (OSError, yaml.YAMLError):
+        data = safe_yaml.load(safe_yaml.read_text(path))
+    except (OSError, yaml.YAMLError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -61,8 +65,9 @@ def _small_files(d: Path) -> dict[str, str]:
         return {}
     out = {}
     for p in sorted(d.rglob("*")):
-        if p.is_file():
-            out[p.relative_to(d).as_posix()] = p.read_text(encoding="utf-8", errors="replace")
+        if p.is_file() and not p.is_symlink():
+            with open(p, "rb") as fh:  # a tag or param value: short; never a whole big file
+                out[p.relative_to(d).as_posix()] = fh.read(_MAX_VALUE).decode("utf-8", "replace")
     return out
 
 
@@ -87,21 +92,24 @@ def read_run(d: Path) -> RawRun:
                 continue
             ts, val = parse_number(parts[0]), parse_number(parts[1])
             step = parse_number(parts[2]) if len(parts) == 3 else float(i)
-            if not (isinstance(ts, float) and isinstance(val, float) and isinstance(step, float)):
+            if not (isinstance(ts, float) and isinstance(val, float) and isinstance(step, float)
+                    and math.isfinite(step) and step == int(step) and abs(step) < 2**63):
                 bad.append(f"{key}:{i + 1}")
                 continue
             points.append((ts, order, int(step), key, val))
             order += 1
     points.sort(key=lambda r: (r[0], r[1]))
     rows = [(s, k, v) for _, _, s, k, v in points]
-    name = tags.get("mlflow.runName") or str(meta_yaml.get("run_name") or "") or d.name
+    name = (safe_yaml.text_value(tags.get("mlflow.runName"))
+            or safe_yaml.text_value(meta_yaml.get("run_name")) or d.name)
     warnings = []
     if bad:
         warnings.append(bad_lines_warning(str(d / "metrics"), "malformed metric lines",
                                           bad).replace("(line", "(file:line"))
-    meta = {"run_id": str(meta_yaml.get("run_id") or meta_yaml.get("run_uuid") or d.name),
-            "experiment": str(exp_yaml.get("name") or d.parent.name), "status":
-            meta_yaml.get("status"), "params": params,
+    meta = {"run_id": safe_yaml.text_value(meta_yaml.get("run_id"))
+            or safe_yaml.text_value(meta_yaml.get("run_uuid")) or d.name,
+            "experiment": safe_yaml.text_value(exp_yaml.get("name")) or d.parent.name,
+            "status": safe_yaml.text_value(meta_yaml.get("status")), "params": params,
             "tags": {k: v for k, v in tags.items() if k != "mlflow.log-model.history"}}
     return from_rows(name, str(d), FORMAT, rows, wall=[p[0] / 1000.0 for p in points],
                      warnings=warnings, meta=meta)
