@@ -12,14 +12,21 @@ Why it matters
     collapsing scale means activations or gradients overflow fp16 on every step: switch to bf16.
 
 How it is computed
-    Scale values of -1 ("no scaler") and non-finite values are ignored. Start-up = the first
-    max(``startup_steps`` (50), ``startup_frac`` (3 %) of the run) steps. After it: settled scale =
-    median scale; reference = the highest scale after start-up. ``error`` when the scale falls to
-    <= ``min_scale`` (1, DeepSpeed/Megatron min_loss_scale) or to <= reference / ``collapse_factor``
-    (1024 = 10 halvings). ``warning`` when >= ``cluster_count`` (4) drops/skips fall inside any
-    ``cluster_steps`` (500) steps after start-up, or the last scale is <= settled / 16. Otherwise
-    any events are ``info`` (start-up search, or isolated halvings of a scaler probing upwards every
-    growth interval: PyTorch GradScaler 2000 steps, DeepSpeed/Megatron 1000).
+    Scale values of -1 ("no scaler") and non-finite values are ignored. Start-up is counted in
+    absolute steps: the first max(``startup_steps`` (50), ``startup_frac`` (3 %) of the last step)
+    steps, extended over the initial cascade of drops (``cascade_steps`` apart) when the log begins
+    there; a log that begins mid-run (a fragment at iteration 29 000) has no start-up. After it each
+    visible drop is judged against the settled scale (the level that held >= ``settle_steps``):
+    a drop that lands at or above it only undoes a growth step (probing: DeepSpeed's
+    loss_scale_window sawtooth, GradScaler's growth_interval) and is benign at any frequency; a drop
+    below it is a real overflow; a drop across a hole in the log (``gap_intervals`` log intervals) is
+    not judged. ``error`` when real overflows take the scale to <= ``min_scale`` (1) or
+    ``collapse_factor`` (1024) below the settled scale; ``warning`` when the scale ends
+    ``decline_factor`` (16) below it, or when one episode of real overflows (each within
+    ``cluster_steps`` of the last) takes it ``episode_depth`` (8x) below, or has ``cluster_count``
+    (4) drops. With skipped steps but no scale logged, a burst of ``cluster_count`` skips inside
+    ``cluster_steps`` that is ``burst_factor`` (3x) denser than the run's own rate is a warning;
+    a steady rate is the sawtooth. Everything else is ``info``.
 
 Known false positives
     Logs that report the scale only every N steps undercount drops; a counter of skipped
@@ -58,6 +65,11 @@ class Config:
     decline_factor: float = 16.0
     cluster_steps: int = 500
     cluster_count: int = 4
+    cascade_steps: int = 10      # drops this close after start-up still belong to the start-up search
+    settle_steps: int = 50       # a scale held this long is the settled scale drops are judged against
+    episode_depth: float = 8.0   # real overflows taking the scale this far below settled: warning
+    gap_intervals: int = 10      # a drop across a hole this many log intervals wide is not judged
+    burst_factor: float = 3.0    # skips (no scale logged) this much denser than the run's rate: a burst
 
 
 DEFAULT = Config()
@@ -110,74 +122,176 @@ def _max_in_window(steps: np.ndarray, weights: np.ndarray, width: int) -> tuple[
     return int(tot[k]), int(steps[k])
 
 
+def is_fp16_run(run: RunData) -> bool:
+    """fp16 by the data (a varying scale or skipped steps) or by what the logs say of the run
+    (``precision`` in the run's metadata: a loss-scaler line, an fp16 flag in a config)."""
+    prec = str(run.meta.get("precision", "")).lower()
+    return is_fp16(run) or prec in ("fp16", "float16", "half", "16", "16-mixed", "amp-fp16")
+
+
+@dataclass(frozen=True)
+class Drop:
+    """One scale drop after start-up: where, from what to what, and what it was ("probe": undoes a
+    recent growth; "overflow": below the settled scale; "gap": across a hole in the log)."""
+
+    step: int
+    before: float
+    after: float
+    settled: float     # the settled scale it is judged against
+    kind: str
+
+
+def startup_end(sc: Series | None, sk: Series | None, cfg: Config) -> int:
+    """Last step of the start-up scale search, in absolute step numbers: the first
+    max(startup_steps, startup_frac of the run) steps, extended over the initial cascade of drops
+    when the log begins there. A log that begins later (a fragment at iteration 29 000) has none."""
+    hi = max(int(x.steps[-1]) for x in (sc, sk) if x is not None)
+    end = max(cfg.startup_steps, int(cfg.startup_frac * hi))
+    if sc is None or int(sc.steps[0]) > end or len(sc) < 2:
+        return end
+    drops = np.flatnonzero(sc.values[1:] < sc.values[:-1]) + 1
+    last = None
+    for i in drops:
+        if int(sc.steps[i]) <= end or (last is not None and int(sc.steps[i]) - last <= cfg.cascade_steps):
+            last = int(sc.steps[i])
+        else:
+            break
+    return max(end, last or end)
+
+
+def classify_drops(sc: Series, after_step: int, cfg: Config) -> list[Drop]:
+    """Each visible drop after ``after_step``, judged against the settled scale: the scale that
+    held for at least ``settle_steps`` before it. A drop that lands at or above the settled scale
+    only undoes growth (the scaler probing upwards: benign); one below it is a real overflow."""
+    steps, v = sc.steps, sc.values
+    out: list[Drop] = []
+    pre = np.flatnonzero(steps <= after_step)
+    settled = float(v[pre[-1]]) if pre.size else float(v[0])
+    held_from = int(steps[pre[-1]]) if pre.size else int(steps[0])
+    level = settled
+    gap = cfg.gap_intervals * st.log_interval(steps)
+    for i in range(1, len(v)):
+        if steps[i] <= after_step:
+            continue
+        if v[i] != level and int(steps[i]) - held_from >= cfg.settle_steps:
+            settled = level   # the level that changed at step i had held long enough
+        if v[i] < v[i - 1]:
+            kind = "probe" if v[i] >= settled else "overflow"
+            if int(steps[i] - steps[i - 1]) > gap:
+                kind = "gap"   # fell somewhere in a hole of the log: where and how is unknown
+            out.append(Drop(int(steps[i]), float(v[i - 1]), float(v[i]), settled, kind))
+            if kind == "overflow":
+                settled = float(v[i])
+        if v[i] != level:
+            level, held_from = float(v[i]), int(steps[i])
+    return out
+
+
+def _episodes(drops: list[Drop], gap: int) -> list[list[Drop]]:
+    """Real overflows grouped into episodes (consecutive ones within ``gap`` steps)."""
+    eps: list[list[Drop]] = []
+    for d in (d for d in drops if d.kind == "overflow"):
+        if eps and d.step - eps[-1][-1].step <= gap:
+            eps[-1].append(d)
+        else:
+            eps.append([d])
+    return eps
+
+
 def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     sc = scale_series(run)
     sk = run.get(SKIPPED_STEP)
     if sc is None and sk is None:
         return DETECTOR.skipped(run, f"no {LOSS_SCALE} or {SKIPPED_STEP} series (not an fp16 run, or not logged)")
-    # Event list: (step, weight) for each halving or skip.
-    ev_steps, ev_w = [], []
-    if sc is not None and len(sc) > 1:
-        r = sc.values[:-1] / sc.values[1:]
-        d = np.flatnonzero(r > 1) + 1
-        ev_steps.append(sc.steps[d])
-        ev_w.append(np.maximum(1, np.round(np.log2(r[d - 1]))).astype(np.int64))
+    su_end = startup_end(sc, sk, cfg)
+    skip_steps = np.empty(0, np.int64)
     n_skipped = 0
     if sk is not None:
         v = skip_counts(sk.values)
-        hit = v > 0
-        n_skipped = int(np.round(v[hit]).clip(min=1).sum())
-        if hit.any():  # skips are the exact events; scale drops between log points are coarser
-            ev_steps, ev_w = [], []
-            ev_steps.append(sk.steps[hit])
-            ev_w.append(np.round(v[hit]).clip(min=1).astype(np.int64))
-    steps_all = np.concatenate(ev_steps) if ev_steps else np.empty(0, np.int64)
-    w_all = np.concatenate(ev_w) if ev_w else np.empty(0, np.int64)
-    order = np.argsort(steps_all, kind="stable")
-    steps_all, w_all = steps_all[order], w_all[order]
-    if not len(steps_all):
+        skip_steps = sk.steps[v > 0]
+        n_skipped = int(np.round(v[v > 0]).clip(min=1).sum())
+    drops = classify_drops(sc, su_end, cfg) if sc is not None and len(sc) > 1 else []
+    su_drops = 0
+    if sc is not None and len(sc) > 1:
+        d_all = np.flatnonzero(sc.values[1:] < sc.values[:-1]) + 1
+        su_drops = int(np.sum(sc.steps[d_all] <= su_end))
+    su_skips = int(np.sum(skip_steps <= su_end))
+    late_skips = int(np.sum(skip_steps > su_end))
+    if not drops and not su_drops and not len(skip_steps):
         return []
-    lo = min(int(x.steps[0]) for x in (sc, sk) if x is not None)
-    hi = max(int(x.steps[-1]) for x in (sc, sk) if x is not None)
-    startup_end = lo + max(cfg.startup_steps, int(cfg.startup_frac * (hi - lo)))
-    late = steps_all > startup_end
-    late_steps, late_w = steps_all[late], w_all[late]
-    ev: dict = {"drops_or_skips": int(w_all.sum()), "skipped_steps": n_skipped,
-                "late_events": int(late_w.sum()), "first_step": int(steps_all[0]),
-                "last_step": int(steps_all[-1]), "startup_end_step": startup_end,
-                "min_scale": None, "settled_scale": None, "final_scale": None}
-    sev, what = Severity.INFO, ""
+    probes = [d for d in drops if d.kind == "probe"]
+    real = [d for d in drops if d.kind == "overflow"]
+    ev: dict = {"startup_end_step": su_end, "startup_events": max(su_drops, su_skips),
+                "probes": len(probes), "real_overflows": len(real), "skipped_steps": n_skipped,
+                "late_skips": late_skips, "min_scale": None, "settled_scale": None, "final_scale": None,
+                "overflow_steps": [d.step for d in real][:50]}
+    sev, what, start, end = Severity.INFO, "", None, None
     if sc is not None:
-        post = sc.values[sc.steps > startup_end]
-        post = post if post.size else sc.values
-        settled, ref = float(np.median(post)), float(np.max(post))
-        mn, final = float(np.min(post)), float(sc.values[-1])
-        ev.update(min_scale=mn, settled_scale=settled, final_scale=final, max_scale_after_startup=ref)
-        if mn <= cfg.min_scale or mn <= ref / cfg.collapse_factor:
-            at = int(sc.steps[sc.steps > startup_end][np.argmin(post)]) if (sc.steps > startup_end).any() else int(sc.steps[np.argmin(sc.values)])
-            sev = Severity.ERROR
-            what = (f"the fp16 loss scale collapsed from {st.fmt(ref)} to {st.fmt(mn)} "
-                    f"({st.plural(round(math.log2(ref / mn)), 'halving')}, by step {at})")
-        elif final <= settled / cfg.decline_factor:
-            sev = Severity.WARNING
-            what = f"the fp16 loss scale kept falling, from a settled {st.fmt(settled)} to {st.fmt(final)} at the end"
-    count, wstart = _max_in_window(late_steps, late_w, cfg.cluster_steps)
-    if sev < Severity.WARNING and count >= cfg.cluster_count:
-        sev = Severity.WARNING
-        what = f"{st.plural(count, 'fp16 overflow')} (scale drops/skipped steps) clustered within {cfg.cluster_steps} steps from step {wstart}"
-    ev["max_events_in_window"] = count
+        post = sc.values[sc.steps > su_end]
+        if post.size:
+            ref = max([d.settled for d in drops] + [float(np.median(post))])
+            mn, final = float(np.min(post)), float(sc.values[-1])
+            at = int(sc.steps[sc.steps > su_end][int(np.argmin(post))])
+            ev.update(min_scale=mn, settled_scale=ref, final_scale=final, min_scale_step=at)
+            if real and (mn <= cfg.min_scale or mn <= ref / cfg.collapse_factor):
+                sev = Severity.ERROR
+                what = (f"the fp16 loss scale collapsed from a settled {st.fmt(ref)} to {st.fmt(mn)} at step {at} "
+                        f"({st.plural(round(math.log2(max(ref / mn, 1.0))), 'halving')}): gradients overflow "
+                        "fp16 even at a tiny scale")
+                start, end = real[0].step, at
+            elif real and final <= ref / cfg.decline_factor and at >= int(sc.steps[-1]) - cfg.settle_steps:
+                sev = Severity.WARNING
+                what = (f"the fp16 loss scale kept falling, from a settled {st.fmt(ref)} to {st.fmt(final)} "
+                        f"at the end of the log (step {int(sc.steps[-1])})")
+                start, end = real[0].step, int(sc.steps[-1])
     if sev == Severity.INFO:
-        if late_steps.size:
-            what = (f"{st.plural(int(late_w.sum()), 'isolated fp16 loss-scale drop')} after start-up "
-                    f"(the scaler probing upwards) and {int(w_all.sum() - late_w.sum())} during start-up: benign")
-        else:
-            what = (f"{st.plural(int(w_all.sum()), 'fp16 loss-scale drop or skip', 'fp16 loss-scale drops or skips')} "
-                    "during the start-up scale search: benign")
+        eps = _episodes(drops, cfg.cluster_steps)
+        worst = max(eps, key=lambda e: (e[0].settled / e[-1].after, len(e)), default=None)
+        if worst is not None:
+            depth = worst[0].settled / worst[-1].after
+            if depth >= cfg.episode_depth or len(worst) >= cfg.cluster_count:
+                sev = Severity.WARNING
+                where = (f"a real overflow at step {worst[0].step}" if len(worst) == 1 else
+                         f"{len(worst)} real overflows from step {worst[0].step} to {worst[-1].step}")
+                what = (f"the fp16 loss scale fell below its settled value {st.fmt(worst[0].settled)}: "
+                        f"{where} took it down to {st.fmt(worst[-1].after)} "
+                        f"({st.fmt(depth)}x lower, no growth step undone)")
+                start, end = worst[0].step, worst[-1].step
+                ev["episode_depth"] = depth
+    if sev == Severity.INFO and (sc is None or not drops) and late_skips >= cfg.cluster_count:
+        # Skips without a visible scale: a burst far denser than the run's own rate is overflow
+        # trouble; a steady periodic rate (the scaler's sawtooth) is not, however frequent.
+        late = skip_steps[skip_steps > su_end]
+        count, wstart = _max_in_window(late, np.ones(len(late), np.int64), cfg.cluster_steps)
+        last = max(int(x.steps[-1]) for x in (sc, sk) if x is not None)
+        span = max(cfg.cluster_steps, last - su_end)
+        expected = len(late) * cfg.cluster_steps / span
+        if count >= cfg.cluster_count and count >= cfg.burst_factor * expected:
+            sev = Severity.WARNING
+            what = (f"{count} fp16 overflows (skipped steps) clustered within {cfg.cluster_steps} steps from "
+                    f"step {wstart}, {st.fmt(count / max(expected, 1e-9))}x the run's own rate")
+            start, end = wstart, int(late[np.searchsorted(late, wstart + cfg.cluster_steps, side="right") - 1])
+    if sev == Severity.INFO:
+        parts = []
+        if su_drops or su_skips:
+            parts.append(f"{st.plural(max(su_drops, su_skips), 'drop or skip', 'drops or skips')} during "
+                         f"the start-up scale search (steps <= {su_end})")
+        if probes:
+            parts.append(f"{st.plural(len(probes), 'drop')} that only undid a growth step (the scaler "
+                         "probing upwards, the periodic sawtooth of dynamic loss scaling)")
+        if real:
+            parts.append(f"{st.plural(len(real), 'isolated real overflow')} "
+                         f"(at {', '.join(str(d.step) for d in real[:5])}{', ...' if len(real) > 5 else ''})")
+        if not parts and late_skips:
+            parts.append(f"{st.plural(late_skips, 'skipped step')} with no visible scale drop")
+        what = "fp16 loss scaling: " + "; ".join(parts) + ": benign"
+        ev_steps = [d.step for d in drops] + [int(x) for x in skip_steps]
+        start = min(ev_steps) if ev_steps else (int(sc.steps[0]) if sc is not None else None)
+        end = max(ev_steps) if ev_steps else start
     tail = f" ({st.plural(n_skipped, 'skipped step')} in all)" if n_skipped else ""
     return [finding(
         CODE, KIND, run, severity=sev, metric=LOSS_SCALE if sc is not None else SKIPPED_STEP,
-        step_start=int(steps_all[0] if sev == Severity.INFO or not late_steps.size else late_steps[0]),
-        step_end=int(steps_all[-1]), message=f"{what[0].upper()}{what[1:]}{tail}.", evidence=ev,
+        step_start=start, step_end=end, message=f"{what[0].upper()}{what[1:]}{tail}.", evidence=ev,
     )]
 
 

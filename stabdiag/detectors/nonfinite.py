@@ -37,7 +37,7 @@ import numpy as np
 from stabdiag.detectors import _stats as st
 from stabdiag.detectors._common import finding
 from stabdiag.detectors.base import Detector
-from stabdiag.detectors.fp16_overflow import is_fp16, overflow_steps
+from stabdiag.detectors.fp16_overflow import is_fp16_run, overflow_steps
 from stabdiag.findings import Finding, Severity, Skipped
 from stabdiag.table import GRAD_NORM, TRAIN_LOSS, VAL_LOSS, RunData
 
@@ -72,7 +72,7 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     if not present:
         return DETECTOR.skipped(run, f"no {TRAIN_LOSS}, {VAL_LOSS} or {GRAD_NORM} series")
     out: list[Finding] = []
-    fp16 = is_fp16(run)
+    fp16 = is_fp16_run(run)
     for metric in present:
         s = run.get(metric)
         bad = ~np.isfinite(s.values)
@@ -94,6 +94,9 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         if metric == GRAD_NORM and n <= cfg.isolated_max and frac < cfg.isolated_frac \
                 and _loss_healthy_after(run, int(steps[-1]), cfg):
             sev, note = Severity.WARNING, "; the loss stayed finite and healthy afterwards"
+            if fp16:   # an fp16 run: these are steps the loss scaler skipped, not a numerics failure
+                sev, note = Severity.INFO, ("; the loss stayed finite and healthy: in an fp16 run these are "
+                                            "overflow steps the loss scaler skipped")
         name = {TRAIN_LOSS: "training loss", VAL_LOSS: "validation loss", GRAD_NORM: "grad norm"}[metric]
         msg = (f"{name} was non-finite ({'/'.join(kinds)}) at {n} of {len(s.values)} log points "
                f"({st.pct(frac)}), first at step {int(steps[0])}{note}.")
