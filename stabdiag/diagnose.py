@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stabdiag import __version__, loss_choice, sources
-from stabdiag.detectors import run_detectors, sort_findings
+from stabdiag.detectors import rl_common, run_detectors, sort_findings
 from stabdiag.remedies import suggest
 from stabdiag.report import Report, RunSummary
 from stabdiag.table import MetricsTable, RunData
@@ -152,6 +152,8 @@ def summarize(info: sources.RunInfo, run: RunData, findings: Sequence[Any] = (),
     steps = [int(s.steps[i]) for s in run.series.values() if len(s) for i in (0, -1)]
     choice = run.meta.get("loss_choice")
     judged, reason = judgement(run.name, choice, findings, skipped)
+    if not judged and (rl := rl_common.judgement(run, skipped)) is not None:
+        judged, reason = rl  # an RL run is judged on its rl/ series, not on a loss (issue 20)
     return RunSummary(
         name=info.name, path=info.path, format=info.format,
         steps=(min(steps), max(steps)) if steps else None,

@@ -326,3 +326,133 @@ def suggest(findings: Sequence[Finding], runs: Mapping[str, RunData]) -> list[Re
                               references=rule.references,
                               addresses=tuple(dict.fromkeys(e["addresses"]))))
     return out
+
+
+# ============================================================================ RL fine-tuning
+# Remedies for the rl-* kinds (issue 20), in each framework's own terms: TRL GRPOConfig/RLOOConfig/
+# DPOConfig fields, verl config paths. Sources: DAPO (Yu et al. 2025, arXiv:2503.14476: clip-higher
+# epsilon_high 0.28, dynamic sampling, overlong shaping), Cui et al. 2025 (arXiv:2505.22617,
+# entropy mechanism: Clip-Cov/KL-Cov), DeepSeekMath (Shao et al. 2024, arXiv:2402.03300: beta
+# 0.04), Azar et al. 2023 (IPO, arXiv:2310.12036), TRL and verl docs.
+DAPO = "Yu et al. 2025 (DAPO), arXiv:2503.14476"
+CUI_ENTROPY = "Cui et al. 2025, The Entropy Mechanism of RL for Reasoning LMs, arXiv:2505.22617"
+DEEPSEEKMATH = "Shao et al. 2024 (DeepSeekMath, GRPO), arXiv:2402.03300"
+IPO = "Azar et al. 2023 (IPO), arXiv:2310.12036"
+TRL_GRPO_DOCS = "TRL GRPOConfig docs (beta, epsilon_high, num_generations, mask_truncated_completions)"
+VERL_DOCS = "verl config docs (kl_loss_coef, entropy_coeff, clip_ratio_high, rollout correction)"
+YAO_TIS = "Yao et al. 2025, Your Efficient RL Framework Secretly Brings You Off-Policy RL Training"
+PPO_DETAILS = "Huang et al. 2022, The 37 Implementation Details of PPO (ICLR blog track)"
+
+
+def _rl_lr(factor: float) -> Actions:
+    return _lr_actions(factor, f"lower the policy LR {1 / factor:g}x")
+
+
+def _rl_kl_actions(f: Finding, run: RunData) -> list[str]:
+    return [*_rl_lr(0.2)(f, run),
+            "raise the KL coefficient: TRL `beta` (0.04 as in DeepSeekMath if it is 0 or below; 2x if not), "
+            "verl `actor_rollout_ref.actor.kl_loss_coef` (e.g. 0.001 -> 0.01) with `use_kl_loss=True`",
+            "read a few completions from the steps after the onset: a reward that is being gamed shows there"]
+
+
+def _rl_entropy_actions(f: Finding, run: RunData) -> list[str]:
+    at = f.evidence.get("collapse_step") or f.evidence.get("projected_floor_step")
+    keep = f" (keep a checkpoint from before step {at})" if at else ""
+    return ["widen the upper clip so rare tokens can still grow: TRL `epsilon_high=0.28`, verl "
+            "`actor_rollout_ref.actor.clip_ratio_high=0.28` (DAPO clip-higher)",
+            "add an entropy bonus or a KL anchor: verl `actor_rollout_ref.actor.entropy_coeff=0.001`; TRL `beta=0.04` "
+            "if it is 0",
+            f"sample with more diversity (temperature 1.0 or above) and lower the LR{keep}"]
+
+
+def _rl_length_actions(f: Finding, run: RunData) -> list[str]:
+    cap = f.evidence.get("cap")
+    capt = f" of {fmt(float(cap))} tokens" if isinstance(cap, int | float) else ""
+    return ["stop rewarding truncated answers: TRL `mask_truncated_completions=True`; verl: filter or penalise "
+            f"overlong responses (DAPO overlong reward shaping) at the cap{capt}",
+            "make the reward length-neutral: score correctness, not volume; add a length penalty "
+            "or normalise per-token rewards (TRL `loss_type=\"dr_grpo\"` removes GRPO's length bias)",
+            "inspect the longest completions of late steps for padding, repetition or keyword stuffing"]
+
+
+def _rl_truncation_actions(f: Finding, run: RunData) -> list[str]:
+    cap = f.evidence.get("cap")
+    capt = fmt(float(cap)) if isinstance(cap, int | float) else "the current cap"
+    return [f"raise TRL `max_completion_length` / verl `data.max_response_length` above {capt} if answers need it, "
+            "or set TRL `mask_truncated_completions=True` so cut answers do not count"]
+
+
+def _rl_zero_actions(f: Finding, run: RunData) -> list[str]:
+    verdict = f.evidence.get("pass")
+    if verdict == "none":
+        return ["check the grader on a handful of hand-written right answers: a broken verifier pays nothing",
+                "use easier prompts or an SFT warm start until some completions earn the reward; raise TRL "
+                "`num_generations` (e.g. 8 -> 16) so rare successes appear in a group"]
+    if verdict == "all":
+        return ["use harder prompts: drop the ones every completion already solves (DAPO dynamic sampling; verl "
+                "`algorithm.filter_groups.enable=True`)"]
+    return ["drop groups whose rewards are all equal and sample more (DAPO dynamic sampling; verl "
+            "`algorithm.filter_groups.enable=True`); raise TRL `num_generations`",
+            "check whether the equal rewards are all passes (too easy) or all failures (too hard or a broken grader)"]
+
+
+def _rl_clip_actions(f: Finding, run: RunData) -> list[str]:
+    return [*_rl_lr(0.5)(f, run),
+            "fewer updates per batch: TRL `num_iterations` (1 is on-policy), verl `actor_rollout_ref.actor.ppo_epochs`",
+            "if the upper side saturates: TRL `epsilon_high=0.28` / verl `clip_ratio_high=0.28` (DAPO)"]
+
+
+def _rl_logprob_actions(f: Finding, run: RunData) -> list[str]:
+    return ["keep importance-sampling correction on: TRL `vllm_importance_sampling_correction=True` (truncation at "
+            "`vllm_importance_sampling_clip_max`, 3.0); verl `algorithm.rollout_correction` with token-level IS",
+            "compute the LM head / log-softmax in fp32 on both sides and check that weights are synced to the engine "
+            "every step", "compare one batch's log-probs from engine and trainer by hand to find the layer that differs"]
+
+
+def _rl_value_actions(f: Finding, run: RunData) -> list[str]:
+    return ["lower the critic LR (verl `critic.optim.lr`) and warm the critic up before the policy moves "
+            "(verl `trainer.critic_warmup`)",
+            "clip the value update (TRL PPO `cliprange_value`, verl `critic.cliprange_value`) and whiten rewards",
+            "or drop the critic: GRPO/RLOO estimate advantages from groups"]
+
+
+def _rl_pref_actions(f: Finding, run: RunData) -> list[str]:
+    best = f.evidence.get("best_step", f.step_start)
+    return [f"keep the checkpoint at or near step {best} (best held-out preference loss) and stop there",
+            "fewer epochs or more preference pairs; a larger DPO `beta` (0.1 -> 0.3) keeps the policy nearer the "
+            "reference", "or a loss that bounds the margin: TRL DPOConfig `loss_type=\"ipo\"`"]
+
+
+R_RL_KL = Rule("rl-kl", "Hold the policy near its reference", "A KL that grows without reward gain is the policy "
+               "moving for nothing; a smaller step and a stronger KL anchor stop it.",
+               (DEEPSEEKMATH, TRL_GRPO_DOCS, VERL_DOCS), _rl_kl_actions)
+R_RL_ENTROPY = Rule("rl-entropy", "Keep exploration alive", "Reward gains come from spending entropy; once it is "
+                    "gone the policy stops finding better answers.", (CUI_ENTROPY, DAPO, VERL_DOCS),
+                    _rl_entropy_actions)
+R_RL_LENGTH = Rule("rl-length", "Stop paying for length", "A reward that grows with length is gamed by running to "
+                   "the cap.", (DAPO, TRL_GRPO_DOCS), _rl_length_actions)
+R_RL_TRUNC = Rule("rl-truncation", "Let answers finish, or do not count cut ones",
+                  "Truncated completions have no ending for the reward to judge.", (TRL_GRPO_DOCS, DAPO),
+                  _rl_truncation_actions)
+R_RL_ZERO = Rule("rl-zero-signal", "Give the groups something to compare", "With equal rewards in a group every "
+                 "advantage is 0: the compute teaches nothing.", (DAPO, DEEPSEEKMATH), _rl_zero_actions)
+R_RL_CLIP = Rule("rl-clip", "Take smaller policy steps", "Tokens at the clip give no gradient; many of them mean the "
+                 "update outran its data.", (DAPO, PPO_DETAILS), _rl_clip_actions)
+R_RL_LOGPROB = Rule("rl-logprob", "Align the trainer with the inference engine", "Samples from a policy other "
+                    "than the trained one make every update silently off-policy.", (YAO_TIS, TRL_GRPO_DOCS, VERL_DOCS),
+                    _rl_logprob_actions)
+R_RL_VALUE = Rule("rl-value", "Stabilise the critic", "A critic worse than the mean adds noise to every advantage.",
+                  (PPO_DETAILS, VERL_DOCS), _rl_value_actions)
+R_RL_PREF = Rule("rl-pref-overfit", "Stop at the best held-out preference loss", "Past full train accuracy DPO only "
+                 "widens margins, which does not transfer.", (IPO, "TRL DPOTrainer docs"), _rl_pref_actions)
+R_RL_NONFINITE = Rule("rl-nonfinite", "Find where the non-finite value comes from", "A NaN/Inf reward or KL "
+                      "poisons advantages or the KL term; RL trainers often hide it from the loss.",
+                      (HF_NAN_FILTER,), lambda f, run: [
+                          f"call the reward functions on the completions of step {f.step_start} and clip or reject "
+                          "non-finite rewards", "set logging_nan_inf_filter=False to see NaN losses as they happen"])
+
+RULES = {**RULES, "rl-kl-blowup": (R_RL_KL,), "rl-entropy-collapse": (R_RL_ENTROPY,),
+         "rl-length-hacking": (R_RL_LENGTH,), "rl-zero-signal": (R_RL_ZERO,), "rl-clip-saturation": (R_RL_CLIP,),
+         "rl-logprob-mismatch": (R_RL_LOGPROB,), "rl-value-divergence": (R_RL_VALUE,),
+         "rl-preference-overfit": (R_RL_PREF,), "rl-nonfinite": (R_RL_NONFINITE,)}
+INFO_RULES = {**INFO_RULES, "rl-length-hacking": (R_RL_TRUNC,)}

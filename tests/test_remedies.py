@@ -17,7 +17,9 @@ def finding(kind: str, sev: Severity, step: int, run: str = "r", **ev: object) -
 def test_every_kind_in_design_has_rules() -> None:
     kinds = {"loss-spike", "grad-spike", "grad-explosion", "nonfinite", "fp16-overflow", "divergence",
              "stall", "attention-logit-growth", "output-logit-drift", "restart", "lr-schedule",
-             "rank-divergence"}
+             "rank-divergence",
+             "rl-nonfinite", "rl-kl-blowup", "rl-entropy-collapse", "rl-length-hacking", "rl-zero-signal",
+             "rl-clip-saturation", "rl-logprob-mismatch", "rl-value-divergence", "rl-preference-overfit"}
     assert kinds == set(RULES)
     for rules in RULES.values():
         for r in rules:

@@ -1,7 +1,7 @@
 """Detectors: one module per kind, an explicit registry, and ``run_detectors``.
 
 Codes are stable and never reused: SD0xx non-finite, SD1xx loss shape, SD2xx gradients,
-SD3xx precision, SD4xx logits, SD5xx schedule, SD6xx run/infrastructure.
+SD3xx precision, SD4xx logits, SD5xx schedule, SD6xx run/infrastructure, SD7xx RL fine-tuning (SD002: RL non-finite).
 """
 
 from __future__ import annotations
@@ -21,6 +21,15 @@ from stabdiag.detectors import (
     output_logit_drift,
     rank_divergence,
     restart,
+    rl_clip_saturation,
+    rl_entropy_collapse,
+    rl_kl_blowup,
+    rl_length_hacking,
+    rl_logprob_mismatch,
+    rl_nonfinite,
+    rl_preference_overfit,
+    rl_value_divergence,
+    rl_zero_signal,
     stall,
 )
 from stabdiag.detectors.base import Detector
@@ -40,6 +49,16 @@ DETECTORS: tuple[Detector, ...] = (
     lr_schedule.DETECTOR,
     restart.DETECTOR,
     rank_divergence.DETECTOR,
+    # RL fine-tuning (issue 20): judge only runs with rl/ series, silent on others
+    rl_nonfinite.DETECTOR,
+    rl_kl_blowup.DETECTOR,
+    rl_entropy_collapse.DETECTOR,
+    rl_length_hacking.DETECTOR,
+    rl_zero_signal.DETECTOR,
+    rl_clip_saturation.DETECTOR,
+    rl_logprob_mismatch.DETECTOR,
+    rl_value_divergence.DETECTOR,
+    rl_preference_overfit.DETECTOR,
 )
 
 _INDEX = {d.kind: d for d in DETECTORS} | {d.code.lower(): d for d in DETECTORS}

@@ -227,12 +227,13 @@ def resolve(
     """
     names = list(dict.fromkeys(raw_names))
     forced = {raw: canon for canon, raw in (overrides or {}).items()}
+    rl, pref = is_rl_run(names), is_preference_run(names)  # RL section below
     out: dict[str, Match] = {}
     for raw in names:
         if raw in forced:
             out[raw] = Match(forced[raw], f"--map {forced[raw]}={raw}", -1)
         else:
-            out[raw] = match(raw, context)
+            out[raw] = (rl and rl_match(raw, pref)) or match(raw, context)
     best: dict[str, str] = {}
     for raw, m in out.items():
         if m.name == raw and m.rank == 99:
@@ -247,3 +248,166 @@ def resolve(
             own = f"raw:{raw}" if raw == m.name else raw
             out[raw] = Match(own, f"also matches {m.name}, but '{winner}' was taken as it", 99)
     return out
+
+
+# ============================================================================ RL fine-tuning
+# Owned by the RL work (issue 20). Spellings of TRL (GRPO/RLOO/PPO/DPO), verl (console and file
+# logger, whose JSONL nests every key under "data") and OpenRLHF (``train/`` keys in W&B or
+# TensorBoard) -> canonical ``rl/...`` names. They apply only to a run that carries RL keys
+# (``is_rl_run``): there a bare ``loss`` is a policy-gradient objective that moves around zero by
+# design (or a DPO loss), not a language-model loss, so it becomes ``rl/loss`` (``rl/pref/loss``)
+# and the pre-training rules on ``train/loss`` stay silent. Eval twins (``eval_kl``, ``eval/...``)
+# become ``rl/eval/...``. Hook: one branch in ``resolve`` above.
+
+_RL_PREFIXES = ("completions/", "rewards/", "clip_ratio/", "sampling/", "objective/", "policy/",
+                "logps/", "actor/", "critic/", "response_length/", "rollout_corr/")
+_RL_MARKERS = frozenset({"reward", "reward_std", "frac_reward_zero_std", "completion_length",
+                         "policy_loss", "ppo_clip_ratio", "logprobs_diff", "response_length",
+                         "critic_loss", "actor_grad_norm", "policy_entropy"})
+_PREF_MARKERS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
+                 "logps/chosen", "logps/rejected")
+# Wrappers stripped before matching: OpenRLHF's W&B/TensorBoard ``train/``, verl JSONL's ``data/``.
+_RL_WRAPPERS = ("data/", "train/")
+_RL_EVAL = ("eval_", "eval/")
+
+# spelling -> (canonical, rank, note). Lower rank wins when two spellings meet in one run.
+_RL_NAMES: Mapping[str, tuple[str, int, str]] = {
+    # the objective
+    "policy_loss": ("rl/loss", 1, "OpenRLHF"),
+    "actor/pg_loss": ("rl/loss", 1, "verl"),
+    "loss/policy_avg": ("rl/loss", 1, "TRL PPO"),
+    # KL to the reference policy (what beta / kl_loss_coef penalise)
+    "kl": ("rl/kl", 1, "TRL GRPO/RLOO, OpenRLHF: KL to the reference"),
+    "objective/kl": ("rl/kl", 1, "TRL PPO: KL to the reference"),
+    "actor/kl_loss": ("rl/kl", 1, "verl use_kl_loss: KL to the reference"),
+    "critic/kl": ("rl/kl", 2, "verl in-reward KL penalty"),
+    "policy_kl": ("rl/kl", 2, "OpenRLHF use_kl_loss"),
+    # KL between the policy before and after an update (PPO's approx-KL)
+    "actor/ppo_kl": ("rl/update_kl", 1, "verl: old vs new policy"),
+    "policy/approxkl_avg": ("rl/update_kl", 1, "TRL PPO: old vs new policy"),
+    "ppo_kl": ("rl/update_kl", 1, "OpenRLHF"),
+    # entropy of the policy
+    "entropy": ("rl/entropy", 1, "TRL GRPO/RLOO"),
+    "objective/entropy": ("rl/entropy", 1, "TRL PPO"),
+    "policy/entropy_avg": ("rl/entropy", 2, "TRL PPO"),
+    "actor/entropy": ("rl/entropy", 1, "verl"),
+    "policy_entropy": ("rl/entropy", 1, "OpenRLHF"),
+    "entropy_loss": ("rl/entropy", 2, "OpenRLHF entropy term"),
+    # reward
+    "reward": ("rl/reward", 1, "TRL GRPO/RLOO, OpenRLHF: mean reward"),
+    "objective/rlhf_reward": ("rl/reward", 1, "TRL PPO: score minus KL penalty"),
+    "critic/score/mean": ("rl/score", 1, "verl: reward before the KL penalty"),
+    "objective/scores": ("rl/score", 1, "TRL PPO: reward-model score"),
+    "critic/rewards/mean": ("rl/reward", 1, "verl: reward after the KL penalty"),
+    "reward_std": ("rl/reward_std", 1, "TRL: std of rewards"),
+    "frac_reward_zero_std": ("rl/frac_reward_zero_std", 1, "TRL: share of groups with equal rewards"),
+    "critic/score/max": ("rl/score_max", 1, "verl"),
+    "critic/score/min": ("rl/score_min", 1, "verl"),
+    # completion length
+    "completions/mean_length": ("rl/length/mean", 1, "TRL"),
+    "completion_length": ("rl/length/mean", 2, "TRL (older)"),
+    "completions/min_length": ("rl/length/min", 1, "TRL"),
+    "completions/max_length": ("rl/length/max", 1, "TRL"),
+    "completions/clipped_ratio": ("rl/length/clipped_ratio", 1, "TRL: share cut at max_completion_length"),
+    "completions/mean_terminated_length": ("rl/length/terminated_mean", 1, "TRL"),
+    "completions/min_terminated_length": ("rl/length/terminated_min", 1, "TRL"),
+    "completions/max_terminated_length": ("rl/length/terminated_max", 1, "TRL"),
+    "response_length/mean": ("rl/length/mean", 1, "verl"),
+    "response_length/max": ("rl/length/max", 1, "verl"),
+    "response_length/min": ("rl/length/min", 1, "verl"),
+    "response_length/clip_ratio": ("rl/length/clipped_ratio", 1, "verl: share cut at max_response_length"),
+    "response_length": ("rl/length/mean", 1, "OpenRLHF"),
+    # clipping of the policy ratio
+    "clip_ratio/region_mean": ("rl/clipfrac", 1, "TRL: share of tokens clipped"),
+    "clip_ratio": ("rl/clipfrac", 2, "TRL (older)"),
+    "clip_ratio/low_mean": ("rl/clipfrac/low_mean", 1, "TRL"),
+    "clip_ratio/low_min": ("rl/clipfrac/low_min", 1, "TRL"),
+    "clip_ratio/high_mean": ("rl/clipfrac/high_mean", 1, "TRL"),
+    "clip_ratio/high_max": ("rl/clipfrac/high_max", 1, "TRL"),
+    "policy/clipfrac_avg": ("rl/clipfrac", 1, "TRL PPO"),
+    "actor/pg_clipfrac": ("rl/clipfrac", 1, "verl"),
+    "actor/pg_clipfrac_lower": ("rl/clipfrac/low_mean", 1, "verl dual-clip"),
+    "ppo_clip_ratio": ("rl/clipfrac", 1, "OpenRLHF"),
+    "val/ratio": ("rl/policy_ratio", 1, "TRL PPO: mean new/old policy ratio"),
+    # trainer vs inference engine
+    "sampling/sampling_logp_difference/mean": ("rl/logp_diff/mean", 1, "TRL vLLM: |trainer - sampler| log-prob"),
+    "sampling/sampling_logp_difference/max": ("rl/logp_diff/max", 1, "TRL vLLM"),
+    "sampling/importance_sampling_ratio/mean": ("rl/is_ratio/mean", 1, "TRL vLLM"),
+    "sampling/importance_sampling_ratio/min": ("rl/is_ratio/min", 1, "TRL vLLM"),
+    "sampling/importance_sampling_ratio/max": ("rl/is_ratio/max", 1, "TRL vLLM"),
+    "rollout_corr/log_ppl_abs_diff": ("rl/logp_diff/mean", 1, "verl rollout correction"),
+    "rollout_corr/kl": ("rl/rollout_kl", 1, "verl: rollout vs trainer policy KL"),
+    "rollout_corr/rollout_is_mean": ("rl/is_ratio/mean", 1, "verl"),
+    "rollout_corr/rollout_is_min": ("rl/is_ratio/min", 1, "verl"),
+    "rollout_corr/rollout_is_max": ("rl/is_ratio/max", 1, "verl"),
+    "training/rollout_probs_diff_mean": ("rl/prob_diff/mean", 1, "verl (older): |p_trainer - p_rollout|"),
+    "training/rollout_probs_diff_max": ("rl/prob_diff/max", 1, "verl (older)"),
+    "logprobs_diff": ("rl/logp_diff/mean", 1, "OpenRLHF"),
+    # the critic (PPO)
+    "critic/vf_explained_var": ("rl/value/explained_var", 1, "verl"),
+    "critic/vf_loss": ("rl/value/loss", 1, "verl"),
+    "loss/value_avg": ("rl/value/loss", 1, "TRL PPO"),
+    "critic_loss": ("rl/value/loss", 1, "OpenRLHF"),
+    "critic/grad_norm": ("rl/value/grad_norm", 1, "verl"),
+    # plain training metrics under RL spellings
+    "actor/grad_norm": (T.GRAD_NORM, 1, "verl policy grad norm"),
+    "actor_grad_norm": (T.GRAD_NORM, 1, "OpenRLHF"),
+    "actor/lr": (T.LR, 1, "verl"),
+    "actor_lr": (T.LR, 1, "OpenRLHF"),
+    "policy_lr": (T.LR, 1, "OpenRLHF"),
+    # DPO
+    "rewards/chosen": ("rl/pref/reward_chosen", 1, "TRL DPO"),
+    "rewards/rejected": ("rl/pref/reward_rejected", 1, "TRL DPO"),
+    "rewards/accuracies": ("rl/pref/accuracy", 1, "TRL DPO: share of pairs ranked right"),
+    "rewards/margins": ("rl/pref/margin", 1, "TRL DPO: chosen - rejected reward"),
+    "logps/chosen": ("rl/pref/logp_chosen", 1, "TRL DPO"),
+    "logps/rejected": ("rl/pref/logp_rejected", 1, "TRL DPO"),
+}
+_RL_REWARD_FN = re.compile(r"^rewards/(.+)/(mean|std)$")
+
+
+def _rl_key(low: str) -> tuple[str, bool]:
+    """(key without wrappers and eval prefix, whether it was an eval twin)."""
+    for w in _RL_WRAPPERS:
+        if low.startswith(w) and len(low) > len(w):
+            low = low[len(w):]
+            break
+    for e in _RL_EVAL:
+        if low.startswith(e) and len(low) > len(e):
+            return low[len(e):], True
+    return low, False
+
+
+def is_rl_run(raw_names: Iterable[str]) -> bool:
+    """True when the names carry keys only RL trainers log (reward, completions/*, actor/* ...)."""
+    for raw in raw_names:
+        key, _ = _rl_key(raw.strip().lower())
+        if key in _RL_MARKERS or key.startswith(_RL_PREFIXES):
+            return True
+    return False
+
+
+def is_preference_run(raw_names: Iterable[str]) -> bool:
+    return any(_rl_key(r.strip().lower())[0] in _PREF_MARKERS for r in raw_names)
+
+
+def rl_match(raw: str, preference: bool = False) -> Match | None:
+    """The ``rl/...`` (or plain training) name of one raw name of an RL run, or None."""
+    key, is_eval = _rl_key(raw.strip().lower())
+    hit = _RL_NAMES.get(key)
+    if hit is not None:
+        name, rank, note = hit
+        why = f"RL alias '{key}' ({note})"
+    elif key == "loss":
+        name, rank = ("rl/pref/loss" if preference else "rl/loss"), 1
+        why = ("DPO loss of a preference run" if preference else
+               "policy objective of an RL run (moves around 0 by design; not a language-model loss)")
+    elif (g := _RL_REWARD_FN.match(key)) is not None:
+        name, rank, why = f"rl/rewards/{g[1]}/{g[2]}", 1, f"RL reward function '{g[1]}' ({g[2]})"
+    else:
+        return None
+    if is_eval:
+        if not name.startswith("rl/"):
+            return None  # eval twins of plain training metrics keep the base table's verdict
+        name, why = "rl/eval/" + name[3:], why + ", eval twin"
+    return Match(name, why, rank)

@@ -15,6 +15,10 @@ KINDS = {
     "grad-spike": "SD201", "grad-explosion": "SD202", "fp16-overflow": "SD301",
     "attention-logit-growth": "SD401", "output-logit-drift": "SD402", "lr-schedule": "SD501",
     "restart": "SD601", "rank-divergence": "SD602",
+    # RL fine-tuning (issue 20)
+    "rl-nonfinite": "SD002", "rl-kl-blowup": "SD701", "rl-entropy-collapse": "SD702",
+    "rl-length-hacking": "SD703", "rl-zero-signal": "SD704", "rl-clip-saturation": "SD705",
+    "rl-logprob-mismatch": "SD706", "rl-value-divergence": "SD707", "rl-preference-overfit": "SD708",
 }
 SECTIONS = ("What it detects", "Why it matters", "How it is computed", "Known false positives", "References")
 
@@ -87,4 +91,5 @@ def test_nonfinite_only_run_is_judged_not_crashing():
 
 def test_empty_run_skips_everything_but_restart():
     findings, skipped = det.run_detectors([make_run()])
-    assert findings == [] and {s.kind for s in skipped} == set(KINDS) - {"restart"}
+    rl = {k for k in KINDS if k.startswith("rl-")}  # RL checks do not apply to a run without rl/ series
+    assert findings == [] and {s.kind for s in skipped} == set(KINDS) - {"restart"} - rl
