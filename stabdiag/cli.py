@@ -596,5 +596,46 @@ def sweep(
     guarded(run)
 
 
+@app.command()
+def watch(
+    paths: PathsArg,
+    fail_on: Annotated[str | None, typer.Option(help="Exit 1 as soon as a finding is at or above: info, warning, error, never. [default: error, or the config file's fail-on]", show_default=False)] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between polls of the files.")] = 2.0,
+    idle_timeout: Annotated[float, typer.Option(help="The runs ended when no new data came for this many seconds (0 = never).")] = 600.0,
+    pid: Annotated[int | None, typer.Option(help="The runs ended when this training process exits.")] = None,
+    on_finding: Annotated[str | None, typer.Option(help="Shell command run for each finding, the finding as JSON on stdin (Slack/webhook scripts).")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="text, jsonl (one JSON line per finding), github (annotations) or json (one report at the end).")] = "text",
+    min_severity: Annotated[str, typer.Option(help="Print (and --on-finding) findings at or above: info, warning, error.")] = "info",
+    select: Annotated[list[str] | None, typer.Option(help="Only these kinds or codes (comma-separated, repeatable).")] = None,
+    ignore: Annotated[list[str] | None, typer.Option(help="Skip these kinds or codes (comma-separated, repeatable).")] = None,
+    input_format: ReaderOpt = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Policy file (default: nearest stabdiag.toml or pyproject.toml [tool.stabdiag]).")] = None,
+) -> None:
+    """Follow runs still being written; print each finding as it appears; exit 1 at --fail-on."""
+
+    def run() -> None:
+        from stabdiag.console import err, out
+        from stabdiag.live import watch_cmd
+        from stabdiag.policy import load_policy
+
+        if fail_on is not None and fail_on not in FAIL_ON:
+            _fail(f"--fail-on {fail_on!r}: expected one of {', '.join(FAIL_ON)}")
+        if fmt not in watch_cmd.FORMATS:
+            _fail(f"--format {fmt!r}: expected one of {', '.join(watch_cmd.FORMATS)}")
+        if min_severity not in FAIL_ON[:3]:
+            _fail(f"--min-severity {min_severity!r}: expected info, warning or error")
+        if interval <= 0 or idle_timeout < 0:
+            _fail("--interval must be > 0 and --idle-timeout >= 0 seconds")
+        pol = load_policy(config).with_flags(select=_split(select), ignore=_split(ignore), fail_on=fail_on)
+        opts = watch_cmd.Options(
+            paths=tuple(paths), fail_on=pol.fail_on, interval=interval, idle_timeout=idle_timeout,
+            pid=pid, on_finding=on_finding, fmt=fmt, min_severity=min_severity,
+            input_format=input_format, select=list(pol.select) if pol.select else None,
+            ignore=list(pol.ignore) or None, configs=pol.detector_configs())
+        raise typer.Exit(watch_cmd.run(opts, out, err))
+
+    guarded(run)
+
+
 def main() -> None:
     app()

@@ -36,13 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from stabdiag import table as T
-from stabdiag.detectors import grad_spike, loss_spike
 from stabdiag.errors import ConfigError
 from stabdiag.findings import Finding, Severity
-from stabdiag.live.state import Event, LiveRun, Tracker
+from stabdiag.live.state import Event, LiveRun, SpikeScreen, Tracker
 
 ACTIONS = ("warn", "stop", "checkpoint", "skip")
 FINDINGS_FILE = "stabdiag_findings.jsonl"
@@ -60,22 +57,10 @@ KEYWORDS = {
     "max_attn_logit": T.MAX_ATTN_LOGIT,
     "output_logz": T.OUTPUT_LOGZ,
 }
+
+
 # The grad-norm outlier rule of grad-spike (its thresholds), applied with loss-spike's event finder
 # to the newest point: grad-spike itself waits for the next point to call a spike isolated.
-_SCREEN_POINTS = 8
-# Screen ratios below the finders' min_ratio (1.2 loss, 3 grad norm): the corrected baseline can
-# sit a little under the recent minimum on a falling curve.
-_SCREEN_RATIO = {T.TRAIN_LOSS: 1.15, T.GRAD_NORM: 2.0}
-_GRAD_EVENTS = loss_spike.Config(
-    level_window=grad_spike.DEFAULT.level_window,
-    window=grad_spike.DEFAULT.window,
-    min_history=grad_spike.DEFAULT.min_history,
-    z_threshold=grad_spike.DEFAULT.z_threshold,
-    sigma_floor=grad_spike.DEFAULT.sigma_floor,
-    min_ratio=grad_spike.DEFAULT.min_ratio,
-)
-
-
 @dataclass(frozen=True)
 class Verdict:
     """What the loop should do after ``Monitor.log``: skip this optimizer step, stop, or go on."""
@@ -142,7 +127,7 @@ class Monitor:
         self.checks = 0
         self.check_seconds = 0.0
         self._consecutive_skips = 0
-        self._noise: dict[str, tuple[int, float]] = {}  # metric -> (points when estimated, sigma)
+        self._spikes = SpikeScreen(skip_window)
         self._pending: list[tuple[int, str, Any]] = []  # (step, metric, tensor) not yet on the host
         self._since_check = 0
         self._t0 = time.perf_counter()
@@ -289,46 +274,8 @@ class Monitor:
         self.skipped_steps.append(step)
         return True
 
-    def _screen(self, metric: str, buf: Any) -> bool:
-        """Cheap necessary-looking condition for a spike onset at the newest point: on log scale,
-        >= max(log(ratio), 5 sigma) above the lowest of the previous 8 finite points (the finders
-        need >= 7 sigma and >= min_ratio above a baseline near that level). sigma: the recent
-        point-to-point noise, re-estimated every 32 points (amortised O(1))."""
-        n = buf.n
-        vals = buf._values
-        x = float(vals[n - 1])
-        recent = vals[max(0, n - 1 - _SCREEN_POINTS) : n - 1]
-        recent = recent[np.isfinite(recent)]
-        if not len(recent):
-            return False
-        low = float(recent.min())
-        if low <= 0 or x <= 0:  # not on a log scale: a new high over the recent points
-            return x > float(recent.max())
-        est = self._noise.get(metric)
-        if est is None or n - est[0] >= 32:
-            tail = vals[max(0, n - 129) : n - 1]
-            tail = tail[np.isfinite(tail) & (tail > 0)]
-            d = np.abs(np.diff(np.log(tail))) if len(tail) > 2 else np.zeros(1)
-            est = self._noise[metric] = (n, 1.4826 * float(np.median(d)) / math.sqrt(2))
-        return math.log(x) - math.log(low) >= max(math.log(_SCREEN_RATIO[metric]), 5 * est[1])
-
     def _outlier(self, metric: str, step: int) -> bool:
-        """Is this newest point the start or the still-open part of a spike event?
-
-        An O(1) screen first (``_screen``), then loss-spike's event finder on the
-        trailing ``skip_window`` points: ~1 ms, so it runs only when the screen fires."""
-        buf = self.run.metrics[metric]
-        cfg = loss_spike.DEFAULT if metric == T.TRAIN_LOSS else _GRAD_EVENTS
-        n = buf.n
-        if n <= cfg.min_history:
-            return False
-        if not self._screen(metric, buf):
-            return False
-        s = buf.tail(self.skip_window)
-        if s.steps[-1] != step:
-            return False  # a late write of an earlier step: not this step's outlier
-        last = len(s) - 1
-        return any(ev.onset <= last <= ev.end for ev in loss_spike.find_events(s.values, cfg))
+        return self._spikes.outlier(self.run.metrics[metric], metric)
 
 
 def _is_tensor(v: Any) -> bool:

@@ -14,6 +14,7 @@ only if its severity rises (a spike that has not recovered yet becomes an error)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from stabdiag import table as T
-from stabdiag.detectors import run_detectors
+from stabdiag.detectors import grad_spike, loss_spike, run_detectors
 from stabdiag.findings import Finding, Severity, Skipped
 
 
@@ -242,3 +243,61 @@ class Tracker:
 
     def worst(self) -> Severity | None:
         return max((f.severity for f in self.findings), default=None)
+
+
+_SCREEN_POINTS = 8
+# Screen ratios below the finders' min_ratio (1.2 loss, 3 grad norm): the corrected baseline can
+# sit a little under the recent minimum on a falling curve.
+_SCREEN_RATIO = {T.TRAIN_LOSS: 1.15, T.GRAD_NORM: 2.0}
+# The grad-norm outlier rule of grad-spike (its thresholds), applied with loss-spike's event finder
+# to the newest point: grad-spike itself waits for the next point to call a spike isolated.
+_GRAD_EVENTS = loss_spike.Config(
+    level_window=grad_spike.DEFAULT.level_window,
+    window=grad_spike.DEFAULT.window,
+    min_history=grad_spike.DEFAULT.min_history,
+    z_threshold=grad_spike.DEFAULT.z_threshold,
+    sigma_floor=grad_spike.DEFAULT.sigma_floor,
+    min_ratio=grad_spike.DEFAULT.min_ratio,
+)
+SCREENED = (T.TRAIN_LOSS, T.GRAD_NORM)
+
+
+class SpikeScreen:
+    """Is a just-written loss or grad-norm point the start (or still-open part) of a spike?
+
+    Used to check at once instead of waiting for the budgeted schedule, and by ``skip``. An
+    O(1) screen first: on log scale, >= max(log(ratio), 5 sigma) above the lowest of the
+    previous 8 finite points (the finders need >= 7 sigma and >= min_ratio above a baseline near
+    that level), sigma being the recent point-to-point noise re-estimated every 32 points. Only
+    when it fires, loss-spike's event finder on the trailing ``window`` points (~1 ms)."""
+
+    def __init__(self, window: int = 256) -> None:
+        self.window = window
+        self._noise: dict[str, tuple[int, float]] = {}  # metric -> (points when estimated, sigma)
+
+    def outlier(self, buf: SeriesBuffer, metric: str, i: int | None = None) -> bool:
+        """Point ``i`` in write order (default: the newest), judged on the points up to it."""
+        cfg = loss_spike.DEFAULT if metric == T.TRAIN_LOSS else _GRAD_EVENTS
+        n = buf.n if i is None else i + 1
+        if n <= cfg.min_history or not self._screen(buf._values, n, metric):
+            return False
+        vals = buf._values[max(0, n - self.window) : n]
+        last = len(vals) - 1
+        return any(ev.onset <= last <= ev.end for ev in loss_spike.find_events(vals.copy(), cfg))
+
+    def _screen(self, vals: np.ndarray, n: int, metric: str) -> bool:
+        x = float(vals[n - 1])
+        recent = vals[max(0, n - 1 - _SCREEN_POINTS) : n - 1]
+        recent = recent[np.isfinite(recent)]
+        if not len(recent) or not math.isfinite(x):
+            return False
+        low = float(recent.min())
+        if low <= 0 or x <= 0:  # not on a log scale: a new high over the recent points
+            return x > float(recent.max())
+        est = self._noise.get(metric)
+        if est is None or abs(n - est[0]) >= 32:
+            tail = vals[max(0, n - 129) : n - 1]
+            tail = tail[np.isfinite(tail) & (tail > 0)]
+            d = np.abs(np.diff(np.log(tail))) if len(tail) > 2 else np.zeros(1)
+            est = self._noise[metric] = (n, 1.4826 * float(np.median(d)) / math.sqrt(2))
+        return math.log(x) - math.log(low) >= max(math.log(_SCREEN_RATIO[metric]), 5 * est[1])
