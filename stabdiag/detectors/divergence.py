@@ -100,16 +100,30 @@ def _lr_note(run: RunData, step: int) -> tuple[str, float | None, float | None]:
             f"{st.fmt(peak)})"), at, peak
 
 
-def _onset(smooth: np.ndarray, lo: int, hi: int, frac: float = 0.1) -> int:
-    """Where a rise from the trough ``lo`` to the peak ``hi`` began (a change point, not the step a
-    threshold was crossed): the last point still within ``frac`` of the rise above the trough
-    before the curve first got half-way up. A later dip back (a noisy plateau) cannot move it."""
+def _onset(smooth: np.ndarray, lo: int, hi: int) -> int:
+    """Where a rise from the trough ``lo`` to the peak ``hi`` began: a change point, not the step a
+    threshold was crossed. A hinge (flat at the trough level, then a straight ramp) is fitted by
+    least squares to the smoothed curve from the trough to where it first got three quarters of
+    the way up; the hinge is the onset. A later dip back (a noisy plateau) cannot move it."""
     base, top = float(smooth[lo]), float(smooth[hi])
     seg = smooth[lo:hi + 1]
-    half_up = np.flatnonzero(seg >= base + 0.5 * (top - base))
-    c = int(half_up[0]) if half_up.size else len(seg) - 1
-    within = np.flatnonzero(seg[:c + 1] <= base + frac * (top - base))
-    return lo + int(within[-1]) if within.size else lo
+    up = np.flatnonzero(seg >= base + 0.75 * (top - base))
+    m = (int(up[0]) if up.size else len(seg) - 1) + 1
+    if m < 3:
+        return lo
+    d = seg[:m] - base
+    i = np.arange(m, dtype=np.float64)
+    # suffix sums over i >= k of d, i*d, i, i^2, 1 and prefix sums of d^2 (SSE of the flat part)
+    rs = lambda a: np.cumsum(a[::-1])[::-1]  # noqa: E731
+    s0, s1, q1, q2, cnt = rs(d), rs(i * d), rs(i), rs(i * i), rs(np.ones(m))
+    d2 = np.cumsum(d * d)
+    k = np.arange(m, dtype=np.float64)
+    num = s1 - k * s0
+    den = q2 - 2 * k * q1 + k * k * cnt
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ramp_sse = rs(d * d) - np.where(den > 0, num * num / den, 0.0)
+    flat_sse = np.r_[0.0, d2[:-1]]
+    return lo + int(np.argmin(flat_sse + ramp_sse))
 
 
 def _spike_covers(run: RunData, steps: np.ndarray, a: int, b: int, w: int) -> bool:
@@ -153,8 +167,19 @@ def _runaway(run: RunData, s: Series, metric: str, name: str, cfg: Config) -> li
     vocab = run.meta.get("vocab_size")
     ln_v = math.log(vocab) if isinstance(vocab, int) and vocab > 1 and metric == TRAIN_LOSS else None
     ref = max(first, ln_v or -math.inf)
-    _, _, _, noise = _levels(x, smooth, w, cfg)
-    bar = max(ref * (1 + cfg.runaway_rel), ref + cfg.noise_sigmas * noise)
+    bar = ref * (1 + cfg.runaway_rel)
+    first_up = np.flatnonzero(smooth > bar)
+    if not first_up.size:
+        return []
+    # Noise of the healthy part before the excursion (a chaotic episode would swamp any whole-run
+    # estimate): the excursion must clear it too.
+    pre = int(first_up[0])
+    if pre >= 10:
+        noise = max(st.robust_sigma(x[:pre] - smooth[:pre]),
+                    st.DIFF_TO_SIGMA * float(np.median(np.abs(np.diff(x[:pre])))))
+    else:
+        noise = _levels(x, smooth, w, cfg)[3]
+    bar = max(bar, ref + cfg.noise_sigmas * noise)
     above = smooth > bar
     if not above.any():
         return []
@@ -240,6 +265,8 @@ def _rise(run: RunData, s: Series, metric: str, name: str, cfg: Config) -> list[
     above_start = (end > start + (guard if improvement <= guard else 0.0)) if not recovered else False
     if lost < cfg.warn_lost and not above_start:
         return []
+    if recovered and _spike_covers(run, steps, a, b, w):
+        return []   # a loss spike that took a while to recover: the loss-spike finding tells it
     on = _onset(smooth, t, p)
     if recovered:
         back = p + int(back_i[0])
