@@ -26,6 +26,7 @@ directories (skipping ``runs``, ``lightning_logs`` ...) only as far as needed to
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -416,8 +417,58 @@ def _finish(raw: RawRun, g: _Group, name: str,
     }
     if rank is not None:
         frame["rank"] = rank
+    derived = raw.meta.get("derived")
+    derived = derived if isinstance(derived, Mapping) else {}
+
+    def why(raw_name: str) -> str:
+        # A reader that computed or named a series itself says how (e.g. val/loss = ln(ppl)).
+        m = matches[raw_name]
+        told = derived.get(raw_name)
+        return str(told) if told and m.rank >= 0 and m.name == raw_name else m.why
+
     mapping = tuple((printable(raw_name), printable(matches[raw_name].name),
-                     printable(matches[raw_name].why)) for raw_name in raw.names)
+                     printable(why(raw_name))) for raw_name in raw.names)
+    meta = dict(raw.meta)
+    if "precision" not in meta:
+        hint = _precision_hint(raw, mapped, g)
+        if hint is not None:
+            meta["precision"], meta["precision_evidence"] = hint
     info = RunInfo(name=name, path=printable(raw.path if g.fmt != sniff.TENSORBOARD else g.path),
-                   format=raw.format, warnings=tuple(warnings), mapping=mapping, meta=raw.meta)
+                   format=raw.format, warnings=tuple(warnings), mapping=mapping, meta=meta)
     return T.MetricsTable(pd.DataFrame(frame)), info
+
+
+# --------------------------------------------------------------------------- precision hint
+
+def _precision_hint(raw: RawRun, mapped: Sequence[str], g: _Group) -> tuple[str, str] | None:
+    """('fp16', evidence) when the run shows a dynamic loss scaler, else None.
+
+    Detectors read it as ``RunData.meta['precision']`` (evidence in ``meta['precision_evidence']``):
+    only fp16 needs a loss scaler, so a loss-scale series with a value other than 1 (Megatron
+    prints 1.0 in bf16/fp32 runs) or an HF ``scaler.pt`` beside the checkpoints says fp16. The
+    scaler file is recognised by its name and never opened."""
+    for code, metric in enumerate(mapped):
+        if metric != T.LOSS_SCALE and not metric.endswith("/loss_scale"):
+            continue
+        v = raw.values[raw.codes == code]
+        v = v[np.isfinite(v) & (v > 0)]
+        if v.size and np.any(v != 1.0):
+            return "fp16", (f"dynamic loss scale in the log ('{raw.names[code]}': {v.size} values, "
+                            f"{v.min():g} to {v.max():g})")
+    scaler = _scaler_file(g.path if g.path.is_dir() else g.path.parent)
+    if scaler is not None:
+        return "fp16", f"{scaler} (a GradScaler state beside the checkpoints; not opened)"
+    return None
+
+
+def _scaler_file(run_dir: Path) -> Path | None:
+    """``scaler.pt`` in the run dir or one of its ``checkpoint-*`` dirs (HF Trainer with fp16)."""
+    try:
+        if (run_dir / "scaler.pt").is_file():
+            return run_dir / "scaler.pt"
+        for d in sorted(os.scandir(run_dir), key=lambda e: e.name):
+            if d.name.startswith("checkpoint") and d.is_dir() and Path(d.path, "scaler.pt").is_file():
+                return Path(d.path, "scaler.pt")
+    except OSError:
+        return None
+    return None
