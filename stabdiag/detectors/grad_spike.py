@@ -19,8 +19,9 @@ How it is computed
     threshold) AND grad norm >= ``min_ratio`` (3) x the baseline. A spike is isolated when its run of
     flagged points is at most ``max_points`` long AND the next point is back below ``min_ratio`` x
     the baseline at its onset; anything else (a step up that stays, growth) is grad-explosion's.
-    Severity: ``warning`` when there are >= ``repeated`` (3) spikes or one is >= ``large_ratio``
-    (10) x its baseline; otherwise ``info``. "Loss responded" means a loss-spike event (the same
+    Severity: ``warning`` when the loss responded, when there are >= ``repeated`` (3) spikes at
+    >= ``frequent_per_10k`` (5) per 10k steps of the run, or one is >= ``large_ratio`` (30) x its
+    baseline; otherwise ``info`` (a handful of clipped outliers in a long healthy run). "Loss responded" means a loss-spike event (the same
     events loss-spike reports) spans a grad spike's step +- one grad-norm log interval, or the loss
     at the same step (+- one log interval) was >= 5 % and 3 sigma above its own causal baseline.
 
@@ -61,7 +62,8 @@ class Config:
     min_ratio: float = 3.0       # and >= 3x the baseline: 2x is within heavy-tailed noise
     max_points: int = 3            # longer excursions are grad-explosion's business
     repeated: int = 3
-    large_ratio: float = 10.0
+    frequent_per_10k: float = 5.0
+    large_ratio: float = 30.0
 
 
 DEFAULT = Config()
@@ -134,7 +136,10 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     steps = g.steps[idx]
     responded = _loss_responded(run, steps, st.log_interval(g.steps))
     n = len(idx)
-    sev = Severity.WARNING if n >= cfg.repeated or ratios[top] >= cfg.large_ratio else Severity.INFO
+    span = max(1, int(g.steps[-1] - g.steps[0]))
+    per_10k = 1e4 * n / span
+    frequent = n >= cfg.repeated and per_10k >= cfg.frequent_per_10k
+    sev = Severity.WARNING if responded or frequent or ratios[top] >= cfg.large_ratio else Severity.INFO
     times = "once" if n == 1 else f"{n} times"
     msg = (f"grad norm spiked {times} without sustained growth, up to {ratios[top]:.1f}x its baseline "
            f"({st.fmt(float(base[top]))} -> {st.fmt(float(vals[top]))} at step {int(steps[top])}); "
@@ -147,6 +152,7 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
             "max_ratio": float(ratios[top]), "max_step": int(steps[top]), "max_value": float(vals[top]),
             "baseline_at_max": float(base[top]), "healthy_p50": p50, "healthy_p90": p90,
             "healthy_p99": p99, "loss_responded": responded, "log_interval": st.log_interval(g.steps),
+            "spikes_per_10k_steps": per_10k,
         },
     )]
 
