@@ -24,6 +24,7 @@ from stabdiag.sources import (
     tensorboard,
     textlog,
     torchtitan,
+    verl,
     wandb_csv,
     wandb_offline,
 )
@@ -39,7 +40,8 @@ WANDB_CSV = wandb_csv.FORMAT
 WANDB_OFFLINE = wandb_offline.FORMAT
 # Captured stdout: the first whose content matches wins. Megatron-DeepSpeed logs also hold
 # DeepSpeed lines, so Megatron goes first; the DeepSpeed reader reads HF dicts too.
-TEXT_READERS = (megatron, deepspeed, hf_stdout, fairseq, nanogpt, llmc, torchtitan)
+# verl's "step:N - key:value" lines are checked first: its logs also print dicts HF-style.
+TEXT_READERS = (verl, megatron, deepspeed, hf_stdout, fairseq, nanogpt, llmc, torchtitan)
 TEXT_FORMATS = tuple(m.FORMAT for m in TEXT_READERS)
 # Markdown is documentation (a PROVENANCE.md quoting a log line is not that log).
 _TEXT_SUFFIXES = textlog.TEXT_SUFFIXES - {".md"}
@@ -59,6 +61,7 @@ EXAMPLES = {
     nanogpt.FORMAT: "*.log with 'iter N: loss X, time ...' / 'step N: train loss ..., val loss ...'",
     llmc.FORMAT: "main.log with 's:N trl:X lr:Y norm:Z' / 's:N tel:X' (llm.c, modded-nanogpt)",
     torchtitan.FORMAT: "*.log with torchtitan 'step: N loss: X ...' lines",
+    verl.FORMAT: "*.log with verl console 'step:N - actor/entropy:X - ...' lines",
     MLFLOW: "mlruns/<experiment>/<run>/metrics/<key>",
     WANDB_CSV: "W&B panel export *.csv (Step, '<run> - <metric>' columns)",
     WANDB_OFFLINE: "wandb/offline-run-*/run-*.wandb (binary history, no wandb package needed)",
