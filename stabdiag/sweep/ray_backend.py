@@ -186,10 +186,15 @@ class RayBackend:
         return result
 
     def run(
-        self, cells: Sequence[Cell], todo: Sequence[int], done: Callable[[int, CellResult], None]
+        self,
+        cells: Sequence[Cell],
+        todo: Sequence[int],
+        done: Callable[[int, CellResult], None],
+        body: Callable[[Cell, int], dict[str, Any]] = _ray_train,
     ) -> None:
+        """Submit every cell in `todo` as a task running `body`; `done` gets each result."""
         ray = self.ray
-        task = ray.remote(_ray_train)
+        task = ray.remote(body)
         refs: dict[Any, int] = {}
         try:
             for i in todo:

@@ -357,15 +357,19 @@ def _run_slots(
     todo: list[int],
     slots: Sequence[Slot],
     done: Callable[[int, CellResult], None],
+    worker: Callable[[Cell, str], CellResult | None] = _worker_run,
 ) -> None:
-    """One single-process executor per slot; the Dispatcher keeps every slot to one cell."""
+    """One single-process executor per slot; the Dispatcher keeps every slot to one cell.
+
+    `worker` (module-level, so a spawned process can import it) trains one cell on a device.
+    """
     pools = [_executor(s) for s in slots]
     dispatch = Dispatcher(len(slots), todo)
     pending: dict[Future, tuple[int, int]] = {}
 
     def submit(assignments: list[tuple[int, int]]) -> None:
         for slot, i in assignments:
-            pending[pools[slot].submit(_worker_run, cells[i], slots[slot].device)] = (slot, i)
+            pending[pools[slot].submit(worker, cells[i], slots[slot].device)] = (slot, i)
 
     try:
         submit(dispatch.start())
