@@ -27,8 +27,9 @@ How it is computed
     (noisy losses stay quiet). The event lasts until the loss is back within baseline + max(3 sigma,
     10 %).
     Recovered within ``quick_recovery_points`` (50) log points: transient, ``warning`` (``info`` when
-    the peak is < ``warn_ratio`` (2, llm-foundry's factor) x baseline and the grad norm did not spike
-    with it: heavy-tailed per-step noise makes such blips); recovered later: ``warning`` (slow);
+    the peak is < ``warn_ratio`` (2, llm-foundry's factor) x baseline, the loss was back within
+    ``lasting_points`` (3) points and the grad norm did not spike with it: heavy-tailed per-step
+    noise makes such blips; more than ``max_blips`` (5) of them are told as one finding); recovered later: ``warning`` (slow);
     never recovered: ``error`` (the run diverged). A grad-norm spike within
     one log interval of the event is recorded as ``grad_spike_coincides`` (stronger evidence that the
     spike is an optimisation event, not a bad batch in the logging). NaN/Inf losses are left out of
@@ -92,6 +93,8 @@ class Config:
     recovery_rel: float = 0.10
     quick_recovery_points: int = 50
     warn_ratio: float = 2.0        # a quick recovery below 2x (llm-foundry's factor) is only info
+    lasting_points: int = 3        # ... unless the loss stayed up this many log points
+    max_blips: int = 5             # more info-level blips than this are told as one finding
     recovery_search: int = 5000    # log points searched for recovery per event
     min_tail_points: int = 3       # points after onset needed to call "did not recover"
     max_events: int = 200
@@ -269,6 +272,8 @@ def _grad_coincidence(run: RunData, lo: int, hi: int) -> tuple[bool, float | Non
     med = st.nanmedian(g.values[max(0, a - 64):a])
     with np.errstate(invalid="ignore"):
         spiky = bool(np.any(z >= 4.0)) and (not math.isfinite(med) or peak >= 1.5 * med)
+    if not np.isfinite(z).any() and np.isfinite(g.values[max(0, a - 64):a]).sum() >= 2:
+        spiky = math.isfinite(med) and peak >= 2.0 * med   # too short for a z: a plain 2x jump
     return spiky, peak
 
 
@@ -296,7 +301,8 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
                 else f"{what} rose {st.fmt(ev.baseline)} -> {st.fmt(peak_v)}")
         if ev.recovery >= 0:
             quick = ev.recovery - ev.onset <= cfg.quick_recovery_points
-            small = ratio is not None and ratio < cfg.warn_ratio and not grad_hit
+            small = (ratio is not None and ratio < cfg.warn_ratio and not grad_hit
+                     and ev.recovery - ev.onset < cfg.lasting_points)
             sev = Severity.INFO if quick and small else Severity.WARNING
             how = (f"recovered in {st.plural(rec_steps, 'step')}" if quick
                    else f"recovered only after {st.plural(rec_steps, 'step')}")
@@ -322,7 +328,33 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
                 "log_interval": interval, "short_log_fragment": ev.fragment_end >= 0,
             },
         ))
-    return out
+    return _fold_blips(run, out, metric, cfg)
+
+
+def _fold_blips(run: RunData, found: list[Finding], metric: str, cfg: Config) -> list[Finding]:
+    """Many info-level blips (per-batch loss noise of an unaveraged log) become one finding that
+    counts them and quotes the largest, instead of a page of identical lines."""
+    blips = [f for f in found if f.severity == Severity.INFO]
+    if len(blips) <= cfg.max_blips:
+        return found
+    top = max(blips, key=lambda f: f.evidence.get("ratio") or 0.0)
+    lo = min(f.evidence.get("ratio") or 0.0 for f in blips)
+    back = max(f.evidence.get("recovery_steps") or 0 for f in blips)
+    grad = ", no grad-norm spike with them" if run.get(GRAD_NORM) is not None else ""
+    msg = (f"{len(blips)} short loss blips ({lo:.1f}-{top.evidence['ratio']:.1f}x, each back within "
+           f"{st.plural(back, 'step')}{grad}): "
+           f"the per-batch noise of an unaveraged loss; the largest was {st.fmt(top.evidence['baseline'])} "
+           f"-> {st.fmt(top.evidence['peak'])} at step {top.step_start}.")
+    folded = finding(
+        CODE, KIND, run, severity=Severity.INFO, metric=metric, step_start=blips[0].step_start,
+        step_end=blips[-1].step_end, message=msg,
+        evidence={"blips": len(blips), "blip_steps": [f.step_start for f in blips][:50],
+                  "max_ratio": top.evidence.get("ratio"), "max_step": top.step_start,
+                  "baseline": top.evidence.get("baseline"), "peak": top.evidence.get("peak"),
+                  "recovered": True},
+    )
+    rest = [f for f in found if f.severity > Severity.INFO]
+    return sorted([*rest, folded], key=lambda f: f.step_start or 0)
 
 
 DETECTOR = Detector(code=CODE, kind=KIND, summary="loss jumps far above its recent robust baseline",
