@@ -152,7 +152,7 @@ def summarize(info: sources.RunInfo, run: RunData, findings: Sequence[Any] = (),
     steps = [int(s.steps[i]) for s in run.series.values() if len(s) for i in (0, -1)]
     choice = run.meta.get("loss_choice")
     judged, reason = judgement(run.name, choice, findings, skipped)
-    if not judged and (rl := rl_common.judgement(run, skipped)) is not None:
+    if (rl := rl_common.judgement(run, skipped)) is not None and (rl[0] or not judged):
         judged, reason = rl  # an RL run is judged on its rl/ series, not on a loss (issue 20)
     return RunSummary(
         name=info.name, path=info.path, format=info.format,

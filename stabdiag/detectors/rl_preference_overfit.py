@@ -63,7 +63,7 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     acc = rc.finite(run, rc.PREF_ACC)
     if acc is None:
         if rc.finite(run, rc.PREF_LOSS) is None:
-            return []  # not a preference run: nothing to judge, nothing missing
+            return DETECTOR.skipped(run, "not a preference (DPO) run")
         return DETECTOR.skipped(run, "no rewards/accuracies series")
     eloss, eacc = rc.finite(run, rc.EVAL_PREF_LOSS), rc.finite(run, rc.EVAL_PREF_ACC)
     if eloss is None and eacc is None:

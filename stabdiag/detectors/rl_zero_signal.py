@@ -19,8 +19,8 @@ How it is computed
     1e-6 of the reward's scale). The longest stretch of degenerate points (gaps of up to 2 points
     merged) must cover at least ``min_frac`` (25 %) of the run: ``warning``, ``error`` from
     ``error_frac`` (50 %). The pass rate is judged from the median reward in the stretch: at or
-    below 0, or at the run's minimum, is "none pass"; above 0 and at the run's maximum is "all
-    pass". RLOO's ``frac_reward_zero_std`` is taken after the KL penalty (never exactly 0 with
+    below 0 is "none pass"; at the run's maximum, when that is 1 or more (a 0-1 reward) or the
+    reward ever was lower, is "all pass"; at the run's minimum is "none pass"; else "unknown". RLOO's ``frac_reward_zero_std`` is taken after the KL penalty (never exactly 0 with
     ``beta`` > 0), so the per-function stds are used as well; RLOO's loss is ~1e-9 by construction
     and is not used.
 
@@ -144,10 +144,12 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
             level = st.nanmedian(inside)
             lo, hi = float(np.min(r.values)), float(np.max(r.values))
             tol = 1e-6 * max(1.0, abs(hi), abs(lo))
-            if level <= tol or level <= lo + tol:
+            if level <= tol:
                 verdict = "none"
-            elif level > 0 and level >= hi - tol:
-                verdict = "all"
+            elif level >= hi - tol and (level >= 1 - tol or hi > lo + tol):
+                verdict = "all"  # at the top of what the run ever earned (or of a 0-1 reward)
+            elif level <= lo + tol:
+                verdict = "none"
     cause = {
         "none": "no completion earns the reward: the task is too hard for the policy, or the grader is broken",
         "all": "every completion earns the full reward: the task is too easy for the policy",
