@@ -20,7 +20,8 @@ How it is computed
     merged) must cover at least ``min_frac`` (25 %) of the run: ``warning``, ``error`` from
     ``error_frac`` (50 %). The pass rate is judged from the median reward in the stretch: at or
     below 0 is "none pass"; at the run's maximum, when that is 1 or more (a 0-1 reward) or the
-    reward ever was lower, is "all pass"; at the run's minimum is "none pass"; else "unknown". RLOO's ``frac_reward_zero_std`` is taken after the KL penalty (never exactly 0 with
+    reward ever was lower, is "all pass"; at the run's minimum is "none pass"; else "unknown".
+    RLOO's ``frac_reward_zero_std`` is taken after the KL penalty (never exactly 0 with
     ``beta`` > 0), so the per-function stds are used as well; RLOO's loss is ~1e-9 by construction
     and is not used.
 

@@ -18,13 +18,32 @@ from stabdiag.diagnose import diagnose
 from stabdiag.findings import Severity
 from stabdiag.report import Report
 
-GRPO_KEYS = ("loss", "grad_norm", "learning_rate", "num_tokens", "completions/mean_length",
-             "completions/min_length", "completions/max_length", "completions/clipped_ratio",
-             "completions/mean_terminated_length", "completions/min_terminated_length",
-             "completions/max_terminated_length", "rewards/{fn}/mean", "rewards/{fn}/std", "reward",
-             "reward_std", "frac_reward_zero_std", "kl", "entropy", "clip_ratio/low_mean",
-             "clip_ratio/high_mean", "clip_ratio/region_mean", "clip_ratio/low_min", "clip_ratio/high_max",
-             "step_time")
+GRPO_KEYS = (
+    "loss",
+    "grad_norm",
+    "learning_rate",
+    "num_tokens",
+    "completions/mean_length",
+    "completions/min_length",
+    "completions/max_length",
+    "completions/clipped_ratio",
+    "completions/mean_terminated_length",
+    "completions/min_terminated_length",
+    "completions/max_terminated_length",
+    "rewards/{fn}/mean",
+    "rewards/{fn}/std",
+    "reward",
+    "reward_std",
+    "frac_reward_zero_std",
+    "kl",
+    "entropy",
+    "clip_ratio/low_mean",
+    "clip_ratio/high_mean",
+    "clip_ratio/region_mean",
+    "clip_ratio/low_min",
+    "clip_ratio/high_max",
+    "step_time",
+)
 
 
 def grpo_curves(n: int = 150, seed: int = 0, cap: int = 48) -> dict[str, np.ndarray]:
@@ -51,17 +70,25 @@ def grpo_curves(n: int = 150, seed: int = 0, cap: int = 48) -> dict[str, np.ndar
         "reward": reward,
         "reward_std": np.abs(0.25 + 0.03 * rng.standard_normal(n)),
         "frac_reward_zero_std": np.clip(0.1 + 0.05 * rng.standard_normal(n), 0, 1),
-        "kl": np.concatenate([[0.0], 0.05 * (1 - np.exp(-t[1:] / 50)) * np.exp(0.1 * rng.standard_normal(n - 1))]),
+        "kl": np.concatenate(
+            [[0.0], 0.05 * (1 - np.exp(-t[1:] / 50)) * np.exp(0.1 * rng.standard_normal(n - 1))]
+        ),
         "entropy": 3.5 * (1 - 0.15 * t / n) + 0.01 * rng.standard_normal(n),
-        "clip_ratio/low_mean": np.zeros(n), "clip_ratio/high_mean": np.zeros(n),
-        "clip_ratio/region_mean": np.zeros(n), "clip_ratio/low_min": np.zeros(n),
+        "clip_ratio/low_mean": np.zeros(n),
+        "clip_ratio/high_mean": np.zeros(n),
+        "clip_ratio/region_mean": np.zeros(n),
+        "clip_ratio/low_min": np.zeros(n),
         "clip_ratio/high_max": np.zeros(n),
         "step_time": 0.6 + 0.05 * rng.random(n),
     }
 
 
-def trl_entries(curves: Mapping[str, np.ndarray], fn: str = "r_frac_a", drop: tuple[str, ...] = (),
-                every: int = 1) -> list[dict]:
+def trl_entries(
+    curves: Mapping[str, np.ndarray],
+    fn: str = "r_frac_a",
+    drop: tuple[str, ...] = (),
+    every: int = 1,
+) -> list[dict]:
     """log_history entries in TRL's key order (missing curves are simply not logged)."""
     n = len(next(iter(curves.values())))
     out = []
@@ -85,21 +112,51 @@ def write_trainer_state(d: Path, entries: list[dict], summary: bool = True) -> P
     hist = list(entries)
     last = hist[-1]["step"] if hist else 0
     if summary and hist:
-        hist.append({"epoch": 1.0, "step": last, "total_flos": 0.0, "train_loss": 0.01, "train_runtime": 90.0,
-                     "train_samples_per_second": 50.0, "train_steps_per_second": 1.5})
-    state = {"best_global_step": None, "best_metric": None, "best_model_checkpoint": None, "epoch": 1.0,
-             "eval_steps": 500, "global_step": last, "is_hyper_param_search": False,
-             "is_local_process_zero": True, "is_world_process_zero": True, "log_history": hist,
-             "logging_steps": 1, "max_steps": last, "num_input_tokens_seen": 0, "num_train_epochs": 1,
-             "save_steps": 500, "stateful_callbacks": {}, "total_flos": 0.0, "train_batch_size": 32,
-             "trial_name": None, "trial_params": None}
+        hist.append(
+            {
+                "epoch": 1.0,
+                "step": last,
+                "total_flos": 0.0,
+                "train_loss": 0.01,
+                "train_runtime": 90.0,
+                "train_samples_per_second": 50.0,
+                "train_steps_per_second": 1.5,
+            }
+        )
+    state = {
+        "best_global_step": None,
+        "best_metric": None,
+        "best_model_checkpoint": None,
+        "epoch": 1.0,
+        "eval_steps": 500,
+        "global_step": last,
+        "is_hyper_param_search": False,
+        "is_local_process_zero": True,
+        "is_world_process_zero": True,
+        "log_history": hist,
+        "logging_steps": 1,
+        "max_steps": last,
+        "num_input_tokens_seen": 0,
+        "num_train_epochs": 1,
+        "save_steps": 500,
+        "stateful_callbacks": {},
+        "total_flos": 0.0,
+        "train_batch_size": 32,
+        "trial_name": None,
+        "trial_params": None,
+    }
     p = d / "trainer_state.json"
     p.write_text(json.dumps(state, indent=2, sort_keys=True))
     return p
 
 
-def grpo_run(d: Path, edit: Callable[[dict[str, np.ndarray]], None] | None = None, n: int = 150,
-             drop: tuple[str, ...] = (), seed: int = 0) -> Path:
+def grpo_run(
+    d: Path,
+    edit: Callable[[dict[str, np.ndarray]], None] | None = None,
+    n: int = 150,
+    drop: tuple[str, ...] = (),
+    seed: int = 0,
+) -> Path:
     c = grpo_curves(n, seed)
     if edit is not None:
         edit(c)
@@ -123,20 +180,46 @@ def dpo_run(d: Path, overfit: bool, n: int = 120, with_eval: bool = True, seed: 
     loss = np.log1p(np.exp(-margin)) + 0.01 * rng.random(n)
     hist = []
     for i in range(n):
-        hist.append({"epoch": i / n, "grad_norm": 1.0, "learning_rate": 1e-3, "logits/chosen": -1.0,
-                     "logits/rejected": -1.0, "logps/chosen": -30 - 0.2 * t[i], "logps/rejected": -30 - 0.5 * t[i],
-                     "loss": float(loss[i]), "rewards/accuracies": float(acc[i]), "rewards/chosen": float(margin[i] / 2),
-                     "rewards/margins": float(margin[i]), "rewards/rejected": float(-margin[i] / 2), "step": i + 1})
+        hist.append(
+            {
+                "epoch": i / n,
+                "grad_norm": 1.0,
+                "learning_rate": 1e-3,
+                "logits/chosen": -1.0,
+                "logits/rejected": -1.0,
+                "logps/chosen": -30 - 0.2 * t[i],
+                "logps/rejected": -30 - 0.5 * t[i],
+                "loss": float(loss[i]),
+                "rewards/accuracies": float(acc[i]),
+                "rewards/chosen": float(margin[i] / 2),
+                "rewards/margins": float(margin[i]),
+                "rewards/rejected": float(-margin[i] / 2),
+                "step": i + 1,
+            }
+        )
         if with_eval and (i + 1) % 4 == 0:
-            hist.append({"epoch": i / n, "eval_logps/chosen": -31.0, "eval_logps/rejected": -31.0,
-                         "eval_loss": float(eval_loss[i]), "eval_rewards/accuracies": float(eval_acc[i]),
-                         "eval_rewards/chosen": 0.0, "eval_rewards/margins": float(0.69 - eval_loss[i]),
-                         "eval_rewards/rejected": 0.0, "eval_runtime": 0.1, "eval_samples_per_second": 80.0,
-                         "eval_steps_per_second": 10.0, "step": i + 1})
+            hist.append(
+                {
+                    "epoch": i / n,
+                    "eval_logps/chosen": -31.0,
+                    "eval_logps/rejected": -31.0,
+                    "eval_loss": float(eval_loss[i]),
+                    "eval_rewards/accuracies": float(eval_acc[i]),
+                    "eval_rewards/chosen": 0.0,
+                    "eval_rewards/margins": float(0.69 - eval_loss[i]),
+                    "eval_rewards/rejected": 0.0,
+                    "eval_runtime": 0.1,
+                    "eval_samples_per_second": 80.0,
+                    "eval_steps_per_second": 10.0,
+                    "step": i + 1,
+                }
+            )
     return write_trainer_state(d, hist)
 
 
-def verl_console(path: Path, rows: list[dict[str, float]], ray_prefix: bool = True, numpy2: bool = True) -> Path:
+def verl_console(
+    path: Path, rows: list[dict[str, float]], ray_prefix: bool = True, numpy2: bool = True
+) -> Path:
     """verl LocalLogger lines: 'step:N - key:value - ...' (pprint of np.float64 under numpy 2)."""
     pre = "(TaskRunner pid=31337) " if ray_prefix else ""
     lines = [f"{pre}Using LocalLogger is deprecated. The constructor API will change"]
@@ -151,7 +234,9 @@ def verl_console(path: Path, rows: list[dict[str, float]], ray_prefix: bool = Tr
 
 def verl_jsonl(path: Path, rows: list[dict[str, float]]) -> Path:
     """verl file logger: one {"step": N, "data": {...}} object per line."""
-    path.write_text("".join(json.dumps({"step": i, "data": r}) + "\n" for i, r in enumerate(rows, start=1)))
+    path.write_text(
+        "".join(json.dumps({"step": i, "data": r}) + "\n" for i, r in enumerate(rows, start=1))
+    )
     return path
 
 

@@ -6,7 +6,16 @@ import json
 
 import numpy as np
 import pytest
-from rlfix import analyze, dpo_run, grpo_curves, grpo_run, kinds, trl_entries, verl_console, write_trainer_state
+from rlfix import (
+    analyze,
+    dpo_run,
+    grpo_curves,
+    grpo_run,
+    kinds,
+    trl_entries,
+    verl_console,
+    write_trainer_state,
+)
 
 from stabdiag.findings import Severity
 
@@ -30,9 +39,12 @@ def test_healthy_grpo_run_is_judged_clean(tmp_path):
 
 def test_policy_objective_from_negative_to_zero_is_not_a_divergence(tmp_path):
     """GRPO's loss moves around 0 by design; read as a language-model loss it 'diverges'."""
+
     def objective(c):
         n = len(c["loss"])
-        c["loss"] = -0.5 * np.exp(-np.arange(n) / 30.0) + 0.002 * np.random.default_rng(1).standard_normal(n)
+        c["loss"] = -0.5 * np.exp(-np.arange(n) / 30.0) + 0.002 * np.random.default_rng(
+            1
+        ).standard_normal(n)
 
     rep = analyze(grpo_run(tmp_path / "grpo", objective))
     assert not {"divergence", "stall", "loss-spike"} & kinds(rep)
@@ -40,7 +52,9 @@ def test_policy_objective_from_negative_to_zero_is_not_a_divergence(tmp_path):
     # the very same numbers without RL keys are a training loss, and the pre-training rules judge them
     c = grpo_curves()
     objective(c)
-    plain = write_trainer_state(tmp_path / "plain", [{"loss": float(v), "step": i + 1} for i, v in enumerate(c["loss"])])
+    plain = write_trainer_state(
+        tmp_path / "plain", [{"loss": float(v), "step": i + 1} for i, v in enumerate(c["loss"])]
+    )
     assert "divergence" in kinds(analyze(plain), W)
 
 
@@ -79,7 +93,9 @@ def test_entropy_collapse_early_is_an_error_and_a_falling_trend_is_projected(tmp
     def falling(c):
         n = len(c["entropy"])
         c["entropy"] = 3.5 - 2.0 * np.arange(n) / n
-        c["reward"] = c["rewards/{fn}/mean"] = np.full(n, 0.4) + 0.01 * np.sin(np.arange(n))  # stalled
+        c["reward"] = c["rewards/{fn}/mean"] = np.full(n, 0.4) + 0.01 * np.sin(
+            np.arange(n)
+        )  # stalled
 
     (g,) = by_kind(analyze(grpo_run(tmp_path / "fall", falling)), "rl-entropy-collapse")
     assert g.severity == W and 150 < g.evidence["projected_floor_step"] < 300
@@ -125,7 +141,9 @@ def test_zero_signal_on_rloo_where_frac_zero_std_is_taken_after_the_kl_penalty(t
         n = len(c["reward"])
         c["rewards/{fn}/mean"] = np.zeros(n)
         c["rewards/{fn}/std"] = np.zeros(n)
-        c["reward"] = -0.01 * np.abs(np.random.default_rng(2).standard_normal(n))  # KL-penalised, never equal
+        c["reward"] = -0.01 * np.abs(
+            np.random.default_rng(2).standard_normal(n)
+        )  # KL-penalised, never equal
         c["reward_std"] = 0.005 + np.zeros(n)
         c["frac_reward_zero_std"] = np.zeros(n)
         c["loss"] = np.full(n, 1e-9)  # RLOO's loss is ~0 by construction
@@ -138,11 +156,17 @@ def test_clip_saturation_and_on_policy_zero_clip(tmp_path):
     def clipped(c):
         n = len(c["reward"])
         v = np.where(np.arange(n) > n // 3, 0.3, 0.02)
-        c["clip_ratio/region_mean"], c["clip_ratio/high_mean"], c["clip_ratio/low_mean"] = v, v * 0.8, v * 0.2
+        c["clip_ratio/region_mean"], c["clip_ratio/high_mean"], c["clip_ratio/low_mean"] = (
+            v,
+            v * 0.8,
+            v * 0.2,
+        )
 
     (f,) = by_kind(analyze(grpo_run(tmp_path / "clip", clipped)), "rl-clip-saturation")
     assert f.severity == W and "upper" in f.message
-    assert by_kind(analyze(grpo_run(tmp_path / "onpolicy")), "rl-clip-saturation") == []  # all zeros: benign
+    assert (
+        by_kind(analyze(grpo_run(tmp_path / "onpolicy")), "rl-clip-saturation") == []
+    )  # all zeros: benign
 
 
 def test_logprob_mismatch(tmp_path):
@@ -164,9 +188,17 @@ def test_logprob_mismatch(tmp_path):
 
 def test_value_divergence_from_a_verl_console_log(tmp_path):
     n = 60
-    rows = [{"actor/entropy": 1.2, "actor/pg_loss": 0.01, "critic/score/mean": 0.3,
-             "critic/vf_explained_var": 0.4 - 0.02 * i, "critic/vf_loss": 0.5 * (1.15 ** max(0, i - 20)),
-             "response_length/mean": 300.0} for i in range(n)]
+    rows = [
+        {
+            "actor/entropy": 1.2,
+            "actor/pg_loss": 0.01,
+            "critic/score/mean": 0.3,
+            "critic/vf_explained_var": 0.4 - 0.02 * i,
+            "critic/vf_loss": 0.5 * (1.15 ** max(0, i - 20)),
+            "response_length/mean": 300.0,
+        }
+        for i in range(n)
+    ]
     rep = analyze(verl_console(tmp_path / "ppo.log", rows))
     got = {f.metric: f for f in by_kind(rep, "rl-value-divergence")}
     assert set(got) == {"rl/value/explained_var", "rl/value/loss"}
@@ -206,8 +238,10 @@ def test_a_crashed_four_step_run_is_read_and_the_checks_say_why_not(tmp_path):
 
 
 def test_missing_keys_are_listed_not_checked(tmp_path):
-    entries = [{k: v for k, v in e.items() if k in ("loss", "reward", "step")}
-               for e in trl_entries(grpo_curves(40))]
+    entries = [
+        {k: v for k, v in e.items() if k in ("loss", "reward", "step")}
+        for e in trl_entries(grpo_curves(40))
+    ]
     rep = analyze(write_trainer_state(tmp_path / "sparse", entries))
     skipped = {s.kind for s in rep.skipped}
     assert {"rl-kl-blowup", "rl-entropy-collapse", "rl-length-hacking", "rl-zero-signal"} <= skipped
