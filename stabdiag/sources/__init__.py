@@ -169,6 +169,7 @@ def load(
         table, info = _finish(raw, g, name, overrides)
         tables.append(table)
         infos.append(info)
+    tables, infos = _merge_same_run(tables, infos)
     return LoadResult(T.MetricsTable.concat(tables), tuple(infos), tuple(errors), tuple(tables))
 
 
@@ -436,6 +437,86 @@ def _finish(raw: RawRun, g: _Group, name: str,
     info = RunInfo(name=name, path=printable(raw.path if g.fmt != sniff.TENSORBOARD else g.path),
                    format=raw.format, warnings=tuple(warnings), mapping=mapping, meta=meta)
     return T.MetricsTable(pd.DataFrame(frame)), info
+
+
+# --------------------------------------------------------------------------- one run, two loggers
+
+# Which copy of a run logged twice is kept: exact text/JSON values over TensorBoard's float32.
+_KEEP_ORDER = (sniff.HF_TRAINER_STATE, sniff.LIGHTNING_CSV, sniff.CSV, sniff.JSONL, sniff.MLFLOW,
+               sniff.WANDB_OFFLINE, sniff.WANDB_CSV, *sniff.TEXT_FORMATS, sniff.TENSORBOARD)
+_SAME_MIN_POINTS = 5
+
+
+def _fingerprint(t: T.MetricsTable) -> dict[tuple[str, int], float]:
+    """(canonical metric, step) -> value (lowest rank, last written) of one run's table."""
+    f = t.frame
+    keep = f["metric"].map(lambda m: T.is_canonical(m) and m != T.RESTART).to_numpy(dtype=bool)
+    f = f[keep]
+    if "rank" in f.columns and f["rank"].notna().any():
+        f = f[f["rank"].isna() | (f["rank"] == f["rank"].min())]
+    return dict(zip(zip(f["metric"], f["step"].astype(int), strict=True), f["value"], strict=True))
+
+
+def _same_values(a: dict, b: dict) -> int:
+    """How many points two runs share when every shared point agrees (at float32 precision, NaN
+    equal to NaN) and they cover at least half of the smaller run's points; else 0."""
+    metrics = {m for m, _ in a} & {m for m, _ in b}
+    a = {k: v for k, v in a.items() if k[0] in metrics}
+    b = {k: v for k, v in b.items() if k[0] in metrics}
+    shared = a.keys() & b.keys()
+    if len(shared) < max(_SAME_MIN_POINTS, 0.5 * min(len(a), len(b))):
+        return 0
+    x = np.array([a[k] for k in shared], dtype=np.float64)
+    y = np.array([b[k] for k in shared], dtype=np.float64)
+    return len(shared) if bool(np.all(np.isclose(x, y, rtol=1e-6, atol=0.0, equal_nan=True))) else 0
+
+
+def _merge_same_run(tables: list[T.MetricsTable], infos: list[RunInfo],
+                    ) -> tuple[list[T.MetricsTable], list[RunInfo]]:
+    """One verdict per run: the same run written by two loggers (Lightning TensorBoardLogger +
+    CSVLogger, which even pick different ``version_N`` dirs; an HF TensorBoard mirror kept outside
+    the output dir) becomes one run. Two runs of different formats are the same run when every
+    value they share (canonical metric, step) is identical and they share most of their points.
+    The exact copy (text/JSON over TensorBoard's float32) is kept; series only the other copy
+    has are added to it, and a warning says what was merged."""
+    if len(infos) < 2:
+        return tables, infos
+    prints = [_fingerprint(t) for t in tables]
+    # candidates: runs that share one of their first points (cheap; avoids comparing all pairs)
+    buckets: dict[tuple, list[int]] = defaultdict(list)
+    for i, fp in enumerate(prints):
+        for key in sorted(fp)[:3]:
+            v = fp[key]
+            buckets[(key, float(np.float32(v)) if np.isfinite(v) else repr(v))].append(i)
+    gone: dict[int, tuple[int, int]] = {}  # dropped run -> (kept run, shared points)
+    for members in buckets.values():
+        for ia, a in enumerate(members):
+            for b in members[ia + 1:]:
+                if a in gone or b in gone or infos[a].format == infos[b].format:
+                    continue
+                n = _same_values(prints[a], prints[b])
+                if not n:
+                    continue
+                rank = {i: _KEEP_ORDER.index(infos[i].format) if infos[i].format in _KEEP_ORDER
+                        else len(_KEEP_ORDER) for i in (a, b)}
+                keep, drop = (a, b) if rank[a] <= rank[b] else (b, a)
+                gone[drop] = (keep, n)
+    if not gone:
+        return tables, infos
+    out_t, out_i = list(tables), list(infos)
+    for drop, (keep, n) in gone.items():
+        kept_metrics = set(out_t[keep].frame["metric"])
+        extra = tables[drop].frame[~tables[drop].frame["metric"].isin(kept_metrics)].copy()
+        extra["run"] = infos[keep].name
+        note = (f"{infos[drop].path} ({infos[drop].format}) is the same run as {infos[keep].path} "
+                f"({infos[keep].format}): all {n} shared values are identical; read once"
+                + (f", its {extra['metric'].nunique()} other series added" if len(extra) else ""))
+        out_t[keep] = T.MetricsTable.concat([out_t[keep], T.MetricsTable(extra)])
+        out_i[keep] = replace(out_i[keep], warnings=out_i[keep].warnings + (note,),
+                              mapping=out_i[keep].mapping + tuple(
+                                  m for m in infos[drop].mapping if m[1] in set(extra["metric"])))
+    order = [i for i in range(len(infos)) if i not in gone]
+    return [out_t[i] for i in order], [out_i[i] for i in order]
 
 
 # --------------------------------------------------------------------------- precision hint
