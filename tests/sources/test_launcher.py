@@ -98,6 +98,33 @@ def test_tee_of_megatron_and_hf_lines(tmp_path):
     assert len(res.table.frame.query("metric == 'train/loss'")) == 7
 
 
+_INNER = {
+    "llmc": lambda r, s: f"s:{s} trl:{3.0 - 0.01 * s + r * 0.001:.4f} lr:0.0001 norm:1.{r}",
+    "torchtitan": lambda r, s: (
+        f"[titan] 2024-01-01 00:00:00,000 - root - INFO - step: {s}  loss: "
+        f"{3.0 - 0.01 * s + r * 0.001:.4f}  memory: 1.0GiB(1.00%)  tps: 1000  mfu: 1.00%"
+    ),
+    "fairseq": lambda r, s: (
+        f"2020-01-01 00:00:00 | INFO | train_inner | epoch 001:     {s} / 100 "
+        f"loss={3.0 - 0.01 * s + r * 0.001:.3f}, ppl=8, wps=1, ups=1, wpb=1, bsz=1, "
+        f"num_updates={s}, lr=0.0001, gnorm=1.0{r}, loss_scale=8, train_wall=1, wall=1"
+    ),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(_INNER))
+def test_tee_of_other_text_formats(tmp_path, fmt):
+    p = tmp_path / "console.txt"
+    p.write_text(
+        _interleave({r: [_INNER[fmt](r, s) for s in range(1, 21)] for r in range(3)}, "rank")
+    )
+    res = _one_run([p])
+    assert res.runs[0].format == fmt
+    loss = res.table.frame.query("metric == 'train/loss'")
+    assert sorted(loss["rank"].unique().tolist()) == [0, 1, 2]
+    assert (loss.groupby("rank")["step"].nunique() == 20).all()
+
+
 def test_log_dir_entry_and_tee_helpers(tmp_path):
     p = tmp_path / "logs" / "job_1" / "attempt_2" / "3" / "stderr.log"
     assert launcher.log_dir_entry(p) == (tmp_path / "logs" / "job_1", 2, 3)
