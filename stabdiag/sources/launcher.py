@@ -76,9 +76,9 @@ def split_tee(text: str) -> tuple[dict[int, str], int]:
 
 def read_tee(path: Path, fmt: str, reader: Reader) -> list[RawRun]:
     """A text log; when it holds the lines of several torchrun ranks, one run with ranks."""
-    if len(tee_ranks(textlog.head(path))) < 2:
+    if not tee_ranks(textlog.head(path)):
         return reader(path)
-    text = textlog.read_text(path)
+    text = textlog.read_text(path)  # the other ranks may first speak past the head
     per_rank, other = split_tee(text)
     if len(per_rank) < 2:
         return reader(path)

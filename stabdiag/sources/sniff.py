@@ -142,15 +142,21 @@ def sniff(path: Path) -> str | None:
     return None
 
 
+_TEE_DEEP_BYTES = 8 << 20  # how far a prefixed (torchrun --tee) file is searched for metric lines
+
+
 def sniff_text(path: Path) -> str | None:
     """The stdout-log format of a text file, from its first 64 KiB (and a deeper scan for .out/.log)."""
     head = _head(path, textlog.HEAD_BYTES).decode("utf-8", "replace")
     if launcher.tee_ranks(head):  # torchrun --tee: formats anchored at line start need it stripped
-        inner = launcher.strip_tee(head)
-        with textlog.virtual_files({path: inner}):
-            found = next((m.FORMAT for m in TEXT_READERS if m.looks_like(path, inner)), None)
-        if found is not None:
-            return found
+        for size in (textlog.HEAD_BYTES, _TEE_DEEP_BYTES):  # the head, then deeper (a long banner)
+            inner = launcher.strip_tee(head if size == textlog.HEAD_BYTES
+                                       else _head(path, size).decode("utf-8", "replace"))
+            with textlog.virtual_files({path: inner}):
+                found = next((m.FORMAT for m in TEXT_READERS if m.looks_like(path, inner[:size])),
+                             None)
+            if found is not None:
+                return found
     return next((m.FORMAT for m in TEXT_READERS if m.looks_like(path, head)), None)
 
 

@@ -64,6 +64,17 @@ def test_tee_file_is_one_run_with_ranks(tmp_path, prefix, name):
     assert any("4 ranks" in w and "1 lines without a rank prefix" in w for w in info.warnings)
 
 
+def test_ranks_that_first_speak_past_the_sniffing_head(tmp_path):
+    banner = [f"[default0]:config option_{i} = {'x' * 60}" for i in range(1500)]  # > 64 KiB
+    p = tmp_path / "train.log"
+    p.write_text(
+        "\n".join(banner) + "\n" + _interleave({r: _nanogpt_lines(r) for r in range(RANKS)})
+    )
+    assert p.stat().st_size > 64 * 1024
+    res = _one_run([p])
+    assert sorted(res.table.frame["rank"].unique().tolist()) == list(range(RANKS))
+
+
 def test_tee_of_megatron_and_hf_lines(tmp_path):
     """Any inner text format: Megatron iteration lines and HF Trainer dicts behind prefixes."""
     meg = {
