@@ -348,6 +348,7 @@ def train(
     name: Annotated[str | None, typer.Option(help="Run directory name (default <preset>-<recipe>).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out/--name from its last checkpoint.")] = False,
+    restart: Annotated[bool, typer.Option(help="Discard the run already in --out/--name and train it from scratch.")] = False,
     analyze_: Annotated[bool, typer.Option("--analyze/--no-analyze", help="Analyze the run when it ends.")] = True,
     fail_on: Annotated[str, typer.Option(help="With --analyze: exit 1 at this severity (or never).")] = "never",
     show_config: Annotated[bool, typer.Option("--show-config", help="Print the resolved config and exit.")] = False,
@@ -373,12 +374,45 @@ def train(
         if show_config:
             sys.stdout.write(json.dumps(cfg.to_dict(), indent=2) + "\n")
             return
-        _train_and_report(cfg, resume=resume, analyze=analyze_, fail_on=fail_on)
+        _train_and_report(cfg, resume=resume, restart=restart, analyze=analyze_, fail_on=fail_on)
 
     guarded(run)
 
 
-def _train_and_report(cfg: Any, *, resume: bool, analyze: bool, fail_on: str) -> None:
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+def branch(
+    run_path: Annotated[Path, typer.Argument(metavar="RUN", help="A stabdiag train run directory.")],
+    at: Annotated[int, typer.Option("--at", help="Restart from the newest checkpoint at or before this step.")],
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", "-s", help="A change from that step on: KEY=VALUE (lr, grad_clip, beta2, z_loss, precision, ...). Repeatable.")] = None,
+    skip_batches: Annotated[list[str] | None, typer.Option(
+        "--skip-batches", help="Never train on data batches A:B (inclusive), e.g. the batches of a spike. Repeatable.")] = None,
+    name: Annotated[str | None, typer.Option(help="The branch's run directory name (default RUN-atSTEP), beside RUN.")] = None,
+    analyze_: Annotated[bool, typer.Option("--analyze/--no-analyze", help="Analyze the branch when it ends.")] = True,
+    fail_on: Annotated[str, typer.Option(help="With --analyze: exit 1 at this severity (or never).")] = "never",
+) -> None:
+    """Rewind a run to a checkpoint and train a sibling run from there with changes.
+
+    The branch records its parent and changes in run.json and trains to the parent's last step;
+    `stabdiag plot BRANCH` and `stabdiag compare BRANCH` overlay it on its parent. Changes the
+    checkpoint cannot take (model shape, QK-norm, init, data) are refused. Needs the train extra.
+    """
+
+    def run() -> None:
+        from stabdiag.console import err
+        from stabdiag.train.branch import plan_branch
+
+        plan = plan_branch(run_path, at, list(set_ or []), list(skip_batches or []), name)
+        changes = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in plan.changes.items()) or "no changes"
+        err.print(f"branch of {plan.parent_dir} at step {plan.step} (checkpoint {plan.checkpoint.name}): {changes}",
+                  markup=False, highlight=False, soft_wrap=True)
+        _train_and_report(plan.config, resume=False, analyze=analyze_, fail_on=fail_on, branch=plan)
+
+    guarded(run)
+
+
+def _train_and_report(cfg: Any, *, resume: bool, analyze: bool, fail_on: str, restart: bool = False,
+                      branch: Any = None) -> None:
     from rich.progress import (
         BarColumn,
         Progress,
@@ -409,7 +443,11 @@ def _train_and_report(cfg: Any, *, resume: bool, analyze: bool, fail_on: str) ->
                                                                ("tok/s", "train/tokens_per_s")) if v in m)
             bar.update(task, completed=step, stats=stats)
 
-        result = run_training(cfg, progress=progress, resume=resume)
+        result = run_training(cfg, progress=progress, resume=resume, restart=restart, branch=branch)
+    if not result.is_main:  # under torchrun rank 0 alone reports (it holds every rank's metrics)
+        raise typer.Exit(result.exit_code)
+    if result.note:
+        err.print(result.note, markup=False, highlight=False, soft_wrap=True)
     status = "interrupted" if result.interrupted else "done"
     err.print(f"{status}: {result.steps_done} steps, final loss {result.final_loss:.4g} -> {result.run_dir}")
     for ev in result.injected:  # what analyze should find, so the user can check it did
@@ -418,7 +456,8 @@ def _train_and_report(cfg: Any, *, resume: bool, analyze: bool, fail_on: str) ->
     if result.stop_signal:  # SIGINT/SIGTERM: say how to continue, skip the analysis, exit 130/143
         import shlex
 
-        argv = sys.argv[1:] if sys.argv[1:2] == ["train"] else ["train", "--out", str(cfg.out_dir)]
+        argv = (sys.argv[1:] if sys.argv[1:2] == ["train"] and branch is None
+                else _resume_argv(cfg))
         argv = [a for a in argv if a != "--resume"] + (["--name", result.run_dir.name] if "--name" not in argv else [])
         err.print(f"stopped by {result.stop_signal}; checkpoint: {result.checkpoint or 'none written'}\n"
                   f"to continue: {shlex.join(['stabdiag', *argv, '--resume'])}", markup=False, highlight=False,
@@ -434,6 +473,19 @@ def _train_and_report(cfg: Any, *, resume: bool, analyze: bool, fail_on: str) ->
     out.print(render_terminal(report))
     if fail_on != "never" and report.at_or_above(Severity.parse(fail_on)):
         raise typer.Exit(EXIT_FINDINGS)
+
+
+def _resume_argv(cfg: Any) -> list[str]:
+    """`stabdiag train` arguments that resolve to cfg (for the resume hint of a branch)."""
+    from stabdiag.train.config import resolve
+
+    base = resolve(cfg.preset or "tiny", cfg.recipe or None).to_dict()
+    sets = [f"{k}={v}" for k, v in cfg.to_dict().items()
+            if k not in ("out_dir", "run_name", "preset", "recipe", "inject", "skip_batches") and base[k] != v]
+    sets += [f"{k}={item}" for k in ("inject", "skip_batches") for item in getattr(cfg, k)]
+    argv = ["train", "--preset", cfg.preset or "tiny", "--recipe", cfg.recipe or "stable",
+            "--out", str(cfg.out_dir)]
+    return argv + [a for kv in sets for a in ("--set", kv)]
 
 
 @app.command()
@@ -479,6 +531,11 @@ def plot(
             _fail(f"no training logs found in {', '.join(map(str, paths))}")
         for p in save_plots(report, out_dir, formats=fmts):
             err.print(str(p), highlight=False, soft_wrap=True)
+        from stabdiag.train.lineage import parent_of, save_overlay
+
+        for lineage in filter(None, (parent_of(p) for p in paths if p.is_dir())):  # a stabdiag branch
+            for p in save_overlay(lineage, out_dir, fmts):
+                err.print(str(p), highlight=False, soft_wrap=True)
 
     guarded(run)
 
@@ -486,7 +543,8 @@ def plot(
 @app.command()
 def compare(
     run_path: Annotated[Path, typer.Argument(metavar="RUN", help="The run to judge (file or directory).")],
-    baseline: Annotated[Path, typer.Option("--baseline", "-b", help="The reference run (file or directory).")],
+    baseline: Annotated[Path | None, typer.Option("--baseline", "-b", help="The reference run (file or directory); default for a `stabdiag branch` run: its parent.")] = None,
+    plot_to: Annotated[Path | None, typer.Option("--plot", help="For a branch: write the figure overlaying it on its parent here (.png or .svg).")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the comparison here (- = stdout).")] = None,
     max_loss_ratio: Annotated[float, typer.Option(help="Worse when the median loss ratio over the last 10% of common steps exceeds this.")] = 1.05,
@@ -516,9 +574,30 @@ def compare(
         th = Thresholds(max_loss_ratio=max_loss_ratio, tail_frac=tail_frac, max_extra_spikes=max_extra_spikes,
                         max_grad_p50_ratio=max_grad_p50_ratio, max_grad_p99_ratio=max_grad_p99_ratio,
                         allow_new_kinds=allow_new_kinds)
+        from stabdiag.console import err
+        from stabdiag.train.lineage import parent_of
+
+        lineage = parent_of(run_path) if run_path.is_dir() else None
+        if lineage is not None:
+            err.print(lineage.describe(), markup=False, highlight=False, soft_wrap=True)
+        base_path = baseline or (lineage.parent_dir if lineage else None)
+        if base_path is None:
+            _fail(f"{run_path}: give --baseline (only a stabdiag branch run has a default: its parent)")
+        if plot_to is not None:
+            if lineage is None:
+                _fail(f"--plot: {run_path} is not a stabdiag branch run (no parent in its run.json)")
+            if plot_to.suffix.lower() not in (".png", ".svg"):
+                _fail(f"--plot {plot_to}: expected a .png or .svg file name")
+            from stabdiag.atomic import write_atomic
+            from stabdiag.render.plots import figure_bytes
+            from stabdiag.train.lineage import overlay_figure
+
+            fig = overlay_figure(lineage)
+            write_atomic(plot_to, figure_bytes(fig, plot_to.suffix.lower()[1:]))
+            fig.clear()
         overrides = _parse_map(map_)
         cur = diagnose([run_path], fmt=input_format, overrides=overrides)
-        base = diagnose([baseline], fmt=input_format, overrides=overrides)
+        base = diagnose([base_path], fmt=input_format, overrides=overrides)
         result = compare_reports(cur, base, th)
         text = render_comparison_json(result) if fmt == "json" else render_comparison_text(result)
         _write(text, output)

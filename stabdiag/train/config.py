@@ -92,6 +92,18 @@ class TrainConfig:
     """Steps between host syncs; metrics are still recorded for every step."""
     checkpoint_interval: int = 0
     """Steps between checkpoints; 0 = only at the end (and on Ctrl-C)."""
+    keep_checkpoints: int = 3
+    """Step checkpoints kept (newest first; 0 = all). The last one before the first
+    warning-or-worse finding seen while training is always kept as well, so `stabdiag branch`
+    can rewind to the last healthy state."""
+    skip_batches: tuple[str, ...] = ()
+    """Data batches never trained on, as 'A:B' ranges of batch indices (inclusive): from step A
+    on, step S trains on a later batch. Batch indices are steps unless an earlier range was
+    skipped. `stabdiag branch --skip-batches` sets this."""
+    threads: int = 0
+    """CPU threads for this process; 0 = choose: one per ~400k parameters, at most the cores
+    this rank may use (cores / local ranks) and never more than torch's current setting (so
+    OMP_NUM_THREADS or a caller's torch.set_num_threads caps it). The `tiny` preset gets 1."""
     seed: int = 0
     device: Device = "auto"
     data: str = "stdlib"
@@ -132,12 +144,61 @@ class TrainConfig:
                                  f"got {getattr(self, name)!r}")
         from stabdiag.train.inject import parse_events  # no torch
 
-        parse_events(self.inject)  # raises TrainError on a bad spec
+        if self.threads < 0 or self.keep_checkpoints < 0:
+            raise TrainError("threads and keep_checkpoints must be >= 0")
+        for spec, event in zip(self.inject, parse_events(self.inject), strict=True):
+            if event.step >= self.steps:  # else it would be recorded as injected but never run
+                raise TrainError(f"inject '{spec}': step {event.step} is after the run's last "
+                                 f"step ({self.steps - 1}; steps={self.steps})")
+        parse_skips(self.skip_batches)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["inject"] = list(self.inject)
+        d["skip_batches"] = list(self.skip_batches)
         return d
+
+    @classmethod
+    def from_dict(cls, saved: Mapping[str, Any], *, where: str) -> TrainConfig:
+        """A run's config.json back into a TrainConfig (keys this version lacks are refused)."""
+        unknown = sorted(set(saved) - set(_HINTS))
+        if unknown:
+            raise TrainError(f"{where}: unknown config key(s) {', '.join(unknown)}")
+        values = {k: tuple(v) if typing.get_origin(_HINTS[k]) is tuple else v
+                  for k, v in saved.items()}
+        return cls(**values)
+
+
+def parse_skips(specs: Sequence[str]) -> tuple[tuple[int, int], ...]:
+    """'A:B' strings -> sorted, non-overlapping (A, B) index ranges (inclusive)."""
+    out = []
+    for spec in specs:
+        a, sep, b = str(spec).partition(":")
+        try:
+            lo, hi = int(a), int(b if sep else a)
+        except ValueError:
+            raise TrainError(f"skip_batches '{spec}': expected A:B, two batch indices") from None
+        if lo < 0 or hi < lo:
+            raise TrainError(f"skip_batches '{spec}': expected 0 <= A <= B")
+        out.append((lo, hi))
+    out.sort()
+    for (_, b), (c, _) in zip(out, out[1:], strict=False):
+        if c <= b:
+            raise TrainError(f"skip_batches: ranges overlap at batch {c}")
+    return tuple(out)
+
+
+def derived_keys(cfg: TrainConfig) -> dict[str, Callable[[TrainConfig], Any]]:
+    """Keys cfg's preset and recipe compute from other keys (e.g. the stable recipe's warm-up,
+    10% of steps). Resume keeps a derived key's saved value when only its inputs changed."""
+    out: dict[str, Callable[[TrainConfig], Any]] = {}
+    for layer in (PRESETS.get(cfg.preset, {}), RECIPES.get(cfg.recipe, {})):
+        for key, value in layer.items():
+            if callable(value):
+                out[key] = value
+            else:
+                out.pop(key, None)
+    return out
 
 
 _HINTS: dict[str, Any] = {}  # filled below, once the class exists
@@ -309,6 +370,25 @@ def resolve(
     # e.g. the stable recipe's warmup (10% of steps) follows a `steps=` override
     values.update({key: fn(TrainConfig(**values)) for key, fn in derived.items()})
     return TrainConfig(**values)
+
+
+def resolve_overrides(base: TrainConfig, overrides: Sequence[str], *,
+                      where: str = "override") -> dict[str, Any]:
+    """`key=value` strings -> {key: typed value} on top of `base` (tuple keys accumulate onto an
+    empty tuple, as in `resolve`); unknown keys and bad values raise TrainError."""
+    values: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise TrainError(f"{where} '{item}': expected key=value")
+        if key not in _HINTS:
+            raise TrainError(f"{where} '{item}': unknown config key '{key}'{_closest(key, FIELDS)}")
+        if typing.get_origin(_HINTS[key]) is tuple:
+            values[key] = values.get(key, ()) + _coerce(key, raw, where=where)
+        else:
+            values[key] = _coerce(key, raw.strip(), where=where)
+    return values
 
 
 def replace(cfg: TrainConfig, **changes: Any) -> TrainConfig:

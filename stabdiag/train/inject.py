@@ -2,8 +2,11 @@
 
 Kinds and their parameters (defaults in brackets):
 
-- `bad_batch@S[:mode=random|repeat,byte=65]`: the batch at step S is uniformly random bytes
-  [random] or one repeated byte; a stand-in for a corrupt or degenerate document.
+- `bad_batch@S[:mode=random|repeat,byte=65,steps=1,rank=-1]`: data batch S (and the next
+  `steps - 1`) is uniformly random bytes [random] or one repeated byte; a stand-in for a corrupt
+  or degenerate document. S is a position in the data, which is the step unless batches were
+  skipped (`skip_batches`, `stabdiag branch --skip-batches`), so skipping it removes it.
+  `rank=R` corrupts only rank R's batch under torchrun (-1: every rank).
 - `lr_spike@S[:factor=10,steps=1]`: the LR is multiplied by `factor` for `steps` steps from S.
 - `grad_scale@S[:factor=1e6]`: the backward pass at step S runs on `factor * loss`, so every
   gradient is `factor` times too large; under fp16 this overflows the fp16 activations'
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 from stabdiag.errors import TrainError
 
 _PARAMS: dict[str, dict[str, float | str]] = {
-    "bad_batch": {"mode": "random", "byte": 65},
+    "bad_batch": {"mode": "random", "byte": 65, "steps": 1, "rank": -1},
     "lr_spike": {"factor": 10.0, "steps": 1},
     "grad_scale": {"factor": 1e6},
 }
@@ -95,5 +98,7 @@ def grad_factor(events: tuple[InjectEvent, ...], step: int) -> float:
     return factor
 
 
-def bad_batch(events: tuple[InjectEvent, ...], step: int) -> InjectEvent | None:
-    return next((e for e in events if e.kind == "bad_batch" and e.covers(step)), None)
+def bad_batch(events: tuple[InjectEvent, ...], index: int, rank: int = 0) -> InjectEvent | None:
+    """The bad-batch event covering data batch `index` on `rank`, if any."""
+    return next((e for e in events if e.kind == "bad_batch" and e.covers(index)
+                 and int(e.params["rank"]) in (-1, rank)), None)

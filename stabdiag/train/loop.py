@@ -11,6 +11,7 @@ metric (or per step, on CUDA).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import json
 import math
@@ -23,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -32,17 +33,32 @@ from stabdiag import table as T
 from stabdiag.atomic import write_atomic
 from stabdiag.errors import TrainError
 from stabdiag.train import checkpoint, dist, inject
-from stabdiag.train.config import TrainConfig
-from stabdiag.train.data import Corpus, corrupt_batch, get_batch, load_corpus
+from stabdiag.train.config import TrainConfig, derived_keys, parse_skips
+from stabdiag.train.data import Corpus, corrupt_batch, data_index, get_batch, load_corpus
+from stabdiag.train.health import LiveHealth
 from stabdiag.train.model import GPT
-from stabdiag.train.writers import MultiWriter, NullWriter, TensorBoardWriter, TidyWriter
+from stabdiag.train.writers import (
+    MultiWriter,
+    NullWriter,
+    TensorBoardWriter,
+    TidyWriter,
+    truncate_tidy,
+)
+
+if TYPE_CHECKING:
+    from stabdiag.train.branch import BranchPlan
 
 Progress = Callable[[int, dict[str, float]], None]
 
 # Changing these between an interrupted run and its resume does not change the trajectory.
 RESUMABLE_CHANGES = frozenset({"steps", "eval_interval", "eval_batches", "log_interval",
-                               "checkpoint_interval", "device", "out_dir", "run_name",
-                               "tensorboard", "stop_after_nonfinite", "inject"})
+                               "checkpoint_interval", "keep_checkpoints", "device", "out_dir",
+                               "run_name", "tensorboard", "stop_after_nonfinite", "inject",
+                               "threads"})
+
+PARAMS_PER_THREAD = 400_000
+"""Below this many parameters per thread, more CPU threads cost more in synchronisation than
+they gain (measured on the tiny and small presets: see benchmarks/bench_train.py)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,16 @@ class TrainResult:
     """'SIGINT' or 'SIGTERM' when an interrupt stopped the run (Ctrl-C counts as SIGINT)."""
     checkpoint: Path | None = None
     """The checkpoint a `resume` continues from (None if the run has none)."""
+    rank: int = 0
+    """This process's rank under torchrun: only rank 0 should print or analyze."""
+    note: str = ""
+    """Something the user should be told (e.g. a resume that found the run already finished)."""
+    threads: int = 0
+    """CPU threads the run used."""
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
 
     @property
     def exit_code(self) -> int:
@@ -152,6 +178,8 @@ class Probes:
                  T.OUTPUT_LOGZ]
         names += [T.GRAD_NORM_PREFIX + g for g in model.layer_groups()]
         names += [f"{T.MAX_ATTN_LOGIT}/{name}" for name in layers]
+        names += [f"{T.MAX_ATTN_LOGIT}/{name}/head{h}" for name in layers
+                  for h in range(model.cfg.n_head)]
         names += [T.ACT_RMS_PREFIX + name for name in layers]
         if fp16:
             names += [T.LOSS_SCALE, T.SKIPPED_STEP]
@@ -161,27 +189,81 @@ class Probes:
 # ----------------------------------------------------------------------------- the run
 
 
-def train(cfg: TrainConfig, *, progress: Progress | None = None, resume: bool = False) -> TrainResult:
-    """Train cfg's model, writing a run directory; Ctrl-C stops cleanly with a checkpoint."""
+def train(cfg: TrainConfig, *, progress: Progress | None = None, resume: bool = False,
+          restart: bool = False, branch: BranchPlan | None = None) -> TrainResult:
+    """Train cfg's model, writing a run directory; Ctrl-C stops cleanly with a checkpoint.
+
+    `resume` continues the run directory from its latest checkpoint (from step 0 if it was
+    stopped before its first one); `restart` discards a previous run in that directory first;
+    `branch` (see stabdiag.train.branch) starts a new run from another run's checkpoint."""
+    if sum((resume, restart, branch is not None)) > 1:
+        raise TrainError("resume, restart and branch exclude each other")
     info = dist.setup("cuda" if cfg.device == "cuda" or (
         cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
+    before = torch.get_num_threads()
     try:
-        return _train(cfg, info, progress, resume)
+        return _train(cfg, info, progress, resume, restart, branch)
     finally:
+        torch.set_num_threads(before)
         dist.teardown(info)
 
 
-def _train(cfg: TrainConfig, info: dist.DistInfo, progress: Progress | None,
-           resume: bool) -> TrainResult:
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def choose_threads(cfg: TrainConfig, num_params: int, info: dist.DistInfo,
+                   device: torch.device) -> int:
+    """CPU threads for this rank (see TrainConfig.threads). Small models lose to threading
+    overhead, and on a loaded machine spinning threads wait on each other; so one thread per
+    PARAMS_PER_THREAD parameters, within this rank's share of the cores and torch's setting."""
+    if device.type != "cpu":
+        return torch.get_num_threads()
+    if cfg.threads:
+        return cfg.threads
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size if info.enabled else 1))
+    share = max(1, available_cores() // max(1, local))
+    want = max(1, round(num_params / PARAMS_PER_THREAD))
+    return max(1, min(want, share, torch.get_num_threads()))
+
+
+def _train(cfg: TrainConfig, info: dist.DistInfo, progress: Progress | None, resume: bool,
+           restart: bool, branch: BranchPlan | None) -> TrainResult:
     device = pick_device(cfg, info)
     run_dir = run_dir_for(cfg, resume)
-    events = inject.parse_events(cfg.inject)
+    if resume:
+        cfg = _check_resume_config(run_dir, cfg)
+    events = _effective(inject.parse_events(cfg.inject), cfg)
     if info.is_main:  # preflight: fail now, not when the first checkpoint is due
         check_writable(run_dir)
     torch.manual_seed(cfg.seed)  # identical init on every rank
     model = GPT(cfg)  # on the CPU first: cheap next to loading the corpus
+    threads = choose_threads(cfg, sum(p.numel() for p in model.parameters()), info, device)
+    torch.set_num_threads(threads)
     if info.is_main:
         check_disk_space(cfg, run_dir, model)
+    ckpt_dir = run_dir / "checkpoints"
+    state: dict[str, Any] | None = None
+    meta: dict[str, Any] = {}
+    note = ""
+    if resume:
+        meta = _read_json(run_dir / "run.json")
+        if (ckpt_dir / checkpoint.LATEST).exists():
+            state = checkpoint.load(ckpt_dir, device)
+            if int(state["step"]) >= cfg.steps:  # nothing to do: leave the finished run as it is
+                return _already_finished(cfg, run_dir, meta, int(state["step"]), info, threads)
+        else:
+            note = (f"{run_dir}: no checkpoint was written before the run stopped; "
+                    "starting over from step 0")
+    elif restart:
+        _discard_run(run_dir)
+    elif (run_dir / "metrics.csv").exists():
+        raise TrainError(_taken_message(run_dir, branch is not None))
+    if branch is not None:
+        state = checkpoint.load(branch.checkpoint, device)
     model = model.to(device)
     corpus = load_corpus(cfg.data, cfg.data_max_bytes, cfg.seed)  # own RNG: init is unchanged
     optimizer = build_optimizer(model, cfg, device)
@@ -189,35 +271,48 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, progress: Progress | None,
     scaler = torch.amp.GradScaler(device.type, init_scale=cfg.loss_scale_init,
                                   growth_interval=cfg.loss_scale_growth_interval, enabled=fp16)
     start = 0
-    meta = _read_json(run_dir / "run.json") if resume else {}
+    if state is not None:
+        saved = state.get("config") or {}
+        fresh = branch is not None and any(
+            saved.get(k) != getattr(cfg, k) for k in ("precision", "loss_scale_init"))
+        start = checkpoint.restore(
+            state, model=model, optimizer=optimizer, scaler=scaler, fresh_scaler=fresh,
+            hyper={"betas": (cfg.beta1, cfg.beta2), "eps": cfg.eps,
+                   "weight_decay": (cfg.weight_decay, 0.0),
+                   "growth_interval": cfg.loss_scale_growth_interval})
     if resume:
-        _check_resume_config(run_dir, cfg)
-        start = checkpoint.restore(checkpoint.load(run_dir / "checkpoints", device),
-                                   model=model, optimizer=optimizer, scaler=scaler)
         meta.setdefault("resumed_at", []).append(start)
-    elif (run_dir / "metrics.csv").exists():
-        raise TrainError(f"{run_dir}: a run already exists there; pass resume or a new run_name")
     ddp = (torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None)
         if info.enabled else model)
 
     writer = NullWriter()
+    health = LiveHealth()
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        meta.update(_metadata(cfg, device, info, corpus, model, events))
+        _clean_stale(run_dir)
+        write_atomic(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+        if resume:  # steps a killed session logged after its checkpoint would be logged twice
+            health.add_rows(truncate_tidy(run_dir / "metrics.csv", start))
+            if start == 0:
+                for old in run_dir.glob("events.out.tfevents.*"):
+                    old.unlink()
+        if branch is not None:
+            health.add_rows(_copy_history(branch.parent_dir / "metrics.csv",
+                                          run_dir / "metrics.csv", start))
+            meta["parent"] = branch.to_dict()
+        meta.update(_metadata(cfg, device, info, corpus, model, events, threads))
         _write_json(run_dir / "run.json", meta)
         writer = MultiWriter([TidyWriter(run_dir / "metrics.csv", with_rank=info.enabled),
                               *([TensorBoardWriter(run_dir)] if cfg.tensorboard else [])])
 
     loop = _Loop(cfg, info, device, corpus, model, ddp, optimizer, scaler, events, writer,
-                 progress, run_dir)
+                 progress, run_dir, health=health, meta=meta)
     with _stop_on_signals(loop):  # covers the final save too: a SIGTERM there must not kill it
         loop.run(start)
         if info.is_main:
             if not loop.torn:  # a step cut mid-update would save a state no step produced
-                checkpoint.save(run_dir / "checkpoints", model=model, optimizer=optimizer,
-                                scaler=scaler, step=loop.step, config=cfg.to_dict())
+                loop.save_checkpoint()
             writer.close()
             meta.update(steps_done=loop.step, stop_reason=loop.stop_reason,
                         stop_signal=loop.stop_signal if loop.interrupted else None,
@@ -225,21 +320,97 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, progress: Progress | None,
                         final_val_loss=loop.last_val, finished=_now())
             _write_json(run_dir / "run.json", meta)
     stopped_by = loop.stop_signal if loop.interrupted else None
-    latest = run_dir / "checkpoints" / checkpoint.LATEST
+    latest = ckpt_dir / checkpoint.LATEST
     return TrainResult(run_dir=run_dir, steps_done=loop.step, final_loss=loop.last_loss,
                        final_val_loss=loop.last_val, interrupted=loop.interrupted,
                        stop_reason=loop.stop_reason,
                        injected=tuple(e.to_dict() for e in events),
                        stop_signal=stopped_by,
-                       checkpoint=latest if latest.exists() else None)
+                       checkpoint=latest if latest.exists() else None,
+                       rank=info.rank, note=note, threads=threads)
+
+
+def _effective(events: tuple[inject.InjectEvent, ...], cfg: TrainConfig
+               ) -> tuple[inject.InjectEvent, ...]:
+    """The events that happen: a bad batch whose every data index is skipped never does."""
+    skips = parse_skips(cfg.skip_batches)
+    if not skips:
+        return events
+    used = {data_index(s, skips) for s in range(cfg.steps)}
+    return tuple(e for e in events if e.kind != "bad_batch"
+                 or any(i in used for i in range(e.step, e.last_step + 1)))
+
+
+def _already_finished(cfg: TrainConfig, run_dir: Path, meta: dict[str, Any], done: int,
+                      info: dist.DistInfo, threads: int) -> TrainResult:
+    """`--resume` of a run whose checkpoint is at (or past) its last step: nothing is trained
+    and nothing is rewritten (run.json keeps its final losses)."""
+    def num(key: str) -> float:
+        v = meta.get(key)
+        return float(v) if isinstance(v, (int, float)) else float("nan")
+
+    return TrainResult(
+        run_dir=run_dir, steps_done=done, final_loss=num("final_loss"),
+        final_val_loss=num("final_val_loss"), interrupted=False, stop_reason="completed",
+        injected=tuple(meta.get("injected") or ()),
+        checkpoint=run_dir / "checkpoints" / checkpoint.LATEST, rank=info.rank,
+        note=f"{run_dir}: already finished at step {done} (steps={cfg.steps}); nothing to "
+             "train. Raise --steps to continue it", threads=threads)
+
+
+def _taken_message(run_dir: Path, branching: bool) -> str:
+    if branching:
+        return f"{run_dir}: a run already exists there; pick another --name"
+    ckpts = checkpoint.available(run_dir / "checkpoints")
+    how = (f"--resume continues it from step {ckpts[-1][0]}" if ckpts else
+           "it stopped before its first checkpoint, so --resume starts it over from step 0")
+    return (f"{run_dir}: a run already exists there; {how}, --restart discards it, "
+            "or give a new --name")
+
+
+def _discard_run(run_dir: Path) -> None:
+    """Remove a previous stabdiag run's files (only a directory that is one)."""
+    if not run_dir.exists():
+        return
+    if not ((run_dir / "config.json").is_file() or (run_dir / "run.json").is_file()):
+        raise TrainError(f"{run_dir}: --restart expected a stabdiag run directory (config.json, "
+                         "run.json), found neither; not deleting it")
+    for name in ("metrics.csv", "run.json", "config.json"):
+        with contextlib.suppress(FileNotFoundError):
+            (run_dir / name).unlink()
+    for old in run_dir.glob("events.out.tfevents.*"):
+        old.unlink()
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+
+
+def _clean_stale(run_dir: Path) -> None:
+    """Temp files a killed session left (a checkpoint or the tidy table half written)."""
+    for stale in [*run_dir.glob("checkpoints/*.tmp"), run_dir / "metrics.csv.tmp"]:
+        with contextlib.suppress(OSError):
+            stale.unlink()
+
+
+def _copy_history(src: Path, dst: Path, before: int) -> list[list[str]]:
+    """A branch's metrics.csv starts with its parent's rows before the branch step, so the
+    branch reads as a whole run (analysis has its history, curves start at 0)."""
+    if not src.exists():
+        return []
+    shutil.copyfile(src, dst)
+    return truncate_tidy(dst, before)
 
 
 class _Loop:
     """State of one run's loop; `run` reads top to bottom, one helper per phase."""
 
     def __init__(self, cfg, info, device, corpus, model, ddp, optimizer, scaler, events, writer,
-                 progress, run_dir) -> None:
+                 progress, run_dir, *, health: LiveHealth | None = None,
+                 meta: dict[str, Any] | None = None) -> None:
         self.cfg, self.info, self.device, self.corpus = cfg, info, device, corpus
+        self.skips = parse_skips(cfg.skip_batches)
+        self.health = health if health is not None else LiveHealth()
+        self.meta = meta if meta is not None else {}
+        pin = self.meta.get("healthy_checkpoint") or {}
+        self.pinned: int | None = pin.get("step")
         self.model, self.ddp, self.optimizer, self.scaler = model, ddp, optimizer, scaler
         self.events, self.writer, self.progress, self.run_dir = events, writer, progress, run_dir
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -247,6 +418,7 @@ class _Loop:
         index = {id(p): i for i, ps in enumerate(groups.values()) for p in ps}
         self.group_of = torch.tensor([index[id(p)] for p in self.params], device=device)  # (P,)
         self.num_groups = len(groups)
+        self.head_group = list(groups).index("head")
         self.probes = Probes.for_model(model, cfg.precision == "fp16")
         self.autocast = autocast_for(cfg, device)
         self.step = 0
@@ -276,11 +448,12 @@ class _Loop:
                     self.flush()
                 if self.step % self.cfg.eval_interval == 0 or self.step == self.cfg.steps:
                     self.evaluate()
+                    self.t_flush = time.perf_counter()  # tokens/s counts training time only
                 if (self.cfg.checkpoint_interval and self.step % self.cfg.checkpoint_interval == 0
-                        and self.info.is_main):
-                    checkpoint.save(self.run_dir / "checkpoints", model=self.model,
-                                    optimizer=self.optimizer, scaler=self.scaler,
-                                    step=self.step, config=self.cfg.to_dict())
+                        and self.step < self.cfg.steps and self.info.is_main):
+                    self.flush()
+                    self.save_checkpoint()
+                    self.t_flush = time.perf_counter()
         except KeyboardInterrupt:  # raised outside a step boundary: the step in flight is lost
             self.stop_reason = "interrupted"
             self.stop_signal = self.stop_signal or "SIGINT"
@@ -297,6 +470,28 @@ class _Loop:
     def interrupted(self) -> bool:
         return self.stop_reason == "interrupted"
 
+    def save_checkpoint(self) -> None:
+        """Save this step's checkpoint, look at the run's health, then rotate old checkpoints:
+        the last one before the first warning-or-worse finding is pinned and never rotated."""
+        ckpt_dir = self.run_dir / "checkpoints"
+        checkpoint.save(ckpt_dir, model=self.model, optimizer=self.optimizer, scaler=self.scaler,
+                        step=self.step, config=self.cfg.to_dict(),
+                        data={"next_index": data_index(self.step, self.skips),
+                              "skip_batches": list(self.cfg.skip_batches), "seed": self.cfg.seed,
+                              "batches": "a pure function of (seed, data index, rank)"})
+        trouble = self.health.check()
+        if trouble is not None and self.pinned is None:
+            before = [s for s, _ in checkpoint.available(ckpt_dir) if s < trouble.step_start]
+            if before:
+                self.pinned = before[-1]
+                self.meta["healthy_checkpoint"] = {
+                    "step": self.pinned, "path": str(checkpoint.step_file(ckpt_dir, self.pinned)),
+                    "first_finding": {"kind": trouble.kind, "severity": trouble.severity.name.lower(),
+                                      "step": trouble.step_start}}
+                _write_json(self.run_dir / "run.json", self.meta)
+        checkpoint.rotate(ckpt_dir, self.cfg.keep_checkpoints,
+                          {self.pinned} if self.pinned is not None else set())
+
     def _should_stop(self) -> bool:
         if self.info.enabled:  # all ranks must agree; only check where they sync anyway
             if self.step % self.cfg.log_interval:
@@ -308,10 +503,11 @@ class _Loop:
 
     def train_step(self, step: int) -> torch.Tensor:
         cfg = self.cfg
+        index = data_index(step, self.skips)  # the step-th batch not skipped
         x, y = get_batch(self.corpus.train, cfg.batch_size, seq_len_at(cfg, step),
-                         seed=cfg.seed, step=step, rank=self.info.rank)
-        if bad := inject.bad_batch(self.events, step):
-            x, y = corrupt_batch(x, y, bad, seed=cfg.seed, step=step)
+                         seed=cfg.seed, step=index, rank=self.info.rank)
+        if bad := inject.bad_batch(self.events, index, self.info.rank):
+            x, y = corrupt_batch(x, y, bad, seed=cfg.seed, step=index)
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         lr = lr_at(cfg, step) * inject.lr_factor(self.events, step)
         for group in self.optimizer.param_groups:
@@ -326,8 +522,15 @@ class _Loop:
         grads = [p.grad for p in self.params]
         sq = torch.stack(torch._foreach_norm(grads)).float().pow(2)  # (P,)
         grad_norm = sq.sum().sqrt()  # global L2 norm before clipping
-        layer_norms = torch.zeros(self.num_groups, device=self.device).index_add_(
-            0, self.group_of, sq).sqrt()  # (G,)
+        layer_sq = torch.zeros(self.num_groups, device=self.device).index_add_(
+            0, self.group_of, sq)  # (G,)
+        if self.model.head_grad_sq is not None:  # tied: the output projection's share
+            head_sq = self.model.head_grad_sq
+            if self.scaler.is_enabled():
+                head_sq = head_sq / self.scaler._get_scale_async().float().pow(2)
+            layer_sq[self.head_group] += head_sq
+            self.model.head_grad_sq = None
+        layer_norms = layer_sq.sqrt()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grads_with_norm_(self.params, cfg.grad_clip, grad_norm)
 
@@ -340,9 +543,9 @@ class _Loop:
         deltas = torch._foreach_sub([p.detach() for p in self.params], before)
         update_norm = torch.stack(torch._foreach_norm(deltas)).pow(2).sum().sqrt()
         param_norm = torch.stack(torch._foreach_norm(self.params)).pow(2).sum().sqrt()
-        zmax = stats["attn_logit_max"]
+        zmax = stats["attn_logit_max"]  # (L, nh)
         parts = [stats["ce"], grad_norm, update_norm / param_norm, param_norm, zmax.max(),
-                 stats["logz"], layer_norms, zmax, stats["act_rms"]]
+                 stats["logz"], layer_norms, zmax.amax(dim=1), zmax, stats["act_rms"]]
         if scale is not None:  # a drop of the scale in update() means this step was skipped
             skipped = (self.scaler._get_scale_async() < scale).float()
             parts += [scale, skipped]
@@ -367,6 +570,8 @@ class _Loop:
                 if step == self.host[-1][0]:
                     metrics[T.TOKENS_PER_S] = tokens_per_s
                 self.writer.write(step, metrics, wall, rank if self.info.enabled else None)
+                if rank == 0 and self.info.is_main:
+                    self.health.add(step, metrics)
         self.writer.flush()
         last = dict(zip(self.probes.names, rows_by_rank[self.info.rank][-1].tolist(), strict=True))
         self.last_loss = last[T.TRAIN_LOSS]
@@ -394,6 +599,8 @@ class _Loop:
         for rank, v in enumerate(dist.gather_rows(self.info, val)):
             self.writer.write(self.step - 1, {T.VAL_LOSS: float(v)}, time.time(),
                               rank if self.info.enabled else None)
+            if rank == 0 and self.info.is_main:
+                self.health.add(self.step - 1, {T.VAL_LOSS: float(v)})
         self.writer.flush()
         self.last_val = float(val)
         self._report(self.step, {T.VAL_LOSS: self.last_val})
@@ -486,8 +693,9 @@ def check_disk_space(cfg: TrainConfig, run_dir: Path, model: GPT) -> None:
 
 
 def _metadata(cfg: TrainConfig, device: torch.device, info: dist.DistInfo, corpus: Corpus,
-              model: GPT, events: tuple[inject.InjectEvent, ...]) -> dict[str, Any]:
+              model: GPT, events: tuple[inject.InjectEvent, ...], threads: int) -> dict[str, Any]:
     return {
+        "threads": threads,
         "stabdiag_version": __version__,
         "torch_version": torch.__version__,
         "python_version": sys.version.split()[0],
@@ -504,13 +712,29 @@ def _metadata(cfg: TrainConfig, device: torch.device, info: dist.DistInfo, corpu
     }
 
 
-def _check_resume_config(run_dir: Path, cfg: TrainConfig) -> None:
+def _check_resume_config(run_dir: Path, cfg: TrainConfig) -> TrainConfig:
+    """The config to resume with: cfg, with the saved value of every key the preset or recipe
+    derives (e.g. warm-up = 10% of steps) whose change only follows a resumable one (steps);
+    TrainError naming any other change."""
     saved = _read_json(run_dir / "config.json")
+    derived = derived_keys(cfg)
+    keep = {}
+    for key, fn in derived.items():
+        if key in saved and saved[key] != getattr(cfg, key):
+            try:
+                was = fn(TrainConfig.from_dict(saved, where=str(run_dir / "config.json")))
+            except TrainError:
+                continue
+            if was == saved[key] and fn(cfg) == getattr(cfg, key):
+                keep[key] = saved[key]
+    if keep:
+        cfg = dataclasses.replace(cfg, **keep)
     changed = sorted(k for k, v in cfg.to_dict().items()
                      if k in saved and saved[k] != v and k not in RESUMABLE_CHANGES)
     if changed:
         raise TrainError(f"{run_dir}: cannot resume with a different config; changed: "
                          + ", ".join(f"{k} ({saved[k]!r} -> {getattr(cfg, k)!r})" for k in changed))
+    return cfg
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -520,8 +744,20 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise TrainError(f"{path}: expected the run's JSON metadata, found it missing or damaged") from None
 
 
+def _strict(value: Any) -> Any:
+    """NaN and +-inf -> None (JSON null), recursively: run.json is strict JSON for any parser."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")  # resume reads it back
+    text = json.dumps(_strict(data), indent=2, default=str, allow_nan=False)
+    write_atomic(path, text + "\n")  # resume reads it back
 
 
 def _now() -> str:

@@ -1,9 +1,13 @@
 """A small nanoGPT-shaped decoder with the stabilizer knobs of TrainConfig, and cheap probes.
 
 With `probe=True` the forward pass also returns, as tensors (no host sync):
-- `attn_logit_max` (n_layer,): max over heads, queries and causal keys of the pre-softmax
-  logit z = q.k/sqrt(d_head) (Wortsman et al. 2023's signal for attention-logit growth). Computed
-  on the first sequence of the batch only, under no_grad, to keep it cheap;
+- `attn_logit_max` (n_layer, n_head): the signed maximum, over every sequence of the batch, every
+  query and every causal key, of the attention logit z = q.k/sqrt(d_head) before any soft-capping
+  (Wortsman et al. 2023's signal for attention-logit growth; with `softmax_cap` the model uses
+  cap*tanh(z/cap), the probe still reports z, so growth stays visible under the cap). It is
+  computed in fp32 outside autocast, with q scaled before the product, so an fp16 run's probe
+  does not overflow where the model does not; sequences are processed a few at a time
+  (`PROBE_CHUNK`), keeping a running max, so its memory stays that of a few attention maps;
 - `act_rms` (n_layer,): RMS of each block's output (the residual stream);
 - `logz`: mean log-sum-exp of the output logits (drifts when output logits diverge; PaLM z-loss).
 """
@@ -64,18 +68,36 @@ class Attention(nn.Module):
         else:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=p_drop, is_causal=True)
         y = self.out_norm(self.proj(y.transpose(1, 2).reshape(B, T, C)))
-        return y, (_max_logit(q, k, self.d_head) if probe else None)
+        return y, (max_logit(q, k, self.d_head) if probe else None)
 
 
 def _causal(T: int, device: torch.device) -> torch.Tensor:
     return torch.ones(T, T, dtype=torch.bool, device=device).tril()
 
 
+PROBE_CHUNK = 8
+"""Sequences per probe product: bounds the probe's fp32 scratch to PROBE_CHUNK attention maps."""
+
+
 @torch.no_grad()
-def _max_logit(q: torch.Tensor, k: torch.Tensor, d_head: int) -> torch.Tensor:
-    """Max pre-softmax (pre-cap) logit over heads and causal pairs of the first sequence."""
-    z = (q[0].float() @ k[0].float().transpose(-2, -1)) / math.sqrt(d_head)  # (nh, T, T)
-    return z.masked_fill(_causal(z.shape[-1], z.device).logical_not(), float("-inf")).amax()
+def max_logit(q: torch.Tensor, k: torch.Tensor, d_head: int) -> torch.Tensor:
+    """q, k (B, nh, T, hs) -> (nh,): per head, the signed max of q.k/sqrt(d_head) over the whole
+    batch and every causal (query, key) pair, before soft-capping.
+
+    fp32 outside autocast: under autocast a `.float()` operand is cast back to fp16 for the
+    matmul, and an fp16 product of healthy q and k can overflow to inf (the model's own attention
+    runs in a kernel that does not). q is scaled before the product, never the product after.
+    """
+    B, nh, T, _ = q.shape
+    mask = _causal(T, q.device).logical_not()
+    best = torch.full((nh,), float("-inf"), device=q.device)
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        for i in range(0, B, PROBE_CHUNK):
+            qs = q[i:i + PROBE_CHUNK].float() * (1.0 / math.sqrt(d_head))
+            z = qs @ k[i:i + PROBE_CHUNK].float().transpose(-2, -1)  # (b, nh, T, T)
+            z = z.masked_fill(mask, float("-inf"))
+            best = torch.maximum(best, z.amax(dim=(0, 2, 3)))
+    return best
 
 
 class MLP(nn.Module):
@@ -127,6 +149,9 @@ class GPT(nn.Module):
         if cfg.tie_embeddings:
             self.head.weight = self.wte.weight
         self.embed_scale = math.sqrt(cfg.n_embd) if cfg.scaled_embed else 1.0
+        self.head_grad_sq: torch.Tensor | None = None
+        """Tied embeddings: the squared norm of the output projection's gradient in the last
+        probed backward pass (scaled like the loss it came from)."""
         self.apply(self._init)
 
     def _init(self, m: nn.Module) -> None:
@@ -139,15 +164,25 @@ class GPT(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def layer_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Parameters by layer, for per-layer grad norms: embed, block0..N-1, head."""
+        """Parameters by layer, for per-layer grad norms: embed, block0..N-1, head.
+
+        Every parameter is in exactly one group, so the groups' squared norms add up to the
+        global one. With tied embeddings the shared matrix is counted in `embed` (its whole
+        gradient: lookup plus output projection); `head` then holds the final norm's gain and
+        the output projection's share of the shared gradient, recorded by a hook during the
+        probed forward pass (`head_grad_sq`), so `grad_norm/head` means the same with and
+        without tying.
+        """
         groups = {"embed": [*self.wte.parameters(), *self.wpe.parameters()]}
         for i, block in enumerate(self.blocks):
             groups[f"block{i}"] = list(block.parameters())
         seen = {id(p) for ps in groups.values() for p in ps}
-        head = [p for p in [*self.norm_f.parameters(), *self.head.parameters()] if id(p) not in seen]
-        if head:
-            groups["head"] = head
+        groups["head"] = [p for p in [*self.norm_f.parameters(), *self.head.parameters()]
+                          if id(p) not in seen]
         return groups
+
+    def _record_head_grad(self, grad: torch.Tensor) -> None:
+        self.head_grad_sq = grad.detach().float().pow(2).sum()
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor, *, z_loss: float = 0.0, probe: bool = False,
@@ -161,9 +196,18 @@ class GPT(nn.Module):
         for block in self.blocks:
             x, z = block(x, probe)
             if probe:
-                zmax.append(z)
+                zmax.append(z)  # (nh,)
                 rms.append(x.detach().float().pow(2).mean().sqrt())
-        logits = self.head(self.norm_f(x)).float()  # (B, T, V); fp32 for the loss
+        h = self.norm_f(x)
+        if self.cfg.tie_embeddings:
+            # A view is its own autograd node: its hook sees the output projection's share of
+            # the shared matrix's gradient, which the parameter's .grad mixes with the lookup's.
+            w = self.wte.weight.view_as(self.wte.weight)
+            if probe and w.requires_grad:
+                w.register_hook(self._record_head_grad)
+            logits = F.linear(h, w).float()  # (B, T, V); fp32 for the loss
+        else:
+            logits = self.head(h).float()
         ce = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         loss, logz = ce, None
         if z_loss > 0:  # PaLM: coef * log^2 Z keeps the softmax normalizer near 1

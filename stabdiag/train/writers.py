@@ -71,8 +71,47 @@ def _fmt(value: float) -> str:
     return repr(float(value))
 
 
+def truncate_tidy(path: Path, before: int) -> list[list[str]]:
+    """Keep only the rows of `metrics.csv` with step < `before` (a resume continues from the
+    checkpoint's step: the steps a killed session logged after it would be logged twice).
+    Streams the file and replaces it atomically; returns the kept data rows."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    kept: list[list[str]] = []
+    tmp = path.with_name(path.name + ".tmp")
+    with open(path, newline="", encoding="utf-8") as src, \
+            open(tmp, "w", newline="", encoding="utf-8") as dst:
+        reader, writer = csv.reader(src), csv.writer(dst)
+        header = next(reader, None)
+        if header is None:
+            tmp.unlink()
+            return []
+        writer.writerow(header)
+        for row in reader:
+            try:
+                if int(row[0]) >= before:
+                    continue
+            except (ValueError, IndexError):
+                continue  # a line torn by a kill: drop it
+            writer.writerow(row)
+            kept.append(row)
+    tmp.replace(path)
+    return kept
+
+
+def rank_tag(name: str, rank: int | None) -> str:
+    """The TensorBoard tag of a metric: rank 0 (and single-process runs) under the metric's
+    name, rank R under `rankR/<name>`, so ranks never share a tag (one tag holding two ranks'
+    values reads back as a run that jumps back and forth between steps)."""
+    return name if not rank else f"rank{rank}/{name}"
+
+
 class TensorBoardWriter:
-    """Scalars into `events.out.tfevents.*` in the run directory (one new file per session)."""
+    """Scalars into `events.out.tfevents.*` in the run directory (one new file per session).
+
+    Under torchrun rank 0 writes every rank's values (gathered), each rank under its own tags
+    (`rank_tag`)."""
 
     def __init__(self, log_dir: Path) -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -82,7 +121,8 @@ class TensorBoardWriter:
     def write(self, step: int, metrics: Mapping[str, float], wall_time: float,
               rank: int | None = None) -> None:
         for name, value in metrics.items():
-            self._tb.add_scalar(name, value, step, walltime=wall_time, new_style=False)
+            self._tb.add_scalar(rank_tag(name, rank), value, step, walltime=wall_time,
+                                new_style=False)
 
     def flush(self) -> None:
         self._tb.flush()
