@@ -152,14 +152,19 @@ def _critic(name: str) -> str:
 def _two_engines(text: str) -> bool:
     """Two DeepSpeed engines print into one log (RLHF actor + critic) when engine step lines come
     in pairs with the same step number but different contents (skipped count or LR). Identical
-    repeats are one line printed by several ranks."""
+    repeats are one line printed by several ranks, and a lone pair is a resume that printed the
+    same step twice: most printed steps must come in pairs."""
     prev: tuple[int, str] | None = None
+    pairs = 0
+    steps: set[int] = set()
     for m in re.finditer(r"\[Rank \d+\] (step=(\d+), skipped=\d+[^\n]*)", text):
         cur = (int(m[2]), m[1].strip())
+        steps.add(cur[0])
         if prev is not None and cur[0] == prev[0] and cur[1] != prev[1]:
-            return True
+            pairs += 1
+            cur = (-1, "")  # a third line of the same step does not pair again
         prev = cur
-    return False
+    return pairs > 0 and pairs >= 0.5 * len(steps)
 
 
 class _Engine:

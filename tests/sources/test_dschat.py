@@ -221,3 +221,14 @@ def test_real_sft_and_reward_model_logs():
         (1840, 0.6995),
     ]
     assert len(g[g["metric"] == "val/chosen_last_scores"]) == 2
+
+
+def test_one_repeated_engine_step_is_a_resume_not_a_second_engine(tmp_path):
+    lines = [_eng(10 * k, 0, 1e-5) for k in range(1, 6)]
+    lines += [_eng(50, 1, 2e-5), _ov(1024, 512)] + [_eng(10 * k, 1, 1e-5) for k in range(6, 9)]
+    p = tmp_path / "resumed.log"
+    p.write_text("\n".join(lines) + "\n")
+    [run] = deepspeed.read(p)
+    assert "engines" not in run.meta
+    assert not any(n.startswith("critic/") for n in run.names)
+    assert _series(run, "skipped_step") == [(51, 1.0)]
