@@ -154,7 +154,10 @@ class StabdiagCallback(pl.Callback):
         m = self.monitor
         if m is None or trainer.should_stop:
             return
-        if not trainer.strategy.reduce_boolean_decision(m.should_stop, all=False):
+        stop = m.should_stop
+        if trainer.world_size > 1:
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if not stop:
             return
         if m.action == "checkpoint":
             self.checkpoint_path = self._out / f"stabdiag-step{step}.ckpt"

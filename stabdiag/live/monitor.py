@@ -45,6 +45,10 @@ ACTIONS = ("warn", "stop", "checkpoint", "skip")
 FINDINGS_FILE = "stabdiag_findings.jsonl"
 
 # Keyword names of Monitor.log -> canonical metrics (DESIGN.md).
+# A full check of a short run costs ~10 ms (the detectors' fixed costs): the first scheduled one
+# waits until that fits in the budget instead of running at the first logged point.
+FIRST_CHECK_GUESS = 0.01
+
 KEYWORDS = {
     "loss": T.TRAIN_LOSS,
     "grad_norm": T.GRAD_NORM,
@@ -131,8 +135,9 @@ class Monitor:
         self._pending: list[tuple[int, str, Any]] = []  # (step, metric, tensor) not yet on the host
         self._since_check = 0
         self._t0 = time.perf_counter()
-        self._last_cost = 0.0
+        self._last_cost = FIRST_CHECK_GUESS  # a check's cost before one was measured
         self._closed = False
+        self._urgent = 0
 
     # ------------------------------------------------------------------ logging
 
@@ -201,9 +206,11 @@ class Monitor:
     def _urgent_allowed(self) -> bool:
         # An outlier or a non-finite value checks at once, unless checks already took 10x the
         # budget (a run so noisy that every few points look like spikes): then the schedule rules.
+        # The first few always run: a spike is rare, and it is what the guard is for.
+        elapsed = time.perf_counter() - self._t0
+        self._urgent += 1
         return (
-            self.check_seconds <= 10 * self.budget * (time.perf_counter() - self._t0)
-            or self.checks < 3
+            self._urgent <= 5 or self.check_seconds + self._last_cost <= 10 * self.budget * elapsed
         )
 
     def flush(self) -> Verdict:
@@ -224,8 +231,11 @@ class Monitor:
         import torch  # only reached when tensors were logged, so torch is there
 
         pend, self._pending = self._pending, []
-        # float32: every device has it (MPS has no float64); host floats stay exact below.
-        vals = torch.stack([t.reshape(()).float() for _, _, t in pend]).cpu().tolist()
+        if all(t.device.type == "cpu" for _, _, t in pend):  # no device: no sync to batch
+            vals = [float(t) for _, _, t in pend]
+        else:
+            # One transfer for all; float32: every device has it (MPS has no float64).
+            vals = torch.stack([t.reshape(()).float() for _, _, t in pend]).cpu().tolist()
         urgent = False
         for (step, metric, _), x in zip(pend, vals, strict=True):
             self.run.add_point(metric, step, x)

@@ -8,7 +8,7 @@ what keeps a live check cheap while it still sees exactly what ``analyze`` would
 
 The live verdict is the offline verdict of the data seen so far: ``Tracker.update`` runs the
 same ``run_detectors`` on the same series, and only remembers which findings it has already
-announced (keyed by run, kind, metric and starting step) so that each is reported once, and again
+announced (same run, kind and metric, overlapping steps) so that each is reported once, and again
 only if its severity rises (a spike that has not recovered yet becomes an error).
 """
 
@@ -185,9 +185,10 @@ class Event:
         return {**self.finding.to_dict(), "change": self.change}
 
 
-def key(f: Finding) -> tuple[str, str, str, int | None]:
-    """A finding's identity across updates: its evidence and end move as data arrives, not this."""
-    return (f.run, f.kind, f.metric, f.step_start)
+def _span(f: Finding) -> tuple[float, float]:
+    lo = -math.inf if f.step_start is None else f.step_start
+    hi = math.inf if f.step_end is None else f.step_end
+    return lo, max(lo, hi)
 
 
 class Tracker:
@@ -206,7 +207,8 @@ class Tracker:
         self.select, self.ignore, self.configs = select, ignore, configs
         self.findings: list[Finding] = []
         self.skipped: list[Skipped] = []
-        self._seen: dict[tuple[str, str, str, int | None], Severity] = {}
+        # (run, kind, metric) -> [lo, hi, severity] of each finding announced so far
+        self._seen: dict[tuple[str, str, str], list[list[Any]]] = {}
         self._skipped_by_run: dict[str, list[Skipped]] = {}
         self._findings_by_run: dict[str, list[Finding]] = {}
         self._order: list[str] = []
@@ -229,17 +231,30 @@ class Tracker:
         events: list[Event] = []
         for f in found:
             self._findings_by_run[f.run].append(f)
-            k = key(f)
-            before = self._seen.get(k)
-            if before is None:
-                events.append(Event(f, "new"))
-            elif f.severity > before:
-                events.append(Event(f, "escalated"))
-            if before is None or f.severity > before:
-                self._seen[k] = f.severity
+            change = self._announce(f)
+            if change is not None:
+                events.append(Event(f, change))
         self.findings = [f for r in self._order for f in self._findings_by_run[r]]
         self.skipped = [s for r in self._order for s in self._skipped_by_run[r]]
         return events
+
+    def _announce(self, f: Finding) -> str | None:
+        """ "new", "escalated" or None (already announced at this severity or higher).
+
+        A finding is the one announced before when it is of the same run, kind and metric and
+        its steps overlap that one's last known steps: evidence, end and sometimes the start
+        move as data arrives (a divergence's onset is re-estimated), the event stays the same."""
+        lo, hi = _span(f)
+        known = self._seen.setdefault((f.run, f.kind, f.metric), [])
+        for ent in known:
+            if lo <= ent[1] and ent[0] <= hi:
+                ent[0], ent[1] = lo, hi
+                if f.severity > ent[2]:
+                    ent[2] = f.severity
+                    return "escalated"
+                return None
+        known.append([lo, hi, f.severity])
+        return "new"
 
     def worst(self) -> Severity | None:
         return max((f.severity for f in self.findings), default=None)
@@ -287,13 +302,15 @@ class SpikeScreen:
 
     def _screen(self, vals: np.ndarray, n: int, metric: str) -> bool:
         x = float(vals[n - 1])
-        recent = vals[max(0, n - 1 - _SCREEN_POINTS) : n - 1]
-        recent = recent[np.isfinite(recent)]
-        if not len(recent) or not math.isfinite(x):
+        # Eight values: plain Python is several times faster than numpy calls at this size.
+        recent = [
+            v for v in vals[max(0, n - 1 - _SCREEN_POINTS) : n - 1].tolist() if math.isfinite(v)
+        ]
+        if not recent or not math.isfinite(x):
             return False
-        low = float(recent.min())
+        low = min(recent)
         if low <= 0 or x <= 0:  # not on a log scale: a new high over the recent points
-            return x > float(recent.max())
+            return x > max(recent)
         est = self._noise.get(metric)
         if est is None or abs(n - est[0]) >= 32:
             tail = vals[max(0, n - 129) : n - 1]

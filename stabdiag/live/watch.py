@@ -79,6 +79,8 @@ class Watcher:
         self.check_seconds = 0.0
         self._last_cost: dict[str, float] = {}
         self.last_data = time.monotonic()  # when new data last arrived
+        self._walked_at = -math.inf
+        self._walk_cost = 0.0
         self.points = 0
 
     # ------------------------------------------------------------------ public
@@ -86,7 +88,7 @@ class Watcher:
     def poll(self, *, final: bool = False) -> PollResult:
         t = time.perf_counter()
         res = PollResult()
-        self._discover(res)
+        self._discover(res, final)
         urgent: set[str] = set()
         for f in list(self.followers.values()):
             self._read(f, final, res, urgent)
@@ -122,7 +124,17 @@ class Watcher:
 
     # ------------------------------------------------------------------ discovery
 
-    def _discover(self, res: PollResult) -> None:
+    def _discover(self, res: PollResult, final: bool) -> None:
+        """New files under the watched paths. Walking a big tree costs, so walks are spaced to
+        stay under the budget too (a small tree is walked on every poll)."""
+        now = time.perf_counter()
+        if not final and now - self._walked_at < self._walk_cost / self.budget:
+            return
+        self._walked_at = now
+        self._discover_now(res)
+        self._walk_cost = time.perf_counter() - now
+
+    def _discover_now(self, res: PollResult) -> None:
         for root in self.paths:
             files = [root] if root.is_file() else list(sniff.walk(root)) if root.is_dir() else []
             explicit = root.is_file()
@@ -146,6 +158,8 @@ class Watcher:
             size = p.stat().st_size
         except OSError:
             return None
+        if sniff.is_skipped(p):  # checkpoints and other binaries: never opened
+            return None
         seen = self._unknown.get(p)
         if seen is not None and (seen[0] == size or seen[1] >= _RESNIFF_LIMIT):
             return None  # unchanged since it was not recognised (or given up on)
@@ -153,7 +167,7 @@ class Watcher:
         if fmt is not None and self.fmt is not None and fmt not in sniff.FAMILY[self.fmt]:
             fmt = None
         if fmt is None:
-            if explicit and size and seen is None and not sniff.is_skipped(p):
+            if explicit and size and seen is None:
                 res.warnings.append(f"{p}: not a known log format yet; watching it until it is")
             self._unknown[p] = (size, (seen[1] + 1) if seen else 1)
             return None
@@ -184,12 +198,8 @@ class Watcher:
         if fmt == sniff.HF_TRAINER_STATE:
             d = hf_trainer.output_dir(p)
             return f"dir:{d}", d.resolve().name
-        if (
-            fmt in _BY_DIR
-            or p.stem.lower() in _GENERIC
-            or fmt in sniff.TEXT_FORMATS
-            and p.stem.lower() in _TEXT_GENERIC
-        ):
+        generic = _TEXT_GENERIC if fmt in sniff.TEXT_FORMATS else _GENERIC
+        if fmt in _BY_DIR or p.stem.lower() in generic:
             return f"file:{p}", p.resolve().parent.name
         return f"file:{p}", p.stem
 
@@ -227,13 +237,11 @@ class Watcher:
 
     def _restart_run(self, f: Follower) -> None:
         """The file was rewritten: its run is rebuilt from all of its files, read again."""
-        names = {f.name} | {f.name + "/"}
-        for name in [n for n in self.runs if n == f.name or n.startswith(f.name + "/")]:
+        mine = (f.name, f.name + "/")
+        for name in [n for n in self.runs if n == f.name or n.startswith(mine[1])]:
             del self.runs[name]
         for other in self.followers.values():
-            if other is not f and any(
-                other.name == n or other.name.startswith(tuple(names)) for n in names
-            ):
+            if other is not f and (other.name == f.name or other.name.startswith(mine[1])):
                 rewind(other)
 
     def _spiky(self, run: LiveRun, before: Mapping[str, int]) -> bool:
