@@ -447,9 +447,17 @@ R_RL_PREF = Rule("rl-pref-overfit", "Stop at the best held-out preference loss",
                  "widens margins, which does not transfer.", (IPO, "TRL DPOTrainer docs"), _rl_pref_actions)
 R_RL_NONFINITE = Rule("rl-nonfinite", "Find where the non-finite value comes from", "A NaN/Inf reward or KL "
                       "poisons advantages or the KL term; RL trainers often hide it from the loss.",
-                      (HF_NAN_FILTER,), lambda f, run: [
-                          f"call the reward functions on the completions of step {f.step_start} and clip or reject "
-                          "non-finite rewards", "set logging_nan_inf_filter=False to see NaN losses as they happen"])
+                      (HF_NAN_FILTER,), lambda f, run: _rl_nonfinite_actions(f, run))
+
+
+def _rl_nonfinite_actions(f: Finding, run: RunData) -> list[str]:
+    if f.metric.startswith(("rl/reward", "rl/score", "rl/rewards/")):
+        first = (f"call the reward functions on the completions of step {f.step_start} and clip or reject "
+                 "non-finite rewards (a +inf reward zeroes its group's advantages; a NaN poisons them)")
+    else:
+        first = (f"{f.metric} went non-finite at step {f.step_start}: look for -inf log-probs (a token the "
+                 "reference or the engine gives probability 0) and for empty or fully masked completions")
+    return [first, "set logging_nan_inf_filter=False to see NaN losses as they happen"]
 
 RULES = {**RULES, "rl-kl-blowup": (R_RL_KL,), "rl-entropy-collapse": (R_RL_ENTROPY,),
          "rl-length-hacking": (R_RL_LENGTH,), "rl-zero-signal": (R_RL_ZERO,), "rl-clip-saturation": (R_RL_CLIP,),
