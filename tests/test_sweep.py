@@ -515,3 +515,41 @@ def _sweep_seeds(out: Path, corpus: Path) -> object:
     for item in [*SMALL, "steps=20", "eval_interval=10"]:
         args += ["--set", item]
     return runner.invoke(app, args)
+
+
+def _die_on_seed_1(cell, device):
+    """A worker for the pool test: seed 1 kills its process, seed 2 raises, others 'train'."""
+    if cell.seed == 1:
+        os._exit(3)
+    if cell.seed == 2:
+        raise RuntimeError("CUDA out of memory (pretend)")
+    return _cell(cell.setting, cell.lr, cell.seed, 3.0)
+
+
+@pytest.mark.slow  # spawns worker processes that import torch: ~20 s on a loaded 2-core box
+def test_a_worker_that_dies_fails_its_cell_and_its_slot_is_replaced(tmp_path):
+    from stabdiag.sweep.devices import Slot
+    from stabdiag.sweep.runner import _run_slots
+
+    spec = build_spec(
+        preset="tiny",
+        recipe="stable",
+        lrs=(1e-3,),
+        out_dir=tmp_path,
+        settings=[parse_setting("baseline")],
+        common=[],
+        seeds=5,
+    )
+    results = {}
+    _run_slots(
+        spec.cells,
+        list(range(5)),
+        [Slot("cpu", 1), Slot("cpu", 1)],
+        results.__setitem__,
+        worker=_die_on_seed_1,
+    )
+    assert sorted(results) == [0, 1, 2, 3, 4]
+    assert "worker process died" in results[1].error
+    assert results[2].error == "RuntimeError: CUDA out of memory (pretend)"
+    for i in (0, 3, 4):  # cells after the death still ran, on the replaced worker too
+        assert not results[i].failed and results[i].final_loss == 3.0

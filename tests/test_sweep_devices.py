@@ -97,3 +97,17 @@ def test_dispatcher_keeps_one_cell_per_slot_and_runs_each_cell_once(slots, cells
     assert order == list(range(cells)) and d.done  # grid order, every cell once
     with pytest.raises(ValueError):
         d.finished(0)
+
+
+def test_a_spawned_worker_can_pin_its_gpu_before_torch_is_imported():
+    """_slot_init sets CUDA_VISIBLE_DEVICES in the worker; that only works if unpickling the
+    worker's functions (importing the sweep runner) does not import torch first."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, stabdiag.sweep.runner, stabdiag.sweep.devices, stabdiag.sweep.spec; "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -15,6 +15,7 @@ same seeds and threads gives the same numbers here as under the local backend.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -211,8 +212,9 @@ class RayBackend:
                     i = refs.pop(ref)
                     done(i, self._collect(cells[i], ref))
         except KeyboardInterrupt:
-            for ref in refs:
-                ray.cancel(ref, force=True)
+            for ref in refs:  # stop the cluster's work too, not only the driver
+                with contextlib.suppress(Exception):  # already finished or gone: nothing to stop
+                    ray.cancel(ref, force=True)
             raise
         finally:
             self.close()
