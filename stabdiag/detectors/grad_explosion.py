@@ -136,8 +136,11 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         peak = float(g.values[pk])
         growth = peak / ref
         at_end = b >= len(g.values) - 1
-        msg = (f"grad norm exploded {growth:.0f}x ({st.fmt(ref)} -> {st.fmt(peak)} at step "
-               f"{int(g.steps[pk])}) from step {int(g.steps[a])}"
+        prev = np.flatnonzero(np.isfinite(g.values[:a]))
+        last_ok = (f"; the last value before it was {st.fmt(float(g.values[prev[-1]]))} at step {int(g.steps[prev[-1]])}"
+                   if prev.size else "")
+        msg = (f"grad norm exploded {growth:.0f}x to {st.fmt(peak)} at step {int(g.steps[pk])} (baseline "
+               f"{st.fmt(ref)}, the median before the onset, computed{last_ok}) from step {int(g.steps[a])}"
                + (" and was still high at the end of the log." if at_end
                   else f", staying above {cfg.factor:g}x its baseline for {st.plural(int(g.steps[b] - g.steps[a]), 'step')}."))
         out.append(finding(

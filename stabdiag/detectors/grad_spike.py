@@ -141,8 +141,9 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     frequent = n >= cfg.repeated and per_10k >= cfg.frequent_per_10k
     sev = Severity.WARNING if responded or frequent or ratios[top] >= cfg.large_ratio else Severity.INFO
     times = "once" if n == 1 else f"{n} times"
-    msg = (f"grad norm spiked {times} without sustained growth, up to {ratios[top]:.1f}x its baseline "
-           f"({st.fmt(float(base[top]))} -> {st.fmt(float(vals[top]))} at step {int(steps[top])}); "
+    msg = (f"grad norm spiked {times} without sustained growth, up to {st.fmt(float(vals[top]))} at step "
+           f"{int(steps[top])}, {ratios[top]:.1f}x its baseline {st.fmt(float(base[top]))} (median of the "
+           f"previous points, computed); "
            f"the loss {'responded' if responded else 'did not respond'}.")
     return [finding(
         CODE, KIND, run, severity=sev, metric=GRAD_NORM, step_start=int(steps[0]),

@@ -94,6 +94,7 @@ class Config:
     quick_recovery_points: int = 50
     warn_ratio: float = 2.0        # a quick recovery below 2x (llm-foundry's factor) is only info
     lasting_points: int = 3        # ... unless the loss stayed up this many log points
+    judge_tail_points: int = 10    # fewer log points after a spike: "ends before recovery could be judged"
     max_blips: int = 5             # more info-level blips than this are told as one finding
     recovery_search: int = 5000    # log points searched for recovery per event
     min_tail_points: int = 3       # points after onset needed to call "did not recover"
@@ -297,8 +298,13 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         last = ev.fragment_end if ev.fragment_end >= 0 else len(vals) - 1
         tail = last - ev.onset
         rec_steps = int(steps[ev.recovery] - steps[ev.onset]) if ev.recovery >= 0 else None
-        jump = (f"{what} jumped {ratio:.1f}x ({st.fmt(ev.baseline)} -> {st.fmt(peak_v)})" if ratio
-                else f"{what} rose {st.fmt(ev.baseline)} -> {st.fmt(peak_v)}")
+        prev = np.flatnonzero(np.isfinite(vals[:ev.onset]))
+        last_ok = (f"; the last value before it was {st.fmt(float(vals[prev[-1]]))} at step "
+                   f"{int(steps[prev[-1]])}" if prev.size else "")
+        base_txt = (f"a baseline of {st.fmt(ev.baseline)} (median of the previous {cfg.level_window} log "
+                    f"points, computed{last_ok})")
+        jump = (f"{what} jumped {ratio:.1f}x to {st.fmt(peak_v)} at step {pk} from {base_txt}" if ratio
+                else f"{what} rose to {st.fmt(peak_v)} at step {pk} from {base_txt}")
         if ev.recovery >= 0:
             quick = ev.recovery - ev.onset <= cfg.quick_recovery_points
             small = (ratio is not None and ratio < cfg.warn_ratio and not grad_hit
@@ -306,17 +312,25 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
             sev = Severity.INFO if quick and small else Severity.WARNING
             how = (f"recovered in {st.plural(rec_steps, 'step')}" if quick
                    else f"recovered only after {st.plural(rec_steps, 'step')}")
-        elif tail < cfg.min_tail_points:
+            gap_from = int(steps[ev.recovery - 1]) if ev.recovery > 0 else None
+            if gap_from is not None and steps[ev.recovery] - gap_from > cfg.fragment_gap * interval:
+                how = (f"the log has a gap after step {gap_from}; the next value, "
+                       f"{st.fmt(float(vals[ev.recovery]))} at step {int(steps[ev.recovery])}, is back at the baseline")
+        elif tail < max(cfg.min_tail_points, cfg.judge_tail_points) or ev.fragment_end >= 0:
             small = ratio is not None and ratio < cfg.warn_ratio and not grad_hit
             sev = Severity.INFO if small else Severity.WARNING
-            how = ("the log ends before recovery could be judged" if ev.fragment_end < 0 else
-                   f"its fragment of the log ends (step {int(steps[last])}) before recovery could be judged")
+            now = f" (last value {st.fmt(float(vals[last]))} at step {int(steps[last])})"
+            how = (f"the log ends {st.plural(int(steps[last] - steps[ev.onset]), 'step')} later, before recovery "
+                   f"could be judged{now}" if ev.fragment_end < 0 else
+                   f"its fragment of the log ends (step {int(steps[last])}) before recovery could be judged{now}")
         else:
             sev = Severity.ERROR
-            how = (f"did not recover (still {st.fmt(float(np.nanmedian(vals[-max(1, tail // 5):])))}"
-                   f" at the end): the run diverged from here")
-        grad_note = " with a coinciding grad-norm spike" if grad_hit else ""
-        msg = f"{jump} at step {on}{grad_note} and {how}."
+            how = (f"did not recover (median of the last {max(1, tail // 5)} log points "
+                   f"{st.fmt(float(np.nanmedian(vals[-max(1, tail // 5):])))}, computed; last value "
+                   f"{st.fmt(float(vals[last]))} at step {int(steps[last])}): the run diverged from here")
+        grad_note = ", with a coinciding grad-norm spike" if grad_hit else ""
+        onset_txt = "" if on == pk else f", rising from step {on}"
+        msg = f"{jump}{onset_txt}{grad_note}; {how}."
         out.append(finding(
             CODE, KIND, run, severity=sev, metric=metric, step_start=on,
             step_end=int(steps[ev.end]), message=msg,
