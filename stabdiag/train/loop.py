@@ -198,6 +198,7 @@ def train(cfg: TrainConfig, *, progress: Progress | None = None, resume: bool = 
     `branch` (see stabdiag.train.branch) starts a new run from another run's checkpoint."""
     if sum((resume, restart, branch is not None)) > 1:
         raise TrainError("resume, restart and branch exclude each other")
+    check_torch_version(torch.__version__)
     info = dist.setup("cuda" if cfg.device == "cuda" or (
         cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
     before = torch.get_num_threads()
@@ -206,6 +207,23 @@ def train(cfg: TrainConfig, *, progress: Progress | None = None, resume: bool = 
     finally:
         torch.set_num_threads(before)
         dist.teardown(info)
+
+
+TORCH_FLOOR = (2, 6)
+"""torch.nn.utils.clip_grads_with_norm_ arrived in 2.6 (F.rms_norm in 2.4, GradScaler(device)
+in 2.3); pyproject's `train` extra declares the same floor."""
+
+
+def check_torch_version(version: str) -> None:
+    """TrainError on a torch older than TORCH_FLOOR, rather than an AttributeError mid-step."""
+    try:
+        found = tuple(int(part) for part in version.split("+")[0].split(".")[:2])
+    except ValueError:
+        return  # a development build: let it try
+    if found < TORCH_FLOOR:
+        floor = ".".join(map(str, TORCH_FLOOR))
+        raise TrainError(f"stabdiag train needs torch>={floor}, found {version}: "
+                         f"pip install 'torch>={floor}'")
 
 
 def available_cores() -> int:

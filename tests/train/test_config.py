@@ -69,3 +69,18 @@ def test_config_and_package_import_without_torch():
     code = ("import sys; import stabdiag.train, stabdiag.train.config; "
             "stabdiag.train.resolve('tiny'); assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_torch_floor_matches_pyproject():
+    import re
+    from pathlib import Path
+
+    from stabdiag.errors import TrainError as Err
+    from stabdiag.train.loop import TORCH_FLOOR, check_torch_version
+
+    floor = ".".join(map(str, TORCH_FLOOR))
+    pyproject = (Path(__file__).parents[2] / "pyproject.toml").read_text()
+    assert re.search(rf'^train = \["torch>={re.escape(floor)}"\]', pyproject, re.M)
+    check_torch_version(floor + ".0+cpu")
+    with pytest.raises(Err, match=rf"needs torch>={re.escape(floor)}, found 2\.5\.1"):
+        check_torch_version("2.5.1")
