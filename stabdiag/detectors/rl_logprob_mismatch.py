@@ -51,10 +51,14 @@ CODE, KIND = "SD706", "rl-logprob-mismatch"
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
-    logp_diff: tuple[float, float] = (0.1, 0.5)
-    is_dev: tuple[float, float] = (0.1, 0.5)
-    rollout_kl: tuple[float, float] = (0.05, 0.5)
-    prob_diff: tuple[float, float] = (0.05, 0.2)
+    logp_diff: float = 0.1  # mean |delta log p| per token, nats: warning
+    logp_diff_error: float = 0.5
+    is_dev: float = 0.1  # |IS-ratio mean - 1|
+    is_dev_error: float = 0.5
+    rollout_kl: float = 0.05  # rollout-vs-trainer KL
+    rollout_kl_error: float = 0.5
+    prob_diff: float = 0.05  # mean |delta p|
+    prob_diff_error: float = 0.2
     min_frac: float = 0.20
 
 
@@ -86,10 +90,10 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     if not rc.is_rl(run):
         return []
     signals = {
-        rc.LOGP_DIFF: cfg.logp_diff,
-        rc.IS_MEAN: cfg.is_dev,
-        rc.ROLLOUT_KL: cfg.rollout_kl,
-        rc.PROB_DIFF: cfg.prob_diff,
+        rc.LOGP_DIFF: (cfg.logp_diff, cfg.logp_diff_error),
+        rc.IS_MEAN: (cfg.is_dev, cfg.is_dev_error),
+        rc.ROLLOUT_KL: (cfg.rollout_kl, cfg.rollout_kl_error),
+        rc.PROB_DIFF: (cfg.prob_diff, cfg.prob_diff_error),
     }
     present = {m: rc.finite(run, m) for m in signals}
     present = {m: s for m, s in present.items() if s is not None}
