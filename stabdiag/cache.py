@@ -4,9 +4,14 @@ One entry per event file (``<dir>/<sha256 of the real path>.npz``): the reader's
 (stabdiag.sources.tensorboard._Stream: decoded arrays, tags, plugin names, framing counters) plus
 the key it is valid for. Rules, in order ("never wrong beats fast"):
 
-- Hit only if the reader version (READER_VERSION and a hash of the reader's source), the plugin names known before the file (they change how a
-  file decodes) and the file's device, inode, size, mtime and ctime are all what they were. ctime
-  cannot be set back by a user, so an in-place rewrite with a restored mtime is still a miss.
+- Hit only if the reader version (READER_VERSION and a hash of the reader's source), the plugin
+  names known before the file (they change how a file decodes), the file's device, inode, size,
+  mtime and ctime, and the CRC32C of its first and last SAMPLE_BYTES are all what they were.
+  ctime cannot be set back by a user, so an in-place rewrite with a restored mtime is still a
+  miss; the content sample catches a same-size rewrite within one timestamp tick (filesystems
+  with 1-second or coarser times: ext3, FAT, HFS+).
+- An entry is checked in full before it is used (types, array lengths, codes within the tag
+  tables); anything malformed is a miss, never a crash and never trusted.
 - A file that grew, whose earlier read ended cleanly at its old size and whose first ``size``
   bytes still have the same CRC32C, is read incrementally: only the appended bytes are parsed.
 - Anything else (smaller, rewritten, unreadable or corrupt entry, other version) is a full read.
@@ -35,7 +40,8 @@ from google_crc32c import extend as _crc_extend
 from stabdiag.sources import tensorboard as tb
 
 MIN_BYTES = 1 << 20
-FORMAT = 1  # layout of an entry; part of the key together with the reader's version
+SAMPLE_BYTES = 64 * 1024
+FORMAT = 2  # layout of an entry; part of the key together with the reader's version
 
 
 def _reader_version() -> str:
@@ -83,17 +89,69 @@ def _stat_key(st: os.stat_result) -> dict[str, int]:
             "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
 
 
+def _sample(fh: Any, size: int) -> int:
+    """CRC32C of the file's first and last SAMPLE_BYTES (binds an entry to the content)."""
+    fh.seek(0)
+    crc = _crc_extend(0, fh.read(SAMPLE_BYTES))
+    fh.seek(max(0, size - SAMPLE_BYTES))
+    crc = _crc_extend(crc, fh.read(SAMPLE_BYTES))
+    fh.seek(0)
+    return crc
+
+
+_INT_KEYS = ("consumed", "framed", "records", "bad_records", "crc")
+_DTYPES = {"codes": np.int32, "steps": np.int64, "values": np.float64, "walls": np.float64,
+           "bare": np.bool_}
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _valid(meta: Any, arrays: dict[str, np.ndarray]) -> bool:
+    """Every field an entry is restored from has the type and range the reader produces."""
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT \
+            or meta.get("reader") != _reader_version():
+        return False
+    try:
+        str_map = all(isinstance(meta[k], dict) and all(isinstance(a, str) and isinstance(b, str)
+                                                         for a, b in meta[k].items())
+                      for k in ("plugins_in", "plugins_out"))
+        ok = (str_map and isinstance(meta["path"], str) and isinstance(meta["key"], dict)
+              and all(_is_int(meta["key"].get(k)) for k in ("dev", "ino", "size", "mtime_ns",
+                                                             "ctime_ns", "sample"))
+              and all(_is_int(meta[k]) for k in _INT_KEYS)
+              and all(meta[k] >= 0 for k in _INT_KEYS if k != "crc")
+              and all(isinstance(t, str) for k in ("fast_tags", "slow_tags") for t in meta[k])
+              and isinstance(meta["fast_tags"], list) and isinstance(meta["slow_tags"], list)
+              and isinstance(meta["bad_crc"], list) and all(_is_int(b) for b in meta["bad_crc"])
+              and (meta["stop"] is None or isinstance(meta["stop"], str))
+              and isinstance(meta["resync"], bool) and isinstance(meta["skipped"], list)
+              and all(isinstance(x, list) and len(x) == 3 and all(map(_is_int, x))
+                      for x in meta["skipped"]))
+    except (KeyError, TypeError, AttributeError):
+        return False
+    if not ok:
+        return False
+    n = len(arrays["codes"])
+    for k, dt in _DTYPES.items():
+        a = arrays[k]
+        if a.dtype != dt or a.ndim != 1 or len(a) != n:
+            return False
+    codes = arrays["codes"]
+    return not n or (int(codes.max()) < len(meta["fast_tags"])
+                     and int(codes.min()) >= -len(meta["slow_tags"]))
+
+
 def _load(entry: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
     try:
         with np.load(entry, allow_pickle=False) as z:
             meta = json.loads(bytes(z["meta"]).decode("utf-8"))
             arrays = {k: z[k] for k in _ARRAYS}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, UnicodeDecodeError):
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError,
+            UnicodeDecodeError, RecursionError):
         return None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT \
-            or meta.get("reader") != _reader_version():
-        return None
-    return meta, arrays
+    return (meta, arrays) if _valid(meta, arrays) else None
 
 
 def _restore(path: str, meta: dict[str, Any], arrays: dict[str, np.ndarray],
@@ -106,6 +164,8 @@ def _restore(path: str, meta: dict[str, Any], arrays: dict[str, np.ndarray],
     st.parts = [tuple(arrays[k] for k in _ARRAYS)]
     st.consumed, st.framed, st.records = meta["consumed"], meta["framed"], meta["records"]
     st.bad_crc, st.bad_records, st.stop = list(meta["bad_crc"]), meta["bad_records"], meta["stop"]
+    st.skipped = [tuple(x) for x in meta["skipped"]]
+    st.resync = bool(meta["resync"])
     return st
 
 
@@ -120,6 +180,7 @@ def _save(entry: Path, st: tb._Stream, key: dict[str, int], plugins_in: dict[str
         "fast_tags": [t.decode("latin-1") for t in st.fast_tags], "slow_tags": list(st.slow_tags),
         "consumed": st.consumed, "framed": st.framed, "records": st.records,
         "bad_crc": st.bad_crc, "bad_records": st.bad_records, "stop": st.stop,
+        "skipped": st.skipped, "resync": st.resync,
     }
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
@@ -147,14 +208,19 @@ def read_event_file(path: str | Path, plugins: MutableMapping[str, str] | None =
         if st.st_size < MIN_BYTES:
             fh.close()
             return tb.read_file(path, plugins)
-        key = _stat_key(st)
+        key = {**_stat_key(st), "sample": _sample(fh, st.st_size)}
         plugins_in = dict(plugins)
         entry = entry_path(path)
         cached = _load(entry)
         if cached is not None and (cached[0]["path"] != path or cached[0]["plugins_in"] != plugins_in):
             cached = None
         if cached is not None and cached[0]["key"] == key:
-            return _restore(path, *cached, plugins).result()
+            try:
+                return _restore(path, *cached, plugins).result()
+            except (ValueError, IndexError, TypeError, KeyError):  # never trusted past validation
+                plugins.clear()
+                plugins.update(plugins_in)
+                cached = None
         state = None
         reader = _CrcReader(fh)
         if cached is not None:

@@ -232,7 +232,39 @@ def _fast_scalars(buf: bytes, starts: np.ndarray, lens: np.ndarray):
 _BYTE_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
 
 
+LONG_TAG = 256  # tags longer than this are grouped with a dict (see _tag_codes)
+
+
 def _tag_codes(buf: bytes, tpos: np.ndarray, tlen: np.ndarray) -> tuple[np.ndarray, list[bytes]]:
+    """Codes (first-seen order) and tag bytes of every record's tag.
+
+    The vectorised grouping costs records x longest tag, so one enormous tag among many records
+    would make it quadratic: tags over LONG_TAG bytes (never a real scalar name) are grouped
+    with a dict instead, which costs their own length only, and the two sets are merged.
+    """
+    long = tlen > LONG_TAG
+    if not long.any():
+        return _short_tag_codes(buf, tpos, tlen)
+    s_idx, l_idx = np.flatnonzero(~long), np.flatnonzero(long)
+    s_codes, s_tags = _short_tag_codes(buf, tpos[s_idx], tlen[s_idx])
+    index: dict[bytes, int] = {}
+    l_codes = np.array([index.setdefault(buf[p:p + n], len(index))
+                        for p, n in zip(tpos[l_idx].tolist(), tlen[l_idx].tolist(), strict=True)],
+                       dtype=np.int64)
+    tags = s_tags + list(index)
+    # first occurrence of each code, in the full record order (codes are first-seen within a set)
+    firsts = np.concatenate([s_idx[np.unique(s_codes, return_index=True)[1]],
+                             l_idx[np.unique(l_codes, return_index=True)[1]]])
+    order = np.argsort(firsts, kind="stable")
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    codes = np.empty(len(tpos), dtype=np.int32)
+    codes[s_idx] = rank[s_codes]
+    codes[l_idx] = rank[len(s_tags) + l_codes]
+    return codes, [tags[i] for i in order]
+
+
+def _short_tag_codes(buf: bytes, tpos: np.ndarray, tlen: np.ndarray) -> tuple[np.ndarray, list[bytes]]:
     """Group records by tag bytes without a per-record Python call.
 
     Hash the tag's 8-byte words, group by hash, then check every member word-by-word against its
@@ -272,14 +304,17 @@ def _tag_codes(buf: bytes, tpos: np.ndarray, tlen: np.ndarray) -> tuple[np.ndarr
 # --------------------------------------------------------------------------- pure-Python path
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """A protobuf varint: at most 10 bytes (64 bits). Longer is damage, not a bigger number: an
+    unbounded loop over a record of 0xFF bytes would be quadratic in the record size."""
     result = shift = 0
-    while True:
+    while shift < 70:
         b = buf[pos]
         pos += 1
         result |= (b & 0x7F) << shift
         if b < 0x80:
             return result, pos
         shift += 7
+    raise ValueError(f"varint longer than 10 bytes at byte {pos - 10}")
 
 
 def _fields(buf: bytes, start: int, end: int):
@@ -288,6 +323,8 @@ def _fields(buf: bytes, start: int, end: int):
     while pos < end:
         key, pos = _varint(buf, pos)
         field, wire = key >> 3, key & 7
+        if field == 0:  # invalid in protobuf: damage, not a field to skip byte by byte
+            raise ValueError("field number 0")
         if wire == 0:
             v, pos = _varint(buf, pos)
             yield field, wire, v
@@ -357,15 +394,23 @@ def _tensor_scalar(buf: bytes, s: int, e: int) -> float | None:
             halves += [v] if w == 0 else _packed(buf, v, w, "varint")
     if n_elems != 1:
         return None
-    if dtype == _DT_BFLOAT16:
-        bits = ([int.from_bytes(buf[content[0]:content[1]], "little")] if content else halves)
-        return float(np.array([b << 16 for b in bits[:1]], dtype="<u4").view("<f4")[0]) if bits else None
+    if dtype == _DT_BFLOAT16:  # two bytes (content) or a 16-bit half_val; anything else is damage
+        if content is not None:
+            bits = [int.from_bytes(buf[content[0]:content[1]], "little")] \
+                if content[1] - content[0] == 2 else []
+        else:
+            bits = halves[:1]
+        if not bits or not 0 <= bits[0] <= 0xFFFF:
+            return None
+        return float(np.array([bits[0] << 16], dtype="<u4").view("<f4")[0])
     if content is not None:
         dt = _DTYPES.get(dtype)
         if dt is None or content[1] - content[0] != dt.itemsize:
             return None
         return float(np.frombuffer(buf[content[0]:content[1]], dtype=dt)[0])
     if dtype == _DT_HALF and halves:
+        if not 0 <= halves[0] <= 0xFFFF:
+            return None
         return float(np.array(halves[:1], dtype="<u2").view("<f2")[0])
     if vals:
         return float(vals[0])
@@ -396,7 +441,7 @@ def _decode_event(buf: bytes, s: int, e: int, plugins: MutableMapping[str, str])
         tag, simple, tensor, plugin = "", None, None, None
         for f2, w2, v2 in _fields(buf, *v):
             if f2 == 1 and w2 == 2:
-                tag = buf[v2[0]:v2[1]].decode("utf-8", "replace")
+                tag = buf[v2[0]:v2[1]].decode("utf-8", "surrogateescape")
             elif f2 == 2 and w2 == 5:
                 simple = _F32(buf, v2[0])[0]
             elif f2 == 8 and w2 == 2:
@@ -489,6 +534,31 @@ def _frame_fast(buf: bytes, end: int) -> tuple[np.ndarray, int] | None:
     return cand, int(nxt[-1])
 
 
+def find_header(buf: bytes, start: int, base: int, size: int) -> int | None:
+    """The first offset >= ``start`` in ``buf`` that holds a plausible record header: a length
+    under 4 GiB whose masked CRC matches and that fits in the file (``base`` is buf's offset in
+    a file of ``size`` bytes). Vectorised, a window at a time."""
+    end = len(buf) - 11
+    window = 1 << 20
+    for lo in range(start, max(end, start), window):
+        hi = min(lo + window, end)
+        pos = np.arange(lo, hi, dtype=np.int64)
+        high = np.ndarray((len(buf) - 7,), dtype="<u4", buffer=buf, offset=4, strides=(1,))
+        pos = pos[high[pos] == 0]
+        if not len(pos):
+            continue
+        a = np.frombuffer(buf, dtype=np.uint8)
+        u32 = np.ndarray((len(buf) - 3,), dtype="<u4", buffer=buf, strides=(1,))
+        pos = pos[_np_masked_crc8(a, pos) == u32[pos + 8]]
+        if not len(pos):
+            continue
+        lens = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))[pos]
+        pos = pos[base + pos + lens.astype(np.int64) + 16 <= size]
+        if len(pos):
+            return int(pos[0])
+    return None
+
+
 class _Stream:
     """Resumable state of reading one event file: feed it bytes in order, then ``result()``.
 
@@ -509,6 +579,8 @@ class _Stream:
         self.bad_crc: list[int] = []
         self.bad_records = 0
         self.stop: str | None = None  # framing stopped for good (length CRC, truncation)
+        self.resync = False      # looking for the next valid header after an impossible length
+        self.skipped: list[tuple[int, int, int]] = []  # (offset, bytes skipped, bad length)
 
     # -- framing
     def _walk(self, buf: bytes, base: int, eof: bool, size: int) -> tuple[list[int], int]:
@@ -521,11 +593,22 @@ class _Stream:
                              f"stopped reading, {size - base - off} bytes after it ignored")
                 return offs, off
             n = _U64(buf, off)[0]
+            if base + off + n + 16 > size:  # longer than the file: a damaged header (R2)
+                nxt = find_header(buf, off + 1, base, size)
+                if nxt is None and eof:  # nothing valid after it: a record cut off at the end
+                    self.stop = self._truncated(base + off, n, size, len(offs))
+                    return offs, off
+                if nxt is None:
+                    used = max(off, end - 11)
+                    self.skipped.append((base + off, used - off, n))
+                    self.resync = True  # go on looking in the next chunk
+                    return offs, used
+                self.skipped.append((base + off, nxt - off, n))
+                off = nxt
+                continue
             if off + n + 16 > end:
                 if eof:
-                    self.stop = (f"{self.path}: truncated record at byte {base + off} (needs "
-                                 f"{n + 16} bytes, {size - base - off} left); kept the "
-                                 f"{self.framed + len(offs)} records before it")
+                    self.stop = self._truncated(base + off, n, size, len(offs))
                 return offs, off
             offs.append(off)
             off += n + 16
@@ -535,11 +618,34 @@ class _Stream:
                          f"records before it")
         return offs, off
 
+    def _truncated(self, at: int, n: int, size: int, new: int) -> str:
+        return (f"{self.path}: truncated record at byte {at} (needs {n + 16} bytes, {size - at} "
+                f"left); kept the {self.framed + new} records before it")
+
     def feed(self, buf: bytes, eof: bool, size: int) -> int:
         """Read the whole records at the start of ``buf`` (which starts at file offset
         ``self.consumed``); returns how many bytes were used. At ``eof`` a partial tail is damage."""
         if self.stop is not None:
             return len(buf)
+        if self.resync:  # skip to the next valid header (see _walk)
+            nxt = find_header(buf, 0, self.consumed, size)
+            if nxt is None and eof:  # no valid header after it: it was a cut-off last record
+                off0, _, bad = self.skipped.pop()
+                self.stop = self._truncated(off0, bad, size, 0)
+                self.resync = False
+                self.consumed += len(buf)
+                return len(buf)
+            if nxt is None:
+                used = max(0, len(buf) - 11)
+                off0, n0, bad = self.skipped[-1]
+                self.skipped[-1] = (off0, n0 + used, bad)
+                self.consumed += used
+                return used
+            off0, n0, bad = self.skipped[-1]
+            self.skipped[-1] = (off0, n0 + nxt, bad)
+            self.resync = False
+            self.consumed += nxt
+            return nxt + self.feed(buf[nxt:], eof, size)
         fast = _frame_fast(buf, len(buf))
         if fast is not None and (not eof or fast[1] == len(buf)):
             heads, used = fast
@@ -570,13 +676,13 @@ class _Stream:
             s = int(starts[r])
             try:
                 got = list(_decode_event(buf, s, s + int(lens[r]), self.plugins))
-            except (ValueError, IndexError, struct.error):
+            except (ValueError, IndexError, OverflowError, struct.error):
                 self.bad_records += 1
                 continue
             slow += got
             slow_rec += [r] * len(got)
         if slow:
-            fast_code = {t.decode("utf-8", "replace"): c for t, c in self.fast_tags.items()}
+            fast_code = {t.decode("utf-8", "surrogateescape"): c for t, c in self.fast_tags.items()}
             scodes = [fast_code[t] if t in fast_code
                       else -1 - self.slow_tags.setdefault(t, len(self.slow_tags))
                       for t, _, _, _ in slow]
@@ -604,6 +710,12 @@ class _Stream:
                 np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0), np.zeros(0),
                 np.zeros(0, bool))
         warnings = [self.stop] if self.stop else []
+        for off, n, bad in self.skipped[:5]:
+            warnings.append(f"{self.path}: impossible record length {bad} at byte {off} (the file "
+                            f"is shorter); skipped {n} bytes to the next valid record header")
+        if len(self.skipped) > 5:
+            warnings.append(f"{self.path}: {len(self.skipped) - 5} more damaged record headers "
+                            "skipped")
         if self.bad_crc:
             bad = self.bad_crc
             where = ", ".join(str(b) for b in bad[:5])
@@ -613,7 +725,8 @@ class _Stream:
         if self.bad_records:
             warnings.append(f"{self.path}: {self.bad_records} record(s) could not be decoded as "
                             "Event; skipped")
-        tags = [t.decode("utf-8", "replace") for t in self.fast_tags]
+        # surrogateescape: distinct tag bytes stay distinct strings (load() escapes them for output)
+        tags = [t.decode("utf-8", "surrogateescape") for t in self.fast_tags]
         # A tensor without metadata is a scalar unless its tag's first event named another plugin.
         other = [self.plugins.get(t, SCALAR_PLUGIN) != SCALAR_PLUGIN for t in tags]
         if bare.any() and any(other):
@@ -622,8 +735,10 @@ class _Stream:
         tag_code = {t: i for i, t in enumerate(tags)}
         slow_final = np.array([tag_code.setdefault(t, len(tag_code)) for t in self.slow_tags],
                               dtype=np.int32)
-        if len(slow_final) and (codes < 0).any():
-            codes = np.where(codes >= 0, codes, slow_final[np.minimum(-1 - codes, len(slow_final) - 1)])
+        neg = codes < 0
+        if len(slow_final) and neg.any():  # only the slow codes are looked up (C1: np.where
+            codes = codes.copy()            # indexed slow_final with every fast code too)
+            codes[neg] = slow_final[-1 - codes[neg]]
         return Scalars(tuple(tag_code), codes.astype(np.int32, copy=False), steps, values, walls,
                        tuple(warnings), self.records)
 

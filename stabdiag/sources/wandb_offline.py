@@ -48,7 +48,7 @@ def looks_like(path: Path, head: str) -> bool:
 
 def _varint(b: bytes, i: int) -> tuple[int, int]:
     result = shift = 0
-    while True:
+    while shift < 70:  # at most 10 bytes: a run of 0xFF is damage, not a huge number
         if i >= len(b):
             raise ValueError("truncated varint")
         x = b[i]
@@ -57,6 +57,7 @@ def _varint(b: bytes, i: int) -> tuple[int, int]:
         shift += 7
         if x < 0x80:
             return result, i
+    raise ValueError("varint longer than 10 bytes")
 
 
 def fields(b: bytes) -> list[tuple[int, int | bytes]]:
@@ -66,6 +67,8 @@ def fields(b: bytes) -> list[tuple[int, int | bytes]]:
     while i < len(b):
         key, i = _varint(b, i)
         num, wire = key >> 3, key & 7
+        if num == 0:  # invalid in protobuf: damage (and a run of zero bytes would loop per byte)
+            raise ValueError("field number 0")
         if wire == 0:
             v, i = _varint(b, i)
             out.append((num, v))
@@ -85,7 +88,7 @@ def fields(b: bytes) -> list[tuple[int, int | bytes]]:
 def records(data: bytes) -> tuple[list[bytes], str | None]:
     """Payloads of the LevelDB-log framing, and why reading stopped early (None if it did not)."""
     out: list[bytes] = []
-    pos, partial = _HEADER, b""
+    pos, partial = _HEADER, []  # pieces of a multi-block record, joined once (linear)
     while pos < len(data):
         left = _BLOCK - pos % _BLOCK
         if left < 7:
@@ -106,12 +109,13 @@ def records(data: bytes) -> tuple[list[bytes], str | None]:
         if kind == 1:
             out.append(payload)
         elif kind == 2:
-            partial = payload
+            partial = [payload]
         elif kind == 3:
-            partial += payload
+            partial.append(payload)
         elif kind == 4:
-            out.append(partial + payload)
-            partial = b""
+            partial.append(payload)
+            out.append(b"".join(partial))
+            partial = []
     if partial:
         return out, "file ends in the middle of a multi-block record"
     return out, None
@@ -130,6 +134,49 @@ def _text(v: int | bytes) -> str:
     return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
 
+def _read_record(index: int, payload: bytes, rows: list[tuple[int, str, float]],
+                 wall: list[float], meta: dict) -> int:
+    """Add one record's rows (all or none: a damaged nested field raises ValueError before
+    anything is added, so one bad field costs its record, never the run). Returns 0."""
+    new_rows: list[tuple[int, str, float]] = []
+    new_wall: list[float] = []
+    for num, val in fields(payload):
+        if num == 17 and isinstance(val, bytes):
+            run = {n: _text(v) for n, v in fields(val) if n in (1, 3, 8)}
+            meta.update({"run_id": run.get(1, ""), "project": run.get(3, ""),
+                         "display_name": run.get(8, "")})
+        if num != 2 or not isinstance(val, bytes):
+            continue
+        items: dict[str, float] = {}
+        step_num: int | None = None
+        for n, v in fields(val):
+            if n == 2 and isinstance(v, bytes):
+                step_num = next((int(s) for k, s in fields(v) if k == 1 and isinstance(s, int)),
+                                None)
+            if n != 1 or not isinstance(v, bytes):
+                continue
+            parts = dict((k, s) for k, s in fields(v) if k in (1, 16))
+            nested = [_text(s) for k, s in fields(v) if k == 2]
+            key = "/".join(nested) if nested else _text(parts.get(1, b""))
+            try:
+                value = parse_number(json.loads(_text(parts.get(16, b"null"))))
+            except (ValueError, OverflowError, RecursionError):  # bad JSON, huge ints
+                continue
+            if isinstance(value, float):
+                items[key] = value
+        step_v = items.get("_step")
+        step = int(step_v) if step_v is not None and math.isfinite(step_v) else \
+            (step_num if step_num is not None else index)
+        ts = items.get("_timestamp", math.nan)
+        for key, value in items.items():
+            if key not in _INTERNAL:
+                new_rows.append((step, key, value))
+                new_wall.append(ts)
+    rows += new_rows
+    wall += new_wall
+    return 0
+
+
 def read_file(file: Path) -> RawRun:
     data = file.read_bytes()
     if not data.startswith(MAGIC):
@@ -141,42 +188,9 @@ def read_file(file: Path) -> RawRun:
     bad = 0
     for index, payload in enumerate(payloads):
         try:
-            top = fields(payload)
-        except ValueError:
+            bad += _read_record(index, payload, rows, wall, meta)
+        except ValueError:  # a damaged record (or nested field) costs that record only
             bad += 1
-            continue
-        for num, val in top:
-            if num == 17 and isinstance(val, bytes):
-                run = {n: _text(v) for n, v in fields(val) if n in (1, 3, 8)}
-                meta.update({"run_id": run.get(1, ""), "project": run.get(3, ""),
-                             "display_name": run.get(8, "")})
-            if num != 2 or not isinstance(val, bytes):
-                continue
-            items: dict[str, float] = {}
-            step_num: int | None = None
-            for n, v in fields(val):
-                if n == 2 and isinstance(v, bytes):
-                    step_num = next((int(s) for k, s in fields(v) if k == 1 and isinstance(s, int)),
-                                    None)
-                if n != 1 or not isinstance(v, bytes):
-                    continue
-                parts = dict((k, s) for k, s in fields(v) if k in (1, 16))
-                nested = [_text(s) for k, s in fields(v) if k == 2]
-                key = "/".join(nested) if nested else _text(parts.get(1, b""))
-                try:
-                    value = parse_number(json.loads(_text(parts.get(16, b"null"))))
-                except (ValueError, OverflowError, RecursionError):  # bad JSON, huge ints
-                    continue
-                if isinstance(value, float):
-                    items[key] = value
-            step_v = items.get("_step")
-            step = int(step_v) if step_v is not None and math.isfinite(step_v) else \
-                (step_num if step_num is not None else index)
-            ts = items.get("_timestamp", math.nan)
-            for key, value in items.items():
-                if key not in _INTERNAL:
-                    rows.append((step, key, value))
-                    wall.append(ts)
     warnings = []
     if stopped:
         last = rows[-1][0] if rows else None

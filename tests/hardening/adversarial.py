@@ -155,7 +155,15 @@ def wandb_ff_record(d: Path, n: int = 1 << 20) -> Path:
 
 def wandb_split_record(d: Path, n: int = 24 << 20) -> Path:
     """D3: one huge record split over many blocks (FIRST, MIDDLE..., LAST)."""
-    return wandb_file(d, [wandb_history(0, {"loss": 1.0}), _ld(30, b"\x00" * n)])
+    return wandb_file(
+        d,
+        [
+            wandb_history(0, {"loss": 1.0}),
+            _ld(15, b"\x00" * n),
+            b"\x00" * n,
+            wandb_history(1, {"loss": 0.5}),
+        ],
+    )
 
 
 def wandb_damaged_field(d: Path) -> Path:
