@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from stabdiag.detectors import (
     attention_logit_growth,
     divergence,
@@ -101,7 +103,13 @@ def run_detectors(
     for run in runs:
         for det in dets:
             cfg = configs.get(det.kind)
-            res = det.check(run) if cfg is None else det.check(run, cfg)
+            try:  # one detector failing on odd data must not take the report down (issue 13 C7)
+                with np.errstate(all="ignore"):  # overflow in a statistic is not the user's news
+                    res = det.check(run) if cfg is None else det.check(run, cfg)
+            except Exception as exc:  # noqa: BLE001 - becomes that detector's "not checked"
+                res = Skipped(code=det.code, kind=det.kind, run=run.name,
+                              reason=f"detector error on this run's data ({type(exc).__name__}: "
+                              f"{str(exc)[:160]})")
             if isinstance(res, Skipped):
                 skipped.append(res)
             else:
