@@ -7,7 +7,8 @@
 overhead: a tiny HF Trainer run (1-layer GPT-2, 32 wide) and a tiny Lightning run (bigram
 model) on one CPU thread, with and without StabdiagCallback, rounds alternating the order so
 drift in a shared machine's load hits both alike. Step time = median interval between
-consecutive step-end hooks (setup excluded). Also the callback's own time per step (its hooks
+consecutive step-end hooks (setup excluded), in CPU time of the training thread (wall time is
+mostly the neighbours' load on a shared machine; --wall for wall time). Also the callback's own time per step (its hooks
 timed directly), which is the noise-free number; logging every step is the worst case.
 
 watch: a CSV of N steps already written, then 100 more lines appended per poll: the poll's wall
@@ -31,6 +32,9 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "live"))
 
+# CPU time of this thread (torch runs ops in it with one thread): on a shared, overloaded machine
+# wall time mostly measures the neighbours. --wall switches to wall time.
+CLOCK = time.thread_time
 RESULTS = Path(__file__).resolve().parent / "results" / "live.json"
 
 
@@ -41,11 +45,11 @@ def _timed(cb, hooks):
         fn = getattr(cb, name)
 
         def wrap(*a, _fn=fn, **k):
-            t = time.perf_counter()
+            t = CLOCK()
             try:
                 return _fn(*a, **k)
             finally:
-                cb._self += time.perf_counter() - t
+                cb._self += CLOCK() - t
 
         setattr(cb, name, wrap)
     return cb
@@ -61,13 +65,21 @@ def _hf_run(steps: int, with_cb: bool) -> tuple[float, float]:
 
     class StepTimer(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
-            stamps.append(time.perf_counter())
+            stamps.append(CLOCK())
 
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
-            output_dir=out, max_steps=steps, per_device_train_batch_size=BATCH,
-            learning_rate=3e-3, logging_steps=1, save_strategy="no", report_to="none",
-            use_cpu=True, disable_tqdm=True, seed=0)
+            output_dir=out,
+            max_steps=steps,
+            per_device_train_batch_size=BATCH,
+            learning_rate=3e-3,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            use_cpu=True,
+            disable_tqdm=True,
+            seed=0,
+        )
         cbs = [StepTimer()]
         cb = None
         if with_cb:
@@ -89,7 +101,7 @@ def _pl_run(steps: int, with_cb: bool) -> tuple[float, float]:
 
     class StepTimer(pl.Callback):
         def on_train_batch_end(self, *a, **k):
-            stamps.append(time.perf_counter())
+            stamps.append(CLOCK())
 
     class Module(pl.LightningModule):
         def __init__(self):
@@ -112,9 +124,18 @@ def _pl_run(steps: int, with_cb: bool) -> tuple[float, float]:
         if with_cb:
             cb = _timed(StabdiagCallback(findings_dir=out), ["on_train_batch_end"])
             cbs.append(cb)
-        pl.Trainer(max_steps=steps, accelerator="cpu", devices=1, callbacks=cbs, default_root_dir=out,
-                   log_every_n_steps=1, enable_progress_bar=False, enable_model_summary=False,
-                   enable_checkpointing=False, logger=pl.loggers.CSVLogger(out)).fit(Module(), loader)
+        pl.Trainer(
+            max_steps=steps,
+            accelerator="cpu",
+            devices=1,
+            callbacks=cbs,
+            default_root_dir=out,
+            log_every_n_steps=1,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            logger=pl.loggers.CSVLogger(out),
+        ).fit(Module(), loader)
     d = [b - a for a, b in zip(stamps[10:], stamps[11:], strict=False)]
     return statistics.median(d), (cb._self / steps if cb else 0.0)
 
@@ -135,12 +156,21 @@ def overhead(steps: int, rounds: int) -> dict:
                 if w:
                     selfs.append(own)
         b, c, s = statistics.median(base), statistics.median(withc), statistics.median(selfs)
-        out[name] = {"steps": steps, "rounds": rounds, "step_ms_without": b * 1e3,
-                     "step_ms_with": c * 1e3, "paired_overhead_pct": (c / b - 1) * 100,
-                     "callback_ms_per_step": s * 1e3, "callback_pct_of_step": s / b * 100}
-        print(f"{name}: step {b * 1e3:.2f} ms without, {c * 1e3:.2f} ms with "
-              f"({(c / b - 1) * 100:+.1f} % paired); callback itself {s * 1e6:.0f} us/step "
-              f"= {s / b * 100:.2f} % of a step", flush=True)
+        out[name] = {
+            "steps": steps,
+            "rounds": rounds,
+            "step_ms_without": b * 1e3,
+            "step_ms_with": c * 1e3,
+            "paired_overhead_pct": (c / b - 1) * 100,
+            "callback_ms_per_step": s * 1e3,
+            "callback_pct_of_step": s / b * 100,
+        }
+        print(
+            f"{name}: step {b * 1e3:.2f} ms without, {c * 1e3:.2f} ms with "
+            f"({(c / b - 1) * 100:+.1f} % paired); callback itself {s * 1e6:.0f} us/step "
+            f"= {s / b * 100:.2f} % of a step",
+            flush=True,
+        )
     return out
 
 
@@ -155,11 +185,13 @@ def watch(sizes: list[int]) -> dict:
         with tempfile.TemporaryDirectory() as d:
             p = Path(d) / "train.csv"
 
-            def lines(a, b):
+            def lines(a, b, n=n):
                 s = np.arange(a, b)
                 loss = 3 * np.exp(-s / (n / 3)) + 1 + 0.02 * rng.standard_normal(len(s))
                 gn = 1 + 0.1 * rng.standard_normal(len(s))
-                return "".join(f"{i},{x:.6f},{g:.5f},0.0003\n" for i, x, g in zip(s, loss, gn, strict=True))
+                return "".join(
+                    f"{i},{x:.6f},{g:.5f},0.0003\n" for i, x, g in zip(s, loss, gn, strict=True)
+                )
 
             p.write_text("step,loss,grad_norm,lr\n" + lines(0, n))
             w = Watcher([p], budget=1e-9)  # the schedule never fires: only reading is timed
@@ -180,11 +212,17 @@ def watch(sizes: list[int]) -> dict:
             w.tracker.update([run.run_data()])
             full = time.perf_counter() - t
             w.close()
-        out[str(n)] = {"backlog_read_s": first, "poll_100_lines_ms": statistics.median(polls) * 1e3,
-                       "full_check_s": full}
-        print(f"N={n:>9,}: first poll (backlog) {first:.2f} s; poll of 100 new lines "
-              f"{statistics.median(polls) * 1e3:.1f} ms (median of 20); one full detector pass "
-              f"{full * 1e3:.0f} ms", flush=True)
+        out[str(n)] = {
+            "backlog_read_s": first,
+            "poll_100_lines_ms": statistics.median(polls) * 1e3,
+            "full_check_s": full,
+        }
+        print(
+            f"N={n:>9,}: first poll (backlog) {first:.2f} s; poll of 100 new lines "
+            f"{statistics.median(polls) * 1e3:.1f} ms (median of 20); one full detector pass "
+            f"{full * 1e3:.0f} ms",
+            flush=True,
+        )
     return out
 
 
@@ -206,26 +244,44 @@ def monitor(calls: int) -> dict:
             per = (time.perf_counter() - t) / calls
             key = f"noise{noise}_{action}"
             out[key] = {"us_per_call": per * 1e6, "checks": m.checks, "check_s": m.check_seconds}
-            print(f"Monitor.log ({action}, loss noise {noise:.0%}): {per * 1e6:.0f} us/call over "
-                  f"{calls:,} calls, {m.checks} full checks ({m.check_seconds:.2f} s)", flush=True)
+            print(
+                f"Monitor.log ({action}, loss noise {noise:.0%}): {per * 1e6:.0f} us/call over "
+                f"{calls:,} calls, {m.checks} full checks ({m.check_seconds:.2f} s)",
+                flush=True,
+            )
     return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="what", required=True)
     o = sub.add_parser("overhead")
     o.add_argument("--steps", type=int, default=300)
     o.add_argument("--rounds", type=int, default=5)
+    o.add_argument("--wall", action="store_true", help="wall time instead of thread CPU time")
     w = sub.add_parser("watch")
     w.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     m = sub.add_parser("monitor")
     m.add_argument("--calls", type=int, default=20_000)
     a = ap.parse_args()
-    res = (overhead(a.steps, a.rounds) if a.what == "overhead" else watch(a.sizes) if a.what == "watch"
-           else monitor(a.calls))
+    if getattr(a, "wall", False):
+        global CLOCK
+        CLOCK = time.perf_counter
+    res = (
+        overhead(a.steps, a.rounds)
+        if a.what == "overhead"
+        else watch(a.sizes)
+        if a.what == "watch"
+        else monitor(a.calls)
+    )
     data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    data[a.what] = {"results": res, "load_avg": os.getloadavg()[0], "when": time.strftime("%Y-%m-%d %H:%M")}
+    data[a.what] = {
+        "results": res,
+        "load_avg": os.getloadavg()[0],
+        "when": time.strftime("%Y-%m-%d %H:%M"),
+    }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(data, indent=2) + "\n")
 

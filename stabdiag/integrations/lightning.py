@@ -84,6 +84,9 @@ class StabdiagCallback(pl.Callback):
         )
         if not writer:
             self.monitor.on_finding = None
+        self._ranks = trainer.world_size
+        self._flushes = 0
+        self._has_logged = False  # whether the module logs a grad norm / loss scale we read
 
     def on_train_batch_end(
         self,
@@ -134,10 +137,15 @@ class StabdiagCallback(pl.Callback):
         """Grad norm / loss scale the module logged, and the AMP scaler's scale (tensors: kept
         pending until this interval's single flush)."""
         extra = {}
-        for k, v in trainer.callback_metrics.items():
-            c = self._canonical(k)
-            if c in _FROM_LOGGED:
-                extra[c] = v
+        self._flushes += 1
+        # Looking through the logged metrics costs a little; without a grad norm among them,
+        # look again only every 50 intervals (a module may start logging one later).
+        if self._has_logged or self._flushes % 50 == 1:
+            for k, v in trainer.callback_metrics.items():
+                c = self._canonical(k)
+                if c in _FROM_LOGGED:
+                    extra[c] = v
+            self._has_logged = bool(extra)
         scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
         if (
             scaler is not None
@@ -152,10 +160,10 @@ class StabdiagCallback(pl.Callback):
         """Stop (after saving) when the monitor says so; called at logging intervals only, since
         under DDP the decision is agreed across ranks (a collective) so that all ranks stop."""
         m = self.monitor
-        if m is None or trainer.should_stop:
+        if m is None or (not m.should_stop and self._ranks == 1) or trainer.should_stop:
             return
         stop = m.should_stop
-        if trainer.world_size > 1:
+        if self._ranks > 1:
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if not stop:
             return

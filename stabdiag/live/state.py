@@ -15,6 +15,8 @@ only if its severity rises (a spike that has not recovered yet becomes an error)
 from __future__ import annotations
 
 import math
+import statistics
+from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -263,7 +265,7 @@ class Tracker:
 _SCREEN_POINTS = 8
 # Screen ratios below the finders' min_ratio (1.2 loss, 3 grad norm): the corrected baseline can
 # sit a little under the recent minimum on a falling curve.
-_SCREEN_RATIO = {T.TRAIN_LOSS: 1.15, T.GRAD_NORM: 2.0}
+_LOG_RATIO = {T.TRAIN_LOSS: math.log(1.15), T.GRAD_NORM: math.log(2.0)}
 # The grad-norm outlier rule of grad-spike (its thresholds), applied with loss-spike's event finder
 # to the newest point: grad-spike itself waits for the next point to call a spike isolated.
 _GRAD_EVENTS = loss_spike.Config(
@@ -277,44 +279,66 @@ _GRAD_EVENTS = loss_spike.Config(
 SCREENED = (T.TRAIN_LOSS, T.GRAD_NORM)
 
 
+class _Track:
+    """A screened metric's recent values and noise, kept in plain Python (a few points per call)."""
+
+    __slots__ = ("recent", "diffs", "last_pos", "sigma", "count")
+
+    def __init__(self) -> None:
+        self.recent: deque[float] = deque(maxlen=_SCREEN_POINTS)
+        self.diffs: deque[float] = deque(maxlen=128)
+        self.last_pos: float | None = None
+        self.sigma = 0.0
+        self.count = 0
+
+
 class SpikeScreen:
     """Is a just-written loss or grad-norm point the start (or still-open part) of a spike?
 
-    Used to check at once instead of waiting for the budgeted schedule, and by ``skip``. An
-    O(1) screen first: on log scale, >= max(log(ratio), 5 sigma) above the lowest of the
-    previous 8 finite points (the finders need >= 7 sigma and >= min_ratio above a baseline near
-    that level), sigma being the recent point-to-point noise re-estimated every 32 points. Only
-    when it fires, loss-spike's event finder on the trailing ``window`` points (~1 ms)."""
+    Used to check at once instead of waiting for the budgeted schedule, and by ``skip``. Points
+    are fed in write order. An O(1) screen first: on log scale, >= max(log(ratio), 5 sigma) above
+    the lowest of the previous 8 finite points (the finders need >= 7 sigma and >= min_ratio above
+    a baseline near that level), sigma being the robust point-to-point noise of the last 128
+    points (re-estimated every 32). Only when it fires, loss-spike's event finder on the trailing
+    ``window`` points (~1 ms) decides."""
 
     def __init__(self, window: int = 256) -> None:
         self.window = window
-        self._noise: dict[str, tuple[int, float]] = {}  # metric -> (points when estimated, sigma)
+        self._tracks: dict[str, _Track] = {}
 
     def outlier(self, buf: SeriesBuffer, metric: str, i: int | None = None) -> bool:
-        """Point ``i`` in write order (default: the newest), judged on the points up to it."""
-        cfg = loss_spike.DEFAULT if metric == T.TRAIN_LOSS else _GRAD_EVENTS
+        """Point ``i`` of ``buf`` in write order (default: the newest), judged on the points up
+        to it. Call it once per point, in order."""
         n = buf.n if i is None else i + 1
-        if n <= cfg.min_history or not self._screen(buf._values, n, metric):
+        if not self._screen(metric, float(buf._values[n - 1])):
+            return False
+        cfg = loss_spike.DEFAULT if metric == T.TRAIN_LOSS else _GRAD_EVENTS
+        if n <= cfg.min_history:
             return False
         vals = buf._values[max(0, n - self.window) : n]
         last = len(vals) - 1
         return any(ev.onset <= last <= ev.end for ev in loss_spike.find_events(vals.copy(), cfg))
 
-    def _screen(self, vals: np.ndarray, n: int, metric: str) -> bool:
-        x = float(vals[n - 1])
-        # Eight values: plain Python is several times faster than numpy calls at this size.
-        recent = [
-            v for v in vals[max(0, n - 1 - _SCREEN_POINTS) : n - 1].tolist() if math.isfinite(v)
-        ]
-        if not recent or not math.isfinite(x):
+    def _screen(self, metric: str, x: float) -> bool:
+        tr = self._tracks.get(metric)
+        if tr is None:
+            tr = self._tracks[metric] = _Track()
+        if not math.isfinite(x):
             return False
-        low = min(recent)
-        if low <= 0 or x <= 0:  # not on a log scale: a new high over the recent points
-            return x > max(recent)
-        est = self._noise.get(metric)
-        if est is None or abs(n - est[0]) >= 32:
-            tail = vals[max(0, n - 129) : n - 1]
-            tail = tail[np.isfinite(tail) & (tail > 0)]
-            d = np.abs(np.diff(np.log(tail))) if len(tail) > 2 else np.zeros(1)
-            est = self._noise[metric] = (n, 1.4826 * float(np.median(d)) / math.sqrt(2))
-        return math.log(x) - math.log(low) >= max(math.log(_SCREEN_RATIO[metric]), 5 * est[1])
+        fire = False
+        if tr.recent:
+            low = min(tr.recent)
+            if low <= 0 or x <= 0:  # not on a log scale: a new high over the recent points
+                fire = x > max(tr.recent)
+            else:
+                rise = math.log(x) - math.log(low)
+                fire = rise >= max(_LOG_RATIO[metric], 5 * tr.sigma)
+        if x > 0:
+            if tr.last_pos is not None:
+                tr.diffs.append(abs(math.log(x) - math.log(tr.last_pos)))
+            tr.last_pos = x
+        tr.recent.append(x)
+        tr.count += 1
+        if tr.count % 32 == 1 and tr.diffs:
+            tr.sigma = 1.4826 * statistics.median(tr.diffs) / math.sqrt(2)
+        return fire

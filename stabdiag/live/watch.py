@@ -245,16 +245,18 @@ class Watcher:
                 rewind(other)
 
     def _spiky(self, run: LiveRun, before: Mapping[str, int]) -> bool:
+        """Whether a point just read looks like a spike or is NaN/Inf (every point goes through
+        the screen, in order, so that its running state stays right)."""
         screen = self.screens[run.name]
+        hit = False
         for m in SCREENED:
             buf = run.metrics.get(m)
             if buf is None:
                 continue
             for i in range(before.get(m, 0), buf.n):
-                x = float(buf._values[i])
-                if not math.isfinite(x) or screen.outlier(buf, m, i):
-                    return True
-        return False
+                if screen.outlier(buf, m, i) or not math.isfinite(float(buf._values[i])):
+                    hit = True
+        return hit
 
     def _due(self, name: str) -> bool:
         elapsed = time.perf_counter() - self._t0
