@@ -264,3 +264,21 @@ def test_real_grpo_run_stays_free_of_warnings(real_logs):
     assert kinds(rep, W) == set(), [f.message for f in rep.findings]
     assert rep.judged_runs() == ["trl_grpo_chaos_economy"]
     assert "divergence" not in kinds(rep)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_healthy_curves_of_other_seeds_and_lengths_raise_nothing(tmp_path, seed):
+    n = [40, 80, 150, 300, 600, 1000][seed]
+    rep = analyze(grpo_run(tmp_path / f"s{seed}", n=n, seed=seed))
+    assert kinds(rep, W) == set(), [f.message for f in rep.findings]
+
+
+def test_rl_checks_do_not_apply_to_a_pretraining_run(tmp_path):
+    entries = [
+        {"loss": 3.0 * (i + 1) ** -0.3, "grad_norm": 1.0, "learning_rate": 3e-4, "step": i + 1}
+        for i in range(200)
+    ]
+    rep = analyze(write_trainer_state(tmp_path / "lm", entries))
+    assert not [f for f in rep.findings if f.kind.startswith("rl-")]
+    assert not [s for s in rep.skipped if s.kind.startswith("rl-")]
+    assert rep.runs[0].judged and "train/loss" in rep.runs[0].judged_reason
