@@ -458,7 +458,7 @@ def _train_and_report(cfg: Any, *, resume: bool, analyze: bool, fail_on: str, re
 
         argv = (sys.argv[1:] if sys.argv[1:2] == ["train"] and branch is None
                 else _resume_argv(cfg))
-        argv = [a for a in argv if a != "--resume"] + (["--name", result.run_dir.name] if "--name" not in argv else [])
+        argv = [a for a in argv if a not in ("--resume", "--restart")] + (["--name", result.run_dir.name] if "--name" not in argv else [])
         err.print(f"stopped by {result.stop_signal}; checkpoint: {result.checkpoint or 'none written'}\n"
                   f"to continue: {shlex.join(['stabdiag', *argv, '--resume'])}", markup=False, highlight=False,
                   soft_wrap=True)
