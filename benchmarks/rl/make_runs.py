@@ -28,6 +28,7 @@ import os
 import shutil
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,26 +111,35 @@ def r_rare(completions, **kw):
     return [1.0 if c.startswith("ab") else 0.0 for c in completions]
 
 
+def r_flaky(completions, **kw):
+    """Rarely earned and unlearnable: 1 for about 5 % of completions, by a hash of the text."""
+    return [1.0 if zlib.crc32(c.encode()) % 20 == 0 else 0.0 for c in completions]
+
+
 def r_sharp(completions, **kw):
     """Sharp: 1 when the first character is 'e', else 0."""
     return [1.0 if c[:1] == "e" else 0.0 for c in completions]
 
 
 def r_inf(completions, **kw):
-    """A reward function with an overflow: +inf for completions holding 'qq'."""
-    return [math.inf if "qq" in c else c.count("a") / max(len(c), 1) for c in completions]
+    """A reward function with an overflow: +inf for completions holding 'q q' (two q's in a row)."""
+    return [math.inf if "q q" in c else c.count("a") / max(len(c), 1) for c in completions]
 
 
 @dataclass(frozen=True)
 class Case:
     name: str
     trainer: str  # grpo, rloo or dpo
-    label: str  # the event kinds it shows (space-separated), or "" for healthy
+    label: str  # the event kind it was built to show, or "" for healthy
     reward: Callable | None = None
     lr: float = 5e-4
     steps: int = 150
     cfg: dict = field(default_factory=dict)
     note: str = ""
+    also: str = (
+        ""  # further events the logged curves show (space-separated), checked by eye: neither
+    )
+    #                 found nor false alarms in the benchmark, whichever tool reports them
 
 
 CASES = (
@@ -154,11 +164,12 @@ CASES = (
     Case(
         "grpo_beta0_drift",
         "grpo",
-        "rl-entropy-collapse rl-length-hacking",
+        "rl-entropy-collapse",
         r_frac_a,
         5e-4,
         cfg={"beta": 0.0},
-        note="share of 'a', beta 0 at LR 5e-4: collapses to 'a a a ...' that never stops (truncation 34% -> 81%)",
+        note="share of 'a', beta 0 at LR 5e-4: collapses to 'a a a ...' that never stops",
+        also="rl-length-hacking",  # truncated share 0.34 -> 0.81 with the reward rising along
     ),
     Case("rloo_healthy", "rloo", "", r_frac_a, 5e-4, cfg={"beta": 0.04}, note="RLOO, share of 'a'"),
     Case(
@@ -189,13 +200,22 @@ CASES = (
         note="reward always earned (too easy)",
     ),
     Case(
-        "grpo_kl_blowup",
+        "grpo_unreachable_hi_lr",
         "grpo",
-        "rl-kl-blowup",
+        "rl-zero-signal",
         r_rare,
         2e-2,
         cfg={"beta": 0.1},
-        note="LR 2e-2 with beta 0.1 and a rarely earned reward",
+        note="LR 2e-2, beta 0.1, reward for completions starting 'ab' (unreachable: decoded 'a b ...')",
+    ),
+    Case(
+        "grpo_kl_blowup",
+        "grpo",
+        "rl-kl-blowup",
+        r_flaky,
+        2e-2,
+        cfg={"beta": 0.1},
+        note="LR 2e-2 with beta 0.1 and a rarely earned, unlearnable reward (~5% by text hash)",
     ),
     Case(
         "grpo_entropy_collapse",
@@ -205,6 +225,7 @@ CASES = (
         3e-3,
         cfg={"beta": 0.0},
         note="beta 0 with a sharp first-character reward",
+        also="rl-length-hacking rl-zero-signal",  # collapsed policy never stops; then every sample passes
     ),
     Case(
         "grpo_clip_saturation",
@@ -364,7 +385,10 @@ def main() -> None:
         for c in CASES
         if (c.name in a.only if a.only else not (root / c.name / "trainer_state.json").is_file())
     ]
-    labels = {c.name: {"label": c.label, "trainer": c.trainer, "note": c.note} for c in CASES}
+    labels = {
+        c.name: {"label": c.label, "also": c.also, "trainer": c.trainer, "note": c.note}
+        for c in CASES
+    }
     (root / "labels.json").write_text(json.dumps(labels, indent=1))
     for c in todo:
         print(f"[{time.strftime('%H:%M:%S')}] {c.name}: {c.note}", file=sys.stderr, flush=True)
