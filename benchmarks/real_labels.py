@@ -45,7 +45,7 @@ KIND_CLASSES = {
     "loss-spike": {"loss_spike"}, "grad-spike": {"grad_spike"}, "grad-explosion": {"grad_explosion"},
     "fp16-overflow": {"fp16"}, "divergence": {"divergence", "overfit"}, "stall": {"stall"},
     "nonfinite": {"nonfinite", "divergence"}, "restart": {"restart"}, "lr-schedule": {"lr_schedule"},
-    "rank-divergence": {"rank"},
+    "rank-divergence": {"rank"}, "attention-logit-growth": {"attn"}, "output-logit-drift": {"logz"},
 }
 
 LABELS: tuple[Label, ...] = (

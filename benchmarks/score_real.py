@@ -59,10 +59,25 @@ def _overlaps(f: Finding, a: int, b: int, tol: int) -> bool:
 
 
 def score_folder(root: Path, folder: str) -> FolderScore:
-    report = diagnose([root / folder], jobs=1)
+    return score_case(folder, root / folder, [lab for lab in RL.LABELS if lab.folder == folder],
+                      [a for a in RL.ALLOWED if a.folder == folder])
+
+
+def score_client(cache: Path) -> list[FolderScore]:
+    """The `stabdiag train` scenarios of client_runs.py that are in ``cache`` (made there first)."""
+    import client_runs as CR
+
+    out = []
+    for sc in CR.SCENARIOS:
+        d = CR.run_dir(sc.name, cache)
+        if (d / "metrics.csv").exists():
+            out.append(score_case(f"client:{sc.name}", d, list(sc.labels), []))
+    return out
+
+
+def score_case(folder: str, path: Path, labels: list, allowed: list) -> FolderScore:
+    report = diagnose([path], jobs=1)
     out = FolderScore(folder)
-    labels = [lab for lab in RL.LABELS if lab.folder == folder]
-    allowed = [a for a in RL.ALLOWED if a.folder == folder]
     spans = {r.name: (r.steps or (0, 0)) for r in report.runs}
     used: set[int] = set()
     tally: dict[str, dict[str, int]] = defaultdict(lambda: {"tp": 0, "fp": 0, "labels": 0, "found": 0})
@@ -134,9 +149,11 @@ def summarize(scores: list[FolderScore]) -> dict:
             "onset_error_median": sorted(onset)[len(onset) // 2] if onset else None}
 
 
-def score_all(root: Path) -> tuple[list[FolderScore], dict]:
-    folders = sorted(p.name for p in root.iterdir() if p.is_dir())
+def score_all(root: Path, client_cache: Path | None = None) -> tuple[list[FolderScore], dict]:
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     scores = [score_folder(root, f) for f in folders]
+    if client_cache is not None:
+        scores += score_client(client_cache)
     return scores, summarize(scores)
 
 
@@ -167,8 +184,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--real", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "real_logs"))
     ap.add_argument("--json", default=None)
+    ap.add_argument("--client", default=None, help="also score the client_runs.py scenarios cached here")
     a = ap.parse_args()
-    scores, summary = score_all(Path(a.real))
+    scores, summary = score_all(Path(a.real), Path(a.client) if a.client else None)
     print(text(scores, summary))
     if a.json:
         Path(a.json).write_text(json.dumps({"folders": [s.__dict__ for s in scores], "summary": summary},

@@ -12,7 +12,8 @@ Why it matters
     the attention saturated; levelling off is no all-clear.
 
 How it is computed
-    early = median of the first 10 % of finite |values|, late = median of the last 10 %,
+    early = median of the first 10 % of finite |values| (or of the first ``first_points`` (3)
+    values, if lower: a logit can blow up within the first 10 %), late = median of the last 10 %,
     previous = median of the 10 % before that, peak = highest centred rolling median (window n/20,
     >= 3). Still rising: late >= previous x ``rising`` (1.05). ``error`` when late >= ``tau`` (100)
     and late >= ``huge_growth`` (10) x early, rising or not; or when still rising past tau having
@@ -61,6 +62,7 @@ class Config:
     tau: float = 100.0
     rising: float = 1.05
     min_overflow_points: int = 3
+    first_points: int = 3          # the start level is also the median of the first 3 values
 
 
 DEFAULT = Config()
@@ -103,6 +105,9 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     ok = np.isfinite(s.values)
     steps, x = s.steps[ok], np.abs(s.values[ok])
     early, prev, late = st.thirds_levels(x)
+    # A logit that blew up inside the first 10 % (a high LR from step 0) still grew from its init
+    # level: the first logged values are the start, not the median of an already-grown stretch.
+    early = min(early, float(np.median(x[: cfg.first_points])))
     smooth = st.rolling_median(x, max(3, len(x) // 20) | 1, center=True)
     pk = int(np.nanargmax(smooth))
     peak = float(smooth[pk])
@@ -119,7 +124,9 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     grew = f"{factor:.0f}x " if factor and factor >= 10 else (f"{factor:.1f}x " if factor else "")
     if late >= cfg.tau or not peak >= cfg.tau:
         trend = "and was still rising" if rising else "and levelled off there"
-        msg = f"max attention logit grew {grew}({st.fmt(early)} -> {st.fmt(late)}) {trend} at step {int(steps[-1])}"
+        msg = (f"max attention logit grew {grew}(from {st.fmt(early)} at the start to {st.fmt(late)} over the "
+               f"last 10% of points, medians, computed; highest value {st.fmt(float(np.max(x)))}) {trend} at "
+               f"step {int(steps[-1])}")
     else:
         msg = (f"max attention logit grew to {st.fmt(peak)} at step {int(steps[pk])} ({st.fmt(early)} at the "
                f"start) before coming back to {st.fmt(late)}")

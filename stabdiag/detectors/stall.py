@@ -17,10 +17,17 @@ How it is computed
     vocabulary size), grad collapse (median grad norm over the flat part <= ``grad_collapse``
     (0.1) x its median over the first 10 % of points), noise collapse (relative MAD-sigma of the flat
     part around the smoothed trend <= ``noise_collapse`` (0.2) x that of the part before it, which
-    must be >= 0.5 %). Flat early + 2 signals: ``error``; flat early + 1 signal: ``info`` (a converged loss can sit
-    near ln k by coincidence). Noise
-    collapse only counts next to a chance level or a grad collapse: a flat, quiet loss alone is a
-    converged fine-tune or an end-of-training plateau / cosine tail, never a finding.
+    must be >= 0.5 %). The flat band widens to ``band_sigmas`` (3) x the noise a w-point median of
+    the per-point noise keeps, so a noisy per-batch loss is judged by its level, not its jitter.
+    When the loss went flat within ``early_frac`` (20 %) of the run: the LR still high (median over
+    the onset >= ``lr_high`` (50 %) of its peak), the update/param ratio collapsed
+    (<= ``update_collapse`` (0.1) x its first 10 %) and the validation loss flat (< ``val_progress``
+    (1 %) better over the flat part) are further signals; "LR still high" needs one of the other
+    two (a run that stopped learning while the optimizer kept pushing, e.g. a deep post-LN model
+    without warm-up stuck at the unigram level). Flat early + 2 signals: ``error``; flat early + 1
+    signal: ``info`` (a converged loss can sit near ln k by coincidence). Noise collapse only counts
+    next to a chance level or a grad collapse: a flat, quiet loss alone is a converged fine-tune or
+    an end-of-training plateau / cosine tail, never a finding.
 
 Known false positives
     A fine-tune whose converged loss happens to sit at ln k with a grad norm that fell 10x after the
@@ -43,7 +50,7 @@ from stabdiag.detectors import _stats as st
 from stabdiag.detectors._common import finding, loss_metric, usable
 from stabdiag.detectors.base import Detector
 from stabdiag.findings import Finding, Severity, Skipped
-from stabdiag.table import GRAD_NORM, TRAIN_LOSS, VAL_LOSS, RunData
+from stabdiag.table import GRAD_NORM, LR, TRAIN_LOSS, UPDATE_RATIO, VAL_LOSS, RunData
 
 CODE, KIND = "SD103", "stall"
 
@@ -61,6 +68,11 @@ class Config:
     grad_collapse: float = 0.1
     noise_collapse: float = 0.2
     min_noise: float = 0.005       # relative noise before the plateau needed to call it collapsed
+    band_sigmas: float = 3.0       # flat band: >= 3 sigma of a w-point median of the point noise
+    early_frac: float = 0.2        # flat from this early on, with the LR still high: not convergence
+    lr_high: float = 0.5           # the LR where the loss went flat was still >= half its peak
+    update_collapse: float = 0.1   # update/param ratio over the flat part <= 0.1 x its early level
+    val_progress: float = 0.01     # the validation loss improved less than 1 % over the flat part
 
 
 DEFAULT = Config()
@@ -94,7 +106,11 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     w = max(5, n // 50) | 1   # shared with divergence (same key, same finite points)
     smooth = st.cached(s.values, ("trend", w), lambda: st.rolling_median(x, w, center=True))
     tail = float(np.median(x[-max(5, n // 5):]))
-    dev = np.abs(smooth - tail) > cfg.flat_rel * abs(tail)
+    # The band a flat smoothed level stays in: 2 % of the level, or what the per-point noise leaves
+    # in a median of w points (a noisy per-batch loss must not look like it is still moving).
+    sigma = st.robust_sigma(x - smooth)
+    band = max(cfg.flat_rel * abs(tail), cfg.band_sigmas * 1.25 * sigma / math.sqrt(w))
+    dev = np.abs(smooth - tail) > band
     outside = np.flatnonzero(dev)
     onset = int(outside[-1]) + 1 if outside.size else 0
     if onset >= n or onset > cfg.max_onset_frac * n:
@@ -117,7 +133,29 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     n_flat = _rel_sigma_of(resid[onset:], x[onset:])
     if math.isfinite(n_before) and n_before >= cfg.min_noise and n_flat <= cfg.noise_collapse * n_before:
         signals["noise_collapse"] = n_flat / n_before
-    if not signals.keys() & {"chance_level", "grad_collapse"}:
+    early = onset <= cfg.early_frac * n
+    lr = usable(run, LR, 3)
+    lr_flat = lr_peak = None
+    if lr is not None and early:
+        lv = st.clean(lr.values)
+        lr_peak = float(np.nanmax(lv))
+        lr_flat = st.value_at(lr.steps, lv, int(steps[onset]))
+        if lr_flat is not None and lr_peak > 0 and lr_flat >= cfg.lr_high * lr_peak:
+            signals["lr_still_high"] = lr_flat / lr_peak
+    u = usable(run, UPDATE_RATIO, 10)
+    if u is not None:
+        uv = st.clean(u.values)
+        u_early = st.nanmedian(uv[: max(3, len(uv) // 10)])
+        u_flat = st.nanmedian(uv[u.steps >= steps[onset]])
+        if u_early > 0 and u_flat <= cfg.update_collapse * u_early:
+            signals["update_collapse"] = u_flat / u_early
+    v = usable(run, VAL_LOSS, 3) if metric == TRAIN_LOSS else None
+    if v is not None and "lr_still_high" in signals:
+        vv = v.values[np.isfinite(v.values) & (v.steps >= steps[onset])]
+        if len(vv) >= 3 and float(np.min(vv[1:])) >= (1 - cfg.val_progress) * float(vv[0]):
+            signals["val_flat"] = float(vv[-1] / vv[0])
+    if not signals.keys() & {"chance_level", "grad_collapse"} and not (
+            "lr_still_high" in signals and signals.keys() & {"update_collapse", "val_flat"}):
         return []  # a flat, quiet loss alone is a converged run, not a stall
     sev = Severity.ERROR if len(signals) >= 2 else Severity.INFO
     why = []
@@ -127,16 +165,24 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         why.append(f"grad norm collapsed {st.fmt(g_early)} -> {st.fmt(g_flat)}")
     if "noise_collapse" in signals:
         why.append("loss noise collapsed")
+    if "lr_still_high" in signals:
+        why.append(f"while the LR was still {st.fmt(lr_flat)} at step {int(steps[onset])}, "
+                   f"{st.pct(signals['lr_still_high'])} of its peak {st.fmt(lr_peak)}")
+    if "update_collapse" in signals:
+        why.append(f"update/param ratio fell to {st.pct(signals['update_collapse'])} of its early level")
+    if "val_flat" in signals:
+        why.append("the validation loss stopped improving too")
     name = "training loss" if metric == TRAIN_LOSS else "validation loss"
     msg = (f"{name} stopped improving at step {int(steps[onset])} ({100 * onset / n:.0f}% into the run) "
-           f"and stayed flat at {st.fmt(tail)} ({', '.join(why)}).")
+           f"and stayed flat at {st.fmt(tail)} (median of the last 20% of points, computed; {', '.join(why)}).")
     return [finding(
         CODE, KIND, run, severity=sev, metric=metric, step_start=int(steps[onset]),
         step_end=int(steps[-1]), message=msg,
         evidence={"flat_level": tail, "onset_step": int(steps[onset]), "onset_fraction": onset / n,
                   "start_level": float(np.median(x[: max(5, n // 20)])),
                   "chance_level": ch[0] if ch else None, "grad_norm_early": g_early,
-                  "grad_norm_flat": g_flat, "signals": sorted(signals)},
+                  "grad_norm_flat": g_flat, "signals": sorted(signals), "lr_peak": lr_peak,
+                  "lr_flat": lr_flat},
     )]
 
 
