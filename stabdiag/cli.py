@@ -622,7 +622,7 @@ def sweep(
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Local backend: cells in parallel (default: one per core on CPU, one per GPU on CUDA).", show_default=False)] = None,
     devices: Annotated[str | None, typer.Option("--devices", help="Local backend: cpu, cuda (every visible GPU) or cuda:0,cuda:1 (one cell per GPU at a time). Default: every visible GPU when cells use CUDA, else the CPU cores.", show_default=False)] = None,
     cpus_per_cell: Annotated[int | None, typer.Option("--cpus-per-cell", min=1, help="CPU threads (Ray: CPUs) per cell. Default: local shares the cores out; Ray 1. Fix it to get the same numbers on any machine.", show_default=False)] = None,
-    backend: Annotated[str, typer.Option("--backend", help="local (this machine) or ray (one Ray task per cell; needs stabdiag[ray]).")] = "local",
+    backend: Annotated[str, typer.Option("--backend", help="local (this machine) or ray (one Ray task per cell; needs the ray extra: pip install stabdiag\\[ray]).")] = "local",
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster to join (e.g. ray://head:10001 or auto); default: start a local one.", show_default=False)] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="Report format: text, json or markdown.")] = "text",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here (- = stdout).")] = None,
