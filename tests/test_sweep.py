@@ -167,6 +167,7 @@ def _sweep(out: Path, *extra: str) -> object:
     return runner.invoke(app, [*args, *extra])
 
 
+@pytest.mark.slow  # trains 4 cells in 2 spawned workers, then resumes: ~30-60 s
 def test_two_by_two_sweep_then_resume(tmp_path):
     out = tmp_path / "sweep"
     res = _sweep(out, "--format", "json", "-j", "2")  # two spawned worker processes
