@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from dethelpers import decaying, make_run, ser
 
-from stabdiag.detectors import divergence, fp16_overflow, loss_spike, nonfinite
+from stabdiag.detectors import divergence, fp16_overflow, loss_spike, nonfinite, stall
 from stabdiag.findings import Severity
 from stabdiag.loss_choice import choose
 from stabdiag.table import GRAD_NORM, LOSS_SCALE, SKIPPED_STEP, TRAIN_LOSS, VAL_LOSS
@@ -121,3 +121,30 @@ def test_isolated_nonfinite_grad_norms_in_an_fp16_run_are_skipped_steps():
     run = type(run)(name=run.name, series=run.series, meta={"precision": "fp16"})
     (f,) = [f for f in nonfinite.check(run) if f.metric == GRAD_NORM]
     assert f.severity == Severity.INFO and "skipped" in f.message
+
+
+def _flat_after(n: int, k: int, level: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = np.r_[np.linspace(5.5, level, k), np.full(n - k, level)]
+    return x + 0.1 * rng.standard_normal(n)
+
+
+def test_flat_from_early_with_the_lr_still_high_and_val_flat_is_a_stall():
+    n = 300
+    lr = 3e-3 * (0.55 + 0.45 * np.cos(np.pi * np.arange(n) / n))
+    val = ser([49, 99, 149, 199, 249, 299], [3.36, 3.36, 3.35, 3.34, 3.34, 3.35])
+    run = make_run(loss=_flat_after(n, 30, 3.2), lr=lr, val_loss=val)
+    (f,) = stall.check(run)
+    assert f.severity == Severity.ERROR and {"lr_still_high", "val_flat"} <= set(f.evidence["signals"])
+    assert f.step_start <= 60
+
+
+def test_a_plateau_reached_as_the_lr_decays_is_not_a_stall():
+    n = 300
+    lr = 3e-3 * np.r_[np.linspace(1, 0.05, 60), np.full(n - 60, 0.05)]
+    val = ser([49, 99, 149, 199, 249, 299], [3.36, 3.36, 3.35, 3.34, 3.34, 3.35])
+    assert stall.check(make_run(loss=_flat_after(n, 30, 3.2), lr=lr, val_loss=val)) == []
+    # and a loss that keeps improving at a high LR is not flat
+    lr_hi = np.full(n, 3e-3)
+    improving = np.linspace(5.5, 2.0, n) + 0.05 * np.random.default_rng(0).standard_normal(n)
+    assert stall.check(make_run(loss=improving, lr=lr_hi)) == []
