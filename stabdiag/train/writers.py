@@ -44,6 +44,15 @@ class TidyWriter:
         self.path = Path(path)
         self.with_rank = with_rank
         new = not self.path.exists() or self.path.stat().st_size == 0
+        if not new:  # appending (resume, or a branch's copied history): keep the file's columns
+            with open(self.path, newline="", encoding="utf-8") as fh:
+                has_rank = "rank" in next(csv.reader(fh), [])
+            if with_rank and not has_rank:
+                from stabdiag.errors import TrainError
+
+                raise TrainError(f"{self.path}: has no rank column; a run with several ranks "
+                                 "cannot append to it (train it under a new name)")
+            self.with_rank = has_rank
         self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115 (closed in close())
         self._csv = csv.writer(self._file)
         if new:

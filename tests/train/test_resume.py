@@ -144,3 +144,18 @@ def test_crafted_latest_pt_is_one_line_and_never_runs(tmp_path, monkeypatch):
     torch.save({"step": 3}, ckpts / "latest.pt")
     with pytest.raises(TrainError, match="found a file without model, optimizer"):
         checkpoint.load(ckpts, torch.device("cpu"))
+
+
+def test_appending_keeps_the_tidy_tables_columns(tmp_path):
+    from stabdiag.train.writers import TidyWriter
+
+    ranked = tmp_path / "ranked.csv"
+    ranked.write_text("step,metric,value,wall_time,rank\n0,train/loss,5.0,1.000,1\n")
+    w = TidyWriter(ranked)  # a single-process branch of a torchrun parent
+    w.write(1, {T.TRAIN_LOSS: 4.0}, 2.0)
+    w.close()
+    assert ranked.read_text().splitlines()[-1] == "1,train/loss,4.0,2.000,0"
+    plain = tmp_path / "plain.csv"
+    plain.write_text("step,metric,value,wall_time\n0,train/loss,5.0,1.000\n")
+    with pytest.raises(TrainError, match="has no rank column"):
+        TidyWriter(plain, with_rank=True)
