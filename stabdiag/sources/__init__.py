@@ -447,13 +447,54 @@ _KEEP_ORDER = (sniff.HF_TRAINER_STATE, sniff.LIGHTNING_CSV, sniff.CSV, sniff.JSO
 _SAME_MIN_POINTS = 5
 
 
-def _fingerprint(t: T.MetricsTable) -> dict[tuple[str, int], float]:
-    """(canonical metric, step) -> value (lowest rank, last written) of one run's table."""
+def _canonical_rows(t: T.MetricsTable) -> pd.DataFrame:
+    """The rows of canonical per-step metrics (lowest rank) of one run's table."""
     f = t.frame
-    keep = f["metric"].map(lambda m: T.is_canonical(m) and m != T.RESTART).to_numpy(dtype=bool)
-    f = f[keep]
+    canon = [m for m in f["metric"].unique() if T.is_canonical(m) and m != T.RESTART]
+    f = f[f["metric"].isin(canon)]
     if "rank" in f.columns and f["rank"].notna().any():
         f = f[f["rank"].isna() | (f["rank"] == f["rank"].min())]
+    return f
+
+
+# The series that tells runs apart (a constant LR or loss scale does not): first found wins.
+_TELLING = (T.TRAIN_LOSS, T.VAL_LOSS, T.GRAD_NORM, T.PARAM_NORM, T.UPDATE_RATIO)
+
+
+def _telling(t: T.MetricsTable) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """(metric, steps, values) of the run's telling series, in step order."""
+    f = _canonical_rows(t)
+    for m in _TELLING:
+        g = f[f["metric"] == m]
+        if len(g):
+            steps = g["step"].to_numpy()
+            order = np.argsort(steps, kind="stable")
+            return m, steps[order], g["value"].to_numpy(dtype=np.float64)[order]
+    return None
+
+
+def _first_key(tell: tuple[str, np.ndarray, np.ndarray] | None) -> tuple | None:
+    """The telling series' first three points at float32 precision: runs logged twice share them."""
+    if tell is None:
+        return None
+    m, steps, values = tell
+    return (m, *((int(s), float(np.float32(v)) if np.isfinite(v) else repr(v))
+                 for s, v in zip(steps[:3], values[:3], strict=True)))
+
+
+def _quick_same(a: tuple[str, np.ndarray, np.ndarray], b: tuple[str, np.ndarray, np.ndarray]) -> bool:
+    """The first 64 shared points of the telling series agree (rejects most pairs cheaply)."""
+    _, sa, va = a
+    _, sb, vb = b
+    common, ia, ib = np.intersect1d(sa[:256], sb[:256], return_indices=True)
+    if not len(common):
+        return False
+    return bool(np.all(np.isclose(va[ia[:64]], vb[ib[:64]], rtol=1e-6, atol=0.0, equal_nan=True)))
+
+
+def _fingerprint(t: T.MetricsTable) -> dict[tuple[str, int], float]:
+    """(canonical metric, step) -> value (lowest rank, last written) of one run's table."""
+    f = _canonical_rows(t)
     return dict(zip(zip(f["metric"], f["step"].astype(int), strict=True), f["value"], strict=True))
 
 
@@ -479,21 +520,27 @@ def _merge_same_run(tables: list[T.MetricsTable], infos: list[RunInfo],
     value they share (canonical metric, step) is identical and they share most of their points.
     The exact copy (text/JSON over TensorBoard's float32) is kept; series only the other copy
     has are added to it, and a warning says what was merged."""
-    if len(infos) < 2:
+    if len({i.format for i in infos}) < 2:
         return tables, infos
-    prints = [_fingerprint(t) for t in tables]
     # candidates: runs that share one of their first points (cheap; avoids comparing all pairs)
+    tells = [_telling(t) for t in tables]
     buckets: dict[tuple, list[int]] = defaultdict(list)
-    for i, fp in enumerate(prints):
-        for key in sorted(fp)[:3]:
-            v = fp[key]
-            buckets[(key, float(np.float32(v)) if np.isfinite(v) else repr(v))].append(i)
+    for i, tell in enumerate(tells):
+        key = _first_key(tell)
+        if key is not None:
+            buckets[key].append(i)
+    prints: dict[int, dict] = {}
     gone: dict[int, tuple[int, int]] = {}  # dropped run -> (kept run, shared points)
     for members in buckets.values():
         for ia, a in enumerate(members):
             for b in members[ia + 1:]:
                 if a in gone or b in gone or infos[a].format == infos[b].format:
                     continue
+                if not _quick_same(tells[a], tells[b]):
+                    continue
+                for i in (a, b):
+                    if i not in prints:
+                        prints[i] = _fingerprint(tables[i])
                 n = _same_values(prints[a], prints[b])
                 if not n:
                     continue
