@@ -17,7 +17,7 @@ How it is computed
     vocabulary size), grad collapse (median grad norm over the flat part <= ``grad_collapse``
     (0.1) x its median over the first 10 % of points), noise collapse (relative MAD-sigma of the flat
     part around the smoothed trend <= ``noise_collapse`` (0.2) x that of the part before it, which
-    must be >= 0.5 %). The flat band widens to ``band_sigmas`` (3) x the noise a w-point median of
+    must be >= 0.5 %). The flat band widens to ``band_sigmas`` (4) x the noise a w-point median of
     the per-point noise keeps, so a noisy per-batch loss is judged by its level, not its jitter.
     When the loss went flat within ``early_frac`` (20 %) of the run: the LR still high (median over
     the onset >= ``lr_high`` (50 %) of its peak), the update/param ratio collapsed
@@ -68,7 +68,7 @@ class Config:
     grad_collapse: float = 0.1
     noise_collapse: float = 0.2
     min_noise: float = 0.005       # relative noise before the plateau needed to call it collapsed
-    band_sigmas: float = 3.0       # flat band: >= 3 sigma of a w-point median of the point noise
+    band_sigmas: float = 4.0       # flat band: >= 4 sigma of a w-point median of the point noise
     early_frac: float = 0.2        # flat from this early on, with the LR still high: not convergence
     lr_high: float = 0.5           # the LR where the loss went flat was still >= half its peak
     update_collapse: float = 0.1   # update/param ratio over the flat part <= 0.1 x its early level
@@ -108,7 +108,7 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     tail = float(np.median(x[-max(5, n // 5):]))
     # The band a flat smoothed level stays in: 2 % of the level, or what the per-point noise leaves
     # in a median of w points (a noisy per-batch loss must not look like it is still moving).
-    sigma = st.robust_sigma(x - smooth)
+    sigma = max(st.robust_sigma(x - smooth), st.DIFF_TO_SIGMA * float(np.median(np.abs(np.diff(x)))))
     band = max(cfg.flat_rel * abs(tail), cfg.band_sigmas * 1.25 * sigma / math.sqrt(w))
     dev = np.abs(smooth - tail) > band
     outside = np.flatnonzero(dev)

@@ -141,7 +141,7 @@ def test_flat_from_early_with_the_lr_still_high_and_val_flat_is_a_stall():
 
 def test_a_plateau_reached_as_the_lr_decays_is_not_a_stall():
     n = 300
-    lr = 3e-3 * np.r_[np.linspace(1, 0.05, 60), np.full(n - 60, 0.05)]
+    lr = 3e-3 * np.r_[np.linspace(1, 0.05, 15), np.full(n - 15, 0.05)]
     val = ser([49, 99, 149, 199, 249, 299], [3.36, 3.36, 3.35, 3.34, 3.34, 3.35])
     assert stall.check(make_run(loss=_flat_after(n, 30, 3.2), lr=lr, val_loss=val)) == []
     # and a loss that keeps improving at a high LR is not flat
