@@ -16,9 +16,15 @@ import json
 import time
 from pathlib import Path
 
+import sys
+
 from stabdiag.bench import corpus, report, scoring
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import client_runs  # noqa: E402
+import score_real  # noqa: E402
 
 
 def main() -> None:
@@ -30,6 +36,8 @@ def main() -> None:
     ap.add_argument("--train-cache", default=str(Path.home() / ".cache" / "stabdiag-bench"),
                     help="where `stabdiag train --inject` runs are cached (4 tiny CPU runs)")
     ap.add_argument("--make-train", action="store_true", help="train the missing cached runs first (~1 min each)")
+    ap.add_argument("--client-cache", default=str(client_runs.CACHE),
+                    help="labelled `stabdiag train` scenarios (benchmarks/client_runs.py makes them)")
     a = ap.parse_args()
     t0 = time.perf_counter()
     real = corpus.real_clean(a.real)
@@ -56,7 +64,23 @@ def main() -> None:
         "`stabdiag/bench/scoring.py`. Baselines are scored only on the classes they were built for. "
         "stabdiag's divergence and stall verdicts judge the whole log, so their latency is that of the "
         "onset they report, not of an online alarm; loss/grad spike onsets are causal.")))
-    print(f"\nwrote {out}/detect.json, detect.md in {time.perf_counter() - t0:.1f}s")
+    # Labelled real logs (every folder of ../shared/real_logs, our own labels) and labelled real
+    # client runs, through the whole pipeline as a user runs it.
+    real_scores, real_summary = score_real.score_all(Path(a.real), Path(a.client_cache))
+    real_txt = score_real.text(real_scores, real_summary)
+    print("\n== real logs and real client runs (hand labels: benchmarks/real_labels.py, client_runs.py)")
+    print(real_txt)
+    (out / "detect_real.json").write_text(json.dumps(
+        {"folders": [s.__dict__ for s in real_scores], "summary": real_summary}, indent=1, default=str))
+    (out / "detect_real.md").write_text(
+        "# Detection on labelled real logs and real client runs\n\n`python benchmarks/detect.py` "
+        "(or `python benchmarks/score_real.py --client ~/.cache/stabdiag-bench/client`). Labels were "
+        "written by reading each log before any detector was changed (benchmarks/real_labels.py); client "
+        "runs are `stabdiag train` scenarios whose events are known from how they were made "
+        "(benchmarks/client_runs.py). FA = findings at warning or above that no label or allowance "
+        "covers; onset error = first step of the matching finding - label start.\n\n```\n"
+        + real_txt + "\n```\n")
+    print(f"\nwrote {out}/detect.json, detect.md, detect_real.json, detect_real.md in {time.perf_counter() - t0:.1f}s")
 
 
 if __name__ == "__main__":
