@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,7 +35,7 @@ class Scenario:
     labels: tuple[Label, ...] = ()
     inject: tuple[str, ...] = ()
     note: str = ""
-    extra: dict = field(default_factory=dict)
+    ranks: int = 1       # > 1: launched with torchrun --nproc_per_node ranks (gloo on the CPU)
 
 
 def _lab(name: str, cls: str, a: int, b: int, lo: str = WARNING, hi: str = ERROR, note: str = "") -> Label:
@@ -72,6 +72,10 @@ SCENARIOS: tuple[Scenario, ...] = (
              note="LR x8 held for 120 steps from 150: the loss rises for the whole window, then "
                   "recovers"),),
         inject=("lr_spike@150:factor=8,steps=120",)),
+    Scenario("torchrun4_badrank", ("steps=300",), (
+        Label("client:torchrun4_badrank", "rank", 150, 169, min_severity=WARNING,
+              note="4 ranks under torchrun; rank 2 alone gets random bytes for 20 steps from 150"),),
+        inject=("bad_batch@150:steps=20,rank=2",), ranks=4),
 )
 
 
@@ -84,7 +88,10 @@ def make(sc: Scenario, cache: Path = CACHE) -> Path:
     d = run_dir(sc.name, cache)
     if (d / "metrics.csv").exists() and (d / "run.json").exists():
         return d
-    cmd = [sys.executable, "-m", "stabdiag", "train", "--preset", "tiny", "--out", str(cache),
+    launch = [sys.executable, "-m", "stabdiag"] if sc.ranks == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(sc.ranks),
+        "-m", "stabdiag"]
+    cmd = [*launch, "train", "--preset", "tiny", "--out", str(cache),
            "--name", sc.name, "--no-analyze", "--restart", "--set", "threads=1", "--set", "seed=0"]
     for s in sc.sets:
         cmd += ["--set", s]
