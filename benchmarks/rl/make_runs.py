@@ -315,14 +315,14 @@ def dpo(case: Case, out: Path, seed: int):
         for _ in range(n):
             p = "".join(rng.choice(ALPHABET[:26]) for _ in range(6))
             rows["prompt"].append(p)
-            rows["chosen"].append("".join(rng.choice("aeiou") for _ in range(12)))
-            rows["rejected"].append("".join(rng.choice("bcdfg") for _ in range(12)))
+            rows["chosen"].append("".join(rng.choice(ALPHABET[:26]) for _ in range(12)))
+            rows["rejected"].append("".join(rng.choice(ALPHABET[:26]) for _ in range(12)))
         return Dataset.from_dict(rows)
 
     tok = tokenizer()
     model = tiny_model(len(tok), seed, out / "_init")
-    # Chosen and rejected are random strings from disjoint letter sets with an arbitrary mapping
-    # from prompt: eight pairs are memorised long before anything transfers to the eval pairs.
+    # Chosen and rejected are random strings of the same letters: no rule to learn, so the eight
+    # training pairs can only be memorised, and nothing of it transfers to the eval pairs.
     train, evald = pairs(8), pairs(8)
     args = DPOConfig(
         output_dir=str(out),

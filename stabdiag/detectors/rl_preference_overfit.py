@@ -4,7 +4,8 @@ What it detects
     A preference run (TRL DPO: ``rewards/accuracies``, ``rewards/margins``, ``eval_loss``,
     ``eval_rewards/accuracies``) whose training reward accuracy sits at ~1.0 (late median >=
     ``train_acc``, 0.98) and whose margins keep growing, while the eval loss rises from its best
-    (by ``eval_rise``, 10 %, and still above it at the end) or the eval accuracy falls from its best
+    (by ``eval_rise``, 10 %, or back above its first value: every bit of held-out gain given back)
+    or the eval accuracy falls from its best
     by ``eval_drop`` (0.05) or more.
 
 Why it matters
@@ -16,7 +17,8 @@ Why it matters
 How it is computed
     Train accuracy and margin from their late medians (last 20 %); margins "explode" when the late
     margin is at least ``margin_growth`` (3x) the margin when the accuracy first reached
-    ``train_acc`` (or the early margin). Eval loss: its minimum and its last value; eval accuracy:
+    ``train_acc`` (median of the first 10 % of points from there). Eval loss: its minimum and its
+    last value; eval accuracy:
     its maximum and its late median. Eval loss rising and eval accuracy falling together is
     ``error``; one of them, ``warning``. A run without eval series is not judged (not checked):
     over-fitting cannot be told from learning without held-out pairs.
@@ -81,8 +83,10 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     m_at = m_late = None
     exploding = True
     if m is not None and len(m) >= 3:
-        before = m.values[m.steps <= sat_step]
-        m_at = float(before[-1]) if len(before) else rc.head(m.values)
+        after = m.values[m.steps >= sat_step]
+        m_at = (
+            rc.head(after, 0.1) if len(after) else rc.head(m.values)
+        )  # early margin once saturated
         m_late = rc.tail(m.values, 0.2)
         exploding = m_at > 0 and m_late >= cfg.margin_growth * m_at
     signs, ev = (
@@ -103,8 +107,14 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
             "eval_loss_best_step": int(eloss.steps[i]),
             "eval_loss_last": last,
         }
-        if i < len(eloss) - 1 and last >= best * (1 + cfg.eval_rise) and last > best + 1e-9:
-            signs.append(f"eval loss {st.fmt(best)} (step {int(eloss.steps[i])}) -> {st.fmt(last)}")
+        first = float(eloss.values[0])
+        risen = last >= best * (1 + cfg.eval_rise)
+        gave_back = first > best and last >= first  # every bit of held-out gain is gone again
+        if i < len(eloss) - 1 and last > best + 1e-9 and (risen or gave_back):
+            more = f", above its first value {st.fmt(first)}" if gave_back else ""
+            signs.append(
+                f"eval loss {st.fmt(best)} (step {int(eloss.steps[i])}) -> {st.fmt(last)}{more}"
+            )
             start = int(eloss.steps[i])
     if eacc is not None and len(eacc) >= 3:
         j = int(np.argmax(rc.smooth(eacc.values)))
@@ -112,7 +122,7 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         ev |= {"eval_accuracy_best": best_a, "eval_accuracy_late": late_a}
         if best_a - late_a >= cfg.eval_drop:
             signs.append(f"eval accuracy {st.fmt(best_a)} -> {st.fmt(late_a)}")
-            start = int(eacc.steps[j]) if start is None else min(start, int(eacc.steps[j]))
+            start = int(eacc.steps[j]) if start is None else start  # the eval-loss best step wins
     if not signs or not exploding:
         return []
     sev = Severity.ERROR if len(signs) == 2 else Severity.WARNING
