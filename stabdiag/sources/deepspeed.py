@@ -42,7 +42,7 @@ SKIPPED = "skipped_step"
 
 _NUM = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|inf|nan)"
 _OVERFLOW = re.compile(
-    r"(?:OVERFLOW!|overflow!|Overflow detected\.|Gradient overflow\.)[^\n]*?Skipping step"
+    r"(?:OVERFLOW!|overflow!|Overflow detected\.|Gradient overflow\.)[^\n]{0,200}?Skipping step"
     r"(?:[.,]\s*(?:Attempted loss scale:\s*(?P<att>" + _NUM + r")"
     r"(?:,\s*(?:reducing to\s*(?P<new>" + _NUM + r")|but hysteresis is (?P<hyst>\d+)))?"
     r"|loss scaler \d+ reducing loss scale to\s*(?P<apex>" + _NUM + r")))?")
@@ -118,7 +118,7 @@ _PPO = re.compile(r"^\s*epoch:\s*(\d+)\s*\|\s*step:\s*(\d+)\s*\|\s*(?:ppo_ep|ppo
                   r"(?P<rest>.*)$", re.IGNORECASE)
 _PPO_ANY = re.compile(r"(?im)^(?:\s*\[(?:default|rank)\d+\]:)?\s*epoch:\s*\d+\s*\|\s*step:\s*\d+"
                       r"\s*\|\s*(?:ppo_ep|ppo epoch):")
-_PPO_FIELD = re.compile(r"\s*([A-Za-z_ ]+?)\s*:\s*(" + _NUM + r")\s*(?:\||$)", re.IGNORECASE)
+_PPO_FIELD = re.compile(r"\s*([A-Za-z_ ]{1,64}?)\s*:\s*(" + _NUM + r")\s*(?:\||$)", re.IGNORECASE)
 # The PPO actor loss is a policy-gradient objective (it can be negative), the critic's a value loss:
 # neither is a language-model loss, so they get the RL names the rl-* detectors read (rl_common:
 # rl/loss, rl/value/loss, rl/reward), never train/loss. unsuper_loss is the optional pretraining

@@ -24,7 +24,7 @@ _PREFIX = re.compile(r"^\s*(?:\[(?:default|rank)(\d+)\]:|(\d{1,5}): )")
 # What a crashed or killed job leaves behind; reported as a warning on the run, never a failure.
 _FAILURE = re.compile(
     r"Traceback \(most recent call last\)|received SIGTERM|SIGTERM|SIGKILL|"
-    r"\*\*\* JOB \d+ ON .* CANCELLED|CUDA error|out of memory|Killed$|"
+    r"\*\*\* JOB \d+ ON \S+ CANCELLED|CUDA error|out of memory|Killed$|"
     r"FloatingPointError|Exiting run\.|terminate called after throwing")
 
 HEAD_BYTES = 64 * 1024
