@@ -41,7 +41,7 @@ class StabdiagCallback(TrainerCallback):
     """Live stability guard for ``transformers.Trainer``; see the module docstring.
 
     ``findings_dir``: where ``stabdiag_findings.jsonl`` goes (default: the Trainer's output_dir).
-    ``check_every``/``budget``: see ``stabdiag.Monitor`` (default: full checks within 1 % of the
+    ``check_every``/``budget``: see ``stabdiag.Monitor`` (default: full checks within 0.5 % of the
     wall time, plus an immediate one when a logged value looks like a spike or is NaN/Inf)."""
 
     def __init__(
@@ -52,7 +52,7 @@ class StabdiagCallback(TrainerCallback):
         run: str | None = None,
         findings_dir: str | os.PathLike[str] | None = None,
         check_every: int = 0,
-        budget: float = 0.01,
+        budget: float = 0.005,
         select: Collection[str] | None = None,
         ignore: Collection[str] | None = None,
         configs: Mapping[str, Any] | None = None,

@@ -3,7 +3,8 @@
     trainer = lightning.Trainer(..., callbacks=[StabdiagCallback(action="checkpoint")])
 
 Per training batch it keeps the step's loss as the (already detached) tensor Lightning hands to
-``on_train_batch_end`` and reads the LR from the optimizer (a host float): no device sync. Every
+``on_train_batch_end`` and the LR from the optimizer (a host float): no device sync, one list
+append. Every
 ``log_every_n_steps`` batches the kept losses move to the host in one transfer, together with
 any grad norm or loss scale the module logged (``self.log("grad_2.0_norm_total", ...)``, names
 mapped as ``stabdiag analyze`` maps them) and the AMP loss scale; then the detectors run under
@@ -45,7 +46,7 @@ class StabdiagCallback(pl.Callback):
         run: str | None = None,
         findings_dir: str | os.PathLike[str] | None = None,
         check_every: int = 0,
-        budget: float = 0.01,
+        budget: float = 0.005,
         select: Collection[str] | None = None,
         ignore: Collection[str] | None = None,
         configs: Mapping[str, Any] | None = None,
@@ -87,6 +88,10 @@ class StabdiagCallback(pl.Callback):
         self._ranks = trainer.world_size
         self._flushes = 0
         self._has_logged = False  # whether the module logs a grad norm / loss scale we read
+        self._rows: list[tuple[int, Any, Any]] = []
+        self._every = max(1, trainer.log_every_n_steps)
+        opts = trainer.optimizers
+        self._groups = opts[0].param_groups if opts and opts[0].param_groups else None
 
     def on_train_batch_end(
         self,
@@ -101,11 +106,14 @@ class StabdiagCallback(pl.Callback):
             return
         step = trainer.global_step - 1  # already advanced past this batch's optimizer step
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-        lr = None
-        if trainer.optimizers and trainer.optimizers[0].param_groups:
-            lr = trainer.optimizers[0].param_groups[0].get("lr")
-        m.log(step, loss=loss, lr=float(lr) if isinstance(lr, int | float) else None)
-        if (batch_idx + 1) % max(1, trainer.log_every_n_steps) == 0:
+        groups = self._groups
+        lr = groups[0].get("lr") if groups else None
+        # Per step only an append: the values reach the monitor (and the host) at the interval.
+        self._rows.append((step, loss, lr))
+        if (batch_idx + 1) % self._every == 0:
+            rows, self._rows = self._rows, []
+            for s, x, r in rows:
+                m.log(s, loss=x, lr=r if type(r) is float else None)
             self._logged(trainer, step)
             m.flush()
             self._act(trainer, step)
@@ -121,6 +129,9 @@ class StabdiagCallback(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.monitor is not None:
+            for s, x, r in self._rows:
+                self.monitor.log(s, loss=x, lr=r if type(r) is float else None)
+            self._rows = []
             self.monitor.close()
 
     # ------------------------------------------------------------------ internals

@@ -14,8 +14,8 @@ Why it is built this way:
 
 - The verdict must be the offline verdict. Findings come from the registered detectors run on
   everything logged so far (``Tracker``), so ``stabdiag analyze`` of the same numbers agrees.
-- It must be cheap. The full check runs on a time budget (by default at most ``budget`` = 1 % of
-  the wall time since the monitor started, measured), or every ``check_every`` logged points when
+- It must be cheap. The full check runs on a time budget (by default at most ``budget`` = 0.5 %
+  of the process's CPU time since the monitor started, measured), or every ``check_every`` logged points when
   set; a non-finite loss or grad norm forces a check at once. Values passed as tensors are kept
   as tensors and moved to the host together at the next check (one sync per check, never one
   per step); only ``action="skip"`` needs this step's value now, and reads it.
@@ -39,7 +39,7 @@ from typing import Any
 from stabdiag import table as T
 from stabdiag.errors import ConfigError
 from stabdiag.findings import Finding, Severity
-from stabdiag.live.state import Event, LiveRun, SpikeScreen, Tracker
+from stabdiag.live.state import SCREENED, Event, LiveRun, SpikeScreen, Tracker
 
 ACTIONS = ("warn", "stop", "checkpoint", "skip")
 FINDINGS_FILE = "stabdiag_findings.jsonl"
@@ -48,6 +48,13 @@ FINDINGS_FILE = "stabdiag_findings.jsonl"
 # A full check of a short run costs ~10 ms (the detectors' fixed costs): the first scheduled one
 # waits until that fits in the budget instead of running at the first logged point.
 FIRST_CHECK_GUESS = 0.01
+
+
+def _clock() -> float:
+    """CPU time of this process: the budget is a share of what training itself spends, which a
+    busy shared machine does not inflate the way it inflates wall time."""
+    return time.process_time()
+
 
 KEYWORDS = {
     "loss": T.TRAIN_LOSS,
@@ -97,7 +104,7 @@ class Monitor:
         level: str | Severity = "error",
         out_dir: str | os.PathLike[str] | None = None,
         check_every: int = 0,
-        budget: float = 0.01,
+        budget: float = 0.005,
         skip_window: int = 256,
         max_skips: int = 3,
         select: Collection[str] | None = None,
@@ -134,7 +141,7 @@ class Monitor:
         self._spikes = SpikeScreen(skip_window)
         self._pending: list[tuple[int, str, Any]] = []  # (step, metric, tensor) not yet on the host
         self._since_check = 0
-        self._t0 = time.perf_counter()
+        self._t0 = _clock()
         self._last_cost = FIRST_CHECK_GUESS  # a check's cost before one was measured
         self._closed = False
         self._urgent = 0
@@ -147,35 +154,41 @@ class Monitor:
         Keywords: loss, grad_norm, lr, loss_scale, skipped, val_loss, update_ratio, param_norm,
         max_attn_logit, output_logz; ``metrics`` takes any other names (canonical or not)."""
         step = int(step)
-        named = {}
+        urgent = False
         for k, v in values.items():
-            if k not in KEYWORDS:
+            metric = KEYWORDS.get(k)
+            if metric is None:
                 raise ConfigError(
                     f"Monitor.log: unknown keyword {k!r}; expected one of "
                     f"{', '.join(KEYWORDS)} (other names go in metrics={{...}})"
                 )
-            named[KEYWORDS[k]] = v
-        named.update(metrics or {})
-        urgent = False
-        now_needed = self.action == "skip"
-        for metric, v in named.items():
-            if v is None:
-                continue
-            if _is_tensor(v) and not now_needed:
-                self._pending.append((step, metric, v.detach()))
-                continue
-            x = _to_float(v)
-            self.run.add_point(metric, step, x)
-            if metric in (T.TRAIN_LOSS, T.GRAD_NORM) and (
-                not math.isfinite(x) or self._outlier(metric, step)
-            ):
+            if v is not None and self._add(step, metric, v):
                 urgent = True
+        if metrics:
+            for metric, v in metrics.items():
+                if v is not None and self._add(step, metric, v):
+                    urgent = True
+        now_needed = self.action == "skip"
         self._since_check += 1
         skip = self._skip_decision(step, urgent) if now_needed else False
         events: list[Event] = []
         if (urgent and self._urgent_allowed()) or self._due():
             events = self._check(step)
         return Verdict(step=step, skip=skip, stop=self.should_stop, events=tuple(events))
+
+    def _add(self, step: int, metric: str, v: Any) -> bool:
+        """Record one value; True when it looks like a spike or is NaN/Inf (check now)."""
+        if type(v) is float:  # the common case first: a host float
+            x = v
+        elif self.action != "skip" and _is_tensor(v):
+            self._pending.append((step, metric, v))  # detached when moved to the host
+            return False
+        else:
+            x = _to_float(v)
+        self.run.add_point(metric, step, x)
+        if metric is T.TRAIN_LOSS or metric is T.GRAD_NORM or metric in SCREENED:
+            return not math.isfinite(x) or self._outlier(metric, step)
+        return False
 
     def check(self) -> Verdict:
         """Run the detectors now, whatever the schedule (e.g. at a logging or eval boundary)."""
@@ -200,14 +213,14 @@ class Monitor:
         if self.check_every:
             return self._since_check >= self.check_every
         # Time budget: this check plus all earlier ones stay within `budget` of the elapsed time.
-        elapsed = time.perf_counter() - self._t0
+        elapsed = _clock() - self._t0
         return self.check_seconds + self._last_cost <= self.budget * elapsed
 
     def _urgent_allowed(self) -> bool:
         # An outlier or a non-finite value checks at once, unless checks already took 10x the
         # budget (a run so noisy that every few points look like spikes): then the schedule rules.
         # The first few always run: a spike is rare, and it is what the guard is for.
-        elapsed = time.perf_counter() - self._t0
+        elapsed = _clock() - self._t0
         self._urgent += 1
         return (
             self._urgent <= 5 or self.check_seconds + self._last_cost <= 10 * self.budget * elapsed
@@ -232,10 +245,10 @@ class Monitor:
 
         pend, self._pending = self._pending, []
         if all(t.device.type == "cpu" for _, _, t in pend):  # no device: no sync to batch
-            vals = [float(t) for _, _, t in pend]
+            vals = [float(t.detach()) for _, _, t in pend]
         else:
             # One transfer for all; float32: every device has it (MPS has no float64).
-            vals = torch.stack([t.reshape(()).float() for _, _, t in pend]).cpu().tolist()
+            vals = torch.stack([t.detach().reshape(()).float() for _, _, t in pend]).cpu().tolist()
         urgent = False
         for (step, metric, _), x in zip(pend, vals, strict=True):
             self.run.add_point(metric, step, x)
@@ -246,7 +259,7 @@ class Monitor:
         return urgent
 
     def _check(self, step: int) -> list[Event]:
-        t = time.perf_counter()
+        t = _clock()
         self._flush_pending()
         events = self.tracker.update([self.run.run_data()])
         self._since_check = 0
@@ -261,7 +274,7 @@ class Monitor:
                 self.should_stop = True
                 self.stop_step = step
                 self.stop_finding = e.finding
-        self._last_cost = time.perf_counter() - t
+        self._last_cost = _clock() - t
         self.check_seconds += self._last_cost
         return events
 
