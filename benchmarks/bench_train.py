@@ -53,9 +53,20 @@ def bench_probe(steps: int, rounds: int) -> None:
     corpus = load_corpus(cfg.data, cfg.data_max_bytes, cfg.seed)
     torch.manual_seed(0)
     model = GPT(cfg)
-    loop = _Loop(cfg, DistInfo(), torch.device("cpu"), corpus, model, model,
-                 build_optimizer(model, cfg, torch.device("cpu")),
-                 torch.amp.GradScaler("cpu", enabled=False), (), NullWriter(), None, None)
+    loop = _Loop(
+        cfg,
+        DistInfo(),
+        torch.device("cpu"),
+        corpus,
+        model,
+        model,
+        build_optimizer(model, cfg, torch.device("cpu")),
+        torch.amp.GradScaler("cpu", enabled=False),
+        (),
+        NullWriter(),
+        None,
+        None,
+    )
     real = model_mod.max_logit
 
     def none(q, k, d_head):
@@ -75,22 +86,47 @@ def bench_probe(steps: int, rounds: int) -> None:
             times[name].append((time.perf_counter() - t0) / steps)
     model_mod.max_logit = real
     p, n = statistics.median(times["probe"]), statistics.median(times["none"])
-    print(f"tiny, 1 thread, {rounds}x{steps} steps each: probe {1e3 * p:.1f} ms/step, "
-          f"none {1e3 * n:.1f} ms/step, probe cost {1e3 * (p - n):.2f} ms ({100 * (p / n - 1):.1f}%)"
-          f"  [load {_load()}]")
+    print(
+        f"tiny, 1 thread, {rounds}x{steps} steps each: probe {1e3 * p:.1f} ms/step, "
+        f"none {1e3 * n:.1f} ms/step, probe cost {1e3 * (p - n):.2f} ms ({100 * (p / n - 1):.1f}%)"
+        f"  [load {_load()}]"
+    )
 
 
-def _train(out: Path, name: str, steps: int, extra: list[str], code: str | None,
-           stop_after: int | None = None, resume: bool = False) -> float:
+def _train(
+    out: Path,
+    name: str,
+    steps: int,
+    extra: list[str],
+    code: str | None,
+    stop_after: int | None = None,
+    resume: bool = False,
+) -> float:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     if code:
         env["PYTHONPATH"] = code
-    cmd = [sys.executable, "-m", "stabdiag", "train", "--preset", "tiny", "--steps", str(steps),
-           *SMALL, *extra, "--out", str(out), "--name", name, "--no-analyze",
-           *(["--resume"] if resume else [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "stabdiag",
+        "train",
+        "--preset",
+        "tiny",
+        "--steps",
+        str(steps),
+        *SMALL,
+        *extra,
+        "--out",
+        str(out),
+        "--name",
+        name,
+        "--no-analyze",
+        *(["--resume"] if resume else []),
+    ]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     if stop_after is not None:
         metrics = out / name / "metrics.csv"
         while proc.poll() is None:
@@ -127,13 +163,19 @@ def bench_threads(steps: int) -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        for label, extra in [("chosen", []), *[(f"threads={n}", ["--set", f"threads={n}"])
-                                               for n in range(1, (cores or 1) + 1)]]:
+        for label, extra in [
+            ("chosen", []),
+            *[(f"threads={n}", ["--set", f"threads={n}"]) for n in range(1, (cores or 1) + 1)],
+        ]:
             wall = _train(out, label, steps, extra, None)
-            print(f"tiny {steps} steps, {label}: {_s_per_step(out / label / 'metrics.csv', 10, steps):.4f} "
-                  f"s/step, {wall:.1f} s wall  [load {_load()}]")
+            print(
+                f"tiny {steps} steps, {label}: {_s_per_step(out / label / 'metrics.csv', 10, steps):.4f} "
+                f"s/step, {wall:.1f} s wall  [load {_load()}]"
+            )
         wall = _train(out, "full", 300, ["--set", "eval_interval=50"], None)
-        print(f"tiny preset, 300 steps with evals, chosen threads: {wall:.1f} s wall  [load {_load()}]")
+        print(
+            f"tiny preset, 300 steps with evals, chosen threads: {wall:.1f} s wall  [load {_load()}]"
+        )
 
 
 def bench_resume(steps: int, cut: int, code: str | None) -> None:
@@ -147,9 +189,11 @@ def bench_resume(steps: int, cut: int, code: str | None) -> None:
         full = _s_per_step(out / "full" / "metrics.csv", lo, steps)
         resumed = _s_per_step(out / "cut" / "metrics.csv", lo, steps)
         before = _s_per_step(out / "cut" / "metrics.csv", 10, cut)
-        print(f"{'code ' + code if code else 'this checkout'}: steps {lo}-{steps - 1}: uninterrupted "
-              f"{full:.4f} s/step, resumed {resumed:.4f} s/step (x{resumed / full:.2f}); "
-              f"the cut run before its stop {before:.4f} s/step  [load {_load()}]")
+        print(
+            f"{'code ' + code if code else 'this checkout'}: steps {lo}-{steps - 1}: uninterrupted "
+            f"{full:.4f} s/step, resumed {resumed:.4f} s/step (x{resumed / full:.2f}); "
+            f"the cut run before its stop {before:.4f} s/step  [load {_load()}]"
+        )
 
 
 def main() -> None:

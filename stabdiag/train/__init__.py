@@ -26,7 +26,9 @@ def __getattr__(name: str) -> Any:
             if exc.name and exc.name.split(".")[0] == "torch":
                 from stabdiag.errors import TrainError
 
-                raise TrainError("stabdiag train needs PyTorch: pip install 'stabdiag[train]'") from None
+                raise TrainError(
+                    "stabdiag train needs PyTorch: pip install 'stabdiag[train]'"
+                ) from None
             raise
         return getattr(loop, name)
     raise AttributeError(f"module 'stabdiag.train' has no attribute {name!r}")

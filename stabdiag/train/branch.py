@@ -19,13 +19,39 @@ from stabdiag.errors import TrainError
 from stabdiag.train.config import TrainConfig, parse_skips, resolve_overrides
 
 # Keys a branch may change: they act on the steps still to run, not on what the checkpoint holds.
-BRANCHABLE = frozenset({
-    "lr", "min_lr", "warmup_steps", "decay", "grad_clip", "beta1", "beta2", "eps",
-    "weight_decay", "z_loss", "precision", "loss_scale_init", "loss_scale_growth_interval",
-    "dropout", "softmax_cap", "seq_warmup_steps", "batch_size", "skip_batches", "inject",
-    "steps", "eval_interval", "eval_batches", "log_interval", "checkpoint_interval",
-    "keep_checkpoints", "stop_after_nonfinite", "tensorboard", "device", "threads",
-})
+BRANCHABLE = frozenset(
+    {
+        "lr",
+        "min_lr",
+        "warmup_steps",
+        "decay",
+        "grad_clip",
+        "beta1",
+        "beta2",
+        "eps",
+        "weight_decay",
+        "z_loss",
+        "precision",
+        "loss_scale_init",
+        "loss_scale_growth_interval",
+        "dropout",
+        "softmax_cap",
+        "seq_warmup_steps",
+        "batch_size",
+        "skip_batches",
+        "inject",
+        "steps",
+        "eval_interval",
+        "eval_batches",
+        "log_interval",
+        "checkpoint_interval",
+        "keep_checkpoints",
+        "stop_after_nonfinite",
+        "tensorboard",
+        "device",
+        "threads",
+    }
+)
 # Keys of the run's identity, set by the branch itself.
 _IDENTITY = frozenset({"out_dir", "run_name", "preset", "recipe"})
 
@@ -43,23 +69,37 @@ class BranchPlan:
     config: TrainConfig
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_dir": str(self.parent_dir), "name": self.parent_dir.name,
-                "at": self.at, "step": self.step, "checkpoint": str(self.checkpoint),
-                "changes": self.changes}
+        return {
+            "run_dir": str(self.parent_dir),
+            "name": self.parent_dir.name,
+            "at": self.at,
+            "step": self.step,
+            "checkpoint": str(self.checkpoint),
+            "changes": self.changes,
+        }
 
 
-def plan_branch(parent_dir: Path, at: int, sets: list[str] | tuple[str, ...] = (),
-                skip: list[str] | tuple[str, ...] = (), name: str | None = None) -> BranchPlan:
+def plan_branch(
+    parent_dir: Path,
+    at: int,
+    sets: list[str] | tuple[str, ...] = (),
+    skip: list[str] | tuple[str, ...] = (),
+    name: str | None = None,
+) -> BranchPlan:
     """Check the parent, pick its checkpoint, apply and vet the changes; TrainError if any fails."""
     parent_dir = Path(parent_dir)
     cfg_path = parent_dir / "config.json"
     if not cfg_path.is_file():
-        raise TrainError(f"{parent_dir}: expected a stabdiag train run directory "
-                         f"(config.json, checkpoints/), found no config.json")
+        raise TrainError(
+            f"{parent_dir}: expected a stabdiag train run directory "
+            f"(config.json, checkpoints/), found no config.json"
+        )
     try:
         saved = json.loads(cfg_path.read_text())
     except (OSError, ValueError):
-        raise TrainError(f"{cfg_path}: expected the run's JSON config, found it unreadable") from None
+        raise TrainError(
+            f"{cfg_path}: expected the run's JSON config, found it unreadable"
+        ) from None
     parent = TrainConfig.from_dict(saved, where=str(cfg_path))
     if at < 0:
         raise TrainError(f"--at {at}: expected a step >= 0")
@@ -72,36 +112,48 @@ def plan_branch(parent_dir: Path, at: int, sets: list[str] | tuple[str, ...] = (
     if refused:
         raise TrainError(
             f"cannot branch with {', '.join(refused)} changed: the checkpoint's model and start "
-            f"cannot take it mid-run; re-run from scratch (stabdiag train --set ...) instead")
+            f"cannot take it mid-run; re-run from scratch (stabdiag train --set ...) instead"
+        )
     new_skips = tuple(skip)
     for lo, _ in parse_skips(new_skips):
         if lo < step:
-            raise TrainError(f"--skip-batches {lo}:...: the branch starts at step {step} "
-                             f"(its checkpoint); batches before it are already trained on")
+            raise TrainError(
+                f"--skip-batches {lo}:...: the branch starts at step {step} "
+                f"(its checkpoint); batches before it are already trained on"
+            )
     if new_skips:
         values["skip_batches"] = tuple(values.get("skip_batches", parent.skip_batches)) + new_skips
     run_name = name or _free_name(parent_dir, f"{parent_dir.name}-at{step}")
     config = TrainConfig.from_dict(
         {**parent.to_dict(), **values, "run_name": run_name, "out_dir": str(parent_dir.parent)},
-        where="branch")
+        where="branch",
+    )
     if (parent_dir.parent / run_name).resolve() == parent_dir.resolve():
         raise TrainError(f"--name {run_name}: that is the parent run; pick a new name")
-    changes = {k: [_plain(getattr(parent, k)), _plain(getattr(config, k))]
-               for k in sorted(BRANCHABLE) if getattr(parent, k) != getattr(config, k)}
+    changes = {
+        k: [_plain(getattr(parent, k)), _plain(getattr(config, k))]
+        for k in sorted(BRANCHABLE)
+        if getattr(parent, k) != getattr(config, k)
+    }
     return BranchPlan(parent_dir, at, step, path, changes, config)
 
 
 def _checkpoint_at_or_before(ckpt_dir: Path, at: int) -> tuple[int, Path]:
     import re
 
-    found = sorted((int(m.group(1)), p) for p in (ckpt_dir.iterdir() if ckpt_dir.is_dir() else ())
-                   if (m := re.match(r"^step-(\d{8,})\.pt$", p.name)))
+    found = sorted(
+        (int(m.group(1)), p)
+        for p in (ckpt_dir.iterdir() if ckpt_dir.is_dir() else ())
+        if (m := re.match(r"^step-(\d{8,})\.pt$", p.name))
+    )
     usable = [(s, p) for s, p in found if s <= at]
     if usable:
         return usable[-1]
     have = ", ".join(str(s) for s, _ in found) or "none"
-    raise TrainError(f"{ckpt_dir}: expected a checkpoint at or before step {at}, found "
-                     f"checkpoints at steps: {have} (set checkpoint_interval to keep more)")
+    raise TrainError(
+        f"{ckpt_dir}: expected a checkpoint at or before step {at}, found "
+        f"checkpoints at steps: {have} (set checkpoint_interval to keep more)"
+    )
 
 
 def _free_name(parent_dir: Path, base: str) -> str:

@@ -36,8 +36,13 @@ def step_file(ckpt_dir: Path, step: int) -> Path:
 
 
 def save(
-    ckpt_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler, step: int, config: dict[str, Any],
+    ckpt_dir: Path,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    step: int,
+    config: dict[str, Any],
     data: dict[str, Any] | None = None,
 ) -> Path:
     """Write the step's checkpoint and make it `latest.pt`; returns the step file."""
@@ -75,9 +80,15 @@ def save(
             with contextlib.suppress(OSError):
                 t.unlink()
         if isinstance(exc, Exception):  # a full disk shows up as OSError or torch's RuntimeError
-            kept = "the previous checkpoint is kept" if latest.exists() else "no checkpoint was written"
-            raise TrainError(f"{latest}: could not write the checkpoint "
-                             f"({getattr(exc, 'strerror', None) or exc}); {kept}") from None
+            kept = (
+                "the previous checkpoint is kept"
+                if latest.exists()
+                else "no checkpoint was written"
+            )
+            raise TrainError(
+                f"{latest}: could not write the checkpoint "
+                f"({getattr(exc, 'strerror', None) or exc}); {kept}"
+            ) from None
         raise
     return path
 
@@ -106,8 +117,10 @@ def at_or_before(ckpt_dir: Path, step: int) -> tuple[int, Path]:
     if usable:
         return usable[-1]
     have = ", ".join(str(s) for s, _ in found) or "none"
-    raise TrainError(f"{ckpt_dir}: expected a checkpoint at or before step {step}, found "
-                     f"checkpoints at steps: {have}")
+    raise TrainError(
+        f"{ckpt_dir}: expected a checkpoint at or before step {step}, found "
+        f"checkpoints at steps: {have}"
+    )
 
 
 def rotate(ckpt_dir: Path, keep: int, pinned: set[int] = frozenset()) -> list[int]:
@@ -141,19 +154,28 @@ def load(path: Path, device: torch.device) -> dict[str, Any]:
             state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # a damaged or foreign file: say which, do not crash
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise TrainError(f"{path}: expected a stabdiag checkpoint, could not load it "
-                         f"({type(exc).__name__}: {first[:200]})") from None
+        raise TrainError(
+            f"{path}: expected a stabdiag checkpoint, could not load it "
+            f"({type(exc).__name__}: {first[:200]})"
+        ) from None
     missing = {"step", "model", "optimizer", "scaler", "rng_cpu"} - set(
-        state if isinstance(state, dict) else ())
+        state if isinstance(state, dict) else ()
+    )
     if missing:
-        raise TrainError(f"{path}: expected a stabdiag checkpoint, found a file without "
-                         f"{', '.join(sorted(missing))}")
+        raise TrainError(
+            f"{path}: expected a stabdiag checkpoint, found a file without "
+            f"{', '.join(sorted(missing))}"
+        )
     return state
 
 
 def restore(
-    state: dict[str, Any], *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler, hyper: dict[str, Any] | None = None,
+    state: dict[str, Any],
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    hyper: dict[str, Any] | None = None,
     fresh_scaler: bool = False,
 ) -> int:
     """Load state into the live objects; returns the number of steps already done.
@@ -163,8 +185,9 @@ def restore(
     keeps the new scaler as built (a branch that changes the precision or the initial scale)."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    for group, wd in zip(optimizer.param_groups, (hyper or {}).get("weight_decay", ()),
-                         strict=False):
+    for group, wd in zip(
+        optimizer.param_groups, (hyper or {}).get("weight_decay", ()), strict=False
+    ):
         group["weight_decay"] = wd
     for group in optimizer.param_groups:
         for key in ("betas", "eps"):

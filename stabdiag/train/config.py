@@ -126,30 +126,51 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
             raise TrainError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        for name in ("n_layer", "n_embd", "n_head", "block_size", "steps", "batch_size",
-                     "eval_interval", "eval_batches", "log_interval",
-                     "loss_scale_growth_interval"):
+        for name in (
+            "n_layer",
+            "n_embd",
+            "n_head",
+            "block_size",
+            "steps",
+            "batch_size",
+            "eval_interval",
+            "eval_batches",
+            "log_interval",
+            "loss_scale_growth_interval",
+        ):
             if getattr(self, name) < 1:
                 raise TrainError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.vocab_size != 256:
             raise TrainError("vocab_size must be 256 (the model is byte-level)")
-        for name in ("lr", "min_lr", "grad_clip", "softmax_cap", "z_loss", "dropout",
-                     "warmup_steps", "seq_warmup_steps", "checkpoint_interval"):
+        for name in (
+            "lr",
+            "min_lr",
+            "grad_clip",
+            "softmax_cap",
+            "z_loss",
+            "dropout",
+            "warmup_steps",
+            "seq_warmup_steps",
+            "checkpoint_interval",
+        ):
             if getattr(self, name) < 0:
                 raise TrainError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name, kind in _HINTS.items():
             choices = typing.get_args(kind) if typing.get_origin(kind) is Literal else ()
             if choices and getattr(self, name) not in choices:
-                raise TrainError(f"{name} must be one of {', '.join(choices)}; "
-                                 f"got {getattr(self, name)!r}")
+                raise TrainError(
+                    f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}"
+                )
         from stabdiag.train.inject import parse_events  # no torch
 
         if self.threads < 0 or self.keep_checkpoints < 0:
             raise TrainError("threads and keep_checkpoints must be >= 0")
         for spec, event in zip(self.inject, parse_events(self.inject), strict=True):
             if event.step >= self.steps:  # else it would be recorded as injected but never run
-                raise TrainError(f"inject '{spec}': step {event.step} is after the run's last "
-                                 f"step ({self.steps - 1}; steps={self.steps})")
+                raise TrainError(
+                    f"inject '{spec}': step {event.step} is after the run's last "
+                    f"step ({self.steps - 1}; steps={self.steps})"
+                )
         parse_skips(self.skip_batches)
 
     def to_dict(self) -> dict[str, Any]:
@@ -164,8 +185,9 @@ class TrainConfig:
         unknown = sorted(set(saved) - set(_HINTS))
         if unknown:
             raise TrainError(f"{where}: unknown config key(s) {', '.join(unknown)}")
-        values = {k: tuple(v) if typing.get_origin(_HINTS[k]) is tuple else v
-                  for k, v in saved.items()}
+        values = {
+            k: tuple(v) if typing.get_origin(_HINTS[k]) is tuple else v for k, v in saved.items()
+        }
         return cls(**values)
 
 
@@ -211,21 +233,55 @@ Overrides = Mapping[str, Any | Callable[[TrainConfig], Any]]
 
 PRESETS: dict[str, Overrides] = {
     # CPU, well under a minute: 0.1M params, 300 steps of 16x64 bytes.
-    "tiny": dict(n_layer=2, n_embd=64, n_head=4, block_size=64, batch_size=16, steps=300,
-                 eval_interval=50, log_interval=10, data_max_bytes=2_000_000),
+    "tiny": dict(
+        n_layer=2,
+        n_embd=64,
+        n_head=4,
+        block_size=64,
+        batch_size=16,
+        steps=300,
+        eval_interval=50,
+        log_interval=10,
+        data_max_bytes=2_000_000,
+        checkpoint_interval=50,
+    ),
     # CPU, a few minutes: 0.8M params.
-    "small": dict(n_layer=4, n_embd=128, n_head=4, block_size=128, batch_size=32, steps=600,
-                  eval_interval=100, log_interval=20, data_max_bytes=8_000_000),
+    "small": dict(
+        n_layer=4,
+        n_embd=128,
+        n_head=4,
+        block_size=128,
+        batch_size=32,
+        steps=600,
+        eval_interval=100,
+        log_interval=20,
+        data_max_bytes=8_000_000,
+        checkpoint_interval=100,
+    ),
     # One GPU, about a minute: 11M params.
-    "gpu": dict(n_layer=6, n_embd=384, n_head=6, block_size=256, batch_size=64, steps=1500,
-                eval_interval=250, log_interval=50, data_max_bytes=32_000_000,
-                device="cuda"),
+    "gpu": dict(
+        n_layer=6,
+        n_embd=384,
+        n_head=6,
+        block_size=256,
+        batch_size=64,
+        steps=1500,
+        eval_interval=250,
+        log_interval=50,
+        data_max_bytes=32_000_000,
+        checkpoint_interval=250,
+        device="cuda",
+    ),
 }
 
 RECIPES: dict[str, Overrides] = {
     # Pre-LN, 10% linear warmup, clip 1.0, a moderate LR, bf16 on GPU and fp32 on CPU.
     "stable": dict(
-        norm_placement="pre", lr=3e-3, min_lr=3e-4, grad_clip=1.0, decay="cosine",
+        norm_placement="pre",
+        lr=3e-3,
+        min_lr=3e-4,
+        grad_clip=1.0,
+        decay="cosine",
         warmup_steps=lambda c: max(1, c.steps // 10),
         precision=lambda c: "bf16" if c.device == "cuda" else "fp32",
     ),
@@ -233,8 +289,15 @@ RECIPES: dict[str, Overrides] = {
     # too high, no clipping, fp16 whose loss scaler probes upward every 25 steps. On `tiny` the
     # attention logits outgrow fp16 within ~20 steps: loss NaN, overflow skips, scale collapse.
     "unstable": dict(
-        norm_placement="post", lr=0.3, min_lr=0.3, decay="constant", warmup_steps=0,
-        grad_clip=0.0, precision="fp16", weight_decay=0.0, loss_scale_growth_interval=25,
+        norm_placement="post",
+        lr=0.3,
+        min_lr=0.3,
+        decay="constant",
+        warmup_steps=0,
+        grad_clip=0.0,
+        precision="fp16",
+        weight_decay=0.0,
+        loss_scale_growth_interval=25,
     ),
 }
 
@@ -251,8 +314,9 @@ def _coerce(key: str, raw: Any, *, where: str) -> Any:
     bad = TrainError(f"{where}: {key} expects {_type_name(kind)}, got {raw!r}")
     if origin is Literal:
         if raw not in typing.get_args(kind):
-            raise TrainError(f"{where}: {key} must be one of {', '.join(typing.get_args(kind))}; "
-                             f"got {raw!r}")
+            raise TrainError(
+                f"{where}: {key} must be one of {', '.join(typing.get_args(kind))}; got {raw!r}"
+            )
         return raw
     if kind is bool:
         if isinstance(raw, bool):
@@ -313,7 +377,9 @@ def _load_toml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise TrainError(f"{path}: cannot read config file ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise TrainError(f"{path}: expected a TOML config file, found invalid TOML ({exc})") from None
+        raise TrainError(
+            f"{path}: expected a TOML config file, found invalid TOML ({exc})"
+        ) from None
     # Either flat keys or a [train] table (so one stabdiag.toml can hold several sections).
     table = doc.get("train", doc)
     if not isinstance(table, dict):
@@ -360,7 +426,9 @@ def resolve(
         if not sep:
             raise TrainError(f"override '{item}': expected key=value")
         if key not in _HINTS:
-            raise TrainError(f"override '{item}': unknown config key '{key}'{_closest(key, FIELDS)}")
+            raise TrainError(
+                f"override '{item}': unknown config key '{key}'{_closest(key, FIELDS)}"
+            )
         if typing.get_origin(_HINTS[key]) is tuple:
             accumulated[key] = accumulated.get(key, ()) + _coerce(key, raw, where="override")
             values[key] = accumulated[key]
@@ -372,8 +440,9 @@ def resolve(
     return TrainConfig(**values)
 
 
-def resolve_overrides(base: TrainConfig, overrides: Sequence[str], *,
-                      where: str = "override") -> dict[str, Any]:
+def resolve_overrides(
+    base: TrainConfig, overrides: Sequence[str], *, where: str = "override"
+) -> dict[str, Any]:
     """`key=value` strings -> {key: typed value} on top of `base` (tuple keys accumulate onto an
     empty tuple, as in `resolve`); unknown keys and bad values raise TrainError."""
     values: dict[str, Any] = {}
@@ -397,4 +466,3 @@ def replace(cfg: TrainConfig, **changes: Any) -> TrainConfig:
         if key not in _HINTS:
             raise TrainError(f"unknown config key '{key}'{_closest(key, FIELDS)}")
     return dataclasses.replace(cfg, **changes)
-

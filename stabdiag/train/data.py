@@ -53,8 +53,10 @@ def _stdlib_bytes(cap: int) -> bytes:
         if size >= cap:
             break
     if size < 100_000:
-        raise TrainError(f"{root}: expected the Python standard library source, found "
-                         f"only {size} bytes of .py files; use data=synthetic or data=FILE")
+        raise TrainError(
+            f"{root}: expected the Python standard library source, found "
+            f"only {size} bytes of .py files; use data=synthetic or data=FILE"
+        )
     return b"".join(parts)[:cap]
 
 
@@ -96,7 +98,13 @@ def _seed_of(*parts: object) -> int:
 
 
 def get_batch(
-    data: torch.Tensor, batch_size: int, seq_len: int, *, seed: int, step: int, rank: int = 0,
+    data: torch.Tensor,
+    batch_size: int,
+    seq_len: int,
+    *,
+    seed: int,
+    step: int,
+    rank: int = 0,
     stream: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random windows of `seq_len + 1` bytes -> (x, y), both (B, T) int64; y is x shifted by one.
@@ -104,8 +112,10 @@ def get_batch(
     `stream` separates train (0) from val (1) draws so evaluation never perturbs training.
     """
     if len(data) <= seq_len + 1:
-        raise TrainError(f"corpus split of {len(data)} bytes is shorter than one sequence "
-                         f"({seq_len + 1}); lower block_size or use more data")
+        raise TrainError(
+            f"corpus split of {len(data)} bytes is shorter than one sequence "
+            f"({seq_len + 1}); lower block_size or use more data"
+        )
     g = torch.Generator().manual_seed(_seed_of("batch", seed, step, rank, stream))
     starts = torch.randint(len(data) - seq_len - 1, (batch_size,), generator=g)  # (B,)
     idx = starts[:, None] + torch.arange(seq_len + 1)  # (B, T+1)
@@ -124,7 +134,12 @@ def data_index(step: int, skips: tuple[tuple[int, int], ...]) -> int:
 
 
 def corrupt_batch(
-    x: torch.Tensor, y: torch.Tensor, event: InjectEvent, *, seed: int, step: int,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    event: InjectEvent,
+    *,
+    seed: int,
+    step: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The injected bad batch: uniformly random bytes, or one byte repeated."""
     if event.params["mode"] == "repeat":

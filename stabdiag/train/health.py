@@ -18,8 +18,18 @@ import numpy as np
 from stabdiag import table as T
 from stabdiag.findings import Finding, Severity
 
-WATCHED = (T.TRAIN_LOSS, T.VAL_LOSS, T.GRAD_NORM, T.LR, T.LOSS_SCALE, T.SKIPPED_STEP,
-           T.UPDATE_RATIO, T.PARAM_NORM, T.MAX_ATTN_LOGIT, T.OUTPUT_LOGZ)
+WATCHED = (
+    T.TRAIN_LOSS,
+    T.VAL_LOSS,
+    T.GRAD_NORM,
+    T.LR,
+    T.LOSS_SCALE,
+    T.SKIPPED_STEP,
+    T.UPDATE_RATIO,
+    T.PARAM_NORM,
+    T.MAX_ATTN_LOGIT,
+    T.OUTPUT_LOGZ,
+)
 NOT_HEALTH = ("lr-schedule", "restart", "rank-divergence")
 
 
@@ -57,9 +67,13 @@ class LiveHealth:
             return self.first
         from stabdiag.detectors import run_detectors
 
-        run = T.RunData(name="live", series={
-            name: T.Series(np.asarray(s, dtype=np.int64), np.asarray(v, dtype=np.float64))
-            for name, (s, v) in self.series.items()})
+        run = T.RunData(
+            name="live",
+            series={
+                name: T.Series(np.asarray(s, dtype=np.int64), np.asarray(v, dtype=np.float64))
+                for name, (s, v) in self.series.items()
+            },
+        )
         findings, _ = run_detectors([run], ignore=NOT_HEALTH)
         bad = [f for f in findings if f.severity >= Severity.WARNING and f.step_start is not None]
         if bad:

@@ -44,8 +44,12 @@ class InjectEvent:
         return self.step <= step <= self.last_step
 
     def to_dict(self) -> dict[str, object]:
-        return {"kind": self.kind, "step": self.step, "last_step": self.last_step,
-                "params": dict(self.params)}
+        return {
+            "kind": self.kind,
+            "step": self.step,
+            "last_step": self.last_step,
+            "params": dict(self.params),
+        }
 
 
 def parse_event(spec: str) -> InjectEvent:
@@ -54,8 +58,10 @@ def parse_event(spec: str) -> InjectEvent:
     kind, at, step = head.partition("@")
     kind = kind.strip().replace("-", "_")
     if kind not in _PARAMS or not at:
-        raise TrainError(f"inject '{spec}': expected KIND@STEP[:key=value,...] with KIND one of "
-                         f"{', '.join(_PARAMS)}")
+        raise TrainError(
+            f"inject '{spec}': expected KIND@STEP[:key=value,...] with KIND one of "
+            f"{', '.join(_PARAMS)}"
+        )
     try:
         first = int(step)
     except ValueError:
@@ -64,8 +70,9 @@ def parse_event(spec: str) -> InjectEvent:
     for item in filter(None, (p.strip() for p in tail.split(","))):
         key, eq, raw = item.partition("=")
         if key not in params or not eq:
-            raise TrainError(f"inject '{spec}': unknown parameter '{key}' for {kind}; "
-                             f"known: {', '.join(params)}")
+            raise TrainError(
+                f"inject '{spec}': unknown parameter '{key}' for {kind}; known: {', '.join(params)}"
+            )
         default = params[key]
         try:
             params[key] = raw if isinstance(default, str) else type(default)(float(raw))
@@ -100,5 +107,11 @@ def grad_factor(events: tuple[InjectEvent, ...], step: int) -> float:
 
 def bad_batch(events: tuple[InjectEvent, ...], index: int, rank: int = 0) -> InjectEvent | None:
     """The bad-batch event covering data batch `index` on `rank`, if any."""
-    return next((e for e in events if e.kind == "bad_batch" and e.covers(index)
-                 and int(e.params["rank"]) in (-1, rank)), None)
+    return next(
+        (
+            e
+            for e in events
+            if e.kind == "bad_batch" and e.covers(index) and int(e.params["rank"]) in (-1, rank)
+        ),
+        None,
+    )

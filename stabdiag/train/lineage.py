@@ -27,7 +27,9 @@ class Lineage:
     changes: dict[str, Any]
 
     def describe(self) -> str:
-        what = ", ".join(f"{k} {v[0]!r} -> {v[1]!r}" for k, v in self.changes.items()) or "no changes"
+        what = (
+            ", ".join(f"{k} {v[0]!r} -> {v[1]!r}" for k, v in self.changes.items()) or "no changes"
+        )
         return f"{self.branch_dir.name}: branch of {self.parent_dir} at step {self.step} ({what})"
 
 
@@ -64,19 +66,36 @@ def overlay_figure(lineage: Lineage) -> Any:
 
     fig = Figure(figsize=(9, 6), layout="constrained")
     axes = fig.subplots(2, 1, sharex=True)
-    for ax, metric, label in ((axes[0], T.TRAIN_LOSS, "train loss"),
-                              (axes[1], T.GRAD_NORM, "grad norm")):
+    for ax, metric, label in (
+        (axes[0], T.TRAIN_LOSS, "train loss"),
+        (axes[1], T.GRAD_NORM, "grad norm"),
+    ):
         parent = _series(lineage.parent_dir, metric)
         branch = _series(lineage.branch_dir, metric)
         branch = branch[branch.index >= lineage.step]
         if len(parent):
-            ax.plot(parent.index, parent.to_numpy(), color="0.55", lw=1.0,
-                    label=f"parent {lineage.parent_dir.name}")
+            ax.plot(
+                parent.index,
+                parent.to_numpy(),
+                color="0.55",
+                lw=1.0,
+                label=f"parent {lineage.parent_dir.name}",
+            )
         if len(branch):
-            ax.plot(branch.index, branch.to_numpy(), color="tab:blue", lw=1.2,
-                    label=f"branch {lineage.branch_dir.name}")
-        ax.axvline(lineage.step, color="tab:red", ls="--", lw=1.0,
-                   label=f"branch point (step {lineage.step})")
+            ax.plot(
+                branch.index,
+                branch.to_numpy(),
+                color="tab:blue",
+                lw=1.2,
+                label=f"branch {lineage.branch_dir.name}",
+            )
+        ax.axvline(
+            lineage.step,
+            color="tab:red",
+            ls="--",
+            lw=1.0,
+            label=f"branch point (step {lineage.step})",
+        )
         ax.set_ylabel(label)
         if metric == T.GRAD_NORM and len(parent) and (parent > 0).all():
             ax.set_yscale("log")
@@ -84,8 +103,13 @@ def overlay_figure(lineage: Lineage) -> Any:
     axes[0].legend(loc="upper right", fontsize=8)
     axes[1].set_xlabel("step")
     changes = ", ".join(f"{k}={_show(v[1])}" for k, v in lineage.changes.items()) or "no changes"
-    fig.suptitle(f"{lineage.branch_dir.name} vs its parent  ·  {changes}", fontsize=11,
-                 x=0.01, ha="left", parse_math=False)
+    fig.suptitle(
+        f"{lineage.branch_dir.name} vs its parent  ·  {changes}",
+        fontsize=11,
+        x=0.01,
+        ha="left",
+        parse_math=False,
+    )
     return fig
 
 
@@ -93,7 +117,9 @@ def _show(value: Any) -> str:
     return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-def save_overlay(lineage: Lineage, out_dir: Path, formats: tuple[str, ...] = ("png",)) -> list[Path]:
+def save_overlay(
+    lineage: Lineage, out_dir: Path, formats: tuple[str, ...] = ("png",)
+) -> list[Path]:
     """Write `<branch>-vs-parent.<fmt>` for each format; returns the paths."""
     from stabdiag.render.plots import figure_bytes, safe_name
 

@@ -51,10 +51,23 @@ if TYPE_CHECKING:
 Progress = Callable[[int, dict[str, float]], None]
 
 # Changing these between an interrupted run and its resume does not change the trajectory.
-RESUMABLE_CHANGES = frozenset({"steps", "eval_interval", "eval_batches", "log_interval",
-                               "checkpoint_interval", "keep_checkpoints", "device", "out_dir",
-                               "run_name", "tensorboard", "stop_after_nonfinite", "inject",
-                               "threads"})
+RESUMABLE_CHANGES = frozenset(
+    {
+        "steps",
+        "eval_interval",
+        "eval_batches",
+        "log_interval",
+        "checkpoint_interval",
+        "keep_checkpoints",
+        "device",
+        "out_dir",
+        "run_name",
+        "tensorboard",
+        "stop_after_nonfinite",
+        "inject",
+        "threads",
+    }
+)
 
 PARAMS_PER_THREAD = 400_000
 """Below this many parameters per thread, more CPU threads cost more in synchronisation than
@@ -145,10 +158,13 @@ def build_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch
     for p in model.parameters():
         skip = p.dim() < 2 or (id(p) in embed and not cfg.decay_embeddings)
         (no_decay if skip else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                             fused=device.type == "cuda")
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=device.type == "cuda"
+    )
 
 
 def run_dir_for(cfg: TrainConfig, resume: bool) -> Path:
@@ -174,12 +190,19 @@ class Probes:
     @classmethod
     def for_model(cls, model: GPT, fp16: bool) -> Probes:
         layers = [f"block{i}" for i in range(model.cfg.n_layer)]
-        names = [T.TRAIN_LOSS, T.GRAD_NORM, T.UPDATE_RATIO, T.PARAM_NORM, T.MAX_ATTN_LOGIT,
-                 T.OUTPUT_LOGZ]
+        names = [
+            T.TRAIN_LOSS,
+            T.GRAD_NORM,
+            T.UPDATE_RATIO,
+            T.PARAM_NORM,
+            T.MAX_ATTN_LOGIT,
+            T.OUTPUT_LOGZ,
+        ]
         names += [T.GRAD_NORM_PREFIX + g for g in model.layer_groups()]
         names += [f"{T.MAX_ATTN_LOGIT}/{name}" for name in layers]
-        names += [f"{T.MAX_ATTN_LOGIT}/{name}/head{h}" for name in layers
-                  for h in range(model.cfg.n_head)]
+        names += [
+            f"{T.MAX_ATTN_LOGIT}/{name}/head{h}" for name in layers for h in range(model.cfg.n_head)
+        ]
         names += [T.ACT_RMS_PREFIX + name for name in layers]
         if fp16:
             names += [T.LOSS_SCALE, T.SKIPPED_STEP]
@@ -189,8 +212,14 @@ class Probes:
 # ----------------------------------------------------------------------------- the run
 
 
-def train(cfg: TrainConfig, *, progress: Progress | None = None, resume: bool = False,
-          restart: bool = False, branch: BranchPlan | None = None) -> TrainResult:
+def train(
+    cfg: TrainConfig,
+    *,
+    progress: Progress | None = None,
+    resume: bool = False,
+    restart: bool = False,
+    branch: BranchPlan | None = None,
+) -> TrainResult:
     """Train cfg's model, writing a run directory; Ctrl-C stops cleanly with a checkpoint.
 
     `resume` continues the run directory from its latest checkpoint (from step 0 if it was
@@ -199,8 +228,11 @@ def train(cfg: TrainConfig, *, progress: Progress | None = None, resume: bool = 
     if sum((resume, restart, branch is not None)) > 1:
         raise TrainError("resume, restart and branch exclude each other")
     check_torch_version(torch.__version__)
-    info = dist.setup("cuda" if cfg.device == "cuda" or (
-        cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
+    info = dist.setup(
+        "cuda"
+        if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+        else "cpu"
+    )
     before = torch.get_num_threads()
     try:
         return _train(cfg, info, progress, resume, restart, branch)
@@ -222,8 +254,9 @@ def check_torch_version(version: str) -> None:
         return  # a development build: let it try
     if found < TORCH_FLOOR:
         floor = ".".join(map(str, TORCH_FLOOR))
-        raise TrainError(f"stabdiag train needs torch>={floor}, found {version}: "
-                         f"pip install 'torch>={floor}'")
+        raise TrainError(
+            f"stabdiag train needs torch>={floor}, found {version}: pip install 'torch>={floor}'"
+        )
 
 
 def available_cores() -> int:
@@ -233,8 +266,9 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def choose_threads(cfg: TrainConfig, num_params: int, info: dist.DistInfo,
-                   device: torch.device) -> int:
+def choose_threads(
+    cfg: TrainConfig, num_params: int, info: dist.DistInfo, device: torch.device
+) -> int:
     """CPU threads for this rank (see TrainConfig.threads). Small models lose to threading
     overhead, and on a loaded machine spinning threads wait on each other; so one thread per
     PARAMS_PER_THREAD parameters, within this rank's share of the cores and torch's setting."""
@@ -248,8 +282,14 @@ def choose_threads(cfg: TrainConfig, num_params: int, info: dist.DistInfo,
     return max(1, min(want, share, torch.get_num_threads()))
 
 
-def _train(cfg: TrainConfig, info: dist.DistInfo, progress: Progress | None, resume: bool,
-           restart: bool, branch: BranchPlan | None) -> TrainResult:
+def _train(
+    cfg: TrainConfig,
+    info: dist.DistInfo,
+    progress: Progress | None,
+    resume: bool,
+    restart: bool,
+    branch: BranchPlan | None,
+) -> TrainResult:
     device = pick_device(cfg, info)
     run_dir = run_dir_for(cfg, resume)
     if resume:
@@ -274,8 +314,10 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, progress: Progress | None, res
             if int(state["step"]) >= cfg.steps:  # nothing to do: leave the finished run as it is
                 return _already_finished(cfg, run_dir, meta, int(state["step"]), info, threads)
         else:
-            note = (f"{run_dir}: no checkpoint was written before the run stopped; "
-                    "starting over from step 0")
+            note = (
+                f"{run_dir}: no checkpoint was written before the run stopped; "
+                "starting over from step 0"
+            )
     elif restart:
         _discard_run(run_dir)
     elif (run_dir / "metrics.csv").exists():
@@ -286,23 +328,40 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, progress: Progress | None, res
     corpus = load_corpus(cfg.data, cfg.data_max_bytes, cfg.seed)  # own RNG: init is unchanged
     optimizer = build_optimizer(model, cfg, device)
     fp16 = cfg.precision == "fp16"
-    scaler = torch.amp.GradScaler(device.type, init_scale=cfg.loss_scale_init,
-                                  growth_interval=cfg.loss_scale_growth_interval, enabled=fp16)
+    scaler = torch.amp.GradScaler(
+        device.type,
+        init_scale=cfg.loss_scale_init,
+        growth_interval=cfg.loss_scale_growth_interval,
+        enabled=fp16,
+    )
     start = 0
     if state is not None:
         saved = state.get("config") or {}
         fresh = branch is not None and any(
-            saved.get(k) != getattr(cfg, k) for k in ("precision", "loss_scale_init"))
+            saved.get(k) != getattr(cfg, k) for k in ("precision", "loss_scale_init")
+        )
         start = checkpoint.restore(
-            state, model=model, optimizer=optimizer, scaler=scaler, fresh_scaler=fresh,
-            hyper={"betas": (cfg.beta1, cfg.beta2), "eps": cfg.eps,
-                   "weight_decay": (cfg.weight_decay, 0.0),
-                   "growth_interval": cfg.loss_scale_growth_interval})
+            state,
+            model=model,
+            optimizer=optimizer,
+            scaler=scaler,
+            fresh_scaler=fresh,
+            hyper={
+                "betas": (cfg.beta1, cfg.beta2),
+                "eps": cfg.eps,
+                "weight_decay": (cfg.weight_decay, 0.0),
+                "growth_interval": cfg.loss_scale_growth_interval,
+            },
+        )
     if resume:
         meta.setdefault("resumed_at", []).append(start)
-    ddp = (torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None)
-        if info.enabled else model)
+    ddp = (
+        torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+        if info.enabled
+        else model
+    )
 
     writer = NullWriter()
     health = LiveHealth()
@@ -316,74 +375,126 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, progress: Progress | None, res
                 for old in run_dir.glob("events.out.tfevents.*"):
                     old.unlink()
         if branch is not None:
-            health.add_rows(_copy_history(branch.parent_dir / "metrics.csv",
-                                          run_dir / "metrics.csv", start))
+            health.add_rows(
+                _copy_history(branch.parent_dir / "metrics.csv", run_dir / "metrics.csv", start)
+            )
             meta["parent"] = branch.to_dict()
         meta.update(_metadata(cfg, device, info, corpus, model, events, threads))
         _write_json(run_dir / "run.json", meta)
-        writer = MultiWriter([TidyWriter(run_dir / "metrics.csv", with_rank=info.enabled),
-                              *([TensorBoardWriter(run_dir)] if cfg.tensorboard else [])])
+        writer = MultiWriter(
+            [
+                TidyWriter(run_dir / "metrics.csv", with_rank=info.enabled),
+                *([TensorBoardWriter(run_dir)] if cfg.tensorboard else []),
+            ]
+        )
 
-    loop = _Loop(cfg, info, device, corpus, model, ddp, optimizer, scaler, events, writer,
-                 progress, run_dir, health=health, meta=meta)
+    loop = _Loop(
+        cfg,
+        info,
+        device,
+        corpus,
+        model,
+        ddp,
+        optimizer,
+        scaler,
+        events,
+        writer,
+        progress,
+        run_dir,
+        health=health,
+        meta=meta,
+    )
     with _stop_on_signals(loop):  # covers the final save too: a SIGTERM there must not kill it
         loop.run(start)
         if info.is_main:
             if not loop.torn:  # a step cut mid-update would save a state no step produced
                 loop.save_checkpoint()
             writer.close()
-            meta.update(steps_done=loop.step, stop_reason=loop.stop_reason,
-                        stop_signal=loop.stop_signal if loop.interrupted else None,
-                        final_loss=loop.last_loss,
-                        final_val_loss=loop.last_val, finished=_now())
+            meta.update(
+                steps_done=loop.step,
+                stop_reason=loop.stop_reason,
+                stop_signal=loop.stop_signal if loop.interrupted else None,
+                final_loss=loop.last_loss,
+                final_val_loss=loop.last_val,
+                finished=_now(),
+            )
             _write_json(run_dir / "run.json", meta)
     stopped_by = loop.stop_signal if loop.interrupted else None
     latest = ckpt_dir / checkpoint.LATEST
-    return TrainResult(run_dir=run_dir, steps_done=loop.step, final_loss=loop.last_loss,
-                       final_val_loss=loop.last_val, interrupted=loop.interrupted,
-                       stop_reason=loop.stop_reason,
-                       injected=tuple(e.to_dict() for e in events),
-                       stop_signal=stopped_by,
-                       checkpoint=latest if latest.exists() else None,
-                       rank=info.rank, note=note, threads=threads)
+    return TrainResult(
+        run_dir=run_dir,
+        steps_done=loop.step,
+        final_loss=loop.last_loss,
+        final_val_loss=loop.last_val,
+        interrupted=loop.interrupted,
+        stop_reason=loop.stop_reason,
+        injected=tuple(e.to_dict() for e in events),
+        stop_signal=stopped_by,
+        checkpoint=latest if latest.exists() else None,
+        rank=info.rank,
+        note=note,
+        threads=threads,
+    )
 
 
-def _effective(events: tuple[inject.InjectEvent, ...], cfg: TrainConfig
-               ) -> tuple[inject.InjectEvent, ...]:
+def _effective(
+    events: tuple[inject.InjectEvent, ...], cfg: TrainConfig
+) -> tuple[inject.InjectEvent, ...]:
     """The events that happen: a bad batch whose every data index is skipped never does."""
     skips = parse_skips(cfg.skip_batches)
     if not skips:
         return events
     used = {data_index(s, skips) for s in range(cfg.steps)}
-    return tuple(e for e in events if e.kind != "bad_batch"
-                 or any(i in used for i in range(e.step, e.last_step + 1)))
+    return tuple(
+        e
+        for e in events
+        if e.kind != "bad_batch" or any(i in used for i in range(e.step, e.last_step + 1))
+    )
 
 
-def _already_finished(cfg: TrainConfig, run_dir: Path, meta: dict[str, Any], done: int,
-                      info: dist.DistInfo, threads: int) -> TrainResult:
+def _already_finished(
+    cfg: TrainConfig,
+    run_dir: Path,
+    meta: dict[str, Any],
+    done: int,
+    info: dist.DistInfo,
+    threads: int,
+) -> TrainResult:
     """`--resume` of a run whose checkpoint is at (or past) its last step: nothing is trained
     and nothing is rewritten (run.json keeps its final losses)."""
+
     def num(key: str) -> float:
         v = meta.get(key)
         return float(v) if isinstance(v, (int, float)) else float("nan")
 
     return TrainResult(
-        run_dir=run_dir, steps_done=done, final_loss=num("final_loss"),
-        final_val_loss=num("final_val_loss"), interrupted=False, stop_reason="completed",
+        run_dir=run_dir,
+        steps_done=done,
+        final_loss=num("final_loss"),
+        final_val_loss=num("final_val_loss"),
+        interrupted=False,
+        stop_reason="completed",
         injected=tuple(meta.get("injected") or ()),
-        checkpoint=run_dir / "checkpoints" / checkpoint.LATEST, rank=info.rank,
+        checkpoint=run_dir / "checkpoints" / checkpoint.LATEST,
+        rank=info.rank,
         note=f"{run_dir}: already finished at step {done} (steps={cfg.steps}); nothing to "
-             "train. Raise --steps to continue it", threads=threads)
+        "train. Raise --steps to continue it",
+        threads=threads,
+    )
 
 
 def _taken_message(run_dir: Path, branching: bool) -> str:
     if branching:
         return f"{run_dir}: a run already exists there; pick another --name"
     ckpts = checkpoint.available(run_dir / "checkpoints")
-    how = (f"--resume continues it from step {ckpts[-1][0]}" if ckpts else
-           "it stopped before its first checkpoint, so --resume starts it over from step 0")
-    return (f"{run_dir}: a run already exists there; {how}, --restart discards it, "
-            "or give a new --name")
+    how = (
+        f"--resume continues it from step {ckpts[-1][0]}"
+        if ckpts
+        else "it stopped before its first checkpoint, so --resume starts it over from step 0"
+    )
+    return (
+        f"{run_dir}: a run already exists there; {how}, --restart discards it, or give a new --name"
+    )
 
 
 def _discard_run(run_dir: Path) -> None:
@@ -391,8 +502,10 @@ def _discard_run(run_dir: Path) -> None:
     if not run_dir.exists():
         return
     if not ((run_dir / "config.json").is_file() or (run_dir / "run.json").is_file()):
-        raise TrainError(f"{run_dir}: --restart expected a stabdiag run directory (config.json, "
-                         "run.json), found neither; not deleting it")
+        raise TrainError(
+            f"{run_dir}: --restart expected a stabdiag run directory (config.json, "
+            "run.json), found neither; not deleting it"
+        )
     for name in ("metrics.csv", "run.json", "config.json"):
         with contextlib.suppress(FileNotFoundError):
             (run_dir / name).unlink()
@@ -420,9 +533,24 @@ def _copy_history(src: Path, dst: Path, before: int) -> list[list[str]]:
 class _Loop:
     """State of one run's loop; `run` reads top to bottom, one helper per phase."""
 
-    def __init__(self, cfg, info, device, corpus, model, ddp, optimizer, scaler, events, writer,
-                 progress, run_dir, *, health: LiveHealth | None = None,
-                 meta: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        cfg,
+        info,
+        device,
+        corpus,
+        model,
+        ddp,
+        optimizer,
+        scaler,
+        events,
+        writer,
+        progress,
+        run_dir,
+        *,
+        health: LiveHealth | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
         self.cfg, self.info, self.device, self.corpus = cfg, info, device, corpus
         self.skips = parse_skips(cfg.skip_batches)
         self.health = health if health is not None else LiveHealth()
@@ -444,7 +572,9 @@ class _Loop:
         self.stop_reason = "completed"
         self.stop_signal: str | None = None  # set by _stop_on_signals
         self.in_step = False
-        self.torn = False  # a hard interrupt landed inside a step: model/optimizer may be half-updated
+        self.torn = (
+            False  # a hard interrupt landed inside a step: model/optimizer may be half-updated
+        )
         self.last_loss = float("nan")
         self.last_val = float("nan")
         self.nonfinite_run = 0
@@ -467,8 +597,12 @@ class _Loop:
                 if self.step % self.cfg.eval_interval == 0 or self.step == self.cfg.steps:
                     self.evaluate()
                     self.t_flush = time.perf_counter()  # tokens/s counts training time only
-                if (self.cfg.checkpoint_interval and self.step % self.cfg.checkpoint_interval == 0
-                        and self.step < self.cfg.steps and self.info.is_main):
+                if (
+                    self.cfg.checkpoint_interval
+                    and self.step % self.cfg.checkpoint_interval == 0
+                    and self.step < self.cfg.steps
+                    and self.info.is_main
+                ):
                     self.flush()
                     self.save_checkpoint()
                     self.t_flush = time.perf_counter()
@@ -476,7 +610,7 @@ class _Loop:
             self.stop_reason = "interrupted"
             self.stop_signal = self.stop_signal or "SIGINT"
             self.torn = self.in_step
-            del self.host[len(self.buffer):]  # the lost step's host-side record, if it got one
+            del self.host[len(self.buffer) :]  # the lost step's host-side record, if it got one
         self.flush()
         if self.stop_requested and self.stop_reason == "completed" and self.step < self.cfg.steps:
             self.stop_reason = "interrupted"
@@ -492,23 +626,38 @@ class _Loop:
         """Save this step's checkpoint, look at the run's health, then rotate old checkpoints:
         the last one before the first warning-or-worse finding is pinned and never rotated."""
         ckpt_dir = self.run_dir / "checkpoints"
-        checkpoint.save(ckpt_dir, model=self.model, optimizer=self.optimizer, scaler=self.scaler,
-                        step=self.step, config=self.cfg.to_dict(),
-                        data={"next_index": data_index(self.step, self.skips),
-                              "skip_batches": list(self.cfg.skip_batches), "seed": self.cfg.seed,
-                              "batches": "a pure function of (seed, data index, rank)"})
+        checkpoint.save(
+            ckpt_dir,
+            model=self.model,
+            optimizer=self.optimizer,
+            scaler=self.scaler,
+            step=self.step,
+            config=self.cfg.to_dict(),
+            data={
+                "next_index": data_index(self.step, self.skips),
+                "skip_batches": list(self.cfg.skip_batches),
+                "seed": self.cfg.seed,
+                "batches": "a pure function of (seed, data index, rank)",
+            },
+        )
         trouble = self.health.check()
         if trouble is not None and self.pinned is None:
             before = [s for s, _ in checkpoint.available(ckpt_dir) if s < trouble.step_start]
             if before:
                 self.pinned = before[-1]
                 self.meta["healthy_checkpoint"] = {
-                    "step": self.pinned, "path": str(checkpoint.step_file(ckpt_dir, self.pinned)),
-                    "first_finding": {"kind": trouble.kind, "severity": trouble.severity.name.lower(),
-                                      "step": trouble.step_start}}
+                    "step": self.pinned,
+                    "path": str(checkpoint.step_file(ckpt_dir, self.pinned)),
+                    "first_finding": {
+                        "kind": trouble.kind,
+                        "severity": trouble.severity.name.lower(),
+                        "step": trouble.step_start,
+                    },
+                }
                 _write_json(self.run_dir / "run.json", self.meta)
-        checkpoint.rotate(ckpt_dir, self.cfg.keep_checkpoints,
-                          {self.pinned} if self.pinned is not None else set())
+        checkpoint.rotate(
+            ckpt_dir, self.cfg.keep_checkpoints, {self.pinned} if self.pinned is not None else set()
+        )
 
     def _should_stop(self) -> bool:
         if self.info.enabled:  # all ranks must agree; only check where they sync anyway
@@ -522,8 +671,14 @@ class _Loop:
     def train_step(self, step: int) -> torch.Tensor:
         cfg = self.cfg
         index = data_index(step, self.skips)  # the step-th batch not skipped
-        x, y = get_batch(self.corpus.train, cfg.batch_size, seq_len_at(cfg, step),
-                         seed=cfg.seed, step=index, rank=self.info.rank)
+        x, y = get_batch(
+            self.corpus.train,
+            cfg.batch_size,
+            seq_len_at(cfg, step),
+            seed=cfg.seed,
+            step=index,
+            rank=self.info.rank,
+        )
         if bad := inject.bad_batch(self.events, index, self.info.rank):
             x, y = corrupt_batch(x, y, bad, seed=cfg.seed, step=index)
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
@@ -541,7 +696,8 @@ class _Loop:
         sq = torch.stack(torch._foreach_norm(grads)).float().pow(2)  # (P,)
         grad_norm = sq.sum().sqrt()  # global L2 norm before clipping
         layer_sq = torch.zeros(self.num_groups, device=self.device).index_add_(
-            0, self.group_of, sq)  # (G,)
+            0, self.group_of, sq
+        )  # (G,)
         if self.model.head_grad_sq is not None:  # tied: the output projection's share
             head_sq = self.model.head_grad_sq
             if self.scaler.is_enabled():
@@ -553,7 +709,9 @@ class _Loop:
             torch.nn.utils.clip_grads_with_norm_(self.params, cfg.grad_clip, grad_norm)
 
         before = [p.detach().clone() for p in self.params]
-        scale = self.scaler._get_scale_async().detach().clone() if self.scaler.is_enabled() else None
+        scale = (
+            self.scaler._get_scale_async().detach().clone() if self.scaler.is_enabled() else None
+        )
         self.scaler.step(self.optimizer)  # skipped if the unscale found inf/nan (fp16)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -562,8 +720,18 @@ class _Loop:
         update_norm = torch.stack(torch._foreach_norm(deltas)).pow(2).sum().sqrt()
         param_norm = torch.stack(torch._foreach_norm(self.params)).pow(2).sum().sqrt()
         zmax = stats["attn_logit_max"]  # (L, nh)
-        parts = [stats["ce"], grad_norm, update_norm / param_norm, param_norm, zmax.max(),
-                 stats["logz"], layer_norms, zmax.amax(dim=1), zmax, stats["act_rms"]]
+        parts = [
+            stats["ce"],
+            grad_norm,
+            update_norm / param_norm,
+            param_norm,
+            zmax.max(),
+            stats["logz"],
+            layer_norms,
+            zmax.amax(dim=1),
+            zmax,
+            stats["act_rms"],
+        ]
         if scale is not None:  # a drop of the scale in update() means this step was skipped
             skipped = (self.scaler._get_scale_async() < scale).float()
             parts += [scale, skipped]
@@ -607,16 +775,27 @@ class _Loop:
         self.model.eval()
         losses = []
         for i in range(self.cfg.eval_batches):
-            x, y = get_batch(self.corpus.val, self.cfg.batch_size, self.cfg.block_size,
-                             seed=self.cfg.seed, step=i, rank=self.info.rank, stream=1)
+            x, y = get_batch(
+                self.corpus.val,
+                self.cfg.batch_size,
+                self.cfg.block_size,
+                seed=self.cfg.seed,
+                step=i,
+                rank=self.info.rank,
+                stream=1,
+            )
             with self.autocast:
                 _, stats = self.model(x.to(self.device), y.to(self.device))
             losses.append(stats["ce"])
         self.model.train()
         val = torch.stack(losses).mean().reshape(1)
         for rank, v in enumerate(dist.gather_rows(self.info, val)):
-            self.writer.write(self.step - 1, {T.VAL_LOSS: float(v)}, time.time(),
-                              rank if self.info.enabled else None)
+            self.writer.write(
+                self.step - 1,
+                {T.VAL_LOSS: float(v)},
+                time.time(),
+                rank if self.info.enabled else None,
+            )
             if rank == 0 and self.info.is_main:
                 self.health.add(self.step - 1, {T.VAL_LOSS: float(v)})
         self.writer.flush()
@@ -689,8 +868,9 @@ def check_writable(run_dir: Path) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             probe.unlink()
-        raise TrainError(f"{run_dir}: cannot write the run directory ({where}: "
-                         f"{exc.strerror or exc})") from None
+        raise TrainError(
+            f"{run_dir}: cannot write the run directory ({where}: {exc.strerror or exc})"
+        ) from None
 
 
 def check_disk_space(cfg: TrainConfig, run_dir: Path, model: GPT) -> None:
@@ -701,17 +881,26 @@ def check_disk_space(cfg: TrainConfig, run_dir: Path, model: GPT) -> None:
     need = 2 * num_params * 4 * 3 + values * LOG_BYTES_PER_VALUE * (2 if cfg.tensorboard else 1)
     free = shutil.disk_usage(_existing_dir(run_dir)).free
     if free < need:
-        raise TrainError(f"{run_dir}: not enough disk space: {free / 2**20:.1f} MiB free, "
-                         f"about {need / 2**20:.1f} MiB needed for checkpoints "
-                         f"({num_params / 1e6:.2f}M params x 4 bytes x 3 with Adam state, x2 while "
-                         f"one is replaced) and {cfg.steps} steps of metrics")
+        raise TrainError(
+            f"{run_dir}: not enough disk space: {free / 2**20:.1f} MiB free, "
+            f"about {need / 2**20:.1f} MiB needed for checkpoints "
+            f"({num_params / 1e6:.2f}M params x 4 bytes x 3 with Adam state, x2 while "
+            f"one is replaced) and {cfg.steps} steps of metrics"
+        )
 
 
 # ----------------------------------------------------------------------------- metadata
 
 
-def _metadata(cfg: TrainConfig, device: torch.device, info: dist.DistInfo, corpus: Corpus,
-              model: GPT, events: tuple[inject.InjectEvent, ...], threads: int) -> dict[str, Any]:
+def _metadata(
+    cfg: TrainConfig,
+    device: torch.device,
+    info: dist.DistInfo,
+    corpus: Corpus,
+    model: GPT,
+    events: tuple[inject.InjectEvent, ...],
+    threads: int,
+) -> dict[str, Any]:
     return {
         "threads": threads,
         "stabdiag_version": __version__,
@@ -747,11 +936,16 @@ def _check_resume_config(run_dir: Path, cfg: TrainConfig) -> TrainConfig:
                 keep[key] = saved[key]
     if keep:
         cfg = dataclasses.replace(cfg, **keep)
-    changed = sorted(k for k, v in cfg.to_dict().items()
-                     if k in saved and saved[k] != v and k not in RESUMABLE_CHANGES)
+    changed = sorted(
+        k
+        for k, v in cfg.to_dict().items()
+        if k in saved and saved[k] != v and k not in RESUMABLE_CHANGES
+    )
     if changed:
-        raise TrainError(f"{run_dir}: cannot resume with a different config; changed: "
-                         + ", ".join(f"{k} ({saved[k]!r} -> {getattr(cfg, k)!r})" for k in changed))
+        raise TrainError(
+            f"{run_dir}: cannot resume with a different config; changed: "
+            + ", ".join(f"{k} ({saved[k]!r} -> {getattr(cfg, k)!r})" for k in changed)
+        )
     return cfg
 
 
@@ -759,7 +953,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
-        raise TrainError(f"{path}: expected the run's JSON metadata, found it missing or damaged") from None
+        raise TrainError(
+            f"{path}: expected the run's JSON metadata, found it missing or damaged"
+        ) from None
 
 
 def _strict(value: Any) -> Any:

@@ -93,8 +93,8 @@ def max_logit(q: torch.Tensor, k: torch.Tensor, d_head: int) -> torch.Tensor:
     best = torch.full((nh,), float("-inf"), device=q.device)
     with torch.autocast(device_type=q.device.type, enabled=False):
         for i in range(0, B, PROBE_CHUNK):
-            qs = q[i:i + PROBE_CHUNK].float() * (1.0 / math.sqrt(d_head))
-            z = qs @ k[i:i + PROBE_CHUNK].float().transpose(-2, -1)  # (b, nh, T, T)
+            qs = q[i : i + PROBE_CHUNK].float() * (1.0 / math.sqrt(d_head))
+            z = qs @ k[i : i + PROBE_CHUNK].float().transpose(-2, -1)  # (b, nh, T, T)
             z = z.masked_fill(mask, float("-inf"))
             best = torch.maximum(best, z.amax(dim=(0, 2, 3)))
     return best
@@ -177,15 +177,21 @@ class GPT(nn.Module):
         for i, block in enumerate(self.blocks):
             groups[f"block{i}"] = list(block.parameters())
         seen = {id(p) for ps in groups.values() for p in ps}
-        groups["head"] = [p for p in [*self.norm_f.parameters(), *self.head.parameters()]
-                          if id(p) not in seen]
+        groups["head"] = [
+            p for p in [*self.norm_f.parameters(), *self.head.parameters()] if id(p) not in seen
+        ]
         return groups
 
     def _record_head_grad(self, grad: torch.Tensor) -> None:
         self.head_grad_sq = grad.detach().float().pow(2).sum()
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor, *, z_loss: float = 0.0, probe: bool = False,
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        z_loss: float = 0.0,
+        probe: bool = False,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """idx, targets (B, T) -> (loss incl. z-loss, stats); stats holds the detached
         cross-entropy `ce` (what we log as the loss) and, with `probe`, the probes above."""
@@ -218,5 +224,9 @@ class GPT(nn.Module):
             return loss, {"ce": ce.detach()}
         if logz is None:
             logz = torch.logsumexp(logits.detach(), dim=-1).mean()
-        return loss, {"ce": ce.detach(), "attn_logit_max": torch.stack(zmax), "act_rms": torch.stack(rms),
-                      "logz": logz}
+        return loss, {
+            "ce": ce.detach(),
+            "attn_logit_max": torch.stack(zmax),
+            "act_rms": torch.stack(rms),
+            "logz": logz,
+        }

@@ -15,8 +15,9 @@ from typing import Protocol
 
 
 class MetricWriter(Protocol):
-    def write(self, step: int, metrics: Mapping[str, float], wall_time: float,
-              rank: int | None = None) -> None: ...
+    def write(
+        self, step: int, metrics: Mapping[str, float], wall_time: float, rank: int | None = None
+    ) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -26,8 +27,9 @@ class MetricWriter(Protocol):
 class NullWriter:
     """Writes nothing (non-zero ranks' TensorBoard, benchmarks)."""
 
-    def write(self, step: int, metrics: Mapping[str, float], wall_time: float,
-              rank: int | None = None) -> None:
+    def write(
+        self, step: int, metrics: Mapping[str, float], wall_time: float, rank: int | None = None
+    ) -> None:
         pass
 
     def flush(self) -> None:
@@ -50,8 +52,10 @@ class TidyWriter:
             if with_rank and not has_rank:
                 from stabdiag.errors import TrainError
 
-                raise TrainError(f"{self.path}: has no rank column; a run with several ranks "
-                                 "cannot append to it (train it under a new name)")
+                raise TrainError(
+                    f"{self.path}: has no rank column; a run with several ranks "
+                    "cannot append to it (train it under a new name)"
+                )
             self.with_rank = has_rank
         self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115 (closed in close())
         self._csv = csv.writer(self._file)
@@ -59,8 +63,9 @@ class TidyWriter:
             header = ["step", "metric", "value", "wall_time"] + (["rank"] if with_rank else [])
             self._csv.writerow(header)
 
-    def write(self, step: int, metrics: Mapping[str, float], wall_time: float,
-              rank: int | None = None) -> None:
+    def write(
+        self, step: int, metrics: Mapping[str, float], wall_time: float, rank: int | None = None
+    ) -> None:
         tail = [rank if rank is not None else 0] if self.with_rank else []
         wt = f"{wall_time:.3f}"
         self._csv.writerows([step, name, _fmt(v), wt, *tail] for name, v in metrics.items())
@@ -89,8 +94,10 @@ def truncate_tidy(path: Path, before: int) -> list[list[str]]:
         return []
     kept: list[list[str]] = []
     tmp = path.with_name(path.name + ".tmp")
-    with open(path, newline="", encoding="utf-8") as src, \
-            open(tmp, "w", newline="", encoding="utf-8") as dst:
+    with (
+        open(path, newline="", encoding="utf-8") as src,
+        open(tmp, "w", newline="", encoding="utf-8") as dst,
+    ):
         reader, writer = csv.reader(src), csv.writer(dst)
         header = next(reader, None)
         if header is None:
@@ -127,11 +134,13 @@ class TensorBoardWriter:
 
         self._tb = SummaryWriter(log_dir=str(log_dir), flush_secs=30)
 
-    def write(self, step: int, metrics: Mapping[str, float], wall_time: float,
-              rank: int | None = None) -> None:
+    def write(
+        self, step: int, metrics: Mapping[str, float], wall_time: float, rank: int | None = None
+    ) -> None:
         for name, value in metrics.items():
-            self._tb.add_scalar(rank_tag(name, rank), value, step, walltime=wall_time,
-                                new_style=False)
+            self._tb.add_scalar(
+                rank_tag(name, rank), value, step, walltime=wall_time, new_style=False
+            )
 
     def flush(self) -> None:
         self._tb.flush()
@@ -146,8 +155,9 @@ class MultiWriter:
     def __init__(self, writers: Sequence[MetricWriter]) -> None:
         self.writers = list(writers)
 
-    def write(self, step: int, metrics: Mapping[str, float], wall_time: float,
-              rank: int | None = None) -> None:
+    def write(
+        self, step: int, metrics: Mapping[str, float], wall_time: float, rank: int | None = None
+    ) -> None:
         for w in self.writers:
             w.write(step, metrics, wall_time, rank)
 

@@ -18,5 +18,14 @@ def _one_thread():
 @pytest.fixture
 def tiny_overrides(tmp_path):
     """A ~5 s run: 2 layers, 32 wide, 40 steps on 200 KB of stdlib source."""
-    return [f"out_dir={tmp_path}", "n_embd=32", "block_size=32", "batch_size=8", "steps=40",
-            "eval_interval=20", "log_interval=5", "data_max_bytes=200000", "warmup_steps=5"]
+    return [
+        f"out_dir={tmp_path}",
+        "n_embd=32",
+        "block_size=32",
+        "batch_size=8",
+        "steps=40",
+        "eval_interval=20",
+        "log_interval=5",
+        "data_max_bytes=200000",
+        "warmup_steps=5",
+    ]

@@ -26,21 +26,25 @@ def _train_and_diagnose(tmp_path, recipe: str, *overrides: str):
 
 
 def _describe(findings) -> str:
-    return "; ".join(f"{f.kind}/{f.severity.name.lower()}@{f.step_start}-{f.step_end}: {f.message}"
-                     for f in findings)
+    return "; ".join(
+        f"{f.kind}/{f.severity.name.lower()}@{f.step_start}-{f.step_end}: {f.message}"
+        for f in findings
+    )
 
 
 def test_bad_batch_is_reported_as_a_loss_spike_covering_its_step(tmp_path):
     bad_step = 70
-    result, report = _train_and_diagnose(tmp_path, "stable", "steps=100", "eval_interval=50",
-                                         f"inject=bad_batch@{bad_step}")
+    result, report = _train_and_diagnose(
+        tmp_path, "stable", "steps=100", "eval_interval=50", f"inject=bad_batch@{bad_step}"
+    )
     injected = json.loads((result.run_dir / "run.json").read_text())["injected"]
     assert [(e["kind"], e["step"]) for e in injected] == [("bad_batch", bad_step)]
     spikes = [f for f in report.findings if f.kind == "loss-spike"]
     assert any(f.step_start <= bad_step <= f.step_end for f in spikes), _describe(report.findings)
     # The run recovers: a single bad batch is not an error-level problem.
-    assert max((f.severity for f in report.findings), default=Severity.INFO) < Severity.ERROR, \
+    assert max((f.severity for f in report.findings), default=Severity.INFO) < Severity.ERROR, (
         _describe(report.findings)
+    )
 
 
 def test_unstable_recipe_gives_error_findings(tmp_path):

@@ -15,8 +15,9 @@ def test_unknown_override_key_suggests_the_closest():
 
 
 def test_override_types_are_checked():
-    cfg = resolve("tiny", "stable", overrides=["lr=1e-2", "qk_norm=true", "steps=1e3",
-                                               "norm=rmsnorm"])
+    cfg = resolve(
+        "tiny", "stable", overrides=["lr=1e-2", "qk_norm=true", "steps=1e3", "norm=rmsnorm"]
+    )
     assert (cfg.lr, cfg.qk_norm, cfg.steps, cfg.norm) == (1e-2, True, 1000, "rmsnorm")
     with pytest.raises(TrainError, match="steps expects int"):
         resolve(overrides=["steps=ten"])
@@ -66,8 +67,10 @@ def test_invariants_are_checked():
 
 
 def test_config_and_package_import_without_torch():
-    code = ("import sys; import stabdiag.train, stabdiag.train.config; "
-            "stabdiag.train.resolve('tiny'); assert 'torch' not in sys.modules")
+    code = (
+        "import sys; import stabdiag.train, stabdiag.train.config; "
+        "stabdiag.train.resolve('tiny'); assert 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -22,12 +22,35 @@ STEPS, BAD, BAD_STEPS = 40, 30, 5
 
 
 def test_two_ranks_on_cpu(tmp_path):
-    sets = ["n_embd=32", "block_size=32", "batch_size=8", f"steps={STEPS}", "eval_interval=20",
-            "log_interval=5", "data_max_bytes=200000", "device=cpu", "warmup_steps=4",
-            f"inject=bad_batch@{BAD}:rank=1,steps={BAD_STEPS}"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "stabdiag", "train", "--out", str(tmp_path), "--name", "ddp", "--fail-on", "never",
-           *[a for kv in sets for a in ("--set", kv)]]
+    sets = [
+        "n_embd=32",
+        "block_size=32",
+        "batch_size=8",
+        f"steps={STEPS}",
+        "eval_interval=20",
+        "log_interval=5",
+        "data_max_bytes=200000",
+        "device=cpu",
+        "warmup_steps=4",
+        f"inject=bad_batch@{BAD}:rank=1,steps={BAD_STEPS}",
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "stabdiag",
+        "train",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "ddp",
+        "--fail-on",
+        "never",
+        *[a for kv in sets for a in ("--set", kv)],
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -41,7 +64,7 @@ def test_two_ranks_on_cpu(tmp_path):
     loss = frame[frame["metric"] == T.TRAIN_LOSS]
     assert (loss.groupby("rank")["step"].apply(sorted) == [list(range(STEPS))] * 2).all()
     by_rank = loss.pivot(index="step", columns="rank", values="value")
-    window = by_rank.loc[BAD:BAD + BAD_STEPS - 1]
+    window = by_rank.loc[BAD : BAD + BAD_STEPS - 1]
     assert (window[1] > window[0] + 1.0).all()  # only rank 1 saw the bad batches
     assert set(frame[frame["metric"] == T.VAL_LOSS]["rank"]) == {0, 1}
 

@@ -83,13 +83,18 @@ def test_written_probe_metrics_per_layer_and_head(tiny_overrides):
 def test_unstable_fp16_probe_is_finite_while_the_model_is(tmp_path):
     """The flagship `unstable` recipe: where the loss is finite and no step was skipped, the
     fp16 run's attention probe must be finite too (it used to overflow from step ~15)."""
-    cfg = resolve("tiny", "unstable", overrides=[f"out_dir={tmp_path}", "steps=20",
-                                                 "eval_interval=1000", "tensorboard=false"])
+    cfg = resolve(
+        "tiny",
+        "unstable",
+        overrides=[f"out_dir={tmp_path}", "steps=20", "eval_interval=1000", "tensorboard=false"],
+    )
     result = train(cfg)
     wide = _wide(result.run_dir)
     healthy = np.isfinite(wide[T.TRAIN_LOSS]) & (wide[T.SKIPPED_STEP] == 0)
     assert healthy.sum() >= 10
-    assert np.isfinite(wide.loc[healthy, T.MAX_ATTN_LOGIT]).all(), wide.loc[healthy, T.MAX_ATTN_LOGIT]
+    assert np.isfinite(wide.loc[healthy, T.MAX_ATTN_LOGIT]).all(), wide.loc[
+        healthy, T.MAX_ATTN_LOGIT
+    ]
     _strict_json(result.run_dir / "run.json")  # and its run.json has no bare NaN
 
 
@@ -109,8 +114,20 @@ def _first_step_row(cfg: TrainConfig, state=None) -> dict[str, float]:
     corpus = load_corpus("synthetic", 20_000, 0)
     optimizer = loop.build_optimizer(model, cfg, torch.device("cpu"))
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    lp = loop._Loop(cfg, DistInfo(), torch.device("cpu"), corpus, model, model, optimizer,
-                    scaler, (), NullWriter(), None, None)
+    lp = loop._Loop(
+        cfg,
+        DistInfo(),
+        torch.device("cpu"),
+        corpus,
+        model,
+        model,
+        optimizer,
+        scaler,
+        (),
+        NullWriter(),
+        None,
+        None,
+    )
     return dict(zip(lp.probes.names, lp.train_step(0).tolist(), strict=True)), model
 
 
@@ -138,8 +155,17 @@ def test_tokens_per_s_does_not_drop_after_eval(tiny_overrides, monkeypatch):
         time.sleep(1.0)  # an eval far slower than 5 training steps
 
     monkeypatch.setattr(loop._Loop, "evaluate", slow_eval)
-    cfg = resolve("tiny", "stable", overrides=[*tiny_overrides, "steps=20", "log_interval=5",
-                                               "eval_interval=5", "tensorboard=false"])
+    cfg = resolve(
+        "tiny",
+        "stable",
+        overrides=[
+            *tiny_overrides,
+            "steps=20",
+            "log_interval=5",
+            "eval_interval=5",
+            "tensorboard=false",
+        ],
+    )
     tps = _wide(train(cfg).run_dir)[T.TOKENS_PER_S].dropna()
     assert list(tps.index) == [4, 9, 14, 19]
     assert (tps.iloc[1:] > 0.3 * tps.iloc[0]).all(), tps.tolist()  # with the bug: ~0.1x
@@ -170,7 +196,9 @@ def test_threads_are_chosen_not_defaulted(tiny_overrides, monkeypatch):
 
 
 def test_injection_after_the_last_step_is_an_error_before_training():
-    with pytest.raises(TrainError, match=r"bad_batch@300': step 300 is after the run's last step \(299"):
+    with pytest.raises(
+        TrainError, match=r"bad_batch@300': step 300 is after the run's last step \(299"
+    ):
         resolve("tiny", "stable", overrides=["inject=bad_batch@300"])
     resolve("tiny", "stable", overrides=["inject=bad_batch@299"])
 
@@ -180,8 +208,19 @@ def test_cli_injection_after_the_end_is_one_line_exit_2(tmp_path):
 
     from stabdiag.cli import app
 
-    result = CliRunner().invoke(app, ["train", "--steps", "50", "--inject", "lr_spike@60",
-                                      "--out", str(tmp_path), "--no-analyze"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--steps",
+            "50",
+            "--inject",
+            "lr_spike@60",
+            "--out",
+            str(tmp_path),
+            "--no-analyze",
+        ],
+    )
     assert result.exit_code == 2
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and "after the run's last step (49" in lines[0], result.output

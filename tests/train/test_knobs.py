@@ -13,12 +13,15 @@ from stabdiag.train.config import TrainConfig
 from stabdiag.train.loop import lr_at, seq_len_at
 
 
-@pytest.mark.parametrize("knobs", [
-    ["norm=rmsnorm", "qk_norm=true", "z_loss=1e-4"],
-    ["norm_placement=post", "output_norms=true", "softmax_cap=30"],
-    ["norm_placement=none", "scaled_embed=true", "tie_embeddings=false", "bias=true"],
-    ["seq_warmup_steps=4", "precision=bf16", "data=synthetic", "decay=linear", "grad_clip=0"],
-])
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        ["norm=rmsnorm", "qk_norm=true", "z_loss=1e-4"],
+        ["norm_placement=post", "output_norms=true", "softmax_cap=30"],
+        ["norm_placement=none", "scaled_embed=true", "tie_embeddings=false", "bias=true"],
+        ["seq_warmup_steps=4", "precision=bf16", "data=synthetic", "decay=linear", "grad_clip=0"],
+    ],
+)
 def test_knobs_train_finite(tiny_overrides, knobs):
     result = train(resolve("tiny", "stable", overrides=[*tiny_overrides, "steps=6", *knobs]))
     assert result.steps_done == 6 and math.isfinite(result.final_loss)

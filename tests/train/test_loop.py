@@ -38,10 +38,19 @@ def test_tiny_run_writes_everything_tensorboard_can_read(tiny_overrides):
     frame = _frame(run)
     assert list(frame.columns) == ["step", "metric", "value", "wall_time"]
     written = set(frame["metric"])
-    claimed = {T.TRAIN_LOSS, T.VAL_LOSS, T.GRAD_NORM, T.LR, T.UPDATE_RATIO, T.PARAM_NORM,
-               T.MAX_ATTN_LOGIT, T.OUTPUT_LOGZ, T.TOKENS_PER_S,
-               *(T.GRAD_NORM_PREFIX + g for g in ("embed", "block0", "block1")),
-               *(T.ACT_RMS_PREFIX + b for b in ("block0", "block1"))}
+    claimed = {
+        T.TRAIN_LOSS,
+        T.VAL_LOSS,
+        T.GRAD_NORM,
+        T.LR,
+        T.UPDATE_RATIO,
+        T.PARAM_NORM,
+        T.MAX_ATTN_LOGIT,
+        T.OUTPUT_LOGZ,
+        T.TOKENS_PER_S,
+        *(T.GRAD_NORM_PREFIX + g for g in ("embed", "block0", "block1")),
+        *(T.ACT_RMS_PREFIX + b for b in ("block0", "block1")),
+    }
     assert claimed <= written
     assert all(T.is_canonical(m) or m.startswith(T.MAX_ATTN_LOGIT + "/") for m in written)
     assert sorted(_series(frame, T.TRAIN_LOSS).index) == list(range(40))  # every step
@@ -115,7 +124,8 @@ def test_resume_refuses_a_different_model(tiny_overrides):
 
     cfg = resolve("tiny", "stable", overrides=[*tiny_overrides, "steps=5", "run_name=r"])
     train(cfg)
-    changed = resolve("tiny", "stable", overrides=[*tiny_overrides, "steps=10", "run_name=r",
-                                                   "n_layer=3"])
+    changed = resolve(
+        "tiny", "stable", overrides=[*tiny_overrides, "steps=10", "run_name=r", "n_layer=3"]
+    )
     with pytest.raises(TrainError, match="n_layer"):
         train(changed, resume=True)

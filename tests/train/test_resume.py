@@ -17,13 +17,21 @@ from stabdiag.diagnose import diagnose
 from stabdiag.errors import TrainError
 from stabdiag.train import checkpoint, loop, resolve, train
 
-SMALL = ["n_embd=32", "block_size=32", "batch_size=8", "log_interval=5", "eval_interval=1000",
-         "data_max_bytes=200000", "tensorboard=false"]
+SMALL = [
+    "n_embd=32",
+    "block_size=32",
+    "batch_size=8",
+    "log_interval=5",
+    "eval_interval=1000",
+    "data_max_bytes=200000",
+    "tensorboard=false",
+]
 
 
 def _cfg(tmp_path, *extra):
-    return resolve("tiny", "stable", overrides=[*SMALL, f"out_dir={tmp_path}", "run_name=r",
-                                                *extra])
+    return resolve(
+        "tiny", "stable", overrides=[*SMALL, f"out_dir={tmp_path}", "run_name=r", *extra]
+    )
 
 
 def _losses(run_dir) -> pd.Series:
@@ -71,8 +79,11 @@ def test_killed_before_the_first_checkpoint(tmp_path):
     cfg = _cfg(tmp_path, "steps=8")
     run = train(cfg).run_dir
     shutil.rmtree(run / "checkpoints")  # what a kill -9 before the first save leaves
-    with pytest.raises(TrainError, match=r"stopped before its first checkpoint, so --resume "
-                                         r"starts it over from step 0, --restart discards it"):
+    with pytest.raises(
+        TrainError,
+        match=r"stopped before its first checkpoint, so --resume "
+        r"starts it over from step 0, --restart discards it",
+    ):
         train(cfg)
     resumed = train(cfg, resume=True)
     assert resumed.steps_done == 8 and "starting over from step 0" in resumed.note
@@ -80,7 +91,8 @@ def test_killed_before_the_first_checkpoint(tmp_path):
     first = _losses(run)
     restarted = train(cfg, restart=True)
     assert restarted.steps_done == 8 and "resumed_at" not in json.loads(
-        (run / "run.json").read_text())
+        (run / "run.json").read_text()
+    )
     np.testing.assert_allclose(_losses(run).to_numpy(), first.to_numpy(), rtol=0, atol=1e-6)
 
 
@@ -109,8 +121,9 @@ def test_resume_may_change_steps_of_a_recipe_with_derived_warmup(tmp_path):
     cfg = _cfg(tmp_path, "steps=20")
     assert cfg.warmup_steps == 2
     run = train(cfg).run_dir
-    longer = resolve("tiny", "stable", overrides=[*SMALL, f"out_dir={tmp_path}", "run_name=r",
-                                                  "steps=40"])
+    longer = resolve(
+        "tiny", "stable", overrides=[*SMALL, f"out_dir={tmp_path}", "run_name=r", "steps=40"]
+    )
     assert longer.warmup_steps == 4
     assert train(longer, resume=True).steps_done == 40
     assert json.loads((run / "config.json").read_text())["warmup_steps"] == 2
@@ -129,7 +142,9 @@ def test_crafted_latest_pt_is_one_line_and_never_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ckpts = tmp_path / "checkpoints"
     ckpts.mkdir()
-    torch.save({"step": 1, "x": _Evil()}, ckpts / "latest.pt", pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    torch.save(
+        {"step": 1, "x": _Evil()}, ckpts / "latest.pt", pickle_protocol=pickle.HIGHEST_PROTOCOL
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # torch's FutureWarning/UserWarning must not leak
         with pytest.raises(TrainError) as info:

@@ -20,8 +20,17 @@ from stabdiag.errors import TrainError
 from stabdiag.train import checkpoint, resolve, train
 from stabdiag.train.branch import plan_branch
 
-SMALL = ["n_embd=32", "block_size=32", "batch_size=8", "log_interval=5", "eval_interval=40",
-         "data_max_bytes=200000", "warmup_steps=5", "tensorboard=false", "dropout=0.1"]
+SMALL = [
+    "n_embd=32",
+    "block_size=32",
+    "batch_size=8",
+    "log_interval=5",
+    "eval_interval=40",
+    "data_max_bytes=200000",
+    "warmup_steps=5",
+    "tensorboard=false",
+    "dropout=0.1",
+]
 BAD = 60
 
 
@@ -38,9 +47,19 @@ def parent(tmp_path_factory):
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        cfg = resolve("tiny", "stable", overrides=[
-            *SMALL, f"out_dir={out}", "run_name=parent", "steps=80", "checkpoint_interval=10",
-            "keep_checkpoints=2", f"inject=bad_batch@{BAD}"])
+        cfg = resolve(
+            "tiny",
+            "stable",
+            overrides=[
+                *SMALL,
+                f"out_dir={out}",
+                "run_name=parent",
+                "steps=80",
+                "checkpoint_interval=10",
+                "keep_checkpoints=2",
+                f"inject=bad_batch@{BAD}",
+            ],
+        )
         return train(cfg).run_dir
     finally:
         torch.set_num_threads(before)
@@ -71,19 +90,23 @@ def test_branch_without_changes_reproduces_the_parent(parent):
 
 
 def test_branch_skipping_the_bad_batch_removes_the_spike(parent):
-    plan = plan_branch(parent, BAD, sets=["grad_clip=0.5", "beta2=0.9"], skip=[f"{BAD}:{BAD}"],
-                       name="fixed")
+    plan = plan_branch(
+        parent, BAD, sets=["grad_clip=0.5", "beta2=0.9"], skip=[f"{BAD}:{BAD}"], name="fixed"
+    )
     assert plan.step == 50
     result = train(plan.config, branch=plan)
     assert result.steps_done == 80 and result.injected == ()  # the bad batch never happened
     meta = json.loads((result.run_dir / "run.json").read_text())
     assert meta["parent"]["name"] == "parent" and meta["parent"]["step"] == 50
-    assert meta["parent"]["changes"] == {"beta2": [0.95, 0.9], "grad_clip": [1.0, 0.5],
-                                         "skip_batches": [[], [f"{BAD}:{BAD}"]]}
+    assert meta["parent"]["changes"] == {
+        "beta2": [0.95, 0.9],
+        "grad_clip": [1.0, 0.5],
+        "skip_batches": [[], [f"{BAD}:{BAD}"]],
+    }
     got, want = _losses(result.run_dir), _losses(parent)
     np.testing.assert_array_equal(got.loc[:49].to_numpy(), want.loc[:49].to_numpy())
-    assert want[BAD] > want.loc[BAD - 5:BAD - 1].max() + 1.0  # the parent's spike
-    assert got[BAD] < want.loc[BAD - 5:BAD - 1].max() + 0.5  # gone in the branch
+    assert want[BAD] > want.loc[BAD - 5 : BAD - 1].max() + 1.0  # the parent's spike
+    assert got[BAD] < want.loc[BAD - 5 : BAD - 1].max() + 0.5  # gone in the branch
     last = torch.load(result.run_dir / "checkpoints" / "latest.pt", weights_only=True)
     assert {tuple(g["betas"]) for g in last["optimizer"]["param_groups"]} == {(0.9, 0.9)}
 
@@ -94,8 +117,9 @@ def test_branch_skipping_the_bad_batch_removes_the_spike(parent):
     assert "branch of" in done.output and "vs baseline parent" in done.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     plots = result.run_dir.parent / "plots"
-    done = CliRunner().invoke(app, ["plot", str(result.run_dir), "--out", str(plots),
-                                    "--image-format", "png"])
+    done = CliRunner().invoke(
+        app, ["plot", str(result.run_dir), "--out", str(plots), "--image-format", "png"]
+    )
     assert done.exit_code == 0, done.output
     assert (plots / "fixed-vs-parent.png").is_file()
 
@@ -106,7 +130,9 @@ def test_branch_refuses_what_cannot_change_mid_run(parent):
             plan_branch(parent, BAD, sets=[change])
     with pytest.raises(TrainError, match="batches before it are already trained on"):
         plan_branch(parent, BAD, skip=["45:60"])
-    with pytest.raises(TrainError, match=r"at or before step 20, found checkpoints at steps: 50, 70, 80"):
+    with pytest.raises(
+        TrainError, match=r"at or before step 20, found checkpoints at steps: 50, 70, 80"
+    ):
         plan_branch(parent, 20)
     with pytest.raises(TrainError, match="unknown config key 'lrr'"):
         plan_branch(parent, BAD, sets=["lrr=1"])

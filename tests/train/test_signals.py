@@ -26,8 +26,17 @@ from stabdiag import table as T
 from stabdiag.errors import TrainError
 from stabdiag.train import checkpoint, loop, resolve, train
 
-TINY = ["n_embd=32", "block_size=32", "batch_size=8", "log_interval=5", "eval_interval=1000",
-        "data_max_bytes=200000", "warmup_steps=5", "dropout=0.1", "tensorboard=false"]
+TINY = [
+    "n_embd=32",
+    "block_size=32",
+    "batch_size=8",
+    "log_interval=5",
+    "eval_interval=1000",
+    "data_max_bytes=200000",
+    "warmup_steps=5",
+    "dropout=0.1",
+    "tensorboard=false",
+]
 CLI_STEPS = 150  # ~2 s of training: the signal lands long before the end
 
 
@@ -46,8 +55,11 @@ def _baseline(out: Path, steps: int, extra: tuple[str, ...] = ()) -> pd.Series:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        cfg = resolve("tiny", "stable", overrides=[*TINY, f"steps={steps}", f"out_dir={out}",
-                                                   "run_name=full", *extra])
+        cfg = resolve(
+            "tiny",
+            "stable",
+            overrides=[*TINY, f"steps={steps}", f"out_dir={out}", "run_name=full", *extra],
+        )
         return _losses(train(cfg).run_dir)
     finally:
         torch.set_num_threads(before)
@@ -73,10 +85,23 @@ def _env() -> dict[str, str]:
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_stops_cleanly_and_resume_matches(tmp_path, cli_baseline, sig, code):
     sets = [a for kv in [*TINY, f"steps={CLI_STEPS}"] for a in ("--set", kv)]
-    cmd = [sys.executable, "-m", "stabdiag", "train", "--preset", "tiny", *sets,
-           "--out", "runs", "--name", "cut", "--no-analyze"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "stabdiag",
+        "train",
+        "--preset",
+        "tiny",
+        *sets,
+        "--out",
+        "runs",
+        "--name",
+        "cut",
+        "--no-analyze",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     metrics = tmp_path / "runs" / "cut" / "metrics.csv"
     deadline = time.monotonic() + 60
     while not (metrics.exists() and T.TRAIN_LOSS in metrics.read_text()):
@@ -96,8 +121,14 @@ def test_signal_stops_cleanly_and_resume_matches(tmp_path, cli_baseline, sig, co
     hint = next(line for line in stderr.splitlines() if line.startswith("to continue: "))
     argv = shlex.split(hint.removeprefix("to continue: "))
     assert argv[0] == "stabdiag" and argv[-1] == "--resume"
-    resumed = subprocess.run([sys.executable, "-m", "stabdiag", *argv[1:]], cwd=tmp_path,
-                             env=_env(), capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "stabdiag", *argv[1:]],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert resumed.returncode == 0, resumed.stderr
     got = _losses(run)
     assert list(got.index) == list(range(CLI_STEPS))
@@ -119,8 +150,9 @@ def test_sigterm_in_process_is_recorded_and_handlers_restored(tmp_path):
     assert _ckpt_step(result.run_dir) == 10
 
 
-def test_hard_interrupt_inside_a_step_keeps_the_previous_checkpoint(tmp_path, monkeypatch,
-                                                                    short_baseline):
+def test_hard_interrupt_inside_a_step_keeps_the_previous_checkpoint(
+    tmp_path, monkeypatch, short_baseline
+):
     """A second Ctrl-C lands after the optimizer updated step 12 but before the step was
     recorded: saving now would store step-13 weights under step 12, so the step-10 one stays."""
     real = loop._Loop.train_step
@@ -132,8 +164,17 @@ def test_hard_interrupt_inside_a_step_keeps_the_previous_checkpoint(tmp_path, mo
         return row
 
     monkeypatch.setattr(loop._Loop, "train_step", cut_after_update)
-    cfg = resolve("tiny", "stable", overrides=[*TINY, "steps=30", "checkpoint_interval=5",
-                                               f"out_dir={tmp_path}", "run_name=torn"])
+    cfg = resolve(
+        "tiny",
+        "stable",
+        overrides=[
+            *TINY,
+            "steps=30",
+            "checkpoint_interval=5",
+            f"out_dir={tmp_path}",
+            "run_name=torn",
+        ],
+    )
     result = train(cfg)
     assert result.interrupted and result.steps_done == 12 and result.stop_signal == "SIGINT"
     assert _ckpt_step(result.run_dir) == 10
@@ -142,8 +183,9 @@ def test_hard_interrupt_inside_a_step_keeps_the_previous_checkpoint(tmp_path, mo
     monkeypatch.setattr(loop._Loop, "train_step", real)
     resumed = train(cfg, resume=True)
     assert resumed.steps_done == 30 and not resumed.interrupted
-    np.testing.assert_allclose(_losses(resumed.run_dir).to_numpy(), short_baseline.to_numpy(),
-                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        _losses(resumed.run_dir).to_numpy(), short_baseline.to_numpy(), rtol=0, atol=1e-6
+    )
 
 
 # ----------------------------------------------------------------------------- crash mid-checkpoint
@@ -159,8 +201,17 @@ def test_crash_mid_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch, shor
         return real_save(state, f, *args, **kwargs)
 
     monkeypatch.setattr(checkpoint.torch, "save", half_then_disk_full)
-    cfg = resolve("tiny", "stable", overrides=[*TINY, "steps=30", "checkpoint_interval=10",
-                                               f"out_dir={tmp_path}", "run_name=crash"])
+    cfg = resolve(
+        "tiny",
+        "stable",
+        overrides=[
+            *TINY,
+            "steps=30",
+            "checkpoint_interval=10",
+            f"out_dir={tmp_path}",
+            "run_name=crash",
+        ],
+    )
     with pytest.raises(TrainError, match="No space left on device.*previous checkpoint is kept"):
         train(cfg)
     ckpts = tmp_path / "crash" / "checkpoints"
@@ -172,8 +223,9 @@ def test_crash_mid_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch, shor
     resumed = train(cfg, resume=True)
     assert resumed.steps_done == 30 and _ckpt_step(resumed.run_dir) == 30
     assert not (ckpts / "latest.pt.tmp").exists()
-    np.testing.assert_allclose(_losses(resumed.run_dir).to_numpy(), short_baseline.to_numpy(),
-                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        _losses(resumed.run_dir).to_numpy(), short_baseline.to_numpy(), rtol=0, atol=1e-6
+    )
 
 
 # ----------------------------------------------------------------------------- preflight
@@ -182,6 +234,7 @@ def test_crash_mid_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch, shor
 @pytest.fixture
 def no_data(monkeypatch):
     """Preflight must fail before the corpus is loaded (the slow part of a real start)."""
+
     def boom(*args, **kwargs):
         raise AssertionError("preflight should have failed before loading data")
 
@@ -190,10 +243,14 @@ def no_data(monkeypatch):
 
 def test_run_dir_under_a_file_fails_before_training(tmp_path, no_data):
     (tmp_path / "afile").write_text("not a directory")
-    cfg = resolve("tiny", "stable", overrides=[*TINY, f"out_dir={tmp_path / 'afile' / 'runs'}",
-                                               "run_name=r"])
-    with pytest.raises(TrainError, match=r"afile/runs/r: cannot create the run directory: .*afile "
-                                         r"is not a directory"):
+    cfg = resolve(
+        "tiny", "stable", overrides=[*TINY, f"out_dir={tmp_path / 'afile' / 'runs'}", "run_name=r"]
+    )
+    with pytest.raises(
+        TrainError,
+        match=r"afile/runs/r: cannot create the run directory: .*afile "
+        r"is not a directory",
+    ):
         train(cfg)
 
 
@@ -209,7 +266,9 @@ def test_unwritable_run_dir_fails_before_training(tmp_path, monkeypatch, no_data
 
 
 def test_full_disk_fails_before_training(tmp_path, monkeypatch, no_data):
-    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 4096))
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 4096)
+    )
     cfg = resolve("tiny", "stable", overrides=[*TINY, f"out_dir={tmp_path}", "run_name=r"])
     with pytest.raises(TrainError, match=r"/r: not enough disk space: 0\.0 MiB free, about .* MiB"):
         train(cfg)
@@ -222,7 +281,15 @@ def test_cli_preflight_error_is_one_line_exit_2(tmp_path, no_data):
     from stabdiag.cli import app
 
     (tmp_path / "afile").write_text("")
-    result = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "afile" / "runs"),
-                                      "--no-analyze", *[a for kv in TINY for a in ("--set", kv)]])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--out",
+            str(tmp_path / "afile" / "runs"),
+            "--no-analyze",
+            *[a for kv in TINY for a in ("--set", kv)],
+        ],
+    )
     assert result.exit_code == 2
     assert "is not a directory" in result.output and "Traceback" not in result.output
