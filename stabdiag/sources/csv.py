@@ -32,9 +32,14 @@ def read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
         header, rows = _rows(path, enc, _csv.QUOTE_MINIMAL)
         jumps = any(b - a > 1 for (a, _), (b, _) in zip([(1, [])] + rows, rows, strict=False))
         if jumps and any("\n" in c or "\r" in c for _, r in rows for c in r):
-            # an unterminated quote swallows every later line into one cell: read quotes as text
-            header, rows = _rows(path, enc, _csv.QUOTE_NONE)
-            header = [h[1:-1] if len(h) > 1 and h[0] == h[-1] == '"' else h for h in header or []]
+            # Either a valid quoted cell with a newline (csv.writer writes those) or an
+            # unterminated quote that swallowed every later line into one cell: keep the reading
+            # that gives more well-formed rows (quotes as text only when that is clearly better).
+            h2, rows2 = _rows(path, enc, _csv.QUOTE_NONE)
+            h2 = [h[1:-1] if len(h) > 1 and h[0] == h[-1] == '"' else h for h in h2 or []]
+            width = len(header or ())
+            if sum(len(r) == width for _, r in rows2) > sum(len(r) == width for _, r in rows):
+                header, rows = h2, rows2
     except (OSError, UnicodeError, _csv.Error) as exc:
         raise SourceError(path, "a CSV file with a header row", f"unreadable text ({exc})") from None
     if not header:

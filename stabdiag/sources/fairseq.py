@@ -13,6 +13,7 @@ loss scale to: X`` lines become a skipped step and a ``loss_scale`` value at one
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -80,8 +81,8 @@ def read(path: Path) -> list[RawRun]:
             continue
         values = {k: _num(v) for k, v in fields}
         step = values.get("num_updates")
-        if step is None:
-            bad.append(line.number)
+        if step is None or not math.isfinite(step) or step != int(step) or abs(step) >= 2.0**63:
+            bad.append(line.number)  # missing, nan, fractional or huge: this line only
             continue
         last, pending = int(step), 0
         for k, v in values.items():

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from stabdiag.sources import textlog
-from stabdiag.sources.raw import RawRun, from_rows, parse_number
+from stabdiag.sources.raw import RawRun, bad_lines_warning, from_rows, parse_int, parse_number
 
 FORMAT = "nanogpt"
 
@@ -39,8 +39,13 @@ def _f(x: str | None) -> float | None:
 def read(path: Path) -> list[RawRun]:
     text = textlog.read_text(path)
     rows: list[tuple[int, str, float]] = []
+    bad: list[int] = []
     for line in textlog.lines(text):
         t = line.text.strip()
+        m = _ITER.match(t) or _EVAL.match(t)
+        if m is not None and parse_int(m[1]) is None:  # a step no table can hold: skip, count
+            bad.append(line.number)
+            continue
         if (m := _ITER.match(t)) is not None:
             step = int(m[1])
             for name, raw in (("loss", m[2]), ("time (ms)", m[3]), ("mfu (%)", m[4])):
@@ -54,4 +59,6 @@ def read(path: Path) -> list[RawRun]:
                 if v is not None:
                     rows.append((step, name, v))
     warnings = [w for w in [textlog.failure_warning(path, text)] if w]
+    if bad:
+        warnings.insert(0, bad_lines_warning(str(path), "lines with an impossible step", bad))
     return [from_rows(textlog.run_name(path), str(path), FORMAT, rows, warnings=warnings)]

@@ -48,6 +48,20 @@ def parse_number(x: Any) -> float | None | Bad:
     return BAD
 
 
+def parse_int(digits: str) -> int | None:
+    """A step captured as digits by a text reader, or None when it cannot be a step: more than
+    19 digits is beyond int64 (and Python refuses int() of over 4300 digits, which used to lose
+    the whole log for one bad line)."""
+    s = digits.strip()
+    if not s or len(s.lstrip("+-0")) > 19:
+        return None
+    try:
+        v = int(s)
+    except ValueError:
+        return None
+    return v if _I64[0] <= v <= _I64[1] else None
+
+
 def parse_step(x: Any) -> int | None:
     v = parse_number(x)
     if not isinstance(v, float) or not math.isfinite(v) or v != int(v) or abs(v) >= 2.0**63:

@@ -13,12 +13,13 @@ import re
 from pathlib import Path
 
 from stabdiag.sources import textlog
-from stabdiag.sources.raw import RawRun, from_rows, parse_number
+from stabdiag.sources.raw import RawRun, bad_lines_warning, from_rows, parse_int, parse_number
 
 FORMAT = "torchtitan"
 
 _STEP = re.compile(r"(?:^|\s)(validate )?step:\s*(\d+)\s+(.*)$")
-_KV = re.compile(r"([A-Za-z_][\w()/ %]*?):\s+([-+\d.,eE]+|nan|inf|-inf)")
+# Keys are short: the bound keeps a long line without a colon linear (unbounded *? was quadratic).
+_KV = re.compile(r"([A-Za-z_][\w()/ %]{0,63}?):\s+([-+\d.,eE]+|nan|inf|-inf)")
 _SNIFF = re.compile(rb"(?:\[titan\]|- root - INFO -)[^\n]*\bstep:\s*\d+\s+loss:")
 
 
@@ -37,11 +38,16 @@ def read(path: Path) -> list[RawRun]:
     ranks: list[int] = []
     seen: set[tuple[int, str, str]] = set()
     dups = 0
+    bad: list[int] = []
     for line in textlog.lines(text):
         m = _STEP.search(line.text)
         if m is None or "loss" not in m[3]:
             continue
-        val, step, body = bool(m[1]), int(m[2]), " ".join(m[3].split())
+        step = parse_int(m[2])
+        if step is None:  # a step no table can hold: skip the line, count it, keep the rest
+            bad.append(line.number)
+            continue
+        val, body = bool(m[1]), " ".join(m[3].split())
         key = (step, "v" if val else "t", body)
         if key in seen:
             dups += 1
@@ -55,6 +61,8 @@ def read(path: Path) -> list[RawRun]:
             rows.append((step, f"validate {name}" if val else name, v))
             ranks.append(-1 if line.rank is None else line.rank)
     warnings = [f"{path}: {dups} lines repeated by several ranks ignored"] if dups else []
+    if bad:
+        warnings.append(bad_lines_warning(str(path), "lines with an impossible step", bad))
     fail = textlog.failure_warning(path, text)
     if fail:
         warnings.append(fail)

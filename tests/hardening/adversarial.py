@@ -244,8 +244,8 @@ def _good_lines(fmt: str, n: int = 30) -> list[str]:
         ]
     if fmt == "fairseq":
         return [
-            f'{{"epoch": 1, "update": {i / n:.3f}, "loss": "{2 - i / n:.3f}", '
-            f'"num_updates": "{i}", "gnorm": "1.0"}}'
+            f'2024-01-01 00:00:00 | INFO | train_inner | {{"epoch": 1, "update": {i / n:.3f}, '
+            f'"loss": "{2 - i / n:.3f}", "num_updates": "{i}", "gnorm": "1.0"}}'
             for i in range(1, n)
         ]
     if fmt == "nanogpt":
