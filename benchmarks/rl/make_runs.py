@@ -235,6 +235,7 @@ CASES = (
         1e-2,
         cfg={"beta": 0.04, "num_iterations": 4},
         note="4 PPO iterations per batch at LR 1e-2",
+        also="rl-length-hacking",  # 'a a a ...' that never stops: truncated share 0.34 -> 0.95, reward along
     ),
     Case(
         "grpo_inf_reward",

@@ -17,7 +17,8 @@ How it is computed
     Rolling median over ~10 % of the points; the longest stretch at or above ``high`` must cover
     ``min_frac`` of the run: ``warning`` (``error`` when its median is at or above ``severe``, 0.4).
     Benign and never a finding: a clip fraction of 0 when updates are on-policy (TRL's default one
-    iteration per batch makes the ratio exactly 1).
+    iteration per batch makes the ratio exactly 1). With several iterations per batch the first,
+    on-policy one logs exactly 0: such points are left out when they are under 60 % of the run.
 
 Known false positives
     Very small batches make the clip fraction noisy; the rolling median and the duration
@@ -55,11 +56,12 @@ class Config:
 DEFAULT = Config()
 
 
-def _side_mean(run: RunData, metric: str, lo: int, hi: int) -> float | None:
+def _side_mean(run: RunData, metric: str, at: np.ndarray) -> float | None:
+    """Mean of one side's clip fraction over the given steps (the judged, off-policy ones)."""
     s = rc.finite(run, metric)
     if s is None:
         return None
-    v = s.values[(s.steps >= lo) & (s.steps <= hi)]
+    v = s.values[np.isin(s.steps, at)]
     return float(np.mean(v)) if len(v) else None
 
 
@@ -72,6 +74,13 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     v, steps = s.values, s.steps
     if not np.any(v > 0):
         return []  # on-policy updates: the ratio is 1, nothing to clip
+    # With several iterations per batch (TRL num_iterations, verl ppo_epochs) the first update of
+    # each batch is on-policy and logs exactly 0; those points say nothing about clipping pressure.
+    on_policy = v == 0
+    if on_policy.mean() < 0.6:
+        steps, v = steps[~on_policy], v[~on_policy]
+    if len(v) < rc.MIN_POINTS:
+        return []
     sm = rc.smooth(v, max(3, len(v) // 10 | 1))
     a, b = rc.longest_run(sm >= cfg.high)
     if a < 0:
@@ -81,8 +90,8 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         return []
     med = st.nanmedian(v[a : b + 1])
     sev = Severity.ERROR if med >= cfg.severe else Severity.WARNING
-    lo_m = _side_mean(run, rc.CLIP_LOW, int(steps[a]), int(steps[b]))
-    hi_m = _side_mean(run, rc.CLIP_HIGH, int(steps[a]), int(steps[b]))
+    lo_m = _side_mean(run, rc.CLIP_LOW, steps[a : b + 1])
+    hi_m = _side_mean(run, rc.CLIP_HIGH, steps[a : b + 1])
     side = ""
     if lo_m is not None and hi_m is not None and lo_m + hi_m > 0:
         which = (

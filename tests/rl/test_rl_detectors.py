@@ -282,3 +282,19 @@ def test_rl_checks_do_not_apply_to_a_pretraining_run(tmp_path):
     assert not [f for f in rep.findings if f.kind.startswith("rl-")]
     assert not [s for s in rep.skipped if s.kind.startswith("rl-")]
     assert rep.runs[0].judged and "train/loss" in rep.runs[0].judged_reason
+
+
+def test_clip_saturation_with_several_iterations_per_batch(tmp_path):
+    """TRL num_iterations=4: the first update of each batch is on-policy and logs exactly 0."""
+
+    def multi(c):
+        n = len(c["reward"])
+        v = np.where(np.arange(n) % 4 == 0, 0.0, 0.3)
+        c["clip_ratio/region_mean"], c["clip_ratio/high_mean"], c["clip_ratio/low_mean"] = (
+            v,
+            v / 2,
+            v / 2,
+        )
+
+    (f,) = by_kind(analyze(grpo_run(tmp_path / "mu4", multi)), "rl-clip-saturation")
+    assert f.evidence["median_clipfrac"] == pytest.approx(0.3)
