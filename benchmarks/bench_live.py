@@ -55,7 +55,7 @@ def _timed(cb, hooks):
     return cb
 
 
-def _hf_run(steps: int, with_cb: bool) -> tuple[float, float]:
+def _hf_run(steps: int, with_cb: bool, every: int = 1) -> tuple[float, float]:
     from livehelpers import BATCH, StepData, tiny_gpt2
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -73,7 +73,7 @@ def _hf_run(steps: int, with_cb: bool) -> tuple[float, float]:
             max_steps=steps,
             per_device_train_batch_size=BATCH,
             learning_rate=3e-3,
-            logging_steps=1,
+            logging_steps=every,
             save_strategy="no",
             report_to="none",
             use_cpu=True,
@@ -90,7 +90,7 @@ def _hf_run(steps: int, with_cb: bool) -> tuple[float, float]:
     return statistics.median(d), (cb._self / steps if cb else 0.0)
 
 
-def _pl_run(steps: int, with_cb: bool) -> tuple[float, float]:
+def _pl_run(steps: int, with_cb: bool, every: int = 1) -> tuple[float, float]:
     import lightning.pytorch as pl
     import torch
     from livehelpers import Bigram, batch
@@ -130,7 +130,7 @@ def _pl_run(steps: int, with_cb: bool) -> tuple[float, float]:
             devices=1,
             callbacks=cbs,
             default_root_dir=out,
-            log_every_n_steps=1,
+            log_every_n_steps=every,
             enable_progress_bar=False,
             enable_model_summary=False,
             enable_checkpointing=False,
@@ -140,7 +140,7 @@ def _pl_run(steps: int, with_cb: bool) -> tuple[float, float]:
     return statistics.median(d), (cb._self / steps if cb else 0.0)
 
 
-def overhead(steps: int, rounds: int) -> dict:
+def overhead(steps: int, rounds: int, every: int = 1) -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -151,12 +151,13 @@ def overhead(steps: int, rounds: int) -> dict:
         for r in range(rounds):
             order = (False, True) if r % 2 == 0 else (True, False)
             for w in order:
-                step, own = fn(steps, w)
+                step, own = fn(steps, w, every)
                 (withc if w else base).append(step)
                 if w:
                     selfs.append(own)
         b, c, s = statistics.median(base), statistics.median(withc), statistics.median(selfs)
         out[name] = {
+            "log_every": every,
             "steps": steps,
             "rounds": rounds,
             "step_ms_without": b * 1e3,
@@ -166,7 +167,7 @@ def overhead(steps: int, rounds: int) -> dict:
             "callback_pct_of_step": s / b * 100,
         }
         print(
-            f"{name}: step {b * 1e3:.2f} ms without, {c * 1e3:.2f} ms with "
+            f"{name} (log every {every}): step {b * 1e3:.2f} ms without, {c * 1e3:.2f} ms with "
             f"({(c / b - 1) * 100:+.1f} % paired); callback itself {s * 1e6:.0f} us/step "
             f"= {s / b * 100:.2f} % of a step",
             flush=True,
@@ -260,6 +261,7 @@ def main() -> None:
     o = sub.add_parser("overhead")
     o.add_argument("--steps", type=int, default=300)
     o.add_argument("--rounds", type=int, default=5)
+    o.add_argument("--log-every", type=int, default=1, help="logging interval of both trainers")
     o.add_argument("--wall", action="store_true", help="wall time instead of thread CPU time")
     w = sub.add_parser("watch")
     w.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -270,14 +272,15 @@ def main() -> None:
         global CLOCK
         CLOCK = time.perf_counter
     res = (
-        overhead(a.steps, a.rounds)
+        overhead(a.steps, a.rounds, a.log_every)
         if a.what == "overhead"
         else watch(a.sizes)
         if a.what == "watch"
         else monitor(a.calls)
     )
     data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    data[a.what] = {
+    key = a.what if a.what != "overhead" else f"overhead_every{a.log_every}"
+    data[key] = {
         "results": res,
         "load_avg": os.getloadavg()[0],
         "when": time.strftime("%Y-%m-%d %H:%M"),

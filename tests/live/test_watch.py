@@ -222,3 +222,50 @@ def test_ctrl_c_stops_cleanly_with_the_verdict_so_far(tmp_path):
     assert proc.returncode == 0, err
     assert "watch ended (interrupted)" in err and "Traceback" not in err
     assert "lr-schedule" in out  # what was found so far was printed
+
+
+def _state(steps):
+    hist = [
+        {"step": s, "loss": 2.0 + 1.0 / (s + 1), "learning_rate": 1e-4, "grad_norm": 1.0}
+        for s in steps
+    ]
+    return json.dumps({"global_step": steps[-1], "log_history": hist})
+
+
+def test_rewritten_formats_are_reread_whole(tmp_path):
+    out = tmp_path / "hf_out"
+    (out / "checkpoint-40").mkdir(parents=True)
+    (out / "checkpoint-40" / "trainer_state.json").write_text(_state(list(range(1, 41))))
+    w = Watcher([tmp_path])
+    w.poll()
+    assert [r.name for r in w.run_data()] == ["hf_out"]
+    (out / "checkpoint-80").mkdir()
+    (out / "checkpoint-80" / "trainer_state.json").write_text(_state(list(range(1, 81))))
+    w.poll()
+    w.finish()
+    (run,) = w.run_data()
+    assert run.name == "hf_out" and run.series["train/loss"].steps.tolist() == list(range(1, 81))
+    assert [f.to_dict() for f in w.findings] == _analyze_json([tmp_path])["findings"]
+    w.close()
+
+
+def test_lightning_csv_rewritten_with_a_new_header_is_read_again(tmp_path):
+    d = tmp_path / "lightning_logs" / "version_0"
+    d.mkdir(parents=True)
+    p = d / "metrics.csv"
+    p.write_text("step,train_loss\n" + "".join(f"{s},{3 - s / 100}\n" for s in range(50)))
+    w = Watcher([tmp_path])
+    w.poll()
+    # CSVLogger rewrites the file when a new metric appears: new header, all rows again
+    p.write_text(
+        "epoch,step,train_loss,val_loss\n"
+        + "".join(f"0,{s},{3 - s / 100},\n" for s in range(80))
+        + "0,79,,2.5\n"
+    )
+    res = w.poll()
+    assert [m for m in res.warnings if "rewritten while watched" in m]
+    w.finish()
+    (run,) = w.run_data()
+    assert run.series["train/loss"].steps.tolist() == list(range(80))
+    assert run.series["val/loss"].values.tolist() == [2.5]
+    w.close()
