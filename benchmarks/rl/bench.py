@@ -257,8 +257,15 @@ def score(
     alarms = [f for f in findings if (not stabdiag) or f["severity"] in ("warning", "error")]
     found = sorted({f["kind"] for f in alarms if f["kind"] in labels})
     false = [f for f in alarms if f["kind"] not in labels and f["kind"] not in also]
+    steps = {
+        k: [f["step"] for f in alarms if f["kind"] == k and f.get("step") is not None]
+        for k in found
+    }
     return {
         "found": found,
+        "first_step": {
+            k: min(v) if v else None for k, v in steps.items()
+        },  # rldoctor reports no step
         "missed": sorted(labels - set(found)),
         "false_alarms": len(false),
         "false_kinds": sorted({str(f.get("kind") or f.get("detector")) for f in false}),

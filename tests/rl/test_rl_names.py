@@ -192,3 +192,25 @@ def test_mapping_section_is_only_used_through_resolve():
     assert aliases.canonical("loss")[0] == T.TRAIN_LOSS
     assert aliases.rl_match("loss", preference=False).name == rc.LOSS
     assert aliases.rl_match("grad_norm") is None
+
+
+def test_hf_tensorboard_mirror_of_a_grpo_run():
+    """HF's TensorBoard/W&B callbacks prefix train/ and eval/: the same RL reading applies."""
+    got = names(
+        [
+            "train/loss",
+            "train/reward",
+            "train/kl",
+            "train/completions/mean_length",
+            "train/grad_norm",
+            "eval/reward",
+        ]
+    )
+    assert got == {
+        "train/loss": rc.LOSS,
+        "train/reward": rc.REWARD,
+        "train/kl": rc.KL,
+        "train/completions/mean_length": rc.LENGTH,
+        "train/grad_norm": T.GRAD_NORM,
+        "eval/reward": "rl/eval/reward",
+    }
