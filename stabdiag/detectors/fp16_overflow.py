@@ -22,9 +22,9 @@ How it is computed
     below it is a real overflow; a drop across a hole in the log (``gap_intervals`` log intervals) is
     not judged. ``error`` when real overflows take the scale to <= ``min_scale`` (1) or
     ``collapse_factor`` (1024) below the settled scale; ``warning`` when the scale ends
-    ``decline_factor`` (16) below it, or when one episode of real overflows (each within
-    ``cluster_steps`` of the last) takes it ``episode_depth`` (8x) below, or has ``cluster_count``
-    (4) drops. With skipped steps but no scale logged, a burst of ``cluster_count`` skips inside
+    ``decline_factor`` (16) below it, or when a cascade of real overflows (each within
+    ``cascade_gap`` (100) steps of the last) takes it ``episode_depth`` (8x) below, or
+    ``cluster_count`` (4) real overflows fall within ``cluster_steps`` (500) of each other. With skipped steps but no scale logged, a burst of ``cluster_count`` skips inside
     ``cluster_steps`` that is ``burst_factor`` (3x) denser than the run's own rate is a warning;
     a steady rate is the sawtooth. Everything else is ``info``.
 
@@ -69,6 +69,7 @@ class Config:
     settle_steps: int = 50       # a scale held this long is the settled scale drops are judged against
     episode_depth: float = 8.0   # real overflows taking the scale this far below settled: warning
     gap_intervals: int = 10      # a drop across a hole this many log intervals wide is not judged
+    cascade_gap: int = 100       # real overflows this close are one cascade (judged by its depth)
     burst_factor: float = 3.0    # skips (no scale logged) this much denser than the run's rate: a burst
 
 
@@ -245,19 +246,27 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
                         f"at the end of the log (step {int(sc.steps[-1])})")
                 start, end = real[0].step, int(sc.steps[-1])
     if sev == Severity.INFO:
-        eps = _episodes(drops, cfg.cluster_steps)
-        worst = max(eps, key=lambda e: (e[0].settled / e[-1].after, len(e)), default=None)
+        # A cascade (overflows in quick succession) that takes the scale far down, or many
+        # overflows inside a cluster window; isolated ones far apart compound only because growth
+        # is slow, and stay info.
+        cascades = _episodes(drops, cfg.cascade_gap)
+        deep = max(cascades, key=lambda e: e[0].settled / e[-1].after, default=None)
+        many = max(_episodes(drops, cfg.cluster_steps), key=len, default=None)
+        worst = None
+        if deep is not None and deep[0].settled / deep[-1].after >= cfg.episode_depth:
+            worst = deep
+        elif many is not None and len(many) >= cfg.cluster_count:
+            worst = many
         if worst is not None:
             depth = worst[0].settled / worst[-1].after
-            if depth >= cfg.episode_depth or len(worst) >= cfg.cluster_count:
-                sev = Severity.WARNING
-                where = (f"a real overflow at step {worst[0].step}" if len(worst) == 1 else
-                         f"{len(worst)} real overflows from step {worst[0].step} to {worst[-1].step}")
-                what = (f"the fp16 loss scale fell below its settled value {st.fmt(worst[0].settled)}: "
-                        f"{where} took it down to {st.fmt(worst[-1].after)} "
-                        f"({st.fmt(depth)}x lower, no growth step undone)")
-                start, end = worst[0].step, worst[-1].step
-                ev["episode_depth"] = depth
+            sev = Severity.WARNING
+            where = (f"a real overflow at step {worst[0].step}" if len(worst) == 1 else
+                     f"{len(worst)} real overflows from step {worst[0].step} to {worst[-1].step}")
+            what = (f"the fp16 loss scale fell below its settled value {st.fmt(worst[0].settled)}: "
+                    f"{where} took it down to {st.fmt(worst[-1].after)} "
+                    f"({st.fmt(depth)}x lower, no growth step undone)")
+            start, end = worst[0].step, worst[-1].step
+            ev["episode_depth"] = depth
     if sev == Severity.INFO and (sc is None or not drops) and late_skips >= cfg.cluster_count:
         # Skips without a visible scale: a burst far denser than the run's own rate is overflow
         # trouble; a steady periodic rate (the scaler's sawtooth) is not, however frequent.
