@@ -17,6 +17,7 @@ from typing import Any
 
 from stabdiag import __version__, loss_choice, sources
 from stabdiag.detectors import rl_common, run_detectors, sort_findings
+from stabdiag.diagnosis import diagnose_all
 from stabdiag.remedies import suggest
 from stabdiag.report import Report, RunSummary
 from stabdiag.table import MetricsTable, RunData
@@ -125,11 +126,12 @@ def analyze_table(
         findings = sort_findings(findings, list(data))  # chunks are contiguous runs in order
     else:
         data, findings, skipped = _detect_chunk(chunk, select, ignore, configs)
+    diagnoses = diagnose_all(findings, data)
     return Report(
-        runs=tuple(summarize(r, data[r.name], findings, skipped) for r in runs),
+        runs=tuple(summarize(r, data[r.name], findings, skipped, diagnoses.get(r.name)) for r in runs),
         findings=tuple(findings),
         skipped=tuple(skipped),
-        remedies=tuple(suggest(findings, data)),
+        remedies=tuple(suggest(findings, data, diagnoses)),
         errors=tuple(errors),
         version=__version__,
         table=table,
@@ -148,7 +150,7 @@ def _by_run(table: MetricsTable, runs: Sequence[sources.RunInfo]) -> list[Metric
 
 
 def summarize(info: sources.RunInfo, run: RunData, findings: Sequence[Any] = (),
-              skipped: Sequence[Any] = ()) -> RunSummary:
+              skipped: Sequence[Any] = (), diagnosis: Any = None) -> RunSummary:
     steps = [int(s.steps[i]) for s in run.series.values() if len(s) for i in (0, -1)]
     choice = run.meta.get("loss_choice")
     judged, reason = judgement(run.name, choice, findings, skipped)
@@ -159,6 +161,7 @@ def summarize(info: sources.RunInfo, run: RunData, findings: Sequence[Any] = (),
         steps=(min(steps), max(steps)) if steps else None,
         metrics=tuple(sorted(run.series)), warnings=tuple(info.warnings), mapping=tuple(info.mapping),
         loss=choice.to_dict() if choice is not None else None, judged=judged, judged_reason=reason,
+        config=run.meta.get("run_config"), diagnosis=diagnosis if judged else None,
     )
 
 

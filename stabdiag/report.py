@@ -31,12 +31,23 @@ class RunSummary:
     loss: dict[str, str] | None = None
     judged: bool = True
     judged_reason: str = ""
+    # What the run was configured to do (runconfig.RunConfig) and the likely cause of its trouble
+    # (diagnosis.Diagnosis); None when nothing was read / the run was not judged.
+    config: Any = None
+    diagnosis: Any = None
+
+    def config_line(self) -> str:
+        """'LR 0.03 constant, no warm-up, clip 1.0, AdamW β2 0.95, bf16' ('' when nothing was read)."""
+        return self.config.line() if self.config else ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "path": self.path, "format": self.format,
                 "steps": list(self.steps) if self.steps else None,
                 "metrics": list(self.metrics), "warnings": list(self.warnings),
-                "judged": self.judged, "judged_reason": self.judged_reason, "loss": self.loss}
+                "judged": self.judged, "judged_reason": self.judged_reason, "loss": self.loss,
+                "config": ({"line": self.config.line(), "framework": self.config.fw,
+                            "settings": self.config.to_dict()} if self.config else None),
+                "diagnosis": self.diagnosis.to_dict() if self.diagnosis is not None else None}
 
 
 @dataclass(frozen=True, kw_only=True)

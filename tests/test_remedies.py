@@ -32,8 +32,8 @@ def test_lr_value_comes_from_lr_in_force_at_onset() -> None:
     rems = suggest([finding("divergence", Severity.ERROR, 600)], {"r": run})
     lower = next(r for r in rems if r.id == "lower-lr")
     assert "2.00e-04" in lower.actions[0] and "4.00e-04" in lower.actions[0]
-    warm = next(r for r in rems if r.id == "warmup")
-    assert "50 steps" in warm.actions[0]  # 5% of 999 logged steps
+    # a divergence at step 600 of 1000 is long past any warm-up: no warm-up advice for it
+    assert not any(r.id == "warmup" for r in rems)
 
 
 def test_clip_from_healthy_grad_norm_distribution() -> None:

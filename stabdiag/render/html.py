@@ -68,7 +68,12 @@ def _run_section(report: Report, run: RunSummary, image: bytes | None) -> str:
              f'<div class="meta">{e(run.format)} · <span class="mono">{e(run.path)}</span>'
              + (f" · steps {run.steps[0]}–{run.steps[1]}" if run.steps else "")
              + f" · {len(run.metrics)} metrics</div>"]
+    if run.config_line():
+        parts.append(f'<div class="meta">configured: {e(run.config_line())}</div>')
     parts += [f'<div class="warnbox">input: {e(w)}</div>' for w in run.warnings]
+    d = run.diagnosis
+    if d is not None and d.cause != "healthy":
+        parts.append(f"<p><strong>Diagnosis</strong> ({e(d.confidence)} confidence): {e(d.statement)}</p>")
     if image:
         b64 = base64.b64encode(image).decode("ascii")
         parts.append(f'<img class="plot" alt="stability plot of {e(run.name)}" '
@@ -85,6 +90,7 @@ def _run_section(report: Report, run: RunSummary, image: bytes | None) -> str:
             addr = f' <span class="mute">(addresses: {e(", ".join(r.addresses))})</span>' if r.addresses else ""
             acts = "".join(f"<li>{e(a)}</li>" for a in r.actions)
             refs = f"<br>Sources: {e('; '.join(r.references))}" if r.references else ""
+            refs += f"<br>Watch: {e(r.watch)}" if r.watch else ""
             parts.append(f"<li><strong>{e(r.title)}</strong>{addr}<ul>{acts}</ul>"
                          f'<div class="why">{e(r.why)}{refs}</div></li>')
         parts.append("</ol>")

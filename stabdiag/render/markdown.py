@@ -106,6 +106,11 @@ def _run_section(report: Report, run: RunSummary, images: Mapping[str, str], max
     icon = ICON[worst.label if worst else None]
     out = [f"### {icon} {md(run.name)}", "",
            f"{md(run.format)} · {md(run.path)} · {verdict(report, run)}", ""]
+    if run.config_line():
+        out += [f"configured: {md(run.config_line())}", ""]
+    d = run.diagnosis
+    if d is not None and d.cause != "healthy":
+        out += [f"**Diagnosis** ({md(d.confidence)} confidence): {md(d.statement)}", ""]
     for w in run.warnings:
         out.append(f"> input: {md(w)}")
     if run.warnings:
@@ -126,6 +131,8 @@ def _run_section(report: Report, run: RunSummary, images: Mapping[str, str], max
             addr = f" _(addresses: {', '.join(md(a) for a in r.addresses)})_" if r.addresses else ""
             out.append(f"{r.rank}. **{md(r.title)}**{addr}")
             out += [f"   - {md(a)}" for a in r.actions]
+            if r.watch:
+                out.append(f"   - _watch:_ {md(r.watch)}")
         out.append("")
     skipped = [s for s in report.skipped if s.run == run.name]
     if skipped:

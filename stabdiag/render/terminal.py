@@ -70,6 +70,8 @@ def render_terminal(report: Report, *, max_remedies: int = 5, show_skipped: bool
             taken = (f"{run.loss['series']} taken as {run.loss['metric']}: "
                      if run.loss["series"] != run.loss["metric"] else "")
             parts.append(Text(f"  loss: {taken}{run.loss['why']}", style="dim"))
+        if run.config_line():
+            parts.append(Text(f"  configured: {run.config_line()}", style="dim"))
         for w in run.warnings:
             parts.append(Text(f"  input: {w}", style="warning"))
         fs = report.findings_of(run.name)
@@ -80,6 +82,9 @@ def render_terminal(report: Report, *, max_remedies: int = 5, show_skipped: bool
             # Kinds only: the reasons are in --format json and `stabdiag explain KIND`.
             parts.append(Text("  not checked (metric not logged): " + ", ".join(s.kind for s in skipped),
                               style="dim"))
+        d = run.diagnosis
+        if d is not None and d.cause != "healthy":
+            parts.append(Text(f"  diagnosis ({d.confidence} confidence): {d.statement}", style="bold"))
         rems = [r for r in report.remedies if r.run == run.name]
         if rems:
             parts.append(Text("  what to change:", style="bold"))
@@ -89,6 +94,8 @@ def render_terminal(report: Report, *, max_remedies: int = 5, show_skipped: bool
                 parts.append(line)
                 for a in r.actions:
                     parts.append(Text(f"       - {a}"))
+                if r.watch:
+                    parts.append(Text(f"       watch: {r.watch}", style="dim"))
             if len(rems) > max_remedies:
                 parts.append(Text(f"     (+{len(rems) - max_remedies} more in --format json)", style="dim"))
     return Group(*parts)

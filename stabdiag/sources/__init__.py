@@ -43,6 +43,7 @@ from stabdiag.errors import ConfigError, SourceError
 from stabdiag.safetext import printable
 from stabdiag.sources import (
     aliases,
+    configs,
     hf_trainer,
     jsonl,
     launcher,
@@ -434,6 +435,8 @@ def _finish(raw: RawRun, g: _Group, name: str,
         hint = _precision_hint(raw, mapped, g)
         if hint is not None:
             meta["precision"], meta["precision_evidence"] = hint
+    meta["run_config"] = configs.read_safely(g.path if g.fmt == sniff.TENSORBOARD else raw.path,
+                                             raw.format, meta, g.files)
     info = RunInfo(name=name, path=printable(raw.path if g.fmt != sniff.TENSORBOARD else g.path),
                    format=raw.format, warnings=tuple(warnings), mapping=mapping, meta=meta)
     return T.MetricsTable(pd.DataFrame(frame)), info
