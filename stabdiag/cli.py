@@ -331,6 +331,52 @@ def series(
     guarded(run)
 
 
+@app.command("config")
+def config_cmd(
+    paths: PathsArg,
+    input_format: ReaderOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the settings as JSON.")] = False,
+) -> None:
+    """Show what each run was configured to do (LR, warm-up, clip, optimizer, precision, model) and the file each setting was read from."""
+
+    def run() -> None:
+        import json
+
+        from rich.table import Table
+        from rich.text import Text
+
+        from stabdiag import sources
+        from stabdiag.console import out
+
+        loaded = sources.load(paths, fmt=input_format)
+        for e in loaded.errors:
+            _warn(e)
+        if not loaded.runs:
+            _fail(f"no training logs found in {', '.join(map(str, paths))}")
+        if as_json:
+            doc = {i.name: (c.to_dict() if (c := i.meta.get("run_config")) else {}) for i in loaded.runs}
+            out.print_json(json.dumps(doc, default=str))
+            return
+        for info in loaded.runs:
+            cfg = info.meta.get("run_config")
+            head = Text(f"{info.name}  ({info.format}: {info.path})", style="bold")
+            out.print(head)
+            if not cfg:
+                out.print(Text("  no configuration found beside the log", style="dim"))
+                continue
+            out.print(Text(f"  configured: {cfg.line()}"))
+            t = Table(box=None, header_style="bold", pad_edge=False)
+            t.add_column("  setting")
+            t.add_column("value")
+            t.add_column("read from", style="dim", overflow="fold")
+            for name, s in cfg.settings().items():
+                t.add_row(f"  {name}", Text(str(s.value)[:80]), Text(s.source))
+            out.print(t)
+            out.print()
+
+    guarded(run)
+
+
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def train(
     preset: Annotated[str, typer.Option(help="Model size: tiny (CPU, <1 min), small (CPU, minutes), gpu.")] = "tiny",
