@@ -6,6 +6,11 @@ joins the open restart unless that series was already written since the restart 
 Exact repeats of a step count only for the series in ``repeat_counts`` (per-step training
 metrics): bookkeeping series such as ``epoch`` legitimately repeat a step (HF eval entries,
 Lightning validation rows).
+
+One restart per episode: rewinds that happen before the run has got back above the step it had
+reached (a resume that crashed and was resumed again, or a log whose step counts down) extend
+the open episode instead of starting new ones, and at most MAX_EPISODES are reported per run
+(a 50,000-row countdown used to give 50,000 findings).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+MAX_EPISODES = 50
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,14 @@ def find(codes: np.ndarray, steps: np.ndarray, repeat_counts: np.ndarray) -> lis
             last = out[-1]
             out[-1] = Restart(last.index, min(last.step, int(steps[i])), last.prev_max)
             continue
+        if out and int(run_max[i - 1]) == out[-1].prev_max:
+            # still below where the episode began (the run never caught up): same episode
+            last = out[-1]
+            out[-1] = Restart(last.index, min(last.step, int(steps[i])), last.prev_max)
+            start, joined = i, {c}
+            continue
         start, joined = i, {c}
         out.append(Restart(i, int(steps[i]), int(run_max[i - 1])))
+        if len(out) >= MAX_EPISODES:
+            break
     return out

@@ -44,3 +44,41 @@ def test_c7_a_crashing_detector_becomes_its_skipped_entry(tmp_path):
     r = _cli("analyze", str(f), "-f", "json", "--fail-on", "never")
     assert r.returncode == 0 and "Traceback" not in r.stderr
     assert any("detector error" in s["reason"] for s in json.loads(r.stdout)["skipped"])
+
+
+# --------------------------------------------------------------------------- D6
+
+
+def test_d6_a_countdown_is_one_restart_episode(tmp_path):
+    import time
+
+    from adversarial import csv_countdown
+
+    f = csv_countdown(tmp_path, n=50_000)
+    t0 = time.perf_counter()
+    report = diagnose([f], jobs=1)
+    assert time.perf_counter() - t0 < 20
+    assert [x.kind for x in report.findings if x.kind == "restart"] == ["restart"]
+    assert sum("restart" in w for w in report.runs[0].warnings) == 1
+
+
+def test_d6_separate_resumes_stay_separate(tmp_path):
+    # 0..99, resume at 90 -> 149, resume at 140 -> 199: two episodes (the run got past 99).
+    steps = [*range(100), *range(90, 150), *range(140, 200)]
+    f = tmp_path / "r.csv"
+    f.write_text("step,loss\n" + "".join(f"{s},{2 - s / 400}\n" for s in steps))
+    report = diagnose([f], jobs=1)
+    assert len([x for x in report.findings if x.kind == "restart"]) == 2
+
+
+def test_d6_episodes_are_capped(tmp_path):
+    from stabdiag.sources import restarts
+
+    # many genuine resumes, each after getting past the last high-water mark
+    steps = []
+    for k in range(200):
+        steps += [10 * k + 5, 10 * k + 6, 10 * k + 20]
+    f = tmp_path / "many.csv"
+    f.write_text("step,loss\n" + "".join(f"{s},1\n" for s in steps))
+    report = diagnose([f], jobs=1)
+    assert len([x for x in report.findings if x.kind == "restart"]) == restarts.MAX_EPISODES
