@@ -2,6 +2,7 @@
 
     python benchmarks/bench_live.py overhead [--steps 300] [--rounds 5]
     python benchmarks/bench_live.py watch [--sizes 10000 100000 1000000]
+    python benchmarks/bench_live.py latency [--intervals 0.5 2] [--repeats 3]
     python benchmarks/bench_live.py monitor [--calls 20000]
 
 overhead: a tiny HF Trainer run (1-layer GPT-2, 32 wide) and a tiny Lightning run (bigram
@@ -14,6 +15,8 @@ timed directly), which is the noise-free number; logging every step is the worst
 watch: a CSV of N steps already written, then 100 more lines appended per poll: the poll's wall
 time (read + parse + append + spike screen) and, separately, what one full detector pass over
 the run costs (the budgeted part), for N in --sizes.
+
+latency: seconds from a spike's line being written to `stabdiag watch` exiting 1.
 
 monitor: stabdiag.Monitor.log per call in a plain loop (floats in, default schedule).
 """
@@ -227,6 +230,57 @@ def watch(sizes: list[int]) -> dict:
     return out
 
 
+def latency(intervals: list[float], repeats: int) -> dict:
+    """`stabdiag watch --fail-on warning` on a CSV written at ~100 lines/s with a spike: seconds
+    from the spike's line being complete in the file to the watch process exiting 1."""
+    import subprocess
+
+    from watchhelpers import Writer, csv_text, spike_offset
+
+    data = csv_text()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "STABDIAG_NO_CACHE": "1"}
+    out = {}
+    for iv in intervals:
+        got = []
+        for _ in range(repeats):
+            with tempfile.TemporaryDirectory() as d:
+                p = Path(d) / "train.csv"
+                p.write_bytes(b"")
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "stabdiag",
+                    "watch",
+                    str(p),
+                    "--interval",
+                    str(iv),
+                    "--fail-on",
+                    "warning",
+                    "--select",
+                    "loss-spike",
+                    "--idle-timeout",
+                    "60",
+                ]
+                proc = subprocess.Popen(
+                    cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+                )
+                time.sleep(4.0)  # started (imports) before the run begins
+                w = Writer(p, data, mark=spike_offset(data, "csv"), pause=0.05)
+                w.start()
+                proc.communicate(timeout=120)
+                done = time.monotonic()
+                w.stop.set()
+                assert proc.returncode == 1 and w.marked_at is not None
+                got.append(done - w.marked_at)
+        out[str(iv)] = {"median_s": statistics.median(got), "max_s": max(got), "runs": got}
+        print(
+            f"--interval {iv:g}: spike reported {statistics.median(got):.2f} s after it was "
+            f"written (median of {repeats}, max {max(got):.2f} s)",
+            flush=True,
+        )
+    return out
+
+
 def monitor(calls: int) -> dict:
     import numpy as np
 
@@ -265,6 +319,9 @@ def main() -> None:
     o.add_argument("--wall", action="store_true", help="wall time instead of thread CPU time")
     w = sub.add_parser("watch")
     w.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    la = sub.add_parser("latency")
+    la.add_argument("--intervals", type=float, nargs="+", default=[0.5, 2.0])
+    la.add_argument("--repeats", type=int, default=3)
     m = sub.add_parser("monitor")
     m.add_argument("--calls", type=int, default=20_000)
     a = ap.parse_args()
@@ -276,6 +333,8 @@ def main() -> None:
         if a.what == "overhead"
         else watch(a.sizes)
         if a.what == "watch"
+        else latency(a.intervals, a.repeats)
+        if a.what == "latency"
         else monitor(a.calls)
     )
     data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}

@@ -54,13 +54,13 @@ class SeriesBuffer:
             self._values = np.concatenate([self._values[: self.n], np.empty(cap - self.n)])
         if self._ordered and (
             (self.n and steps[0] <= self._steps[self.n - 1])
-            or (k > 1 and bool((np.diff(steps) <= 0).any()))
+            or (k > 1 and bool((steps[1:] <= steps[:-1]).any()))
         ):
             self._ordered = False
         self._steps[self.n : self.n + k] = steps
         self._values[self.n : self.n + k] = values
         self.n += k
-        top = int(steps.max())
+        top = int(steps[-1]) if self._ordered else int(steps.max())
         self.max_step = top if self.max_step is None else max(self.max_step, top)
 
     def append(self, step: int, value: float) -> None:

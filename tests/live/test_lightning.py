@@ -60,14 +60,22 @@ def test_warn_reports_the_spike_and_trains_on(tmp_path):
 
 
 def test_stop_at_the_spike_step(tmp_path):
-    cb = StabdiagCallback(action="stop", level="warning")
+    cb = StabdiagCallback(action="stop", level="warning", feed_every=1)
     trainer = _fit(tmp_path, cb)
     assert cb.monitor.stop_finding.kind == "loss-spike"
     assert trainer.global_step == POISON + 1  # the poisoned step ran, nothing after it
 
 
+def test_stop_at_the_first_feed_after_the_spike(tmp_path):
+    cb = StabdiagCallback(action="stop", level="warning")  # values reach the monitor every 16
+    trainer = _fit(tmp_path, cb)
+    assert cb.monitor.stop_finding.kind == "loss-spike"
+    assert cb.monitor.stop_finding.step_start == POISON
+    assert trainer.global_step == 64  # batches 48-63 were fed after batch 63
+
+
 def test_checkpoint_then_stop_with_batched_host_transfers(tmp_path):
-    cb = StabdiagCallback(action="checkpoint", level="warning")
+    cb = StabdiagCallback(action="checkpoint", level="warning", feed_every=1)
     trainer = _fit(tmp_path, cb, log_every=10)  # losses reach the host every 10 steps
     assert cb.checkpoint_path is not None and cb.checkpoint_path.is_file()
     # detected at the first logging boundary after the spike: step 69 (the 70th batch)
