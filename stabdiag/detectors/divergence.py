@@ -68,6 +68,7 @@ class Config:
     chaos_cover: float = 0.3       # points above the start level this often between the first and last
                                    # sustained excursion: one chaotic episode
     rise_min_points: int = 10      # a rise must last this many log points to be "sustained"
+    rel_rise_warn: float = 0.10    # a sustained rise this large (fraction of the level) is a warning
 
 
 DEFAULT = Config()
@@ -263,8 +264,12 @@ def _rise(run: RunData, s: Series, metric: str, name: str, cfg: Config) -> list[
     back_i = np.flatnonzero(after <= trough + 0.5 * rise)
     recovered = back_i.size > 0 and end <= trough + 0.5 * rise
     above_start = (end > start + (guard if improvement <= guard else 0.0)) if not recovered else False
-    if lost < cfg.warn_lost and not above_start:
+    if lost < cfg.warn_lost and not above_start and rise < cfg.rel_rise_warn * abs(trough):
         return []
+    held = int(np.sum(smooth[t:] >= trough + 0.5 * rise)) if not recovered else int(
+        np.sum(smooth[t:p + int(back_i[0]) + 1] >= trough + 0.5 * rise))
+    if held < max(cfg.rise_min_points, w):
+        return []   # up and straight back down: a spike's business, not a sustained rise
     if recovered and _spike_covers(run, steps, a, b, w):
         return []   # a loss spike that took a while to recover: the loss-spike finding tells it
     on = _onset(smooth, t, p)
