@@ -5,8 +5,9 @@ temporary directory on whichever node runs it, analyzes the run there, and retur
 numbers with the run directory's files (metrics, config, TensorBoard mirror; not checkpoints,
 which can be large and stay behind). The driver writes those files into the sweep directory and
 saves `cell.json`, so resume, reports and `stabdiag analyze` of a cell work exactly as for the
-local backend. A task that raises or whose worker dies marks its cell failed with the reason;
-the rest of the grid goes on. Ctrl-C cancels the outstanding tasks.
+local backend. A task that raises marks its cell failed with the reason; a task whose worker or
+node dies is retried once by Ray (a lost spot node should not cost a cell), then marked failed.
+The rest of the grid goes on. Ctrl-C cancels the outstanding tasks.
 
 A cell asks Ray for one GPU when it trains on CUDA (device=cuda, or auto on a cluster that has
 GPUs), and for `cpus_per_cell` CPUs, which is also its torch thread count: the same grid with the
