@@ -601,10 +601,10 @@ class _Loop:
                     self.cfg.checkpoint_interval
                     and self.step % self.cfg.checkpoint_interval == 0
                     and self.step < self.cfg.steps
-                    and self.info.is_main
                 ):
-                    self.flush()
-                    self.save_checkpoint()
+                    self.flush()  # on every rank: the gather is a collective
+                    if self.info.is_main:
+                        self.save_checkpoint()
                     self.t_flush = time.perf_counter()
         except KeyboardInterrupt:  # raised outside a step boundary: the step in flight is lost
             self.stop_reason = "interrupted"
