@@ -21,7 +21,8 @@ FORMAT = "verl-console"
 
 # "step:12 - actor/entropy:0.5 - ..." after an optional Ray actor prefix "(TaskRunner pid=1) ".
 _LINE = re.compile(r"(?:^|\)\s+)step:\s*(\d+)\s+-\s+(.*)$")
-_SNIFF = re.compile(rb"(?m)(?:^|\)\s)step:\d+ - [\w@./-]+:[^ ]")
+# Starts with a literal so a scan of a huge file (a 50 MB line) stays fast.
+_SNIFF = re.compile(rb"step:\d+ - [\w@./-]+:[^ \n]")
 _NP = re.compile(r"^(?:np\.)?(?:float|int)(?:16|32|64)?\((.*)\)$")
 
 
