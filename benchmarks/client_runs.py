@@ -63,14 +63,26 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("fp16_overflow", ("precision=fp16",), (
         _lab("fp16_overflow", "fp16", 150, 160, note="gradients x1e6 at steps 150-153: four real overflows in a row"),),
         inject=tuple(f"grad_scale@{s}:factor=1e6" for s in (150, 151, 152, 153))),
-    Scenario("runaway_decay", ("lr=0.3", "warmup_steps=0", "grad_clip=0", "decay=cosine", "min_lr=0"),
-             (_lab("runaway_decay", "divergence", 0, 299, lo=WARNING,
-                   note="LR 0.3 without warm-up or clipping: far above the start, back only as the "
-                        "cosine LR falls"),)),
+    Scenario("highlr03_noclip", ("lr=0.3", "warmup_steps=0", "grad_clip=0", "decay=cosine", "min_lr=0"), (
+        _lab("highlr03_noclip", "loss_spike", 1, 10, note="5.4 -> 12.9 at step 2, back within 7 steps"),
+        _lab("highlr03_noclip", "lr_schedule", 0, 2, note="LR 0.3 from step 0, spike at step 2"),
+        _lab("highlr03_noclip", "attn", 0, 299, note="max attention logit 50 -> 1.4e4: saturated"),),
+        note="made as a runaway; what happened is a start-up spike, then the loss sits near the "
+             "unigram level (~3) with saturated attention: labelled as what happened"),
+    Scenario("runaway_lr1", ("lr=1.0", "warmup_steps=0", "grad_clip=0", "decay=cosine", "min_lr=0"), (
+        _lab("runaway_lr1", "divergence", 1, 190, lo=ERROR,
+             note="LR 1.0 from step 0: the loss jumps from 5.4 to ~70 and stays chaotic (25-120) "
+                  "until the cosine LR falls to ~0.3 near step 180, then settles at ~3.2"),
+        _lab("runaway_lr1", "loss_spike", 1, 190, note="the same event seen as a spike"),
+        _lab("runaway_lr1", "lr_schedule", 0, 2, note="no warm-up at LR 1.0"),
+        _lab("runaway_lr1", "attn", 0, 299, note="max attention logit to 7e5")),),
     Scenario("slow_divergence", ("lr=3e-3", "steps=400"), (
         _lab("slow_divergence", "divergence", 150, 300, lo=WARNING,
              note="LR x30 held for 120 steps from 150: the loss climbs back towards the unigram "
-                  "level for the whole window, then recovers"),),
+                  "level for the whole window, then recovers"),
+        _lab("slow_divergence", "loss_spike", 150, 160, note="the first steps at 30x: 2.5 -> 5.8 at step 154"),
+        _lab("slow_divergence", "attn", 150, 399,
+             note="the 30x LR also blows the max attention logit up from ~5 to ~1300")),
         inject=("lr_spike@150:factor=30,steps=120",)),
     Scenario("torchrun4_badrank", ("steps=300",), (
         Label("client:torchrun4_badrank", "rank", 150, 169, min_severity=WARNING,

@@ -164,7 +164,11 @@ def _runaway(run: RunData, s: Series, metric: str, name: str, cfg: Config) -> li
     w = max(5, n // 50) | 1
     smooth = st.cached(s.values, ("trend", w), lambda: st.rolling_median(x, w, center=True))
     k0 = min(n, cfg.first_points)
-    first = float(np.median(x[:k0]))
+    # Where the run started: the first logged values, or the very first one when the run blew up
+    # at once (LR 1.0 from step 0: the second and third values are already the runaway).
+    first = min(float(np.median(x[:k0])), float(x[0]))
+    if first == float(x[0]) and k0 > 1 and float(np.median(x[:k0])) != first:
+        k0 = 1
     vocab = run.meta.get("vocab_size")
     ln_v = math.log(vocab) if isinstance(vocab, int) and vocab > 1 and metric == TRAIN_LOSS else None
     ref = max(first, ln_v or -math.inf)
@@ -189,6 +193,8 @@ def _runaway(run: RunData, s: Series, metric: str, name: str, cfg: Config) -> li
         a, b = a_all, b_all   # above most of the time between its first and last excursion: one episode
     else:
         a, b = _episodes(above, np.ones(n), max(2 * w, int(cfg.runaway_merge_frac * n)))
+    raw_up = np.flatnonzero(x[a:b + 1] > bar)
+    a = a + int(raw_up[0]) if raw_up.size else a   # a centred median leads by half a window
     ends_in_it = b >= n - 1 - w // 2
     long = (b - a + 1) >= max(cfg.runaway_error_frac * n, 3 * w)
     if not long and not ends_in_it and _spike_covers(run, steps, a, b, w):
