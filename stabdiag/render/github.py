@@ -14,8 +14,15 @@ from stabdiag.report import Report
 LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 
 
+_OTHER_BREAKS = str.maketrans({"\v": "%0B", "\f": "%0C", "\x85": "%C2%85", "\u2028": "%E2%80%A8",
+                               "\u2029": "%E2%80%A9", "\x1c": "%1C", "\x1d": "%1D", "\x1e": "%1E"})
+
+
 def escape_data(text: object) -> str:
-    return str(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    """GitHub's escapes, plus every other character Python or a log viewer treats as a line
+    break (VT, FF, NEL, U+2028/9, FS/GS/RS): none can split a command across lines."""
+    s = str(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return s.translate(_OTHER_BREAKS)
 
 
 def escape_property(text: object) -> str:
@@ -42,8 +49,9 @@ def render_github(report: Report, *, min_severity: Severity = Severity.INFO) -> 
             continue
         lines.append(command(LEVEL[f.severity], f"{f.run}{_where(f)}: {f.message}",
                              title=f"stabdiag {f.code} {f.kind} ({f.run})"))
+    judged = set(report.judged_runs())
     for r in report.runs:
-        if r.name not in report.judged_runs():
+        if r.name not in judged:
             lines.append(command("warning", f"{r.name} ({r.path}): not judged, no loss series found",
                                  title=f"stabdiag: {r.name} not judged"))
         lines += [command("warning", f"{r.name}: {w}", title="stabdiag input") for w in r.warnings]

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from html import escape
 
 from stabdiag.findings import Finding
+from stabdiag.render import RunIndex
 from stabdiag.render.markdown import steps_of, verdict
 from stabdiag.report import Report, RunSummary, counts
 
@@ -54,15 +55,17 @@ def _finding_row(f: Finding) -> str:
 
 
 def _badge(report: Report, run: RunSummary) -> str:
-    if run.name not in report.judged_runs():
+    ix = RunIndex.of(report)
+    if run.name not in ix.judged:
         return '<span class="badge none">not judged</span>'
-    worst = report.worst(run.name)
+    worst = ix.worst.get(run.name)
     cls = worst.label if worst else "ok"
     return f'<span class="badge {cls}">{e(verdict(report, run))}</span>'
 
 
 def _run_section(report: Report, run: RunSummary, image: bytes | None) -> str:
-    worst = report.worst(run.name)
+    ix = RunIndex.of(report)
+    worst = ix.worst.get(run.name)
     parts = [f'<section class="run run-{worst.label if worst else "ok"}">',
              f"<h2>{e(run.name)} {_badge(report, run)}</h2>",
              f'<div class="meta">{e(run.format)} · <span class="mono">{e(run.path)}</span>'
@@ -78,12 +81,12 @@ def _run_section(report: Report, run: RunSummary, image: bytes | None) -> str:
         b64 = base64.b64encode(image).decode("ascii")
         parts.append(f'<img class="plot" alt="stability plot of {e(run.name)}" '
                      f'src="data:image/png;base64,{b64}">')
-    fs = report.findings_of(run.name)
+    fs = ix.findings.get(run.name, [])
     if fs:
         parts += ["<h3>Findings</h3>", "<table><thead><tr><th>severity</th><th>code</th><th>kind</th>"
                   "<th>steps</th><th>finding</th></tr></thead><tbody>",
                   *(_finding_row(f) for f in fs), "</tbody></table>"]
-    rems = [r for r in report.remedies if r.run == run.name]
+    rems = ix.remedies.get(run.name, [])
     if rems:
         parts.append("<h3>What to change</h3><ol>")
         for r in rems:
@@ -94,7 +97,7 @@ def _run_section(report: Report, run: RunSummary, image: bytes | None) -> str:
             parts.append(f"<li><strong>{e(r.title)}</strong>{addr}<ul>{acts}</ul>"
                          f'<div class="why">{e(r.why)}{refs}</div></li>')
         parts.append("</ol>")
-    skipped = [s for s in report.skipped if s.run == run.name]
+    skipped = ix.skipped.get(run.name, [])
     if skipped:
         parts.append(f"<details><summary>Not checked ({len(skipped)})</summary><ul>")
         parts += [f"<li>{e(s.kind)}: {e(s.reason)}</li>" for s in skipped]

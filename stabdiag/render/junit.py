@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
+from collections import defaultdict
 
 from stabdiag.findings import Finding, Severity
 from stabdiag.report import Report
 
 # XML 1.0 forbids most control characters even when escaped; log text may contain them.
-_BAD_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_BAD_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def _x(text: object) -> str:
@@ -51,6 +52,13 @@ def render_junit(report: Report, *, fail_on: Severity | None = Severity.ERROR,
     root = ET.Element("testsuites", name="stabdiag")
     detectors = _detectors(report)
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    # Grouped once: looking findings and skips up per run and detector was quadratic in the runs.
+    by_case: dict[tuple[str, str], list[Finding]] = defaultdict(list)
+    for f in report.findings:
+        by_case[(f.run, f.kind)].append(f)
+    skip_of: dict[tuple[str, str], str] = {}
+    for s in report.skipped:
+        skip_of.setdefault((s.run, s.kind), s.reason)
     for run in report.runs:
         suite = ET.SubElement(root, "testsuite", name=_x(run.name))
         if timestamp:
@@ -60,7 +68,7 @@ def render_junit(report: Report, *, fail_on: Severity | None = Severity.ERROR,
             case = ET.SubElement(suite, "testcase", classname=_x(f"stabdiag.{run.name}"),
                                  name=f"{code} {kind}", time="0")
             n["tests"] += 1
-            fs = [f for f in report.findings if f.run == run.name and f.kind == kind]
+            fs = by_case.get((run.name, kind), [])
             failing = [f for f in fs if fail_on is not None and f.severity >= fail_on]
             for f in failing:
                 fail = ET.SubElement(case, "failure", type=kind,
@@ -73,11 +81,9 @@ def render_junit(report: Report, *, fail_on: Severity | None = Severity.ERROR,
             if quiet:
                 ET.SubElement(case, "system-out").text = _x("\n".join(
                     f"{f.severity.label} {_steps(f)}: {f.message}" for f in quiet))
-            for s in report.skipped:
-                if s.run == run.name and s.kind == kind:
-                    ET.SubElement(case, "skipped", message=_x(f"not checked: {s.reason}"))
-                    n["skipped"] += 1
-                    break
+            if (run.name, kind) in skip_of:
+                ET.SubElement(case, "skipped", message=_x(f"not checked: {skip_of[(run.name, kind)]}"))
+                n["skipped"] += 1
         for w in run.warnings:
             ET.SubElement(suite, "system-err").text = _x(f"input: {w}")
         for k, v in n.items():

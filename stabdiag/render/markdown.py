@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 
 from stabdiag.findings import Finding
+from stabdiag.render import RunIndex
 from stabdiag.report import Report, RunSummary, counts
 
 ICON = {"error": "❌", "warning": "⚠️", "info": "ℹ️", None: "✅"}
@@ -56,16 +57,18 @@ def _plural(n: int, word: str) -> str:
 
 def verdict(report: Report, run: RunSummary) -> str:
     """The one-line verdict shared by the Markdown and HTML reports."""
-    if run.name not in report.judged_runs():
+    ix = RunIndex.of(report)
+    if run.name not in ix.judged:
         return "not judged: no loss series"
-    c = counts(report.findings_of(run.name))
+    c = counts(ix.findings.get(run.name, []))
     parts = [_plural(c[k], k) for k in ("error", "warning", "info") if c[k]]
     return ", ".join(parts) if parts else "healthy: no findings"
 
 
 def _run_row(report: Report, run: RunSummary) -> str:
-    worst = report.worst(run.name)
-    icon = ICON[worst.label if worst else None] if run.name in report.judged_runs() else "❔"
+    ix = RunIndex.of(report)
+    worst = ix.worst.get(run.name)
+    icon = ICON[worst.label if worst else None] if run.name in ix.judged else "❔"
     span = f"{run.steps[0]}–{run.steps[1]}" if run.steps else "–"
     return (f"| {icon} | {md(run.name)} | {md(run.format)} | {span} | {len(run.metrics)} "
             f"| {verdict(report, run)} |")
@@ -102,7 +105,8 @@ def render_markdown(report: Report, *, images: Mapping[str, str] | None = None,
 
 
 def _run_section(report: Report, run: RunSummary, images: Mapping[str, str], max_findings: int) -> list[str]:
-    worst = report.worst(run.name)
+    ix = RunIndex.of(report)
+    worst = ix.worst.get(run.name)
     icon = ICON[worst.label if worst else None]
     out = [f"### {icon} {md(run.name)}", "",
            f"{md(run.format)} · {md(run.path)} · {verdict(report, run)}", ""]
@@ -115,7 +119,7 @@ def _run_section(report: Report, run: RunSummary, images: Mapping[str, str], max
         out.append(f"> input: {md(w)}")
     if run.warnings:
         out.append("")
-    fs = report.findings_of(run.name)
+    fs = ix.findings.get(run.name, [])
     if fs:
         out += ["| severity | kind | steps | finding |", "|---|---|---:|---|"]
         for f in fs[:max_findings]:
@@ -124,7 +128,7 @@ def _run_section(report: Report, run: RunSummary, images: Mapping[str, str], max
         if len(fs) > max_findings:
             out.append(f"| | | | … {len(fs) - max_findings} more in the JSON report |")
         out.append("")
-    rems = [r for r in report.remedies if r.run == run.name]
+    rems = ix.remedies.get(run.name, [])
     if rems:
         out += ["**What to change**", ""]
         for r in rems:
@@ -134,7 +138,7 @@ def _run_section(report: Report, run: RunSummary, images: Mapping[str, str], max
             if r.watch:
                 out.append(f"   - _watch:_ {md(r.watch)}")
         out.append("")
-    skipped = [s for s in report.skipped if s.run == run.name]
+    skipped = ix.skipped.get(run.name, [])
     if skipped:
         out += [f"<details><summary>Not checked ({len(skipped)})</summary>", ""]
         out += [f"- {md(s.kind)}: {md(s.reason)}" for s in skipped]

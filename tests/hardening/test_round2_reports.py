@@ -82,3 +82,50 @@ def test_d6_episodes_are_capped(tmp_path):
     f.write_text("step,loss\n" + "".join(f"{s},1\n" for s in steps))
     report = diagnose([f], jobs=1)
     assert len([x for x in report.findings if x.kind == "restart"]) == restarts.MAX_EPISODES
+
+
+# --------------------------------------------------------------------------- D5
+
+
+def _many_runs_report(tmp_path, n_runs: int):
+    """A real one-run report replicated into ``n_runs`` runs (findings, skips, remedies too)."""
+    import dataclasses
+
+    report = diagnose([_spiky_csv(tmp_path / "base.csv")], jobs=1)
+    runs, findings, skipped, remedies = [], [], [], []
+    for i in range(n_runs):
+        name = f"run{i:05d}"
+        runs += [dataclasses.replace(r, name=name) for r in report.runs]
+        findings += [dataclasses.replace(f, run=name) for f in report.findings]
+        skipped += [dataclasses.replace(s, run=name) for s in report.skipped]
+        remedies += [dataclasses.replace(r, run=name) for r in report.remedies]
+    return dataclasses.replace(
+        report,
+        runs=tuple(runs),
+        findings=tuple(findings),
+        skipped=tuple(skipped),
+        remedies=tuple(remedies),
+    )
+
+
+def test_d5_reports_are_linear_in_the_number_of_runs(tmp_path):
+    import time
+
+    from stabdiag.render.github import render_github
+    from stabdiag.render.html import render_html
+    from stabdiag.render.junit import render_junit
+    from stabdiag.render.markdown import render_markdown
+
+    big = _many_runs_report(tmp_path, 3000)
+    assert len(big.runs) == 3000 and len(big.findings) >= 3000
+    for render in (
+        render_markdown,
+        render_github,
+        render_junit,
+        lambda r: render_html(r, plots=False),
+    ):
+        t0 = time.perf_counter()
+        out = render(big)
+        took = time.perf_counter() - t0
+        assert took < 15, f"{render}: {took:.1f}s for 3000 runs"  # quadratic took minutes
+        assert "run02999" in out
