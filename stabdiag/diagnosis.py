@@ -136,7 +136,7 @@ def _span(run: RunData) -> tuple[int, int]:
 
 def _planned_steps(run: RunData, cfg: RunConfig) -> int:
     total = cfg.get("total_steps")
-    return int(total) if isinstance(total, int) and total > 0 else max(_span(run)[1], 1)
+    return max(int(total) if isinstance(total, int) else 0, _span(run)[1], 1)
 
 
 def _early(f: Finding, run: RunData, cfg: RunConfig, frac: float = 0.15) -> bool:

@@ -251,8 +251,9 @@ def _base_lr(f: Finding, run: RunData) -> tuple[float, str] | None:
 def _lr_factor(f: Finding, run: RunData) -> float:
     """10x for a run that goes non-finite or runs away early (far past its stable LR), else 2x."""
     cfg = config_of(run)
-    total = cfg.get("total_steps") if isinstance(cfg.get("total_steps"), int) else last_step(run)
-    early = (f.step_start or 0) <= 0.15 * max(total or 1, 1)
+    configured = cfg.get("total_steps") if isinstance(cfg.get("total_steps"), int) else 0
+    total = max(configured, last_step(run))  # a log longer than its config (a resumed run) counts
+    early = (f.step_start or 0) <= 0.15 * max(total, 1)
     if f.kind == "nonfinite" and early:
         return 0.1
     if f.kind == "divergence" and f.evidence.get("rule") == "runaway" and early:
@@ -325,23 +326,34 @@ def _warmup_actions(f: Finding, run: RunData) -> list[str]:
 
 
 def _clip_title(f: Finding, run: RunData) -> str | None:
-    c = config_of(run).get("clip")
+    c = _configured_clip(run)[0]
     if isinstance(c, float) and c > 0 and not _tighter_clip(f, run):
         return f"Keep the gradient clip at {rcfg.num(c)}"
     return None
 
 
 def _tighter_clip(f: Finding, run: RunData) -> float | None:
-    c = config_of(run).get("clip")
+    c = _configured_clip(run)[0]
     t = trusted_clip(f, run)
     if isinstance(c, float) and c > 0 and t is not None and t < 0.8 * c:
         return t
     return None
 
 
-def _clip_actions(f: Finding, run: RunData) -> list[str]:
+# Frameworks that clip at 1.0 unless told otherwise (HF max_grad_norm, Megatron --clip-grad).
+_DEFAULT_CLIP = {rcfg.HF: "max_grad_norm", rcfg.MEGATRON: "--clip-grad"}
+
+
+def _configured_clip(run: RunData) -> tuple[float | None, str]:
     cfg = config_of(run)
     c = cfg.get("clip")
+    if c is None and cfg.fw in _DEFAULT_CLIP:
+        return 1.0, f"{rcfg.FRAMEWORK_NAMES[cfg.fw]}'s default {_DEFAULT_CLIP[cfg.fw]} 1.0"
+    return c, (cfg.clip.short_source if cfg.clip is not None else "")
+
+
+def _clip_actions(f: Finding, run: RunData) -> list[str]:
+    c, src = _configured_clip(run)
     if isinstance(c, float) and c > 0:
         t = _tighter_clip(f, run)
         if t is not None:
@@ -355,7 +367,7 @@ def _clip_actions(f: Finding, run: RunData) -> list[str]:
                 )
             ]
         return [
-            f"keep {say('clip', run, value=rcfg.num(c)) or f'the clip at {rcfg.num(c)}'} ({cfg.clip.short_source}): "  # type: ignore[union-attr]
+            f"keep {say('clip', run, value=rcfg.num(c)) or f'the clip at {rcfg.num(c)}'} ({src}): "
             "it is in place; a tighter clip would only hide an LR that is too high"
         ]
     t = trusted_clip(f, run)
@@ -402,6 +414,8 @@ def _bf16_actions(f: Finding, run: RunData) -> list[str]:
     prec = config_of(run).get("precision") or run.meta.get("precision")
     if prec in ("bf16", "fp32", "fp8"):
         return []
+    if prec is None and f.kind != "fp16-overflow":
+        return []  # nothing says the run is fp16: switching to bf16 would be a guess
     return [
         _with("train in bf16 autocast and drop the loss scaler", "bf16", run),
         "if bf16 is unavailable: compute attention softmax and the loss in fp32",
@@ -421,6 +435,9 @@ def _fp32_softmax_actions(f: Finding, run: RunData) -> list[str]:
 def _rewind_actions(f: Finding, run: RunData) -> list[str]:
     start = f.step_start or 0
     back = max(start - 100, 0)
+    firsts = [int(x.steps[0]) for x in run.series.values() if len(x)]
+    if firsts and back <= min(firsts):
+        return []  # "rewind to the start" is a restart: the other changes say with what
     if _fw(run) == rcfg.STABDIAG:
         return [
             f"stabdiag branch RUN --at {back} --skip-batches {start}:{start + 200} (rewind ~100 steps before "
@@ -809,6 +826,7 @@ INFO_RULES: Mapping[str, tuple[Rule, ...]] = {"fp16-overflow": (R_SCALE_INFO,)}
 TRANSIENT_SPIKE_RULES = (R_SKIP_UPDATE, R_DATA, R_CLIP, R_BETA2, R_ADAPTIVE_CLIP)
 # Diagnosis cause -> rules it adds even when no finding kind lists them (post-LN: pre-LN).
 CAUSE_RULES: Mapping[str, tuple[Rule, ...]] = {
+    "attention-logit-growth": (R_QK_NORM, R_LOWER_LR, R_WARMUP),
     "deep-post-ln": (R_PRE_LN, R_WARMUP, R_LOWER_LR),
     "lr-too-high": (R_LOWER_LR, R_WARMUP),
     "injected": (R_INJECTED,),
@@ -867,6 +885,13 @@ def suggest(
         if diag is not None and diag.cause in CAUSE_RULES and ordered:
             anchor = _cause_anchor(ordered, diag)
             pairs += [(anchor, 10 + i, rule) for i, rule in enumerate(CAUSE_RULES[diag.cause])]
+        # One LR cut, keyed to the worst event it answers (a NaN early calls for 10x, a spike for 2x).
+        lr_fs = [f for f, _, rule in pairs if rule.kind_of_change == "lr"]
+        worst_lr = (
+            min(lr_fs, key=lambda f: (_lr_factor(f, run), -int(f.severity), f.step_start or 0))
+            if lr_fs
+            else None
+        )
         for f, prio, rule in pairs:
             key = (-int(f.severity), prio)
             if rule.id in merged:
@@ -876,7 +901,9 @@ def suggest(
                 continue
             if not _fits_cause(rule, f, diag):
                 continue
-            acts = tuple(rule.actions(f, run))
+            acts = tuple(
+                rule.actions(worst_lr if rule.kind_of_change == "lr" and worst_lr else f, run)
+            )
             if not acts:
                 continue  # the run already does this (or it does not apply to its framework)
             merged[rule.id] = {
@@ -934,7 +961,22 @@ _GENERIC_CHANGES = {
 }
 
 
+# Causes that call for no change to the optimizer: a healthy run keeps only reassurance and
+# bookkeeping; an outlier batch or an injected fault is not answered with an LR cut.
+_NO_LR_CUT = frozenset({"healthy", "grad-outliers", "bad-batch", "injected", "overfitting"})
+_HEALTHY_KEEPS = frozenset({"info", "restart", "checkpoint"})
+
+
 def _fits_cause(rule: Rule, f: Finding, diag: Diagnosis | None) -> bool:
+    if (
+        diag is not None
+        and diag.cause == "healthy"
+        and rule.kind_of_change not in _HEALTHY_KEEPS
+        and not rule.id.startswith("rl-")
+    ):
+        return False
+    if diag is not None and diag.cause in _NO_LR_CUT and rule.kind_of_change == "lr":
+        return False
     causes = _GENERIC_CHANGES.get(rule.kind_of_change)
     if causes is None or diag is None:
         return True

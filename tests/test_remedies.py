@@ -49,16 +49,17 @@ def test_clip_from_healthy_grad_norm_distribution() -> None:
 
 
 def test_ranked_worst_first_and_deduplicated() -> None:
-    run = make_run(train__loss=(np.arange(10), np.ones(10)))
+    run = make_run(train__loss=(np.arange(1000), np.ones(1000)))
     fs = [finding("grad-spike", Severity.WARNING, 5), finding("loss-spike", Severity.ERROR, 8),
           finding("grad-spike", Severity.WARNING, 9)]
+    fs[1] = finding("loss-spike", Severity.ERROR, 800)
     rems = suggest(fs, {"r": run})
     assert [r.rank for r in rems] == list(range(1, len(rems) + 1))
     assert rems[0].id == "rewind"  # from the error finding
     ids = [r.id for r in rems]
     assert len(ids) == len(set(ids))
     clip = next(r for r in rems if r.id == "clip")
-    assert set(clip.addresses) == {"loss-spike@8", "grad-spike@5", "grad-spike@9"}
+    assert set(clip.addresses) == {"loss-spike@800", "grad-spike@5", "grad-spike@9"}
 
 
 def test_benign_fp16_scale_search_gets_no_fix() -> None:
