@@ -319,6 +319,13 @@ class SpikeScreen:
         last = len(vals) - 1
         return any(ev.onset <= last <= ev.end for ev in loss_spike.find_events(vals.copy(), cfg))
 
+    def reseed(self, buf: SeriesBuffer, metric: str) -> None:
+        """Restart the screen's state from the buffer's last points (after a backlog was read
+        without screening it point by point: a full check judges a backlog anyway)."""
+        self._tracks[metric] = _Track()
+        for x in buf._values[max(0, buf.n - 129) : buf.n].tolist():
+            self._screen(metric, x)
+
     def _screen(self, metric: str, x: float) -> bool:
         tr = self._tracks.get(metric)
         if tr is None:

@@ -33,7 +33,9 @@ from stabdiag.sources import hf_trainer, sniff
 
 # Formats whose name is derived from the file's directory in `analyze` (sources.load naming).
 _BY_DIR = frozenset({sniff.TENSORBOARD, sniff.LIGHTNING_CSV, sniff.HF_TRAINER_STATE, sniff.MLFLOW})
-_RESNIFF_LIMIT = 50  # polls a growing file of unknown format is sniffed again
+_RESNIFF_LIMIT = 50
+# New points of a metric in one poll above which a full check is cheaper than screening each.
+_BACKLOG = 2048  # polls a growing file of unknown format is sniffed again
 
 
 @dataclass
@@ -253,7 +255,12 @@ class Watcher:
             buf = run.metrics.get(m)
             if buf is None:
                 continue
-            for i in range(before.get(m, 0), buf.n):
+            first = before.get(m, 0)
+            if buf.n - first > _BACKLOG:  # a backlog: check it whole, screen on from its end
+                screen.reseed(buf, m)
+                hit = True
+                continue
+            for i in range(first, buf.n):
                 if screen.outlier(buf, m, i) or not math.isfinite(float(buf._values[i])):
                     hit = True
         return hit
