@@ -6,8 +6,8 @@ With `probe=True` the forward pass also returns, as tensors (no host sync):
   (Wortsman et al. 2023's signal for attention-logit growth; with `softmax_cap` the model uses
   cap*tanh(z/cap), the probe still reports z, so growth stays visible under the cap). It is
   computed in fp32 outside autocast, with q scaled before the product, so an fp16 run's probe
-  does not overflow where the model does not; sequences are processed a few at a time
-  (`PROBE_CHUNK`), keeping a running max, so its memory stays that of a few attention maps;
+  does not overflow where the model does not; sequences are processed as many at a time as
+  `PROBE_ELEMENTS` allows, keeping a running max, so its scratch memory stays bounded;
 - `act_rms` (n_layer,): RMS of each block's output (the residual stream);
 - `logz`: mean log-sum-exp of the output logits (drifts when output logits diverge; PaLM z-loss).
 """
@@ -75,8 +75,9 @@ def _causal(T: int, device: torch.device) -> torch.Tensor:
     return torch.ones(T, T, dtype=torch.bool, device=device).tril()
 
 
-PROBE_CHUNK = 8
-"""Sequences per probe product: bounds the probe's fp32 scratch to PROBE_CHUNK attention maps."""
+PROBE_ELEMENTS = 1 << 22
+"""fp32 logits the probe materialises at once (16 MiB): as many sequences per product as fit,
+at least one; `tiny` takes its whole batch in one product, `gpu` about ten sequences."""
 
 
 @torch.no_grad()
@@ -89,14 +90,14 @@ def max_logit(q: torch.Tensor, k: torch.Tensor, d_head: int) -> torch.Tensor:
     runs in a kernel that does not). q is scaled before the product, never the product after.
     """
     B, nh, T, _ = q.shape
+    chunk = max(1, PROBE_ELEMENTS // (nh * T * T))
     mask = _causal(T, q.device).logical_not()
     best = torch.full((nh,), float("-inf"), device=q.device)
     with torch.autocast(device_type=q.device.type, enabled=False):
-        for i in range(0, B, PROBE_CHUNK):
-            qs = q[i : i + PROBE_CHUNK].float() * (1.0 / math.sqrt(d_head))
-            z = qs @ k[i : i + PROBE_CHUNK].float().transpose(-2, -1)  # (b, nh, T, T)
-            z = z.masked_fill(mask, float("-inf"))
-            best = torch.maximum(best, z.amax(dim=(0, 2, 3)))
+        for i in range(0, B, chunk):
+            qs = q[i : i + chunk].float() * (1.0 / math.sqrt(d_head))
+            z = qs @ k[i : i + chunk].float().transpose(-2, -1)  # (b, nh, T, T)
+            best = torch.maximum(best, z.masked_fill_(mask, float("-inf")).amax(dim=(0, 2, 3)))
     return best
 
 

@@ -46,7 +46,10 @@ def test_probe_does_not_overflow_under_fp16_autocast():
     torch.testing.assert_close(got, torch.tensor([70.0 * 70.0 * 16 / 4]))
 
 
-def test_probe_is_the_batch_max_per_head_before_the_cap():
+def test_probe_is_the_batch_max_per_head_before_the_cap(monkeypatch):
+    from stabdiag.train import model as model_mod
+
+    monkeypatch.setattr(model_mod, "PROBE_ELEMENTS", 3 * 4 * 16 * 16)  # 3 sequences a product
     cfg = TrainConfig(n_layer=1, n_embd=32, n_head=4, block_size=16, softmax_cap=2.0)
     torch.manual_seed(0)
     model = GPT(cfg)
@@ -61,7 +64,7 @@ def test_probe_is_the_batch_max_per_head_before_the_cap():
     q, k = (t.view(11, 16, 4, 8).transpose(1, 2).double() for t in (q, k))
     z = (q @ k.transpose(-2, -1)) / math.sqrt(8)
     z = z.masked_fill(~torch.ones(16, 16, dtype=torch.bool).tril(), float("-inf"))
-    per_head = z.amax(dim=(0, 2, 3))  # (nh,) over all 11 sequences (more than one chunk)
+    per_head = z.amax(dim=(0, 2, 3))  # (nh,) over all 11 sequences (4 products)
     assert stats["attn_logit_max"].shape == (1, 4)
     torch.testing.assert_close(stats["attn_logit_max"][0].double(), per_head, rtol=1e-5, atol=1e-3)
     assert per_head.max() > cfg.softmax_cap  # the pre-cap logit, not cap*tanh(z/cap)
