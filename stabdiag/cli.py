@@ -49,9 +49,12 @@ def _fail(message: str) -> None:
     from rich.markup import escape
 
     from stabdiag.console import err
+    from stabdiag.safetext import printable
 
-    # Messages carry file names and hints like 'stabdiag[train]': never read them as markup.
-    err.print(f"[error]error:[/error] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
+    # Messages carry file names and hints like 'stabdiag[train]': never read them as markup, and
+    # never let a control character from a file name reach the terminal.
+    err.print(f"[error]error:[/error] {escape(printable(message))}", highlight=False, markup=True,
+              soft_wrap=True)
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
@@ -59,8 +62,10 @@ def _warn(message: str) -> None:
     from rich.markup import escape
 
     from stabdiag.console import err
+    from stabdiag.safetext import printable
 
-    err.print(f"[warning]warning:[/warning] {escape(message)}", highlight=False, soft_wrap=True)
+    err.print(f"[warning]warning:[/warning] {escape(printable(message))}", highlight=False,
+              soft_wrap=True)
 
 
 def guarded(fn: Callable[[], Any]) -> Any:
@@ -187,7 +192,10 @@ def analyze(
             from stabdiag.render.plots import save_plots
 
             written = save_plots(report, plots)
-            err.print(f"wrote {len(written)} plot files to {plots}", soft_wrap=True, highlight=False)
+            from stabdiag.safetext import printable
+
+            err.print(f"wrote {len(written)} plot files to {printable(plots)}", soft_wrap=True,
+                      highlight=False, markup=False)
         _emit(report, out_fmt, output, max_remedies, out, fail_on=pol.fail_on, plot_files=written)
         if not report.judged_runs():
             _fail("no run could be judged: no loss series found (use --map train/loss=SERIES; "
@@ -642,6 +650,7 @@ def compare(
             write_atomic(plot_to, figure_bytes(fig, plot_to.suffix.lower()[1:]))
             fig.clear()
         overrides = _parse_map(map_)
+        _refuse_overwriting_inputs(output, [run_path, base_path])  # -o run.csv destroyed the log
         cur = diagnose([run_path], fmt=input_format, overrides=overrides)
         base = diagnose([base_path], fmt=input_format, overrides=overrides)
         result = compare_reports(cur, base, th)
@@ -763,4 +772,8 @@ def watch(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C before a command's own boundary (imports, start-up)
+        sys.stderr.write("error: interrupted\n")
+        raise SystemExit(130) from None

@@ -9,7 +9,9 @@ markup or ping people. Output is deterministic given the report and ``generated`
 from __future__ import annotations
 
 import html
+import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 
 from stabdiag.findings import Finding
@@ -145,6 +147,8 @@ def _run_section(report: Report, run: RunSummary, images: Mapping[str, str], max
         out += ["", "</details>", ""]
     if run.name in images:
         # The URL comes from our own plot file names (safe_name); escape it anyway.
-        url = images[run.name].replace(" ", "%20").replace(")", "%29").replace("(", "%28")
+        # Percent-encode the path's bytes: spaces and parentheses end a Markdown link, and a
+        # non-UTF-8 directory name (a lone surrogate in Python) has no other UTF-8 spelling.
+        url = urllib.parse.quote(os.fsencode(images[run.name]), safe="/:.-_~")
         out += [f"![stability plot of {md(run.name)}]({url})", ""]
     return out

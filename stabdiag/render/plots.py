@@ -80,6 +80,8 @@ PANELS = (
 # --- data helpers ------------------------------------------------------------------------------
 
 
+PLOTTABLE = 1e100  # larger magnitudes are marked, not drawn (see _draw_series)
+
 def decimate(steps: np.ndarray, values: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
     """Keep the min and max of each bucket so a one-step spike survives thinning (SVG size)."""
     n = len(steps)
@@ -149,18 +151,21 @@ def _draw_series(ax, panel: Panel, data: dict[str, Series]) -> None:  # noqa: AN
         s = data.get(metric)
         if s is None:
             continue
-        ok = np.isfinite(s.values)
+        # Beyond PLOTTABLE matplotlib's axis arithmetic overflows (a 1e308 logit broke every
+        # figure): such values are drawn like NaN/Inf, as marks on the top edge.
+        drawable = np.isfinite(s.values) & (np.abs(s.values) <= PLOTTABLE)
+        ok = drawable.copy()
         if panel.log:
             ok &= s.values > 0
         x, y = decimate(s.steps[ok], s.values[ok])
         style = {"marker": "o", "markersize": 3} if metric == VAL_LOSS or len(x) < 30 else {}
         ax.plot(x, y, color=color, linewidth=1.1, label=label, **style)
-        bad = s.steps[~np.isfinite(s.values)]
+        bad = s.steps[~drawable]
         if len(bad):
             # NaN/Inf cannot be drawn on the axis: mark them on the top edge instead.
             ax.plot(bad, np.full(len(bad), 0.97), linestyle="none", marker="x", color="#D55E00",
                     markersize=6, transform=ax.get_xaxis_transform(), clip_on=False,
-                    label=f"{label}: NaN/Inf ({len(bad)})")
+                    label=f"{label}: NaN/Inf/off-scale ({len(bad)})")
     sk = data.get(SKIPPED_STEP)
     if sk is not None:
         hit = sk.steps[np.nan_to_num(sk.values) > 0]
@@ -182,7 +187,8 @@ def _draw_series(ax, panel: Panel, data: dict[str, Series]) -> None:  # noqa: AN
 
 def _loss_axis(ax, data: dict[str, Series]) -> None:  # noqa: ANN001
     """Switch the loss to log scale when a divergence or spike would flatten the rest to a line."""
-    vals = np.concatenate([s.values[np.isfinite(s.values)] for s in data.values()] or [np.array([])])
+    vals = np.concatenate([s.values[np.isfinite(s.values) & (np.abs(s.values) <= PLOTTABLE)]
+                           for s in data.values()] or [np.array([])])
     if len(vals) and vals.min() > 0 and np.max(vals) / max(np.median(vals), 1e-12) > 8:
         ax.set_yscale("log")
         ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
