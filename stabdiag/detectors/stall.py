@@ -154,8 +154,11 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         vv = v.values[np.isfinite(v.values) & (v.steps >= steps[onset])]
         if len(vv) >= 3 and float(np.min(vv[1:])) >= (1 - cfg.val_progress) * float(vv[0]):
             signals["val_flat"] = float(vv[-1] / vv[0])
-    if not signals.keys() & {"chance_level", "grad_collapse"} and not (
-            "lr_still_high" in signals and signals.keys() & {"update_collapse", "val_flat"}):
+    pushed = "lr_still_high" in signals and bool(signals.keys() & {"update_collapse", "val_flat"})
+    if not pushed:   # "LR still high" only speaks next to a sign the model stopped learning
+        for k in ("lr_still_high", "update_collapse", "val_flat"):
+            signals.pop(k, None)
+    if not signals.keys() & {"chance_level", "grad_collapse"} and not pushed:
         return []  # a flat, quiet loss alone is a converged run, not a stall
     sev = Severity.ERROR if len(signals) >= 2 else Severity.INFO
     why = []
