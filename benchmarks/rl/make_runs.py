@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import os
+import random
 import shutil
 import sys
 import time
@@ -114,6 +115,15 @@ def r_rare(completions, **kw):
 def r_flaky(completions, **kw):
     """Rarely earned and unlearnable: 1 for about 5 % of completions, by a hash of the text."""
     return [1.0 if zlib.crc32(c.encode()) % 20 == 0 else 0.0 for c in completions]
+
+
+_NOISE = random.Random(0)
+
+
+def r_noise(completions, **kw):
+    """A rarely earned reward that no policy can learn: 1 with probability 0.05, whatever the text
+    (a flaky grader). Seeded, so a run is reproducible."""
+    return [1.0 if _NOISE.random() < 0.05 else 0.0 for _ in completions]
 
 
 def r_sharp(completions, **kw):
@@ -209,13 +219,34 @@ CASES = (
         note="LR 2e-2, beta 0.1, reward for completions starting 'ab' (unreachable: decoded 'a b ...')",
     ),
     Case(
-        "grpo_kl_blowup",
+        "grpo_hash_reward",
         "grpo",
-        "rl-kl-blowup",
+        "rl-entropy-collapse",
         r_flaky,
         2e-2,
         cfg={"beta": 0.1},
-        note="LR 2e-2 with beta 0.1 and a rarely earned, unlearnable reward (~5% by text hash)",
+        note="LR 2e-2, beta 0.1, reward for ~5% of texts by hash: collapses onto one rewarded string",
+        also="rl-zero-signal",  # once collapsed every completion is that string: all rewards equal
+    ),
+    Case(
+        "grpo_noise_reward",
+        "grpo",
+        "",
+        r_noise,
+        2e-2,
+        cfg={"beta": 0.1},
+        note="LR 2e-2, beta 0.1, a reward no policy can learn (5% at random): KL peaks at 0.3 and "
+        "beta pulls it back; no named event",
+    ),
+    Case(
+        "grpo_kl_blowup",
+        "grpo",
+        "rl-kl-blowup",
+        r_noise,
+        5e-2,
+        cfg={"beta": 0.01},
+        note="LR 5e-2 with beta 0.01 and a reward no policy can learn (5% at random)",
+        also="rl-entropy-collapse",  # the policy jumps to one deterministic string (entropy 3.5 -> 0)
     ),
     Case(
         "grpo_entropy_collapse",

@@ -15,7 +15,9 @@ Why it matters
 How it is computed
     The early level is the median of the 10-25 % quantile of the run's points (KL is exactly 0 at
     the first step, when policy and reference are the same model, so the very start is skipped);
-    the late level the median of the last 20 %. The reward gain is late minus early reward median,
+    the late level the median of the last 20 %. The reward gain is late minus early reward median
+    (the reward before the KL onset, at least max(5, 10 %) points, so a blow-up within the first
+    steps is still compared with a reward level, not one point),
     judged against the reward's own spread (robust sigma of its step-to-step noise): a gain under
     ``min_gain`` sigmas is a stall, a loss of more than ``min_gain`` sigmas a fall. KL past
     ``bound`` with a falling reward is ``error``; past ``bound`` or a 100x growth past
@@ -67,11 +69,14 @@ def _reward_gain(run: RunData, lo: int, hi: int) -> tuple[str, float, float, flo
     if rs is None:
         return None
     metric, s = rs
-    early = s.values[s.steps <= lo]
+    k = max(5, len(s) // 10)  # a reward level needs a few points, even when KL blew up at once
+    early = s.values[s.steps <= lo][-max(k, int(np.sum(s.steps <= lo)) // 2) :]
+    if len(early) < k:
+        early = s.values[:k]
     late = s.values[s.steps >= hi]
-    if not len(early) or not len(late):
-        early, late = s.values[: max(2, len(s) // 4)], s.values[-max(2, len(s) // 5) :]
-    e, la = st.nanmedian(early[-max(3, len(early) // 2) :]), st.nanmedian(late)
+    if not len(late):
+        late = s.values[-max(2, len(s) // 5) :]
+    e, la = st.nanmedian(early), st.nanmedian(late)
     sigma = st.robust_sigma(np.diff(s.values)) / np.sqrt(2) if len(s) > 3 else 0.0
     sigma = max(sigma, 1e-12)
     return metric, e, la, (la - e) / sigma
@@ -96,7 +101,7 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         return []
     sm = rc.smooth(v)
     thr = cfg.bound if past else max(cfg.bound / 10, floor * cfg.growth**0.5)
-    i0 = st.first_index(sm > thr, 0)
+    i0 = max(st.first_index(sm > thr, 0), st.first_index(v > thr, 0))  # a raw point above it, too
     onset = int(steps[i0]) if i0 >= 0 else int(steps[n // 2])
     rg = _reward_gain(run, onset, int(steps[-max(1, n // 5)]))
     stalled = rg is None or rg[3] < cfg.min_gain
