@@ -357,13 +357,20 @@ def _attention(run, cfg, findings, trouble) -> Diagnosis | None:  # noqa: ANN001
     if nw and nw[0]:
         ev.append(nw[1])
         extra = f" at {_lr_text(cfg, run)} without warm-up"
+    hurt = [x for x in trouble if x.kind in ("nonfinite", "loss-spike", "divergence", "stall")]
+    follows = (
+        f"attention collapses onto single tokens and the loss followed ({_first(hurt).kind} at step "
+        f"{_first(hurt).step_start})."
+        if hurt
+        else "the loss has not suffered yet, but this is how attention-entropy collapse starts."
+    )
     conf = HIGH if run.get(MAX_ATTN_LOGIT) is not None and cfg.qk_norm is not None else MEDIUM
     return Diagnosis(
         run=run.name,
         cause="attention-logit-growth",
         confidence=conf,
         statement=f"The max attention logit grew without bound from step {f.step_start}{extra}: "
-        "attention collapses onto single tokens and the loss follows. This is QK-norm "
+        f"{follows} This is QK-norm "
         "territory (Wortsman et al. 2023); a lower LR only delays it.",
         evidence=tuple(ev),
         changes=("qk-norm", "lr", "warmup"),
@@ -427,14 +434,27 @@ def _lr_too_high(run, cfg, findings, trouble) -> Diagnosis | None:  # noqa: ANN0
     ):
         return None  # no sign that the LR was the problem: leave it to the other rules
     conf = HIGH if len(reasons) >= 1 and (cfg.lr is not None or run.get(LR) is not None) else MEDIUM
-    why = " and ".join(reasons) if reasons else "early in the run"
+    end = warmup_end(run, cfg)
+    during = end is not None and end > 0 and (f.step_start or 0) <= end
+    why = (
+        " and ".join(reasons)
+        if reasons
+        else f"during its {end}-step warm-up, before the LR even reached its peak"
+        if during
+        else "early in the run"
+    )
+    fix = (
+        "a smaller peak and a warm-up are the fix, tighter clipping only hides it"
+        if nw and nw[0]
+        else "the warm-up is in place, so a smaller peak LR is the fix; tighter clipping only hides it"
+    )
     return Diagnosis(
         run=run.name,
         cause="lr-too-high",
         confidence=conf,
         statement=f"{_lr_text(cfg, run)} is too high for this setup: the run broke at step {f.step_start} "
         f"({f.kind}) {why}. Large early updates hit an optimizer state that has not adapted "
-        "yet; a smaller peak and a warm-up are the fix, tighter clipping only hides it.",
+        f"yet; {fix}.",
         evidence=tuple(ev),
         changes=("lr", "warmup", "clip", "beta2", "recovery"),
         explained=tuple(ref(x) for x in trouble),
@@ -477,6 +497,27 @@ def _bad_batch(run, cfg, findings, trouble) -> Diagnosis | None:  # noqa: ANN001
     if not spikes or others:
         return None
     loss = [f for f in spikes if f.kind == "loss-spike"]
+    end = warmup_end(run, cfg)
+    early_edge = max(end or 0, 50)
+    if loss and all(
+        f.evidence.get("recovered") and (f.step_start or 0) <= early_edge for f in loss
+    ):
+        f = loss[0]
+        when = (
+            f"during the {end}-step warm-up"
+            if end and (f.step_start or 0) <= end
+            else f"in the first {early_edge} steps"
+        )
+        return Diagnosis(
+            run=run.name,
+            cause="early-transient",
+            confidence=MEDIUM,
+            statement=f"A loss spike at step {f.step_start}, {when}, that recovered: early transients are common "
+            "while Adam's moment estimates adapt and the loss scale settles. Nothing to change unless it recurs later.",
+            evidence=(f.message,),
+            changes=("recovery",),
+            explained=tuple(ref(x) for x in spikes),
+        )
     if loss and all(f.evidence.get("recovered") for f in loss):
         steps = ", ".join(str(f.step_start) for f in loss[:4])
         return Diagnosis(
@@ -510,6 +551,21 @@ def _stall(run, cfg, findings, trouble) -> Diagnosis | None:  # noqa: ANN001
         return None
     f = st[0]
     nw = no_warmup(run, cfg, findings)
+    chance = f.evidence.get("chance_level")
+    if chance:
+        return Diagnosis(
+            run=run.name,
+            cause="stall",
+            confidence=MEDIUM,
+            statement=f"From step {f.step_start} the loss sits at chance level ({chance}): the model predicts "
+            "the prior and has stopped learning from its inputs. Check labels and inputs first (a shuffled or "
+            "constant target looks exactly like this), then whether early updates "
+            + ("without warm-up " if nw and nw[0] else "")
+            + "collapsed the model.",
+            evidence=(f.message,) + ((nw[1],) if nw and nw[0] else ()),
+            changes=("unstall", "data", "warmup", "lr"),
+            explained=tuple(ref(x) for x in trouble),
+        )
     if nw and nw[0]:
         return Diagnosis(
             run=run.name,

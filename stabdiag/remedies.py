@@ -837,13 +837,16 @@ def rules_for(f: Finding) -> tuple[Rule, ...]:
     if f.severity is Severity.INFO and f.kind in INFO_RULES:
         return INFO_RULES[f.kind]
     if f.kind == "loss-spike" and f.evidence.get("recovered") is True:
-        return TRANSIENT_SPIKE_RULES
+        # an info-level blip that came straight back is per-batch noise: nothing to change for it
+        return () if f.severity is Severity.INFO else TRANSIENT_SPIKE_RULES
     if f.kind == "divergence" and f.evidence.get("overfitting") is True:
         return (R_OVERFIT,)
     if f.kind == "lr-schedule" and f.evidence.get("issue") == "lr_jump":
         return (R_WARN_LR_JUMP,)
     if f.kind == "lr-schedule" and f.severity is Severity.INFO:
         return ()  # no warm-up and no trouble followed: nothing to fix
+    if f.kind == "lr-schedule" and f.evidence.get("issue") == "no_warmup":
+        return (R_WARMUP,)
     return RULES.get(f.kind, ())
 
 
@@ -963,7 +966,11 @@ _GENERIC_CHANGES = {
 
 # Causes that call for no change to the optimizer: a healthy run keeps only reassurance and
 # bookkeeping; an outlier batch or an injected fault is not answered with an LR cut.
-_NO_LR_CUT = frozenset({"healthy", "grad-outliers", "bad-batch", "injected", "overfitting"})
+_NO_LR_CUT = frozenset(
+    {"healthy", "grad-outliers", "bad-batch", "injected", "overfitting", "early-transient"}
+)
+# Causes whose answer is a short list: an early transient that recovered needs no optimizer change.
+_ONLY = {"early-transient": frozenset({"recovery", "info", "restart"})}
 _HEALTHY_KEEPS = frozenset({"info", "restart", "checkpoint"})
 
 
@@ -976,6 +983,8 @@ def _fits_cause(rule: Rule, f: Finding, diag: Diagnosis | None) -> bool:
     ):
         return False
     if diag is not None and diag.cause in _NO_LR_CUT and rule.kind_of_change == "lr":
+        return False
+    if diag is not None and diag.cause in _ONLY and rule.kind_of_change not in _ONLY[diag.cause]:
         return False
     causes = _GENERIC_CHANGES.get(rule.kind_of_change)
     if causes is None or diag is None:

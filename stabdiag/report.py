@@ -46,7 +46,8 @@ class RunSummary:
                 "metrics": list(self.metrics), "warnings": list(self.warnings),
                 "judged": self.judged, "judged_reason": self.judged_reason, "loss": self.loss,
                 "config": ({"line": self.config.line(), "framework": self.config.fw,
-                            "settings": self.config.to_dict()} if self.config else None),
+                            "settings": self.config.to_dict()} if self.config is not None
+                           and self.config.settings() else None),
                 "diagnosis": self.diagnosis.to_dict() if self.diagnosis is not None else None}
 
 
