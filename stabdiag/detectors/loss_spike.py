@@ -27,8 +27,8 @@ How it is computed
     (noisy losses stay quiet). The event lasts until the loss is back within baseline + max(3 sigma,
     10 %).
     Recovered within ``quick_recovery_points`` (50) log points: transient, ``warning`` (``info`` when
-    the peak is < ``warn_ratio`` (2, llm-foundry's factor) x baseline, the loss was back within
-    ``lasting_points`` (3) points and the grad norm did not spike with it: heavy-tailed per-step
+    the peak is < ``warn_ratio`` (2, llm-foundry's factor) x baseline, fewer than
+    ``lasting_points`` (3) points stayed >= ``min_ratio`` x baseline and the grad norm did not spike with it: heavy-tailed per-step
     noise makes such blips; more than ``max_blips`` (5) of them are told as one finding); recovered later: ``warning`` (slow);
     never recovered: ``error`` (the run diverged). A grad-norm spike within
     one log interval of the event is recorded as ``grad_spike_coincides`` (stronger evidence that the
@@ -93,7 +93,7 @@ class Config:
     recovery_rel: float = 0.10
     quick_recovery_points: int = 50
     warn_ratio: float = 2.0        # a quick recovery below 2x (llm-foundry's factor) is only info
-    lasting_points: int = 3        # ... unless the loss stayed up this many log points
+    lasting_points: int = 3        # ... unless this many log points stayed >= min_ratio x baseline
     judge_tail_points: int = 10    # fewer log points after a spike: "ends before recovery could be judged"
     max_blips: int = 5             # more info-level blips than this are told as one finding
     recovery_search: int = 5000    # log points searched for recovery per event
@@ -307,8 +307,10 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
                 else f"{what} rose to {st.fmt(peak_v)} at step {pk} from {base_txt}")
         if ev.recovery >= 0:
             quick = ev.recovery - ev.onset <= cfg.quick_recovery_points
+            seg = vals[ev.onset:ev.recovery]
+            high = int(np.sum(np.isfinite(seg) & (seg >= cfg.min_ratio * ev.baseline)))
             small = (ratio is not None and ratio < cfg.warn_ratio and not grad_hit
-                     and ev.recovery - ev.onset < cfg.lasting_points)
+                     and high < cfg.lasting_points)
             sev = Severity.INFO if quick and small else Severity.WARNING
             how = (f"recovered in {st.plural(rec_steps, 'step')}" if quick
                    else f"recovered only after {st.plural(rec_steps, 'step')}")
