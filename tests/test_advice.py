@@ -301,3 +301,48 @@ def test_best_checkpoint_by_the_runs_own_metric() -> None:
 def test_whisper_metric_for_best_model_recognised_from_trainer_state() -> None:
     cfg = _loaded_config(REAL / "hf_trainer_state_whisper_fp16")
     assert cfg.get("metric_for_best_model") == "eval_wer"
+
+
+# --------------------------------------------------------------------------- diagnosis rules
+
+def test_diagnosis_names_deep_post_ln_and_fp16_range_and_unclear() -> None:
+    steps = np.arange(300)
+    run = with_config(make_run(train__loss=(steps, np.ones(300))), norm_placement="post", n_layer=12,
+                      warmup_steps=0, lr=3e-3, steps=300, framework=rc.STABDIAG)
+    d = diagnose_run([finding("stall", Severity.ERROR, 43)], run)
+    assert d.cause == "deep-post-ln" and d.confidence == "high" and "12-layer post-LN" in d.statement
+    assert [r.change for r in suggest([finding("stall", Severity.ERROR, 43)], {"r": run})][:2] == ["norm", "warmup"]
+    fp = with_config(make_run(train__loss=(steps, np.ones(300))), fp16=True, framework=rc.HF)
+    d = diagnose_run([finding("fp16-overflow", Severity.ERROR, 100)], fp)
+    assert d.cause == "fp16-range"
+    rems = suggest([finding("fp16-overflow", Severity.ERROR, 100)], {"r": fp})
+    assert rems[0].change == "precision" and "bf16=True, fp16=False" in rems[0].actions[0]
+    bare = make_run(train__loss=(steps, np.ones(300)))
+    d = diagnose_run([finding("loss-spike", Severity.ERROR, 200, recovered=False)], bare)
+    assert d.cause == "unclear" and d.confidence == "low" and "log the grad norm, the LR" in d.statement
+
+
+def test_early_recovered_spike_is_a_transient_not_a_bad_batch() -> None:
+    steps = np.arange(1000)
+    run = with_config(make_run(train__loss=(steps, np.ones(1000))), warmup_steps=100, lr=1e-3)
+    fs = [finding("loss-spike", Severity.WARNING, 30, recovered=True, recovery_steps=5)]
+    assert diagnose_run(fs, run).cause == "early-transient"
+    assert [r.change for r in suggest(fs, {"r": run})] == ["recovery"]
+    late = [finding("loss-spike", Severity.WARNING, 600, recovered=True, recovery_steps=5)]
+    assert diagnose_run(late, run).cause == "bad-batch"
+
+
+def test_config_command_shows_settings_and_sources(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from stabdiag.cli import app
+
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": i, "loss": 1.0}) + "\n" for i in range(5)))
+    (tmp_path / "hparams.json").write_text(json.dumps({"learning_rate": 0.01, "max_grad_norm": 0.5}))
+    r = CliRunner().invoke(app, ["config", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "configured: LR 0.01, clip 0.5" in r.output and "hparams.json: max_grad_norm" in r.output
+    r = CliRunner().invoke(app, ["config", str(tmp_path), "--json"])
+    doc = json.loads(r.output)
+    assert next(iter(doc.values()))["clip"]["value"] == 0.5
+    assert CliRunner().invoke(app, ["config", str(tmp_path / "missing")]).exit_code == 2

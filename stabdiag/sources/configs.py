@@ -248,6 +248,8 @@ def text_summaries(path: Path, limit: int = EVENT_HEAD_BYTES) -> Iterator[tuple[
             buf = fh.read(limit)
     except OSError:
         return
+    if b"text_summary" not in buf:
+        return  # the common case (no add_text at all): no record walk
     pos, n = 0, len(buf)
     while pos + 12 <= n:
         length = int.from_bytes(buf[pos : pos + 8], "little")
