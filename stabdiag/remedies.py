@@ -239,9 +239,15 @@ def _with(text: str, change: str, run: RunData, **kw: Any) -> str:  # noqa: ANN4
 def _base_lr(f: Finding, run: RunData) -> tuple[float, str] | None:
     """The LR a cut is relative to: the configured peak, else the LR at the event, else the peak logged."""
     cfg = config_of(run)
-    if isinstance(cfg.get("lr"), float) and cfg.get("lr") > 0:
-        return float(cfg.get("lr")), f"the configured peak {rcfg.num(cfg.get('lr'))}"
     at = f.evidence.get("lr_at_onset") or lr_at(run, f.step_start)
+    if isinstance(cfg.get("lr"), float) and cfg.get("lr") > 0:
+        peak = float(cfg.get("lr"))
+        if at and at < 0.9 * peak and (f.step_start or 0) <= (warmup_end(run, cfg) or 0):
+            # it broke while still warming up: the LR it broke at, not the peak, is the unstable one
+            return float(
+                at
+            ), f"the {fmt(at)} it broke at during warm-up (configured peak {rcfg.num(peak)})"
+        return peak, f"the configured peak {rcfg.num(peak)}"
     if at:
         return float(at), f"the {fmt(at)} in force at step {f.step_start}"
     p = peak_lr(run)

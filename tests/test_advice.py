@@ -346,3 +346,13 @@ def test_config_command_shows_settings_and_sources(tmp_path: Path) -> None:
     doc = json.loads(r.output)
     assert next(iter(doc.values()))["clip"]["value"] == 0.5
     assert CliRunner().invoke(app, ["config", str(tmp_path / "missing")]).exit_code == 2
+
+
+def test_lr_cut_during_warmup_is_relative_to_the_lr_it_broke_at() -> None:
+    """A run that diverged at step 100 of a 250-step warm-up broke at 0.4, not at its peak 1."""
+    steps = np.arange(0, 200)
+    run = with_config(make_run(train__loss=(steps, np.ones(200)), train__lr=(steps, steps / 250)),
+                      lr=1.0, warmup_iters=250, max_iters=5000)
+    rems = suggest([finding("divergence", Severity.ERROR, 100, rule="runaway")], {"r": run})
+    lr = next(a for r in rems for a in r.actions if "lower the peak LR" in a)
+    assert lr.startswith("lower the peak LR to 0.04, 10x below the 0.4 it broke at during warm-up")
