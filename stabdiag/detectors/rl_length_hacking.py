@@ -15,7 +15,8 @@ Why it matters
     policy to never stop.
 
 How it is computed
-    Early and late levels are medians of the first and last 20 % of points. Length "reached the
+    Early levels are medians of the first 5 % of points (at least 3: length hacking can set in
+    within a few dozen steps), late levels of the last 20 %. Length "reached the
     cap" when its late level is at least ``near_cap`` (90 %) of the cap and rose by at least
     ``min_rise`` (20 %) of the cap; the truncated share "saturated" when its late level is at
     least ``clipped`` (0.5) and rose by at least 0.3. With either, and a length-reward rank
@@ -70,13 +71,13 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     v, steps = s.values, s.steps
     mx = rc.finite(run, rc.LENGTH_MAX)
     cap = float(np.max(mx.values)) if mx is not None else float(np.max(v))
-    l0, l1 = rc.head(v, 0.2), rc.tail(v, 0.2)
+    l0, l1 = rc.head(v, 0.05), rc.tail(v, 0.2)
     at_cap = cap > 0 and l1 >= cfg.near_cap * cap and (l1 - l0) >= cfg.min_rise * cap
     c = rc.finite(run, rc.CLIPPED)
     c0 = c1 = None
     sat = False
     if c is not None and len(c) >= rc.MIN_POINTS:
-        c0, c1 = rc.head(c.values, 0.2), rc.tail(c.values, 0.2)
+        c0, c1 = rc.head(c.values, 0.05), rc.tail(c.values, 0.2)
         sat = c1 >= cfg.clipped and (c1 - c0) >= cfg.clipped_rise
     rs = rc.reward_series(run)
     corr = r0 = r1 = None
@@ -85,7 +86,7 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         _, a, b = rc.aligned(s, rw)
         if len(a) >= rc.MIN_POINTS:
             corr = rc.rank_corr(a, b)
-            r0, r1 = rc.head(b, 0.2), rc.tail(b, 0.2)
+            r0, r1 = rc.head(b, 0.05), rc.tail(b, 0.2)
     ev = {
         "length_early": l0,
         "length_late": l1,
