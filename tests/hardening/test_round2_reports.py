@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,63 @@ def test_d5_reports_are_linear_in_the_number_of_runs(tmp_path):
         took = time.perf_counter() - t0
         assert took < 15, f"{render}: {took:.1f}s for 3000 runs"  # quadratic took minutes
         assert "run02999" in out
+
+
+# --------------------------------------------------------------------------- C8, C9, L1
+
+
+def test_c8_a_huge_logit_does_not_break_html_or_plots(tmp_path):
+    f = tmp_path / "run.csv"
+    f.write_text(
+        "step,loss,max_attn_logit\n"
+        + "".join(f"{i},{2 - i / 300},{1e308 if i == 200 else 5 + i / 100}\n" for i in range(300))
+    )
+    r = _cli(
+        "analyze",
+        str(f),
+        "-f",
+        "html",
+        "-o",
+        str(tmp_path / "r.html"),
+        "--plots",
+        str(tmp_path / "plots"),
+        "--fail-on",
+        "never",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "RuntimeWarning" not in r.stderr
+    assert (tmp_path / "plots" / "run.png").stat().st_size > 1000
+    r = _cli("plot", str(f), "-o", str(tmp_path / "p2"))
+    assert r.returncode == 0 and (tmp_path / "p2" / "run.svg").is_file(), r.stderr
+
+
+def test_c9_non_utf8_names_have_one_escaped_form_in_every_output(tmp_path):
+    d = os.fsdecode(os.path.join(os.fsencode(str(tmp_path)), b"in\xfedir"))
+    os.makedirs(d)
+    Path(d, os.fsdecode(b"r\xff.csv")).write_text(
+        "step,loss\n" + "".join(f"{i},{8 if i == 150 else 2 - i / 300}\n" for i in range(300))
+    )
+    plots = os.fsdecode(os.path.join(os.fsencode(str(tmp_path)), b"pl\xff"))
+    for fmt in ("text", "json", "markdown", "html", "junit", "github"):
+        out = tmp_path / f"out.{fmt}"
+        extra = ["--plots", plots] if fmt == "markdown" else []  # plots are slow to draw
+        r = _cli("analyze", d, "-f", fmt, "-o", str(out), *extra, "--fail-on", "never")
+        assert r.returncode == 0, (fmt, r.stderr)
+        text = out.read_bytes().decode("utf-8")  # valid UTF-8, no lone surrogates
+        # the one escaped form (Markdown and JSON add their own backslash escaping on top)
+        assert re.search(r"r\\+xff", text), fmt
+    import xml.dom.minidom
+
+    xml.dom.minidom.parse(str(tmp_path / "out.junit"))
+    assert json.loads((tmp_path / "out.json").read_text())["runs"][0]["path"].endswith("r\\xff.csv")
+    assert "pl%FF/" in (tmp_path / "out.markdown").read_text()
+
+
+def test_l1_compare_never_overwrites_its_inputs(tmp_path):
+    a = _spiky_csv(tmp_path / "a.csv")
+    b = _spiky_csv(tmp_path / "b.csv")
+    before = a.read_bytes()
+    for target in (a, b):
+        r = _cli("compare", str(a), "-b", str(b), "-o", str(target))
+        assert r.returncode == 2 and "refusing to overwrite" in r.stderr
+    assert a.read_bytes() == before
