@@ -9,7 +9,6 @@ of change, framework phrasing, injected events named) are checked on runs with k
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -183,18 +182,28 @@ def test_wandb_config_yaml_and_mlflow_params(tmp_path: Path) -> None:
     assert cfg.get("lr") == 0.002 and cfg.get("clip") == 5.0
 
 
-def test_never_opens_a_pickle(tmp_path: Path) -> None:
-    """training_args.bin beside trainer_state.json is never read (it is a pickle)."""
+def test_never_opens_a_pickle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """training_args.bin beside trainer_state.json is never opened (it is a pickle)."""
+    import builtins
+    import io
+
     (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": [
         {"loss": 1.0, "step": 1}, {"loss": 0.9, "step": 2}], "max_steps": 2}))
-    bomb = tmp_path / "training_args.bin"
-    bomb.write_bytes(b"not a pickle")
-    os.chmod(bomb, 0)
-    try:
-        cfg = _loaded_config(tmp_path)
-    finally:
-        os.chmod(bomb, 0o644)
+    (tmp_path / "training_args.bin").write_bytes(b"\x80\x04not opened")
+    real_open = builtins.open
+    opened: list[str] = []
+
+    def guarded(file, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        opened.append(str(file))
+        if str(file).endswith(".bin"):
+            raise AssertionError(f"opened {file}")
+        return real_open(file, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", guarded)
+    monkeypatch.setattr(io, "open", guarded)
+    cfg = _loaded_config(tmp_path)
     assert cfg.get("total_steps") == 2 and cfg.fw == rc.HF
+    assert any(o.endswith("trainer_state.json") for o in opened)  # the guard saw the reads
 
 
 @pytest.mark.skipif(not REAL.is_dir(), reason="needs ../shared/real_logs")
