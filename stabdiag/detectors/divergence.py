@@ -69,6 +69,7 @@ class Config:
                                    # sustained excursion: one chaotic episode
     rise_min_points: int = 10      # a rise must last this many log points to be "sustained"
     rel_rise_warn: float = 0.10    # a sustained rise this large (fraction of the level) is a warning
+    recovered_frac: float = 0.2    # back within this fraction of the rise above the trough = recovered
 
 
 DEFAULT = Config()
@@ -267,15 +268,21 @@ def _rise(run: RunData, s: Series, metric: str, name: str, cfg: Config) -> list[
     end_k = max(5, int(cfg.end_frac * n))
     end = float(np.median(x[-end_k:]))
     after = smooth[p:]
-    back_i = np.flatnonzero(after <= trough + 0.5 * rise)
-    recovered = back_i.size > 0 and end <= trough + 0.5 * rise
+    home = trough + max(guard, cfg.recovered_frac * rise)   # back near the level it rose from
+    back_i = np.flatnonzero(after <= home)
+    recovered = back_i.size > 0 and end <= home
     above_start = (end > start + (guard if improvement <= guard else 0.0)) if not recovered else False
-    if lost < cfg.warn_lost and not above_start and rise < cfg.rel_rise_warn * abs(trough):
-        return []
-    held = int(np.sum(smooth[t:] >= trough + 0.5 * rise)) if not recovered else int(
-        np.sum(smooth[t:p + int(back_i[0]) + 1] >= trough + 0.5 * rise))
-    if held < max(cfg.rise_min_points, w):
+    # The part of the rise that held: the level the smoothed loss stayed at or above for the
+    # sustained length (a spike's peak on top of it does not count).
+    stop = p + int(back_i[0]) + 1 if recovered else n
+    k = max(cfg.rise_min_points, w)
+    seg = np.sort(smooth[t:stop])
+    held = float(seg[-k]) - trough if len(seg) >= k else 0.0
+    if held <= guard:
         return []   # up and straight back down: a spike's business, not a sustained rise
+    lost_held = held / improvement if improvement > guard else math.inf
+    if lost_held < cfg.warn_lost and not above_start and held < cfg.rel_rise_warn * abs(trough):
+        return []
     if recovered and _spike_covers(run, steps, a, b, w):
         return []   # a loss spike that took a while to recover: the loss-spike finding tells it
     on = _onset(smooth, t, p)
@@ -291,13 +298,14 @@ def _rise(run: RunData, s: Series, metric: str, name: str, cfg: Config) -> list[
         step_end = int(steps[back])
     else:
         back, lr_at, lr_peak = None, None, None
-        sev = Severity.ERROR if above_start or lost >= cfg.error_lost else Severity.WARNING
-        it = (f"ends above where it started ({st.fmt(start)} -> best {st.fmt(trough)} -> {st.fmt(end)})"
-              if above_start else
-              f"gave back {st.pct(min(lost, 1.0)) if math.isfinite(lost) else 'all'} of its improvement "
-              f"({st.fmt(start)} -> best {st.fmt(trough)} at step {int(steps[t])} -> {st.fmt(end)} at the end)")
-        msg = (f"{name} rose from step {int(steps[on])} and did not come back: it {it} "
-               "(levels are medians, computed).")
+        lost_end = (end - trough) / improvement if improvement > guard else math.inf
+        sev = Severity.ERROR if above_start or lost_end >= cfg.error_lost else Severity.WARNING
+        levels = (f"{st.fmt(start)} at the start, best {st.fmt(trough)} at step {int(steps[t])}, "
+                  f"{st.fmt(end)} at the end (medians, computed)")
+        it = (f"ends above where it started: {levels}" if above_start else
+              f"gave back {st.pct(min(lost_end, 1.0)) if math.isfinite(lost_end) else 'all'} of its "
+              f"improvement: {levels}")
+        msg = f"{name} rose from step {int(steps[on])} and did not come back: it {it}."
         step_end = int(steps[-1])
     return [finding(
         CODE, KIND, run, severity=sev, metric=metric, step_start=int(steps[on]), step_end=step_end,
