@@ -365,3 +365,21 @@ def test_lr_cut_during_warmup_is_relative_to_the_lr_it_broke_at() -> None:
     rems = suggest([finding("divergence", Severity.ERROR, 100, rule="runaway")], {"r": run})
     lr = next(a for r in rems for a in r.actions if "lower the peak LR" in a)
     assert lr.startswith("lower the peak LR to 0.04, 10x below the 0.4 it broke at during warm-up")
+
+
+def test_hf_checkpoint_copy_reads_the_output_dirs_text_summaries(tmp_path: Path) -> None:
+    """trainer_state.json read from checkpoint-N/ still finds args/text_summary under output_dir/runs/."""
+    pytest.importorskip("tensorboard")
+    from torch.utils.tensorboard import SummaryWriter
+
+    out = tmp_path / "out"
+    w = SummaryWriter(str(out / "runs" / "Dec01"))
+    w.add_text("args", json.dumps({"learning_rate": 0.03, "warmup_steps": 0, "max_grad_norm": 1.0,
+                                   "adam_beta2": 0.95, "bf16": True, "fp16": False, "lr_scheduler_type": "constant"}))
+    w.add_scalar("train/loss", 1.0, 1)
+    w.close()
+    (out / "checkpoint-5").mkdir(parents=True)
+    (out / "checkpoint-5" / "trainer_state.json").write_text(json.dumps({"global_step": 5, "max_steps": 5,
+                                                                         "log_history": [{"loss": 1.0, "step": 1}]}))
+    cfg = _loaded_config(out)
+    assert cfg.line().startswith("LR 0.03 constant, no warm-up, clip 1, β2 0.95") and cfg.get("precision") == "bf16"

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from stabdiag import runconfig as rc
-from stabdiag.sources import safe_yaml, tensorboard
+from stabdiag.sources import hf_trainer, safe_yaml, tensorboard
 
 MAX_CONFIG_BYTES = 1 << 20  # a configuration file; larger is not one
 TEXT_HEAD_BYTES = 8 << 20  # how far into a stdout log argument dumps are looked for
@@ -58,6 +58,8 @@ def for_run(
     """The RunConfig of one run read from ``path`` (its file or directory) in format ``fmt``."""
     p = Path(path)
     run_dir = p if p.is_dir() else p.parent
+    if fmt == "hf-trainer-state" and p.is_file():
+        run_dir = hf_trainer.output_dir(p)  # a checkpoint-N/ copy belongs to its output dir
     layers: list[Layer] = []
     framework, fw_src = "", ""
     extra: dict[str, rc.Setting] = {}
