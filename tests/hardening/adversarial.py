@@ -310,6 +310,7 @@ def csv_quoted_newline(d: Path) -> Path:
     """L7: a valid CSV (Python's csv.writer) with a newline inside a quoted cell."""
     import csv
 
+    d.mkdir(parents=True, exist_ok=True)
     f = d / "run.csv"
     with open(f, "w", newline="") as fh:
         w = csv.writer(fh)
@@ -321,6 +322,7 @@ def csv_quoted_newline(d: Path) -> Path:
 
 def csv_countdown(d: Path, n: int = 50_000) -> Path:
     """D6: a CSV whose step counts down: every row is a step back."""
+    d.mkdir(parents=True, exist_ok=True)
     f = d / "countdown.csv"
     f.write_text("step,loss\n" + "".join(f"{n - i},{1.0 + (i % 7) / 10}\n" for i in range(n)))
     return f

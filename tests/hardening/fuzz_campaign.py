@@ -132,13 +132,14 @@ def main() -> None:
     ap.add_argument("--mem-gb", type=float, default=2.0)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--only", help="only cases whose id contains this")
+    ap.add_argument("--attacks-only", action="store_true", help="only the adversarial.py cases")
     a = ap.parse_args()
     counts: dict[str, Counter] = defaultdict(Counter)
     bad: list[dict] = []
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         for n, (family, case, path, forced) in enumerate(inputs(a.scale, Path(tmp), a.seed)):
-            if a.only and a.only not in case:
+            if (a.only and a.only not in case) or (a.attacks_only and case not in ATTACKS):
                 continue
             t = time.monotonic()
             out, detail = run_one(path, forced, a.timeout, int(a.mem_gb * (1 << 30)))

@@ -82,6 +82,10 @@ JUNK = [
     b"s:99999999999999999999999 trl:1\n", b"iter 18446744073709551616: loss 1.0, time 1ms\n",
     b"{'loss': 1e400, 'learning_rate': nan, 'epoch': 0.1}\n",
     b"[Rank 0] step=99999999999999999999, skipped=1\n",
+    # issue 13: regex backtracking (D4), bad tokens (C6), control characters (S3), YAML aliases (S5)
+    b"*** JOB 1 ON " * 2000, b"OVERFLOW!" * 2000, b" loss: 1.0 " + b"a" * 20000,
+    b'{"num_updates": "nan", "loss": "1"}\n', b"\xff" * 4096, b"\x1b[2J\x1b]52;c;aGk=\x07",
+    b"a: &a [x, x]\nb: &b [*a, *a]\nrun_name: *b\n", b"step,loss\n1,\"a\nb\"\n",
 ]
 
 
