@@ -737,7 +737,7 @@ def watch(
     interval: Annotated[float, typer.Option(help="Seconds between polls of the files.")] = 2.0,
     idle_timeout: Annotated[float, typer.Option(help="The runs ended when no new data came for this many seconds (0 = never).")] = 600.0,
     pid: Annotated[int | None, typer.Option(help="The runs ended when this training process exits.")] = None,
-    on_finding: Annotated[str | None, typer.Option(help="Shell command run for each finding, the finding as JSON on stdin (Slack/webhook scripts).")] = None,
+    on_finding: Annotated[str | None, typer.Option(help="Command run for each finding, the finding as JSON on stdin (Slack/webhook scripts); run without a shell: use sh -c '...' for pipes.")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="text, jsonl (one JSON line per finding), github (annotations) or json (one report at the end).")] = "text",
     min_severity: Annotated[str, typer.Option(help="Print (and --on-finding) findings at or above: info, warning, error.")] = "info",
     select: Annotated[list[str] | None, typer.Option(help="Only these kinds or codes (comma-separated, repeatable).")] = None,

@@ -9,6 +9,7 @@ everything read, then 1 or 0; Ctrl-C stops with the verdict so far (1 or 0), nev
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import time
 from dataclasses import dataclass
@@ -163,21 +164,26 @@ def _print_event(e: Event, fmt: str, out: Any) -> None:
 
 
 def _notify(cmd: str, e: Event, err: Any) -> None:
-    """Run the user's command with the finding as JSON on stdin (their Slack/webhook script)."""
+    """Run the user's command with the finding as JSON on stdin (their Slack/webhook script).
+
+    The command line is split as a shell would split it but run without a shell (stabdiag
+    never starts one): pipes or redirections need an explicit ``sh -c '...'``."""
     from rich.markup import escape
 
     try:
+        argv = shlex.split(cmd)
+        if not argv:
+            raise ValueError("empty command")
         p = subprocess.run(
-            cmd,
-            shell=True,
+            argv,
             input=json.dumps(e.to_dict()) + "\n",
-            text=True,  # noqa: S602 - the user's own command
+            text=True,
             capture_output=True,
             timeout=60,
         )
-    except (OSError, subprocess.TimeoutExpired) as exc:
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
         err.print(
-            f"[warning]warning:[/warning] --on-finding {escape(cmd)!s}: {escape(str(exc))}",
+            f"[warning]warning:[/warning] --on-finding {escape(cmd)}: {escape(str(exc))}",
             highlight=False,
             soft_wrap=True,
         )

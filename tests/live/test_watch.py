@@ -167,7 +167,7 @@ def test_on_finding_gets_the_finding_as_json_on_stdin(tmp_path):
             "--min-severity",
             "warning",
             "--on-finding",
-            f"cat >> {sink}",
+            f"sh -c 'cat >> {sink}'",
         ],
     )
     assert r.exit_code == 0, r.output
@@ -221,7 +221,7 @@ def test_ctrl_c_stops_cleanly_with_the_verdict_so_far(tmp_path):
             "--fail-on",
             "never",
             "--on-finding",
-            f"cat > {marker}",
+            f"sh -c 'cat > {marker}'",
         ]
     )
     deadline = time.monotonic() + 60
