@@ -18,6 +18,10 @@ the key it is valid for. Rules, in order ("never wrong beats fast"):
 - Entries are written atomically (temp file + rename); failing to read or write one never fails
   the analysis.
 
+Size: the entries together stay under ``$STABDIAG_CACHE_MAX_MB`` (default MAX_MB); after each
+write the least recently used entries (a hit refreshes an entry's mtime) are removed until they
+fit. ``stabdiag cache info`` / ``stabdiag cache clear`` show and empty it.
+
 Location: ``$STABDIAG_CACHE_DIR``, else ``$XDG_CACHE_HOME/stabdiag``, else ``~/.cache/stabdiag``.
 Disabled by ``STABDIAG_NO_CACHE=1`` (``stabdiag analyze --no-cache``). Files under MIN_BYTES are
 not cached: reading them costs less than an entry.
@@ -25,6 +29,7 @@ not cached: reading them costs less than an entry.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -40,6 +45,7 @@ from google_crc32c import extend as _crc_extend
 from stabdiag.sources import tensorboard as tb
 
 MIN_BYTES = 1 << 20
+MAX_MB = 2048
 SAMPLE_BYTES = 64 * 1024
 FORMAT = 2  # layout of an entry; part of the key together with the reader's version
 
@@ -65,6 +71,46 @@ def cache_dir() -> Path:
         return Path(explicit)
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "stabdiag"
+
+
+def max_bytes() -> int:
+    raw = os.environ.get("STABDIAG_CACHE_MAX_MB", "").strip()
+    return (int(raw) if raw.isdigit() else MAX_MB) << 20
+
+
+def entries() -> list[tuple[Path, int, float]]:
+    """(path, bytes, mtime) of every entry, least recently used first."""
+    out = []
+    try:
+        for e in os.scandir(cache_dir()):
+            if e.name.endswith(".npz") and not e.name.startswith(".tmp-"):
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                out.append((Path(e.path), st.st_size, st.st_mtime))
+    except OSError:
+        return []
+    return sorted(out, key=lambda x: x[2])
+
+
+def prune(limit: int | None = None) -> int:
+    """Remove least recently used entries until the rest fit in ``limit`` bytes; returns how many
+    were removed. ``limit=0`` empties the cache (``stabdiag cache clear``)."""
+    limit = max_bytes() if limit is None else limit
+    es = entries()
+    total = sum(n for _, n, _ in es)
+    removed = 0
+    for p, n, _ in es:
+        if total <= limit:
+            break
+        try:
+            p.unlink()
+        except OSError:
+            continue
+        total -= n
+        removed += 1
+    return removed
 
 
 def entry_path(path: str | Path) -> Path:
@@ -193,6 +239,7 @@ def _save(entry: Path, st: tb._Stream, key: dict[str, int], plugins_in: dict[str
         except BaseException:
             os.unlink(tmp)
             raise
+        prune()
     except OSError:
         pass  # a read-only or full cache dir only costs speed
 
@@ -216,7 +263,10 @@ def read_event_file(path: str | Path, plugins: MutableMapping[str, str] | None =
             cached = None
         if cached is not None and cached[0]["key"] == key:
             try:
-                return _restore(path, *cached, plugins).result()
+                result = _restore(path, *cached, plugins).result()
+                with contextlib.suppress(OSError):
+                    os.utime(entry)  # recently used: pruned last
+                return result
             except (ValueError, IndexError, TypeError, KeyError):  # never trusted past validation
                 plugins.clear()
                 plugins.update(plugins_in)

@@ -542,6 +542,31 @@ def _resume_argv(cfg: Any) -> list[str]:
     return argv + [a for kv in sets for a in ("--set", kv)]
 
 
+@app.command("cache")
+def cache_cmd(
+    action: Annotated[str, typer.Argument(help="info (where, how many entries, how big) or clear.")] = "info",
+) -> None:
+    """Show or empty the parsed-log cache (TensorBoard files; capped by STABDIAG_CACHE_MAX_MB)."""
+
+    def run() -> None:
+        from stabdiag import cache
+
+        if action not in ("info", "clear"):
+            _fail(f"cache {action!r}: expected info or clear")
+        if action == "clear":
+            n = len(cache.entries())
+            removed = cache.prune(0)
+            sys.stdout.write(f"removed {removed} of {n} entries from {cache.cache_dir()}\n")
+            return
+        es = cache.entries()
+        size = sum(b for _, b, _ in es)
+        sys.stdout.write(f"{cache.cache_dir()}: {len(es)} entries, {size / 2**20:.1f} MB "
+                         f"(limit {cache.max_bytes() / 2**20:.0f} MB, least recently used pruned first)"
+                         f"{'' if cache.enabled() else '; disabled by STABDIAG_NO_CACHE'}\n")
+
+    guarded(run)
+
+
 @app.command()
 def formats() -> None:
     """List the log formats stabdiag reads, with an example path of each (--input-format NAME forces one)."""
