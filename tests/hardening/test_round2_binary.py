@@ -257,3 +257,34 @@ def test_cache_roundtrip_keeps_resync_warnings(tmp_path, cdir):
     b = cache.read_event_file(f)  # a hit
     assert a.warnings == b.warnings and len(b.values) == 510
     assert struct.calcsize("<Q") == 8
+
+
+def test_r3_cache_is_capped_least_recently_used_first(tmp_path, cdir, monkeypatch):
+    files = [_events(tmp_path / f"r{i}", n=2000) for i in range(4)]
+    for f in files:
+        cache.read_event_file(f)
+    sizes = [cache.entry_path(f).stat().st_size for f in files]
+    assert len(cache.entries()) == 4
+    past = time.time() - 100
+    for i, f in enumerate(files):  # r0 oldest ... r3 newest
+        os.utime(cache.entry_path(f), (past + i, past + i))
+    cache.read_event_file(files[0])  # a hit: r0 becomes the most recently used
+    monkeypatch.setenv("STABDIAG_CACHE_MAX_MB", "0")
+    assert cache.max_bytes() == 0
+    assert cache.prune(sum(sizes) - sizes[1] // 2) == 1  # one entry must go: the LRU one, r1
+    assert not cache.entry_path(files[1]).exists() and cache.entry_path(files[0]).exists()
+    assert cache.prune(0) == 3 and cache.entries() == []
+
+
+def test_r3_cache_cli_info_and_clear(tmp_path, cdir):
+    import subprocess
+    import sys
+
+    cache.read_event_file(_events(tmp_path, n=2000))
+    env = {**os.environ, "STABDIAG_CACHE_DIR": str(cdir)}
+    run = [sys.executable, "-m", "stabdiag", "cache"]
+    info = subprocess.run([*run, "info"], capture_output=True, text=True, env=env, timeout=120)
+    assert info.returncode == 0 and "1 entries" in info.stdout
+    clear = subprocess.run([*run, "clear"], capture_output=True, text=True, env=env, timeout=120)
+    assert clear.returncode == 0 and "removed 1 of 1" in clear.stdout
+    assert cache.entries() == []
