@@ -186,7 +186,10 @@ def judgement(run: RunData, skipped: Sequence[Skipped]) -> tuple[bool, str] | No
         return None
     skips = {s.kind: s.reason for s in skipped if s.run == run.name and s.kind.startswith("rl-")}
     ran = [k for k in JUDGING_KINDS if k not in skips]
-    if ran:
-        return True, "judged as an RL run on its rl/ series (" + ", ".join(ran) + ")"
+    if ran:  # (a --select that leaves out every RL kind is not visible here)
+        return (
+            True,
+            "judged as an RL run on its rl/ series (a policy objective is not a language-model loss)",
+        )
     first = next(iter(skips.values()), "no RL check could run")
     return False, f"not judged: an RL run, but {first}"
