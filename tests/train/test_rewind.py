@@ -144,3 +144,13 @@ def test_cli_branch_errors_are_one_line(parent, tmp_path):
     assert "Traceback" not in done.output and len(done.output.strip().splitlines()) == 1
     done = CliRunner().invoke(app, ["branch", str(tmp_path), "--at", "60"])
     assert done.exit_code == 2 and "found no config.json" in done.output
+
+
+def test_branch_can_switch_precision_with_a_fresh_loss_scaler(parent):
+    plan = plan_branch(parent, 79, sets=["precision=fp16", "loss_scale_init=1024"], name="half")
+    assert plan.step == 70
+    result = train(plan.config, branch=plan)
+    assert result.steps_done == 80 and np.isfinite(result.final_loss)
+    frame = pd.read_csv(result.run_dir / "metrics.csv")
+    scale = frame[frame["metric"] == T.LOSS_SCALE].set_index("step")["value"]
+    assert list(scale.index) == list(range(70, 80)) and scale[70] == 1024.0
