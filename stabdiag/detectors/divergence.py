@@ -75,6 +75,17 @@ class Config:
 DEFAULT = Config()
 
 
+def _trend(s: Series, cfg: Config) -> tuple[np.ndarray, np.ndarray, int, np.ndarray] | None:
+    """Finite steps and values, the smoothing window and the centred rolling median (shared with
+    stall through the per-series cache), or None when there are too few points to judge."""
+    ok = np.isfinite(s.values)
+    steps, x = s.steps[ok], s.values[ok]
+    if len(x) < cfg.min_points:
+        return None
+    w = max(5, len(x) // 50) | 1
+    return steps, x, w, st.cached(s.values, ("trend", w), lambda: st.rolling_median(x, w, center=True))
+
+
 def _levels(x: np.ndarray, smooth: np.ndarray, w: int, cfg: Config) -> tuple[float, float, int, float]:
     """start level, best (smoothed) level, its index, and the point noise around the trend."""
     n = len(x)
@@ -157,13 +168,11 @@ def _episodes(mask: np.ndarray, weight: np.ndarray, gap: int) -> tuple[int, int]
 
 def _runaway(run: RunData, s: Series, metric: str, name: str, cfg: Config) -> list[Finding]:
     """A loss far above where the run started, sustained (the smoothed curve, not one point)."""
-    ok = np.isfinite(s.values)
-    steps, x = s.steps[ok], s.values[ok]
-    n = len(x)
-    if n < cfg.min_points:
+    tr = _trend(s, cfg)
+    if tr is None:
         return []
-    w = max(5, n // 50) | 1
-    smooth = st.cached(s.values, ("trend", w), lambda: st.rolling_median(x, w, center=True))
+    steps, x, w, smooth = tr
+    n = len(x)
     k0 = min(n, cfg.first_points)
     # Where the run started: the first logged values, or the very first one when the run blew up
     # at once (LR 1.0 from step 0: the second and third values are already the runaway).
@@ -238,13 +247,11 @@ def _runaway(run: RunData, s: Series, metric: str, name: str, cfg: Config) -> li
 
 def _rise(run: RunData, s: Series, metric: str, name: str, cfg: Config) -> list[Finding]:
     """The largest sustained rise of the smoothed loss anywhere in the run (end or mid-run)."""
-    ok = np.isfinite(s.values)
-    steps, x = s.steps[ok], s.values[ok]
-    n = len(x)
-    if n < cfg.min_points:
+    tr = _trend(s, cfg)
+    if tr is None:
         return []
-    w = max(5, n // 50) | 1
-    smooth = st.cached(s.values, ("trend", w), lambda: st.rolling_median(x, w, center=True))
+    steps, x, w, smooth = tr
+    n = len(x)
     start, best, bi, noise = _levels(x, smooth, w, cfg)
     half = w // 2
     core = smooth.copy()
