@@ -25,7 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from real_labels import ERROR, INFO, WARNING, Label  # noqa: E402
 
-CACHE = Path(os.environ.get("STABDIAG_BENCH_CACHE", Path.home() / ".cache" / "stabdiag-bench" / "client"))
+CACHE = Path(
+    os.environ.get("STABDIAG_BENCH_CACHE", Path.home() / ".cache" / "stabdiag-bench" / "client")
+)
 
 
 @dataclass(frozen=True)
@@ -35,59 +37,170 @@ class Scenario:
     labels: tuple[Label, ...] = ()
     inject: tuple[str, ...] = ()
     note: str = ""
-    ranks: int = 1       # > 1: launched with torchrun --nproc_per_node ranks (gloo on the CPU)
+    ranks: int = 1  # > 1: launched with torchrun --nproc_per_node ranks (gloo on the CPU)
 
 
-def _lab(name: str, cls: str, a: int, b: int, lo: str = WARNING, hi: str = ERROR, note: str = "") -> Label:
+def _lab(
+    name: str, cls: str, a: int, b: int, lo: str = WARNING, hi: str = ERROR, note: str = ""
+) -> Label:
     return Label(f"client:{name}", cls, a, b, min_severity=lo, max_severity=hi, note=note)
 
 
 SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("postln12_nowarmup", ("n_layer=12", "norm_placement=post", "warmup_steps=0"),
-             (_lab("postln12_nowarmup", "stall", 20, 299,
-                   note="post-LN 12 layers, LR 3e-3 from step 0: stuck at the unigram level ~3.2 from "
-                        "step ~20 while its pre-LN twin reaches ~2"),)),
-    Scenario("preln12_warmup", ("n_layer=12", "norm_placement=pre", "warmup_steps=30"),
-             note="healthy twin of postln12_nowarmup"),
-    Scenario("highlr_noqk", ("lr=0.05", "warmup_steps=0", "grad_clip=0"),
-             (_lab("highlr_noqk", "attn", 0, 299,
-                   note="LR 0.05 without QK-norm, warm-up or clipping: the max attention logit jumps "
-                        "from ~0.1 to ~700 within 20 steps and sits at ~1100 (one-hot attention); the "
-                        "loss still creeps down (val 3.37 -> 2.98) but lags the QK-norm twin (2.80): "
-                        "attention-logit growth, not a flat stall"),)),
-    Scenario("highlr_qk", ("lr=0.05", "warmup_steps=0", "grad_clip=0", "qk_norm=true"),
-             note="twin with QK-norm"),
-    Scenario("fp16_probing", ("precision=fp16", "loss_scale_growth_interval=25"),
-             (_lab("fp16_probing", "fp16", 0, 299, lo=INFO, hi=INFO,
-                   note="GradScaler growth every 25 steps: each growth is probed and undone"),)),
-    Scenario("fp16_overflow", ("precision=fp16",), (
-        _lab("fp16_overflow", "fp16", 150, 160, note="gradients x1e6 at steps 150-153: four real overflows in a row"),),
-        inject=tuple(f"grad_scale@{s}:factor=1e6" for s in (150, 151, 152, 153))),
-    Scenario("highlr03_noclip", ("lr=0.3", "warmup_steps=0", "grad_clip=0", "decay=cosine", "min_lr=0"), (
-        _lab("highlr03_noclip", "loss_spike", 1, 10, note="5.4 -> 12.9 at step 2, back within 7 steps"),
-        _lab("highlr03_noclip", "lr_schedule", 0, 2, note="LR 0.3 from step 0, spike at step 2"),
-        _lab("highlr03_noclip", "attn", 0, 299, note="max attention logit 50 -> 1.4e4: saturated"),),
+    Scenario(
+        "postln12_nowarmup",
+        ("n_layer=12", "norm_placement=post", "warmup_steps=0"),
+        (
+            _lab(
+                "postln12_nowarmup",
+                "stall",
+                20,
+                299,
+                note="post-LN 12 layers, LR 3e-3 from step 0: stuck at the unigram level ~3.2 from "
+                "step ~20 while its pre-LN twin reaches ~2",
+            ),
+        ),
+    ),
+    Scenario(
+        "preln12_warmup",
+        ("n_layer=12", "norm_placement=pre", "warmup_steps=30"),
+        note="healthy twin of postln12_nowarmup",
+    ),
+    Scenario(
+        "highlr_noqk",
+        ("lr=0.05", "warmup_steps=0", "grad_clip=0"),
+        (
+            _lab(
+                "highlr_noqk",
+                "attn",
+                0,
+                299,
+                note="LR 0.05 without QK-norm, warm-up or clipping: the max attention logit jumps "
+                "from ~0.1 to ~700 within 20 steps and sits at ~1100 (one-hot attention); the "
+                "loss still creeps down (val 3.37 -> 2.98) but lags the QK-norm twin (2.80): "
+                "attention-logit growth, not a flat stall",
+            ),
+        ),
+    ),
+    Scenario(
+        "highlr_qk",
+        ("lr=0.05", "warmup_steps=0", "grad_clip=0", "qk_norm=true"),
+        note="twin with QK-norm",
+    ),
+    Scenario(
+        "fp16_probing",
+        ("precision=fp16", "loss_scale_growth_interval=25"),
+        (
+            _lab(
+                "fp16_probing",
+                "fp16",
+                0,
+                299,
+                lo=INFO,
+                hi=INFO,
+                note="GradScaler growth every 25 steps: each growth is probed and undone",
+            ),
+        ),
+    ),
+    Scenario(
+        "fp16_overflow",
+        ("precision=fp16",),
+        (
+            _lab(
+                "fp16_overflow",
+                "fp16",
+                150,
+                160,
+                note="gradients x1e6 at steps 150-153: four real overflows in a row",
+            ),
+        ),
+        inject=tuple(f"grad_scale@{s}:factor=1e6" for s in (150, 151, 152, 153)),
+    ),
+    Scenario(
+        "highlr03_noclip",
+        ("lr=0.3", "warmup_steps=0", "grad_clip=0", "decay=cosine", "min_lr=0"),
+        (
+            _lab(
+                "highlr03_noclip",
+                "loss_spike",
+                1,
+                10,
+                note="5.4 -> 12.9 at step 2, back within 7 steps",
+            ),
+            _lab(
+                "highlr03_noclip", "lr_schedule", 0, 2, note="LR 0.3 from step 0, spike at step 2"
+            ),
+            _lab(
+                "highlr03_noclip", "attn", 0, 299, note="max attention logit 50 -> 1.4e4: saturated"
+            ),
+        ),
         note="made as a runaway; what happened is a start-up spike, then the loss sits near the "
-             "unigram level (~3) with saturated attention: labelled as what happened"),
-    Scenario("runaway_lr1", ("lr=1.0", "warmup_steps=0", "grad_clip=0", "decay=cosine", "min_lr=0"), (
-        _lab("runaway_lr1", "divergence", 1, 190, lo=ERROR,
-             note="LR 1.0 from step 0: the loss jumps from 5.4 to ~70 and stays chaotic (25-120) "
-                  "until the cosine LR falls to ~0.3 near step 180, then settles at ~3.2"),
-        _lab("runaway_lr1", "loss_spike", 1, 190, note="the same event seen as a spike"),
-        _lab("runaway_lr1", "lr_schedule", 0, 2, note="no warm-up at LR 1.0"),
-        _lab("runaway_lr1", "attn", 0, 299, note="max attention logit to 7e5")),),
-    Scenario("slow_divergence", ("lr=3e-3", "steps=400"), (
-        _lab("slow_divergence", "divergence", 150, 300, lo=WARNING,
-             note="LR x30 held for 120 steps from 150: the loss climbs back towards the unigram "
-                  "level for the whole window, then recovers"),
-        _lab("slow_divergence", "loss_spike", 150, 160, note="the first steps at 30x: 2.5 -> 5.8 at step 154"),
-        _lab("slow_divergence", "attn", 150, 399,
-             note="the 30x LR also blows the max attention logit up from ~5 to ~1300")),
-        inject=("lr_spike@150:factor=30,steps=120",)),
-    Scenario("torchrun4_badrank", ("steps=300",), (
-        Label("client:torchrun4_badrank", "rank", 150, 169, min_severity=WARNING,
-              note="4 ranks under torchrun; rank 2 alone gets random bytes for 20 steps from 150"),),
-        inject=("bad_batch@150:steps=20,rank=2",), ranks=4),
+        "unigram level (~3) with saturated attention: labelled as what happened",
+    ),
+    Scenario(
+        "runaway_lr1",
+        ("lr=1.0", "warmup_steps=0", "grad_clip=0", "decay=cosine", "min_lr=0"),
+        (
+            _lab(
+                "runaway_lr1",
+                "divergence",
+                1,
+                190,
+                lo=ERROR,
+                note="LR 1.0 from step 0: the loss jumps from 5.4 to ~70 and stays chaotic (25-120) "
+                "until the cosine LR falls to ~0.3 near step 180, then settles at ~3.2",
+            ),
+            _lab("runaway_lr1", "loss_spike", 1, 190, note="the same event seen as a spike"),
+            _lab("runaway_lr1", "lr_schedule", 0, 2, note="no warm-up at LR 1.0"),
+            _lab("runaway_lr1", "attn", 0, 299, note="max attention logit to 7e5"),
+        ),
+    ),
+    Scenario(
+        "slow_divergence",
+        ("lr=3e-3", "steps=400"),
+        (
+            _lab(
+                "slow_divergence",
+                "divergence",
+                150,
+                300,
+                lo=WARNING,
+                note="LR x30 held for 120 steps from 150: the loss climbs back towards the unigram "
+                "level for the whole window, then recovers",
+            ),
+            _lab(
+                "slow_divergence",
+                "loss_spike",
+                150,
+                160,
+                note="the first steps at 30x: 2.5 -> 5.8 at step 154",
+            ),
+            _lab(
+                "slow_divergence",
+                "attn",
+                150,
+                399,
+                note="the 30x LR also blows the max attention logit up from ~5 to ~1300",
+            ),
+        ),
+        inject=("lr_spike@150:factor=30,steps=120",),
+    ),
+    Scenario(
+        "torchrun4_badrank",
+        ("steps=300",),
+        (
+            Label(
+                "client:torchrun4_badrank",
+                "rank",
+                150,
+                169,
+                min_severity=WARNING,
+                note="4 ranks under torchrun; rank 2 alone gets random bytes for 20 steps from 150",
+            ),
+        ),
+        inject=("bad_batch@150:steps=20,rank=2",),
+        ranks=4,
+    ),
 )
 
 
@@ -100,11 +213,36 @@ def make(sc: Scenario, cache: Path = CACHE) -> Path:
     d = run_dir(sc.name, cache)
     if (d / "metrics.csv").exists() and (d / "run.json").exists():
         return d
-    launch = [sys.executable, "-m", "stabdiag"] if sc.ranks == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(sc.ranks),
-        "-m", "stabdiag"]
-    cmd = [*launch, "train", "--preset", "tiny", "--out", str(cache),
-           "--name", sc.name, "--no-analyze", "--restart", "--set", "threads=1", "--set", "seed=0"]
+    launch = (
+        [sys.executable, "-m", "stabdiag"]
+        if sc.ranks == 1
+        else [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(sc.ranks),
+            "-m",
+            "stabdiag",
+        ]
+    )
+    cmd = [
+        *launch,
+        "train",
+        "--preset",
+        "tiny",
+        "--out",
+        str(cache),
+        "--name",
+        sc.name,
+        "--no-analyze",
+        "--restart",
+        "--set",
+        "threads=1",
+        "--set",
+        "seed=0",
+    ]
     for s in sc.sets:
         cmd += ["--set", s]
     for i in sc.inject:

@@ -26,8 +26,12 @@ import numpy as np
 from stabdiag.table import TRAIN_LOSS, VAL_LOSS, RunData, Series, is_canonical
 
 _LOSSY = re.compile(r"(loss|objective)", re.I)
-_NOT_TRAIN = re.compile(r"(^|[/_\-. ])(val|valid|validation|eval|test|dev)([/_\-. ]|$)|scale|weight|coef", re.I)
-_AGGREGATE = re.compile(r"(^|[/_\-. ])(total|mean|avg|average|overall|sum|combined|full|all)([/_\-. ]|$)", re.I)
+_NOT_TRAIN = re.compile(
+    r"(^|[/_\-. ])(val|valid|validation|eval|test|dev)([/_\-. ]|$)|scale|weight|coef", re.I
+)
+_AGGREGATE = re.compile(
+    r"(^|[/_\-. ])(total|mean|avg|average|overall|sum|combined|full|all)([/_\-. ]|$)", re.I
+)
 _PPL = re.compile(r"(^|[/_\-. ])(ppl|perplexity)([/_\-. ]|$)", re.I)
 _TRAIN_WORD = re.compile(r"(^|[/_\-. ])(train|training)([/_\-. ]|$)", re.I)
 _OTHER_FAMILY = ("rl/", "critic/", "meta/")
@@ -37,8 +41,8 @@ _OTHER_FAMILY = ("rl/", "critic/", "meta/")
 class LossChoice:
     """The loss a run is judged on: its canonical metric, the series it came from, and why."""
 
-    metric: str          # train/loss or val/loss
-    series: str          # the raw or canonical series name it was read from ("a + b" when derived)
+    metric: str  # train/loss or val/loss
+    series: str  # the raw or canonical series name it was read from ("a + b" when derived)
     why: str
 
     def to_dict(self) -> dict[str, str]:
@@ -73,9 +77,15 @@ def _is_total(name: str, parts: dict[str, Series]) -> str | None:
 
 
 def _train_candidates(run: RunData) -> dict[str, Series]:
-    return {k: v for k, v in run.series.items()
-            if not is_canonical(k) and not k.startswith(_OTHER_FAMILY) and len(v)
-            and _LOSSY.search(k) and not _NOT_TRAIN.search(k)}
+    return {
+        k: v
+        for k, v in run.series.items()
+        if not is_canonical(k)
+        and not k.startswith(_OTHER_FAMILY)
+        and len(v)
+        and _LOSSY.search(k)
+        and not _NOT_TRAIN.search(k)
+    }
 
 
 def choose(run: RunData) -> tuple[RunData, LossChoice | None]:
@@ -85,33 +95,45 @@ def choose(run: RunData) -> tuple[RunData, LossChoice | None]:
     cands = _train_candidates(run)
     picked: tuple[str, Series, str] | None = None
     if len(cands) == 1:
-        (name, s), = cands.items()
+        ((name, s),) = cands.items()
         picked = (name, s, f"the only series named like a loss ('{name}')")
     elif cands:
         agg = [k for k in cands if _AGGREGATE.search(k)]
         if len(agg) == 1:
             how = _is_total(agg[0], cands)
-            picked = (agg[0], cands[agg[0]],
-                      f"'{agg[0]}' is the aggregate of the {len(cands) - 1} other loss series"
-                      + (f" (it equals the {how} of the others)" if how else ""))
+            picked = (
+                agg[0],
+                cands[agg[0]],
+                f"'{agg[0]}' is the aggregate of the {len(cands) - 1} other loss series"
+                + (f" (it equals the {how} of the others)" if how else ""),
+            )
         else:
             for k in cands:
                 how = _is_total(k, cands)
                 if how:
-                    picked = (k, cands[k], f"'{k}' equals the {how} of the other {len(cands) - 1} loss series")
+                    picked = (
+                        k,
+                        cands[k],
+                        f"'{k}' equals the {how} of the other {len(cands) - 1} loss series",
+                    )
                     break
             if picked is None:
                 steps, mat = _aligned(cands)
                 if len(steps):
                     names = " + ".join(cands)
-                    picked = (names, Series(steps, mat.sum(axis=0)),
-                              f"the sum of the {len(cands)} loss components ({names}), computed")
+                    picked = (
+                        names,
+                        Series(steps, mat.sum(axis=0)),
+                        f"the sum of the {len(cands)} loss components ({names}), computed",
+                    )
     if picked is not None:
         name, s, why = picked
         series = {**run.series, TRAIN_LOSS: s}
         return replace(run, series=series), LossChoice(TRAIN_LOSS, name, why)
     if run.get(VAL_LOSS) is not None:
-        return run, LossChoice(VAL_LOSS, VAL_LOSS, "no training loss was logged: judged on the validation loss")
+        return run, LossChoice(
+            VAL_LOSS, VAL_LOSS, "no training loss was logged: judged on the validation loss"
+        )
     ppl = [k for k, v in run.series.items() if len(v) and not is_canonical(k) and _PPL.search(k)]
     if len(ppl) == 1 or (ppl and len({_TRAIN_WORD.search(k) is None for k in ppl}) == 1):
         k = ppl[0]
@@ -122,6 +144,8 @@ def choose(run: RunData) -> tuple[RunData, LossChoice | None]:
         series = {**run.series, metric: Series(s.steps, vals)}
         which = "training" if metric == TRAIN_LOSS else "validation"
         return replace(run, series=series), LossChoice(
-            metric, k, f"no loss was logged: the {which} loss is ln('{k}'), computed from the perplexity")
+            metric,
+            k,
+            f"no loss was logged: the {which} loss is ln('{k}'), computed from the perplexity",
+        )
     return run, None
-

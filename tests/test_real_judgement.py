@@ -56,8 +56,10 @@ def test_val_only_run_is_judged(real_logs: Path) -> None:
 def test_json_marks_judged_runs(real_logs: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    res = CliRunner().invoke(app, ["analyze", str(real_logs / "lightning_pinn"), "--format", "json",
-                                   "--fail-on", "never"])
+    res = CliRunner().invoke(
+        app,
+        ["analyze", str(real_logs / "lightning_pinn"), "--format", "json", "--fail-on", "never"],
+    )
     assert res.exit_code == 0, res.output
     (run,) = json.loads(res.stdout)["runs"]
     assert run["judged"] is True and "mean_loss" in run["judged_reason"]
@@ -66,16 +68,26 @@ def test_json_marks_judged_runs(real_logs: Path, tmp_path: Path) -> None:
 def test_unjudged_run_has_no_tick_and_json_says_why(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    (tmp_path / "a.csv").write_text("step,accuracy\n" + "".join(f"{i},{i / 100}\n" for i in range(50)))
-    (tmp_path / "b.csv").write_text("step,loss\n" + "".join(f"{i},{5 - i / 100}\n" for i in range(50)))
-    r = CliRunner().invoke(app, ["analyze", str(tmp_path), "--format", "json", "--fail-on", "never"])
+    (tmp_path / "a.csv").write_text(
+        "step,accuracy\n" + "".join(f"{i},{i / 100}\n" for i in range(50))
+    )
+    (tmp_path / "b.csv").write_text(
+        "step,loss\n" + "".join(f"{i},{5 - i / 100}\n" for i in range(50))
+    )
+    r = CliRunner().invoke(
+        app, ["analyze", str(tmp_path), "--format", "json", "--fail-on", "never"]
+    )
     runs = {x["name"]: x for x in json.loads(r.stdout)["runs"]}
     assert runs["a"]["judged"] is False and "no loss series" in runs["a"]["judged_reason"]
     assert runs["b"]["judged"] is True
     t = CliRunner().invoke(app, ["analyze", str(tmp_path / "a.csv"), "--fail-on", "never"])
-    assert t.exit_code == 2   # nothing at all could be judged
+    assert t.exit_code == 2  # nothing at all could be judged
     both = CliRunner().invoke(app, ["analyze", str(tmp_path), "--fail-on", "never"])
-    line = next(ln for ln in both.stdout.splitlines() if ln.lstrip().startswith(("✔", "?")) and " a " in ln + " ")
+    line = next(
+        ln
+        for ln in both.stdout.splitlines()
+        if ln.lstrip().startswith(("✔", "?")) and " a " in ln + " "
+    )
     assert line.lstrip().startswith("?")
 
 

@@ -12,15 +12,28 @@ from stabdiag.table import TRAIN_LOSS, VAL_LOSS, RunData, Series
 
 
 def finding(
-    code: str, kind: str, run: RunData, *, severity: Severity, metric: str,
-    step_start: int | None, step_end: int | None, message: str, evidence: dict[str, Any],
+    code: str,
+    kind: str,
+    run: RunData,
+    *,
+    severity: Severity,
+    metric: str,
+    step_start: int | None,
+    step_end: int | None,
+    message: str,
+    evidence: dict[str, Any],
 ) -> Finding:
     """A Finding whose evidence is guaranteed JSON-able (numpy scalars converted, NaN -> None)."""
     return Finding(
-        code=code, kind=kind, severity=severity, run=run.name, metric=metric,
+        code=code,
+        kind=kind,
+        severity=severity,
+        run=run.name,
+        metric=metric,
         step_start=None if step_start is None else int(step_start),
         step_end=None if step_end is None else int(step_end),
-        message=message, evidence=plain(evidence),
+        message=message,
+        evidence=plain(evidence),
     )
 
 

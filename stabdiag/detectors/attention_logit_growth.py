@@ -62,7 +62,7 @@ class Config:
     tau: float = 100.0
     rising: float = 1.05
     min_overflow_points: int = 3
-    first_points: int = 3          # the start level is also the median of the first 3 values
+    first_points: int = 3  # the start level is also the median of the first 3 values
 
 
 DEFAULT = Config()
@@ -76,23 +76,39 @@ def overflowed(run: RunData, cfg: Config) -> list[Finding]:
     ok = np.isfinite(s.values)
     if ok.sum() < cfg.min_overflow_points or ok.all():
         return []
-    first_bad = int(np.argmin(ok[int(np.argmax(ok)):])) + int(np.argmax(ok))
+    first_bad = int(np.argmin(ok[int(np.argmax(ok)) :])) + int(np.argmax(ok))
     x = np.abs(s.values[:first_bad][ok[:first_bad]])
     if len(x) < cfg.min_overflow_points or ok[first_bad]:
         return []
     top = float(x.max())
     start = float(np.median(x[: max(1, len(x) // 10)]))
-    if not (top >= cfg.tau or (top >= cfg.min_level and start > 0 and top >= cfg.huge_growth * start)):
+    if not (
+        top >= cfg.tau or (top >= cfg.min_level and start > 0 and top >= cfg.huge_growth * start)
+    ):
         return []
     step = int(s.steps[first_bad])
-    return [finding(
-        CODE, KIND, run, severity=Severity.ERROR, metric=MAX_ATTN_LOGIT, step_start=int(s.steps[0]),
-        step_end=step,
-        message=(f"max attention logit grew from {st.fmt(start)} to {st.fmt(top)} and then overflowed "
-                 f"(non-finite from step {step})."),
-        evidence={"early_level": start, "max_finite": top, "overflow_step": step,
-                  "finite_points": int(ok.sum()), "tau": cfg.tau},
-    )]
+    return [
+        finding(
+            CODE,
+            KIND,
+            run,
+            severity=Severity.ERROR,
+            metric=MAX_ATTN_LOGIT,
+            step_start=int(s.steps[0]),
+            step_end=step,
+            message=(
+                f"max attention logit grew from {st.fmt(start)} to {st.fmt(top)} and then overflowed "
+                f"(non-finite from step {step})."
+            ),
+            evidence={
+                "early_level": start,
+                "max_finite": top,
+                "overflow_step": step,
+                "finite_points": int(ok.sum()),
+                "tau": cfg.tau,
+            },
+        )
+    ]
 
 
 def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
@@ -101,7 +117,9 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         over = overflowed(run, cfg)
         if over:
             return over
-        return DETECTOR.skipped(run, f"no {MAX_ATTN_LOGIT} series with {cfg.min_points} finite points")
+        return DETECTOR.skipped(
+            run, f"no {MAX_ATTN_LOGIT} series with {cfg.min_points} finite points"
+        )
     ok = np.isfinite(s.values)
     steps, x = s.steps[ok], np.abs(s.values[ok])
     early, prev, late = st.thirds_levels(x)
@@ -117,32 +135,60 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     if late >= cfg.tau and (grown(late) or (rising and (factor is None or factor >= 2))):
         sev = Severity.ERROR
     elif (peak >= cfg.tau and grown(peak)) or (
-            rising and late >= cfg.min_level and (factor is None or factor >= cfg.growth)):
+        rising and late >= cfg.min_level and (factor is None or factor >= cfg.growth)
+    ):
         sev = Severity.WARNING
     else:
         return []
     grew = f"{factor:.0f}x " if factor and factor >= 10 else (f"{factor:.1f}x " if factor else "")
     if late >= cfg.tau or not peak >= cfg.tau:
         trend = "and was still rising" if rising else "and levelled off there"
-        msg = (f"max attention logit grew {grew}(from {st.fmt(early)} at the start to {st.fmt(late)} over the "
-               f"last 10% of points, medians, computed; highest value {st.fmt(float(np.max(x)))}) {trend} at "
-               f"step {int(steps[-1])}")
+        msg = (
+            f"max attention logit grew {grew}(from {st.fmt(early)} at the start to {st.fmt(late)} over the "
+            f"last 10% of points, medians, computed; highest value {st.fmt(float(np.max(x)))}) {trend} at "
+            f"step {int(steps[-1])}"
+        )
     else:
-        msg = (f"max attention logit grew to {st.fmt(peak)} at step {int(steps[pk])} ({st.fmt(early)} at the "
-               f"start) before coming back to {st.fmt(late)}")
+        msg = (
+            f"max attention logit grew to {st.fmt(peak)} at step {int(steps[pk])} ({st.fmt(early)} at the "
+            f"start) before coming back to {st.fmt(late)}"
+        )
     msg += f", past the QK-clip threshold {cfg.tau:g}." if max(late, peak) >= cfg.tau else "."
     # Onset: where the smoothed logit first crossed tau (or 10x its early level, if lower).
     bar = min(cfg.tau, cfg.huge_growth * early) if early > 0 else cfg.tau
     crossed = np.flatnonzero(smooth >= bar)
     onset = int(steps[crossed[0]]) if crossed.size else int(steps[0])
-    return [finding(
-        CODE, KIND, run, severity=sev, metric=MAX_ATTN_LOGIT, step_start=onset,
-        step_end=int(steps[-1]), message=msg,
-        evidence={"onset_step": onset, "early_level": early, "late_level": late, "previous_level": prev,
-                  "growth": factor, "still_rising": rising, "peak_level": peak,
-                  "peak_step": int(steps[pk]), "max": float(np.max(x)), "tau": cfg.tau},
-    )]
+    return [
+        finding(
+            CODE,
+            KIND,
+            run,
+            severity=sev,
+            metric=MAX_ATTN_LOGIT,
+            step_start=onset,
+            step_end=int(steps[-1]),
+            message=msg,
+            evidence={
+                "onset_step": onset,
+                "early_level": early,
+                "late_level": late,
+                "previous_level": prev,
+                "growth": factor,
+                "still_rising": rising,
+                "peak_level": peak,
+                "peak_step": int(steps[pk]),
+                "max": float(np.max(x)),
+                "tau": cfg.tau,
+            },
+        )
+    ]
 
 
-DETECTOR = Detector(code=CODE, kind=KIND, summary="max attention logit grows without bound",
-                    doc=__doc__ or "", check=check, config=Config)
+DETECTOR = Detector(
+    code=CODE,
+    kind=KIND,
+    summary="max attention logit grows without bound",
+    doc=__doc__ or "",
+    check=check,
+    config=Config,
+)

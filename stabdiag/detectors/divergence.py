@@ -61,15 +61,19 @@ class Config:
     error_lost: float = 0.50
     val_min_points: int = 3
     val_min_rise: float = 0.05
-    first_points: int = 3          # "where the run started": median of the first logged values
-    runaway_rel: float = 0.10      # smoothed loss this far above the start level is a runaway
+    first_points: int = 3  # "where the run started": median of the first logged values
+    runaway_rel: float = 0.10  # smoothed loss this far above the start level is a runaway
     runaway_error_frac: float = 0.10  # a runaway this long (fraction of points) is an error
-    runaway_merge_frac: float = 0.10  # excursions closer than this (fraction of points) are one episode
-    chaos_cover: float = 0.3       # points above the start level this often between the first and last
-                                   # sustained excursion: one chaotic episode
-    rise_min_points: int = 10      # a rise must last this many log points to be "sustained"
-    rel_rise_warn: float = 0.10    # a sustained rise this large (fraction of the level) is a warning
-    recovered_frac: float = 0.2    # back within this fraction of the rise above the trough = recovered
+    runaway_merge_frac: float = (
+        0.10  # excursions closer than this (fraction of points) are one episode
+    )
+    chaos_cover: float = 0.3  # points above the start level this often between the first and last
+    # sustained excursion: one chaotic episode
+    rise_min_points: int = 10  # a rise must last this many log points to be "sustained"
+    rel_rise_warn: float = 0.10  # a sustained rise this large (fraction of the level) is a warning
+    recovered_frac: float = (
+        0.2  # back within this fraction of the rise above the trough = recovered
+    )
 
 
 DEFAULT = Config()
@@ -83,21 +87,30 @@ def _trend(s: Series, cfg: Config) -> tuple[np.ndarray, np.ndarray, int, np.ndar
     if len(x) < cfg.min_points:
         return None
     w = max(5, len(x) // 50) | 1
-    return steps, x, w, st.cached(s.values, ("trend", w), lambda: st.rolling_median(x, w, center=True))
+    return (
+        steps,
+        x,
+        w,
+        st.cached(s.values, ("trend", w), lambda: st.rolling_median(x, w, center=True)),
+    )
 
 
-def _levels(x: np.ndarray, smooth: np.ndarray, w: int, cfg: Config) -> tuple[float, float, int, float]:
+def _levels(
+    x: np.ndarray, smooth: np.ndarray, w: int, cfg: Config
+) -> tuple[float, float, int, float]:
     """start level, best (smoothed) level, its index, and the point noise around the trend."""
     n = len(x)
     start = float(np.median(x[: max(5, int(cfg.start_frac * n))]))
-    half = w // 2   # centred windows are partial at both edges: keep them out of "best"
-    bi = half + int(np.argmin(smooth[half:n - half])) if n > 2 * half else int(np.argmin(smooth))
-    noise = max(st.robust_sigma(x - smooth), st.DIFF_TO_SIGMA * float(np.median(np.abs(np.diff(x)))))
+    half = w // 2  # centred windows are partial at both edges: keep them out of "best"
+    bi = half + int(np.argmin(smooth[half : n - half])) if n > 2 * half else int(np.argmin(smooth))
+    noise = max(
+        st.robust_sigma(x - smooth), st.DIFF_TO_SIGMA * float(np.median(np.abs(np.diff(x))))
+    )
     return start, float(smooth[bi]), bi, noise
 
 
 def _lr_note(run: RunData, step: int) -> tuple[str, float | None, float | None]:
-    """", when the LR had decayed to X (N% of its peak Y)" if the LR at ``step`` is well below its
+    """ ", when the LR had decayed to X (N% of its peak Y)" if the LR at ``step`` is well below its
     peak (a loss that came back only because the schedule took the LR away), else ""."""
     lr = run.get(LR)
     if lr is None:
@@ -109,8 +122,14 @@ def _lr_note(run: RunData, step: int) -> tuple[str, float | None, float | None]:
     at = st.value_at(lr.steps, lr.values, step)
     if at is None or peak <= 0 or at > 0.5 * peak:
         return "", at, peak
-    return (f", when the LR had decayed to {st.fmt(at)} ({st.pct(at / peak)} of its peak "
-            f"{st.fmt(peak)})"), at, peak
+    return (
+        (
+            f", when the LR had decayed to {st.fmt(at)} ({st.pct(at / peak)} of its peak "
+            f"{st.fmt(peak)})"
+        ),
+        at,
+        peak,
+    )
 
 
 def _onset(smooth: np.ndarray, lo: int, hi: int) -> int:
@@ -119,7 +138,7 @@ def _onset(smooth: np.ndarray, lo: int, hi: int) -> int:
     least squares to the smoothed curve from the trough to where it first got three quarters of
     the way up; the hinge is the onset. A later dip back (a noisy plateau) cannot move it."""
     base, top = float(smooth[lo]), float(smooth[hi])
-    seg = smooth[lo:hi + 1]
+    seg = smooth[lo : hi + 1]
     up = np.flatnonzero(seg >= base + 0.75 * (top - base))
     m = (int(up[0]) if up.size else len(seg) - 1) + 1
     if m < 3:
@@ -162,7 +181,7 @@ def _episodes(mask: np.ndarray, weight: np.ndarray, gap: int) -> tuple[int, int]
             segs[-1][1] = b
         else:
             segs.append([a, b])
-    a, b = max(segs, key=lambda ab: float(np.sum(weight[ab[0]:ab[1] + 1])))
+    a, b = max(segs, key=lambda ab: float(np.sum(weight[ab[0] : ab[1] + 1])))
     return a, b
 
 
@@ -180,7 +199,9 @@ def _runaway(run: RunData, s: Series, metric: str, name: str, cfg: Config) -> li
     if first == float(x[0]) and k0 > 1 and float(np.median(x[:k0])) != first:
         k0 = 1
     vocab = run.meta.get("vocab_size")
-    ln_v = math.log(vocab) if isinstance(vocab, int) and vocab > 1 and metric == TRAIN_LOSS else None
+    ln_v = (
+        math.log(vocab) if isinstance(vocab, int) and vocab > 1 and metric == TRAIN_LOSS else None
+    )
     ref = max(first, ln_v or -math.inf)
     bar = ref * (1 + cfg.runaway_rel)
     first_up = np.flatnonzero(smooth > bar)
@@ -190,8 +211,10 @@ def _runaway(run: RunData, s: Series, metric: str, name: str, cfg: Config) -> li
     # estimate): the excursion must clear it too.
     pre = int(first_up[0])
     if pre >= 10:
-        noise = max(st.robust_sigma(x[:pre] - smooth[:pre]),
-                    st.DIFF_TO_SIGMA * float(np.median(np.abs(np.diff(x[:pre])))))
+        noise = max(
+            st.robust_sigma(x[:pre] - smooth[:pre]),
+            st.DIFF_TO_SIGMA * float(np.median(np.abs(np.diff(x[:pre])))),
+        )
     else:
         noise = _levels(x, smooth, w, cfg)[3]
     bar = max(bar, ref + cfg.noise_sigmas * noise)
@@ -199,50 +222,87 @@ def _runaway(run: RunData, s: Series, metric: str, name: str, cfg: Config) -> li
     if not above.any():
         return []
     a_all, b_all = int(np.flatnonzero(above)[0]), int(np.flatnonzero(above)[-1])
-    if (x[a_all:b_all + 1] > bar).mean() >= cfg.chaos_cover:
-        a, b = a_all, b_all   # above most of the time between its first and last excursion: one episode
+    if (x[a_all : b_all + 1] > bar).mean() >= cfg.chaos_cover:
+        a, b = (
+            a_all,
+            b_all,
+        )  # above most of the time between its first and last excursion: one episode
     else:
         a, b = _episodes(above, np.ones(n), max(2 * w, int(cfg.runaway_merge_frac * n)))
-    raw_up = np.flatnonzero(x[a:b + 1] > bar)
-    a = a + int(raw_up[0]) if raw_up.size else a   # a centred median leads by half a window
+    raw_up = np.flatnonzero(x[a : b + 1] > bar)
+    a = a + int(raw_up[0]) if raw_up.size else a  # a centred median leads by half a window
     ends_in_it = b >= n - 1 - w // 2
     long = (b - a + 1) >= max(cfg.runaway_error_frac * n, 3 * w)
     if not long and not ends_in_it and _spike_covers(run, steps, a, b, w):
-        return []   # a short excursion the loss-spike finding already reports
-    pk = a + int(np.argmax(x[a:b + 1]))
-    trough = int(np.argmin(smooth[:a + 1])) if a > 0 else 0
+        return []  # a short excursion the loss-spike finding already reports
+    pk = a + int(np.argmax(x[a : b + 1]))
+    trough = int(np.argmin(smooth[: a + 1])) if a > 0 else 0
     on = _onset(smooth, trough, a)
     back = b + 1 if not ends_in_it else None
     sev = Severity.ERROR if long or ends_in_it else Severity.WARNING
-    ref_txt = ((f"its first logged value ({st.fmt(first)} at step {int(steps[0])})" if k0 == 1 else
-                f"where it started (median {st.fmt(first)} of the first {k0} logged values, steps "
-                f"{int(steps[0])}-{int(steps[k0 - 1])}, computed)")
-               if ref == first else f"ln(vocab) = {st.fmt(ref)} (vocab {vocab}: uniform guessing)")
-    lr_txt, lr_at, lr_peak = _lr_note(run, int(steps[back])) if back is not None else ("", None, None)
-    cover = float((x[a:b + 1] > bar).mean())
-    span = (f"it stayed above for {st.plural(int(steps[b] - steps[a]), 'step')}" if cover > 0.9 else
-            f"it was above in {st.pct(cover)} of the points from step {int(steps[a])} to {int(steps[b])}")
+    ref_txt = (
+        (
+            f"its first logged value ({st.fmt(first)} at step {int(steps[0])})"
+            if k0 == 1
+            else f"where it started (median {st.fmt(first)} of the first {k0} logged values, steps "
+            f"{int(steps[0])}-{int(steps[k0 - 1])}, computed)"
+        )
+        if ref == first
+        else f"ln(vocab) = {st.fmt(ref)} (vocab {vocab}: uniform guessing)"
+    )
+    lr_txt, lr_at, lr_peak = (
+        _lr_note(run, int(steps[back])) if back is not None else ("", None, None)
+    )
+    cover = float((x[a : b + 1] > bar).mean())
+    span = (
+        f"it stayed above for {st.plural(int(steps[b] - steps[a]), 'step')}"
+        if cover > 0.9
+        else f"it was above in {st.pct(cover)} of the points from step {int(steps[a])} to {int(steps[b])}"
+    )
     if back is None:
-        tail = (f"{span} and is still there at the end (median of the last points "
-                f"{st.fmt(float(np.median(x[-max(5, w):])))}, computed)")
+        tail = (
+            f"{span} and is still there at the end (median of the last points "
+            f"{st.fmt(float(np.median(x[-max(5, w) :])))}, computed)"
+        )
     else:
         tail = f"{span} and settled below that level only from step {int(steps[back])}{lr_txt}"
-    chaotic = long and float(np.std(np.diff(np.log(np.clip(x[a:b + 1], 1e-12, None))))) > 0.3
-    msg = (f"{name} ran away: above {ref_txt} from step {int(steps[a])}, "
-           f"up to {st.fmt(float(x[pk]))} at step {int(steps[pk])}"
-           f"{' (chaotic: it jumped by large factors from point to point)' if chaotic else ''}; "
-           f"{tail}.")
-    return [finding(
-        CODE, KIND, run, severity=sev, metric=metric, step_start=int(steps[on]), step_end=int(steps[b]),
-        message=msg,
-        evidence={"rule": "runaway", "reference_level": ref, "first_logged": first, "ln_vocab": ln_v,
-                  "peak": float(x[pk]), "peak_step": int(steps[pk]), "above_from_step": int(steps[a]),
-                  "above_until_step": int(steps[b]), "onset_step": int(steps[on]),
-                  "recovered_step": None if back is None else int(steps[back]),
-                  "lr_at_recovery": lr_at, "lr_peak": lr_peak, "chaotic": chaotic,
-                  "ends_above_start": back is None, "recovered": back is not None,
-                  "smoothing_window_points": w},
-    )]
+    chaotic = long and float(np.std(np.diff(np.log(np.clip(x[a : b + 1], 1e-12, None))))) > 0.3
+    msg = (
+        f"{name} ran away: above {ref_txt} from step {int(steps[a])}, "
+        f"up to {st.fmt(float(x[pk]))} at step {int(steps[pk])}"
+        f"{' (chaotic: it jumped by large factors from point to point)' if chaotic else ''}; "
+        f"{tail}."
+    )
+    return [
+        finding(
+            CODE,
+            KIND,
+            run,
+            severity=sev,
+            metric=metric,
+            step_start=int(steps[on]),
+            step_end=int(steps[b]),
+            message=msg,
+            evidence={
+                "rule": "runaway",
+                "reference_level": ref,
+                "first_logged": first,
+                "ln_vocab": ln_v,
+                "peak": float(x[pk]),
+                "peak_step": int(steps[pk]),
+                "above_from_step": int(steps[a]),
+                "above_until_step": int(steps[b]),
+                "onset_step": int(steps[on]),
+                "recovered_step": None if back is None else int(steps[back]),
+                "lr_at_recovery": lr_at,
+                "lr_peak": lr_peak,
+                "chaotic": chaotic,
+                "ends_above_start": back is None,
+                "recovered": back is not None,
+                "smoothing_window_points": w,
+            },
+        )
+    ]
 
 
 def _rise(run: RunData, s: Series, metric: str, name: str, cfg: Config) -> list[Finding]:
@@ -256,17 +316,19 @@ def _rise(run: RunData, s: Series, metric: str, name: str, cfg: Config) -> list[
     half = w // 2
     core = smooth.copy()
     if half:
-        core[:half] = np.inf   # partial windows at the edges: not a trough
+        core[:half] = np.inf  # partial windows at the edges: not a trough
     run_min = np.minimum.accumulate(core)
     excess = np.where(np.isfinite(run_min), smooth - run_min, 0.0)
-    excess[n - half:] = np.minimum(excess[n - half:], excess[n - half - 1] if n - half - 1 >= 0 else 0.0)
+    excess[n - half :] = np.minimum(
+        excess[n - half :], excess[n - half - 1] if n - half - 1 >= 0 else 0.0
+    )
     guard = max(cfg.noise_sigmas * noise, cfg.min_rel_rise * abs(best))
     mask = excess > guard
     if not mask.any():
         return []
-    a, b = _episodes(mask, excess, 2 * w)   # noisy plateaus dip back now and then: one episode
-    t = int(np.argmin(core[:a + 1]))
-    p = a + int(np.argmax(smooth[a:b + 1]))
+    a, b = _episodes(mask, excess, 2 * w)  # noisy plateaus dip back now and then: one episode
+    t = int(np.argmin(core[: a + 1]))
+    p = a + int(np.argmax(smooth[a : b + 1]))
     trough, rise = float(smooth[t]), float(smooth[p] - smooth[t])
     if (b - a + 1) < max(cfg.rise_min_points, w):
         return []
@@ -275,10 +337,12 @@ def _rise(run: RunData, s: Series, metric: str, name: str, cfg: Config) -> list[
     end_k = max(5, int(cfg.end_frac * n))
     end = float(np.median(x[-end_k:]))
     after = smooth[p:]
-    home = trough + max(guard, cfg.recovered_frac * rise)   # back near the level it rose from
+    home = trough + max(guard, cfg.recovered_frac * rise)  # back near the level it rose from
     back_i = np.flatnonzero(after <= home)
     recovered = back_i.size > 0 and end <= home
-    above_start = (end > start + (guard if improvement <= guard else 0.0)) if not recovered else False
+    above_start = (
+        (end > start + (guard if improvement <= guard else 0.0)) if not recovered else False
+    )
     # The part of the rise that held: the level the smoothed loss stayed at or above for the
     # sustained length (a spike's peak on top of it does not count).
     stop = p + int(back_i[0]) + 1 if recovered else n
@@ -286,45 +350,70 @@ def _rise(run: RunData, s: Series, metric: str, name: str, cfg: Config) -> list[
     seg = np.sort(smooth[t:stop])
     held = float(seg[-k]) - trough if len(seg) >= k else 0.0
     if held <= guard:
-        return []   # up and straight back down: a spike's business, not a sustained rise
+        return []  # up and straight back down: a spike's business, not a sustained rise
     lost_held = held / improvement if improvement > guard else math.inf
     if lost_held < cfg.warn_lost and not above_start and held < cfg.rel_rise_warn * abs(trough):
         return []
     if recovered and _spike_covers(run, steps, a, b, w):
-        return []   # a loss spike that took a while to recover: the loss-spike finding tells it
+        return []  # a loss spike that took a while to recover: the loss-spike finding tells it
     on = _onset(smooth, t, p)
     if recovered:
         back = p + int(back_i[0])
         sev = Severity.WARNING
         lr_txt, lr_at, lr_peak = _lr_note(run, int(steps[back]))
-        how = (f"rose for {st.plural(int(steps[p] - steps[on]), 'step')} from step {int(steps[on])} "
-               f"(about {st.fmt(trough)}) to about {st.fmt(float(smooth[p]))} at step {int(steps[p])} "
-               f"(smoothed medians, computed; {st.pct(lost) if math.isfinite(lost) else 'all'} of the "
-               f"improvement so far given back), then came back by step {int(steps[back])}{lr_txt}")
+        how = (
+            f"rose for {st.plural(int(steps[p] - steps[on]), 'step')} from step {int(steps[on])} "
+            f"(about {st.fmt(trough)}) to about {st.fmt(float(smooth[p]))} at step {int(steps[p])} "
+            f"(smoothed medians, computed; {st.pct(lost) if math.isfinite(lost) else 'all'} of the "
+            f"improvement so far given back), then came back by step {int(steps[back])}{lr_txt}"
+        )
         msg = f"{name} {how}."
         step_end = int(steps[back])
     else:
         back, lr_at, lr_peak = None, None, None
         lost_end = (end - trough) / improvement if improvement > guard else math.inf
         sev = Severity.ERROR if above_start or lost_end >= cfg.error_lost else Severity.WARNING
-        levels = (f"{st.fmt(start)} at the start, best {st.fmt(trough)} at step {int(steps[t])}, "
-                  f"{st.fmt(end)} at the end (medians, computed)")
-        it = (f"ends above where it started: {levels}" if above_start else
-              f"gave back {st.pct(min(lost_end, 1.0)) if math.isfinite(lost_end) else 'all'} of its "
-              f"improvement: {levels}")
+        levels = (
+            f"{st.fmt(start)} at the start, best {st.fmt(trough)} at step {int(steps[t])}, "
+            f"{st.fmt(end)} at the end (medians, computed)"
+        )
+        it = (
+            f"ends above where it started: {levels}"
+            if above_start
+            else f"gave back {st.pct(min(lost_end, 1.0)) if math.isfinite(lost_end) else 'all'} of its "
+            f"improvement: {levels}"
+        )
         msg = f"{name} rose from step {int(steps[on])} and did not come back: it {it}."
         step_end = int(steps[-1])
-    return [finding(
-        CODE, KIND, run, severity=sev, metric=metric, step_start=int(steps[on]), step_end=step_end,
-        message=msg,
-        evidence={"rule": "rise", "start_level": start, "best_level": trough, "best_step": int(steps[t]),
-                  "peak_level": float(smooth[p]), "peak_step": int(steps[p]), "end_level": end,
-                  "onset_step": int(steps[on]), "recovered": recovered,
-                  "recovered_step": None if back is None else int(steps[back]),
-                  "fraction_of_improvement_lost": lost if math.isfinite(lost) else None,
-                  "ends_above_start": above_start, "noise_sigma": noise,
-                  "lr_at_recovery": lr_at, "lr_peak": lr_peak},
-    )]
+    return [
+        finding(
+            CODE,
+            KIND,
+            run,
+            severity=sev,
+            metric=metric,
+            step_start=int(steps[on]),
+            step_end=step_end,
+            message=msg,
+            evidence={
+                "rule": "rise",
+                "start_level": start,
+                "best_level": trough,
+                "best_step": int(steps[t]),
+                "peak_level": float(smooth[p]),
+                "peak_step": int(steps[p]),
+                "end_level": end,
+                "onset_step": int(steps[on]),
+                "recovered": recovered,
+                "recovered_step": None if back is None else int(steps[back]),
+                "fraction_of_improvement_lost": lost if math.isfinite(lost) else None,
+                "ends_above_start": above_start,
+                "noise_sigma": noise,
+                "lr_at_recovery": lr_at,
+                "lr_peak": lr_peak,
+            },
+        )
+    ]
 
 
 def _train_rule(run: RunData, s: Series, metric: str, cfg: Config) -> list[Finding]:
@@ -357,14 +446,30 @@ def _overfit_rule(run: RunData, cfg: Config) -> list[Finding]:
     t_end = st.nanmedian(tx[-5:])
     if not (np.isfinite(at_best) and np.isfinite(t_end) and t_end <= at_best):
         return []  # train loss rising too: the train rule speaks for it
-    msg = (f"validation loss rose {st.fmt(float(vx[bi]))} -> {st.fmt(vend)} after step {int(vs[bi])} while "
-           f"the training loss kept falling ({st.fmt(at_best)} -> {st.fmt(t_end)}): overfitting, not divergence.")
-    return [finding(
-        CODE, KIND, run, severity=Severity.INFO, metric=VAL_LOSS, step_start=int(vs[bi]),
-        step_end=int(vs[-1]), message=msg,
-        evidence={"overfitting": True, "best_val_loss": float(vx[bi]), "best_val_step": int(vs[bi]),
-                  "final_val_loss": vend, "train_loss_at_best_val": at_best, "final_train_loss": t_end},
-    )]
+    msg = (
+        f"validation loss rose {st.fmt(float(vx[bi]))} -> {st.fmt(vend)} after step {int(vs[bi])} while "
+        f"the training loss kept falling ({st.fmt(at_best)} -> {st.fmt(t_end)}): overfitting, not divergence."
+    )
+    return [
+        finding(
+            CODE,
+            KIND,
+            run,
+            severity=Severity.INFO,
+            metric=VAL_LOSS,
+            step_start=int(vs[bi]),
+            step_end=int(vs[-1]),
+            message=msg,
+            evidence={
+                "overfitting": True,
+                "best_val_loss": float(vx[bi]),
+                "best_val_step": int(vs[bi]),
+                "final_val_loss": vend,
+                "train_loss_at_best_val": at_best,
+                "final_train_loss": t_end,
+            },
+        )
+    ]
 
 
 def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
@@ -379,5 +484,11 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     return out + _overfit_rule(run, cfg)
 
 
-DETECTOR = Detector(code=CODE, kind=KIND, summary="loss rises and does not come back, or ends above its start",
-                    doc=__doc__ or "", check=check, config=Config)
+DETECTOR = Detector(
+    code=CODE,
+    kind=KIND,
+    summary="loss rises and does not come back, or ends above its start",
+    doc=__doc__ or "",
+    check=check,
+    config=Config,
+)

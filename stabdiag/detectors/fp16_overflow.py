@@ -65,12 +65,14 @@ class Config:
     decline_factor: float = 16.0
     cluster_steps: int = 500
     cluster_count: int = 4
-    cascade_steps: int = 10      # drops this close after start-up still belong to the start-up search
-    settle_steps: int = 50       # a scale held this long is the settled scale drops are judged against
-    episode_depth: float = 8.0   # real overflows taking the scale this far below settled: warning
-    gap_intervals: int = 10      # a drop across a hole this many log intervals wide is not judged
-    cascade_gap: int = 100       # real overflows this close are one cascade (judged by its depth)
-    burst_factor: float = 3.0    # skips (no scale logged) this much denser than the run's rate: a burst
+    cascade_steps: int = 10  # drops this close after start-up still belong to the start-up search
+    settle_steps: int = 50  # a scale held this long is the settled scale drops are judged against
+    episode_depth: float = 8.0  # real overflows taking the scale this far below settled: warning
+    gap_intervals: int = 10  # a drop across a hole this many log intervals wide is not judged
+    cascade_gap: int = 100  # real overflows this close are one cascade (judged by its depth)
+    burst_factor: float = (
+        3.0  # skips (no scale logged) this much denser than the run's rate: a burst
+    )
 
 
 DEFAULT = Config()
@@ -109,7 +111,8 @@ def is_fp16(run: RunData) -> bool:
     sc = scale_series(run)
     sk = run.get(SKIPPED_STEP)
     return (sc is not None and bool(np.any(sc.values != sc.values[0]))) or (
-        sk is not None and bool(np.any(skip_counts(sk.values) > 0)))
+        sk is not None and bool(np.any(skip_counts(sk.values) > 0))
+    )
 
 
 def _max_in_window(steps: np.ndarray, weights: np.ndarray, width: int) -> tuple[int, int]:
@@ -138,7 +141,7 @@ class Drop:
     step: int
     before: float
     after: float
-    settled: float     # the settled scale it is judged against
+    settled: float  # the settled scale it is judged against
     kind: str
 
 
@@ -153,7 +156,9 @@ def startup_end(sc: Series | None, sk: Series | None, cfg: Config) -> int:
     drops = np.flatnonzero(sc.values[1:] < sc.values[:-1]) + 1
     last = None
     for i in drops:
-        if int(sc.steps[i]) <= end or (last is not None and int(sc.steps[i]) - last <= cfg.cascade_steps):
+        if int(sc.steps[i]) <= end or (
+            last is not None and int(sc.steps[i]) - last <= cfg.cascade_steps
+        ):
             last = int(sc.steps[i])
         else:
             break
@@ -175,11 +180,11 @@ def classify_drops(sc: Series, after_step: int, cfg: Config) -> list[Drop]:
         if steps[i] <= after_step:
             continue
         if v[i] != level and int(steps[i]) - held_from >= cfg.settle_steps:
-            settled = level   # the level that changed at step i had held long enough
+            settled = level  # the level that changed at step i had held long enough
         if v[i] < v[i - 1]:
             kind = "probe" if v[i] >= settled else "overflow"
             if int(steps[i] - steps[i - 1]) > gap:
-                kind = "gap"   # fell somewhere in a hole of the log: where and how is unknown
+                kind = "gap"  # fell somewhere in a hole of the log: where and how is unknown
             out.append(Drop(int(steps[i]), float(v[i - 1]), float(v[i]), settled, kind))
             if kind == "overflow":
                 settled = float(v[i])
@@ -203,7 +208,9 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     sc = scale_series(run)
     sk = run.get(SKIPPED_STEP)
     if sc is None and sk is None:
-        return DETECTOR.skipped(run, f"no {LOSS_SCALE} or {SKIPPED_STEP} series (not an fp16 run, or not logged)")
+        return DETECTOR.skipped(
+            run, f"no {LOSS_SCALE} or {SKIPPED_STEP} series (not an fp16 run, or not logged)"
+        )
     su_end = startup_end(sc, sk, cfg)
     skip_steps = np.empty(0, np.int64)
     n_skipped = 0
@@ -222,10 +229,18 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         return []
     probes = [d for d in drops if d.kind == "probe"]
     real = [d for d in drops if d.kind == "overflow"]
-    ev: dict = {"startup_end_step": su_end, "startup_events": max(su_drops, su_skips),
-                "probes": len(probes), "real_overflows": len(real), "skipped_steps": n_skipped,
-                "late_skips": late_skips, "min_scale": None, "settled_scale": None, "final_scale": None,
-                "overflow_steps": [d.step for d in real][:50]}
+    ev: dict = {
+        "startup_end_step": su_end,
+        "startup_events": max(su_drops, su_skips),
+        "probes": len(probes),
+        "real_overflows": len(real),
+        "skipped_steps": n_skipped,
+        "late_skips": late_skips,
+        "min_scale": None,
+        "settled_scale": None,
+        "final_scale": None,
+        "overflow_steps": [d.step for d in real][:50],
+    }
     sev, what, start, end = Severity.INFO, "", None, None
     if sc is not None:
         post = sc.values[sc.steps > su_end]
@@ -236,14 +251,22 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
             ev.update(min_scale=mn, settled_scale=ref, final_scale=final, min_scale_step=at)
             if real and (mn <= cfg.min_scale or mn <= ref / cfg.collapse_factor):
                 sev = Severity.ERROR
-                what = (f"the fp16 loss scale collapsed from a settled {st.fmt(ref)} to {st.fmt(mn)} at step {at} "
-                        f"({st.plural(round(math.log2(max(ref / mn, 1.0))), 'halving')}): gradients overflow "
-                        "fp16 even at a tiny scale")
+                what = (
+                    f"the fp16 loss scale collapsed from a settled {st.fmt(ref)} to {st.fmt(mn)} at step {at} "
+                    f"({st.plural(round(math.log2(max(ref / mn, 1.0))), 'halving')}): gradients overflow "
+                    "fp16 even at a tiny scale"
+                )
                 start, end = real[0].step, at
-            elif real and final <= ref / cfg.decline_factor and at >= int(sc.steps[-1]) - cfg.settle_steps:
+            elif (
+                real
+                and final <= ref / cfg.decline_factor
+                and at >= int(sc.steps[-1]) - cfg.settle_steps
+            ):
                 sev = Severity.WARNING
-                what = (f"the fp16 loss scale kept falling, from a settled {st.fmt(ref)} to {st.fmt(final)} "
-                        f"at the end of the log (step {int(sc.steps[-1])})")
+                what = (
+                    f"the fp16 loss scale kept falling, from a settled {st.fmt(ref)} to {st.fmt(final)} "
+                    f"at the end of the log (step {int(sc.steps[-1])})"
+                )
                 start, end = real[0].step, int(sc.steps[-1])
     if sev == Severity.INFO:
         # A cascade (overflows in quick succession) that takes the scale far down, or many
@@ -260,11 +283,16 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         if worst is not None:
             depth = worst[0].settled / worst[-1].after
             sev = Severity.WARNING
-            where = (f"a real overflow at step {worst[0].step}" if len(worst) == 1 else
-                     f"{len(worst)} real overflows from step {worst[0].step} to {worst[-1].step}")
-            what = (f"the fp16 loss scale fell below its settled value {st.fmt(worst[0].settled)}: "
-                    f"{where} took it down to {st.fmt(worst[-1].after)} "
-                    f"({st.fmt(depth)}x lower, no growth step undone)")
+            where = (
+                f"a real overflow at step {worst[0].step}"
+                if len(worst) == 1
+                else f"{len(worst)} real overflows from step {worst[0].step} to {worst[-1].step}"
+            )
+            what = (
+                f"the fp16 loss scale fell below its settled value {st.fmt(worst[0].settled)}: "
+                f"{where} took it down to {st.fmt(worst[-1].after)} "
+                f"({st.fmt(depth)}x lower, no growth step undone)"
+            )
             start, end = worst[0].step, worst[-1].step
             ev["episode_depth"] = depth
     if sev == Severity.INFO and (sc is None or not drops) and late_skips >= cfg.cluster_count:
@@ -277,20 +305,31 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         expected = len(late) * cfg.cluster_steps / span
         if count >= cfg.cluster_count and count >= cfg.burst_factor * expected:
             sev = Severity.WARNING
-            what = (f"{count} fp16 overflows (skipped steps) clustered within {cfg.cluster_steps} steps from "
-                    f"step {wstart}, {st.fmt(count / max(expected, 1e-9))}x the run's own rate")
-            start, end = wstart, int(late[np.searchsorted(late, wstart + cfg.cluster_steps, side="right") - 1])
+            what = (
+                f"{count} fp16 overflows (skipped steps) clustered within {cfg.cluster_steps} steps from "
+                f"step {wstart}, {st.fmt(count / max(expected, 1e-9))}x the run's own rate"
+            )
+            start, end = (
+                wstart,
+                int(late[np.searchsorted(late, wstart + cfg.cluster_steps, side="right") - 1]),
+            )
     if sev == Severity.INFO:
         parts = []
         if su_drops or su_skips:
-            parts.append(f"{st.plural(max(su_drops, su_skips), 'drop or skip', 'drops or skips')} during "
-                         f"the start-up scale search (steps <= {su_end})")
+            parts.append(
+                f"{st.plural(max(su_drops, su_skips), 'drop or skip', 'drops or skips')} during "
+                f"the start-up scale search (steps <= {su_end})"
+            )
         if probes:
-            parts.append(f"{st.plural(len(probes), 'drop')} that only undid a growth step (the scaler "
-                         "probing upwards, the periodic sawtooth of dynamic loss scaling)")
+            parts.append(
+                f"{st.plural(len(probes), 'drop')} that only undid a growth step (the scaler "
+                "probing upwards, the periodic sawtooth of dynamic loss scaling)"
+            )
         if real:
-            parts.append(f"{st.plural(len(real), 'isolated real overflow')} "
-                         f"(at {', '.join(str(d.step) for d in real[:5])}{', ...' if len(real) > 5 else ''})")
+            parts.append(
+                f"{st.plural(len(real), 'isolated real overflow')} "
+                f"(at {', '.join(str(d.step) for d in real[:5])}{', ...' if len(real) > 5 else ''})"
+            )
         if not parts and late_skips:
             parts.append(f"{st.plural(late_skips, 'skipped step')} with no visible scale drop")
         what = "fp16 loss scaling: " + "; ".join(parts) + ": benign"
@@ -298,11 +337,26 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         start = min(ev_steps) if ev_steps else (int(sc.steps[0]) if sc is not None else None)
         end = max(ev_steps) if ev_steps else start
     tail = f" ({st.plural(n_skipped, 'skipped step')} in all)" if n_skipped else ""
-    return [finding(
-        CODE, KIND, run, severity=sev, metric=LOSS_SCALE if sc is not None else SKIPPED_STEP,
-        step_start=start, step_end=end, message=f"{what[0].upper()}{what[1:]}{tail}.", evidence=ev,
-    )]
+    return [
+        finding(
+            CODE,
+            KIND,
+            run,
+            severity=sev,
+            metric=LOSS_SCALE if sc is not None else SKIPPED_STEP,
+            step_start=start,
+            step_end=end,
+            message=f"{what[0].upper()}{what[1:]}{tail}.",
+            evidence=ev,
+        )
+    ]
 
 
-DETECTOR = Detector(code=CODE, kind=KIND, summary="fp16 loss-scale drops and skipped steps: benign search vs collapse",
-                    doc=__doc__ or "", check=check, config=Config)
+DETECTOR = Detector(
+    code=CODE,
+    kind=KIND,
+    summary="fp16 loss-scale drops and skipped steps: benign search vs collapse",
+    doc=__doc__ or "",
+    check=check,
+    config=Config,
+)

@@ -56,9 +56,9 @@ class Config:
     smooth: int = 5
     window: int = 100
     min_history: int = 20
-    factor: float = 10.0          # Megatron's 10x
+    factor: float = 10.0  # Megatron's 10x
     min_points: int = 5
-    few_min_points: int = 5       # short-log rule: fewest finite points judged at all
+    few_min_points: int = 5  # short-log rule: fewest finite points judged at all
     few_sustained: int = 2
 
 
@@ -68,11 +68,13 @@ DEFAULT = Config()
 def find_explosions(values: np.ndarray, cfg: Config = DEFAULT) -> list[tuple[int, int, float]]:
     """(start index, end index, reference level) of each sustained excursion (cached); short logs
     (``few_min_points`` to ``min_history`` finite points) use the short-log rule."""
+
     def compute() -> tuple[tuple[int, int, float], ...]:
         n_fin = int(np.isfinite(values).sum())
         if n_fin > cfg.min_history:
             return tuple(_find_explosions(values, cfg))
         return tuple(_few_point_explosions(values, cfg)) if n_fin >= cfg.few_min_points else ()
+
     return list(st.cached(values, ("grad-explosions", cfg), compute))
 
 
@@ -100,7 +102,7 @@ def _find_explosions(values: np.ndarray, cfg: Config) -> list[tuple[int, int, fl
         with np.errstate(invalid="ignore"):
             back = st.first_index(level - ref[a] < thr, int(a))
         covered = len(x) - 1 if back < 0 else back - 1
-        lag = cfg.smooth // 2                      # the median lags by half its window
+        lag = cfg.smooth // 2  # the median lags by half its window
         onset = max(0, int(a) - lag)
         end = covered if back < 0 else max(onset, covered - lag)
         out.append((onset, end, float(np.exp(ref[a]))))
@@ -117,8 +119,14 @@ def _few_point_explosions(values: np.ndarray, cfg: Config) -> list[tuple[int, in
         high = x - ref >= math.log(cfg.factor)
         low_before = np.cumsum(np.isfinite(x) & ~high)
     starts, ends = st.segments(high)
-    keep = (ends - starts + 1 >= cfg.few_sustained) & (low_before[np.maximum(starts - 1, 0)] >= 2) & (starts >= 2)
-    return [(int(a), int(b), float(np.exp(ref))) for a, b in zip(starts[keep], ends[keep], strict=True)]
+    keep = (
+        (ends - starts + 1 >= cfg.few_sustained)
+        & (low_before[np.maximum(starts - 1, 0)] >= 2)
+        & (starts >= 2)
+    )
+    return [
+        (int(a), int(b), float(np.exp(ref))) for a, b in zip(starts[keep], ends[keep], strict=True)
+    ]
 
 
 def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
@@ -127,32 +135,62 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         return DETECTOR.skipped(run, f"no {GRAD_NORM} series")
     n_fin = int(np.isfinite(g.values).sum())
     if n_fin <= cfg.min_history and n_fin < cfg.few_min_points:
-        return DETECTOR.skipped(run, f"{GRAD_NORM} has too few finite points ({cfg.few_min_points} needed)")
+        return DETECTOR.skipped(
+            run, f"{GRAD_NORM} has too few finite points ({cfg.few_min_points} needed)"
+        )
     events = find_explosions(g.values, cfg)
     out: list[Finding] = []
     for a, b, ref in events:
-        seg = st.clean(g.values[a:b + 1])
+        seg = st.clean(g.values[a : b + 1])
         pk = a + int(np.nanargmax(seg))
         peak = float(g.values[pk])
         growth = peak / ref
         at_end = b >= len(g.values) - 1
         prev = np.flatnonzero(np.isfinite(g.values[:a]))
-        last_ok = (f"; the last value before it was {st.fmt(float(g.values[prev[-1]]))} at step {int(g.steps[prev[-1]])}"
-                   if prev.size else "")
-        msg = (f"grad norm exploded {growth:.0f}x to {st.fmt(peak)} at step {int(g.steps[pk])} (baseline "
-               f"{st.fmt(ref)}, the median before the onset, computed{last_ok}) from step {int(g.steps[a])}"
-               + (" and was still high at the end of the log." if at_end
-                  else f", staying above {cfg.factor:g}x its baseline for {st.plural(int(g.steps[b] - g.steps[a]), 'step')}."))
-        out.append(finding(
-            CODE, KIND, run, severity=Severity.ERROR, metric=GRAD_NORM,
-            step_start=int(g.steps[a]), step_end=int(g.steps[b]), message=msg,
-            evidence={"onset_step": int(g.steps[a]), "baseline": ref, "peak": peak,
-                      "peak_step": int(g.steps[pk]), "growth": growth,
-                      "orders_of_magnitude": math.log10(growth) if growth > 0 else None,
-                      "points": b - a + 1, "until_end": at_end},
-        ))
+        last_ok = (
+            f"; the last value before it was {st.fmt(float(g.values[prev[-1]]))} at step {int(g.steps[prev[-1]])}"
+            if prev.size
+            else ""
+        )
+        msg = (
+            f"grad norm exploded {growth:.0f}x to {st.fmt(peak)} at step {int(g.steps[pk])} (baseline "
+            f"{st.fmt(ref)}, the median before the onset, computed{last_ok}) from step {int(g.steps[a])}"
+            + (
+                " and was still high at the end of the log."
+                if at_end
+                else f", staying above {cfg.factor:g}x its baseline for {st.plural(int(g.steps[b] - g.steps[a]), 'step')}."
+            )
+        )
+        out.append(
+            finding(
+                CODE,
+                KIND,
+                run,
+                severity=Severity.ERROR,
+                metric=GRAD_NORM,
+                step_start=int(g.steps[a]),
+                step_end=int(g.steps[b]),
+                message=msg,
+                evidence={
+                    "onset_step": int(g.steps[a]),
+                    "baseline": ref,
+                    "peak": peak,
+                    "peak_step": int(g.steps[pk]),
+                    "growth": growth,
+                    "orders_of_magnitude": math.log10(growth) if growth > 0 else None,
+                    "points": b - a + 1,
+                    "until_end": at_end,
+                },
+            )
+        )
     return out
 
 
-DETECTOR = Detector(code=CODE, kind=KIND, summary="grad norm grows by orders of magnitude or stays far above baseline",
-                    doc=__doc__ or "", check=check, config=Config)
+DETECTOR = Detector(
+    code=CODE,
+    kind=KIND,
+    summary="grad norm grows by orders of magnitude or stays far above baseline",
+    doc=__doc__ or "",
+    check=check,
+    config=Config,
+)

@@ -54,13 +54,13 @@ CODE, KIND = "SD201", "grad-spike"
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
-    level_window: int = 5          # previous log points whose median is the local level
-    window: int = 100              # previous residuals for the noise sigma
+    level_window: int = 5  # previous log points whose median is the local level
+    window: int = 100  # previous residuals for the noise sigma
     min_history: int = 8
     z_threshold: float = 7.0
-    sigma_floor: float = 0.05      # grad norms are noisier than losses
-    min_ratio: float = 3.0       # and >= 3x the baseline: 2x is within heavy-tailed noise
-    max_points: int = 3            # longer excursions are grad-explosion's business
+    sigma_floor: float = 0.05  # grad norms are noisier than losses
+    min_ratio: float = 3.0  # and >= 3x the baseline: 2x is within heavy-tailed noise
+    max_points: int = 3  # longer excursions are grad-explosion's business
     repeated: int = 3
     frequent_per_10k: float = 5.0
     large_ratio: float = 30.0
@@ -75,8 +75,9 @@ def spike_points(values: np.ndarray, cfg: Config = DEFAULT) -> tuple[np.ndarray,
 
 
 def _spike_points(values: np.ndarray, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
-    x, logged, med, sigma = st.local_baseline(values, cfg.level_window, cfg.window, cfg.min_history,
-                                              cfg.sigma_floor)
+    x, logged, med, sigma = st.local_baseline(
+        values, cfg.level_window, cfg.window, cfg.min_history, cfg.sigma_floor
+    )
     base = np.exp(med) if logged else med
     lin = st.clean(values)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -90,7 +91,9 @@ def _spike_points(values: np.ndarray, cfg: Config) -> tuple[np.ndarray, np.ndarr
     short = ((ends - starts + 1) <= cfg.max_points) & back
     a, b = starts[short], ends[short]
     lens = b - a + 1
-    idx = np.repeat(a, lens) + (np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens))
+    idx = np.repeat(a, lens) + (
+        np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+    )
     return idx, base[idx]
 
 
@@ -109,7 +112,9 @@ def _loss_responded(run: RunData, spike_steps: np.ndarray, tol: int) -> bool:
         return False
     x, logged, med, sigma = st.median_baseline(s.values, 64, 10, 0.01, floor_if_linear=False)
     with np.errstate(invalid="ignore", divide="ignore"):
-        up = ((x - med) / sigma >= 3.0) & ((x - med) >= (np.log(1.05) if logged else 0.05 * np.abs(med)))
+        up = ((x - med) / sigma >= 3.0) & (
+            (x - med) >= (np.log(1.05) if logged else 0.05 * np.abs(med))
+        )
     up |= ~np.isfinite(s.values)
     return bool(np.any(st.near(s.steps[up], spike_steps, tol)))
 
@@ -119,7 +124,9 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     if g is None:
         return DETECTOR.skipped(run, f"no {GRAD_NORM} series")
     if np.isfinite(g.values).sum() <= cfg.min_history:
-        return DETECTOR.skipped(run, f"{GRAD_NORM} has too few finite points ({cfg.min_history + 1} needed)")
+        return DETECTOR.skipped(
+            run, f"{GRAD_NORM} has too few finite points ({cfg.min_history + 1} needed)"
+        )
     idx, base = spike_points(g.values, cfg)
     if not idx.size:
         return []
@@ -139,24 +146,52 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     span = max(1, int(g.steps[-1] - g.steps[0]))
     per_10k = 1e4 * n / span
     frequent = n >= cfg.repeated and per_10k >= cfg.frequent_per_10k
-    sev = Severity.WARNING if responded or frequent or ratios[top] >= cfg.large_ratio else Severity.INFO
+    sev = (
+        Severity.WARNING
+        if responded or frequent or ratios[top] >= cfg.large_ratio
+        else Severity.INFO
+    )
     times = "once" if n == 1 else f"{n} times"
-    msg = (f"grad norm spiked {times} without sustained growth, up to {st.fmt(float(vals[top]))} at step "
-           f"{int(steps[top])}, {ratios[top]:.1f}x its baseline {st.fmt(float(base[top]))} (median of the "
-           f"previous points, computed); "
-           f"the loss {'responded' if responded else 'did not respond'}.")
-    return [finding(
-        CODE, KIND, run, severity=sev, metric=GRAD_NORM, step_start=int(steps[0]),
-        step_end=int(steps[-1]), message=msg,
-        evidence={
-            "count": n, "spike_steps": st.steps_list(steps), "spike_values": vals[:50].tolist(),
-            "max_ratio": float(ratios[top]), "max_step": int(steps[top]), "max_value": float(vals[top]),
-            "baseline_at_max": float(base[top]), "healthy_p50": p50, "healthy_p90": p90,
-            "healthy_p99": p99, "loss_responded": responded, "log_interval": st.log_interval(g.steps),
-            "spikes_per_10k_steps": per_10k,
-        },
-    )]
+    msg = (
+        f"grad norm spiked {times} without sustained growth, up to {st.fmt(float(vals[top]))} at step "
+        f"{int(steps[top])}, {ratios[top]:.1f}x its baseline {st.fmt(float(base[top]))} (median of the "
+        f"previous points, computed); "
+        f"the loss {'responded' if responded else 'did not respond'}."
+    )
+    return [
+        finding(
+            CODE,
+            KIND,
+            run,
+            severity=sev,
+            metric=GRAD_NORM,
+            step_start=int(steps[0]),
+            step_end=int(steps[-1]),
+            message=msg,
+            evidence={
+                "count": n,
+                "spike_steps": st.steps_list(steps),
+                "spike_values": vals[:50].tolist(),
+                "max_ratio": float(ratios[top]),
+                "max_step": int(steps[top]),
+                "max_value": float(vals[top]),
+                "baseline_at_max": float(base[top]),
+                "healthy_p50": p50,
+                "healthy_p90": p90,
+                "healthy_p99": p99,
+                "loss_responded": responded,
+                "log_interval": st.log_interval(g.steps),
+                "spikes_per_10k_steps": per_10k,
+            },
+        )
+    ]
 
 
-DETECTOR = Detector(code=CODE, kind=KIND, summary="isolated grad-norm outliers without sustained growth",
-                    doc=__doc__ or "", check=check, config=Config)
+DETECTOR = Detector(
+    code=CODE,
+    kind=KIND,
+    summary="isolated grad-norm outliers without sustained growth",
+    doc=__doc__ or "",
+    check=check,
+    config=Config,
+)

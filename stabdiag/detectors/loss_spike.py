@@ -79,31 +79,33 @@ CODE, KIND = "SD101", "loss-spike"
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
-    level_window: int = 5          # previous log points whose median is the local level
-    window: int = 64               # previous residuals for the noise sigma (OLMo-core uses 128 steps)
-    min_history: int = 5           # finite points needed before a point can be judged
-    z_threshold: float = 7.0       # robust z on log(loss); OLMo 2's 7 sigma
-    sigma_floor: float = 0.01      # 1 % relative noise floor so a smooth curve is not infinitely sure
-    min_ratio: float = 1.2         # and at least 20 % above the baseline
-    min_abs_rise: float = 0.02     # and a rise of >= 2 % of the initial loss level (absolute)
-    early_ratio: float = 2.0       # first points, before a baseline: >= 2x the lowest loss so far
-    early_sigmas: float = 3.0      # and that jump >= 3 x the run's own point-to-point noise
-    merge_gap: int = 1             # flagged points this close belong to one event
-    recovery_sigmas: float = 3.0   # back within baseline + max(3 sigma, 10 %) = recovered
+    level_window: int = 5  # previous log points whose median is the local level
+    window: int = 64  # previous residuals for the noise sigma (OLMo-core uses 128 steps)
+    min_history: int = 5  # finite points needed before a point can be judged
+    z_threshold: float = 7.0  # robust z on log(loss); OLMo 2's 7 sigma
+    sigma_floor: float = 0.01  # 1 % relative noise floor so a smooth curve is not infinitely sure
+    min_ratio: float = 1.2  # and at least 20 % above the baseline
+    min_abs_rise: float = 0.02  # and a rise of >= 2 % of the initial loss level (absolute)
+    early_ratio: float = 2.0  # first points, before a baseline: >= 2x the lowest loss so far
+    early_sigmas: float = 3.0  # and that jump >= 3 x the run's own point-to-point noise
+    merge_gap: int = 1  # flagged points this close belong to one event
+    recovery_sigmas: float = 3.0  # back within baseline + max(3 sigma, 10 %) = recovered
     recovery_rel: float = 0.10
     quick_recovery_points: int = 50
-    warn_ratio: float = 2.0        # a quick recovery below 2x (llm-foundry's factor) is only info
-    lasting_points: int = 3        # ... unless this many log points stayed >= min_ratio x baseline
-    judge_tail_points: int = 10    # fewer log points after a spike: "ends before recovery could be judged"
-    max_blips: int = 5             # more info-level blips than this are told as one finding
-    recovery_search: int = 5000    # log points searched for recovery per event
-    min_tail_points: int = 3       # points after onset needed to call "did not recover"
+    warn_ratio: float = 2.0  # a quick recovery below 2x (llm-foundry's factor) is only info
+    lasting_points: int = 3  # ... unless this many log points stayed >= min_ratio x baseline
+    judge_tail_points: int = (
+        10  # fewer log points after a spike: "ends before recovery could be judged"
+    )
+    max_blips: int = 5  # more info-level blips than this are told as one finding
+    recovery_search: int = 5000  # log points searched for recovery per event
+    min_tail_points: int = 3  # points after onset needed to call "did not recover"
     max_events: int = 200
-    short_log: int = 64            # fewer points: also judge each fragment (restarts, big gaps) alone
-    fragment_gap: float = 20.0     # a step gap > 20x the usual interval starts a new fragment
-    fragment_ratio: float = 1.5    # >= 1.5x the lowest earlier value of its fragment
-    fragment_min_prev: int = 2     # with at least 2 earlier finite values in the fragment
-    fragment_sigmas: float = 3.0   # and the jump >= 3x the fragment's noise before the point
+    short_log: int = 64  # fewer points: also judge each fragment (restarts, big gaps) alone
+    fragment_gap: float = 20.0  # a step gap > 20x the usual interval starts a new fragment
+    fragment_ratio: float = 1.5  # >= 1.5x the lowest earlier value of its fragment
+    fragment_min_prev: int = 2  # with at least 2 earlier finite values in the fragment
+    fragment_sigmas: float = 3.0  # and the jump >= 3x the fragment's noise before the point
     fragment_log_sigmas: float = 2.5  # and >= 2.5x the whole log's lower-quartile noise
 
 
@@ -112,11 +114,11 @@ DEFAULT = Config()
 
 @dataclass(frozen=True)
 class SpikeEvent:
-    onset: int          # index of the first spike point
-    peak: int           # index of the highest point
-    end: int            # index of the last point above the band
-    recovery: int       # index of the first point back in the band, -1 if never
-    baseline: float     # linear-scale baseline at onset
+    onset: int  # index of the first spike point
+    peak: int  # index of the highest point
+    end: int  # index of the last point above the band
+    recovery: int  # index of the first point back in the band, -1 if never
+    baseline: float  # linear-scale baseline at onset
     z: float
     fragment_end: int = -1  # short-log rule: last index of the event's fragment (-1: whole log)
 
@@ -126,7 +128,9 @@ def find_events(values: np.ndarray, cfg: Config = DEFAULT) -> list[SpikeEvent]:
 
     Cached per values array and config: lr-schedule and restart ask for the same events.
     """
-    return list(st.cached(values, ("loss-spike-events", cfg), lambda: tuple(_find_events(values, cfg))))
+    return list(
+        st.cached(values, ("loss-spike-events", cfg), lambda: tuple(_find_events(values, cfg)))
+    )
 
 
 def _find_events(values: np.ndarray, cfg: Config) -> list[SpikeEvent]:
@@ -134,8 +138,14 @@ def _find_events(values: np.ndarray, cfg: Config) -> list[SpikeEvent]:
     n = len(lin)
     if np.isfinite(lin).sum() <= cfg.min_history:
         return []
-    x, logged, med, sigma = st.local_baseline(values, cfg.level_window, cfg.window, cfg.min_history,
-                                              cfg.sigma_floor, floor_if_linear=False)
+    x, logged, med, sigma = st.local_baseline(
+        values,
+        cfg.level_window,
+        cfg.window,
+        cfg.min_history,
+        cfg.sigma_floor,
+        floor_if_linear=False,
+    )
     if not logged:  # linear scale: floor sigma relative to the level instead
         sigma = np.maximum(sigma, cfg.sigma_floor * np.abs(med))
     init_level = abs(st.nanmedian(lin[: max(5, n // 20)]))
@@ -143,18 +153,25 @@ def _find_events(values: np.ndarray, cfg: Config) -> list[SpikeEvent]:
     with np.errstate(invalid="ignore", divide="ignore"):
         z = (x - med) / sigma
         rise = lin - base_lin
-        ratio_ok = lin >= cfg.min_ratio * base_lin if logged else rise >= (cfg.min_ratio - 1) * np.abs(base_lin)
+        ratio_ok = (
+            lin >= cfg.min_ratio * base_lin
+            if logged
+            else rise >= (cfg.min_ratio - 1) * np.abs(base_lin)
+        )
     flag = (z >= cfg.z_threshold) & ratio_ok & (rise >= cfg.min_abs_rise * init_level)
     flag &= np.isfinite(z)
     if logged:  # before a baseline exists: a jump to >= early_ratio x the lowest loss so far
-        lin = np.where(np.isfinite(x), lin, np.nan)   # values to_log left out (zeros) stay out
+        lin = np.where(np.isfinite(x), lin, np.nan)  # values to_log left out (zeros) stay out
         low = pd.Series(lin).cummin().shift(1).to_numpy()
         fin = x[np.isfinite(x)]
         run_sigma = st.DIFF_TO_SIGMA * st.nanmedian(np.abs(np.diff(fin)))  # whole-run noise
         with np.errstate(invalid="ignore", divide="ignore"):
-            early = (np.isnan(med) & (lin >= cfg.early_ratio * low)
-                     & (lin - low >= cfg.min_abs_rise * init_level)
-                     & (x - np.log(low) >= cfg.early_sigmas * run_sigma))
+            early = (
+                np.isnan(med)
+                & (lin >= cfg.early_ratio * low)
+                & (lin - low >= cfg.min_abs_rise * init_level)
+                & (x - np.log(low) >= cfg.early_sigmas * run_sigma)
+            )
         med = np.where(early, np.log(low), med)
         sigma = np.where(early, 0.0, sigma)
         base_lin = np.where(early, low, base_lin)
@@ -165,13 +182,15 @@ def _find_events(values: np.ndarray, cfg: Config) -> list[SpikeEvent]:
     while pos < len(cand) and len(events) < cfg.max_events:
         i = int(cand[pos])
         b, s = med[i], sigma[i]
-        band = b + max(cfg.recovery_sigmas * s, math.log1p(cfg.recovery_rel) if logged
-                       else cfg.recovery_rel * abs(b))
+        band = b + max(
+            cfg.recovery_sigmas * s,
+            math.log1p(cfg.recovery_rel) if logged else cfg.recovery_rel * abs(b),
+        )
         with np.errstate(invalid="ignore"):
             back = x <= band
         rec = st.first_index(back, i + 1, cfg.recovery_search)
         end = (rec - 1) if rec >= 0 else n - 1
-        seg = lin[i:end + 1]
+        seg = lin[i : end + 1]
         peak = i + int(np.nanargmax(seg)) if np.isfinite(seg).any() else i
         events.append(SpikeEvent(i, peak, end, rec, float(base_lin[i]), float(z[i])))
         nxt = rec + cfg.merge_gap if rec >= 0 else n
@@ -193,8 +212,9 @@ def fragment_ids(steps: np.ndarray, restarts: np.ndarray | None, gap: float) -> 
     return np.cumsum(brk) - 1
 
 
-def _fragment_events(steps: np.ndarray, values: np.ndarray, restarts: np.ndarray | None,
-                     cfg: Config) -> list[SpikeEvent]:
+def _fragment_events(
+    steps: np.ndarray, values: np.ndarray, restarts: np.ndarray | None, cfg: Config
+) -> list[SpikeEvent]:
     """Short-log rule (fewer than ``short_log`` points): each fragment judged on its own points."""
     x, logged = st.to_log(values)
     if not logged:
@@ -205,7 +225,7 @@ def _fragment_events(steps: np.ndarray, values: np.ndarray, restarts: np.ndarray
     if dx.size < 4:
         return []
     # lower quartile of |successive difference| -> sigma: robust while < 3/4 of them are spike jumps
-    log_sigma = float(np.percentile(dx, 25)) / (0.31864 * 2 ** 0.5)
+    log_sigma = float(np.percentile(dx, 25)) / (0.31864 * 2**0.5)
     events: list[SpikeEvent] = []
     n = len(x)
     for f in range(int(fid[-1]) + 1 if n else 0):
@@ -221,19 +241,24 @@ def _fragment_events(steps: np.ndarray, values: np.ndarray, restarts: np.ndarray
             low = float(prev.min())
             sig = max(cfg.sigma_floor, st.DIFF_TO_SIGMA * float(np.median(np.abs(np.diff(prev)))))
             jump = float(x[i]) - low
-            if not (jump >= math.log(cfg.fragment_ratio) and jump >= cfg.fragment_sigmas * sig
-                    and jump >= cfg.fragment_log_sigmas * log_sigma):
+            if not (
+                jump >= math.log(cfg.fragment_ratio)
+                and jump >= cfg.fragment_sigmas * sig
+                and jump >= cfg.fragment_log_sigmas * log_sigma
+            ):
                 k += 1
                 continue
             band = low + max(cfg.recovery_sigmas * sig, math.log1p(cfg.recovery_rel))
-            rest = idx[k + 1:]
+            rest = idx[k + 1 :]
             with np.errstate(invalid="ignore"):
                 back = rest[x[rest] <= band]
             rec = int(back[0]) if back.size else -1
             end = rec - 1 if rec >= 0 else int(idx[-1])
-            seg = x[i:end + 1]
+            seg = x[i : end + 1]
             peak = i + int(np.nanargmax(seg)) if np.isfinite(seg).any() else i
-            events.append(SpikeEvent(i, peak, end, rec, float(math.exp(low)), jump / sig, int(idx[-1])))
+            events.append(
+                SpikeEvent(i, peak, end, rec, float(math.exp(low)), jump / sig, int(idx[-1]))
+            )
             if rec < 0:
                 break
             k = int(np.searchsorted(idx, rec)) + 1
@@ -270,11 +295,11 @@ def _grad_coincidence(run: RunData, lo: int, hi: int) -> tuple[bool, float | Non
     x, _, med_z, sig_z = st.median_baseline(g.values, 64, 10, 0.05)
     with np.errstate(invalid="ignore", divide="ignore"):
         z = (x[a:b] - med_z[a:b]) / sig_z[a:b]
-    med = st.nanmedian(g.values[max(0, a - 64):a])
+    med = st.nanmedian(g.values[max(0, a - 64) : a])
     with np.errstate(invalid="ignore"):
         spiky = bool(np.any(z >= 4.0)) and (not math.isfinite(med) or peak >= 1.5 * med)
-    if not np.isfinite(z).any() and np.isfinite(g.values[max(0, a - 64):a]).sum() >= 2:
-        spiky = math.isfinite(med) and peak >= 2.0 * med   # too short for a z: a plain 2x jump
+    if not np.isfinite(z).any() and np.isfinite(g.values[max(0, a - 64) : a]).sum() >= 2:
+        spiky = math.isfinite(med) and peak >= 2.0 * med  # too short for a z: a plain 2x jump
     return spiky, peak
 
 
@@ -284,7 +309,9 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     if s is None:
         return DETECTOR.skipped(run, f"no {TRAIN_LOSS} or {VAL_LOSS} series")
     if np.isfinite(s.values).sum() <= cfg.min_history:
-        return DETECTOR.skipped(run, f"{metric} has too few finite points ({cfg.min_history + 1} needed)")
+        return DETECTOR.skipped(
+            run, f"{metric} has too few finite points ({cfg.min_history + 1} needed)"
+        )
     what = "loss" if metric == TRAIN_LOSS else "validation loss"
     steps, vals = s.steps, s.values
     interval = st.log_interval(steps)
@@ -298,52 +325,90 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         last = ev.fragment_end if ev.fragment_end >= 0 else len(vals) - 1
         tail = last - ev.onset
         rec_steps = int(steps[ev.recovery] - steps[ev.onset]) if ev.recovery >= 0 else None
-        prev = np.flatnonzero(np.isfinite(vals[:ev.onset]))
-        last_ok = (f"; the last value before it was {st.fmt(float(vals[prev[-1]]))} at step "
-                   f"{int(steps[prev[-1]])}" if prev.size else "")
-        base_txt = (f"a baseline of {st.fmt(ev.baseline)} (median of the previous {cfg.level_window} log "
-                    f"points, computed{last_ok})")
-        jump = (f"{what} jumped {ratio:.1f}x to {st.fmt(peak_v)} at step {pk} from {base_txt}" if ratio
-                else f"{what} rose to {st.fmt(peak_v)} at step {pk} from {base_txt}")
+        prev = np.flatnonzero(np.isfinite(vals[: ev.onset]))
+        last_ok = (
+            f"; the last value before it was {st.fmt(float(vals[prev[-1]]))} at step "
+            f"{int(steps[prev[-1]])}"
+            if prev.size
+            else ""
+        )
+        base_txt = (
+            f"a baseline of {st.fmt(ev.baseline)} (median of the previous {cfg.level_window} log "
+            f"points, computed{last_ok})"
+        )
+        jump = (
+            f"{what} jumped {ratio:.1f}x to {st.fmt(peak_v)} at step {pk} from {base_txt}"
+            if ratio
+            else f"{what} rose to {st.fmt(peak_v)} at step {pk} from {base_txt}"
+        )
         if ev.recovery >= 0:
             quick = ev.recovery - ev.onset <= cfg.quick_recovery_points
-            seg = vals[ev.onset:ev.recovery]
+            seg = vals[ev.onset : ev.recovery]
             high = int(np.sum(np.isfinite(seg) & (seg >= cfg.min_ratio * ev.baseline)))
-            small = (ratio is not None and ratio < cfg.warn_ratio and not grad_hit
-                     and high < cfg.lasting_points)
+            small = (
+                ratio is not None
+                and ratio < cfg.warn_ratio
+                and not grad_hit
+                and high < cfg.lasting_points
+            )
             sev = Severity.INFO if quick and small else Severity.WARNING
-            how = (f"recovered in {st.plural(rec_steps, 'step')}" if quick
-                   else f"recovered only after {st.plural(rec_steps, 'step')}")
+            how = (
+                f"recovered in {st.plural(rec_steps, 'step')}"
+                if quick
+                else f"recovered only after {st.plural(rec_steps, 'step')}"
+            )
             gap_from = int(steps[ev.recovery - 1]) if ev.recovery > 0 else None
             if gap_from is not None and steps[ev.recovery] - gap_from > cfg.fragment_gap * interval:
-                how = (f"the log has a gap after step {gap_from}; the next value, "
-                       f"{st.fmt(float(vals[ev.recovery]))} at step {int(steps[ev.recovery])}, is back at the baseline")
+                how = (
+                    f"the log has a gap after step {gap_from}; the next value, "
+                    f"{st.fmt(float(vals[ev.recovery]))} at step {int(steps[ev.recovery])}, is back at the baseline"
+                )
         elif tail < max(cfg.min_tail_points, cfg.judge_tail_points) or ev.fragment_end >= 0:
             small = ratio is not None and ratio < cfg.warn_ratio and not grad_hit
             sev = Severity.INFO if small else Severity.WARNING
             now = f" (last value {st.fmt(float(vals[last]))} at step {int(steps[last])})"
-            how = (f"the log ends {st.plural(int(steps[last] - steps[ev.onset]), 'step')} later, before recovery "
-                   f"could be judged{now}" if ev.fragment_end < 0 else
-                   f"its fragment of the log ends (step {int(steps[last])}) before recovery could be judged{now}")
+            how = (
+                f"the log ends {st.plural(int(steps[last] - steps[ev.onset]), 'step')} later, before recovery "
+                f"could be judged{now}"
+                if ev.fragment_end < 0
+                else f"its fragment of the log ends (step {int(steps[last])}) before recovery could be judged{now}"
+            )
         else:
             sev = Severity.ERROR
-            how = (f"did not recover (median of the last {max(1, tail // 5)} log points "
-                   f"{st.fmt(float(np.nanmedian(vals[-max(1, tail // 5):])))}, computed; last value "
-                   f"{st.fmt(float(vals[last]))} at step {int(steps[last])}): the run diverged from here")
+            how = (
+                f"did not recover (median of the last {max(1, tail // 5)} log points "
+                f"{st.fmt(float(np.nanmedian(vals[-max(1, tail // 5) :])))}, computed; last value "
+                f"{st.fmt(float(vals[last]))} at step {int(steps[last])}): the run diverged from here"
+            )
         grad_note = ", with a coinciding grad-norm spike" if grad_hit else ""
         onset_txt = "" if on == pk else f", rising from step {on}"
         msg = f"{jump}{onset_txt}{grad_note}; {how}."
-        out.append(finding(
-            CODE, KIND, run, severity=sev, metric=metric, step_start=on,
-            step_end=int(steps[ev.end]), message=msg,
-            evidence={
-                "baseline": ev.baseline, "peak": peak_v, "peak_step": pk, "ratio": ratio,
-                "z": ev.z, "recovered": ev.recovery >= 0, "recovery_steps": rec_steps,
-                "lr_at_onset": st.value_at(lr.steps, lr.values, on) if lr else None,
-                "grad_norm_at_peak": grad_peak, "grad_spike_coincides": grad_hit,
-                "log_interval": interval, "short_log_fragment": ev.fragment_end >= 0,
-            },
-        ))
+        out.append(
+            finding(
+                CODE,
+                KIND,
+                run,
+                severity=sev,
+                metric=metric,
+                step_start=on,
+                step_end=int(steps[ev.end]),
+                message=msg,
+                evidence={
+                    "baseline": ev.baseline,
+                    "peak": peak_v,
+                    "peak_step": pk,
+                    "ratio": ratio,
+                    "z": ev.z,
+                    "recovered": ev.recovery >= 0,
+                    "recovery_steps": rec_steps,
+                    "lr_at_onset": st.value_at(lr.steps, lr.values, on) if lr else None,
+                    "grad_norm_at_peak": grad_peak,
+                    "grad_spike_coincides": grad_hit,
+                    "log_interval": interval,
+                    "short_log_fragment": ev.fragment_end >= 0,
+                },
+            )
+        )
     return _fold_blips(run, out, metric, cfg)
 
 
@@ -357,21 +422,40 @@ def _fold_blips(run: RunData, found: list[Finding], metric: str, cfg: Config) ->
     lo = min(f.evidence.get("ratio") or 0.0 for f in blips)
     back = max(f.evidence.get("recovery_steps") or 0 for f in blips)
     grad = ", no grad-norm spike with them" if run.get(GRAD_NORM) is not None else ""
-    msg = (f"{len(blips)} short loss blips ({lo:.1f}-{top.evidence['ratio']:.1f}x, each back within "
-           f"{st.plural(back, 'step')}{grad}): "
-           f"the per-batch noise of an unaveraged loss; the largest was {st.fmt(top.evidence['baseline'])} "
-           f"-> {st.fmt(top.evidence['peak'])} at step {top.step_start}.")
+    msg = (
+        f"{len(blips)} short loss blips ({lo:.1f}-{top.evidence['ratio']:.1f}x, each back within "
+        f"{st.plural(back, 'step')}{grad}): "
+        f"the per-batch noise of an unaveraged loss; the largest was {st.fmt(top.evidence['baseline'])} "
+        f"-> {st.fmt(top.evidence['peak'])} at step {top.step_start}."
+    )
     folded = finding(
-        CODE, KIND, run, severity=Severity.INFO, metric=metric, step_start=blips[0].step_start,
-        step_end=blips[-1].step_end, message=msg,
-        evidence={"blips": len(blips), "blip_steps": [f.step_start for f in blips][:50],
-                  "max_ratio": top.evidence.get("ratio"), "max_step": top.step_start,
-                  "baseline": top.evidence.get("baseline"), "peak": top.evidence.get("peak"),
-                  "recovered": True},
+        CODE,
+        KIND,
+        run,
+        severity=Severity.INFO,
+        metric=metric,
+        step_start=blips[0].step_start,
+        step_end=blips[-1].step_end,
+        message=msg,
+        evidence={
+            "blips": len(blips),
+            "blip_steps": [f.step_start for f in blips][:50],
+            "max_ratio": top.evidence.get("ratio"),
+            "max_step": top.step_start,
+            "baseline": top.evidence.get("baseline"),
+            "peak": top.evidence.get("peak"),
+            "recovered": True,
+        },
     )
     rest = [f for f in found if f.severity > Severity.INFO]
     return sorted([*rest, folded], key=lambda f: f.step_start or 0)
 
 
-DETECTOR = Detector(code=CODE, kind=KIND, summary="loss jumps far above its recent robust baseline",
-                    doc=__doc__ or "", check=check, config=Config)
+DETECTOR = Detector(
+    code=CODE,
+    kind=KIND,
+    summary="loss jumps far above its recent robust baseline",
+    doc=__doc__ or "",
+    check=check,
+    config=Config,
+)

@@ -48,7 +48,7 @@ CODE, KIND = "SD001", "nonfinite"
 class Config:
     isolated_max: int = 2
     isolated_frac: float = 0.01
-    rise_after: float = 1.5        # loss median after vs before the NaN that counts as "rising"
+    rise_after: float = 1.5  # loss median after vs before the NaN that counts as "rising"
 
 
 DEFAULT = Config()
@@ -88,27 +88,63 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
             continue
         steps = s.steps[bad]
         frac = n / len(s.values)
-        kinds = sorted({"nan" if np.isnan(v) else ("+inf" if v > 0 else "-inf") for v in s.values[bad][:1000]})
+        kinds = sorted(
+            {"nan" if np.isnan(v) else ("+inf" if v > 0 else "-inf") for v in s.values[bad][:1000]}
+        )
         sev = Severity.ERROR
         note = ""
-        if metric == GRAD_NORM and n <= cfg.isolated_max and frac < cfg.isolated_frac \
-                and _loss_healthy_after(run, int(steps[-1]), cfg):
+        if (
+            metric == GRAD_NORM
+            and n <= cfg.isolated_max
+            and frac < cfg.isolated_frac
+            and _loss_healthy_after(run, int(steps[-1]), cfg)
+        ):
             sev, note = Severity.WARNING, "; the loss stayed finite and healthy afterwards"
-            if fp16:   # an fp16 run: these are steps the loss scaler skipped, not a numerics failure
-                sev, note = Severity.INFO, ("; the loss stayed finite and healthy: in an fp16 run these are "
-                                            "overflow steps the loss scaler skipped")
-        name = {TRAIN_LOSS: "training loss", VAL_LOSS: "validation loss", GRAD_NORM: "grad norm"}[metric]
-        msg = (f"{name} was non-finite ({'/'.join(kinds)}) at {n} of {len(s.values)} log points "
-               f"({st.pct(frac)}), first at step {int(steps[0])}{note}.")
-        out.append(finding(
-            CODE, KIND, run, severity=sev, metric=metric, step_start=int(steps[0]),
-            step_end=int(steps[-1]), message=msg,
-            evidence={"first_step": int(steps[0]), "last_step": int(steps[-1]), "count": n,
-                      "fraction": frac, "values": kinds, "steps": st.steps_list(steps),
-                      "fp16_run": fp16, "excused_overflow_points": excused},
-        ))
+            if fp16:  # an fp16 run: these are steps the loss scaler skipped, not a numerics failure
+                sev, note = (
+                    Severity.INFO,
+                    (
+                        "; the loss stayed finite and healthy: in an fp16 run these are "
+                        "overflow steps the loss scaler skipped"
+                    ),
+                )
+        name = {TRAIN_LOSS: "training loss", VAL_LOSS: "validation loss", GRAD_NORM: "grad norm"}[
+            metric
+        ]
+        msg = (
+            f"{name} was non-finite ({'/'.join(kinds)}) at {n} of {len(s.values)} log points "
+            f"({st.pct(frac)}), first at step {int(steps[0])}{note}."
+        )
+        out.append(
+            finding(
+                CODE,
+                KIND,
+                run,
+                severity=sev,
+                metric=metric,
+                step_start=int(steps[0]),
+                step_end=int(steps[-1]),
+                message=msg,
+                evidence={
+                    "first_step": int(steps[0]),
+                    "last_step": int(steps[-1]),
+                    "count": n,
+                    "fraction": frac,
+                    "values": kinds,
+                    "steps": st.steps_list(steps),
+                    "fp16_run": fp16,
+                    "excused_overflow_points": excused,
+                },
+            )
+        )
     return out
 
 
-DETECTOR = Detector(code=CODE, kind=KIND, summary="NaN/Inf in loss or grad norm (outside fp16 overflow skips)",
-                    doc=__doc__ or "", check=check, config=Config)
+DETECTOR = Detector(
+    code=CODE,
+    kind=KIND,
+    summary="NaN/Inf in loss or grad norm (outside fp16 overflow skips)",
+    doc=__doc__ or "",
+    check=check,
+    config=Config,
+)

@@ -67,12 +67,12 @@ class Config:
     chance_rel: float = 0.015
     grad_collapse: float = 0.1
     noise_collapse: float = 0.2
-    min_noise: float = 0.005       # relative noise before the plateau needed to call it collapsed
-    band_sigmas: float = 4.0       # flat band: >= 4 sigma of a w-point median of the point noise
-    early_frac: float = 0.2        # flat from this early on, with the LR still high: not convergence
-    lr_high: float = 0.5           # the LR where the loss went flat was still >= half its peak
-    update_collapse: float = 0.1   # update/param ratio over the flat part <= 0.1 x its early level
-    val_progress: float = 0.01     # the validation loss improved less than 1 % over the flat part
+    min_noise: float = 0.005  # relative noise before the plateau needed to call it collapsed
+    band_sigmas: float = 4.0  # flat band: >= 4 sigma of a w-point median of the point noise
+    early_frac: float = 0.2  # flat from this early on, with the LR still high: not convergence
+    lr_high: float = 0.5  # the LR where the loss went flat was still >= half its peak
+    update_collapse: float = 0.1  # update/param ratio over the flat part <= 0.1 x its early level
+    val_progress: float = 0.01  # the validation loss improved less than 1 % over the flat part
 
 
 DEFAULT = Config()
@@ -102,13 +102,17 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     steps, x = s.steps[ok], s.values[ok]
     n = len(x)
     if n < cfg.min_points:
-        return DETECTOR.skipped(run, f"{metric} has too few finite points ({cfg.min_points} needed)")
-    w = max(5, n // 50) | 1   # shared with divergence (same key, same finite points)
+        return DETECTOR.skipped(
+            run, f"{metric} has too few finite points ({cfg.min_points} needed)"
+        )
+    w = max(5, n // 50) | 1  # shared with divergence (same key, same finite points)
     smooth = st.cached(s.values, ("trend", w), lambda: st.rolling_median(x, w, center=True))
-    tail = float(np.median(x[-max(5, n // 5):]))
+    tail = float(np.median(x[-max(5, n // 5) :]))
     # The band a flat smoothed level stays in: 2 % of the level, or what the per-point noise leaves
     # in a median of w points (a noisy per-batch loss must not look like it is still moving).
-    sigma = max(st.robust_sigma(x - smooth), st.DIFF_TO_SIGMA * float(np.median(np.abs(np.diff(x)))))
+    sigma = max(
+        st.robust_sigma(x - smooth), st.DIFF_TO_SIGMA * float(np.median(np.abs(np.diff(x))))
+    )
     band = max(cfg.flat_rel * abs(tail), cfg.band_sigmas * 1.25 * sigma / math.sqrt(w))
     dev = np.abs(smooth - tail) > band
     outside = np.flatnonzero(dev)
@@ -128,10 +132,14 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         g_flat = st.nanmedian(gv[g.steps >= steps[onset]])
         if g_early > 0 and g_flat <= cfg.grad_collapse * g_early:
             signals["grad_collapse"] = g_flat / g_early
-    resid = x - smooth   # noise around the trend, so a steep early descent is not "noise"
+    resid = x - smooth  # noise around the trend, so a steep early descent is not "noise"
     n_before = _rel_sigma_of(resid[:onset], x[:onset]) if onset >= 5 else math.nan
     n_flat = _rel_sigma_of(resid[onset:], x[onset:])
-    if math.isfinite(n_before) and n_before >= cfg.min_noise and n_flat <= cfg.noise_collapse * n_before:
+    if (
+        math.isfinite(n_before)
+        and n_before >= cfg.min_noise
+        and n_flat <= cfg.noise_collapse * n_before
+    ):
         signals["noise_collapse"] = n_flat / n_before
     early = onset <= cfg.early_frac * n
     lr = usable(run, LR, 3)
@@ -155,7 +163,7 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         if len(vv) >= 3 and float(np.min(vv[1:])) >= (1 - cfg.val_progress) * float(vv[0]):
             signals["val_flat"] = float(vv[-1] / vv[0])
     pushed = "lr_still_high" in signals and bool(signals.keys() & {"update_collapse", "val_flat"})
-    if not pushed:   # "LR still high" only speaks next to a sign the model stopped learning
+    if not pushed:  # "LR still high" only speaks next to a sign the model stopped learning
         for k in ("lr_still_high", "update_collapse", "val_flat"):
             signals.pop(k, None)
     if not signals.keys() & {"chance_level", "grad_collapse"} and not pushed:
@@ -169,25 +177,52 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     if "noise_collapse" in signals:
         why.append("loss noise collapsed")
     if "lr_still_high" in signals:
-        why.append(f"while the LR was still {st.fmt(lr_flat)} at step {int(steps[onset])}, "
-                   f"{st.pct(signals['lr_still_high'])} of its peak {st.fmt(lr_peak)}")
+        why.append(
+            f"while the LR was still {st.fmt(lr_flat)} at step {int(steps[onset])}, "
+            f"{st.pct(signals['lr_still_high'])} of its peak {st.fmt(lr_peak)}"
+        )
     if "update_collapse" in signals:
-        why.append(f"update/param ratio fell to {st.pct(signals['update_collapse'])} of its early level")
+        why.append(
+            f"update/param ratio fell to {st.pct(signals['update_collapse'])} of its early level"
+        )
     if "val_flat" in signals:
         why.append("the validation loss stopped improving too")
     name = "training loss" if metric == TRAIN_LOSS else "validation loss"
-    msg = (f"{name} stopped improving at step {int(steps[onset])} ({100 * onset / n:.0f}% into the run) "
-           f"and stayed flat at {st.fmt(tail)} (median of the last 20% of points, computed; {', '.join(why)}).")
-    return [finding(
-        CODE, KIND, run, severity=sev, metric=metric, step_start=int(steps[onset]),
-        step_end=int(steps[-1]), message=msg,
-        evidence={"flat_level": tail, "onset_step": int(steps[onset]), "onset_fraction": onset / n,
-                  "start_level": float(np.median(x[: max(5, n // 20)])),
-                  "chance_level": ch[0] if ch else None, "grad_norm_early": g_early,
-                  "grad_norm_flat": g_flat, "signals": sorted(signals), "lr_peak": lr_peak,
-                  "lr_flat": lr_flat},
-    )]
+    msg = (
+        f"{name} stopped improving at step {int(steps[onset])} ({100 * onset / n:.0f}% into the run) "
+        f"and stayed flat at {st.fmt(tail)} (median of the last 20% of points, computed; {', '.join(why)})."
+    )
+    return [
+        finding(
+            CODE,
+            KIND,
+            run,
+            severity=sev,
+            metric=metric,
+            step_start=int(steps[onset]),
+            step_end=int(steps[-1]),
+            message=msg,
+            evidence={
+                "flat_level": tail,
+                "onset_step": int(steps[onset]),
+                "onset_fraction": onset / n,
+                "start_level": float(np.median(x[: max(5, n // 20)])),
+                "chance_level": ch[0] if ch else None,
+                "grad_norm_early": g_early,
+                "grad_norm_flat": g_flat,
+                "signals": sorted(signals),
+                "lr_peak": lr_peak,
+                "lr_flat": lr_flat,
+            },
+        )
+    ]
 
 
-DETECTOR = Detector(code=CODE, kind=KIND, summary="loss stops improving early and stays flat far above its trend",
-                    doc=__doc__ or "", check=check, config=Config)
+DETECTOR = Detector(
+    code=CODE,
+    kind=KIND,
+    summary="loss stops improving early and stays flat far above its trend",
+    doc=__doc__ or "",
+    check=check,
+    config=Config,
+)

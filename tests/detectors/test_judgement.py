@@ -31,26 +31,33 @@ def test_runaway_that_settles_only_at_lr_decay_is_an_error_with_the_lr_named():
     assert f.evidence["chaotic"] is True and f.evidence["recovered_step"] is not None
     assert "when the LR had decayed to" in f.message
     assert lr[f.evidence["recovered_step"]] <= 0.5 * lr.max()
-    assert abs(f.step_start - 30) <= 10   # the onset is where it left, not where a bar was crossed
+    assert abs(f.step_start - 30) <= 10  # the onset is where it left, not where a bar was crossed
 
 
 def test_short_runaway_is_a_warning_even_if_it_comes_back():
     x = decaying(2000, noise=0.005)
-    x[600:760] = x[0] * 1.8 * (1 + np.linspace(0, 0.5, 160))   # far above the start, then back
+    x[600:760] = x[0] * 1.8 * (1 + np.linspace(0, 0.5, 160))  # far above the start, then back
     run = make_run(loss=x)
     found = divergence.check(run) + [f for f in loss_spike.check(run) if f.step_start <= 620]
-    assert found and max(f.severity for f in found) == Severity.WARNING   # said once, as a warning
+    assert found and max(f.severity for f in found) == Severity.WARNING  # said once, as a warning
     assert len([f for f in found if f.step_start <= 620]) == 1
 
 
 def test_mid_run_rise_that_recovers_is_found_with_its_onset():
     rng = np.random.default_rng(1)
-    x = np.r_[np.linspace(6, 4, 100), np.linspace(4, 4.8, 400), np.full(600, 4.8), np.linspace(4.8, 3.0, 900)]
+    x = np.r_[
+        np.linspace(6, 4, 100),
+        np.linspace(4, 4.8, 400),
+        np.full(600, 4.8),
+        np.linspace(4.8, 3.0, 900),
+    ]
     x = x * (1 + 0.01 * rng.standard_normal(len(x)))
     (f,) = divergence.check(make_run(loss=x))
     assert f.severity == Severity.WARNING and f.evidence["rule"] == "rise"
     assert f.evidence["recovered"] is True
-    assert abs(f.step_start - 100) <= 25, f.step_start   # within a few log intervals of the true onset
+    assert abs(f.step_start - 100) <= 25, (
+        f.step_start
+    )  # within a few log intervals of the true onset
 
 
 def test_val_only_run_is_judged_on_the_validation_loss():
@@ -68,23 +75,30 @@ def test_loss_choice_rules():
     s = ser(range(5), [5, 4, 3, 2, 1])
     only = make_run(**{"my_objective": s})
     run, ch = choose(only)
-    assert ch.metric == TRAIN_LOSS and ch.series == "my_objective" and run.get(TRAIN_LOSS) is not None
-    parts = {"a_loss": ser(range(4), [1, 2, 3, 4]), "b_loss": ser(range(4), [3, 2, 1, 0]),
-             "mean_loss": ser(range(4), [2, 2, 2, 2])}
+    assert (
+        ch.metric == TRAIN_LOSS and ch.series == "my_objective" and run.get(TRAIN_LOSS) is not None
+    )
+    parts = {
+        "a_loss": ser(range(4), [1, 2, 3, 4]),
+        "b_loss": ser(range(4), [3, 2, 1, 0]),
+        "mean_loss": ser(range(4), [2, 2, 2, 2]),
+    }
     run, ch = choose(make_run(**parts))
     assert ch.series == "mean_loss" and "mean" in ch.why
-    run, ch = choose(make_run(**{"x_loss": ser(range(3), [1, 1, 1]), "y_loss": ser(range(3), [2, 2, 2])}))
+    run, ch = choose(
+        make_run(**{"x_loss": ser(range(3), [1, 1, 1]), "y_loss": ser(range(3), [2, 2, 2])})
+    )
     assert ch.series == "x_loss + y_loss" and list(run.get(TRAIN_LOSS).values) == [3, 3, 3]
     run, ch = choose(make_run(**{"val_loss": ser(range(3), [3, 2, 1]), "val_acc_loss_scale": s}))
     assert ch.metric == VAL_LOSS
-    run, ch = choose(make_run(**{"eval_ppl": ser(range(3), [np.e, np.e ** 2, 1.0])}))
+    run, ch = choose(make_run(**{"eval_ppl": ser(range(3), [np.e, np.e**2, 1.0])}))
     assert ch.metric == VAL_LOSS and np.allclose(run.get(VAL_LOSS).values, [1, 2, 0])
     assert choose(make_run(**{"accuracy": s}))[1] is None
 
 
 def _sawtooth(n_cycles: int = 30, period: int = 100, first: int = 0):
     steps, vals = [first], [65536.0]
-    for k in range(n_cycles):   # grows to 2x after a window, overflows back: a DeepSpeed sawtooth
+    for k in range(n_cycles):  # grows to 2x after a window, overflows back: a DeepSpeed sawtooth
         s0 = first + 200 + k * period
         steps += [s0, s0 + 1]
         vals += [131072.0, 65536.0]
@@ -94,9 +108,15 @@ def _sawtooth(n_cycles: int = 30, period: int = 100, first: int = 0):
 def test_sawtooth_at_a_steady_scale_is_benign_at_any_frequency():
     steps, vals = _sawtooth(period=20)
     sk_steps = [s for s, v in zip(steps[1:], vals[1:], strict=True) if v == 65536.0]
-    run = make_run(**{LOSS_SCALE: ser(steps, vals), SKIPPED_STEP: ser(sk_steps, np.ones(len(sk_steps)))})
+    run = make_run(
+        **{LOSS_SCALE: ser(steps, vals), SKIPPED_STEP: ser(sk_steps, np.ones(len(sk_steps)))}
+    )
     (f,) = fp16_overflow.check(run)
-    assert f.severity == Severity.INFO and f.evidence["probes"] == 30 and f.evidence["real_overflows"] == 0
+    assert (
+        f.severity == Severity.INFO
+        and f.evidence["probes"] == 30
+        and f.evidence["real_overflows"] == 0
+    )
 
 
 def test_fragment_starting_mid_run_has_no_startup_and_real_overflows_warn():
@@ -135,7 +155,9 @@ def test_flat_from_early_with_the_lr_still_high_and_val_flat_is_a_stall():
     val = ser([49, 99, 149, 199, 249, 299], [3.36, 3.36, 3.35, 3.34, 3.34, 3.35])
     run = make_run(loss=_flat_after(n, 30, 3.2), lr=lr, val_loss=val)
     (f,) = stall.check(run)
-    assert f.severity == Severity.ERROR and {"lr_still_high", "val_flat"} <= set(f.evidence["signals"])
+    assert f.severity == Severity.ERROR and {"lr_still_high", "val_flat"} <= set(
+        f.evidence["signals"]
+    )
     assert f.step_start <= 60
 
 
