@@ -146,6 +146,13 @@ def _checkpoint_at_or_before(ckpt_dir: Path, at: int) -> tuple[int, Path]:
         for p in (ckpt_dir.iterdir() if ckpt_dir.is_dir() else ())
         if (m := re.match(r"^step-(\d{8,})\.pt$", p.name))
     )
+    if not found and (ckpt_dir / "latest.pt").is_file():  # a run from before step checkpoints
+        try:
+            done = json.loads((ckpt_dir.parent / "run.json").read_text()).get("steps_done")
+        except (OSError, ValueError, AttributeError):
+            done = None
+        if isinstance(done, int):  # the trainer checks the file's own step when it loads it
+            found = [(done, ckpt_dir / "latest.pt")]
     usable = [(s, p) for s, p in found if s <= at]
     if usable:
         return usable[-1]

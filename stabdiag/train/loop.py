@@ -324,6 +324,11 @@ def _train(
         raise TrainError(_taken_message(run_dir, branch is not None))
     if branch is not None:
         state = checkpoint.load(branch.checkpoint, device)
+        if int(state["step"]) != branch.step:
+            raise TrainError(
+                f"{branch.checkpoint}: expected the checkpoint of step {branch.step}, "
+                f"found step {state['step']}"
+            )
     model = model.to(device)
     corpus = load_corpus(cfg.data, cfg.data_max_bytes, cfg.seed)  # own RNG: init is unchanged
     optimizer = build_optimizer(model, cfg, device)

@@ -7,6 +7,7 @@ trained once for the module; the branches train 30 steps or fewer each.
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -154,3 +155,26 @@ def test_branch_can_switch_precision_with_a_fresh_loss_scaler(parent):
     frame = pd.read_csv(result.run_dir / "metrics.csv")
     scale = frame[frame["metric"] == T.LOSS_SCALE].set_index("step")["value"]
     assert list(scale.index) == list(range(70, 80)) and scale[70] == 1024.0
+
+
+def test_branch_from_a_run_with_only_latest_pt(parent, tmp_path):
+    """Runs from before step checkpoints kept only checkpoints/latest.pt: run.json's steps_done
+    says which step it holds, and the trainer checks the file's own step when it loads it."""
+    old = tmp_path / "old"
+    (old / "checkpoints").mkdir(parents=True)
+    for name in ("config.json", "run.json", "metrics.csv"):
+        shutil.copyfile(parent / name, old / name)
+    shutil.copyfile(
+        checkpoint.step_file(parent / "checkpoints", 70), old / "checkpoints" / "latest.pt"
+    )
+    with pytest.raises(TrainError, match="found checkpoints at steps: 80"):
+        plan_branch(old, 75)  # run.json says 80: nothing at or before 75
+    meta = json.loads((old / "run.json").read_text())
+    (old / "run.json").write_text(json.dumps({**meta, "steps_done": 70}))
+    plan = plan_branch(old, 75, name="from-old")
+    assert plan.step == 70 and plan.checkpoint.name == "latest.pt"
+    assert train(plan.config, branch=plan).steps_done == 80
+    (old / "run.json").write_text(json.dumps({**meta, "steps_done": 60}))
+    plan = plan_branch(old, 75, name="lied")
+    with pytest.raises(TrainError, match="expected the checkpoint of step 60, found step 70"):
+        train(plan.config, branch=plan)
