@@ -172,7 +172,8 @@ class GPT(nn.Module):
         gradient: lookup plus output projection); `head` then holds the final norm's gain and
         the output projection's share of the shared gradient, recorded by a hook during the
         probed forward pass (`head_grad_sq`), so `grad_norm/head` means the same with and
-        without tying.
+        without tying. Under torchrun the hook sees the rank's own share, before DDP averages
+        the gradients across ranks (every other group's norm is taken after).
         """
         groups = {"embed": [*self.wte.parameters(), *self.wpe.parameters()]}
         for i, block in enumerate(self.blocks):
