@@ -36,7 +36,7 @@ def _verdict(report: Report, run: RunSummary) -> Text:
     if not run.judged:
         line.append(run.judged_reason or "not judged: no loss series", style="warning")
     elif parts:
-        if not judged:
+        if not judged and run.loss is None and not run.judged_reason.startswith("judged as an RL run"):
             line.append("no loss series; ", style="warning")
         line.append(", ".join(parts), style=SEVERITY_STYLE.get(label or "", ""))
     else:
