@@ -43,7 +43,7 @@ References
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -205,6 +205,44 @@ def _episodes(drops: list[Drop], gap: int) -> list[list[Drop]]:
 
 
 def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
+    """The run's own scaler, then every other engine's (``critic/loss_scale`` of an RLHF log with
+    two DeepSpeed engines), each judged on its own scale chain."""
+    out = _check_family(run, cfg)
+    others = sorted(
+        m[: -len("/loss_scale")]
+        for m in run.series
+        if m.endswith("/loss_scale") and m != LOSS_SCALE
+    )
+    found = [] if isinstance(out, Skipped) else list(out)
+    for fam in others:
+        view = replace(
+            run,
+            series={
+                k: v
+                for k, v in {
+                    LOSS_SCALE: run.series.get(f"{fam}/loss_scale"),
+                    SKIPPED_STEP: run.series.get(f"{fam}/skipped_step"),
+                }.items()
+                if v is not None
+            },
+        )
+        res = _check_family(view, cfg)
+        if isinstance(res, Skipped):
+            continue
+        for f in res:
+            found.append(
+                replace(
+                    f,
+                    metric=f"{fam}/loss_scale" if f.metric == LOSS_SCALE else f"{fam}/skipped_step",
+                    message=f"{fam} engine: {f.message[0].lower()}{f.message[1:]}",
+                )
+            )
+    if isinstance(out, Skipped) and not found:
+        return out
+    return found
+
+
+def _check_family(run: RunData, cfg: Config) -> list[Finding] | Skipped:
     sc = scale_series(run)
     sk = run.get(SKIPPED_STEP)
     if sc is None and sk is None:

@@ -170,3 +170,14 @@ def test_a_plateau_reached_as_the_lr_decays_is_not_a_stall():
     lr_hi = np.full(n, 3e-3)
     improving = np.linspace(5.5, 2.0, n) + 0.05 * np.random.default_rng(0).standard_normal(n)
     assert stall.check(make_run(loss=improving, lr=lr_hi)) == []
+
+
+def test_every_engine_scaler_is_judged_on_its_own_chain():
+    actor = ser([0, 100, 101, 300, 301], [65536, 131072, 65536, 131072, 65536])
+    critic = ser([0, 50, 51, 52, 53], [65536, 65536, 32768, 8192, 1024])  # a cascade at 51-53
+    run = make_run(**{LOSS_SCALE: actor, "critic/loss_scale": critic})
+    fs = fp16_overflow.check(run)
+    by = {f.metric: f for f in fs}
+    assert by[LOSS_SCALE].severity == Severity.INFO
+    crit = by["critic/loss_scale"]
+    assert crit.severity == Severity.WARNING and crit.message.startswith("critic engine:")
