@@ -56,6 +56,8 @@ class Config:
     error_points: int = 10
     error_frac: float = 0.05
     pair_rel: float = 0.20
+    pair_history: int = 20      # two ranks: points before the gap that give each rank its own level
+    pair_blame: float = 3.0     # ... and the one that moved this much more than the other departed
 
 
 DEFAULT = Config()
@@ -92,12 +94,29 @@ def _check_metric(run: RunData, metric: str, ranks: dict, cfg: Config) -> list[F
         length, a, b = _longest(gap)
         if length >= cfg.min_points:
             r0, r1 = df.columns
+            # With two ranks the median cannot outvote one; each rank's own recent past can: the
+            # one that moved away from its own level is the one that departed.
+            moved = []
+            for j in (0, 1):
+                before = x[max(0, a - cfg.pair_history):a, j]
+                ref = np.nanmedian(before) if np.isfinite(before).any() else np.nan
+                seg = x[a:b + 1, j]
+                moved.append(float(np.nanmedian(np.abs(seg - ref))) if np.isfinite(ref) and np.isfinite(seg).any()
+                             else np.nan)
+            culprit = None
+            if all(np.isfinite(moved)) and max(moved) >= cfg.pair_blame * max(min(moved), 1e-12):
+                culprit = (r0, r1)[int(np.argmax(moved))]
+            who = (f"rank {culprit}'s {name} departed from rank {r1 if culprit == r0 else r0}'s"
+                   f" (it moved away from its own recent level; the other did not)" if culprit is not None else
+                   f"ranks {r0} and {r1} disagree on the {name}")
+            tail = "" if culprit is not None else "; with two ranks the faulty one cannot be told"
             out.append(finding(
                 CODE, KIND, run, severity=Severity.WARNING, metric=metric,
                 step_start=int(steps[a]), step_end=int(steps[b]),
-                message=f"ranks {r0} and {r1} disagree on the {name} by >= {100 * cfg.pair_rel:.0f}% for "
-                        f"{length} consecutive log points from step {int(steps[a])}; with two ranks the faulty one cannot be told.",
-                evidence={"ranks": [int(r0), int(r1)], "points": length, "onset_step": int(steps[a])},
+                message=f"{who} by >= {100 * cfg.pair_rel:.0f}% for {length} consecutive log points from "
+                        f"step {int(steps[a])}{tail}.",
+                evidence={"ranks": [int(r0), int(r1)], "points": length, "onset_step": int(steps[a]),
+                          "rank": None if culprit is None else int(culprit)},
             ))
         return out
     with np.errstate(all="ignore"), warnings.catch_warnings():

@@ -181,3 +181,16 @@ def test_every_engine_scaler_is_judged_on_its_own_chain():
     assert by[LOSS_SCALE].severity == Severity.INFO
     crit = by["critic/loss_scale"]
     assert crit.severity == Severity.WARNING and crit.message.startswith("critic engine:")
+
+
+def test_two_ranks_name_the_one_that_moved_from_its_own_level():
+    from stabdiag.detectors import rank_divergence
+
+    base = decaying(200, seed=3, noise=0.01)
+    bad = base.copy()
+    bad[120:140] *= 2.5  # rank 1 alone goes bad for 20 points
+    run = make_run(
+        loss=base, by_rank={"train/loss": {0: ser(range(200), base), 1: ser(range(200), bad)}}
+    )
+    (f,) = [f for f in rank_divergence.check(run) if f.metric == TRAIN_LOSS]
+    assert f.evidence["rank"] == 1 and f.message.startswith("rank 1's loss departed")
