@@ -755,6 +755,52 @@ def sweep(
     guarded(run)
 
 
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+def verify(
+    run_path: Annotated[Path, typer.Argument(metavar="RUN", help="A stabdiag train run directory.")],
+    remedies: Annotated[int, typer.Option("--remedies", min=0, help="Remedies to try per event (plus one control branch with no change).")] = 3,
+    proxy: Annotated[bool, typer.Option("--proxy", help="For another trainer's run: try the remedies on a small proxy model (not available yet).")] = False,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Report format: text, json or markdown.")] = "text",
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Branches trained at once (worker processes).")] = 1,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here (- = stdout).")] = None,
+) -> None:
+    """Replay each warning-or-worse event of a `stabdiag train` run with each mid-run remedy and a control.
+
+    Branches from the newest kept checkpoint at or before the event, one per remedy (skip the
+    batches, lower the LR, clip, beta2, z-loss, bf16, warm-up) plus a control with no change, re-runs
+    the detectors on each, and says per remedy: fixed, not fixed, or inconclusive (the control did not
+    show the event again). Branches sit beside RUN; re-running skips finished ones. Needs the train extra.
+    """
+
+    def run() -> None:
+        from stabdiag.console import err
+        from stabdiag.render.verify import RENDERERS
+        from stabdiag.verify import verify as run_verify
+
+        if fmt not in RENDERERS:
+            _fail(f"--format {fmt!r}: expected one of {', '.join(RENDERERS)}")
+        if proxy:
+            _fail("--proxy: verifying another trainer's run on a proxy model is not implemented yet; "
+                  "verify works on runs made by `stabdiag train`")
+        seen: dict[str, int] = {}
+
+        def progress(name: str, step: int, total: int) -> None:
+            if step >= total or step - seen.get(name, -10**9) >= max(total // 10, 1):
+                seen[name] = step
+                err.print(f"{name}: step {step}/{total}", markup=False, highlight=False)
+
+        def on_plan(todo: list[Any]) -> None:
+            err.print(f"verify: {len(todo)} branch(es) to train or reuse, {jobs} at a time",
+                      markup=False, highlight=False)
+
+        result = run_verify(run_path, max_remedies=remedies, jobs=jobs, progress=progress, on_plan=on_plan)
+        _write(RENDERERS[fmt](result), output)
+        if result.interrupted:
+            raise typer.Exit(130)
+
+    guarded(run)
+
+
 @app.command()
 def watch(
     paths: PathsArg,
