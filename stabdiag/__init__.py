@@ -1,20 +1,55 @@
 """stabdiag: training-stability diagnostics for ML runs.
 
-Public API: read logs into a ``MetricsTable``, run detectors, build a ``Report``.
+Public API: ``analyze`` logs (paths or a long DataFrame) into a ``Report``; ``load`` them into a
+``MetricsTable``; ``load_policy`` reads a policy file. Everything but the small result types is
+loaded on first use, so ``import stabdiag`` stays light (no pandas, no torch).
 """
 
+from stabdiag.errors import StabdiagError
 from stabdiag.findings import Finding, Severity, Skipped
-from stabdiag.table import MetricsTable
 
 __version__ = "0.1.0"
 
-__all__ = ["Finding", "MetricsTable", "Monitor", "Severity", "Skipped", "__version__"]
+__all__ = [
+    "Finding",
+    "MetricsTable",
+    "Monitor",
+    "Remedy",
+    "Report",
+    "RunSummary",
+    "Severity",
+    "Skipped",
+    "StabdiagError",
+    "__version__",
+    "analyze",
+    "load",
+    "load_policy",
+]
+
+# name -> module it lives in, imported on first attribute access (PEP 562).
+_LAZY = {
+    "analyze": "stabdiag.api",
+    "load": "stabdiag.api",
+    "load_policy": "stabdiag.policy",
+    "Report": "stabdiag.report",
+    "RunSummary": "stabdiag.report",
+    "Remedy": "stabdiag.remedies",
+    "MetricsTable": "stabdiag.table",
+    # The in-loop guard (stabdiag.live): analysis imports stay light.
+    "Monitor": "stabdiag.live.monitor",
+}
 
 
 def __getattr__(name: str):
-    # The in-loop guard (stabdiag.live) is loaded on first use: analysis imports stay light.
-    if name == "Monitor":
-        from stabdiag.live.monitor import Monitor
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stabdiag' has no attribute {name!r}")
+    import importlib
 
-        return Monitor
-    raise AttributeError(f"module 'stabdiag' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

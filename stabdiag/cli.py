@@ -153,14 +153,8 @@ def analyze(
     """Analyze training logs: classify every stability event, rank remedies, exit 0/1/2 for CI."""
 
     def run() -> None:
-        if no_cache:  # read by stabdiag.cache (and inherited by worker processes)
-            os.environ["STABDIAG_NO_CACHE"] = "1"
-        if jobs is not None:  # read by stabdiag.diagnose.resolve_jobs
-            os.environ["STABDIAG_JOBS"] = str(jobs)
+        from stabdiag import api
         from stabdiag.console import err, out
-        from stabdiag.detectors import by_kind
-        from stabdiag.diagnose import diagnose
-        from stabdiag.policy import load_policy
         from stabdiag.render import OutputFormat
 
         if fail_on is not None and fail_on not in FAIL_ON:
@@ -169,19 +163,12 @@ def analyze(
             out_fmt = OutputFormat(fmt)
         except ValueError:
             _fail(f"--format {fmt!r}: expected one of {', '.join(f.value for f in OutputFormat)}")
-        # The policy file first, flags on top (issue 6).
-        pol = load_policy(config).with_flags(select=_split(select), ignore=_split(ignore),
-                                             fail_on=fail_on, map=_parse_map(map_))
-        sel, ign = (list(pol.select) if pol.select else None), (list(pol.ignore) or None)
-        for k in (sel or []) + (ign or []):
-            try:
-                by_kind(k)
-            except KeyError:
-                _fail(f"unknown kind or code {k!r}; `stabdiag explain --list` lists them")
+        # The policy file first, flags on top (issue 6); the library applies it (issue 16).
+        pol = api.resolve_policy(config, select=_split(select), ignore=_split(ignore),
+                                 fail_on=fail_on, map=_parse_map(map_))
         _refuse_overwriting_inputs(output, paths)
         with err.status("reading logs and detecting", spinner="dots") if err.is_terminal else _null():
-            report = pol.apply(diagnose(paths, fmt=input_format, overrides=dict(pol.map), select=sel, ignore=ign,
-                                          configs=pol.detector_configs()))
+            report = api.analyze(paths, policy=pol, jobs=jobs, cache=not no_cache, input_format=input_format)
         for e in report.errors:
             _warn(e)
         if not report.runs:

@@ -60,6 +60,9 @@ class Report:
     errors: tuple[str, ...] = ()
     version: str = ""
     table: MetricsTable | None = field(default=None, compare=False, repr=False)
+    # The effective policy (policy.Policy) the report was made under, set by ``stabdiag.analyze``:
+    # ``failing()`` reads its fail-on. Not part of the JSON contract.
+    policy: Any = field(default=None, compare=False, repr=False)
 
     def worst(self, run: str | None = None) -> Severity | None:
         sev = [f.severity for f in self.findings if run is None or f.run == run]
@@ -92,6 +95,47 @@ class Report:
             "remedies": [r.to_dict() for r in self.remedies],
             "errors": list(self.errors),
         }
+
+    def failing(self) -> list[Finding]:
+        """Findings at or above their run's ``fail-on`` (the policy's; ``error`` without one):
+        the CLI exits 1 when this is non-empty."""
+        if self.policy is not None:
+            return self.policy.failing(self)
+        return self.at_or_above(Severity.ERROR)
+
+    def to_frame(self) -> Any:
+        """The findings as a pandas DataFrame, one row per finding (columns as in ``to_dict``,
+        severity as a word, evidence as a dict), for filtering and plotting in a notebook."""
+        import pandas as pd
+
+        cols = ["run", "code", "kind", "severity", "metric", "step_start", "step_end", "message", "evidence"]
+        rows = [{c: f.to_dict()[c] for c in cols} for f in self.findings]
+        frame = pd.DataFrame(rows, columns=cols)
+        return frame.astype({"step_start": "Int64", "step_end": "Int64"})
+
+    def _repr_html_(self) -> str:
+        """A summary table for Jupyter: one row per run with its verdict and findings. Every
+        string from a log (run names, paths, messages) is HTML-escaped."""
+        from html import escape
+
+        rows = []
+        for r in self.runs:
+            mine = self.findings_of(r.name)
+            worst = self.worst(r.name)
+            verdict = (str(worst) if worst is not None else "ok") if r.judged else "not judged"
+            steps = f"{r.steps[0]}\u2013{r.steps[1]}" if r.steps else "\u2013"
+            listed = "<br>".join(
+                escape(f"{f.severity} {f.code} {f.kind} at steps {f.step_start}\u2013{f.step_end}: {f.message}")
+                for f in mine[:5]) + (f"<br>\u2026 {len(mine) - 5} more" if len(mine) > 5 else "")
+            rows.append(f"<tr><td>{escape(r.name)}</td><td>{escape(r.format)}</td><td>{escape(steps)}</td>"
+                        f"<td>{escape(verdict)}</td><td>{len(mine)}</td><td style=\"text-align:left\">{listed}</td></tr>")
+        n = counts(self.findings)
+        head = escape(f"stabdiag {self.version}: {len(self.runs)} run(s), "
+                      + ", ".join(f"{v} {k}" for k, v in n.items()))
+        errors = "".join(f"<p>{escape(e)}</p>" for e in self.errors)
+        return (f"<div><p><b>{head}</b></p><table><thead><tr><th>run</th><th>format</th><th>steps</th>"
+                f"<th>verdict</th><th>findings</th><th style=\"text-align:left\">details</th></tr></thead>"
+                f"<tbody>{''.join(rows)}</tbody></table>{errors}</div>")
 
 
 def counts(findings: Sequence[Finding]) -> dict[str, int]:

@@ -1,0 +1,179 @@
+"""The library facade (issue 16): ``stabdiag.analyze`` gives the CLI's report for the same input,
+finds the policy file as the CLI does, takes a DataFrame, and fails with StabdiagError."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import stabdiag
+from stabdiag.cli import app
+from stabdiag.errors import ConfigError, SourceError
+from stabdiag.policy import Policy
+from stabdiag.render.json import render_json
+
+runner = CliRunner()
+
+EXPORTS = {
+    "analyze",
+    "load",
+    "load_policy",
+    "Report",
+    "RunSummary",
+    "Finding",
+    "Skipped",
+    "Remedy",
+    "Severity",
+    "MetricsTable",
+    "StabdiagError",
+    "__version__",
+    "Monitor",
+}
+
+
+def spiky_loss(n: int = 800, seed: int = 0) -> np.ndarray:
+    """A healthy decaying loss with a 4x spike at steps 500-503, rounded as a CSV stores it."""
+    rng = np.random.default_rng(seed)
+    s = np.arange(n)
+    loss = (2.0 + 3.0 * (1 + s / 30) ** -0.6) * np.exp(rng.normal(0, 0.01, n))
+    loss[500:504] *= 4
+    return np.array([float(f"{v:.6g}") for v in loss])
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A run whose loss column has a name nothing recognises, and a stabdiag.toml beside it whose
+    [map] names it; the working directory is the run's, as when a user analyses it in place."""
+    d = tmp_path / "run"
+    d.mkdir()
+    loss = spiky_loss()
+    (d / "train.csv").write_text(
+        "step,my_tag\n" + "".join(f"{i},{v:.6g}\n" for i, v in enumerate(loss))
+    )
+    (d / "stabdiag.toml").write_text(
+        '[map]\n"train/loss" = "my_tag"\n\n[per-run."other*"]\nfail-on = "never"\n'
+    )
+    monkeypatch.chdir(d)
+    return d
+
+
+def _cli_json(*args: str) -> tuple[int, dict]:
+    r = runner.invoke(app, ["analyze", *args, "--format", "json", "--jobs", "1"])
+    return r.exit_code, json.loads(r.stdout)
+
+
+def test_cli_and_library_give_the_same_report_with_the_policy_map(run_dir: Path) -> None:
+    code, cli = _cli_json("train.csv", "--fail-on", "warning")
+    report = stabdiag.analyze("train.csv", fail_on="warning")
+    assert json.loads(render_json(report)) == cli
+    # The [map] of the policy file is what made the spike visible, in both.
+    assert [(f.kind, f.step_start, f.step_end) for f in report.findings] == [
+        ("loss-spike", 500, 503)
+    ]
+    assert report.runs[0].judged and report.policy.source.endswith("stabdiag.toml")
+    # The CLI exits 1 exactly when the library's report is failing.
+    assert code == 1 and [f.code for f in report.failing()] == ["SD101"]
+    assert stabdiag.analyze("train.csv").failing() == []  # the default fail-on is error
+
+    without = stabdiag.analyze("train.csv", policy=Policy())  # no file: the tag is not a loss
+    assert not without.findings and not without.runs[0].judged
+
+
+def test_flags_and_keywords_agree(run_dir: Path) -> None:
+    _, cli = _cli_json("train.csv", "--ignore", "loss-spike", "--select", "loss-spike,divergence")
+    lib = stabdiag.analyze(["train.csv"], select=["loss-spike", "divergence"], ignore="loss-spike")
+    assert json.loads(render_json(lib)) == cli
+    assert not lib.findings and {s.kind for s in lib.skipped} <= {"divergence"}
+
+
+def test_a_string_path_is_one_path(run_dir: Path) -> None:
+    by_str = stabdiag.analyze(str(run_dir / "train.csv"))
+    by_path = stabdiag.analyze(run_dir / "train.csv", cache=False)
+    by_list = stabdiag.analyze([run_dir])
+    assert by_str == by_path
+    assert [r.name for r in by_str.runs] == ["train"] and len(by_list.runs) == 1
+    assert by_list.findings == by_str.findings
+
+
+def test_dataframe_input_finds_what_the_file_shows(run_dir: Path) -> None:
+    loss = spiky_loss()
+    frame = pd.DataFrame(
+        {"run": "train", "step": np.arange(len(loss)), "metric": "my_tag", "value": loss}
+    )
+    from_frame = stabdiag.analyze(frame)
+    from_file = stabdiag.analyze("train.csv")
+    assert from_frame.findings == from_file.findings  # same numbers, same policy map, same verdict
+    assert from_frame.runs[0].format == "dataframe" and from_frame.runs[0].path == "<DataFrame>"
+    assert ("my_tag", "train/loss") in [m[:2] for m in from_frame.runs[0].mapping]
+    table = stabdiag.load(frame)
+    assert isinstance(table, stabdiag.MetricsTable) and table.metrics() == ["train/loss"]
+    assert stabdiag.load("train.csv").metrics() == ["train/loss"]
+
+
+def test_dataframe_rows_that_are_not_numbers_are_reported(run_dir: Path) -> None:
+    loss = spiky_loss().astype(object)
+    loss[10] = "oops"
+    frame = pd.DataFrame(
+        {"run": "r", "step": np.arange(len(loss)), "metric": "train/loss", "value": loss}
+    )
+    report = stabdiag.analyze(frame, policy=Policy())
+    assert "1 rows" in report.runs[0].warnings[0] and report.findings[0].kind == "loss-spike"
+    with pytest.raises(
+        SourceError, match=r"<DataFrame>: expected a long table with columns run, step"
+    ):
+        stabdiag.analyze(frame.drop(columns=["metric"]))
+
+
+def test_errors_are_stabdiag_errors(run_dir: Path) -> None:
+    with pytest.raises(stabdiag.StabdiagError, match="unknown kind or code 'loss-spikes'") as e:
+        stabdiag.analyze("train.csv", select=["loss-spikes"])
+    assert isinstance(e.value, ConfigError) and not isinstance(e.value, KeyError)
+    r = runner.invoke(app, ["analyze", "train.csv", "--select", "loss-spikes"])
+    assert r.exit_code == 2 and "unknown kind or code 'loss-spikes'" in r.stderr
+    with pytest.raises(stabdiag.StabdiagError, match="nothing at that path"):
+        stabdiag.analyze("no-such-dir")
+    with pytest.raises(stabdiag.StabdiagError, match="expected a log path"):
+        stabdiag.analyze(42)  # type: ignore[arg-type]
+    with pytest.raises(stabdiag.StabdiagError, match="fail-on 'loud'"):
+        stabdiag.analyze("train.csv", fail_on="loud")
+
+
+def test_report_for_notebooks(run_dir: Path) -> None:
+    loss = spiky_loss()
+    name = "<img src=x onerror=alert(1)>&"
+    frame = pd.DataFrame(
+        {"run": name, "step": np.arange(len(loss)), "metric": "loss", "value": loss}
+    )
+    report = stabdiag.analyze(frame, policy=Policy())
+    assert report.to_dict()["findings"][0]["severity"] == "warning"
+    df = report.to_frame()
+    assert list(df.columns[:4]) == ["run", "code", "kind", "severity"]
+    assert df.loc[0, "severity"] == "warning" and df.loc[0, "step_start"] == 500 and len(df) == 1
+    assert (
+        stabdiag.analyze("train.csv", policy=Policy()).to_frame().empty
+    )  # no findings, same columns
+    html = report._repr_html_()
+    assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;&amp;" in html
+    assert ">warning<" in html and "SD101 loss-spike at steps 500" in html
+    f = report.findings[0]
+    assert str(f.severity) == "warning" and f"{f.severity:>8}" == " warning"
+    assert f.severity > stabdiag.Severity.INFO  # still ordered
+
+
+def test_exports_and_a_light_import() -> None:
+    assert set(stabdiag.__all__) == EXPORTS
+    for name in EXPORTS:
+        assert getattr(stabdiag, name) is not None
+    code = (
+        "import sys, stabdiag; heavy = {'pandas', 'numpy', 'torch'} & set(sys.modules); "
+        "assert not heavy, heavy; stabdiag.Monitor; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.stdout.strip() == "ok", out.stderr
