@@ -177,3 +177,29 @@ def test_exports_and_a_light_import() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_the_readme_notebook_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"### From Python \(a notebook\)\n\n```python\n(.*?)```", readme, re.S)
+    assert block is not None, "the README's notebook example is gone"
+    lines = block.group(1).splitlines()
+    assert len(lines) == 5
+    monkeypatch.chdir(root)
+    ns: dict = {}
+    values = []
+    for line in lines:
+        code = line.split("  #")[0].strip()
+        try:
+            values.append(eval(compile(code, "<readme>", "eval"), ns))  # noqa: S307 - our own README
+        except SyntaxError:
+            exec(code, ns)  # noqa: S102
+    report, errors, failing = values[-3], values[-2], values[-1]
+    assert "<table>" in report._repr_html_()
+    assert (
+        list(errors.columns) == ["run", "kind", "step_start", "step_end"]
+        and len(errors) == failing > 0
+    )
