@@ -750,6 +750,7 @@ def verify(
     fmt: Annotated[str, typer.Option("--format", "-f", help="Report format: text, json or markdown.")] = "text",
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Branches trained at once (worker processes).")] = 1,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here (- = stdout).")] = None,
+    plot_to: Annotated[Path | None, typer.Option("--plot", help="Write the overlay of control and remedy loss curves here (.png or .svg).")] = None,
 ) -> None:
     """Replay each warning-or-worse event of a `stabdiag train` run with each mid-run remedy and a control.
 
@@ -772,9 +773,11 @@ def verify(
         seen: dict[str, int] = {}
 
         def progress(name: str, step: int, total: int) -> None:
-            if step >= total or step - seen.get(name, -10**9) >= max(total // 10, 1):
-                seen[name] = step
-                err.print(f"{name}: step {step}/{total}", markup=False, highlight=False)
+            last = seen.get(name)
+            if step == last or (last is not None and step < total and step - last < max(total // 10, 1)):
+                return  # about ten lines per branch, and the last step once
+            seen[name] = step
+            err.print(f"{name}: step {step}/{total}", markup=False, highlight=False)
 
         def on_plan(todo: list[Any]) -> None:
             err.print(f"verify: {len(todo)} branch(es) to train or reuse, {jobs} at a time",
@@ -782,6 +785,11 @@ def verify(
 
         result = run_verify(run_path, max_remedies=remedies, jobs=jobs, progress=progress, on_plan=on_plan)
         _write(RENDERERS[fmt](result), output)
+        if plot_to is not None:
+            from stabdiag.render.verify_plot import save_overlay
+
+            if save_overlay(result, plot_to):
+                err.print(f"overlay: {plot_to}", markup=False, highlight=False)
         if result.interrupted:
             raise typer.Exit(130)
 

@@ -181,10 +181,13 @@ def test_verify_replays_a_bad_batch_control_spikes_skip_fixes(spiky_run):
         "clip": False,
     }
     assert all(t["after"]["status"] == "reused" for t in data["trials"])
+    png = spiky_run.parent / "overlay.png"
     md = CliRunner().invoke(
-        app, ["verify", str(spiky_run), "--remedies", "2", "--format", "markdown"]
+        app,
+        ["verify", str(spiky_run), "--remedies", "2", "--format", "markdown", "--plot", str(png)],
     )
     assert md.exit_code == 0 and "| skip-batches |" in md.stdout and "**Verdict:**" in md.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_verify_without_a_checkpoint_before_the_onset_says_so(spiky_run, tmp_path):
