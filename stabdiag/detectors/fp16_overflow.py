@@ -302,8 +302,8 @@ def _check_family(run: RunData, cfg: Config) -> list[Finding] | Skipped:
             ):
                 sev = Severity.WARNING
                 what = (
-                    f"the fp16 loss scale kept falling, from a settled {st.fmt(ref)} to {st.fmt(final)} "
-                    f"at the end of the log (step {int(sc.steps[-1])})"
+                    f"the fp16 loss scale fell from a settled {st.fmt(ref)} to {st.fmt(final)} from step "
+                    f"{real[0].step} and was still there at the end of the log, step {int(sc.steps[-1])}"
                 )
                 start, end = real[0].step, int(sc.steps[-1])
     if sev == Severity.INFO:
@@ -370,11 +370,11 @@ def _check_family(run: RunData, cfg: Config) -> list[Finding] | Skipped:
             )
         if not parts and late_skips:
             parts.append(f"{st.plural(late_skips, 'skipped step')} with no visible scale drop")
-        what = "fp16 loss scaling: " + "; ".join(parts) + ": benign"
+        what = "loss scaling (fp16): " + "; ".join(parts) + ": benign"
         ev_steps = [d.step for d in drops] + [int(x) for x in skip_steps]
         start = min(ev_steps) if ev_steps else (int(sc.steps[0]) if sc is not None else None)
         end = max(ev_steps) if ev_steps else start
-    tail = f" ({st.plural(n_skipped, 'skipped step')} in all)" if n_skipped else ""
+    tail = f"; {st.plural(n_skipped, 'skipped step')} in all" if n_skipped else ""
     return [
         finding(
             CODE,
