@@ -506,11 +506,11 @@ def _train_and_report(cfg: Any, *, resume: bool, analyze: bool, fail_on: str, re
         raise typer.Exit(result.exit_code)
     if not analyze:
         return
-    from stabdiag.diagnose import diagnose
+    from stabdiag import api
     from stabdiag.findings import Severity
     from stabdiag.render.terminal import render_terminal
 
-    report = diagnose([result.run_dir])
+    report = api.analyze([result.run_dir], jobs=None)  # the policy file applies, as in `analyze`
     out.print(render_terminal(report))
     if fail_on != "never" and report.at_or_above(Severity.parse(fail_on)):
         raise typer.Exit(EXIT_FINDINGS)
@@ -582,15 +582,15 @@ def plot(
     """Plot every run: loss, grad norm, LR, loss scale and other stability metrics, findings shaded."""
 
     def run() -> None:
+        from stabdiag import api
         from stabdiag.console import err
-        from stabdiag.diagnose import diagnose
         from stabdiag.render.plots import save_plots
 
         fmts = tuple(_split(image_format) or ("png", "svg"))
         bad = [f for f in fmts if f not in ("png", "svg")]
         if bad:
             _fail(f"--image-format {bad[0]!r}: expected png or svg")
-        report = diagnose(paths, fmt=input_format, overrides=_parse_map(map_))
+        report = api.analyze(paths, map=_parse_map(map_), input_format=input_format, jobs=None)
         for e in report.errors:
             _warn(e)
         if not report.runs:
@@ -631,7 +631,6 @@ def compare(
             render_comparison_json,
             render_comparison_text,
         )
-        from stabdiag.diagnose import diagnose
 
         if fmt not in ("text", "json"):
             _fail(f"--format {fmt!r}: expected text or json")
@@ -663,8 +662,12 @@ def compare(
             fig.clear()
         overrides = _parse_map(map_)
         _refuse_overwriting_inputs(output, [run_path, base_path])  # -o run.csv destroyed the log
-        cur = diagnose([run_path], fmt=input_format, overrides=overrides)
-        base = diagnose([base_path], fmt=input_format, overrides=overrides)
+        from stabdiag import api
+
+        # Both runs judged under the same policy (file, then --map), as `analyze` judges them.
+        pol = api.resolve_policy(map=overrides)
+        cur = api.analyze([run_path], policy=pol, input_format=input_format, jobs=None)
+        base = api.analyze([base_path], policy=pol, input_format=input_format, jobs=None)
         result = compare_reports(cur, base, th)
         text = render_comparison_json(result) if fmt == "json" else render_comparison_text(result)
         _write(text, output)
