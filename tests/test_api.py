@@ -203,3 +203,18 @@ def test_the_readme_notebook_example_runs(monkeypatch: pytest.MonkeyPatch) -> No
         list(errors.columns) == ["run", "kind", "step_start", "step_end"]
         and len(errors) == failing > 0
     )
+
+
+def test_compare_judges_both_runs_under_the_policy_file(run_dir: Path) -> None:
+    loss = spiky_loss()
+    loss[500:504] /= 4  # the baseline: the same run without the spike
+    (run_dir / "base.csv").write_text(
+        "step,my_tag\n" + "".join(f"{i},{v:.6g}\n" for i, v in enumerate(loss))
+    )
+    r = runner.invoke(app, ["compare", "train.csv", "--baseline", "base.csv", "--format", "json"])
+    assert r.exit_code == 1, r.output  # the [map] found the loss in both; the spike is new
+    doc = json.loads(r.stdout)
+    assert doc["worse"] and any(c["name"] == "spikes" and c["worse"] for c in doc["checks"])
+    (run_dir / "stabdiag.toml").unlink()
+    r = runner.invoke(app, ["compare", "train.csv", "--baseline", "base.csv", "--format", "json"])
+    assert r.exit_code == 2 and "no train/loss series" in r.stderr
