@@ -53,6 +53,16 @@ class RunSummary:
 
 @dataclass(frozen=True, kw_only=True)
 class Report:
+    """Everything one analysis found; what ``stabdiag.analyze`` returns and every renderer reads.
+
+    ``runs``: one RunSummary per run read, in load order. ``findings``: every classified event,
+    in run order, then by step. ``skipped``: checks that could not run ("not checked", never
+    silent). ``remedies``: ranked advice per run. ``errors``: files that could not be read while
+    others could (one line each). ``version``: the stabdiag version that made it. ``table``: the
+    metrics the runs were judged on (for plots; not serialised). ``policy``: the effective policy.
+    ``to_dict()`` is the JSON contract (DESIGN.md), ``to_frame()`` the findings as a DataFrame;
+    in Jupyter the report shows as a summary table."""
+
     runs: tuple[RunSummary, ...]
     findings: tuple[Finding, ...]
     skipped: tuple[Skipped, ...]
