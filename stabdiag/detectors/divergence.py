@@ -361,13 +361,17 @@ def _rise(run: RunData, s: Series, metric: str, name: str, cfg: Config) -> list[
         back = p + int(back_i[0])
         sev = Severity.WARNING
         lr_txt, lr_at, lr_peak = _lr_note(run, int(steps[back]))
+        given = (
+            f"{st.pct(min(lost, 1.0))} of the improvement so far given back"
+            if math.isfinite(lost) and lost <= 1.0
+            else f"above its start level {st.fmt(start)}"
+        )
         how = (
             f"rose for {st.plural(int(steps[p] - steps[on]), 'step')} from step {int(steps[on])} "
             f"(about {st.fmt(trough)}) to about {st.fmt(float(smooth[p]))} at step {int(steps[p])} "
-            f"(smoothed medians, computed; {st.pct(lost) if math.isfinite(lost) else 'all'} of the "
-            f"improvement so far given back), then came back by step {int(steps[back])}{lr_txt}"
+            f"(smoothed medians, computed; {given}), then came back by step {int(steps[back])}{lr_txt}"
         )
-        msg = f"{name} {how}."
+        msg = f"{name} {how}{_val_too(run, metric, int(steps[on]), int(steps[back]))}."
         step_end = int(steps[back])
     else:
         back, lr_at, lr_peak = None, None, None
@@ -414,6 +418,26 @@ def _rise(run: RunData, s: Series, metric: str, name: str, cfg: Config) -> list[
             },
         )
     ]
+
+
+def _val_too(run: RunData, metric: str, lo: int, hi: int) -> str:
+    """ "; the validation loss rose too (A at step S -> B at step T)" when it did, quoting the log."""
+    v = run.get(VAL_LOSS) if metric == TRAIN_LOSS else None
+    if v is None:
+        return ""
+    ok = np.isfinite(v.values)
+    vs, vx = v.steps[ok], v.values[ok]
+    before = np.flatnonzero(vs <= lo)
+    inside = np.flatnonzero((vs > lo) & (vs <= hi))
+    if not before.size or not inside.size:
+        return ""
+    i0, i1 = int(before[-1]), int(inside[np.argmax(vx[inside])])
+    if vx[i1] <= 1.05 * vx[i0]:
+        return ""
+    return (
+        f"; the validation loss rose too ({st.fmt(float(vx[i0]))} at step {int(vs[i0])} -> "
+        f"{st.fmt(float(vx[i1]))} at step {int(vs[i1])})"
+    )
 
 
 def _train_rule(run: RunData, s: Series, metric: str, cfg: Config) -> list[Finding]:
