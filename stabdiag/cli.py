@@ -749,7 +749,10 @@ def sweep(
 def verify(
     run_path: Annotated[Path, typer.Argument(metavar="RUN", help="A stabdiag train run directory.")],
     remedies: Annotated[int, typer.Option("--remedies", min=0, help="Remedies to try per event (plus one control branch with no change).")] = 3,
-    proxy: Annotated[bool, typer.Option("--proxy", help="For another trainer's run: try the remedies on a small proxy model (not available yet).")] = False,
+    proxy: Annotated[bool, typer.Option("--proxy", help="For any run's logs (another trainer's too): try the remedies on a small proxy model trained from scratch with the run's settings.")] = False,
+    proxy_out: Annotated[Path, typer.Option("--proxy-out", help="With --proxy: where the proxy runs go (re-running reuses finished ones).")] = Path("runs/verify-proxy"),
+    proxy_steps: Annotated[int, typer.Option("--proxy-steps", min=10, help="With --proxy: steps of each proxy run (warm-up keeps the run's fraction).")] = 200,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="With --proxy: seeds per setting (2+ separates a fix from noise).")] = 2,
     fmt: Annotated[str, typer.Option("--format", "-f", help="Report format: text, json or markdown.")] = "text",
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Branches trained at once (worker processes).")] = 1,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here (- = stdout).")] = None,
@@ -764,15 +767,14 @@ def verify(
     """
 
     def run() -> None:
+        import json
+
         from stabdiag.console import err
         from stabdiag.render.verify import RENDERERS
         from stabdiag.verify import verify as run_verify
 
         if fmt not in RENDERERS:
             _fail(f"--format {fmt!r}: expected one of {', '.join(RENDERERS)}")
-        if proxy:
-            _fail("--proxy: verifying another trainer's run on a proxy model is not implemented yet; "
-                  "verify works on runs made by `stabdiag train`")
         seen: dict[str, int] = {}
 
         def progress(name: str, step: int, total: int) -> None:
@@ -786,6 +788,16 @@ def verify(
             err.print(f"verify: {len(todo)} branch(es) to train or reuse, {jobs} at a time",
                       markup=False, highlight=False)
 
+        if proxy:
+            from stabdiag.verify_proxy import render_proxy_markdown, render_proxy_text, verify_proxy
+
+            if not run_path.exists():
+                _fail(f"{run_path}: expected a run's log file or directory, found nothing there")
+            res = verify_proxy(run_path, proxy_out, steps=proxy_steps, seeds=seeds, max_remedies=remedies,
+                               progress=progress)
+            render = {"text": render_proxy_text, "markdown": render_proxy_markdown}.get(fmt)
+            _write(render(res) if render else json.dumps(res.to_dict(), indent=2) + "\n", output)
+            return
         result = run_verify(run_path, max_remedies=remedies, jobs=jobs, progress=progress, on_plan=on_plan)
         _write(RENDERERS[fmt](result), output)
         if plot_to is not None:

@@ -213,3 +213,90 @@ def test_verify_refuses_a_directory_that_is_not_a_train_run(tmp_path: Path):
     assert res.exit_code == 2 and "stabdiag train run directory" in res.output
     res = CliRunner().invoke(app, ["verify", str(tmp_path), "--proxy"])
     assert res.exit_code == 2 and "not implemented" in res.output
+
+
+# ----------------------------------------------------------------------------- --proxy
+
+
+def test_proxy_settings_carry_the_runs_config_over_as_fractions():
+    from stabdiag.verify_proxy import proxy_settings
+
+    conf = {
+        "lr": 1.0,
+        "warmup_steps": 250,
+        "total_steps": 5000,
+        "clip": 1.0,
+        "beta2": 0.999,
+        "schedule": "cosine",
+        "precision": "bf16",
+        "norm_placement": "post",
+        "qk_norm": False,
+    }
+    got = proxy_settings(SimpleNamespace(get=conf.get), 200)
+    assert got == [
+        "lr=1",
+        "min_lr=0.1",
+        "warmup_steps=10",
+        "decay=cosine",
+        "grad_clip=1",
+        "beta2=0.999",
+        "precision=bf16",
+        "norm_placement=post",
+        "qk_norm=false",
+    ]
+    assert proxy_settings(None, 200) == []
+
+
+def test_proxy_changes_may_change_the_model_but_not_skip_batches():
+    from stabdiag.verify_proxy import proxy_changes
+
+    ev = Event(100, 3910, (_f("divergence", 100, 3910, Severity.ERROR),))
+    base = {
+        "lr": 1.0,
+        "min_lr": 0.0,
+        "grad_clip": 1.0,
+        "beta2": 0.999,
+        "z_loss": 0.0,
+        "qk_norm": False,
+        "norm_placement": "pre",
+        "precision": "fp32",
+        "warmup_steps": 10,
+        "steps": 200,
+    }
+    made, untried = proxy_changes(
+        ev, base, _rules("rewind", "lower-lr", "qk-norm", "z-loss", "beta2")
+    )
+    assert [(c.remedy, c.sets) for c in made] == [
+        ("lower-lr", ("lr=0.1", "min_lr=0")),  # an error-level event: 10x
+        ("qk-norm", ("qk_norm=true",)),
+        ("z-loss", ("z_loss=1e-4",)),
+        ("beta2", ("beta2=0.95",)),
+    ]
+    assert untried and untried[0].startswith("rewind")
+
+
+def test_proxy_that_does_not_reproduce_says_so(tmp_path):
+    pytest.importorskip("torch")
+    from stabdiag.verify_proxy import verify_proxy
+
+    log = tmp_path / "ext" / "metrics.csv"
+    log.parent.mkdir()
+    rows = ["step,train/loss"] + [
+        f"{s},{(9.0 if s == 60 else 3.0 - s / 100):.4f}" for s in range(100)
+    ]
+    log.write_text("\n".join(rows) + "\n")
+    res = verify_proxy(log.parent, tmp_path / "proxy", steps=15, seeds=1)
+    assert "loss-spike" in res.kinds
+    assert res.verdict.startswith("not reproduced at small scale") and res.trials == ()
+    assert res.baseline is not None and res.baseline.hits == (False,)
+    assert (tmp_path / "proxy" / "ext-proxy-asis-s0" / "run.json").is_file()
+
+
+def test_proxy_on_a_healthy_real_run_has_nothing_to_verify():
+    run = Path(__file__).resolve().parents[2] / "shared" / "real_logs" / "cs336_tinystories_lr3e-3"
+    if not run.is_dir():
+        pytest.skip("../shared/real_logs is not here")
+    from stabdiag.verify_proxy import verify_proxy
+
+    res = verify_proxy(run, Path("/nonexistent-never-written"), steps=20)
+    assert res.verdict.startswith("nothing to verify") and res.baseline is None
