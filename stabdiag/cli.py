@@ -388,6 +388,9 @@ def train(
     out: Annotated[Path | None, typer.Option("--out", help="Parent directory of the run directory.")] = None,
     name: Annotated[str | None, typer.Option(help="Run directory name (default <preset>-<recipe>).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    guard: Annotated[str | None, typer.Option(
+        help="In-loop guard (default off): warn (report findings), stop (checkpoint and end the run on one), "
+             "skip (skip the optimizer step of an outlier loss; one host sync per step).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out/--name from its last checkpoint.")] = False,
     restart: Annotated[bool, typer.Option(help="Discard the run already in --out/--name and train it from scratch.")] = False,
     analyze_: Annotated[bool, typer.Option("--analyze/--no-analyze", help="Analyze the run when it ends.")] = True,
@@ -407,7 +410,7 @@ def train(
 
         overrides = list(set_ or [])
         for key, value in (("steps", steps), ("lr", lr), ("precision", precision), ("data", data),
-                           ("out_dir", out), ("run_name", name), ("device", device)):
+                           ("out_dir", out), ("run_name", name), ("device", device), ("guard", guard)):
             if value is not None:
                 overrides.append(f"{key}={value}")
         overrides += [f"inject={spec}" for spec in inject or []]
@@ -484,13 +487,25 @@ def _train_and_report(cfg: Any, *, resume: bool, analyze: bool, fail_on: str, re
                                                                ("tok/s", "train/tokens_per_s")) if v in m)
             bar.update(task, completed=step, stats=stats)
 
-        result = run_training(cfg, progress=progress, resume=resume, restart=restart, branch=branch)
+        def on_finding(f: dict[str, Any]) -> None:  # the guard's findings, once each, as they appear
+            err.print(f"guard: {f['severity']} {f['kind']} at step {f['step_start']}: {f['message']}",
+                      markup=False, highlight=False, soft_wrap=True)
+
+        result = run_training(cfg, progress=progress, resume=resume, restart=restart, branch=branch,
+                              on_finding=on_finding)
     if not result.is_main:  # under torchrun rank 0 alone reports (it holds every rank's metrics)
         raise typer.Exit(result.exit_code)
     if result.note:
         err.print(result.note, markup=False, highlight=False, soft_wrap=True)
     status = "interrupted" if result.interrupted else "done"
     err.print(f"{status}: {result.steps_done} steps, final loss {result.final_loss:.4g} -> {result.run_dir}")
+    if result.stop_reason == "guard" and result.guard:
+        by = result.guard["stopped_by"]
+        err.print(f"stopped by the guard ({by['kind']} at step {by['step_start']}); checkpoint: {result.checkpoint}",
+                  markup=False, highlight=False, soft_wrap=True)
+    if result.guard and result.guard["skipped_steps"]:
+        err.print(f"guard skipped the optimizer step at step(s) {', '.join(map(str, result.guard['skipped_steps']))}",
+                  highlight=False)
     for ev in result.injected:  # what analyze should find, so the user can check it did
         where = ev["step"] if ev["step"] == ev["last_step"] else f"{ev['step']}-{ev['last_step']}"
         err.print(f"injected: {ev['kind']} at step {where}", highlight=False)
@@ -506,11 +521,11 @@ def _train_and_report(cfg: Any, *, resume: bool, analyze: bool, fail_on: str, re
         raise typer.Exit(result.exit_code)
     if not analyze:
         return
-    from stabdiag import api
+    from stabdiag.diagnose import diagnose
     from stabdiag.findings import Severity
     from stabdiag.render.terminal import render_terminal
 
-    report = api.analyze([result.run_dir], jobs=None)  # the policy file applies, as in `analyze`
+    report = diagnose([result.run_dir])
     out.print(render_terminal(report))
     if fail_on != "never" and report.at_or_above(Severity.parse(fail_on)):
         raise typer.Exit(EXIT_FINDINGS)
@@ -582,15 +597,15 @@ def plot(
     """Plot every run: loss, grad norm, LR, loss scale and other stability metrics, findings shaded."""
 
     def run() -> None:
-        from stabdiag import api
         from stabdiag.console import err
+        from stabdiag.diagnose import diagnose
         from stabdiag.render.plots import save_plots
 
         fmts = tuple(_split(image_format) or ("png", "svg"))
         bad = [f for f in fmts if f not in ("png", "svg")]
         if bad:
             _fail(f"--image-format {bad[0]!r}: expected png or svg")
-        report = api.analyze(paths, map=_parse_map(map_), input_format=input_format, jobs=None)
+        report = diagnose(paths, fmt=input_format, overrides=_parse_map(map_))
         for e in report.errors:
             _warn(e)
         if not report.runs:
@@ -631,6 +646,7 @@ def compare(
             render_comparison_json,
             render_comparison_text,
         )
+        from stabdiag.diagnose import diagnose
 
         if fmt not in ("text", "json"):
             _fail(f"--format {fmt!r}: expected text or json")
@@ -662,12 +678,8 @@ def compare(
             fig.clear()
         overrides = _parse_map(map_)
         _refuse_overwriting_inputs(output, [run_path, base_path])  # -o run.csv destroyed the log
-        from stabdiag import api
-
-        # Both runs judged under the same policy (file, then --map), as `analyze` judges them.
-        pol = api.resolve_policy(map=overrides)
-        cur = api.analyze([run_path], policy=pol, input_format=input_format, jobs=None)
-        base = api.analyze([base_path], policy=pol, input_format=input_format, jobs=None)
+        cur = diagnose([run_path], fmt=input_format, overrides=overrides)
+        base = diagnose([base_path], fmt=input_format, overrides=overrides)
         result = compare_reports(cur, base, th)
         text = render_comparison_json(result) if fmt == "json" else render_comparison_text(result)
         _write(text, output)
@@ -749,14 +761,10 @@ def sweep(
 def verify(
     run_path: Annotated[Path, typer.Argument(metavar="RUN", help="A stabdiag train run directory.")],
     remedies: Annotated[int, typer.Option("--remedies", min=0, help="Remedies to try per event (plus one control branch with no change).")] = 3,
-    proxy: Annotated[bool, typer.Option("--proxy", help="For any run's logs (another trainer's too): try the remedies on a small proxy model trained from scratch with the run's settings.")] = False,
-    proxy_out: Annotated[Path, typer.Option("--proxy-out", help="With --proxy: where the proxy runs go (re-running reuses finished ones).")] = Path("runs/verify-proxy"),
-    proxy_steps: Annotated[int, typer.Option("--proxy-steps", min=10, help="With --proxy: steps of each proxy run (warm-up keeps the run's fraction).")] = 200,
-    seeds: Annotated[int, typer.Option("--seeds", min=1, help="With --proxy: seeds per setting (2+ separates a fix from noise).")] = 2,
+    proxy: Annotated[bool, typer.Option("--proxy", help="For another trainer's run: try the remedies on a small proxy model (not available yet).")] = False,
     fmt: Annotated[str, typer.Option("--format", "-f", help="Report format: text, json or markdown.")] = "text",
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Branches trained at once (worker processes).")] = 1,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here (- = stdout).")] = None,
-    plot_to: Annotated[Path | None, typer.Option("--plot", help="Write the overlay of control and remedy loss curves here (.png or .svg).")] = None,
 ) -> None:
     """Replay each warning-or-worse event of a `stabdiag train` run with each mid-run remedy and a control.
 
@@ -767,44 +775,28 @@ def verify(
     """
 
     def run() -> None:
-        import json
-
         from stabdiag.console import err
         from stabdiag.render.verify import RENDERERS
         from stabdiag.verify import verify as run_verify
 
         if fmt not in RENDERERS:
             _fail(f"--format {fmt!r}: expected one of {', '.join(RENDERERS)}")
+        if proxy:
+            _fail("--proxy: verifying another trainer's run on a proxy model is not implemented yet; "
+                  "verify works on runs made by `stabdiag train`")
         seen: dict[str, int] = {}
 
         def progress(name: str, step: int, total: int) -> None:
-            last = seen.get(name)
-            if step == last or (last is not None and step < total and step - last < max(total // 10, 1)):
-                return  # about ten lines per branch, and the last step once
-            seen[name] = step
-            err.print(f"{name}: step {step}/{total}", markup=False, highlight=False)
+            if step >= total or step - seen.get(name, -10**9) >= max(total // 10, 1):
+                seen[name] = step
+                err.print(f"{name}: step {step}/{total}", markup=False, highlight=False)
 
         def on_plan(todo: list[Any]) -> None:
             err.print(f"verify: {len(todo)} branch(es) to train or reuse, {jobs} at a time",
                       markup=False, highlight=False)
 
-        if proxy:
-            from stabdiag.verify_proxy import render_proxy_markdown, render_proxy_text, verify_proxy
-
-            if not run_path.exists():
-                _fail(f"{run_path}: expected a run's log file or directory, found nothing there")
-            res = verify_proxy(run_path, proxy_out, steps=proxy_steps, seeds=seeds, max_remedies=remedies,
-                               progress=progress)
-            render = {"text": render_proxy_text, "markdown": render_proxy_markdown}.get(fmt)
-            _write(render(res) if render else json.dumps(res.to_dict(), indent=2) + "\n", output)
-            return
         result = run_verify(run_path, max_remedies=remedies, jobs=jobs, progress=progress, on_plan=on_plan)
         _write(RENDERERS[fmt](result), output)
-        if plot_to is not None:
-            from stabdiag.render.verify_plot import save_overlay
-
-            if save_overlay(result, plot_to):
-                err.print(f"overlay: {plot_to}", markup=False, highlight=False)
         if result.interrupted:
             raise typer.Exit(130)
 

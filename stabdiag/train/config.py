@@ -24,6 +24,8 @@ Placement = Literal["pre", "post", "none"]
 Decay = Literal["constant", "cosine", "linear"]
 Precision = Literal["fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda"]
+Guard = Literal["off", "warn", "stop", "skip"]
+GuardLevel = Literal["info", "warning", "error"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,6 +116,13 @@ class TrainConfig:
     'grad_scale@30:factor=1e6' (see stabdiag.train.inject)."""
     stop_after_nonfinite: int = 20
     """Stop once the loss has been non-finite for this many consecutive steps; 0 = never."""
+    guard: Guard = "off"
+    """The in-loop guard (stabdiag.Monitor on the values each log interval brings to the host):
+    'warn' reports findings at or above guard_level, 'stop' also saves a checkpoint and ends the
+    run on the first one, 'skip' skips the optimizer step of an outlier loss or grad norm (at most
+    3 in a row; costs one host sync per step, for this step's loss). 'off' = not run."""
+    guard_level: GuardLevel = "warning"
+    """The severity at which the guard reports (and 'stop' stops)."""
     tensorboard: bool = True
     out_dir: str = "runs"
     run_name: str = ""

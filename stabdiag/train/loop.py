@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from stabdiag.train.branch import BranchPlan
 
 Progress = Callable[[int, dict[str, float]], None]
+OnFinding = Callable[[dict[str, Any]], None]
 
 # Changing these between an interrupted run and its resume does not change the trajectory.
 RESUMABLE_CHANGES = frozenset(
@@ -66,8 +67,14 @@ RESUMABLE_CHANGES = frozenset(
         "stop_after_nonfinite",
         "inject",
         "threads",
+        "guard",
+        "guard_level",
     }
 )
+
+GUARD_SKIPPED = "guard/skipped_step"
+"""1.0 on a step whose optimizer update the guard skipped (guard=skip). Not train/skipped_step:
+analysis reads that one as the fp16 loss scaler's overflow skips."""
 
 PARAMS_PER_THREAD = 400_000
 """Below this many parameters per thread, more CPU threads cost more in synchronisation than
@@ -84,7 +91,7 @@ class TrainResult:
     final_val_loss: float
     interrupted: bool
     stop_reason: str
-    """'completed', 'interrupted' or 'nonfinite'."""
+    """'completed', 'interrupted', 'nonfinite' or 'guard' (guard=stop acted on a finding)."""
     injected: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     stop_signal: str | None = None
     """'SIGINT' or 'SIGTERM' when an interrupt stopped the run (Ctrl-C counts as SIGINT)."""
@@ -96,6 +103,8 @@ class TrainResult:
     """Something the user should be told (e.g. a resume that found the run already finished)."""
     threads: int = 0
     """CPU threads the run used."""
+    guard: dict[str, Any] | None = None
+    """What the in-loop guard saw and did (as in run.json's "guard"); None when guard=off."""
 
     @property
     def is_main(self) -> bool:
@@ -188,7 +197,7 @@ class Probes:
     names: list[str]
 
     @classmethod
-    def for_model(cls, model: GPT, fp16: bool) -> Probes:
+    def for_model(cls, model: GPT, fp16: bool, guard_skip: bool = False) -> Probes:
         layers = [f"block{i}" for i in range(model.cfg.n_layer)]
         names = [
             T.TRAIN_LOSS,
@@ -206,6 +215,8 @@ class Probes:
         names += [T.ACT_RMS_PREFIX + name for name in layers]
         if fp16:
             names += [T.LOSS_SCALE, T.SKIPPED_STEP]
+        if guard_skip:
+            names += [GUARD_SKIPPED]
         return cls(names)
 
 
@@ -219,12 +230,14 @@ def train(
     resume: bool = False,
     restart: bool = False,
     branch: BranchPlan | None = None,
+    on_finding: OnFinding | None = None,
 ) -> TrainResult:
     """Train cfg's model, writing a run directory; Ctrl-C stops cleanly with a checkpoint.
 
     `resume` continues the run directory from its latest checkpoint (from step 0 if it was
     stopped before its first one); `restart` discards a previous run in that directory first;
-    `branch` (see stabdiag.train.branch) starts a new run from another run's checkpoint."""
+    `branch` (see stabdiag.train.branch) starts a new run from another run's checkpoint.
+    `on_finding` gets each finding of the guard (cfg.guard) once, as a dict, on rank 0 only."""
     if sum((resume, restart, branch is not None)) > 1:
         raise TrainError("resume, restart and branch exclude each other")
     check_torch_version(torch.__version__)
@@ -235,7 +248,7 @@ def train(
     )
     before = torch.get_num_threads()
     try:
-        return _train(cfg, info, progress, resume, restart, branch)
+        return _train(cfg, info, progress, resume, restart, branch, on_finding)
     finally:
         torch.set_num_threads(before)
         dist.teardown(info)
@@ -289,7 +302,13 @@ def _train(
     resume: bool,
     restart: bool,
     branch: BranchPlan | None,
+    on_finding: OnFinding | None = None,
 ) -> TrainResult:
+    if cfg.guard == "skip" and info.enabled:
+        raise TrainError(
+            "guard=skip runs in a single process only: under torchrun each rank sees its own "
+            "loss, and the ranks would have to agree on every skip; use guard=stop or warn"
+        )
     device = pick_device(cfg, info)
     run_dir = run_dir_for(cfg, resume)
     if resume:
@@ -408,9 +427,11 @@ def _train(
         run_dir,
         health=health,
         meta=meta,
+        on_finding=on_finding,
     )
     with _stop_on_signals(loop):  # covers the final save too: a SIGTERM there must not kill it
         loop.run(start)
+        guard = loop.close_guard()
         if info.is_main:
             if not loop.torn:  # a step cut mid-update would save a state no step produced
                 loop.save_checkpoint()
@@ -423,6 +444,8 @@ def _train(
                 final_val_loss=loop.last_val,
                 finished=_now(),
             )
+            if guard is not None:
+                meta["guard"] = guard
             _write_json(run_dir / "run.json", meta)
     stopped_by = loop.stop_signal if loop.interrupted else None
     latest = ckpt_dir / checkpoint.LATEST
@@ -439,6 +462,7 @@ def _train(
         rank=info.rank,
         note=note,
         threads=threads,
+        guard=guard,
     )
 
 
@@ -555,6 +579,7 @@ class _Loop:
         *,
         health: LiveHealth | None = None,
         meta: dict[str, Any] | None = None,
+        on_finding: OnFinding | None = None,
     ) -> None:
         self.cfg, self.info, self.device, self.corpus = cfg, info, device, corpus
         self.skips = parse_skips(cfg.skip_batches)
@@ -570,7 +595,7 @@ class _Loop:
         self.group_of = torch.tensor([index[id(p)] for p in self.params], device=device)  # (P,)
         self.num_groups = len(groups)
         self.head_group = list(groups).index("head")
-        self.probes = Probes.for_model(model, cfg.precision == "fp16")
+        self.probes = Probes.for_model(model, cfg.precision == "fp16", cfg.guard == "skip")
         self.autocast = autocast_for(cfg, device)
         self.step = 0
         self.stop_requested = False
@@ -586,6 +611,10 @@ class _Loop:
         self.buffer: list[torch.Tensor] = []  # one (M,) tensor per step since the last flush
         self.host: list[tuple[int, float, float, int]] = []  # (step, lr, wall_time, tokens)
         self.t_flush = time.perf_counter()
+        self.on_finding = on_finding
+        self.guard_findings: list[dict[str, Any]] = []
+        self._guard_seen: set[tuple[str, int | None]] = set()
+        self.guard = self._make_guard()
 
     def run(self, start: int) -> None:
         self.step = start
@@ -626,6 +655,90 @@ class _Loop:
     @property
     def interrupted(self) -> bool:
         return self.stop_reason == "interrupted"
+
+    # --- the guard (cfg.guard) ------------------------------------------------------------------
+
+    def _make_guard(self) -> Any:
+        """The live Monitor, on every rank: under torchrun each rank feeds it rank 0's rows (the
+        gather gives every rank all of them), so all ranks reach the same stop at the same step
+        with no extra collective; only rank 0 reports."""
+        if self.cfg.guard == "off":
+            return None
+        from stabdiag.live.monitor import Monitor
+
+        # No out_dir: a findings file in the run directory would be read as another run's log;
+        # the findings go to run.json instead.
+        return Monitor(
+            self.run_dir.name,
+            action=self.cfg.guard,
+            level=self.cfg.guard_level,
+            on_finding=self._guard_event,
+        )
+
+    def _guard_event(self, event: Any) -> None:
+        """A new or escalated finding: report each one at or above the level once."""
+        f = event.finding
+        key = (f.kind, f.step_start)
+        if f.severity < self.guard.level or key in self._guard_seen:
+            return
+        self._guard_seen.add(key)
+        record = {**f.to_dict(), "seen_at_step": self.step}
+        self.guard_findings.append(record)
+        if self.info.is_main:
+            self.meta["guard"] = self.guard_record()
+            _write_json(self.run_dir / "run.json", self.meta)  # there even if the run dies later
+            if self.on_finding is not None:
+                self.on_finding(record)
+
+    def _guard_feed(self, rows: list[list[float]]) -> None:
+        """Hand the host values of one log interval (rank 0's) to the guard, one step at a time
+        in step order, so a spike is judged when its step arrives, as a per-step guard would."""
+        m, names = self.guard, {n: i for i, n in enumerate(self.probes.names)}
+        scale, skipped = names.get(T.LOSS_SCALE), names.get(T.SKIPPED_STEP)
+        if self.cfg.guard == "skip":  # loss, grad norm and LR went in before each update
+            if scale is not None:
+                steps = [h[0] for h in self.host]
+                m.log_series(T.LOSS_SCALE, steps, [r[scale] for r in rows])
+                m.log_series(T.SKIPPED_STEP, steps, [r[skipped] for r in rows])
+            return
+        loss, gnorm = names[T.TRAIN_LOSS], names[T.GRAD_NORM]
+        for (step, lr, _, _), r in zip(self.host, rows, strict=True):
+            m.log(
+                step,
+                loss=r[loss],
+                grad_norm=r[gnorm],
+                lr=lr,
+                loss_scale=None if scale is None else r[scale],
+                skipped=None if skipped is None else r[skipped],
+            )
+        if (
+            m.should_stop
+            and not self.stop_requested
+            and self.stop_reason == "completed"
+            and self.step < self.cfg.steps
+        ):
+            self.stop_requested, self.stop_reason = True, "guard"
+
+    def guard_record(self) -> dict[str, Any]:
+        """run.json's "guard": the action, the findings reported, what was skipped or stopped."""
+        m = self.guard
+        return {
+            "action": self.cfg.guard,
+            "level": self.cfg.guard_level,
+            "findings": list(self.guard_findings),
+            "skipped_steps": list(m.skipped_steps),
+            "stopped_by": m.stop_finding.to_dict() if self.stop_reason == "guard" else None,
+            "stopped_at_step": self.step if self.stop_reason == "guard" else None,
+            "checks": m.checks,
+            "check_seconds": round(m.check_seconds, 4),
+        }
+
+    def close_guard(self) -> dict[str, Any] | None:
+        """The guard's final check on the whole run, then its record (None when guard=off)."""
+        if self.guard is None:
+            return None
+        self.guard.close()
+        return self.guard_record()
 
     def save_checkpoint(self) -> None:
         """Save this step's checkpoint, look at the run's health, then rotate old checkpoints:
@@ -712,13 +825,18 @@ class _Loop:
         layer_norms = layer_sq.sqrt()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grads_with_norm_(self.params, cfg.grad_clip, grad_norm)
+        skip = False
+        if cfg.guard == "skip":  # the one host sync per step that guard=skip costs
+            loss_now, norm_now = torch.stack([stats["ce"].detach().float(), grad_norm]).tolist()
+            skip = self.guard.log(step, loss=loss_now, grad_norm=norm_now, lr=lr).skip
 
         before = [p.detach().clone() for p in self.params]
         scale = (
             self.scaler._get_scale_async().detach().clone() if self.scaler.is_enabled() else None
         )
-        self.scaler.step(self.optimizer)  # skipped if the unscale found inf/nan (fp16)
-        self.scaler.update()
+        if not skip:
+            self.scaler.step(self.optimizer)  # skipped if the unscale found inf/nan (fp16)
+        self.scaler.update()  # also after a guard skip: it ends the step's unscale_ record
         self.optimizer.zero_grad(set_to_none=True)
 
         deltas = torch._foreach_sub([p.detach() for p in self.params], before)
@@ -740,6 +858,8 @@ class _Loop:
         if scale is not None:  # a drop of the scale in update() means this step was skipped
             skipped = (self.scaler._get_scale_async() < scale).float()
             parts += [scale, skipped]
+        if cfg.guard == "skip":
+            parts.append(torch.tensor(float(skip), device=self.device))
         self.host.append((step, lr, time.time(), x.numel()))
         return torch.cat([p.detach().float().reshape(-1) for p in parts])  # (M,)
 
@@ -764,6 +884,8 @@ class _Loop:
                 if rank == 0 and self.info.is_main:
                     self.health.add(step, metrics)
         self.writer.flush()
+        if self.guard is not None:
+            self._guard_feed(rows_by_rank[0].tolist())
         last = dict(zip(self.probes.names, rows_by_rank[self.info.rank][-1].tolist(), strict=True))
         self.last_loss = last[T.TRAIN_LOSS]
         losses = rows_by_rank[self.info.rank][:, 0]
