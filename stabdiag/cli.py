@@ -521,11 +521,11 @@ def _train_and_report(cfg: Any, *, resume: bool, analyze: bool, fail_on: str, re
         raise typer.Exit(result.exit_code)
     if not analyze:
         return
-    from stabdiag.diagnose import diagnose
+    from stabdiag import api
     from stabdiag.findings import Severity
     from stabdiag.render.terminal import render_terminal
 
-    report = diagnose([result.run_dir])
+    report = api.analyze([result.run_dir], jobs=None)  # the policy file applies, as in `analyze`
     out.print(render_terminal(report))
     if fail_on != "never" and report.at_or_above(Severity.parse(fail_on)):
         raise typer.Exit(EXIT_FINDINGS)
@@ -597,15 +597,15 @@ def plot(
     """Plot every run: loss, grad norm, LR, loss scale and other stability metrics, findings shaded."""
 
     def run() -> None:
+        from stabdiag import api
         from stabdiag.console import err
-        from stabdiag.diagnose import diagnose
         from stabdiag.render.plots import save_plots
 
         fmts = tuple(_split(image_format) or ("png", "svg"))
         bad = [f for f in fmts if f not in ("png", "svg")]
         if bad:
             _fail(f"--image-format {bad[0]!r}: expected png or svg")
-        report = diagnose(paths, fmt=input_format, overrides=_parse_map(map_))
+        report = api.analyze(paths, map=_parse_map(map_), input_format=input_format, jobs=None)
         for e in report.errors:
             _warn(e)
         if not report.runs:
@@ -646,7 +646,6 @@ def compare(
             render_comparison_json,
             render_comparison_text,
         )
-        from stabdiag.diagnose import diagnose
 
         if fmt not in ("text", "json"):
             _fail(f"--format {fmt!r}: expected text or json")
@@ -678,8 +677,12 @@ def compare(
             fig.clear()
         overrides = _parse_map(map_)
         _refuse_overwriting_inputs(output, [run_path, base_path])  # -o run.csv destroyed the log
-        cur = diagnose([run_path], fmt=input_format, overrides=overrides)
-        base = diagnose([base_path], fmt=input_format, overrides=overrides)
+        from stabdiag import api
+
+        # Both runs judged under the same policy (file, then --map), as `analyze` judges them.
+        pol = api.resolve_policy(map=overrides)
+        cur = api.analyze([run_path], policy=pol, input_format=input_format, jobs=None)
+        base = api.analyze([base_path], policy=pol, input_format=input_format, jobs=None)
         result = compare_reports(cur, base, th)
         text = render_comparison_json(result) if fmt == "json" else render_comparison_text(result)
         _write(text, output)
@@ -761,10 +764,14 @@ def sweep(
 def verify(
     run_path: Annotated[Path, typer.Argument(metavar="RUN", help="A stabdiag train run directory.")],
     remedies: Annotated[int, typer.Option("--remedies", min=0, help="Remedies to try per event (plus one control branch with no change).")] = 3,
-    proxy: Annotated[bool, typer.Option("--proxy", help="For another trainer's run: try the remedies on a small proxy model (not available yet).")] = False,
+    proxy: Annotated[bool, typer.Option("--proxy", help="For any run's logs (another trainer's too): try the remedies on a small proxy model trained from scratch with the run's settings.")] = False,
+    proxy_out: Annotated[Path, typer.Option("--proxy-out", help="With --proxy: where the proxy runs go (re-running reuses finished ones).")] = Path("runs/verify-proxy"),
+    proxy_steps: Annotated[int, typer.Option("--proxy-steps", min=10, help="With --proxy: steps of each proxy run (warm-up keeps the run's fraction).")] = 200,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="With --proxy: seeds per setting (2+ separates a fix from noise).")] = 2,
     fmt: Annotated[str, typer.Option("--format", "-f", help="Report format: text, json or markdown.")] = "text",
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Branches trained at once (worker processes).")] = 1,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here (- = stdout).")] = None,
+    plot_to: Annotated[Path | None, typer.Option("--plot", help="Write the overlay of control and remedy loss curves here (.png or .svg).")] = None,
 ) -> None:
     """Replay each warning-or-worse event of a `stabdiag train` run with each mid-run remedy and a control.
 
@@ -775,28 +782,44 @@ def verify(
     """
 
     def run() -> None:
+        import json
+
         from stabdiag.console import err
         from stabdiag.render.verify import RENDERERS
         from stabdiag.verify import verify as run_verify
 
         if fmt not in RENDERERS:
             _fail(f"--format {fmt!r}: expected one of {', '.join(RENDERERS)}")
-        if proxy:
-            _fail("--proxy: verifying another trainer's run on a proxy model is not implemented yet; "
-                  "verify works on runs made by `stabdiag train`")
         seen: dict[str, int] = {}
 
         def progress(name: str, step: int, total: int) -> None:
-            if step >= total or step - seen.get(name, -10**9) >= max(total // 10, 1):
-                seen[name] = step
-                err.print(f"{name}: step {step}/{total}", markup=False, highlight=False)
+            last = seen.get(name)
+            if step == last or (last is not None and step < total and step - last < max(total // 10, 1)):
+                return  # about ten lines per branch, and the last step once
+            seen[name] = step
+            err.print(f"{name}: step {step}/{total}", markup=False, highlight=False)
 
         def on_plan(todo: list[Any]) -> None:
             err.print(f"verify: {len(todo)} branch(es) to train or reuse, {jobs} at a time",
                       markup=False, highlight=False)
 
+        if proxy:
+            from stabdiag.verify_proxy import render_proxy_markdown, render_proxy_text, verify_proxy
+
+            if not run_path.exists():
+                _fail(f"{run_path}: expected a run's log file or directory, found nothing there")
+            res = verify_proxy(run_path, proxy_out, steps=proxy_steps, seeds=seeds, max_remedies=remedies,
+                               progress=progress)
+            render = {"text": render_proxy_text, "markdown": render_proxy_markdown}.get(fmt)
+            _write(render(res) if render else json.dumps(res.to_dict(), indent=2) + "\n", output)
+            return
         result = run_verify(run_path, max_remedies=remedies, jobs=jobs, progress=progress, on_plan=on_plan)
         _write(RENDERERS[fmt](result), output)
+        if plot_to is not None:
+            from stabdiag.render.verify_plot import save_overlay
+
+            if save_overlay(result, plot_to):
+                err.print(f"overlay: {plot_to}", markup=False, highlight=False)
         if result.interrupted:
             raise typer.Exit(130)
 
