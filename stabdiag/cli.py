@@ -769,7 +769,7 @@ def verify(
     proxy_steps: Annotated[int, typer.Option("--proxy-steps", min=10, help="With --proxy: steps of each proxy run (warm-up keeps the run's fraction).")] = 200,
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="With --proxy: seeds per setting (2+ separates a fix from noise).")] = 2,
     fmt: Annotated[str, typer.Option("--format", "-f", help="Report format: text, json or markdown.")] = "text",
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Branches trained at once (worker processes).")] = 1,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Branches (or proxy runs) trained at once, in worker processes.")] = 1,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here (- = stdout).")] = None,
     plot_to: Annotated[Path | None, typer.Option("--plot", help="Write the overlay of control and remedy loss curves here (.png or .svg).")] = None,
 ) -> None:
@@ -809,7 +809,7 @@ def verify(
             if not run_path.exists():
                 _fail(f"{run_path}: expected a run's log file or directory, found nothing there")
             res = verify_proxy(run_path, proxy_out, steps=proxy_steps, seeds=seeds, max_remedies=remedies,
-                               progress=progress)
+                               jobs=jobs, progress=progress)
             render = {"text": render_proxy_text, "markdown": render_proxy_markdown}.get(fmt)
             _write(render(res) if render else json.dumps(res.to_dict(), indent=2) + "\n", output)
             return

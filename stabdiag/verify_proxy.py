@@ -25,7 +25,7 @@ from typing import Any
 
 from stabdiag.errors import TrainError
 from stabdiag.findings import Finding, Severity
-from stabdiag.verify import Event, find_events
+from stabdiag.verify import Event, _join, find_events
 
 Progress = Callable[[str, int, int], None]
 
@@ -196,36 +196,85 @@ def _hit(run_dir: Path, kinds: tuple[str, ...]) -> tuple[bool, float | None]:
     return hit, final if isinstance(final, (int, float)) else None
 
 
-def _trial(
-    change: ProxyChange, cfgs: list[Any], kinds: tuple[str, ...], progress: Progress | None
-) -> ProxyTrial:
+def _train_one(cfg: Any, progress: Progress | None = None, queue: Any = None) -> str:
+    """Train one proxy run unless an earlier verify finished it; returns 'done', 'reused',
+    'interrupted' or 'crashed: ...'. Safe to call in a worker process."""
     from stabdiag.train import train
 
+    d = Path(cfg.out_dir) / cfg.run_name
+    try:
+        meta = json.loads((d / "run.json").read_text())
+        if meta.get("finished") is not None and meta.get("stop_reason") in (
+            "completed",
+            "nonfinite",
+        ):
+            return "reused"
+    except (OSError, ValueError):
+        pass
+
+    def report(step: int, _m: dict[str, float]) -> None:
+        if progress is not None:
+            progress(cfg.run_name, step, cfg.steps)
+        if queue is not None:
+            queue.put((cfg.run_name, step, cfg.steps))
+
+    try:
+        result = train(cfg, progress=report, restart=d.exists())
+    except Exception as exc:  # noqa: BLE001 - one crashed proxy run must not stop the others
+        return f"crashed: {exc}"
+    return "interrupted" if result.interrupted else "done"
+
+
+def _train_all(cfgs: Sequence[Any], jobs: int, progress: Progress | None) -> dict[str, str]:
+    """Train the proxy runs, `jobs` at a time in worker processes (1: here)."""
+    if jobs <= 1 or len(cfgs) <= 1:
+        out: dict[str, str] = {}
+        for cfg in cfgs:
+            out[cfg.run_name] = _train_one(cfg, progress)
+            if out[cfg.run_name] == "interrupted":
+                break
+        return out
+    import multiprocessing
+    import queue as queue_mod
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
+    out = {}
+    with ctx.Manager() as manager, ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        q = manager.Queue()
+        pending = {pool.submit(_train_one, cfg, None, q): cfg for cfg in cfgs}
+        while pending:
+            done, _ = wait(pending, timeout=0.3, return_when=FIRST_COMPLETED)
+            while True:
+                try:
+                    msg = q.get_nowait()
+                except queue_mod.Empty:
+                    break
+                if progress is not None:
+                    progress(*msg)
+            for fut in done:
+                cfg = pending.pop(fut)
+                try:
+                    out[cfg.run_name] = fut.result()
+                except Exception as exc:  # noqa: BLE001 - a dead worker is one crashed run
+                    out[cfg.run_name] = f"crashed: {exc}"
+    return out
+
+
+def _trial(
+    change: ProxyChange, cfgs: list[Any], kinds: tuple[str, ...], status: dict[str, str]
+) -> ProxyTrial:
+    if any(status.get(c.run_name, "interrupted") == "interrupted" for c in cfgs):
+        raise TrainError(
+            "interrupted: re-run the same command to continue (finished proxy runs are reused)"
+        )
     hits: list[bool | None] = []
     finals: list[float | None] = []
     for cfg in cfgs:
-        d = Path(cfg.out_dir) / cfg.run_name
-        done = False
-        try:
-            meta = json.loads((d / "run.json").read_text())
-            done = meta.get("finished") is not None and meta.get("stop_reason") in (
-                "completed",
-                "nonfinite",
-            )
-        except (OSError, ValueError):
-            pass
-        try:
-            if not done:
-                train(
-                    cfg,
-                    progress=(lambda s, _m, n=cfg.run_name, t=cfg.steps: progress(n, s, t))
-                    if progress
-                    else None,
-                    restart=d.exists(),
-                )
-            hit, final = _hit(d, kinds)
-        except TrainError:
+        if status[cfg.run_name].startswith("crashed"):
             hit, final = None, None
+        else:
+            hit, final = _hit(Path(cfg.out_dir) / cfg.run_name, kinds)
         hits.append(hit)
         finals.append(final)
     seen = [h for h in hits if h is not None]
@@ -248,6 +297,7 @@ def verify_proxy(
     steps: int = 200,
     seeds: int = 2,
     max_remedies: int = 3,
+    jobs: int = 1,
     progress: Progress | None = None,
 ) -> ProxyResult:
     """Analyse `path` (any log stabdiag reads), build its proxy, check it reproduces the run's
@@ -301,7 +351,12 @@ def verify_proxy(
         ]
 
     base_cfgs = cfgs("asis", [])
-    baseline = _trial(ProxyChange("as-is", "the run's settings", ()), base_cfgs, kinds, progress)
+    baseline = _trial(
+        ProxyChange("as-is", "the run's settings", ()),
+        base_cfgs,
+        kinds,
+        _train_all(base_cfgs, jobs, progress),
+    )
     changes, untried = proxy_changes(merged, base_cfgs[0].to_dict(), rules_for)
     if not any(baseline.hits):
         return ProxyResult(
@@ -314,16 +369,16 @@ def verify_proxy(
             f"not reproduced at small scale: no proxy seed showed {', '.join(kinds)}",
             time.perf_counter() - t0,
         )
-    trials = tuple(
-        _trial(ch, cfgs(ch.remedy, ch.sets), kinds, progress) for ch in changes[:max_remedies]
-    )
+    tried = [(ch, cfgs(ch.remedy, ch.sets)) for ch in changes[:max_remedies]]
+    status = _train_all([c for _, cs in tried for c in cs], jobs, progress)
+    trials = tuple(_trial(ch, cs, kinds, status) for ch, cs in tried)
     fixed = [t.change.phrase for t in trials if t.verdict == "fixed"]
     failed = [t.change.phrase for t in trials if t.verdict == "not fixed"]
     line = f"the proxy reproduces {', '.join(kinds)} in {sum(bool(h) for h in baseline.hits)}/{seeds} seeds"
     if fixed:
-        line += f"; {', '.join(fixed)} remove{'s' if len(fixed) == 1 else ''} it"
+        line += f"; {_join(fixed)} remove{'s' if len(fixed) == 1 else ''} it"
     if failed:
-        line += f"; {', '.join(failed)} do{'es' if len(failed) == 1 else ''} not"
+        line += f"; {_join(failed)} do{'es' if len(failed) == 1 else ''} not"
     return ProxyResult(
         summary.name,
         kinds,
