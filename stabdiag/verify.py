@@ -408,7 +408,6 @@ def run_job(job: Job, progress: Progress | None = None, queue: Any = None) -> tu
     d = Path(job.plan.config.out_dir) / job.name
     if _finished(d, job.plan.config.steps):
         return job.name, "reused", ""
-    _clear_unfinished(job)
 
     def report(step: int, _m: dict[str, float]) -> None:
         if progress is not None:
@@ -417,6 +416,7 @@ def run_job(job: Job, progress: Progress | None = None, queue: Any = None) -> tu
             queue.put((job.name, step, job.plan.config.steps))
 
     try:
+        _clear_unfinished(job)
         result = train(job.plan.config, progress=report, branch=job.plan)
     except TrainError as exc:
         return job.name, "crashed", str(exc)

@@ -189,6 +189,19 @@ def test_verify_replays_a_bad_batch_control_spikes_skip_fixes(spiky_run):
     assert md.exit_code == 0 and "| skip-batches |" in md.stdout and "**Verdict:**" in md.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # a branch that cannot run (its directory is taken by something else) is reported as such
+    # and the others go on
+    taken = spiky_run.parent / "spiky-verify-s30-clip"
+    shutil.rmtree(taken)
+    taken.mkdir()
+    (taken / "notes.txt").write_text("someone else's")
+    again = verify(spiky_run, max_remedies=2)
+    by = {t.change.remedy: t for t in again.events[0].trials}
+    assert by["clip"].outcome.status == "crashed" and by["clip"].verdict == "inconclusive"
+    assert "not an unfinished verify branch" in by["clip"].reason
+    assert (taken / "notes.txt").is_file()  # never deleted
+    assert by["skip-batches"].verdict == "fixed" and by["skip-batches"].outcome.status == "reused"
+
 
 def test_verify_without_a_checkpoint_before_the_onset_says_so(spiky_run, tmp_path):
     from typer.testing import CliRunner
