@@ -1,6 +1,7 @@
 """`stabdiag verify` on CPU: the issue's measurement (a), end to end in fresh processes.
 
     python benchmarks/bench_verify.py [--steps 200] [--at 120] [--interval 50] [--remedies 3] [--jobs 1]
+    python benchmarks/bench_verify.py --proxy RUN [--jobs 1]     # measurements (b) and (c)
 
 Trains `stabdiag train --preset tiny --inject bad_batch@AT --set checkpoint_interval=INTERVAL
 --steps STEPS`, then runs `stabdiag verify` on it twice: the first run trains the control and the
@@ -8,6 +9,10 @@ remedy branches (wall time), the second finds them finished and only re-analyses
 cost). Prints both wall times, the load average and the verify table. Subprocesses get
 OMP_NUM_THREADS=1 and `--set threads=1`, as the tests do; numbers on a shared machine drift with
 its load.
+
+`--proxy RUN`: `stabdiag verify RUN --proxy` on any run's logs (e.g. ../shared/real_logs/
+cs336_tinystories_lr1, a run at peak LR 1.0, or a healthy one): wall time and the table, proxy
+runs in a temporary directory.
 """
 
 from __future__ import annotations
@@ -49,7 +54,28 @@ def main() -> None:
     ap.add_argument("--interval", type=int, default=50)
     ap.add_argument("--remedies", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument(
+        "--proxy", type=Path, default=None, help="verify --proxy on this run's logs instead"
+    )
     args = ap.parse_args()
+    if args.proxy is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            argv = [
+                "verify",
+                str(args.proxy),
+                "--proxy",
+                "--proxy-out",
+                tmp,
+                "--remedies",
+                str(args.remedies),
+                "--jobs",
+                str(args.jobs),
+            ]
+            wall, table = _run(argv)
+        print(f"load average {_load()}")
+        print(f"verify --proxy {args.proxy} (--jobs {args.jobs}): {wall:.1f} s")
+        print(table)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         train_s, _ = _run(

@@ -547,9 +547,9 @@ def outcome_of(branch: Path, event: Event, status: str, error: str, from_step: i
 def judge(control: Outcome, branch: Outcome) -> tuple[str, str]:
     """(verdict, reason) of one remedy against the control."""
     if control.recurred is None:
-        return "inconclusive", f"the control branch {control.status}"
+        return "inconclusive", f"the control branch {_was(control.status)}"
     if branch.recurred is None:
-        return "inconclusive", f"the branch {branch.status}" + (
+        return "inconclusive", f"the branch {_was(branch.status)}" + (
             f": {branch.error}" if branch.error else ""
         )
     if not control.recurred:
@@ -646,6 +646,10 @@ def verify(
         )
     events.sort(key=lambda e: e.event.start)
     return VerifyResult(run_dir, tuple(events), interrupted, time.perf_counter() - t0)
+
+
+def _was(status: str) -> str:
+    return "was interrupted" if status == "interrupted" else status
 
 
 def _join(items: list[str]) -> str:
