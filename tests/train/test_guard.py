@@ -126,3 +126,24 @@ def test_warn_trains_to_the_end_records_the_finding_and_changes_nothing(override
     pd.testing.assert_series_equal(
         _series(warn.run_dir, T.TRAIN_LOSS), _series(plain.run_dir, T.TRAIN_LOSS)
     )
+
+
+@pytest.mark.slow  # two processes under torchrun: ~10 s of CPU on two cores
+def test_stop_under_torchrun_stops_every_rank_at_the_same_step(overrides, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    sets = [kv for kv in overrides if not kv.startswith(("threads=", "out_dir="))]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "stabdiag", "train", "--out", str(tmp_path), "--name", "ddp", "--no-analyze",
+           "--guard", "stop", "--set", "device=cpu", *(a for kv in sets for a in ("--set", kv))]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]  # no rank hung or reported a signal
+    assert done.stderr.count(f"guard: warning loss-spike at step {BAD}") == 1  # rank 0 alone
+    meta = _meta(tmp_path / "ddp")
+    assert meta["stop_reason"] == "guard" and BAD < meta["steps_done"] <= BAD + 5
+    ranks = pd.read_csv(tmp_path / "ddp" / "metrics.csv")
+    last = ranks[ranks["metric"] == T.TRAIN_LOSS].groupby("rank")["step"].max()
+    assert list(last) == [meta["steps_done"] - 1] * 2
