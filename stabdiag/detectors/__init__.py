@@ -6,6 +6,7 @@ SD3xx precision, SD4xx logits, SD5xx schedule, SD6xx run/infrastructure, SD7xx R
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -104,7 +105,9 @@ def run_detectors(
         for det in dets:
             cfg = configs.get(det.kind)
             try:  # one detector failing on odd data must not take the report down (issue 13 C7)
-                with np.errstate(all="ignore"):  # overflow in a statistic is not the user's news
+                # overflow or an all-NaN window in a statistic is not the user's news (stderr)
+                with np.errstate(all="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
                     res = det.check(run) if cfg is None else det.check(run, cfg)
             except Exception as exc:  # noqa: BLE001 - becomes that detector's "not checked"
                 res = Skipped(code=det.code, kind=det.kind, run=run.name,

@@ -190,3 +190,16 @@ def test_l1_compare_never_overwrites_its_inputs(tmp_path):
         r = _cli("compare", str(a), "-b", str(b), "-o", str(target))
         assert r.returncode == 2 and "refusing to overwrite" in r.stderr
     assert a.read_bytes() == before
+
+
+def test_numpy_warnings_do_not_reach_stderr(tmp_path):
+    f = tmp_path / "nan_tail.csv"
+    f.write_text(
+        "step,loss,grad_norm\n"
+        + "".join(
+            f"{i},{'nan' if i > 120 else 2 - i / 300},{'nan' if i > 100 else 1e308}\n"
+            for i in range(200)
+        )
+    )
+    r = _cli("analyze", str(f), "--fail-on", "never")
+    assert r.returncode == 0 and "Warning" not in r.stderr, r.stderr
