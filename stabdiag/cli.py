@@ -762,7 +762,7 @@ def sweep(
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def verify(
-    run_path: Annotated[Path, typer.Argument(metavar="RUN", help="A stabdiag train run directory.")],
+    run_path: Annotated[Path, typer.Argument(metavar="RUN", help="A stabdiag train run directory (with --proxy: any run's logs).")],
     remedies: Annotated[int, typer.Option("--remedies", min=0, help="Remedies to try per event (plus one control branch with no change).")] = 3,
     proxy: Annotated[bool, typer.Option("--proxy", help="For any run's logs (another trainer's too): try the remedies on a small proxy model trained from scratch with the run's settings.")] = False,
     proxy_out: Annotated[Path, typer.Option("--proxy-out", help="With --proxy: where the proxy runs go (re-running reuses finished ones).")] = Path("runs/verify-proxy"),
