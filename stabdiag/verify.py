@@ -435,6 +435,10 @@ def run_jobs(
     at a clean point; a re-run redoes the unfinished ones)."""
     status: dict[str, tuple[str, str]] = {}
     interrupted = False
+    for job in jobs:  # finished by an earlier verify: no worker process needed
+        if _finished(Path(job.plan.config.out_dir) / job.name, job.plan.config.steps):
+            status[job.name] = ("reused", "")
+    jobs = [j for j in jobs if j.name not in status]
     if n_jobs <= 1 or len(jobs) <= 1:
         for job in jobs:
             try:

@@ -196,21 +196,25 @@ def _hit(run_dir: Path, kinds: tuple[str, ...]) -> tuple[bool, float | None]:
     return hit, final if isinstance(final, (int, float)) else None
 
 
+def _finished(cfg: Any) -> bool:
+    try:
+        meta = json.loads((Path(cfg.out_dir) / cfg.run_name / "run.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return meta.get("finished") is not None and meta.get("stop_reason") in (
+        "completed",
+        "nonfinite",
+    )
+
+
 def _train_one(cfg: Any, progress: Progress | None = None, queue: Any = None) -> str:
     """Train one proxy run unless an earlier verify finished it; returns 'done', 'reused',
     'interrupted' or 'crashed: ...'. Safe to call in a worker process."""
     from stabdiag.train import train
 
     d = Path(cfg.out_dir) / cfg.run_name
-    try:
-        meta = json.loads((d / "run.json").read_text())
-        if meta.get("finished") is not None and meta.get("stop_reason") in (
-            "completed",
-            "nonfinite",
-        ):
-            return "reused"
-    except (OSError, ValueError):
-        pass
+    if _finished(cfg):
+        return "reused"
 
     def report(step: int, _m: dict[str, float]) -> None:
         if progress is not None:
@@ -227,6 +231,10 @@ def _train_one(cfg: Any, progress: Progress | None = None, queue: Any = None) ->
 
 def _train_all(cfgs: Sequence[Any], jobs: int, progress: Progress | None) -> dict[str, str]:
     """Train the proxy runs, `jobs` at a time in worker processes (1: here)."""
+    if jobs > 1:  # runs an earlier verify finished need no worker process
+        todo = [c for c in cfgs if not _finished(c)]
+        if len(todo) < len(cfgs):
+            return {**{c.run_name: "reused" for c in cfgs}, **_train_all(todo, jobs, progress)}
     if jobs <= 1 or len(cfgs) <= 1:
         out: dict[str, str] = {}
         for cfg in cfgs:
