@@ -7,7 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from stabdiag.console import SEVERITY_STYLE
-from stabdiag.findings import Finding
+from stabdiag.findings import Finding, Severity
 from stabdiag.report import Report, RunSummary, counts
 from stabdiag.table import TRAIN_LOSS
 
@@ -98,4 +98,12 @@ def render_terminal(report: Report, *, max_remedies: int = 5, show_skipped: bool
                     parts.append(Text(f"       watch: {r.watch}", style="dim"))
             if len(rems) > max_remedies:
                 parts.append(Text(f"     (+{len(rems) - max_remedies} more in --format json)", style="dim"))
+            if report.at_or_above(Severity.WARNING) and any(
+                    f.run == run.name and f.severity >= Severity.WARNING for f in report.findings):
+                own = run.config is not None and getattr(run.config, "fw", "") == "stabdiag"
+                where = run.path[: -len("/metrics.csv")] if run.path.endswith("/metrics.csv") else run.path
+                parts.append(Text(
+                    f"  test a fix before paying for it: stabdiag verify {where}"
+                    + (" (replays the event from a checkpoint with each remedy and a control)" if own
+                       else " --proxy (a small model with this run's settings)"), style="dim"))
     return Group(*parts)
