@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stabdiag.sources import textlog
-from stabdiag.sources.raw import BAD, RawRun, from_rows, parse_number
+from stabdiag.sources.raw import BAD, RawRun, from_rows, parse_int, parse_number
 
 FORMAT = "deepspeed"
 
@@ -78,7 +78,10 @@ def parse_overflow(text: str) -> Overflow | None:
 def engine_step(text: str) -> tuple[int, int] | None:
     """(step, cumulative skipped) from a DeepSpeed ``log_dist`` step line."""
     m = _ENGINE_STEP.search(text)
-    return (int(m[1]), int(m[2])) if m else None
+    if not m:
+        return None
+    step, skipped = parse_int(m[1]), parse_int(m[2])
+    return None if step is None or skipped is None else (step, skipped)
 
 
 def looks_like(path: Path, head: str) -> bool:
@@ -158,7 +161,10 @@ def _two_engines(text: str) -> bool:
     pairs = 0
     steps: set[int] = set()
     for m in re.finditer(r"\[Rank \d+\] (step=(\d+), skipped=\d+[^\n]*)", text):
-        cur = (int(m[2]), m[1].strip())
+        step = parse_int(m[2])
+        if step is None:
+            continue
+        cur = (step, m[1].strip())
         steps.add(cur[0])
         if prev is not None and cur[0] == prev[0] and cur[1] != prev[1]:
             pairs += 1
@@ -279,7 +285,9 @@ def read_stdout(path: Path, fmt: str) -> list[RawRun]:
                     rows.append((s, name("lr", e), v))
             continue
         if (pm := _PPO.match(t)) is not None:
-            epoch, local = int(pm[1]), int(pm[2])
+            epoch, local = parse_int(pm[1]), parse_int(pm[2])
+            if epoch is None or local is None:
+                continue
             if ppo_last_epoch is not None and epoch != ppo_last_epoch:
                 ppo_offset = (epoch * batches) if batches else ppo_step + 1 - local
             ppo_last_epoch = epoch
@@ -331,7 +339,8 @@ def read_stdout(path: Path, fmt: str) -> list[RawRun]:
                     derived[canon] = f"DeepSpeed-Chat reward-model evaluation '{canon[4:]}'"
             continue
         for tq in _TQDM.finditer(t):
-            engines[0].step, known = max(engines[0].step, int(tq[1])), True
+            if (tq_step := parse_int(tq[1])) is not None:
+                engines[0].step, known = max(engines[0].step, tq_step), True
         for dm in _DICT.finditer(t):
             d = parse_dict(dm.group(0))
             if d is None:

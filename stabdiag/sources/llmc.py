@@ -63,6 +63,15 @@ def _stdout_fields(body: str) -> list[tuple[str, float]]:
     return out
 
 
+def _step(digits: str) -> int | None:
+    """The step, or None when Python cannot even parse it (over 4300 digits): that line is bad.
+    Steps beyond int64 are left to from_rows, which drops them with its own warning."""
+    try:
+        return int(digits)
+    except ValueError:
+        return None
+
+
 def read(path: Path) -> list[RawRun]:
     text = textlog.read_text(path)
     rows: list[tuple[int, str, float]] = []
@@ -71,12 +80,15 @@ def read(path: Path) -> list[RawRun]:
         t = line.text.strip()
         m = _MAINLOG.match(t) or _MODDED.match(t)
         if m is not None:
-            step, fields = int(m[1]), [(k, _value(v)) for k, v in _KV.findall(m[2])]
+            step, fields = _step(m[1]), [(k, _value(v)) for k, v in _KV.findall(m[2])]
         elif (m := _STDOUT.match(t)) is not None:
-            step, fields = int(m[1]), _stdout_fields(m[2])  # type: ignore[assignment]
+            step, fields = _step(m[1]), _stdout_fields(m[2])  # type: ignore[assignment]
         else:
             if t.startswith("s:") and t[2:3].isdigit():
                 bad.append(line.number)
+            continue
+        if step is None:   # a step no int64 holds: this line is bad, the others stand
+            bad.append(line.number)
             continue
         for key, v in fields:
             if v is None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stabdiag.sources import deepspeed, textlog
-from stabdiag.sources.raw import BAD, RawRun, from_rows, parse_number
+from stabdiag.sources.raw import BAD, RawRun, from_rows, parse_int, parse_number
 
 FORMAT = "megatron"
 
@@ -81,7 +81,8 @@ def _fields(body: str) -> tuple[tuple[str, float], ...]:
 def _parse(text: str, rank: int | None) -> _Record | None:
     m = _ITER.search(text)
     if m is not None:
-        return _Record("iter", int(m[1]), _fields(text[m.end():]), rank)
+        step = parse_int(m[1])   # a step no int64 holds loses this record, not the log
+        return None if step is None else _Record("iter", step, _fields(text[m.end():]), rank)
     m = _VALID.search(text)
     if m is not None:
         fields = []
@@ -93,7 +94,8 @@ def _parse(text: str, rank: int | None) -> _Record | None:
                 fields.append((key[: -len(" ppl")] + " validation ppl", v))
             else:
                 fields.append((key + " validation", v))
-        return _Record("valid", int(m[1]), tuple(fields), rank)
+        step = parse_int(m[1])
+        return None if step is None else _Record("valid", step, tuple(fields), rank)
     return None
 
 

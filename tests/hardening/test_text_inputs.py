@@ -145,13 +145,15 @@ def test_megatron_huge_skip_count_is_bounded(tmp_path):
 
 
 def test_over_long_integer_in_one_file_is_an_error_not_a_crash(tmp_path):
-    """A >4300-digit step (Python's int-parsing limit) is contained by load(): the file becomes
-    one error line and the others in the directory still load."""
+    """A >4300-digit step (Python's int-parsing limit) is contained by load(): that record is
+    skipped (issue 13 C6: one bad token costs its line, not the file), the file is reported as
+    holding no values, and the others in the directory still load."""
     bad = tmp_path / "d" / "a" / "train.out"
     bad.parent.mkdir(parents=True)
     bad.write_text("iteration 9" + "9" * 5000 + "/ 5 | consumed samples: 1 | lm loss: 1 |\n")
     good = tmp_path / "d" / "b.csv"
     good.write_text("step,loss\n1,2\n2,1\n")
     r = load([tmp_path / "d"])
-    assert [i.name for i in r.runs] == ["b"]
-    assert len(r.errors) == 1 and "train.out" in r.errors[0]
+    assert "b" in [i.name for i in r.runs]
+    said = list(r.errors) + [w for i in r.runs for w in i.warnings]
+    assert any("train.out" in s for s in said), said
