@@ -400,7 +400,7 @@ def train(
     """Train a small instrumented reference transformer and log every stability signal.
 
     Writes a run directory (TensorBoard events, metrics.csv, config.json, run.json, checkpoints),
-    then analyzes it. Needs the train extra: pip install 'stabdiag[train]'.
+    then analyzes it. Needs the train extra: pip install 'stabdiag\\[train]'.
     """
 
     def run() -> None:
