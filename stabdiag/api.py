@@ -50,7 +50,31 @@ def resolve_policy(
     base = policy if isinstance(policy, Policy) else load_policy(policy, start=start)
     pol = base.with_flags(select=_names(select), ignore=_names(ignore), fail_on=fail_on, map=map)
     check_kinds([*(pol.select or ()), *pol.ignore])
+    check_map_targets(pol.map)
     return pol
+
+
+def check_map_targets(mapping: Mapping[str, str]) -> None:
+    """Raise ConfigError when a map's canonical side is not a canonical metric name
+    (``train_loss=loss`` instead of ``train/loss=loss``): it would silently map to nothing."""
+    from stabdiag.table import CANONICAL, CANONICAL_PREFIXES, is_canonical
+
+    for canon in mapping:
+        if not (is_canonical(canon) or canon.startswith("rl/")):
+            known = ", ".join(CANONICAL) + ", " + ", ".join(p + "<name>" for p in CANONICAL_PREFIXES)
+            raise ConfigError(f"map {canon}={mapping[canon]}: {canon!r} is not a canonical metric; "
+                              f"expected CANONICAL=SERIES with CANONICAL one of {known}")
+
+
+def check_map_series(mapping: Mapping[str, str], report: Report) -> None:
+    """Raise ConfigError when a mapped series exists in no run: the map would be silently
+    ignored and a run could be called healthy on the wrong series."""
+    found = {raw for r in report.runs for raw, _, _ in r.mapping}
+    for canon, raw in mapping.items():
+        if raw not in found:
+            seen = ", ".join(sorted(found)[:20]) + (" ..." if len(found) > 20 else "")
+            raise ConfigError(f"map {canon}={raw}: no run has a series named {raw!r}; "
+                              f"series found: {seen or 'none'} (`stabdiag series PATH` lists them)")
 
 
 def check_kinds(names: Sequence[str]) -> None:
@@ -113,6 +137,7 @@ def analyze(
                 configs=configs,
                 jobs=jobs,
             )
+    check_map_series(pol.map, report)
     return dataclasses.replace(pol.apply(report), policy=pol)
 
 
