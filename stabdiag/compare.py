@@ -6,7 +6,8 @@ each with a threshold a CI job can tune:
 - loss at matched steps: median ratio and difference over the last ``tail_frac`` (10 %) of the
   common steps, where a run has settled; worse when the ratio exceeds ``max_loss_ratio``.
 - new finding kinds: kinds at or above ``min_severity`` that the baseline does not have.
-- more spikes: loss-spike + grad-spike findings beyond ``max_extra_spikes``.
+- more spikes: distinct spike events (a loss and a grad spike at one step are one; each spike of a
+  grad-spike finding counts) beyond ``max_extra_spikes``.
 - grad-norm percentiles: p50 and p99 over the common steps; worse when either grows more than
   ``max_grad_p50_ratio`` / ``max_grad_p99_ratio``.
 
@@ -140,9 +141,32 @@ def _kinds_check(cur: list[Finding], base: list[Finding], th: Thresholds) -> Che
                  values={"new": new})
 
 
+def spike_events(findings: list[Finding]) -> list[int]:
+    """Onset steps of distinct spike events: every grad-norm spike of a grad-spike finding and every
+    loss-spike event (each blip of a folded one) counts once, and a loss spike and a grad spike at
+    the same step (within one log interval) are one event."""
+    pts: list[tuple[int, int]] = []   # (step, tolerance)
+    for f in findings:
+        if f.kind not in SPIKE_KINDS or f.step_start is None:
+            continue
+        tol = int(f.evidence.get("log_interval") or 1)
+        if f.kind == "grad-spike":
+            pts += [(int(s), tol) for s in (f.evidence.get("spike_steps") or [f.step_start])]
+        elif f.evidence.get("blip_steps"):
+            pts += [(int(s), tol) for s in f.evidence["blip_steps"]]
+        else:
+            pts.append((int(f.step_start), tol))
+    events: list[int] = []
+    for step, tol in sorted(pts):
+        if events and step - events[-1] <= tol:
+            continue
+        events.append(step)
+    return events
+
+
 def _spike_check(cur: list[Finding], base: list[Finding], th: Thresholds) -> Check:
-    nc = sum(f.kind in SPIKE_KINDS for f in cur)
-    nb = sum(f.kind in SPIKE_KINDS for f in base)
+    nc = len(spike_events(cur))
+    nb = len(spike_events(base))
     worse = nc > nb + th.max_extra_spikes
     return Check(name="spikes", worse=worse,
                  summary=f"spikes: {nc} vs {nb} in the baseline (allowed extra: {th.max_extra_spikes})",

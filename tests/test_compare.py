@@ -121,3 +121,17 @@ def test_several_runs_need_a_name() -> None:
     with pytest.raises(CompareError, match="exactly one run"):
         compare_reports(both, a)
     assert compare_reports(both, a, run="b").run == "b"
+
+
+def test_spike_events_count_distinct_steps():
+    from stabdiag.compare import spike_events
+    from stabdiag.findings import Finding, Severity
+
+    def f(kind, start, **ev):
+        return Finding(code="X", kind=kind, severity=Severity.WARNING, run="r", metric="m",
+                       step_start=start, step_end=start, message="", evidence=ev)
+
+    both = [f("loss-spike", 150, log_interval=1), f("grad-spike", 150, spike_steps=[150], log_interval=1)]
+    assert spike_events(both) == [150]                       # one event, not two findings
+    four = [f("grad-spike", 10, spike_steps=[10, 200, 400, 900], log_interval=1)]
+    assert len(spike_events(four)) == 4                      # four spikes, one finding
