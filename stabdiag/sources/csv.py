@@ -11,6 +11,7 @@ import csv as _csv
 import io
 import re
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -76,15 +77,42 @@ def _size(path: Path) -> int:
         return FAST_MIN_BYTES  # let the fast path raise or return None as before
 
 
+def _last_line_unfinished(path: Path) -> bool:
+    """Whether the file ends inside a line (no final newline): a log still being written, whose
+    last line may be half a row ("3,1." for "3,1.85"). That line is left out, silently."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            if fh.tell() == 0:
+                return False
+            fh.seek(-1, 2)
+            return fh.read(1) not in (b"\n", b"\r")
+    except OSError:
+        return False
+
+
 def read(path: Path, fmt: str = FORMAT, name: str | None = None, *, fast: bool = True) -> list[RawRun]:
     """``fast=False`` forces the row-by-row path (the fast path must give the same runs). Files
     under FAST_MIN_BYTES go row by row: pandas' fixed cost per file dominates there (a tree of
     thousands of small metrics.csv files read 20% faster)."""
-    if fast and _size(path) >= FAST_MIN_BYTES:
+    partial = _last_line_unfinished(path)
+    if fast and not partial and _size(path) >= FAST_MIN_BYTES:
         runs = _read_fast(path, fmt, name)
         if runs is not None:
             return runs
     header, rows = read_rows(path)
+    if partial and rows:
+        dropped = rows[-1][0]
+        rows = rows[:-1]   # a file still being written: its last line is not a row yet
+        note = (f"{path}: the last line has no line end (a file still being written?): "
+                f"line {dropped} left out until it is complete")
+        return [replace(r, warnings=(*r.warnings, note)) for r in _read_rows_runs(
+            path, fmt, name, header, rows)]
+    return _read_rows_runs(path, fmt, name, header, rows)
+
+
+def _read_rows_runs(path: Path, fmt: str, name: str | None, header: list[str],
+                    rows: list[tuple[int, list[str]]]) -> list[RawRun]:
     step_col = tab.find_column(header, tab.STEP_COLUMNS)
     if step_col is None:
         raise SourceError(path, f"a CSV with a step column ({', '.join(tab.STEP_COLUMNS[:6])}, ...)",

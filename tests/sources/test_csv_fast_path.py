@@ -37,7 +37,6 @@ FAST = {
     "numeric_run_names": "step,run,loss\n0,01,1\n1,1,2\n",
     "unicode_digits": "step,loss\n0,\u0661\n1,\u0663.\u0665\n",
     "no_metrics": "step\n0\n1\n",
-    "no_trailing_newline": "step,loss\n0,1\n1,2",
 }
 SLOW = {  # well-formedness checks send these row by row
     "ragged": "step,loss\n0,1\n1,2,3\n2\n",
