@@ -85,8 +85,10 @@ def _last_line_unfinished(path: Path) -> bool:
             fh.seek(0, 2)
             if fh.tell() == 0:
                 return False
-            fh.seek(-1, 2)
-            return fh.read(1) not in (b"\n", b"\r")
+            fh.seek(-min(2, fh.tell()), 2)
+            tail = fh.read(2)
+            # UTF-8 ends in a line end byte; UTF-16-LE in the line end followed by a zero byte
+            return not (tail.endswith((b"\n", b"\r")) or tail in (b"\n\x00", b"\r\x00"))
     except OSError:
         return False
 
