@@ -434,3 +434,13 @@ def thirds_levels(x: np.ndarray, frac: float = 0.10) -> tuple[float, float, floa
     k = max(2, int(frac * n))
     return (float(np.median(x[:k])), float(np.median(x[max(0, n - 2 * k):n - k])),
             float(np.median(x[-k:])))
+
+
+def loss_trend(values: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """Finite steps and values of a loss, its smoothing window (n/50 points, odd, >= 5) and the
+    centred rolling median over it: the one trend divergence and stall both judge (cached per
+    series, so the second detector gets it for free)."""
+    ok = np.isfinite(values)
+    s, x = steps[ok], values[ok]
+    w = max(5, len(x) // 50) | 1
+    return s, x, w, cached(values, ("trend", w), lambda: rolling_median(x, w, center=True))

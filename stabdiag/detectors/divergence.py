@@ -82,17 +82,8 @@ DEFAULT = Config()
 def _trend(s: Series, cfg: Config) -> tuple[np.ndarray, np.ndarray, int, np.ndarray] | None:
     """Finite steps and values, the smoothing window and the centred rolling median (shared with
     stall through the per-series cache), or None when there are too few points to judge."""
-    ok = np.isfinite(s.values)
-    steps, x = s.steps[ok], s.values[ok]
-    if len(x) < cfg.min_points:
-        return None
-    w = max(5, len(x) // 50) | 1
-    return (
-        steps,
-        x,
-        w,
-        st.cached(s.values, ("trend", w), lambda: st.rolling_median(x, w, center=True)),
-    )
+    tr = st.loss_trend(s.values, s.steps)
+    return tr if len(tr[1]) >= cfg.min_points else None
 
 
 def _levels(

@@ -98,15 +98,12 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     s = usable(run, metric)
     if s is None:
         return DETECTOR.skipped(run, f"no {TRAIN_LOSS} or {VAL_LOSS} series")
-    ok = np.isfinite(s.values)
-    steps, x = s.steps[ok], s.values[ok]
+    steps, x, w, smooth = st.loss_trend(s.values, s.steps)  # the trend divergence judges too
     n = len(x)
     if n < cfg.min_points:
         return DETECTOR.skipped(
             run, f"{metric} has too few finite points ({cfg.min_points} needed)"
         )
-    w = max(5, n // 50) | 1  # shared with divergence (same key, same finite points)
-    smooth = st.cached(s.values, ("trend", w), lambda: st.rolling_median(x, w, center=True))
     tail = float(np.median(x[-max(5, n // 5) :]))
     # The band a flat smoothed level stays in: 2 % of the level, or what the per-point noise leaves
     # in a median of w points (a noisy per-batch loss must not look like it is still moving).
