@@ -17,13 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-from stabdiag.bench import corpus, report, scoring
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import client_runs  # noqa: E402
 import score_real  # noqa: E402
+from stabbench import corpus, report, scoring  # noqa: E402
 
 
 def main() -> None:
@@ -58,9 +57,9 @@ def main() -> None:
         f"`python benchmarks/detect.py --seeds {a.seeds}`. Even seeds: development half; odd seeds: "
         "held-out half (never tuned on). Real clean logs are in both halves (false alarms only). "
         "FA/10k = false alarms per 10k clean steps; latency in steps (first flagged step - label onset).\n\n"
-        "Corpus and rules: `stabdiag/bench/corpus.py` (event sizes start at 10 noise sigmas of their own "
-        "curve), baselines and their sources: `stabdiag/bench/baselines.py`, matching: "
-        "`stabdiag/bench/scoring.py`. Baselines are scored only on the classes they were built for. "
+        "Corpus and rules: `benchmarks/stabbench/corpus.py` (event sizes start at 10 noise sigmas of their own "
+        "curve), baselines and their sources: `benchmarks/stabbench/baselines.py`, matching: "
+        "`benchmarks/stabbench/scoring.py`. Baselines are scored only on the classes they were built for. "
         "stabdiag's divergence and stall verdicts judge the whole log, so their latency is that of the "
         "onset they report, not of an online alarm; loss/grad spike onsets are causal.")))
     # Labelled real logs (every folder of ../shared/real_logs, our own labels) and labelled real

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from stabdiag.bench import baselines as bl
-from stabdiag.bench import corpus, report, scoring
+from stabbench import baselines as bl
+from stabbench import corpus, report, scoring
 
 # Committed floor: the full benchmark reaches >= 0.98 on both halves; a small sample is noisier.
 F1_FLOOR = 0.95

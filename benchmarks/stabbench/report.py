@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from stabdiag.bench.scoring import OURS
+from stabbench.scoring import OURS
 
 _COLS = ("detector", "P", "R", "F1", "lat med", "lat p90", "FA/10k", "labels", "TP", "FP")
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from stabdiag.bench import baselines as bl
-from stabdiag.bench.corpus import CLASSES, Case
+from stabbench import baselines as bl
+from stabbench.corpus import CLASSES, Case
 from stabdiag.detectors import run_detectors
 from stabdiag.detectors._stats import segments
 from stabdiag.findings import Finding, Severity
