@@ -13,7 +13,7 @@ from stabbench import corpus, report, scoring
 
 # Committed floor: the full benchmark reaches >= 0.98 on both halves; a small sample is noisier.
 F1_FLOOR = 0.95
-FA_CEILING = 0.1     # false alarms per 10k clean steps (the goal)
+FA_CEILING = 0.1  # false alarms per 10k clean steps (the goal)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,9 @@ def test_corpus_is_deterministic_and_split_by_seed() -> None:
     assert [c.name for c in a] == [c.name for c in b]
     for x, y in zip(a, b, strict=True):
         assert x.labels == y.labels
-        np.testing.assert_array_equal(x.run.get("train/loss").values, y.run.get("train/loss").values)
+        np.testing.assert_array_equal(
+            x.run.get("train/loss").values, y.run.get("train/loss").values
+        )
     assert corpus.split_of(2) == "dev" and corpus.split_of(3) == "heldout"
 
 
@@ -60,6 +62,7 @@ def test_matching_tolerance_and_latency() -> None:
 
 # Baselines: the published rules on hand-made series.
 
+
 def _flat(n: int = 300, level: float = 2.0, noise: float = 0.01, seed: int = 0) -> np.ndarray:
     return level * (1 + noise * np.random.default_rng(seed).standard_normal(n))
 
@@ -68,13 +71,13 @@ def test_olmo_core_needs_a_full_window_and_six_sigma() -> None:
     x = _flat()
     x[100] = x[200] = 3.0
     m = bl.olmo_core(x)
-    assert not m[100] and m[200]   # window of 128 not yet full at 100
+    assert not m[100] and m[200]  # window of 128 not yet full at 100
 
 
 def test_llm_foundry_trips_on_the_fifth_consecutive_outlier() -> None:
     x = _flat(400)
-    x[250:254] = 5.0               # four outliers: patience 4 holds
-    x[300:306] = 5.0               # six: trips on the fifth
+    x[250:254] = 5.0  # four outliers: patience 4 holds
+    x[300:306] = 5.0  # six: trips on the fifth
     m = bl.llm_foundry(x)
     assert not m[250:254].any() and np.flatnonzero(m)[0] == 304
 

@@ -92,7 +92,7 @@ def llm_foundry_high(x: np.ndarray) -> np.ndarray:
         return out
     cap = min(float(np.nanmax(x[:w])), 10.0)
     above = pd.Series((x > cap).astype(np.float64)).rolling(w, min_periods=w).mean().to_numpy()
-    out[2 * w:] = above[2 * w:] >= 0.5
+    out[2 * w :] = above[2 * w :] >= 0.5
     return out
 
 
@@ -113,8 +113,9 @@ def metaseq(x: np.ndarray, span: int = 9, ratio: float = 1.5) -> np.ndarray:
         return x / ewm > ratio
 
 
-def zclip(x: np.ndarray, alpha: float = 0.97, z_thresh: float = 2.5, warmup: int = 25,
-          eps: float = 1e-6) -> np.ndarray:
+def zclip(
+    x: np.ndarray, alpha: float = 0.97, z_thresh: float = 2.5, warmup: int = 25, eps: float = 1e-6
+) -> np.ndarray:
     """ZClip's state machine (sequential by definition: the EMA is updated with the clipped value)."""
     out = np.zeros(len(x), dtype=bool)
     fin = np.flatnonzero(np.isfinite(x))
@@ -128,7 +129,7 @@ def zclip(x: np.ndarray, alpha: float = 0.97, z_thresh: float = 2.5, warmup: int
         z = (g - mu) / (sd + eps)
         if z > z_thresh:
             out[i] = True
-            g = mu + z_thresh * sd / (z / z_thresh)   # "adaptive_scaling" clip
+            g = mu + z_thresh * sd / (z / z_thresh)  # "adaptive_scaling" clip
         mu = alpha * mu + (1 - alpha) * g
         var = alpha * var + (1 - alpha) * (g - mu) ** 2
     return out
@@ -145,32 +146,106 @@ class Baseline:
     metric: str
     classes: tuple[str, ...]
     flag: Callable[[np.ndarray], np.ndarray]
-    kind: str            # the stabdiag detector kind it competes with (cases may restrict kinds)
+    kind: str  # the stabdiag detector kind it competes with (cases may restrict kinds)
     source: str
 
 
 LOSS_CLASSES = ("loss_spike",)
 BASELINES: tuple[Baseline, ...] = (
-    Baseline("olmo-core 6σ/128 (loss)", TRAIN_LOSS, LOSS_CLASSES, olmo_core, "loss-spike",
-             "allenai/OLMo-core StabilityMonitorCallback"),
-    Baseline("olmo2 7σ/1000 (loss)", TRAIN_LOSS, LOSS_CLASSES, olmo2, "loss-spike", "OLMo 2, arXiv 2501.00656"),
-    Baseline("megatron 10x max100 (loss)", TRAIN_LOSS, LOSS_CLASSES, megatron, "loss-spike",
-             "NVIDIA/Megatron-LM check_for_spiky_loss"),
-    Baseline("llm-foundry KillLossSpike", TRAIN_LOSS, LOSS_CLASSES, llm_foundry, "loss-spike",
-             "mosaicml/llm-foundry kill_loss_spike_callback.py"),
-    Baseline("lightning SpikeDetection", TRAIN_LOSS, LOSS_CLASSES, lightning, "loss-spike",
-             "Lightning-AI fabric/utilities/spike.py"),
-    Baseline("metaseq EWM span 9 (1.5x)", TRAIN_LOSS, LOSS_CLASSES, metaseq, "loss-spike",
-             "facebookresearch/metaseq PR #521/#542"),
-    Baseline("olmo-core 6σ/128 (grad)", GRAD_NORM, ("grad_spike", "grad_explosion"), olmo_core, "grad-spike",
-             "allenai/OLMo-core StabilityMonitorCallback"),
-    Baseline("olmo2 7σ/1000 (grad)", GRAD_NORM, ("grad_spike",), olmo2, "grad-spike", "OLMo 2, arXiv 2501.00656"),
-    Baseline("megatron 10x max100 (grad)", GRAD_NORM, ("grad_spike", "grad_explosion"), megatron, "grad-spike",
-             "NVIDIA/Megatron-LM --check-for-large-grads"),
-    Baseline("zclip z2.5 α0.97", GRAD_NORM, ("grad_spike", "grad_explosion"), zclip, "grad-spike",
-             "bluorion-com/ZClip zclip.py"),
-    Baseline("llm-foundry HighLoss", TRAIN_LOSS, ("divergence",), llm_foundry_high, "divergence",
-             "mosaicml/llm-foundry kill_loss_spike_callback.py"),
-    Baseline("deepspeed min_loss_scale=1", LOSS_SCALE, ("fp16",), deepspeed_min_scale, "fp16-overflow",
-             "deepspeedai/DeepSpeed runtime/fp16/loss_scaler.py"),
+    Baseline(
+        "olmo-core 6σ/128 (loss)",
+        TRAIN_LOSS,
+        LOSS_CLASSES,
+        olmo_core,
+        "loss-spike",
+        "allenai/OLMo-core StabilityMonitorCallback",
+    ),
+    Baseline(
+        "olmo2 7σ/1000 (loss)",
+        TRAIN_LOSS,
+        LOSS_CLASSES,
+        olmo2,
+        "loss-spike",
+        "OLMo 2, arXiv 2501.00656",
+    ),
+    Baseline(
+        "megatron 10x max100 (loss)",
+        TRAIN_LOSS,
+        LOSS_CLASSES,
+        megatron,
+        "loss-spike",
+        "NVIDIA/Megatron-LM check_for_spiky_loss",
+    ),
+    Baseline(
+        "llm-foundry KillLossSpike",
+        TRAIN_LOSS,
+        LOSS_CLASSES,
+        llm_foundry,
+        "loss-spike",
+        "mosaicml/llm-foundry kill_loss_spike_callback.py",
+    ),
+    Baseline(
+        "lightning SpikeDetection",
+        TRAIN_LOSS,
+        LOSS_CLASSES,
+        lightning,
+        "loss-spike",
+        "Lightning-AI fabric/utilities/spike.py",
+    ),
+    Baseline(
+        "metaseq EWM span 9 (1.5x)",
+        TRAIN_LOSS,
+        LOSS_CLASSES,
+        metaseq,
+        "loss-spike",
+        "facebookresearch/metaseq PR #521/#542",
+    ),
+    Baseline(
+        "olmo-core 6σ/128 (grad)",
+        GRAD_NORM,
+        ("grad_spike", "grad_explosion"),
+        olmo_core,
+        "grad-spike",
+        "allenai/OLMo-core StabilityMonitorCallback",
+    ),
+    Baseline(
+        "olmo2 7σ/1000 (grad)",
+        GRAD_NORM,
+        ("grad_spike",),
+        olmo2,
+        "grad-spike",
+        "OLMo 2, arXiv 2501.00656",
+    ),
+    Baseline(
+        "megatron 10x max100 (grad)",
+        GRAD_NORM,
+        ("grad_spike", "grad_explosion"),
+        megatron,
+        "grad-spike",
+        "NVIDIA/Megatron-LM --check-for-large-grads",
+    ),
+    Baseline(
+        "zclip z2.5 α0.97",
+        GRAD_NORM,
+        ("grad_spike", "grad_explosion"),
+        zclip,
+        "grad-spike",
+        "bluorion-com/ZClip zclip.py",
+    ),
+    Baseline(
+        "llm-foundry HighLoss",
+        TRAIN_LOSS,
+        ("divergence",),
+        llm_foundry_high,
+        "divergence",
+        "mosaicml/llm-foundry kill_loss_spike_callback.py",
+    ),
+    Baseline(
+        "deepspeed min_loss_scale=1",
+        LOSS_SCALE,
+        ("fp16",),
+        deepspeed_min_scale,
+        "fp16-overflow",
+        "deepspeedai/DeepSpeed runtime/fp16/loss_scaler.py",
+    ),
 )

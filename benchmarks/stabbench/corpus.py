@@ -30,15 +30,15 @@ import numpy as np
 
 from stabdiag.table import GRAD_NORM, LOSS_SCALE, LR, SKIPPED_STEP, TRAIN_LOSS, RunData, Series
 
-SEPARATION = 10.0         # event floor in noise sigmas (log scale)
+SEPARATION = 10.0  # event floor in noise sigmas (log scale)
 CLASSES = ("loss_spike", "grad_spike", "grad_explosion", "fp16", "divergence", "stall")
 
 
 @dataclass(frozen=True)
 class Label:
     cls: str
-    start: int            # first step of the event
-    end: int              # last step of the event (inclusive)
+    start: int  # first step of the event
+    end: int  # last step of the event (inclusive)
     info: dict = field(default_factory=dict)
 
 
@@ -50,7 +50,7 @@ class Case:
     run: RunData
     labels: tuple[Label, ...]
     interval: int
-    kinds: tuple[str, ...] | None = None   # detector kinds that may judge it (None = all)
+    kinds: tuple[str, ...] | None = None  # detector kinds that may judge it (None = all)
 
     @property
     def n_steps(self) -> int:
@@ -65,12 +65,13 @@ def split_of(seed: int) -> str:
 # ---------------------------------------------------------------------------------------------
 # Clean curves
 
+
 @dataclass
 class _Curve:
     steps: np.ndarray
-    level: np.ndarray      # noiseless loss level
-    noise: np.ndarray      # log-scale noise added to the loss
-    sigma: float           # robust sigma of the loss noise (log scale)
+    level: np.ndarray  # noiseless loss level
+    noise: np.ndarray  # log-scale noise added to the loss
+    sigma: float  # robust sigma of the loss noise (log scale)
     g_level: np.ndarray
     g_noise: np.ndarray
     g_sigma: float
@@ -81,13 +82,13 @@ class _Curve:
 
 
 def _noise(rng: np.random.Generator, n: int, sigma: float, kind: str) -> np.ndarray:
-    if kind == "heavy":   # Student-t(10), scaled so its MAD-sigma (1.4826 MAD) is sigma
+    if kind == "heavy":  # Student-t(10), scaled so its MAD-sigma (1.4826 MAD) is sigma
         e = rng.standard_t(10, n) / (0.6998 * 1.4826)
-    elif kind == "ar1":   # correlated noise: AR(1) with rho 0.8, unit marginal sigma
+    elif kind == "ar1":  # correlated noise: AR(1) with rho 0.8, unit marginal sigma
         w = rng.standard_normal(n) * math.sqrt(1 - 0.64)
         e = np.empty(n)
         e[0] = rng.standard_normal()
-        for i in range(1, n):   # n <= ~5000: cheap; corpus generation only, never a detector
+        for i in range(1, n):  # n <= ~5000: cheap; corpus generation only, never a detector
             e[i] = 0.8 * e[i - 1] + w[i]
     else:
         e = rng.standard_normal(n)
@@ -98,7 +99,11 @@ def _curve(rng: np.random.Generator, interval: int | None = None, n: int | None 
     if interval is None:
         interval = int(rng.choice([1, 10, 100], p=[0.6, 0.25, 0.15]))
     if n is None:
-        n = int({1: rng.integers(1500, 4000), 10: rng.integers(800, 2500), 100: rng.integers(200, 600)}[interval])
+        n = int(
+            {1: rng.integers(1500, 4000), 10: rng.integers(800, 2500), 100: rng.integers(200, 600)}[
+                interval
+            ]
+        )
     steps = (np.arange(n, dtype=np.int64) + 1) * interval
     t = steps.astype(np.float64)
     total = float(t[-1])
@@ -118,8 +123,14 @@ def _curve(rng: np.random.Generator, interval: int | None = None, n: int | None 
     return _Curve(steps, level, noise, sigma, g_level, g_noise, g_sigma, interval, lr, kind, g_kind)
 
 
-def _run(name: str, cv: _Curve, loss_mult: np.ndarray | None = None, g_mult: np.ndarray | None = None,
-         extra: dict[str, Series] | None = None, loss_override: np.ndarray | None = None) -> RunData:
+def _run(
+    name: str,
+    cv: _Curve,
+    loss_mult: np.ndarray | None = None,
+    g_mult: np.ndarray | None = None,
+    extra: dict[str, Series] | None = None,
+    loss_override: np.ndarray | None = None,
+) -> RunData:
     loss = cv.level * np.exp(cv.noise)
     if loss_mult is not None:
         loss = loss * loss_mult
@@ -128,10 +139,22 @@ def _run(name: str, cv: _Curve, loss_mult: np.ndarray | None = None, g_mult: np.
     g = cv.g_level * np.exp(cv.g_noise)
     if g_mult is not None:
         g = g * g_mult
-    series = {TRAIN_LOSS: Series(cv.steps, loss), GRAD_NORM: Series(cv.steps, g), LR: Series(cv.steps, cv.lr)}
+    series = {
+        TRAIN_LOSS: Series(cv.steps, loss),
+        GRAD_NORM: Series(cv.steps, g),
+        LR: Series(cv.steps, cv.lr),
+    }
     series.update(extra or {})
-    return RunData(name=name, series=series, meta={"noise_sigma": cv.sigma, "grad_sigma": cv.g_sigma,
-                                                   "noise": cv.kind, "grad_noise": cv.g_kind})
+    return RunData(
+        name=name,
+        series=series,
+        meta={
+            "noise_sigma": cv.sigma,
+            "grad_sigma": cv.g_sigma,
+            "noise": cv.kind,
+            "grad_noise": cv.g_kind,
+        },
+    )
 
 
 def _size(rng: np.random.Generator, sigma: float, lo: float, hi: float) -> float:
@@ -140,13 +163,14 @@ def _size(rng: np.random.Generator, sigma: float, lo: float, hi: float) -> float
 
 
 def _onset(rng: np.random.Generator, n: int, lo_frac: float = 0.1, hi_frac: float = 0.85) -> int:
-    if rng.random() < 0.15:   # early events: where warm-up-bound rules are blind
+    if rng.random() < 0.15:  # early events: where warm-up-bound rules are blind
         return int(rng.integers(10, max(11, min(100, n // 5))))
     return int(rng.integers(int(lo_frac * n), int(hi_frac * n)))
 
 
 # ---------------------------------------------------------------------------------------------
 # Families
+
 
 def _clean(rng, seed, tag="clean"):
     cv = _curve(rng)
@@ -170,25 +194,33 @@ def _loss_spikes(rng, seed, recover: bool):
             end = min(n - 1, on + ramp + d - 1)
         else:
             end = n - 1
-        if taken[max(0, on - 60):min(n, end + 60)].any():
+        if taken[max(0, on - 60) : min(n, end + 60)].any():
             continue
-        taken[on:end + 1] = True
+        taken[on : end + 1] = True
         prof = np.zeros(n)
         idx = np.arange(n)
         if ramp:
-            prof[on:on + ramp] = np.linspace(1.0 / (ramp + 1), ramp / (ramp + 1), ramp) * math.log(m)
+            prof[on : on + ramp] = np.linspace(
+                1.0 / (ramp + 1), ramp / (ramp + 1), ramp
+            ) * math.log(m)
         pk = on + ramp
         if recover:
-            tt = idx[pk:end + 1] - pk
-            prof[pk:end + 1] = math.log(m) * (1.0 - tt / (end - pk + 1))
+            tt = idx[pk : end + 1] - pk
+            prof[pk : end + 1] = math.log(m) * (1.0 - tt / (end - pk + 1))
         else:
             stay = 1.0 + (m - 1.0) * rng.uniform(0.3, 1.0)
             settle = max(1, int(rng.integers(1, 50)))
             tt = idx[pk:] - pk
             prof[pk:] = math.log(stay) + (math.log(m) - math.log(stay)) * np.exp(-tt / settle)
         mult *= np.exp(prof)
-        labels.append(Label("loss_spike", int(cv.steps[on]), int(cv.steps[end]),
-                            {"ratio": m, "recovers": recover, "points": end - on + 1}))
+        labels.append(
+            Label(
+                "loss_spike",
+                int(cv.steps[on]),
+                int(cv.steps[end]),
+                {"ratio": m, "recovers": recover, "points": end - on + 1},
+            )
+        )
     fam = "loss_spike" if recover else "loss_spike_nonrecovering"
     name = f"{fam}-{seed}"
     return Case(name, fam, seed, _run(name, cv, loss_mult=mult), tuple(labels), iv)
@@ -199,18 +231,24 @@ def _grad_spikes(rng, seed, loss_response: bool):
     n, iv = len(cv.steps), cv.interval
     gm, lm = np.ones(n), np.ones(n)
     labels = []
-    last = -10**9
+    last = -(10**9)
     for on in sorted(_onset(rng, n) for _ in range(int(rng.integers(1, 5)))):
         if on - last < 30:
             continue
         last = on
         k = int(rng.choice([1, 1, 1, 2, 3]))
         m = _size(rng, cv.g_sigma, 3.0, 1000.0)
-        gm[on:on + k] *= m
+        gm[on : on + k] *= m
         if loss_response:
-            lm[on:on + k + 1] *= 1.0 + rng.uniform(0.05, 0.6)
-        labels.append(Label("grad_spike", int(cv.steps[on]), int(cv.steps[min(n - 1, on + k - 1)]),
-                            {"ratio": m, "points": k, "loss_response": loss_response}))
+            lm[on : on + k + 1] *= 1.0 + rng.uniform(0.05, 0.6)
+        labels.append(
+            Label(
+                "grad_spike",
+                int(cv.steps[on]),
+                int(cv.steps[min(n - 1, on + k - 1)]),
+                {"ratio": m, "points": k, "loss_response": loss_response},
+            )
+        )
     fam = "grad_spike_loss" if loss_response else "grad_spike"
     name = f"{fam}-{seed}"
     return Case(name, fam, seed, _run(name, cv, loss_mult=lm, g_mult=gm), tuple(labels), iv)
@@ -225,7 +263,7 @@ def _grad_explosion(rng, seed):
     idx = np.arange(n)
     if rng.random() < 0.7:
         top = math.exp(rng.uniform(math.log(20), math.log(1e5)))
-        tau = math.exp(rng.uniform(math.log(3), math.log(60)))       # e-folding, log points
+        tau = math.exp(rng.uniform(math.log(3), math.log(60)))  # e-folding, log points
         grow = np.where(idx >= on, np.minimum((idx - on) / tau, math.log(top)), 0.0)
         shape = "exponential"
     else:
@@ -234,10 +272,21 @@ def _grad_explosion(rng, seed):
         shape = "step"
     gm = np.exp(grow)
     lag = int(rng.integers(5, 50))
-    lgrow = np.where(idx >= on + lag, np.minimum((idx - on - lag) / (max(tau, 3) * 4), math.log(rng.uniform(1.5, 4))), 0.0)
+    lgrow = np.where(
+        idx >= on + lag,
+        np.minimum((idx - on - lag) / (max(tau, 3) * 4), math.log(rng.uniform(1.5, 4))),
+        0.0,
+    )
     name = f"grad_explosion-{seed}"
-    lab = Label("grad_explosion", int(cv.steps[on]), int(cv.steps[-1]), {"tau_points": tau, "growth": top, "shape": shape})
-    return Case(name, "grad_explosion", seed, _run(name, cv, loss_mult=np.exp(lgrow), g_mult=gm), (lab,), iv)
+    lab = Label(
+        "grad_explosion",
+        int(cv.steps[on]),
+        int(cv.steps[-1]),
+        {"tau_points": tau, "growth": top, "shape": shape},
+    )
+    return Case(
+        name, "grad_explosion", seed, _run(name, cv, loss_mult=np.exp(lgrow), g_mult=gm), (lab,), iv
+    )
 
 
 def _divergence(rng, seed):
@@ -253,8 +302,12 @@ def _divergence(rng, seed):
         prof *= SEPARATION * cv.sigma / math.log(top)
     name = f"divergence-{seed}"
     gm = np.exp(prof * rng.uniform(0.0, 1.5))
-    lab = Label("divergence", int(cv.steps[on]), int(cv.steps[-1]), {"ratio": float(np.exp(prof[-1]))})
-    return Case(name, "divergence", seed, _run(name, cv, loss_mult=np.exp(prof), g_mult=gm), (lab,), iv)
+    lab = Label(
+        "divergence", int(cv.steps[on]), int(cv.steps[-1]), {"ratio": float(np.exp(prof[-1]))}
+    )
+    return Case(
+        name, "divergence", seed, _run(name, cv, loss_mult=np.exp(prof), g_mult=gm), (lab,), iv
+    )
 
 
 def _stall(rng, seed):
@@ -263,7 +316,7 @@ def _stall(rng, seed):
     on = int(rng.integers(int(0.05 * n), int(0.3 * n)))
     chance = rng.random() < 0.6
     lvl = math.log(float(rng.choice([2, 3, 10, 50257, 32000]))) if chance else float(cv.level[on])
-    if chance:   # the curve must still be above the chance level where it stalls
+    if chance:  # the curve must still be above the chance level where it stalls
         lvl = max(lvl, 1.0)
         scale = (lvl * 1.3) / cv.level[0]
         cv.level = cv.level * max(scale, 1.0)
@@ -272,7 +325,9 @@ def _stall(rng, seed):
         cv.level[on:] = lvl
     cv.noise[on:] *= rng.uniform(0.05, 0.3)
     g = np.ones(n)
-    g[on:] = np.exp(-np.minimum(np.arange(n - on) / max(2, 0.02 * n), math.log(rng.uniform(20, 200))))
+    g[on:] = np.exp(
+        -np.minimum(np.arange(n - on) / max(2, 0.02 * n), math.log(rng.uniform(20, 200)))
+    )
     name = f"stall-{seed}"
     lab = Label("stall", int(cv.steps[on]), int(cv.steps[-1]), {"chance": chance})
     return Case(name, "stall", seed, _run(name, cv, g_mult=g), (lab,), iv)
@@ -289,7 +344,7 @@ def _scaler(rng, n: int, growth: int) -> tuple[np.ndarray, np.ndarray]:
     s, clean = start, 0
     search = start - work
     isolated = set(int(i) for i in rng.integers(100, n, int(rng.integers(0, 4))))
-    for i in range(n):   # generation only: a scaler is a state machine
+    for i in range(n):  # generation only: a scaler is a state machine
         if i < search or (s > work + 1) or i in isolated:
             s -= 1
             skip[i] = 1
@@ -314,7 +369,7 @@ def _fp16(rng, seed, pattern: str):
         drops = np.zeros(n)
         drops[on::every] = 1
         end = min(n - 1, on + every * int(log2[on] + 2))
-        drops[end + 1:] = 0
+        drops[end + 1 :] = 0
         skip = np.maximum(skip, drops)
         log2 = log2 - np.cumsum(drops)
         log2 = np.maximum(log2, 0.0)
@@ -323,15 +378,19 @@ def _fp16(rng, seed, pattern: str):
         on = int(rng.integers(int(0.2 * n), int(0.8 * n)))
         k = int(rng.integers(5, 15))
         width = int(rng.integers(k, 200))
-        hits = np.sort(rng.choice(np.arange(on, min(n, on + width)), size=min(k, width), replace=False))
+        hits = np.sort(
+            rng.choice(np.arange(on, min(n, on + width)), size=min(k, width), replace=False)
+        )
         hits[0] = on
         drops = np.zeros(n)
         drops[hits] = 1
         skip = np.maximum(skip, drops)
         log2 = log2 - np.cumsum(drops)
-        labels.append(Label("fp16", int(cv.steps[on]), int(cv.steps[int(hits[-1])]), {"pattern": pattern}))
-    extra = {LOSS_SCALE: Series(cv.steps, 2.0 ** log2), SKIPPED_STEP: Series(cv.steps, skip)}
-    if rng.random() < 0.5:   # many logs carry only the scale, not the skip flag
+        labels.append(
+            Label("fp16", int(cv.steps[on]), int(cv.steps[int(hits[-1])]), {"pattern": pattern})
+        )
+    extra = {LOSS_SCALE: Series(cv.steps, 2.0**log2), SKIPPED_STEP: Series(cv.steps, skip)}
+    if rng.random() < 0.5:  # many logs carry only the scale, not the skip flag
         extra.pop(SKIPPED_STEP)
     fam = f"fp16_{pattern}"
     name = f"{fam}-{seed}"
@@ -341,7 +400,8 @@ def _fp16(rng, seed, pattern: str):
 def cases_for_seed(seed: int) -> list[Case]:
     """Every family once, each from its own sub-seed (adding a family never changes the others)."""
     makers = [
-        ("clean", _clean), ("clean2", lambda r, s: _clean(r, s, "clean2")),
+        ("clean", _clean),
+        ("clean2", lambda r, s: _clean(r, s, "clean2")),
         ("loss_spike", lambda r, s: _loss_spikes(r, s, True)),
         ("loss_spike_nr", lambda r, s: _loss_spikes(r, s, False)),
         ("grad_spike", lambda r, s: _grad_spikes(r, s, False)),
@@ -392,12 +452,17 @@ def real_clean(root) -> list[Case]:
             s = rd.get(TRAIN_LOSS)
             if s is None or len(s) < 30:
                 continue
-            out.append(Case(f"real:{folder}:{name}", "real_clean", -1, rd, (), log_interval(s.steps), kinds))
+            out.append(
+                Case(
+                    f"real:{folder}:{name}", "real_clean", -1, rd, (), log_interval(s.steps), kinds
+                )
+            )
     return out
 
 
 # ---------------------------------------------------------------------------------------------
 # Real events from `stabdiag train --inject` (tiny preset, CPU; ~1 min per run, so cached)
+
 
 def _train_spec(seed: int) -> tuple[list[str], list[Label]]:
     """Overrides and labels of the trained run for ``seed``: an LR spike and a bad batch.
@@ -409,11 +474,20 @@ def _train_spec(seed: int) -> tuple[list[str], list[Label]]:
     s_lr = 120 + 15 * seed
     factor, k = (20, 2) if seed % 2 == 0 else (30, 3)
     s_bad = 290 + 7 * seed
-    over = [f"seed={seed}", "steps=400", "log_interval=1", "eval_interval=1000", "checkpoint_interval=0",
-            f"inject=lr_spike@{s_lr}:factor={factor},steps={k}", f"inject=bad_batch@{s_bad}"]
-    labels = [Label("loss_spike", s_lr, s_lr + k + 50, {"injected": f"lr_spike x{factor}"}),
-              Label("loss_spike", s_bad, s_bad + 2, {"injected": "bad_batch"}),
-              Label("grad_spike", s_bad, s_bad, {"injected": "bad_batch"})]
+    over = [
+        f"seed={seed}",
+        "steps=400",
+        "log_interval=1",
+        "eval_interval=1000",
+        "checkpoint_interval=0",
+        f"inject=lr_spike@{s_lr}:factor={factor},steps={k}",
+        f"inject=bad_batch@{s_bad}",
+    ]
+    labels = [
+        Label("loss_spike", s_lr, s_lr + k + 50, {"injected": f"lr_spike x{factor}"}),
+        Label("loss_spike", s_bad, s_bad + 2, {"injected": "bad_batch"}),
+        Label("grad_spike", s_bad, s_bad, {"injected": "bad_batch"}),
+    ]
     return over, labels
 
 
@@ -433,7 +507,13 @@ def trained(seeds, cache_dir, make: bool = False) -> list[Case]:
                 continue
             from stabdiag.train import resolve, train
 
-            train(resolve("tiny", "stable", overrides=[*over, f"out_dir={cache_dir}", f"run_name=train-{seed}"]))
+            train(
+                resolve(
+                    "tiny",
+                    "stable",
+                    overrides=[*over, f"out_dir={cache_dir}", f"run_name=train-{seed}"],
+                )
+            )
         res = sources.load([d])
         rd = res.table.run_data(res.table.runs()[0])
         out.append(Case(f"train-{seed}", "trained", int(seed), rd, tuple(labels), 1))

@@ -19,8 +19,18 @@ def _f(x: Any, digits: int = 3) -> str:
 
 
 def _row(name: str, m: dict) -> list[str]:
-    return [name, _f(m["precision"]), _f(m["recall"]), _f(m["f1"]), _f(m["latency_median"], 1),
-            _f(m["latency_p90"], 1), _f(m["false_alarms_per_10k"], 3), _f(m["labels"]), _f(m["tp"]), _f(m["fp"])]
+    return [
+        name,
+        _f(m["precision"]),
+        _f(m["recall"]),
+        _f(m["f1"]),
+        _f(m["latency_median"], 1),
+        _f(m["latency_p90"], 1),
+        _f(m["false_alarms_per_10k"], 3),
+        _f(m["labels"]),
+        _f(m["tp"]),
+        _f(m["fp"]),
+    ]
 
 
 def rows(res: dict) -> list[tuple[str, list[list[str]]]]:
@@ -40,7 +50,9 @@ def text(res: dict, title: str = "") -> str:
         w = [max(len(r[i]) for r in table) for i in range(len(_COLS))]
         lines.append(f"\n[{sec}]")
         for r in table:
-            lines.append("  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r)))
+            lines.append(
+                "  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r))
+            )
     return "\n".join(lines)
 
 
@@ -49,11 +61,13 @@ def markdown(results: dict[str, dict], goal: dict | None = None, notes: str = ""
     if notes:
         lines += [notes, ""]
     for split, res in results.items():
-        lines += [f"## {split} ({res['cases']} runs, {res['labels']} labelled events, "
-                  f"{res['clean_steps']} clean steps)", ""]
+        lines += [
+            f"## {split} ({res['cases']} runs, {res['labels']} labelled events, "
+            f"{res['clean_steps']} clean steps)",
+            "",
+        ]
         for sec, body in rows(res):
-            lines += [f"### {sec}", "", "| " + " | ".join(_COLS) + " |",
-                      "|" + "---|" * len(_COLS)]
+            lines += [f"### {sec}", "", "| " + " | ".join(_COLS) + " |", "|" + "---|" * len(_COLS)]
             lines += ["| " + " | ".join(r) + " |" for r in body]
             lines.append("")
     if goal:

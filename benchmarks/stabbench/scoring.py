@@ -26,7 +26,15 @@ from stabdiag.findings import Finding, Severity
 
 TOL_POINTS = 2
 OURS = "stabdiag"
-OUR_KINDS = ("loss-spike", "grad-spike", "grad-explosion", "fp16-overflow", "divergence", "stall", "nonfinite")
+OUR_KINDS = (
+    "loss-spike",
+    "grad-spike",
+    "grad-explosion",
+    "fp16-overflow",
+    "divergence",
+    "stall",
+    "nonfinite",
+)
 SPIKE_CLASSES = ("loss_spike", "grad_spike")
 
 
@@ -36,7 +44,7 @@ class Detection:
     end: int
     classes: frozenset[str]
     primary: str
-    counts_for: frozenset[str] = frozenset()   # precision tallies it counts in (default: primary)
+    counts_for: frozenset[str] = frozenset()  # precision tallies it counts in (default: primary)
 
     def tallies(self) -> frozenset[str]:
         return self.counts_for or frozenset({self.primary})
@@ -50,18 +58,29 @@ def _classes(f: Finding) -> list[Detection]:
     if k == "loss-spike":
         cl = {"loss_spike"} | ({"divergence"} if f.evidence.get("recovered") is False else set())
         return [Detection(a, b, frozenset(cl), "loss_spike")]
-    if k == "grad-spike":   # one finding per run: its spike points, adjacent ones as one event
+    if k == "grad-spike":  # one finding per run: its spike points, adjacent ones as one event
         pts = np.asarray(f.evidence.get("spike_steps") or [a], dtype=np.int64)
-        gap = 3 * int(f.evidence.get("log_interval") or max(1, int(np.min(np.diff(pts))) if len(pts) > 1 else 1))
+        gap = 3 * int(
+            f.evidence.get("log_interval")
+            or max(1, int(np.min(np.diff(pts))) if len(pts) > 1 else 1)
+        )
         cut = np.flatnonzero(np.diff(pts) > gap) + 1
-        return [Detection(int(g[0]), int(g[-1]), frozenset({"grad_spike"}), "grad_spike")
-                for g in np.split(pts, cut)]
+        return [
+            Detection(int(g[0]), int(g[-1]), frozenset({"grad_spike"}), "grad_spike")
+            for g in np.split(pts, cut)
+        ]
     if k == "grad-explosion":
         return [Detection(a, b, frozenset({"grad_explosion"}), "grad_explosion")]
-    if k == "fp16-overflow":   # info = "benign start-up search / probing": not an alarm
-        return [Detection(a, b, frozenset({"fp16"}), "fp16")] if f.severity >= Severity.WARNING else []
+    if k == "fp16-overflow":  # info = "benign start-up search / probing": not an alarm
+        return (
+            [Detection(a, b, frozenset({"fp16"}), "fp16")] if f.severity >= Severity.WARNING else []
+        )
     if k == "divergence":
-        return [Detection(a, b, frozenset({"divergence"}), "divergence")] if f.metric.startswith("train/") else []
+        return (
+            [Detection(a, b, frozenset({"divergence"}), "divergence")]
+            if f.metric.startswith("train/")
+            else []
+        )
     if k == "stall":
         return [Detection(a, b, frozenset({"stall"}), "stall")]
     if k == "nonfinite":
@@ -89,8 +108,10 @@ def baseline_detections(case: Case, b: bl.Baseline, gap: int = 3) -> list[Detect
     idx = np.flatnonzero(keep)
     last = np.concatenate([idx[1:] - 1, [len(st) - 1]])
     cl = frozenset(b.classes)
-    return [Detection(int(s.steps[st[i]]), int(s.steps[en[j]]), cl, b.classes[0], cl)
-            for i, j in zip(idx, last, strict=True)]
+    return [
+        Detection(int(s.steps[st[i]]), int(s.steps[en[j]]), cl, b.classes[0], cl)
+        for i, j in zip(idx, last, strict=True)
+    ]
 
 
 @dataclass
@@ -126,7 +147,9 @@ def score_case(case: Case, dets: Sequence[Detection], classes: Iterable[str]) ->
             t = out[key]
             # a tally's TP: it matched a label of that class (or of any of its classes for the
             # detection's own primary tally, and for the all-classes tally)
-            if key in hit_own or (hit_own and (key == "*" or (key == d.primary and not d.counts_for))):
+            if key in hit_own or (
+                hit_own and (key == "*" or (key == d.primary and not d.counts_for))
+            ):
                 t.tp += 1
             elif near:
                 t.neutral += 1
@@ -135,8 +158,11 @@ def score_case(case: Case, dets: Sequence[Detection], classes: Iterable[str]) ->
     for lab in case.labels:
         if lab.cls not in classes:
             continue
-        ms = [d.start for d in dets if lab.cls in d.classes
-              and d.start <= lab.end + tol and d.end >= lab.start - tol]
+        ms = [
+            d.start
+            for d in dets
+            if lab.cls in d.classes and d.start <= lab.end + tol and d.end >= lab.start - tol
+        ]
         for key in (lab.cls, "*"):
             t = out[key]
             t.labels += 1
@@ -168,19 +194,30 @@ def clean_steps(case: Case) -> int:
 def metrics(t: Tally, clean: int) -> dict:
     p = t.tp / (t.tp + t.fp) if t.tp + t.fp else (1.0 if t.labels else None)
     r = t.found / t.labels if t.labels else None
-    f1 = (2 * p * r / (p + r) if p is not None and r is not None and p + r > 0 else
-          (0.0 if p is not None and r is not None else None))
+    f1 = (
+        2 * p * r / (p + r)
+        if p is not None and r is not None and p + r > 0
+        else (0.0 if p is not None and r is not None else None)
+    )
     lat = np.asarray(t.latencies, dtype=np.float64)
     return {
-        "precision": p, "recall": r, "f1": f1, "labels": t.labels, "found": t.found,
-        "tp": t.tp, "fp": t.fp, "neutral": t.neutral,
+        "precision": p,
+        "recall": r,
+        "f1": f1,
+        "labels": t.labels,
+        "found": t.found,
+        "tp": t.tp,
+        "fp": t.fp,
+        "neutral": t.neutral,
         "latency_median": float(np.median(lat)) if lat.size else None,
         "latency_p90": float(np.percentile(lat, 90)) if lat.size else None,
         "false_alarms_per_10k": 1e4 * t.fp / clean if clean else None,
     }
 
 
-def evaluate(cases: Sequence[Case], baselines: Sequence[bl.Baseline] = bl.BASELINES, configs=None) -> dict:
+def evaluate(
+    cases: Sequence[Case], baselines: Sequence[bl.Baseline] = bl.BASELINES, configs=None
+) -> dict:
     """{"classes": {cls: {detector: metrics}}, "overall": {detector: metrics}, "clean_steps": N, ...}"""
     clean = sum(clean_steps(c) for c in cases)
     ours = {c: Tally() for c in (*CLASSES, "*")}
@@ -198,8 +235,13 @@ def evaluate(cases: Sequence[Case], baselines: Sequence[bl.Baseline] = bl.BASELI
     overall = {OURS: metrics(ours["*"], clean)}
     for b in baselines:
         overall[b.name] = metrics(theirs[b.name]["*"], clean)
-    return {"classes": classes, "overall": overall, "clean_steps": clean, "cases": len(cases),
-            "labels": sum(len(c.labels) for c in cases)}
+    return {
+        "classes": classes,
+        "overall": overall,
+        "clean_steps": clean,
+        "cases": len(cases),
+        "labels": sum(len(c.labels) for c in cases),
+    }
 
 
 def goal_check(res: dict) -> dict:
@@ -212,8 +254,10 @@ def goal_check(res: dict) -> dict:
             gaps[c] = rows[OURS]["f1"] - max(others)
     lat = [res["classes"][c][OURS]["latency_median"] for c in SPIKE_CLASSES]
     return {
-        "overall_f1": ov["f1"], "overall_f1_ok": (ov["f1"] or 0) >= 0.95,
-        "margin_over_best_baseline": gaps, "margin_ok": all(g >= 0.05 for g in gaps.values()),
+        "overall_f1": ov["f1"],
+        "overall_f1_ok": (ov["f1"] or 0) >= 0.95,
+        "margin_over_best_baseline": gaps,
+        "margin_ok": all(g >= 0.05 for g in gaps.values()),
         "false_alarms_per_10k": ov["false_alarms_per_10k"],
         "false_alarms_ok": (ov["false_alarms_per_10k"] or 0) <= 0.1,
         "spike_latency_median": dict(zip(SPIKE_CLASSES, lat, strict=True)),
