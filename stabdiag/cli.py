@@ -551,7 +551,7 @@ def cache_cmd(
     """Show or empty the parsed-log cache (TensorBoard files; capped by STABDIAG_CACHE_MAX_MB)."""
 
     def run() -> None:
-        from stabdiag import cache
+        from stabdiag.sources import cache
 
         if action not in ("info", "clear"):
             _fail(f"cache {action!r}: expected info or clear")

@@ -1,4 +1,4 @@
-"""stabdiag.cache: behaviour only (hits, misses, incremental appends, switches, damage)."""
+"""stabdiag.sources.cache: behaviour only (hits, misses, incremental appends, switches, damage)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from stabdiag import cache
+from stabdiag.sources import cache
 from stabdiag.sources import tensorboard as tb
 
 

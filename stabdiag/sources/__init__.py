@@ -313,7 +313,7 @@ def _text_reader(fmt: str):  # noqa: ANN202 - the format's read(path) function
 
 
 def _read_tb(g: _Group) -> RawRun:
-    from stabdiag import cache  # parsed event files are cached (STABDIAG_NO_CACHE=1 disables)
+    from stabdiag.sources import cache  # parsed event files are cached (STABDIAG_NO_CACHE=1: off)
 
     read = cache.read_event_file if cache.enabled() else None
     main = tensorboard.read_files(g.files, read=read)

@@ -564,7 +564,7 @@ class _Stream:
 
     Reading a file in any number of pieces gives exactly the output of reading it whole, which
     is what makes chunked reading (bounded memory) and incremental re-reading of appended files
-    (stabdiag.cache) safe.
+    (stabdiag.sources.cache) safe.
     """
 
     def __init__(self, path: str, plugins: MutableMapping[str, str]) -> None:
@@ -777,7 +777,8 @@ def read_file(path: str | Path, plugins: MutableMapping[str, str] | None = None)
 def read_files(paths: Sequence[str | Path], read=None) -> Scalars:
     """Read several event files of one run (ordered by file name, as TensorBoard does).
 
-    ``read`` replaces read_file (same signature and result), e.g. stabdiag.cache.read_event_file."""
+    ``read`` replaces read_file (same signature and result), e.g.
+    stabdiag.sources.cache.read_event_file."""
     read = read or read_file
     plugins: dict[str, str] = {}
     ordered = sorted(paths, key=lambda p: Path(p).name)

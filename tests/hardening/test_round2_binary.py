@@ -25,7 +25,7 @@ from adversarial import (
     wandb_split_record,
 )
 
-from stabdiag import cache
+from stabdiag.sources import cache
 from stabdiag.sources import load
 from stabdiag.sources import tensorboard as tb
 
