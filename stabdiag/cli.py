@@ -15,10 +15,12 @@ from typing import Annotated, Any
 import typer
 
 from stabdiag import __version__
+from stabdiag.cli_help import Group
 from stabdiag.errors import StabdiagError
 
 app = typer.Typer(
     name="stabdiag",
+    cls=Group,  # help labels values by meaning (FILE, N), never by Python type (cli_help.py)
     help="Training-stability diagnostics: find loss spikes, gradient explosions, fp16 overflow and "
     "divergence in a run's logs, and say what to change.",
     no_args_is_help=True,
@@ -126,29 +128,29 @@ def _refuse_overwriting_inputs(output: Path | None, paths: list[Path]) -> None:
             _fail(f"--output {output}: refusing to overwrite an input log; write the report elsewhere")
 
 
-PathsArg = Annotated[list[Path], typer.Argument(help="Log files or directories (searched recursively).",
+PathsArg = Annotated[list[Path], typer.Argument(metavar="PATH...", help="Log files or directories (searched recursively).",
                                                 show_default=False)]
 ReaderOpt = Annotated[str | None, typer.Option(
-    "--input-format", "-i", help="Force the log reader instead of sniffing (see `stabdiag formats`).")]
+    "--input-format", "-i", metavar="READER", help="Force the log reader instead of sniffing (see `stabdiag formats`).")]
 MapOpt = Annotated[list[str] | None, typer.Option(
-    "--map", help="Take a series as a canonical metric: CANONICAL=SERIES, e.g. train/loss=my_loss. Repeatable.")]
+    "--map", metavar="CANONICAL=SERIES", help="Take a series as a canonical metric: CANONICAL=SERIES, e.g. train/loss=my_loss. Repeatable.")]
 
 
 @app.command()
 def analyze(
     paths: PathsArg,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="Report format: text, json, markdown, html, junit or github.")] = "text",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here (- = stdout).")] = None,
-    fail_on: Annotated[str | None, typer.Option(help="Exit 1 when a finding is at or above: info, warning, error, never. [default: error, or the config file's fail-on]", show_default=False)] = None,
-    select: Annotated[list[str] | None, typer.Option(help="Only these kinds or codes (comma-separated, repeatable).")] = None,
-    ignore: Annotated[list[str] | None, typer.Option(help="Skip these kinds or codes (comma-separated, repeatable).")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="Report format: text, json, markdown, html, junit or github.")] = "text",
+    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the report here (- = stdout). \\[default: stdout]")] = None,
+    fail_on: Annotated[str | None, typer.Option(metavar="LEVEL", help="Exit 1 when a finding is at or above: info, warning, error, never. \\[default: error, or the config file's fail-on]", show_default=False)] = None,
+    select: Annotated[list[str] | None, typer.Option(metavar="KINDS", help="Only these kinds or codes (comma-separated, repeatable).")] = None,
+    ignore: Annotated[list[str] | None, typer.Option(metavar="KINDS", help="Skip these kinds or codes (comma-separated, repeatable).")] = None,
     input_format: ReaderOpt = None,
     map_: MapOpt = None,
-    max_remedies: Annotated[int, typer.Option(help="Remedies shown per run in the text report.")] = 5,
-    plots: Annotated[Path | None, typer.Option("--plots", help="Also write one PNG and SVG figure per run into this directory.")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="Policy file (default: nearest stabdiag.toml or pyproject.toml [tool.stabdiag]).")] = None,
+    max_remedies: Annotated[int, typer.Option(metavar="N", help="Remedies shown per run in the text report.")] = 5,
+    plots: Annotated[Path | None, typer.Option("--plots", metavar="DIR", help="Also write one PNG and SVG figure per run into this directory.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", metavar="FILE", help="Policy file. \\[default: the nearest stabdiag.toml or pyproject.toml \\[tool.stabdiag]]")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Re-parse every log; do not read or write the parsed-log cache (also STABDIAG_NO_CACHE=1).")] = False,
-    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Worker processes for many runs (default: all CPUs; 1 = none; also STABDIAG_JOBS).", show_default=False)] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", metavar="N", help="Worker processes for many runs (1 = none; also STABDIAG_JOBS). \\[default: all CPUs]", show_default=False)] = None,
 ) -> None:
     """Analyze training logs: classify every stability event, rank remedies, exit 0/1/2 for CI."""
 
@@ -254,7 +256,7 @@ class _null:
 
 @app.command()
 def explain(
-    kind: Annotated[str | None, typer.Argument(help="A kind (e.g. loss-spike) or code (e.g. SD101).")] = None,
+    kind: Annotated[str | None, typer.Argument(metavar="KIND", help="A kind (e.g. loss-spike) or code (e.g. SD101).")] = None,
     list_: Annotated[bool, typer.Option("--list", "-l", help="List every detector.")] = False,
 ) -> None:
     """Explain what a detector checks, why, how, and its known false positives."""
@@ -374,27 +376,27 @@ def config_cmd(
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def train(
-    preset: Annotated[str, typer.Option(help="Model size: tiny (CPU, <1 min), small (CPU, minutes), gpu.")] = "tiny",
-    recipe: Annotated[str, typer.Option(help="Stabilizer recipe: stable or unstable.")] = "stable",
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML file of config keys.")] = None,
+    preset: Annotated[str, typer.Option(metavar="NAME", help="Model size: tiny (CPU, <1 min), small (CPU, minutes), gpu.")] = "tiny",
+    recipe: Annotated[str, typer.Option(metavar="NAME", help="Stabilizer recipe: stable or unstable.")] = "stable",
+    config: Annotated[Path | None, typer.Option("--config", "-c", metavar="FILE", help="TOML file of config keys.")] = None,
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", "-s", help="Any config key: KEY=VALUE, e.g. --set lr=1e-2 --set qk_norm=true. Repeatable.")] = None,
-    steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
-    precision: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (dynamic loss scaling).")] = None,
+        "--set", "-s", metavar="KEY=VALUE", help="Any config key: KEY=VALUE, e.g. --set lr=1e-2 --set qk_norm=true. Repeatable.")] = None,
+    steps: Annotated[int | None, typer.Option(metavar="N", help="Training steps. \\[default: the preset's; --show-config prints it]")] = None,
+    lr: Annotated[float | None, typer.Option(metavar="LR", help="Peak learning rate. \\[default: the recipe's; --show-config prints it]")] = None,
+    precision: Annotated[str | None, typer.Option(metavar="PRECISION", help="fp32, bf16 or fp16 (dynamic loss scaling). \\[default: the recipe's; --show-config prints it]")] = None,
     inject: Annotated[list[str] | None, typer.Option(
-        help="Fault injection, e.g. bad_batch@50, lr_spike@40:factor=10,steps=5, grad_scale@30:factor=1e6.")] = None,
-    data: Annotated[str | None, typer.Option(help="stdlib (default), synthetic, or a text file.")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Parent directory of the run directory.")] = None,
-    name: Annotated[str | None, typer.Option(help="Run directory name (default <preset>-<recipe>).")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+        metavar="FAULT", help="Fault injection, repeatable: --inject bad_batch@50 --inject lr_spike@40:factor=10,steps=5 --inject grad_scale@30:factor=1e6.")] = None,
+    data: Annotated[str | None, typer.Option(metavar="SOURCE", help="stdlib, synthetic, or a text file. \\[default: stdlib]")] = None,
+    out: Annotated[Path | None, typer.Option("--out", metavar="DIR", help="Parent directory of the run directory. \\[default: runs]")] = None,
+    name: Annotated[str | None, typer.Option(metavar="NAME", help="Run directory name. \\[default: PRESET-RECIPE]")] = None,
+    device: Annotated[str | None, typer.Option(metavar="DEVICE", help="auto, cpu or cuda. \\[default: auto]")] = None,
     guard: Annotated[str | None, typer.Option(
-        help="In-loop guard (default off): warn (report findings), stop (checkpoint and end the run on one), "
-             "skip (skip the optimizer step of an outlier loss; one host sync per step).")] = None,
+        metavar="MODE", help="In-loop guard: off, warn (report findings), stop (checkpoint and end the run on one), "
+             "skip (skip the optimizer step of an outlier loss; one host sync per step). \\[default: off]")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out/--name from its last checkpoint.")] = False,
     restart: Annotated[bool, typer.Option(help="Discard the run already in --out/--name and train it from scratch.")] = False,
     analyze_: Annotated[bool, typer.Option("--analyze/--no-analyze", help="Analyze the run when it ends.")] = True,
-    fail_on: Annotated[str, typer.Option(help="With --analyze: exit 1 at this severity (or never).")] = "never",
+    fail_on: Annotated[str, typer.Option(metavar="LEVEL", help="With --analyze: exit 1 at this severity (or never).")] = "never",
     show_config: Annotated[bool, typer.Option("--show-config", help="Print the resolved config and exit.")] = False,
 ) -> None:
     """Train a small instrumented reference transformer and log every stability signal.
@@ -426,14 +428,14 @@ def train(
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def branch(
     run_path: Annotated[Path, typer.Argument(metavar="RUN", help="A stabdiag train run directory.")],
-    at: Annotated[int, typer.Option("--at", help="Restart from the newest checkpoint at or before this step.")],
+    at: Annotated[int, typer.Option("--at", metavar="STEP", help="Restart from the newest checkpoint at or before this step.")],
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", "-s", help="A change from that step on: KEY=VALUE (lr, grad_clip, beta2, z_loss, precision, ...). Repeatable.")] = None,
+        "--set", "-s", metavar="KEY=VALUE", help="A change from that step on: KEY=VALUE (lr, grad_clip, beta2, z_loss, precision, ...). Repeatable.")] = None,
     skip_batches: Annotated[list[str] | None, typer.Option(
-        "--skip-batches", help="Never train on data batches A:B (inclusive), e.g. the batches of a spike. Repeatable.")] = None,
-    name: Annotated[str | None, typer.Option(help="The branch's run directory name (default RUN-atSTEP), beside RUN.")] = None,
+        "--skip-batches", metavar="A:B", help="Never train on data batches A:B (inclusive), e.g. the batches of a spike. Repeatable.")] = None,
+    name: Annotated[str | None, typer.Option(metavar="NAME", help="The branch's run directory name, beside RUN. \\[default: RUN-atSTEP]")] = None,
     analyze_: Annotated[bool, typer.Option("--analyze/--no-analyze", help="Analyze the branch when it ends.")] = True,
-    fail_on: Annotated[str, typer.Option(help="With --analyze: exit 1 at this severity (or never).")] = "never",
+    fail_on: Annotated[str, typer.Option(metavar="LEVEL", help="With --analyze: exit 1 at this severity (or never).")] = "never",
 ) -> None:
     """Rewind a run to a checkpoint and train a sibling run from there with changes.
 
@@ -546,7 +548,7 @@ def _resume_argv(cfg: Any) -> list[str]:
 
 @app.command("cache")
 def cache_cmd(
-    action: Annotated[str, typer.Argument(help="info (where, how many entries, how big) or clear.")] = "info",
+    action: Annotated[str, typer.Argument(metavar="ACTION", help="info (where, how many entries, how big) or clear.")] = "info",
 ) -> None:
     """Show or empty the parsed-log cache (TensorBoard files; capped by STABDIAG_CACHE_MAX_MB)."""
 
@@ -589,8 +591,8 @@ def formats() -> None:
 @app.command()
 def plot(
     paths: PathsArg,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for the figures.")] = Path("stabdiag-plots"),
-    image_format: Annotated[list[str] | None, typer.Option("--image-format", help="png and/or svg (repeatable). [default: png, svg]")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Directory for the figures.")] = Path("stabdiag-plots"),
+    image_format: Annotated[list[str] | None, typer.Option("--image-format", metavar="FORMAT", help="png and/or svg (repeatable). \\[default: png, svg]")] = None,
     input_format: ReaderOpt = None,
     map_: MapOpt = None,
 ) -> None:
@@ -624,15 +626,15 @@ def plot(
 @app.command()
 def compare(
     run_path: Annotated[Path, typer.Argument(metavar="RUN", help="The run to judge (file or directory).")],
-    baseline: Annotated[Path | None, typer.Option("--baseline", "-b", help="The reference run (file or directory); default for a `stabdiag branch` run: its parent.")] = None,
-    plot_to: Annotated[Path | None, typer.Option("--plot", help="For a branch: write the figure overlaying it on its parent here (.png or .svg).")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the comparison here (- = stdout).")] = None,
-    max_loss_ratio: Annotated[float, typer.Option(help="Worse when the median loss ratio over the last 10% of common steps exceeds this.")] = 1.05,
-    tail_frac: Annotated[float, typer.Option(help="Fraction of the common steps (from the end) the loss is compared over.")] = 0.10,
-    max_extra_spikes: Annotated[int, typer.Option(help="Loss/grad spikes allowed beyond the baseline's.")] = 0,
-    max_grad_p50_ratio: Annotated[float, typer.Option(help="Worse when the grad-norm median grows more than this factor.")] = 1.5,
-    max_grad_p99_ratio: Annotated[float, typer.Option(help="Worse when the grad-norm p99 grows more than this factor.")] = 2.0,
+    baseline: Annotated[Path | None, typer.Option("--baseline", "-b", metavar="RUN", help="The reference run (file or directory); default for a `stabdiag branch` run: its parent.")] = None,
+    plot_to: Annotated[Path | None, typer.Option("--plot", metavar="FILE", help="For a branch: write the figure overlaying it on its parent here (.png or .svg).")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="text or json.")] = "text",
+    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the comparison here (- = stdout). \\[default: stdout]")] = None,
+    max_loss_ratio: Annotated[float, typer.Option(metavar="RATIO", help="Worse when the median loss ratio over the last 10% of common steps exceeds this.")] = 1.05,
+    tail_frac: Annotated[float, typer.Option(metavar="FRACTION", help="Fraction of the common steps (from the end) the loss is compared over.")] = 0.10,
+    max_extra_spikes: Annotated[int, typer.Option(metavar="N", help="Loss/grad spikes allowed beyond the baseline's.")] = 0,
+    max_grad_p50_ratio: Annotated[float, typer.Option(metavar="RATIO", help="Worse when the grad-norm median grows more than this factor.")] = 1.5,
+    max_grad_p99_ratio: Annotated[float, typer.Option(metavar="RATIO", help="Worse when the grad-norm p99 grows more than this factor.")] = 2.0,
     allow_new_kinds: Annotated[bool, typer.Option(help="Do not fail on finding kinds (warning or worse) the baseline lacks.")] = False,
     input_format: ReaderOpt = None,
     map_: MapOpt = None,
@@ -694,23 +696,23 @@ def compare(
 
 @app.command()
 def sweep(
-    preset: Annotated[str, typer.Option(help="Model size: tiny, small or gpu (see stabdiag train).")] = "tiny",
-    recipe: Annotated[str, typer.Option(help="Base recipe every cell starts from.")] = "stable",
-    lrs: Annotated[str | None, typer.Option("--lrs", help="Learning rates, comma-separated: 1e-4,1e-3,1e-2.")] = None,
-    lr_range: Annotated[str | None, typer.Option("--lr-range", help="LO:HI:N, N log-spaced LRs: 1e-4:1e-1:7.")] = None,
+    preset: Annotated[str, typer.Option(metavar="NAME", help="Model size: tiny, small or gpu (see stabdiag train).")] = "tiny",
+    recipe: Annotated[str, typer.Option(metavar="NAME", help="Base recipe every cell starts from.")] = "stable",
+    lrs: Annotated[str | None, typer.Option("--lrs", metavar="LRS", help="Learning rates, comma-separated: 1e-4,1e-3,1e-2.")] = None,
+    lr_range: Annotated[str | None, typer.Option("--lr-range", metavar="LO:HI:N", help="LO:HI:N, N log-spaced LRs: 1e-4:1e-1:7.")] = None,
     setting: Annotated[list[str] | None, typer.Option(
-        "--setting", help="A stabilizer setting: baseline, KEY=VALUE[,KEY=VALUE...] or NAME:KEY=VALUE,... Repeatable. (default: baseline and qk_norm=true)",
+        "--setting", metavar="SETTING", help="A stabilizer setting: baseline, KEY=VALUE[,KEY=VALUE...] or NAME:KEY=VALUE,... Repeatable. \\[default: baseline and qk_norm=true]",
         show_default=False)] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Config KEY=VALUE for every cell, e.g. --set steps=500. Repeatable.")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Sweep directory: one run per cell, sweep.json, sweep.png/.svg.")] = Path("runs/sweep"),
-    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Train every (setting, LR) with this many seeds (init and data order; base = --set seed=N): the report gives the spread and an interval on each LR sensitivity.")] = 1,
-    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Local backend: cells in parallel (default: one per core on CPU, one per GPU on CUDA).", show_default=False)] = None,
-    devices: Annotated[str | None, typer.Option("--devices", help="Local backend: cpu, cuda (every visible GPU) or cuda:0,cuda:1 (one cell per GPU at a time). Default: every visible GPU when cells use CUDA, else the CPU cores.", show_default=False)] = None,
-    cpus_per_cell: Annotated[int | None, typer.Option("--cpus-per-cell", min=1, help="CPU threads (Ray: CPUs) per cell. Default: local shares the cores out; Ray 1. Fix it to get the same numbers on any machine.", show_default=False)] = None,
-    backend: Annotated[str, typer.Option("--backend", help="local (this machine) or ray (one Ray task per cell; needs the ray extra: pip install stabdiag\\[ray]).")] = "local",
-    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster to join (e.g. ray://head:10001 or auto); default: start a local one.", show_default=False)] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="Report format: text, json or markdown.")] = "text",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here (- = stdout).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="KEY=VALUE", help="Config KEY=VALUE for every cell, e.g. --set steps=500. Repeatable.")] = None,
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Sweep directory: one run per cell, sweep.json, sweep.png/.svg.")] = Path("runs/sweep"),
+    seeds: Annotated[int, typer.Option("--seeds", min=1, metavar="N", help="Train every (setting, LR) with this many seeds (init and data order; base = --set seed=N): the report gives the spread and an interval on each LR sensitivity.")] = 1,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, metavar="N", help="Local backend: cells in parallel. \\[default: one per core on CPU, one per GPU on CUDA]", show_default=False)] = None,
+    devices: Annotated[str | None, typer.Option("--devices", metavar="DEVICES", help="Local backend: cpu, cuda (every visible GPU) or cuda:0,cuda:1 (one cell per GPU at a time). \\[default: every visible GPU when cells use CUDA, else the CPU cores]", show_default=False)] = None,
+    cpus_per_cell: Annotated[int | None, typer.Option("--cpus-per-cell", min=1, metavar="N", help="CPU threads (Ray: CPUs) per cell. Fix it to get the same numbers on any machine. \\[default: local shares the cores out; Ray 1]", show_default=False)] = None,
+    backend: Annotated[str, typer.Option("--backend", metavar="NAME", help="local (this machine) or ray (one Ray task per cell; needs the ray extra: pip install stabdiag\\[ray]).")] = "local",
+    ray_address: Annotated[str | None, typer.Option("--ray-address", metavar="ADDRESS", help="Ray cluster to join (e.g. ray://head:10001 or auto). \\[default: start a local one]", show_default=False)] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="Report format: text, json or markdown.")] = "text",
+    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the report here (- = stdout). \\[default: stdout]")] = None,
 ) -> None:
     """Train a grid of learning rates x stabilizer settings and report each setting's LR sensitivity.
 
@@ -763,15 +765,15 @@ def sweep(
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def verify(
     run_path: Annotated[Path, typer.Argument(metavar="RUN", help="A stabdiag train run directory (with --proxy: any run's logs).")],
-    remedies: Annotated[int, typer.Option("--remedies", min=0, help="Remedies to try per event (plus one control branch with no change).")] = 3,
+    remedies: Annotated[int, typer.Option("--remedies", min=0, metavar="N", help="Remedies to try per event (plus one control branch with no change).")] = 3,
     proxy: Annotated[bool, typer.Option("--proxy", help="For any run's logs (another trainer's too): try the remedies on a small proxy model trained from scratch with the run's settings.")] = False,
-    proxy_out: Annotated[Path, typer.Option("--proxy-out", help="With --proxy: where the proxy runs go (re-running reuses finished ones).")] = Path("runs/verify-proxy"),
-    proxy_steps: Annotated[int, typer.Option("--proxy-steps", min=10, help="With --proxy: steps of each proxy run (warm-up keeps the run's fraction).")] = 200,
-    seeds: Annotated[int, typer.Option("--seeds", min=1, help="With --proxy: seeds per setting (2+ separates a fix from noise).")] = 2,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="Report format: text, json or markdown.")] = "text",
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Branches (or proxy runs) trained at once, in worker processes.")] = 1,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here (- = stdout).")] = None,
-    plot_to: Annotated[Path | None, typer.Option("--plot", help="Write the overlay of control and remedy loss curves here (.png or .svg).")] = None,
+    proxy_out: Annotated[Path, typer.Option("--proxy-out", metavar="DIR", help="With --proxy: where the proxy runs go (re-running reuses finished ones).")] = Path("runs/verify-proxy"),
+    proxy_steps: Annotated[int, typer.Option("--proxy-steps", min=10, metavar="N", help="With --proxy: steps of each proxy run (warm-up keeps the run's fraction).")] = 200,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, metavar="N", help="With --proxy: seeds per setting (2+ separates a fix from noise).")] = 2,
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="Report format: text, json or markdown.")] = "text",
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, metavar="N", help="Branches (or proxy runs) trained at once, in worker processes.")] = 1,
+    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the report here (- = stdout). \\[default: stdout]")] = None,
+    plot_to: Annotated[Path | None, typer.Option("--plot", metavar="FILE", help="Write the overlay of control and remedy loss curves here (.png or .svg).")] = None,
 ) -> None:
     """Replay each warning-or-worse event of a `stabdiag train` run with each mid-run remedy and a control.
 
@@ -829,17 +831,17 @@ def verify(
 @app.command()
 def watch(
     paths: PathsArg,
-    fail_on: Annotated[str | None, typer.Option(help="Exit 1 as soon as a finding is at or above: info, warning, error, never. [default: error, or the config file's fail-on]", show_default=False)] = None,
-    interval: Annotated[float, typer.Option(help="Seconds between polls of the files.")] = 2.0,
-    idle_timeout: Annotated[float, typer.Option(help="The runs ended when no new data came for this many seconds (0 = never).")] = 600.0,
-    pid: Annotated[int | None, typer.Option(help="The runs ended when this training process exits.")] = None,
-    on_finding: Annotated[str | None, typer.Option(help="Command run for each finding, the finding as JSON on stdin (Slack/webhook scripts); run without a shell: use sh -c '...' for pipes.")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="text, jsonl (one JSON line per finding), github (annotations) or json (one report at the end).")] = "text",
-    min_severity: Annotated[str, typer.Option(help="Print (and --on-finding) findings at or above: info, warning, error.")] = "info",
-    select: Annotated[list[str] | None, typer.Option(help="Only these kinds or codes (comma-separated, repeatable).")] = None,
-    ignore: Annotated[list[str] | None, typer.Option(help="Skip these kinds or codes (comma-separated, repeatable).")] = None,
+    fail_on: Annotated[str | None, typer.Option(metavar="LEVEL", help="Exit 1 as soon as a finding is at or above: info, warning, error, never. \\[default: error, or the config file's fail-on]", show_default=False)] = None,
+    interval: Annotated[float, typer.Option(metavar="SECONDS", help="Seconds between polls of the files.")] = 2.0,
+    idle_timeout: Annotated[float, typer.Option(metavar="SECONDS", help="The runs ended when no new data came for this many seconds (0 = never).")] = 600.0,
+    pid: Annotated[int | None, typer.Option(metavar="PID", help="The runs ended when this training process exits.")] = None,
+    on_finding: Annotated[str | None, typer.Option(metavar="COMMAND", help="Command run for each finding, the finding as JSON on stdin (Slack/webhook scripts); run without a shell: use sh -c '...' for pipes.")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="text, jsonl (one JSON line per finding), github (annotations) or json (one report at the end).")] = "text",
+    min_severity: Annotated[str, typer.Option(metavar="LEVEL", help="Print (and --on-finding) findings at or above: info, warning, error.")] = "info",
+    select: Annotated[list[str] | None, typer.Option(metavar="KINDS", help="Only these kinds or codes (comma-separated, repeatable).")] = None,
+    ignore: Annotated[list[str] | None, typer.Option(metavar="KINDS", help="Skip these kinds or codes (comma-separated, repeatable).")] = None,
     input_format: ReaderOpt = None,
-    config: Annotated[Path | None, typer.Option("--config", help="Policy file (default: nearest stabdiag.toml or pyproject.toml [tool.stabdiag]).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", metavar="FILE", help="Policy file. \\[default: the nearest stabdiag.toml or pyproject.toml \\[tool.stabdiag]]")] = None,
 ) -> None:
     """Follow runs still being written; print each finding as it appears; exit 1 at --fail-on."""
 
