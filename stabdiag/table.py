@@ -186,11 +186,6 @@ class MetricsTable:
         series = _split_metrics(f)
         return RunData(name=run, series=series, by_rank=by_rank, meta=dict(meta or {}))
 
-    def rename_metrics(self, mapping: Mapping[str, str]) -> MetricsTable:
-        f = self.frame.copy()
-        f["metric"] = f["metric"].map(lambda m: mapping.get(m, m))
-        return MetricsTable(f)
-
 
 _DTYPES = {
     "run": object, "step": np.int64, "metric": object, "value": np.float64,

@@ -376,7 +376,7 @@ def test_a_difference_within_the_seed_spread_is_reported_as_such():
 
 def test_failed_cells_count_for_nothing_and_drop_their_seed_from_the_interval(tmp_path):
     from stabdiag.render.sweep import render_sweep
-    from stabdiag.sweep import SweepResult, load_result, save_outputs, summarize
+    from stabdiag.sweep import SweepResult, save_outputs, summarize
 
     cells = [
         _cell("a", 1e-3, 0, 3.0),
@@ -408,41 +408,12 @@ def test_failed_cells_count_for_nothing_and_drop_their_seed_from_the_interval(tm
     assert doc["points"][1]["failed"] == 1 and doc["settings"][0]["seed_sensitivities"] == {
         "0": 0.5
     }
-    back = load_result(tmp_path / "sweep.json")
-    assert back.settings == saved.settings and back.points == saved.points
-    assert back.seeds == (0, 1) and back.failed == (cells[3],)
-    text = render_sweep(back, "text")
+    assert saved.seeds == (0, 1) and saved.failed == (cells[3],)
+    text = render_sweep(saved, "text")
     assert "failed cells (1; re-run to retry)" in text and "seed 1: TrainError: boom" in text
     assert "0.500–0.500" not in text and "(1 seed)" in text
-    md_text = render_sweep(back, "markdown")
+    md_text = render_sweep(saved, "markdown")
     assert "**Failed cells** (1" in md_text and "| min–max |" in md_text
-
-
-def test_a_version_1_sweep_json_still_loads(tmp_path):
-    from stabdiag.sweep import load_result
-
-    cell = _cell("baseline", 1e-3, 0, 3.0).to_dict()
-    for key in ("seed", "device", "error"):
-        del cell[key]
-    (tmp_path / "sweep.json").write_text(
-        json.dumps(
-            {
-                "schema_version": 1,
-                "preset": "tiny",
-                "recipe": "stable",
-                "lrs": [1e-3],
-                "common": [],
-                "out_dir": str(tmp_path),
-                "device": "cpu",
-                "wall_s": 3.0,
-                "cells": [cell],
-                "settings": [{"name": "baseline", "overrides": []}],
-            }
-        )
-    )
-    res = load_result(tmp_path / "sweep.json")
-    assert res.seeds == (0,) and res.settings[0].lr_sensitivity == 0.0
-    assert res.points[0].final_loss.mean == 3.0
 
 
 @pytest.mark.parametrize(

@@ -249,30 +249,6 @@ def median_baseline(
     return cached(values, ("median", window, min_periods, sigma_floor, floor_if_linear), compute)
 
 
-def robust_z(x: np.ndarray, window: int, min_periods: int, sigma_floor: float) -> np.ndarray:
-    """(x - causal median) / causal MAD-sigma; NaN where there is no baseline yet."""
-    med, sigma = causal_median_sigma(x, window, min_periods, sigma_floor)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (clean(x) - med) / sigma
-
-
-def ema_zscore(x: np.ndarray, alpha: float = 0.97, warmup: int = 25, eps: float = 1e-6) -> np.ndarray:
-    """ZClip-style z-score against the EMA mean/variance of the previous points.
-
-    ``alpha`` is the weight kept on the past (ZClip's convention), so pandas' ``alpha`` is
-    ``1 - alpha``. The first ``warmup`` finite points get NaN.
-    """
-    s = pd.Series(clean(x))
-    ew = s.ewm(alpha=1.0 - alpha, adjust=False, ignore_na=True)
-    mean = ew.mean().shift(1).to_numpy()
-    std = np.sqrt(ew.var(bias=True).shift(1).to_numpy())
-    count = np.cumsum(np.isfinite(s.to_numpy()))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = (s.to_numpy() - mean) / (std + eps)
-    z[np.concatenate([[0], count[:-1]]) < warmup] = np.nan
-    return z
-
-
 def rolling_median(x: np.ndarray, window: int, center: bool = False) -> np.ndarray:
     """Rolling median of finite values (a robust level; ``center`` for after-the-fact smoothing).
 

@@ -11,7 +11,6 @@ LR sensitivity shows which settings remove them. Modules: `spec` (grid parsing, 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from stabdiag.atomic import write_atomic
@@ -52,7 +51,6 @@ __all__ = [
     "SweepResult",
     "SweepSpec",
     "build_spec",
-    "load_result",
     "lr_sensitivity",
     "parse_lr_range",
     "parse_lrs",
@@ -74,32 +72,3 @@ def save_outputs(result: SweepResult, out_dir: str | Path | None = None) -> Swee
     result = dataclasses.replace(result, plots=tuple(str(p) for p in plots))
     write_atomic(out / "sweep.json", render_sweep_json(result))
     return result
-
-
-def load_result(path: str | Path) -> SweepResult:
-    """Read a `sweep.json` back (for re-rendering without re-running); the summaries are
-    recomputed from the cells, so a version-1 file gains points and comparisons."""
-    d = json.loads(Path(path).read_text())
-    cells = tuple(CellResult.from_dict(c) for c in d["cells"])
-    settings = [(s["name"], tuple(s["overrides"])) for s in d["settings"]]
-    points, sums, comparisons = summarize(settings, d["lrs"], cells)
-    return SweepResult(
-        preset=d["preset"],
-        recipe=d["recipe"],
-        lrs=tuple(d["lrs"]),
-        common=tuple(d["common"]),
-        out_dir=d["out_dir"],
-        device=d["device"],
-        cells=cells,
-        settings=sums,
-        wall_s=_f(d["wall_s"]),
-        plots=tuple(d.get("plots", ())),
-        seeds=tuple(d.get("seeds") or sorted({c.seed for c in cells}) or (0,)),
-        backend=d.get("backend", "local"),
-        points=points,
-        comparisons=comparisons,
-    )
-
-
-def _f(v: float | None) -> float:
-    return float("nan") if v is None else float(v)

@@ -482,7 +482,7 @@ def compare_settings(settings: Sequence[SettingSummary]) -> tuple[Comparison, ..
 def summarize(
     settings: Sequence[tuple[str, Sequence[str]]], lrs: Sequence[float], cells: Sequence[CellResult]
 ) -> tuple[tuple[PointSummary, ...], tuple[SettingSummary, ...], tuple[Comparison, ...]]:
-    """Points, setting summaries and comparisons of a grid's cells (pure: load_result reuses it)."""
+    """Points, setting summaries and comparisons of a grid's cells (pure)."""
     points = tuple(
         summarize_point(name, lr, [c for c in cells if c.setting == name and c.lr == lr])
         for name, _ in settings
