@@ -273,17 +273,13 @@ def explain(
             d = by_kind(kind)
         except KeyError:
             _fail(f"unknown kind or code {kind!r}; known: {', '.join(x.kind for x in DETECTORS)}")
-        out.print(f"[bold]{d.code} {d.kind}[/bold]\n")
-        out.print(d.doc.strip(), markup=False, highlight=False)
-        if d.config is not None:
-            import dataclasses
+        from rich.text import Text
 
-            from rich.markup import escape
+        from stabdiag.detectors.explain import explain_text
 
-            where = escape(f"[tool.stabdiag.detectors.{d.kind}]")
-            out.print(f"\n[bold]Thresholds[/bold] (set them under {where}):", highlight=False)
-            for f in dataclasses.fields(d.config):
-                out.print(f"    {f.name} = {f.default!r}", markup=False, highlight=False)
+        text = Text(explain_text(d, width=max(60, min(out.width, 100))))
+        text.stylize("bold", 0, len(f"{d.code} {d.kind}"))
+        out.print(text, highlight=False, soft_wrap=True)
 
     guarded(run)
 
