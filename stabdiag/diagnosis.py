@@ -11,7 +11,7 @@ Rules are checked most specific first; the first that fits wins. Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -266,40 +266,64 @@ def _injected(
     )
 
 
-def _rank(run, cfg, findings, trouble) -> Diagnosis | None:  # noqa: ANN001
-    rd = [f for f in findings if f.kind == "rank-divergence"]
-    if not rd:
-        return None
-    f = rd[0]
-    return Diagnosis(
-        run=run.name,
-        cause="faulty-rank",
-        confidence=MEDIUM,
-        statement=f"One replica departs from the others from step {f.step_start}: a faulty device or a "
-        "desynchronised replica, not the model or the optimizer. Rerun those steps on other "
-        "hardware before changing hyperparameters.",
-        evidence=(f.message,),
-        changes=("hardware",),
-        explained=(ref(f),),
-    )
+@dataclass(frozen=True, kw_only=True)
+class _OneFinding:
+    """A cause that one finding names by itself: the first finding that ``picks`` (among all of
+    the run's findings, or only its trouble) is the evidence and, unless ``explains`` says more,
+    the only thing the cause accounts for. Rules that weigh several findings or the config are
+    functions; these differ only in what they pick and say, so they are data."""
+
+    cause: str
+    confidence: str
+    picks: Callable[[Finding], bool]
+    says: Callable[[Finding], str]
+    changes: tuple[str, ...]
+    among_trouble: bool = False
+    unless: Callable[[RunConfig, Sequence[Finding]], bool] = lambda cfg, trouble: False
+    explains: Callable[[Finding, Sequence[Finding]], tuple[str, ...]] | None = None
+
+    def __call__(
+        self, run: RunData, cfg: RunConfig, findings: Sequence[Finding], trouble: Sequence[Finding]
+    ) -> Diagnosis | None:
+        pool = trouble if self.among_trouble else findings
+        f = next((x for x in pool if self.picks(x)), None)
+        if f is None or self.unless(cfg, trouble):
+            return None
+        return Diagnosis(
+            run=run.name,
+            cause=self.cause,
+            confidence=self.confidence,
+            statement=self.says(f),
+            evidence=(f.message,),
+            changes=self.changes,
+            explained=self.explains(f, trouble) if self.explains else (ref(f),),
+        )
 
 
-def _overfitting(run, cfg, findings, trouble) -> Diagnosis | None:  # noqa: ANN001
-    of = [f for f in findings if f.kind == "divergence" and f.evidence.get("overfitting")]
-    if not of or trouble:
-        return None
-    f = of[0]
-    return Diagnosis(
-        run=run.name,
-        cause="overfitting",
-        confidence=HIGH,
-        statement=f"The validation loss turned up from step {f.evidence.get('best_val_step')} while the "
-        "training loss kept falling: overfitting, not instability. Keep the best checkpoint "
-        "and regularise; the optimizer settings are fine.",
-        evidence=(f.message,),
-        changes=("checkpoint", "regularise"),
-        explained=(ref(f),),
-    )
+_rank = _OneFinding(
+    cause="faulty-rank",
+    confidence=MEDIUM,
+    picks=lambda f: f.kind == "rank-divergence",
+    says=lambda f: (
+        f"One replica departs from the others from step {f.step_start}: a faulty "
+        "device or a desynchronised replica, not the model or the optimizer. Rerun those steps on "
+        "other hardware before changing hyperparameters."
+    ),
+    changes=("hardware",),
+)
+
+_overfitting = _OneFinding(
+    cause="overfitting",
+    confidence=HIGH,
+    picks=lambda f: f.kind == "divergence" and bool(f.evidence.get("overfitting")),
+    unless=lambda cfg, trouble: bool(trouble),
+    says=lambda f: (
+        f"The validation loss turned up from step {f.evidence.get('best_val_step')} "
+        "while the training loss kept falling: overfitting, not instability. Keep the best "
+        "checkpoint and regularise; the optimizer settings are fine."
+    ),
+    changes=("checkpoint", "regularise"),
+)
 
 
 def _fp16(run, cfg, findings, trouble) -> Diagnosis | None:  # noqa: ANN001
@@ -461,34 +485,27 @@ def _lr_too_high(run, cfg, findings, trouble) -> Diagnosis | None:  # noqa: ANN0
     )
 
 
-def _lr_jump(run, cfg, findings, trouble) -> Diagnosis | None:  # noqa: ANN001
-    jumps = [
-        f
-        for f in findings
-        if f.kind == "lr-schedule"
+_lr_jump = _OneFinding(
+    cause="lr-jump",
+    confidence=MEDIUM,
+    picks=lambda f: (
+        f.kind == "lr-schedule"
         and f.evidence.get("issue") == "lr_jump"
-        and f.evidence.get("trouble")
-    ]
-    if not jumps:
-        return None
-    f = jumps[0]
-    return Diagnosis(
-        run=run.name,
-        cause="lr-jump",
-        confidence=MEDIUM,
-        statement=f"The LR jumped {f.evidence.get('factor', 0):.1f}x at step {f.evidence.get('step')} and "
-        f"{f.evidence.get('trouble')} followed at step {f.evidence.get('trouble_step')}: a "
-        "scheduler fault (a fresh scheduler on resume, a warm restart), not the peak LR.",
-        evidence=(f.message,),
-        changes=("schedule", "recovery", "clip"),
-        explained=tuple(
-            ref(x)
-            for x in trouble
-            if x.step_start is not None
-            and f.step_start is not None
-            and x.step_start >= f.step_start
-        ),
-    )
+        and bool(f.evidence.get("trouble"))
+    ),
+    says=lambda f: (
+        f"The LR jumped {f.evidence.get('factor', 0):.1f}x at step "
+        f"{f.evidence.get('step')} and {f.evidence.get('trouble')} followed at step "
+        f"{f.evidence.get('trouble_step')}: a scheduler fault (a fresh scheduler on resume, a warm "
+        "restart), not the peak LR."
+    ),
+    changes=("schedule", "recovery", "clip"),
+    explains=lambda f, trouble: tuple(
+        ref(x)
+        for x in trouble
+        if x.step_start is not None and f.step_start is not None and x.step_start >= f.step_start
+    ),
+)
 
 
 def _bad_batch(run, cfg, findings, trouble) -> Diagnosis | None:  # noqa: ANN001
@@ -590,21 +607,18 @@ def _stall(run, cfg, findings, trouble) -> Diagnosis | None:  # noqa: ANN001
     )
 
 
-def _logit_drift(run, cfg, findings, trouble) -> Diagnosis | None:  # noqa: ANN001
-    od = [f for f in trouble if f.kind == "output-logit-drift"]
-    if not od or cfg.get("z_loss"):
-        return None
-    f = od[0]
-    return Diagnosis(
-        run=run.name,
-        cause="output-logit-drift",
-        confidence=MEDIUM,
-        statement=f"The output softmax normaliser drifts from step {f.step_start}: output logits grow "
-        "until the loss saturates in low precision. This is z-loss territory.",
-        evidence=(f.message,),
-        changes=("z-loss", "lr"),
-        explained=(ref(f),),
-    )
+_logit_drift = _OneFinding(
+    cause="output-logit-drift",
+    confidence=MEDIUM,
+    picks=lambda f: f.kind == "output-logit-drift",
+    among_trouble=True,
+    unless=lambda cfg, trouble: bool(cfg.get("z_loss")),
+    says=lambda f: (
+        f"The output softmax normaliser drifts from step {f.step_start}: output "
+        "logits grow until the loss saturates in low precision. This is z-loss territory."
+    ),
+    changes=("z-loss", "lr"),
+)
 
 
 def _unclear(run: RunData, cfg: RunConfig, trouble: Sequence[Finding]) -> Diagnosis:
