@@ -55,14 +55,32 @@ CODE, KIND = "SD401", "attention-logit-growth"
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
+    """Thresholds of the attention-logit-growth check
+    (``[tool.stabdiag.detectors.attention-logit-growth]``)."""
+
     min_points: int = 20
+    """Finite max-attention-logit points needed, except for a series that overflowed."""
     growth: float = 5.0
+    """A logit still rising at the end that grew at least this much (5x its early level) and is
+    above ``min_level`` is a warning."""
     huge_growth: float = 10.0
+    """Growth (10x the early level) that makes a logit above ``tau`` an error, or a warning when
+    its peak passed ``tau`` but the end came back below it."""
     min_level: float = 30.0
+    """Below this the logit is ordinary: a small transformer without QK-norm sharpens its attention
+    from about 0.1 at init to 5-30 while healthy."""
     tau: float = 100.0
+    """The level where logit growth is trouble: Megatron's QK-clip threshold
+    (``qk_clip_threshold`` = 100) rescales Q and K above it."""
     rising: float = 1.05
+    """Still rising: the median of the last 10 % of points is at least this multiple (5 % up) of
+    the 10 % before it."""
     min_overflow_points: int = 3
-    first_points: int = 3  # the start level is also the median of the first 3 values
+    """A series that turns Inf/NaN after at least this many finite values that reached ``tau`` (or
+    ``min_level`` after growing ``huge_growth`` x) is an error however short it is."""
+    first_points: int = 3
+    """The early level is also the median of the first 3 values, if lower than that of the first
+    10 %: a logit can blow up within the first 10 % of the log."""
 
 
 DEFAULT = Config()

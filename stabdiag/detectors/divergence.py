@@ -52,28 +52,54 @@ CODE, KIND = "SD102", "divergence"
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
+    """Thresholds of the divergence check (``[tool.stabdiag.detectors.divergence]``)."""
+
     min_points: int = 30
+    """Finite loss points needed to judge the trend at all; fewer are "not checked"."""
     start_frac: float = 0.05
+    """The start level is the median of the first 5 % of finite points (at least 5): a median, so
+    the warm-up's first rise cannot count as divergence."""
     end_frac: float = 0.10
+    """The end level is the median of the last 10 % of finite points (at least 5)."""
     noise_sigmas: float = 3.0
+    """A rise must exceed this many noise sigmas (MAD around the smoothed trend, or of successive
+    differences if larger), so a noisy but healthy curve (a diffusion loss) does not fire."""
     min_rel_rise: float = 0.05
+    """... and this share (5 %) of the best level, so a quantised near-zero loss does not fire."""
     warn_lost: float = 0.25
+    """A sustained rise that gave back this share (25 %) of the improvement from start to best is a
+    warning."""
     error_lost: float = 0.50
+    """A rise that has not come back by the end and gave back this share (50 %) of the improvement
+    is an error, as is an end above the start."""
     val_min_points: int = 3
+    """Validation points needed for the overfitting rule (val loss up while train loss falls)."""
     val_min_rise: float = 0.05
-    first_points: int = 3  # "where the run started": median of the first logged values
-    runaway_rel: float = 0.10  # smoothed loss this far above the start level is a runaway
-    runaway_error_frac: float = 0.10  # a runaway this long (fraction of points) is an error
-    runaway_merge_frac: float = (
-        0.10  # excursions closer than this (fraction of points) are one episode
-    )
-    chaos_cover: float = 0.3  # points above the start level this often between the first and last
-    # sustained excursion: one chaotic episode
-    rise_min_points: int = 10  # a rise must last this many log points to be "sustained"
-    rel_rise_warn: float = 0.10  # a sustained rise this large (fraction of the level) is a warning
-    recovered_frac: float = (
-        0.2  # back within this fraction of the rise above the trough = recovered
-    )
+    """The last validation loss must be this share (5 %) above its best for overfitting (info)."""
+    first_points: int = 3
+    """Where the run started, for the runaway rule: the median of the first logged values (the
+    first alone when the run blew up at once, as with LR 1.0 from step 0)."""
+    runaway_rel: float = 0.10
+    """A smoothed loss this share (10 %) above the start level (or above ln(vocab size) when it is
+    known and higher) is a runaway, once it also clears ``noise_sigmas``."""
+    runaway_error_frac: float = 0.10
+    """A runaway lasting this share (10 %) of the points (at least three smoothing windows), or
+    still going at the end, is an error; a shorter one that came back is a warning."""
+    runaway_merge_frac: float = 0.10
+    """Runaway excursions closer than this share (10 %) of the points (at least two smoothing
+    windows) are one episode."""
+    chaos_cover: float = 0.3
+    """When the raw loss is above the runaway bar this often between the first and the last
+    excursion, the whole stretch is one chaotic episode."""
+    rise_min_points: int = 10
+    """A rise must last this many log points (at least one smoothing window) to be sustained;
+    shorter ones are the loss-spike check's business."""
+    rel_rise_warn: float = 0.10
+    """A sustained rise this large relative to the level it rose from (10 %) is a warning even when
+    it gave back less than ``warn_lost`` of the improvement."""
+    recovered_frac: float = 0.2
+    """The loss is back when the smoothed curve is within this share (20 %) of the rise above the
+    trough it rose from (and the end level is too): such a rise is a warning."""
 
 
 DEFAULT = Config()

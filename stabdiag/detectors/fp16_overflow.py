@@ -58,21 +58,45 @@ CODE, KIND = "SD301", "fp16-overflow"
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
+    """Thresholds of the fp16-overflow check (``[tool.stabdiag.detectors.fp16-overflow]``)."""
+
     startup_steps: int = 50
+    """Drops within the first max(50 steps, ``startup_frac`` of the last step) are the scaler's
+    start-up search down from its initial scale (2^16 in PyTorch GradScaler and DeepSpeed, 2^32 in
+    Megatron): info, never a warning."""
     startup_frac: float = 0.03
+    """... or within the first 3 % of the run's steps, whichever is longer."""
     min_scale: float = 1.0
+    """Real overflows taking the scale to this value or below are an error: DeepSpeed's
+    ``min_loss_scale`` (1), where it aborts; the scaler cannot back off any further."""
     collapse_factor: float = 1024.0
+    """Real overflows taking the scale this far (1024x) below the settled scale are an error: the
+    run overflows fp16 on nearly every step."""
     decline_factor: float = 16.0
+    """A scale that ends the log this far (16x) below the settled scale is a warning."""
     cluster_steps: int = 500
+    """Window for clusters: ``cluster_count`` real overflows within this many steps are a warning
+    (with skips but no scale logged: a burst of skips this close, see ``burst_factor``)."""
     cluster_count: int = 4
-    cascade_steps: int = 10  # drops this close after start-up still belong to the start-up search
-    settle_steps: int = 50  # a scale held this long is the settled scale drops are judged against
-    episode_depth: float = 8.0  # real overflows taking the scale this far below settled: warning
-    gap_intervals: int = 10  # a drop across a hole this many log intervals wide is not judged
-    cascade_gap: int = 100  # real overflows this close are one cascade (judged by its depth)
-    burst_factor: float = (
-        3.0  # skips (no scale logged) this much denser than the run's rate: a burst
-    )
+    """Real overflows (or skips) within ``cluster_steps`` that make a cluster."""
+    cascade_steps: int = 10
+    """Drops this close after the start-up still belong to the start-up search."""
+    settle_steps: int = 50
+    """A scale held this many steps is the settled scale that later drops are judged against: a
+    drop landing at or above it only undoes a growth step (the periodic sawtooth), at any
+    frequency."""
+    episode_depth: float = 8.0
+    """A cascade of real overflows taking the scale this far (8x) below the settled scale is a
+    warning."""
+    gap_intervals: int = 10
+    """A drop across a hole in the log this many log intervals wide is not judged: what happened in
+    between is unknown."""
+    cascade_gap: int = 100
+    """Real overflows within this many steps of the previous one are one cascade, judged by its
+    depth (``episode_depth``)."""
+    burst_factor: float = 3.0
+    """With skipped steps but no scale logged, a cluster of skips at least this many times (3x)
+    denser than the run's own rate is a warning; a steady rate is the sawtooth."""
 
 
 DEFAULT = Config()

@@ -53,13 +53,26 @@ CODE, KIND = "SD202", "grad-explosion"
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
+    """Thresholds of the grad-explosion check (``[tool.stabdiag.detectors.grad-explosion]``)."""
+
     smooth: int = 5
+    """The grad-norm level is the rolling median of log(grad norm) over this many log points, so a
+    single outlier (a grad spike) cannot make an explosion."""
     window: int = 100
+    """The reference is the median of this many points ending ``smooth`` points earlier (or the
+    lowest full-window reference so far, if lower: a slow climb cannot drag its baseline along)."""
     min_history: int = 20
-    factor: float = 10.0  # Megatron's 10x
+    """Finite points needed for a rolling reference; shorter logs use the short-log rule."""
+    factor: float = 10.0
+    """Level at least this multiple of the reference is an excursion: Megatron's large-grad check
+    uses 10x the max of the first 100 values."""
     min_points: int = 5
-    few_min_points: int = 5  # short-log rule: fewest finite points judged at all
+    """An excursion lasting this many log points is an explosion (error); shorter ones are spikes."""
+    few_min_points: int = 5
+    """Short-log rule: fewest finite points judged at all (reference = median of the whole log)."""
     few_sustained: int = 2
+    """Short-log rule: this many consecutive points at ``factor`` x the reference, after at least
+    two points below it, are an explosion: the least evidence of an order-of-magnitude step."""
 
 
 DEFAULT = Config()

@@ -54,16 +54,33 @@ CODE, KIND = "SD201", "grad-spike"
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
-    level_window: int = 5  # previous log points whose median is the local level
-    window: int = 100  # previous residuals for the noise sigma
+    """Thresholds of the grad-spike check (``[tool.stabdiag.detectors.grad-spike]``)."""
+
+    level_window: int = 5
+    """Log points before a point whose median is its local level (lag-corrected, as in loss-spike)."""
+    window: int = 100
+    """Previous residuals whose MAD is the noise sigma (OLMo-core's monitor uses 128 values)."""
     min_history: int = 8
+    """Finite grad-norm points needed before a point is judged; fewer in the whole run are "not
+    checked"."""
     z_threshold: float = 7.0
-    sigma_floor: float = 0.05  # grad norms are noisier than losses
-    min_ratio: float = 3.0  # and >= 3x the baseline: 2x is within heavy-tailed noise
-    max_points: int = 3  # longer excursions are grad-explosion's business
+    """Robust z of log(grad norm) a spike point must reach: the OLMo 2 spike-score threshold
+    (7 std, arXiv 2501.00656)."""
+    sigma_floor: float = 0.05
+    """Floor of the noise sigma relative to the level (5 %): grad norms are noisier than losses."""
+    min_ratio: float = 3.0
+    """A spike point is also at least this multiple of its baseline: 2x is within the heavy-tailed
+    noise of a healthy grad norm."""
+    max_points: int = 3
+    """A spike lasts at most this many log points and the next point is back below ``min_ratio`` x
+    the baseline; longer excursions and steps up are grad-explosion's."""
     repeated: int = 3
+    """At least this many spikes ...  (with ``frequent_per_10k``) make the finding a warning."""
     frequent_per_10k: float = 5.0
+    """... at a rate of at least 5 per 10k steps of the run; a handful of clipped outliers in a long
+    healthy run stays info."""
     large_ratio: float = 30.0
+    """One spike this large (30x its baseline) makes the finding a warning on its own."""
 
 
 DEFAULT = Config()

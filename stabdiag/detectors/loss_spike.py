@@ -79,34 +79,80 @@ CODE, KIND = "SD101", "loss-spike"
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
-    level_window: int = 5  # previous log points whose median is the local level
-    window: int = 64  # previous residuals for the noise sigma (OLMo-core uses 128 steps)
-    min_history: int = 5  # finite points needed before a point can be judged
-    z_threshold: float = 7.0  # robust z on log(loss); OLMo 2's 7 sigma
-    sigma_floor: float = 0.01  # 1 % relative noise floor so a smooth curve is not infinitely sure
-    min_ratio: float = 1.2  # and at least 20 % above the baseline
-    min_abs_rise: float = 0.02  # and a rise of >= 2 % of the initial loss level (absolute)
-    early_ratio: float = 2.0  # first points, before a baseline: >= 2x the lowest loss so far
-    early_sigmas: float = 3.0  # and that jump >= 3 x the run's own point-to-point noise
-    merge_gap: int = 1  # flagged points this close belong to one event
-    recovery_sigmas: float = 3.0  # back within baseline + max(3 sigma, 10 %) = recovered
+    """Thresholds of the loss-spike check (``[tool.stabdiag.detectors.loss-spike]``)."""
+
+    level_window: int = 5
+    """Log points before a point whose median is its local level. Short, so that the level follows
+    a steep early descent or a log written every 100 steps instead of lagging behind it."""
+    window: int = 64
+    """Previous residuals (loss minus local level) whose MAD is the noise sigma. OLMo-core's
+    StabilityMonitorCallback uses 128 values; 64 log points judge shorter logs sooner."""
+    min_history: int = 5
+    """Finite log points needed before a point is judged against its baseline; earlier points are
+    judged by the early rule (``early_ratio``)."""
+    z_threshold: float = 7.0
+    """Robust z-score on log(loss) a point must reach to be a spike: OLMo 2's spike-score threshold
+    (7 std, arXiv 2501.00656). Healthy heavy-tailed noise reaches 6 sigma every few 10k points."""
+    sigma_floor: float = 0.01
+    """Floor of the noise sigma, relative to the level (1 %): on a very smooth curve a tiny wiggle
+    would otherwise be many sigma."""
+    min_ratio: float = 1.2
+    """A spike is also at least this multiple of its baseline (20 % above it), whatever its z."""
+    min_abs_rise: float = 0.02
+    """... and rises by at least this share (2 %) of the run's initial loss level, so noise on a
+    near-zero loss never fires."""
+    early_ratio: float = 2.0
+    """Before ``min_history`` points, a point at least this multiple of the lowest loss so far is a
+    spike: a healthy loss only falls in its first points (Megatron's spiky-loss check waits for
+    100 values)."""
+    early_sigmas: float = 3.0
+    """... when that jump is also at least this many times the run's own point-to-point noise, so a
+    noisy loss stays quiet."""
+    merge_gap: int = 1
+    """Flagged points at most this many log points after an event's recovery belong to that event."""
+    recovery_sigmas: float = 3.0
+    """The loss has recovered when it is back within the baseline plus the larger of this many
+    sigma and ``recovery_rel``."""
     recovery_rel: float = 0.10
+    """Relative part of the recovery band: back within 10 % of the baseline counts as recovered."""
     quick_recovery_points: int = 50
-    warn_ratio: float = 2.0  # a quick recovery below 2x (llm-foundry's factor) is only info
-    lasting_points: int = 3  # ... unless this many log points stayed >= min_ratio x baseline
-    judge_tail_points: int = (
-        10  # fewer log points after a spike: "ends before recovery could be judged"
-    )
-    max_blips: int = 5  # more info-level blips than this are told as one finding
-    recovery_search: int = 5000  # log points searched for recovery per event
-    min_tail_points: int = 3  # points after onset needed to call "did not recover"
+    """Recovered within this many log points: a transient spike (warning, or info when small);
+    recovered later: a slow recovery (warning); never: the run diverged (error)."""
+    warn_ratio: float = 2.0
+    """A quick recovery whose peak is below this multiple of the baseline is only info, unless it
+    lasted (``lasting_points``) or the grad norm spiked with it. llm-foundry's KillLossSpike uses
+    the same factor (2x the window mean)."""
+    lasting_points: int = 3
+    """A quick, small spike with this many log points at or above ``min_ratio`` x baseline is a
+    warning, not info: it was more than a one-point blip."""
+    judge_tail_points: int = 10
+    """With fewer log points than this after a spike that has not recovered, the finding says the
+    log ends before recovery could be judged, never that the loss did not recover."""
+    max_blips: int = 5
+    """More info-level blips than this in one run are told as one finding instead of one each."""
+    recovery_search: int = 5000
+    """Log points searched for the recovery of each event; a loss not back by then did not recover."""
+    min_tail_points: int = 3
+    """Fewest log points after onset to call a spike unrecovered (with ``judge_tail_points``)."""
     max_events: int = 200
-    short_log: int = 64  # fewer points: also judge each fragment (restarts, big gaps) alone
-    fragment_gap: float = 20.0  # a step gap > 20x the usual interval starts a new fragment
-    fragment_ratio: float = 1.5  # >= 1.5x the lowest earlier value of its fragment
-    fragment_min_prev: int = 2  # with at least 2 earlier finite values in the fragment
-    fragment_sigmas: float = 3.0  # and the jump >= 3x the fragment's noise before the point
-    fragment_log_sigmas: float = 2.5  # and >= 2.5x the whole log's lower-quartile noise
+    """Events reported per run at most, so a pathological log cannot flood the report."""
+    short_log: int = 64
+    """Logs with fewer points than this (pasted fragments, resumed runs) are also judged fragment
+    by fragment, with the rules below."""
+    fragment_gap: float = 20.0
+    """A step gap larger than this many usual log intervals starts a new fragment (and a recovery
+    seen only after such a gap is reported as a gap, not as a quick recovery)."""
+    fragment_ratio: float = 1.5
+    """In a short log, a point at least this multiple of the lowest earlier value of its fragment is
+    a spike onset (with the two noise conditions below)."""
+    fragment_min_prev: int = 2
+    """... given at least this many earlier finite values in the fragment."""
+    fragment_sigmas: float = 3.0
+    """... and a jump (log scale) of at least this many times the fragment's point-to-point noise
+    before it (median successive difference, floored at 1 %)."""
+    fragment_log_sigmas: float = 2.5
+    """... and at least this many times the whole log's noise (the lower quartile of within-fragment
+    successive differences, robust while fewer than 3/4 of them are spike jumps)."""
 
 
 DEFAULT = Config()

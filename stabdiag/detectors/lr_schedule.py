@@ -59,15 +59,33 @@ CODE, KIND = "SD501", "lr-schedule"
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
+    """Thresholds of the lr-schedule check (``[tool.stabdiag.detectors.lr-schedule]``)."""
+
     at_peak: float = 0.9
-    max_first_step: int = 100      # later first steps are an excerpt or a resume: warm-up not visible
+    """No warm-up: the first logged LR is already at least this share (90 %) of the peak LR."""
+    max_first_step: int = 100
+    """Warm-up is judged only when the LR log starts by this step (or 1 % of the run): a later
+    first step is an excerpt or a resume, whose warm-up is not visible."""
     high_lr: float = 1e-3
+    """No warm-up at a peak LR of at least this is info even without trouble after it; below it,
+    only trouble makes a finding."""
     early_frac: float = 0.10
+    """No warm-up followed by trouble (a loss spike, divergence, NaN) within this share (10 %) of
+    the run is a warning."""
     jump_factor: float = 2.0
+    """An abrupt jump: the LR at least doubles from one log point to the next, and that rise is at
+    least this multiple of the rise before it, so a smooth warm-up (linear or exponential), however
+    coarsely logged, never counts."""
     jump_window_steps: int = 50
+    """A jump followed by trouble within max(50 steps, ``jump_window_frac`` of the run) is a
+    warning; otherwise info (a warm-restart schedule, probably intended)."""
     jump_window_frac: float = 0.05
+    """... or within 5 % of the run's steps, whichever is longer."""
     max_jumps: int = 20
-    spike_max_frac: float = 0.10   # an LR excursion this short (share of LR points) is a spike, not the schedule
+    """Jumps reported per run at most."""
+    spike_max_frac: float = 0.10
+    """An LR excursion that comes back below its jump within this share (10 %) of the LR points is a
+    spike, not the schedule: the schedule's peak is then the largest LR outside it."""
 
 
 DEFAULT = Config()

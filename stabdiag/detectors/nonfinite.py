@@ -46,9 +46,18 @@ CODE, KIND = "SD001", "nonfinite"
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
+    """Thresholds of the nonfinite check (``[tool.stabdiag.detectors.nonfinite]``)."""
+
     isolated_max: int = 2
+    """A non-finite grad norm at no more than this many log points is a warning, not an error,
+    when it is also rare (``isolated_frac``) and the loss stays finite and does not rise after it:
+    the update was most likely dropped or clipped away. In an fp16 run it is info."""
     isolated_frac: float = 0.01
-    rise_after: float = 1.5  # loss median after vs before the NaN that counts as "rising"
+    """... and fewer than this share (1 %) of the grad-norm log points are non-finite."""
+    rise_after: float = 1.5
+    """The loss counts as rising after the last non-finite grad norm (and the finding stays an
+    error) when the median of the 20 log points after it is above this multiple of the median of
+    the 20 before it."""
 
 
 DEFAULT = Config()

@@ -41,11 +41,21 @@ CODE, KIND = "SD402", "output-logit-drift"
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
+    """Thresholds of the output-logit-drift check (``[tool.stabdiag.detectors.output-logit-drift]``)."""
+
     min_points: int = 20
+    """Finite output log-Z points needed to judge a drift; fewer are "not checked"."""
     warn_drift: float = 5.0
+    """Drift of the output log-Z (median of the last 10 % minus that of the first 10 %) of at least
+    this many nats is a warning; a healthy model moves it by a few nats early on."""
     error_drift: float = 20.0
+    """A drift of at least this many nats is an error."""
     error_abs: float = 50.0
+    """So is an end level this far from zero (|log Z| >= 50): z-loss keeps log Z near 0 (PaLM,
+    Wortsman et al. 2023)."""
     still: float = 0.5
+    """The drift must still be going: the last 10 % moved at least this many nats further in its
+    direction than the 10 % before it."""
 
 
 DEFAULT = Config()

@@ -49,15 +49,32 @@ METRICS = (TRAIN_LOSS, GRAD_NORM)
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
+    """Thresholds of the rank-divergence check (``[tool.stabdiag.detectors.rank-divergence]``)."""
+
     z_threshold: float = 6.0
+    """With 3 or more ranks, a rank is off at a step when its deviation from the cross-rank median
+    is at least this many typical cross-rank spreads (the run-wide median of per-step MAD-sigma)."""
     min_rel: float = 0.10
+    """... and it differs from the median by at least this share (10 %), so ranks that agree to
+    many digits cannot fire on rounding."""
     spread_floor: float = 0.01
+    """Floor of the typical spread relative to the level (1 %): identical ranks have no spread."""
     min_points: int = 3
+    """Consecutive off points (or, with two ranks, gapped points) that make a sustained departure:
+    a warning."""
     error_points: int = 10
+    """A departure of this many consecutive points, also covering ``error_frac`` of the steps, is
+    an error (a faulty device or a desynchronised replica, not a blip)."""
     error_frac: float = 0.05
+    """... and at least this share (5 %) of the common steps."""
     pair_rel: float = 0.20
-    pair_history: int = 20      # two ranks: points before the gap that give each rank its own level
-    pair_blame: float = 3.0     # ... and the one that moved this much more than the other departed
+    """With two ranks the median cannot single one out: a sustained relative gap of this size
+    (20 %) between them is one warning."""
+    pair_history: int = 20
+    """Two ranks: log points before the gap that give each rank its own recent level."""
+    pair_blame: float = 3.0
+    """Two ranks: the one that moved this many times more from its own level than the other is
+    named as the one that departed; otherwise both are named."""
 
 
 DEFAULT = Config()

@@ -44,9 +44,16 @@ CODE, KIND = "SD601", "restart"
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
+    """Thresholds of the restart check (``[tool.stabdiag.detectors.restart]``)."""
+
     several: int = 3
+    """A run with this many restarts is a warning: it keeps falling over."""
     window_steps: int = 50
+    """A restart with trouble (a loss spike, a non-finite loss, a grad explosion) within
+    max(50 steps, ``window_frac`` of the run) of its resume step is a warning: the run was probably
+    rewound because of it, and it may recur."""
     window_frac: float = 0.02
+    """... or within 2 % of the run's steps, whichever is longer."""
 
 
 DEFAULT = Config()

@@ -48,9 +48,15 @@ CODE, KIND = "SD705", "rl-clip-saturation"
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
+    """Thresholds of the rl-clip-saturation check (``[tool.stabdiag.detectors.rl-clip-saturation]``)."""
+
     high: float = 0.20
+    """A clip fraction whose rolling median is at or above this (a fifth of the tokens at the ratio
+    clip) is saturated: the update outran the data."""
     severe: float = 0.40
+    """A saturated stretch whose median is at or above this is an error."""
     min_frac: float = 0.20
+    """The longest saturated stretch must cover this share (20 %) of the run to be a finding."""
 
 
 DEFAULT = Config()

@@ -50,9 +50,17 @@ CODE, KIND = "SD702", "rl-entropy-collapse"
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
-    collapsed: float = 0.10  # trend below this fraction of the start = collapsed
-    falling: float = 0.50  # lost at least this fraction: project the slope
-    early: float = 0.50  # collapse within this fraction of the run is an error
+    """Thresholds of the rl-entropy-collapse check (``[tool.stabdiag.detectors.rl-entropy-collapse]``)."""
+
+    collapsed: float = 0.10
+    """The entropy has collapsed when its trend falls below this share (10 %) of its start."""
+    falling: float = 0.50
+    """A trend that lost at least this share (half) of its start without collapsing yet is projected
+    along its recent slope, and warned about when it would collapse within another run length while
+    the reward has stopped rising."""
+    early: float = 0.50
+    """A collapse within this share (the first half) of the run is an error, later a warning:
+    the entropy was spent before the reward could use it (Cui et al. 2025, arXiv:2505.22617)."""
 
 
 DEFAULT = Config()

@@ -55,9 +55,18 @@ CODE, KIND = "SD701", "rl-kl-blowup"
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
-    bound: float = 1.0  # nats per token: the policy puts e^-1 of the reference's probability
-    growth: float = 100.0  # early -> late growth that counts as a blow-up
-    min_gain: float = 1.0  # reward gain (in noise sigmas) below which the reward has stalled
+    """Thresholds of the rl-kl-blowup check (``[tool.stabdiag.detectors.rl-kl-blowup]``)."""
+
+    bound: float = 1.0
+    """KL to the reference (nats per token) past which the policy has left it: at 1 nat a sampled
+    token keeps on average about e^-1 of the reference's probability. Past it with a falling reward
+    is an error, with a stalled reward a warning."""
+    growth: float = 100.0
+    """Growth of the KL from its early to its late level (100x, to past ``bound`` / 10) that counts
+    as a blow-up even below ``bound``."""
+    min_gain: float = 1.0
+    """Reward gain, in noise sigmas of the reward, below which the reward has stalled (a loss of
+    more than this is a fall); a KL that bought a rising reward is not a finding."""
 
 
 DEFAULT = Config()

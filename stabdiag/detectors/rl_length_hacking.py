@@ -52,11 +52,22 @@ CODE, KIND = "SD703", "rl-length-hacking"
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
+    """Thresholds of the rl-length-hacking check (``[tool.stabdiag.detectors.rl-length-hacking]``)."""
+
     near_cap: float = 0.90
+    """The completion length reached the cap when its late level (median of the last 20 %) is at
+    least this share (90 %) of the cap ..."""
     min_rise: float = 0.20
+    """... and rose by at least this share (20 %) of the cap from its early level: a task whose
+    answers are always long does not count."""
     clipped: float = 0.50
+    """The truncated share saturated when its late level is at least this (half of all completions
+    cut at the cap) ..."""
     clipped_rise: float = 0.30
+    """... and rose by at least this much (0.3) from its early level."""
     min_corr: float = 0.60
+    """With either, the length and the rising reward must move together (rank correlation at least
+    0.6): the reward pays for length."""
 
 
 DEFAULT = Config()

@@ -51,15 +51,30 @@ CODE, KIND = "SD706", "rl-logprob-mismatch"
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
-    logp_diff: float = 0.1  # mean |delta log p| per token, nats: warning
+    """Thresholds of the rl-logprob-mismatch check (``[tool.stabdiag.detectors.rl-logprob-mismatch]``).
+
+    Each signal has a warning and an error level, compared with its rolling median."""
+
+    logp_diff: float = 0.1
+    """Mean |delta log p| per token between trainer and inference engine, in nats, at which the gap
+    is a warning ..."""
     logp_diff_error: float = 0.5
-    is_dev: float = 0.1  # |IS-ratio mean - 1|
+    """... and an error (the samples are far off-policy)."""
+    is_dev: float = 0.1
+    """|importance-sampling ratio mean - 1| that is a warning ..."""
     is_dev_error: float = 0.5
-    rollout_kl: float = 0.05  # rollout-vs-trainer KL
+    """... and an error: truncated importance sampling corrects a small gap, not this."""
+    rollout_kl: float = 0.05
+    """KL between the rollout (engine) and trainer distributions that is a warning ..."""
     rollout_kl_error: float = 0.5
-    prob_diff: float = 0.05  # mean |delta p|
+    """... and an error."""
+    prob_diff: float = 0.05
+    """Mean |delta p| per token (verl's ``training/rollout_probs_diff_mean``) that is a warning ..."""
     prob_diff_error: float = 0.2
+    """... and an error."""
     min_frac: float = 0.20
+    """A signal must stay past its warning level for this share (20 %) of the run, or over its last
+    20 %, to be a finding."""
 
 
 DEFAULT = Config()

@@ -48,7 +48,7 @@ _CORE = (rc.REWARD, rc.SCORE, rc.KL, rc.ENTROPY, rc.LOSS, rc.PREF_LOSS, rc.REWAR
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
-    pass
+    """The rl-nonfinite check has no threshold: any non-finite value of a judged RL metric counts."""
 
 
 DEFAULT = Config()

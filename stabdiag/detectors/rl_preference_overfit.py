@@ -50,10 +50,20 @@ CODE, KIND = "SD708", "rl-preference-overfit"
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
+    """Thresholds of the rl-preference-overfit check
+    (``[tool.stabdiag.detectors.rl-preference-overfit]``)."""
+
     train_acc: float = 0.98
+    """A train reward accuracy (late median) at or above this has memorised the training pairs;
+    below it there is no finding."""
     margin_growth: float = 3.0
+    """Margins explode when the late margin is at least this multiple (3x) of the margin when the
+    accuracy first reached ``train_acc``."""
     eval_rise: float = 0.10
+    """The eval loss rose when its last value is this share (10 %) above its minimum."""
     eval_drop: float = 0.05
+    """The eval accuracy fell when its late median is this much (0.05) below its maximum; with the
+    eval loss rising too it is an error, one of the two a warning."""
 
 
 DEFAULT = Config()

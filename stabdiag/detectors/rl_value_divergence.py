@@ -46,10 +46,19 @@ CODE, KIND = "SD707", "rl-value-divergence"
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
+    """Thresholds of the rl-value-divergence check (``[tool.stabdiag.detectors.rl-value-divergence]``)."""
+
     late_frac: float = 0.25
+    """The critic's explained variance is judged on the median of this last share (25 %) of the
+    run: below 0 is a warning (worse than predicting the mean return)."""
     error_ev: float = -1.0
+    """An explained variance below this is an error: the critic's error exceeds the returns' own
+    variance."""
     growth: float = 10.0
+    """A value loss whose late level (last 20 %) is this many times (10x) its lowest earlier level
+    is a warning ..."""
     severe_growth: float = 100.0
+    """... and an error at 100x."""
 
 
 DEFAULT = Config()

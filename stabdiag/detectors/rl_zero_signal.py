@@ -54,10 +54,18 @@ CODE, KIND = "SD704", "rl-zero-signal"
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
+    """Thresholds of the rl-zero-signal check (``[tool.stabdiag.detectors.rl-zero-signal]``)."""
+
     degenerate: float = 0.90
+    """A log point is degenerate when TRL's ``frac_reward_zero_std`` is at least this (90 % of the
+    groups scored all their completions alike: their advantages are all 0)."""
     min_frac: float = 0.25
+    """The longest degenerate stretch must cover this share (25 %) of the run: a warning."""
     error_frac: float = 0.50
+    """A degenerate stretch over this share (half) of the run is an error: most of the compute
+    learned nothing."""
     rel_eps: float = 1e-6
+    """A reward std (or per-function std) below this share of the reward's scale counts as 0."""
 
 
 DEFAULT = Config()

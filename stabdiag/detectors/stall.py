@@ -61,18 +61,43 @@ VOCAB_SIZES = (50257, 50304, 32000, 32768, 128256, 151936, 100277, 32128, 30522,
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
+    """Thresholds of the stall check (``[tool.stabdiag.detectors.stall]``)."""
+
     min_points: int = 30
+    """Finite loss points needed to judge a plateau; fewer are "not checked"."""
     max_onset_frac: float = 0.35
+    """Only a loss that went flat within the first 35 % of the run and stayed flat is a stall; a
+    later plateau is convergence or a schedule's tail."""
     flat_rel: float = 0.02
+    """Flat means the smoothed loss never leaves the tail level (median of the last 20 %) by more
+    than this share (2 %) from the onset on."""
     chance_rel: float = 0.015
+    """The flat level is a chance level when within this share (1.5 %) of ln k (k = 2..10) or of
+    ln of a common vocabulary size: the loss of a uniform guess."""
     grad_collapse: float = 0.1
+    """Grad-norm collapse: its median over the flat part is at most this multiple (0.1) of its
+    median over the first 10 % of points."""
     noise_collapse: float = 0.2
-    min_noise: float = 0.005  # relative noise before the plateau needed to call it collapsed
-    band_sigmas: float = 4.0  # flat band: >= 4 sigma of a w-point median of the point noise
-    early_frac: float = 0.2  # flat from this early on, with the LR still high: not convergence
-    lr_high: float = 0.5  # the LR where the loss went flat was still >= half its peak
-    update_collapse: float = 0.1  # update/param ratio over the flat part <= 0.1 x its early level
-    val_progress: float = 0.01  # the validation loss improved less than 1 % over the flat part
+    """Noise collapse: the flat part's relative noise around the trend is at most this multiple
+    (0.2) of the noise before it (a model emitting a constant distribution). Counts only next to a
+    chance level or a grad collapse."""
+    min_noise: float = 0.005
+    """Noise collapse needs at least this relative noise (0.5 %) before the plateau: a curve that
+    was always smooth has nothing to collapse from."""
+    band_sigmas: float = 4.0
+    """The flat band widens to this many sigmas of the noise left after a w-point median, so a noisy
+    per-batch loss is judged by its level, not its jitter."""
+    early_frac: float = 0.2
+    """A loss flat from this early (20 % of the run) can take the further signals below (LR still
+    high, update ratio collapsed, validation loss flat)."""
+    lr_high: float = 0.5
+    """The LR over the flat onset is still high when at least this share (half) of its peak; it
+    counts only next to another signal (the optimizer kept pushing and nothing moved)."""
+    update_collapse: float = 0.1
+    """Update/param-ratio collapse: over the flat part at most this multiple (0.1) of its first
+    10 %."""
+    val_progress: float = 0.01
+    """The validation loss is flat when it improved by less than this share (1 %) over the flat part."""
 
 
 DEFAULT = Config()
