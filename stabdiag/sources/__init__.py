@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from stabdiag import table as T
-from stabdiag.errors import ConfigError, SourceError
+from stabdiag.errors import ConfigError, RemotePathError, SourceError, remote_url
 from stabdiag.safetext import printable
 from stabdiag.sources import (
     aliases,
@@ -111,8 +111,10 @@ def load(
     *,
     pool: Executor | None = None,
 ) -> LoadResult:
-    """Read every run under ``paths``. Raises SourceError only for a missing path or an explicit
-    file that cannot be read at all; everything else is reported in ``errors`` / warnings.
+    """Read every run under ``paths``. A named path that cannot be read (missing, a remote URL, a
+    FIFO, a file of no known format or one its reader rejects, a directory with no logs) is
+    reported in ``errors``, first, and the other paths are still read, as bad files inside a
+    directory are; SourceError is raised only when nothing at all could be read.
 
     With a process ``pool`` and at least PARALLEL_MIN_GROUPS runs, runs are read in its workers
     (same result: only the reading moves, naming and mapping stay here)."""
@@ -121,29 +123,39 @@ def load(
     groups: list[_Group] = []
     explicit: set[Path] = set()
     seen: set[Path] = set()  # a file named twice (explicitly and inside a dir) is read once
+    unread: list[SourceError] = []  # named paths that cannot be read: the others are still read
     for p in map(Path, paths):
         if not p.exists():
-            raise SourceError(p, "a log file or directory", "nothing at that path")
+            url = remote_url(p)
+            unread.append(RemotePathError(url) if url else
+                          SourceError(p, "a log file or directory", "nothing at that path"))
+            continue
         what = sniff.special(p)
         if what is not None:
-            raise SourceError(p, "a log file or directory", what)
+            unread.append(SourceError(p, "a log file or directory", what))
+            continue
         if p.is_file():
             f = fmt or sniff.sniff(p)
             if f is None:
                 found = ("a checkpoint/binary file (never opened)" if sniff.is_skipped(p)
                          else "a file of unknown format")
-                raise SourceError(p, f"a metrics log ({', '.join(FORMATS)})", found)
+                unread.append(SourceError(p, f"a metrics log ({', '.join(FORMATS)})", found))
+                continue
             explicit.add(p)
             if p.resolve() not in seen:
                 seen.add(p.resolve())
                 groups += _plan([(p, f)])
         else:
-            found = [(f, sniff.sniff(f)) for f in sniff.walk(p) if f.resolve() not in seen]
+            walked = list(sniff.walk(p))
+            found = [(f, sniff.sniff(f)) for f in walked if f.resolve() not in seen]
             seen.update(f.resolve() for f, _ in found)
+            if len(found) == len(walked) and all(k is None for _, k in found):
+                unread.append(SourceError(p, "a directory of training logs (`stabdiag formats` "
+                                          "lists them)", "no log file in it"))
             groups += _plan([(f, fmt or k) for f, k in found
                              if k is not None and (fmt is None or k in sniff.FAMILY[fmt])])
     raws: list[tuple[RawRun, _Group]] = []
-    errors: list[str] = []
+    errors: list[SourceError] = []
     if pool is not None and len(groups) >= PARALLEL_MIN_GROUPS:
         done = list(pool.map(_read_or_error, groups, chunksize=max(1, len(groups) // 16)))
     else:
@@ -155,15 +167,17 @@ def load(
         try:
             raws += [(r, g) for r in _read(g)]  # serially, or again to raise the real exception
         except SourceError as exc:
-            if set(g.files) & explicit:
-                raise
-            errors.append(str(exc))
+            (unread if set(g.files) & explicit else errors).append(exc)
         except Exception as exc:  # noqa: BLE001 - a reader bug on damaged input sinks only its run
             err = SourceError(g.files[0], f"a readable {g.fmt} log", "content its reader could not "
                               f"handle ({type(exc).__name__}: {str(exc)[:200]})")
-            if set(g.files) & explicit:
-                raise err from None
-            errors.append(str(err))
+            (unread if set(g.files) & explicit else errors).append(err)
+    if unread and not raws:  # nothing could be read: the first named path is the error
+        first = unread[0]
+        if len(unread) > 1:
+            first.args = (f"{first}; also unreadable: {', '.join(e.path for e in unread[1:])}",)
+        raise first
+    errors = [*unread, *errors]
     names = _unique_names(raws)
     tables, infos = [], []
     for (raw, g), name in zip(raws, names, strict=True):
@@ -171,7 +185,8 @@ def load(
         tables.append(table)
         infos.append(info)
     tables, infos = _merge_same_run(tables, infos)
-    return LoadResult(T.MetricsTable.concat(tables), tuple(infos), tuple(errors), tuple(tables))
+    return LoadResult(T.MetricsTable.concat(tables), tuple(infos), tuple(map(str, errors)),
+                      tuple(tables))
 
 
 # --------------------------------------------------------------------------- grouping
