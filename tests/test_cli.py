@@ -316,3 +316,26 @@ def test_remote_url_says_download_first(url: str, clean_csv: Path) -> None:
 
     report = stabdiag.analyze([clean_csv, url])  # the library says the same
     assert report.errors == (f"remote paths are not supported; download first: {url.rstrip('/')}",)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "markdown", "junit", "github"])
+def test_output_file_says_where_it_wrote(tmp_path: Path, diverging_csv: Path, fmt: str) -> None:
+    """Issue 15 item 7: -o FILE says where the report went (stderr, one line), as --plots does."""
+    out = tmp_path / "out" / f"report.{fmt}"
+    out.parent.mkdir()
+    r = runner.invoke(app, ["analyze", str(diverging_csv), "-f", fmt, "-o", str(out)])
+    assert r.exit_code == 1, r.output
+    assert r.stdout == "" and out.stat().st_size > 0
+    assert r.stderr.splitlines() == [f"wrote the report to {out}"]
+    r = runner.invoke(app, ["analyze", str(diverging_csv), "-f", fmt, "-o", "-"])
+    assert "wrote the report" not in r.stderr and r.stdout  # - is stdout: nothing to say
+
+
+def test_compare_output_file_says_where_it_wrote(tmp_path: Path, clean_csv: Path) -> None:
+    out = tmp_path / "cmp.json"
+    r = runner.invoke(
+        app, ["compare", str(clean_csv), "-b", str(clean_csv), "-f", "json", "-o", str(out)]
+    )
+    assert r.exit_code == 0, r.output
+    assert r.stdout == "" and json.loads(out.read_text())
+    assert f"wrote the report to {out}" in r.stderr.splitlines()
