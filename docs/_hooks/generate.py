@@ -234,7 +234,8 @@ def _readme_setup() -> str:
     m = re.search(r"^## Set up\n(.*?)(?=^## )", text, re.MULTILINE | re.DOTALL)
     if m is None:
         raise ValueError("README.md has no '## Set up' section for the getting-started page")
-    return m.group(1).strip()
+    # The README's pointer to these pages has no place in them.
+    return "\n\n".join(p for p in m.group(1).strip().split("\n\n") if "mkdocs serve" not in p)
 
 
 def _first_analysis() -> str:
