@@ -8,7 +8,8 @@ from typing import Any
 
 
 class Severity(enum.IntEnum):
-    """Ordered severity; ``--fail-on`` compares against it."""
+    """How bad a finding is: ``INFO`` < ``WARNING`` < ``ERROR``, ordered so ``--fail-on`` can
+    compare. An int enum for ordering; it prints and serialises as its word (``"warning"``)."""
 
     INFO = 0
     WARNING = 1
@@ -20,6 +21,7 @@ class Severity(enum.IntEnum):
 
     @property
     def label(self) -> str:
+        """The word: ``info``, ``warning`` or ``error`` (what reports and the JSON print)."""
         return self.name.lower()
 
     def __str__(self) -> str:
@@ -31,10 +33,13 @@ class Severity(enum.IntEnum):
 
     @classmethod
     def parse(cls, text: str) -> Severity:
+        """The severity named by ``text`` (any case); ValueError names the accepted words."""
         try:
             return cls[text.strip().upper()]
         except KeyError:
-            raise ValueError(f"unknown severity {text!r}; expected info, warning or error") from None
+            raise ValueError(
+                f"unknown severity {text!r}; expected info, warning or error"
+            ) from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,6 +62,7 @@ class Finding:
     evidence: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The finding as the JSON report writes it (severity as a word)."""
         return {
             "code": self.code,
             "kind": self.kind,
@@ -80,4 +86,5 @@ class Skipped:
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The skip as the JSON report writes it (``kind``, ``run``, ``reason``)."""
         return {"kind": self.kind, "run": self.run, "reason": self.reason}

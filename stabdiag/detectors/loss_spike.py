@@ -160,6 +160,9 @@ DEFAULT = Config()
 
 @dataclass(frozen=True)
 class SpikeEvent:
+    """One spike found on the loss curve, as indices into the values searched: where it began,
+    peaked and ended, where the loss was back in its band (-1: never), its baseline and z."""
+
     onset: int  # index of the first spike point
     peak: int  # index of the highest point
     end: int  # index of the last point above the band
