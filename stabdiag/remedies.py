@@ -93,6 +93,9 @@ Actions = Callable[[Finding, RunData], list[str]]
 
 @dataclass(frozen=True)
 class Rule:
+    """One remedy as data: its title, why it helps, its sources, and ``actions`` that turn a
+    finding and its run into concrete steps with numbers from the run. Ranked into ``Remedy``."""
+
     id: str
     title: str
     why: str

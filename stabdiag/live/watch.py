@@ -40,6 +40,9 @@ _BACKLOG = 2048  # polls a growing file of unknown format is sniffed again
 
 @dataclass
 class PollResult:
+    """What one ``Watcher.poll()`` found: the new or escalated findings, reader warnings, and
+    what the poll cost (bytes read, runs checked, seconds), for the CLI and the live benchmark."""
+
     events: list[Event] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     nbytes: int = 0  # bytes read this poll

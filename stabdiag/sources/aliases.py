@@ -141,6 +141,9 @@ class Context:
 
 @dataclass(frozen=True)
 class Match:
+    """The canonical name a raw series was taken as, why (shown by ``stabdiag series``), and how
+    strong a candidate it is when several series could be the same metric."""
+
     name: str
     why: str
     rank: int  # 0 = already canonical; larger = weaker candidate; -1 = user override

@@ -24,6 +24,8 @@ MAX_EPISODES = 50
 
 @dataclass(frozen=True)
 class Restart:
+    """One rewind of a run's step counter (a resume from an older checkpoint), in write order."""
+
     index: int       # write position of the first value after the rewind
     step: int        # the step the run resumed at
     prev_max: int    # the highest step logged before the rewind

@@ -33,6 +33,9 @@ class Slot:
 
 @dataclass(frozen=True)
 class Plan:
+    """Where a sweep's cells train: one slot per concurrent cell (a GPU, a share of one, or CPU
+    cores), and whether a single slot trains in the sweep's own process."""
+
     slots: tuple[Slot, ...]
     in_process: bool
     """One slot that needs no environment of its own: train in the sweep's process, where the

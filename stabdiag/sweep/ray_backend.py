@@ -110,6 +110,9 @@ def _reason(exc: BaseException) -> str:
 
 @dataclass
 class RayBackend:
+    """A connection to a Ray cluster (or a local Ray this sweep started) that trains each cell as a
+    task and sends its numbers and run files back, so the nodes need no shared filesystem."""
+
     ray: Any
     address: str | None
     owns: bool

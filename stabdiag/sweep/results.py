@@ -197,6 +197,9 @@ class PointSummary:
 
 @dataclass(frozen=True)
 class SettingSummary:
+    """One stabilizer setting across the LR grid and seeds: its LR sensitivity (with the seed
+    spread), its best final loss and LR, and how many cells were unstable."""
+
     name: str
     overrides: tuple[str, ...]
     lr_sensitivity: float
@@ -256,6 +259,9 @@ class Comparison:
 
 @dataclass(frozen=True)
 class SweepResult:
+    """A whole sweep: the grid it ran, every cell's result, each setting's summary and the
+    comparisons between settings; written as ``sweep.json`` and rendered by ``render.sweep``."""
+
     preset: str
     recipe: str
     lrs: tuple[float, ...]

@@ -15,6 +15,8 @@ import torch.distributed as tdist
 
 @dataclass(frozen=True)
 class DistInfo:
+    """This process's place in a torchrun job (rank 0 of 1 without one)."""
+
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1

@@ -21,6 +21,9 @@ from stabdiag.atomic import write_atomic
 
 @dataclass(frozen=True)
 class Lineage:
+    """A branch run and its parent: the parent's directory, the checkpoint step it was branched
+    at and the changes it was trained with, as recorded in the branch's ``run.json``."""
+
     branch_dir: Path
     parent_dir: Path
     step: int

@@ -24,6 +24,8 @@ from stabdiag.train.config import TrainConfig
 
 
 class RMSNorm(nn.Module):
+    """RMS normalisation with a learned scale (``F.rms_norm``), the alternative to LayerNorm."""
+
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
         super().__init__()
         self.eps = eps
@@ -40,6 +42,9 @@ def make_norm(cfg: TrainConfig, dim: int) -> nn.Module:
 
 
 class Attention(nn.Module):
+    """Causal self-attention with optional QK-norm; when probed it also returns the max attention
+    logit, the series the attention-logit-growth check reads."""
+
     def __init__(self, cfg: TrainConfig) -> None:
         super().__init__()
         self.n_head, self.d_head = cfg.n_head, cfg.n_embd // cfg.n_head
@@ -102,6 +107,8 @@ def max_logit(q: torch.Tensor, k: torch.Tensor, d_head: int) -> torch.Tensor:
 
 
 class MLP(nn.Module):
+    """The block's feed-forward part (4x width), with an optional output norm."""
+
     def __init__(self, cfg: TrainConfig) -> None:
         super().__init__()
         self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
@@ -137,6 +144,9 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    """The small GPT-style reference transformer ``stabdiag train`` instruments: its switches
+    (norm placement, QK-norm, scaled residual init, output norms) are stabilizers a sweep compares."""
+
     def __init__(self, cfg: TrainConfig) -> None:
         super().__init__()
         self.cfg = cfg

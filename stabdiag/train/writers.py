@@ -15,6 +15,8 @@ from typing import Protocol
 
 
 class MetricWriter(Protocol):
+    """Where the training loop sends each step's metrics (TensorBoard events, the tidy CSV)."""
+
     def write(
         self, step: int, metrics: Mapping[str, float], wall_time: float, rank: int | None = None
     ) -> None: ...
