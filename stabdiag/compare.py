@@ -60,6 +60,9 @@ class Check:
 
 @dataclass(frozen=True, kw_only=True)
 class Comparison:
+    """A run judged against its baseline on their common steps: each check (final loss, new
+    finding kinds, spikes, grad-norm percentiles) and whether the run is worse than allowed."""
+
     run: str
     baseline: str
     common_steps: tuple[int, int] | None

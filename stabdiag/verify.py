@@ -115,6 +115,9 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Trial:
+    """One remedy replayed on one event: the branch trained with it, its outcome next to the
+    control's, and the verdict with its reason."""
+
     event: Event
     change: Change
     branch: Path
@@ -147,6 +150,8 @@ class Trial:
 
 @dataclass(frozen=True)
 class EventResult:
+    """One event of the run and every remedy tried on it, with the control branch (no change)."""
+
     event: Event
     control: Outcome | None
     control_branch: Path | None
@@ -190,6 +195,8 @@ class EventResult:
 
 @dataclass(frozen=True)
 class VerifyResult:
+    """What ``stabdiag verify`` found for a run: each replayed event and its trials."""
+
     run_dir: Path
     events: tuple[EventResult, ...]
     interrupted: bool = False

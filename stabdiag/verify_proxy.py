@@ -32,6 +32,9 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class ProxyChange:
+    """A remedy as the proxy model can try it: its name, how the report phrases it, and the
+    training settings it sets."""
+
     remedy: str
     phrase: str
     sets: tuple[str, ...]
@@ -39,6 +42,9 @@ class ProxyChange:
 
 @dataclass(frozen=True)
 class ProxyTrial:
+    """One change tried on the proxy over several seeds: per seed, whether the trouble showed and
+    the final loss, and the verdict."""
+
     change: ProxyChange
     runs: tuple[str, ...]
     hits: tuple[bool | None, ...]
@@ -60,6 +66,9 @@ class ProxyTrial:
 
 @dataclass(frozen=True)
 class ProxyResult:
+    """What ``stabdiag verify --proxy`` found for a run: the proxy's settings, the baseline trial
+    without a change, each remedy's trial and the overall verdict."""
+
     run: str
     kinds: tuple[str, ...]
     settings: tuple[str, ...]

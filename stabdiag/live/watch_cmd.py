@@ -26,6 +26,9 @@ _GH_LEVEL = {"error": "error", "warning": "warning", "info": "notice"}
 
 @dataclass(frozen=True)
 class Options:
+    """Everything ``stabdiag watch`` was asked to do: what to follow, how often, when to stop,
+    what to print and what to run on a finding."""
+
     paths: tuple[Path, ...]
     fail_on: str = "error"
     interval: float = 2.0

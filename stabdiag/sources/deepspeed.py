@@ -54,6 +54,8 @@ _SNIFF = re.compile(rb"(?:OVERFLOW!|overflow!) Rank \d+ Skipping step|\] step=\d
 
 @dataclass(frozen=True)
 class Overflow:
+    """One DeepSpeed ``OVERFLOW!`` message: the loss scale it attempted and the one it fell to."""
+
     attempted: float | None
     new: float | None        # scale after the message; None when only a skip is reported
 

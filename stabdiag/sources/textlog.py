@@ -51,6 +51,9 @@ def virtual_files(texts: Mapping[Path, str]) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Line:
+    """One line of a captured stdout log, cleaned of launcher prefixes and ANSI codes, with its
+    line number (for messages about dropped lines) and the rank that printed it."""
+
     number: int       # 1-based physical line number in the file
     rank: int | None  # from a launcher prefix, else None
     text: str         # prefix and ANSI codes removed, trailing whitespace kept off

@@ -58,6 +58,9 @@ _IDENTITY = frozenset({"out_dir", "run_name", "preset", "recipe"})
 
 @dataclass(frozen=True)
 class BranchPlan:
+    """A branch before it trains: the parent, the checkpoint it starts from, the changes and the
+    resulting training config; refused changes never get this far."""
+
     parent_dir: Path
     at: int
     """The step asked for."""
