@@ -579,13 +579,13 @@ def formats() -> None:
     from rich.table import Table
 
     from stabdiag.console import out
-    from stabdiag.sources import sniff
+    from stabdiag.sources.registry import READERS
 
     t = Table(box=None, header_style="bold")
     t.add_column("format")
     t.add_column("example")
-    for name in sniff.FORMATS:
-        t.add_row(name, escape(sniff.EXAMPLES[name]))
+    for r in READERS:
+        t.add_row(r.name, escape(r.example))
     out.print(t)
 
 

@@ -6,28 +6,15 @@ group with its format's reader, maps raw series names to canonical ones (aliases
 restarts, and gives every run a unique name. Bad files inside a directory become ``errors``; the
 good ones still load.
 
-Grouping decisions (one verdict per run, DESIGN.md "Lessons from the peers"):
-- TensorBoard: all event files of one directory are one run, in file-name order; HF Trainer's
-  nested ``<unix_time>/`` hparams-only dir is folded into its parent run.
-- Keras ``<dir>/train/`` + ``<dir>/validation/`` are one training run named ``<dir>``: validation
-  series are read as ``validation/<tag>`` (so ``validation/epoch_loss`` becomes ``val/loss``).
-- HF output dir: ``trainer_state.json`` of the dir and its ``checkpoint-*/`` copies are one run
-  (the copy with the largest global_step is read); a TensorBoard mirror under it is not read.
-- A directory with a ``metrics.csv`` and event files (``stabdiag train``'s run dir) is read from
-  the CSV only; ``run.json`` beside it goes into meta.
-- ``--format`` forces the reader for explicit files; in a directory walk it reads only files of
-  that format's family (csv <-> lightning-csv, jsonl <-> hf-trainer-state).
-
-Run names: the run's own name (event dir, HF output dir, Lightning ``version_N``, CSV/JSONL file
-stem or its dir for generic stems like ``metrics``, or the ``run`` column), prefixed with parent
-directories (skipping ``runs``, ``lightning_logs`` ...) only as far as needed to be unique.
+Which files form one run and what runs are called: runs.py. Which formats exist, how each is
+recognised and read: registry.py. ``--format`` forces the reader for explicit files; in a
+directory walk it reads only files of that format's family (csv <-> lightning-csv, jsonl <->
+hf-trainer-state).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
@@ -41,23 +28,9 @@ import pandas as pd
 from stabdiag import table as T
 from stabdiag.errors import ConfigError, RemotePathError, SourceError, remote_url
 from stabdiag.safetext import printable
-from stabdiag.sources import (
-    aliases,
-    configs,
-    hf_trainer,
-    jsonl,
-    launcher,
-    lightning,
-    mlflow,
-    restarts,
-    sniff,
-    tensorboard,
-    wandb_csv,
-    wandb_offline,
-)
-from stabdiag.sources import csv as csv_reader
+from stabdiag.sources import aliases, configs, registry, restarts, runs, sniff
 from stabdiag.sources.raw import RawRun
-from stabdiag.sources.sniff import FORMATS
+from stabdiag.sources.registry import FORMATS
 
 __all__ = ["FORMATS", "LoadResult", "RunInfo", "load"]
 
@@ -82,34 +55,13 @@ class LoadResult:
     parts: tuple[T.MetricsTable, ...] = field(default=(), repr=False, compare=False)
 
 
-# Directory names that say nothing about a run (skipped when forming run names).
-_FILLER_DIRS = frozenset({"runs", "lightning_logs", "logs", "tb", "tensorboard"})
-# Generic CSV/JSONL file stems: the run is named after the directory instead.
-_GENERIC_STEMS = frozenset({"metrics", "log", "logs", "history", "progress", "scalars",
-                            "train_log", "trainer_log"})
-_VAL_DIRS = ("validation", "valid", "val", "eval")
-_TIME_DIR = re.compile(r"^\d+(\.\d+)?$")  # HF Trainer's nested <unix_time>/ hparams-only dir
-
-
-@dataclass(frozen=True)
-class _Group:
-    """Files that form one run (before reading), and where its name comes from."""
-
-    fmt: str
-    files: tuple[Path, ...]
-    path: Path            # reported as RunInfo.path
-    anchor: Path          # the run name grows from this dir's parts when names collide
-    extra: tuple[Path, ...] = ()   # Keras validation/ files merged into a train/ run
-    notes: tuple[str, ...] = ()
-    kinds: tuple[str, ...] = ()    # per-file formats when they may differ (torchrun --log-dir)
-
-
 def load(
     paths: Sequence[str | Path],
     fmt: str | None = None,
     overrides: Mapping[str, str] | None = None,
     *,
     pool: Executor | None = None,
+    cache: bool = True,
 ) -> LoadResult:
     """Read every run under ``paths``. A named path that cannot be read (missing, a remote URL, a
     FIFO, a file of no known format or one its reader rejects, a directory with no logs) is
@@ -117,10 +69,11 @@ def load(
     directory are; SourceError is raised only when nothing at all could be read.
 
     With a process ``pool`` and at least PARALLEL_MIN_GROUPS runs, runs are read in its workers
-    (same result: only the reading moves, naming and mapping stay here)."""
+    (same result: only the reading moves, naming and mapping stay here). ``cache=False`` parses
+    every file again (the flag travels with each run to the worker that reads it)."""
     if fmt is not None and fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    groups: list[_Group] = []
+    groups: list[runs.RunGroup] = []
     explicit: set[Path] = set()
     seen: set[Path] = set()  # a file named twice (explicitly and inside a dir) is read once
     unread: list[SourceError] = []  # named paths that cannot be read: the others are still read
@@ -144,7 +97,7 @@ def load(
             explicit.add(p)
             if p.resolve() not in seen:
                 seen.add(p.resolve())
-                groups += _plan([(p, f)])
+                groups += runs.plan([(p, f)])
         else:
             walked = list(sniff.walk(p))
             found = [(f, sniff.sniff(f)) for f in walked if f.resolve() not in seen]
@@ -152,9 +105,11 @@ def load(
             if len(found) == len(walked) and all(k is None for _, k in found):
                 unread.append(SourceError(p, "a directory of training logs (`stabdiag formats` "
                                           "lists them)", "no log file in it"))
-            groups += _plan([(f, fmt or k) for f, k in found
-                             if k is not None and (fmt is None or k in sniff.FAMILY[fmt])])
-    raws: list[tuple[RawRun, _Group]] = []
+            groups += runs.plan([(f, fmt or k) for f, k in found
+                             if k is not None and (fmt is None or k in registry.BY_NAME[fmt].family)])
+    if not cache:
+        groups = [replace(g, use_cache=False) for g in groups]
+    raws: list[tuple[RawRun, runs.RunGroup]] = []
     errors: list[SourceError] = []
     if pool is not None and len(groups) >= PARALLEL_MIN_GROUPS:
         done = list(pool.map(_read_or_error, groups, chunksize=max(1, len(groups) // 16)))
@@ -165,7 +120,7 @@ def load(
             raws += [(r, g) for r in got]
             continue
         try:
-            raws += [(r, g) for r in _read(g)]  # serially, or again to raise the real exception
+            raws += [(r, g) for r in registry.read(g)]  # serially, or again to raise the real exception
         except SourceError as exc:
             (unread if set(g.files) & explicit else errors).append(exc)
         except Exception as exc:  # noqa: BLE001 - a reader bug on damaged input sinks only its run
@@ -178,7 +133,7 @@ def load(
             first.args = (f"{first}; also unreadable: {', '.join(e.path for e in unread[1:])}",)
         raise first
     errors = [*unread, *errors]
-    names = _unique_names(raws)
+    names = runs.unique_names(raws)
     tables, infos = [], []
     for (raw, g), name in zip(raws, names, strict=True):
         table, info = _finish(raw, g, name, overrides)
@@ -189,207 +144,22 @@ def load(
                       tuple(tables))
 
 
-# --------------------------------------------------------------------------- grouping
-
-def _plan(files: Sequence[tuple[Path, str]]) -> list[_Group]:
-    by_fmt: dict[str, list[Path]] = defaultdict(list)
-    for f, k in files:
-        by_fmt[k].append(f)
-    groups: list[_Group] = []
-
-    # HF: one run per output dir, newest state wins; its TensorBoard mirror is the same run.
-    hf_dirs: dict[Path, list[Path]] = defaultdict(list)
-    for f in by_fmt.pop(sniff.HF_TRAINER_STATE, []):
-        hf_dirs[hf_trainer.output_dir(f)].append(f)
-    for out_dir, states in hf_dirs.items():
-        groups.append(_Group(sniff.HF_TRAINER_STATE, tuple(states), out_dir, out_dir.parent))
-
-    # MLflow: the metric files of one run directory are one run.
-    ml_runs: dict[Path, list[Path]] = defaultdict(list)
-    for f in by_fmt.pop(sniff.MLFLOW, []):
-        ml_runs[sniff.mlflow_run(f) or f.parent].append(f)
-    for run_dir, fs in ml_runs.items():
-        groups.append(_Group(sniff.MLFLOW, tuple(fs), run_dir, run_dir.parent))
-    # torchrun --log-dir: <run>/attempt_N/<rank>/{stdout,stderr}.log of all ranks are one run.
-    launched: dict[Path, list[tuple[Path, str]]] = defaultdict(list)
-    for k in sniff.TEXT_FORMATS:
-        keep = []
-        for f in by_fmt.get(k, []):
-            entry = launcher.log_dir_entry(f)
-            if entry is None:
-                keep.append(f)
-            else:
-                launched[entry[0]].append((f, k))
-        if k in by_fmt:
-            by_fmt[k] = keep
-    for run_dir, fs in launched.items():
-        groups.append(_Group(launcher.LOG_DIR, tuple(f for f, _ in fs), run_dir, run_dir.parent,
-                             kinds=tuple(k for _, k in fs)))
-    # Stdout logs and W&B files: one file, one or more runs (ranks, panel-export columns).
-    for k in (*sniff.TEXT_FORMATS, sniff.WANDB_CSV, sniff.WANDB_OFFLINE):
-        for f in by_fmt.pop(k, []):
-            groups.append(_Group(k, (f,), f, f.parent))
-
-    tabular_dirs = {f.parent for k in (sniff.CSV, sniff.LIGHTNING_CSV) for f in by_fmt.get(k, [])
-                    if f.name == "metrics.csv"}
-    for k in (sniff.LIGHTNING_CSV, sniff.CSV, sniff.JSONL):
-        for f in by_fmt.pop(k, []):
-            named_by_dir = k == sniff.LIGHTNING_CSV or f.stem.lower() in _GENERIC_STEMS
-            groups.append(_Group(k, (f,), f, f.parent.parent if named_by_dir else f.parent))
-
-    tb_dirs: dict[Path, list[Path]] = defaultdict(list)
-    for f in by_fmt.pop(sniff.TENSORBOARD, []):
-        tb_dirs[f.parent].append(f)
-    # HF's nested <unix_time>/ dir (hparams only) belongs to the run dir it sits in.
-    for d in [d for d in tb_dirs if _TIME_DIR.match(d.name) and d.parent in tb_dirs]:
-        tb_dirs[d.parent] += tb_dirs.pop(d)
-    for d in list(tb_dirs):
-        if d not in tb_dirs:
-            continue
-        mirror_of = next((h for h in hf_dirs if h in d.parents), None)
-        if mirror_of is not None or d in tabular_dirs:
-            tb_dirs.pop(d)
-            if mirror_of is None and (d / "run.json").is_file():
-                continue  # a stabdiag train run: its TensorBoard files mirror metrics.csv by design
-            what = "trainer_state.json" if mirror_of is not None else "metrics.csv"
-            groups = [_note(g, f"TensorBoard files in {d} not read: same run as its {what}")
-                      if g.path in (mirror_of, d / "metrics.csv") else g for g in groups]
-            continue
-        if d.name.lower() == "train":
-            val = next((d.parent / v for v in _VAL_DIRS if d.parent / v in tb_dirs), None)
-            if val is not None:
-                groups.append(_Group(sniff.TENSORBOARD, tuple(tb_dirs[d]), d.parent,
-                                     d.parent.parent, extra=tuple(tb_dirs.pop(val)),
-                                     notes=(f"{d.name}/ and {val.name}/ merged into one run; "
-                                            f"{val.name}/ series are prefixed '{val.name}/'",)))
-                tb_dirs.pop(d)
-                continue
-    for d, fs in tb_dirs.items():
-        groups.append(_Group(sniff.TENSORBOARD, tuple(fs), d, d.parent))
-    return groups
-
-
-def _note(g: _Group, note: str) -> _Group:
-    return replace(g, notes=g.notes + (note,))
-
-
 # --------------------------------------------------------------------------- reading
 
 PARALLEL_MIN_GROUPS = 8  # fewer runs are read in-process: worker start-up would dominate
 
 
-def _read_or_error(g: _Group) -> list[RawRun] | None:
-    """_read in a worker process; None when it raised SourceError (the parent reads it again)."""
+def _read_or_error(g: runs.RunGroup) -> list[RawRun] | None:
+    """registry.read in a worker process; None when it raised (the parent reads it again)."""
     try:
-        return _read(g)
+        return registry.read(g)
     except Exception:  # noqa: BLE001 - SourceError or a reader bug: the parent reads it again
         return None
 
 
-def _read(g: _Group) -> list[RawRun]:
-    if g.fmt == sniff.TENSORBOARD:
-        return [_read_tb(g)]
-    if g.fmt == sniff.HF_TRAINER_STATE:
-        if len(g.files) == 1:
-            return [hf_trainer.read(g.files[0])]
-        newest, rest = hf_trainer.pick_newest(g.files)
-        return [hf_trainer.read(newest, copies=rest)]
-    f = g.files[0]
-    if g.fmt == sniff.LIGHTNING_CSV:
-        return lightning.read(f)
-    if g.fmt == sniff.MLFLOW:
-        return [mlflow.read_run(g.path)]
-    if g.fmt == sniff.WANDB_CSV:
-        return wandb_csv.read(f)
-    if g.fmt == sniff.WANDB_OFFLINE:
-        return [wandb_offline.read_file(f)]
-    if g.fmt == launcher.LOG_DIR:
-        return [launcher.read_log_dir(g.path, list(zip(g.files, g.kinds, strict=True)),
-                                      _text_reader)]
-    if g.fmt in sniff.TEXT_FORMATS:
-        return launcher.read_tee(f, g.fmt, _text_reader(g.fmt))
-    name = f.parent.name if f.stem.lower() in _GENERIC_STEMS else None
-    runs = csv_reader.read(f, name=name) if g.fmt == sniff.CSV else jsonl.read(f)
-    if name is not None and len(runs) == 1 and runs[0].name == f.stem:
-        runs = [replace(runs[0], name=name)]
-    run_json = f.parent / "run.json"
-    if f.name == "metrics.csv" and run_json.is_file():  # stabdiag train's own metadata
-        try:
-            meta = json.loads(run_json.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            meta = None
-        if isinstance(meta, dict):
-            runs = [replace(r, meta={**meta, **r.meta}) for r in runs]
-    return runs
-
-
-def _text_reader(fmt: str):  # noqa: ANN202 - the format's read(path) function
-    return sniff.TEXT_READERS[sniff.TEXT_FORMATS.index(fmt)].read
-
-
-def _read_tb(g: _Group) -> RawRun:
-    from stabdiag.sources import cache  # parsed event files are cached (STABDIAG_NO_CACHE=1: off)
-
-    read = cache.read_event_file if cache.enabled() else None
-    main = tensorboard.read_files(g.files, read=read)
-    parts = [(main, "")]
-    if g.extra:
-        parts.append((tensorboard.read_files(g.extra, read=read), g.extra[0].parent.name + "/"))
-    if all(p.records == 0 for p, _ in parts):
-        raise SourceError(g.files[0], "TensorBoard event records (TFRecord framing)",
-                          "no readable record" + (f" ({parts[0][0].warnings[0]})"
-                                                  if parts[0][0].warnings else ""))
-    names: list[str] = []
-    codes, warnings = [], []
-    for s, prefix in parts:
-        offset = len(names)
-        names += [prefix + t for t in s.tags]
-        codes.append(s.codes + offset)
-        warnings += s.warnings
-    name = g.path.resolve().name
-    return RawRun(
-        name=name, path=str(g.path), format=sniff.TENSORBOARD, names=tuple(names),
-        codes=np.concatenate(codes).astype(np.int32),
-        steps=np.concatenate([s.steps for s, _ in parts]),
-        values=np.concatenate([s.values for s, _ in parts]),
-        wall_time=np.concatenate([s.wall_time for s, _ in parts]),
-        warnings=tuple(warnings), meta={"event_files": [str(f) for f in g.files + g.extra]},
-        context=aliases.Context(format=sniff.TENSORBOARD,
-                                split="val" if g.path.name.lower() in _VAL_DIRS else ""),
-    )
-
-
-# --------------------------------------------------------------------------- naming
-
-def _unique_names(raws: Sequence[tuple[RawRun, _Group]]) -> list[str]:
-    """Each run's base name, prefixed with parent dirs only as far as needed to be unique."""
-    chains = []
-    for raw, g in raws:
-        parents = [p for p in g.anchor.resolve().parts[1:] if p.lower() not in _FILLER_DIRS]
-        chains.append([printable(p) for p in parents + [raw.name]])  # log-derived: escaped
-    depth = [1] * len(chains)
-    while True:
-        names = ["/".join(c[-d:]) for c, d in zip(chains, depth, strict=True)]
-        counts: dict[str, int] = defaultdict(int)
-        for n in names:
-            counts[n] += 1
-        clash = [i for i, n in enumerate(names) if counts[n] > 1 and depth[i] < len(chains[i])]
-        if not clash:
-            break
-        for i in clash:
-            depth[i] += 1
-    # Identical chains (same file read twice, or runs that only differ by nothing): number them.
-    seen: dict[str, int] = defaultdict(int)
-    out = []
-    for n in names:
-        seen[n] += 1
-        out.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
-    return out
-
-
 # --------------------------------------------------------------------------- finishing
 
-def _finish(raw: RawRun, g: _Group, name: str,
+def _finish(raw: RawRun, g: runs.RunGroup, name: str,
             overrides: Mapping[str, str] | None) -> tuple[T.MetricsTable, RunInfo]:
     matches = aliases.resolve(raw.names, raw.context, overrides)
     mapped = [printable(matches[n].name) for n in raw.names]  # unknown names are log-derived
@@ -450,9 +220,9 @@ def _finish(raw: RawRun, g: _Group, name: str,
         hint = _precision_hint(raw, mapped, g)
         if hint is not None:
             meta["precision"], meta["precision_evidence"] = hint
-    meta["run_config"] = configs.read_safely(g.path if g.fmt == sniff.TENSORBOARD else raw.path,
+    meta["run_config"] = configs.read_safely(g.path if g.fmt == registry.TENSORBOARD else raw.path,
                                              raw.format, meta, g.files)
-    info = RunInfo(name=name, path=printable(raw.path if g.fmt != sniff.TENSORBOARD else g.path),
+    info = RunInfo(name=name, path=printable(raw.path if g.fmt != registry.TENSORBOARD else g.path),
                    format=raw.format, warnings=tuple(warnings), mapping=mapping, meta=meta)
     return T.MetricsTable(pd.DataFrame(frame)), info
 
@@ -460,8 +230,9 @@ def _finish(raw: RawRun, g: _Group, name: str,
 # --------------------------------------------------------------------------- one run, two loggers
 
 # Which copy of a run logged twice is kept: exact text/JSON values over TensorBoard's float32.
-_KEEP_ORDER = (sniff.HF_TRAINER_STATE, sniff.LIGHTNING_CSV, sniff.CSV, sniff.JSONL, sniff.MLFLOW,
-               sniff.WANDB_OFFLINE, sniff.WANDB_CSV, *sniff.TEXT_FORMATS, sniff.TENSORBOARD)
+_KEEP_ORDER = (registry.HF_TRAINER_STATE, registry.LIGHTNING_CSV, registry.CSV, registry.JSONL,
+               registry.MLFLOW, registry.WANDB_OFFLINE, registry.WANDB_CSV, *registry.STDOUT_FORMATS,
+               registry.TENSORBOARD)
 _SAME_MIN_POINTS = 5
 
 
@@ -586,7 +357,7 @@ def _merge_same_run(tables: list[T.MetricsTable], infos: list[RunInfo],
 
 # --------------------------------------------------------------------------- precision hint
 
-def _precision_hint(raw: RawRun, mapped: Sequence[str], g: _Group) -> tuple[str, str] | None:
+def _precision_hint(raw: RawRun, mapped: Sequence[str], g: runs.RunGroup) -> tuple[str, str] | None:
     """('fp16', evidence) when the run shows a dynamic loss scaler, else None.
 
     Detectors read it as ``RunData.meta['precision']`` (evidence in ``meta['precision_evidence']``):

@@ -86,10 +86,7 @@ def engine_step(text: str) -> tuple[int, int] | None:
     return None if step is None or skipped is None else (step, skipped)
 
 
-def looks_like(path: Path, head: str) -> bool:
-    if _SNIFF.search(head.encode("utf-8", "replace")):
-        return True
-    return path.suffix.lower() in textlog.TEXT_SUFFIXES and textlog.scan(path, _SNIFF)
+looks_like = textlog.sniffer(_SNIFF, deep=textlog.TEXT_SUFFIXES)
 
 
 # --- HF Trainer printed dicts (shared with hf_stdout) -------------------------------------------

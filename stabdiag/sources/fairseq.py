@@ -32,10 +32,7 @@ _SNIFF = re.compile(rb"(?m)\| (?:train_inner|fairseq\.trainer|valid) \||^\| epoc
                     rb"|epoch \d+:\s+\d+ / \d+ loss=")
 
 
-def looks_like(path: Path, head: str) -> bool:
-    if _SNIFF.search(head.encode("utf-8", "replace")):
-        return True
-    return path.suffix.lower() in textlog.TEXT_SUFFIXES - {".md"} and textlog.scan(path, _SNIFF)
+looks_like = textlog.sniffer(_SNIFF)
 
 
 def _num(raw: object) -> float | None:

@@ -21,10 +21,7 @@ FORMAT = "hf-stdout"
 _SNIFF = re.compile(rb"\{'(?:loss|eval_loss|train_runtime)': ")
 
 
-def looks_like(path: Path, head: str) -> bool:
-    if _SNIFF.search(head.encode("utf-8", "replace")):
-        return True
-    return path.suffix.lower() in textlog.TEXT_SUFFIXES - {".md"} and textlog.scan(path, _SNIFF)
+looks_like = textlog.sniffer(_SNIFF)
 
 
 def read(path: Path) -> list[RawRun]:

@@ -24,6 +24,32 @@ _SUMMARY_KEYS = frozenset({"train_runtime", "train_samples_per_second", "train_s
                            "total_flos", "train_loss"})
 
 
+# One-line JSON files of a W&B run dir: summaries, never a trainer state or a per-step log.
+NOT_LOGS = frozenset({"wandb-summary.json", "wandb-metadata.json"})
+_KEY = b'"log_history"'
+
+
+def looks_like(path: Path, head: bytes) -> bool:
+    """``trainer_state.json`` by name, or any other ``.json`` holding a ``log_history`` key (in
+    the first 4 KiB, or anywhere in a file up to 64 MiB: HF writes sort_keys, so the key may sit
+    past the head)."""
+    name = path.name.lower()
+    if name == FILENAME:
+        return True
+    if not name.endswith(".json") or name in NOT_LOGS:
+        return False
+    return _KEY in head[:4096] or _KEY in _whole(path)
+
+
+def _whole(path: Path) -> bytes:
+    try:
+        if path.stat().st_size > 64 << 20:
+            return b""
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
 def output_dir(path: Path) -> Path:
     """The Trainer output dir a trainer_state.json belongs to (checkpoint-N/ copies included)."""
     return path.parent.parent if _CHECKPOINT_DIR.match(path.parent.name) else path.parent

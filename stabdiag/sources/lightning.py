@@ -7,6 +7,7 @@ may carry ``!!python/object`` tags: the loader ignores every unknown tag instead
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,13 @@ from stabdiag.sources import safe_yaml
 from stabdiag.sources.raw import RawRun
 
 FORMAT = "lightning-csv"
+_VERSION_DIR = re.compile(r"^version_\d+$")
+
+
+def looks_like(path: Path, head: bytes) -> bool:
+    """A ``metrics.csv`` beside an ``hparams.yaml`` or in a ``version_N`` dir (CSVLogger's layout)."""
+    return path.name.lower() == "metrics.csv" and (
+        (path.parent / "hparams.yaml").is_file() or bool(_VERSION_DIR.match(path.parent.name)))
 
 
 class _IgnoreTagsLoader(safe_yaml.NoAliasSafeLoader):

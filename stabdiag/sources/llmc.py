@@ -33,10 +33,7 @@ _SNIFF = re.compile(rb"(?m)^(?:s:\d+ (?:trl|tel):|step:\d+/\d+ (?:train|val)_los
                     rb"step\s+\d+/\d+ \| loss )")
 
 
-def looks_like(path: Path, head: str) -> bool:
-    if _SNIFF.search(head.encode("utf-8", "replace")):
-        return True
-    return path.suffix.lower() in textlog.TEXT_SUFFIXES - {".md"} and textlog.scan(path, _SNIFF)
+looks_like = textlog.sniffer(_SNIFF)
 
 
 def _value(raw: str) -> float | None:

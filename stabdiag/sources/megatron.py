@@ -59,10 +59,7 @@ class _Record:
     overflow: deepspeed.Overflow | None = None
 
 
-def looks_like(path: Path, head: str) -> bool:
-    if _SNIFF.search(head.encode("utf-8", "replace")):
-        return True
-    return path.suffix.lower() in textlog.TEXT_SUFFIXES and textlog.scan(path, _SNIFF)
+looks_like = textlog.sniffer(_SNIFF, deep=textlog.TEXT_SUFFIXES)
 
 
 def _fields(body: str) -> tuple[tuple[str, float], ...]:

@@ -39,7 +39,18 @@ def _is_run(d: Path) -> bool:
     return (d / "meta.yaml").is_file() and (d / "metrics").is_dir()
 
 
-def looks_like(path: Path, head: str) -> bool:
+def run_of(path: Path) -> Path | None:
+    """The MLflow run directory a metric file belongs to (``<run>/metrics/<key...>``), if any."""
+    for parent in path.parents:
+        if parent.name == "metrics" and (parent.parent / "meta.yaml").is_file():
+            return parent.parent
+    return None
+
+
+def looks_like(path: Path, head: bytes | str = b"") -> bool:
+    """A metric file of an MLflow run, or a store / experiment / run directory."""
+    if run_of(path) is not None:
+        return True
     if not path.is_dir():
         return False
     if _is_run(path) or path.name == "mlruns" or (path / "mlruns").is_dir():

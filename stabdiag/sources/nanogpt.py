@@ -25,10 +25,7 @@ _SNIFF = re.compile(rb"(?m)^(?:iter \d+: loss [-\d.naif]+, time |step \d+: train
                     rb" val loss )")
 
 
-def looks_like(path: Path, head: str) -> bool:
-    if _SNIFF.search(head.encode("utf-8", "replace")):
-        return True
-    return path.suffix.lower() in textlog.TEXT_SUFFIXES - {".md"} and textlog.scan(path, _SNIFF)
+looks_like = textlog.sniffer(_SNIFF)
 
 
 def _f(x: str | None) -> float | None:

@@ -9,7 +9,7 @@ codes, and jobs end in a traceback or a SIGTERM. Each reader sees the same clean
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -139,3 +139,23 @@ def scan(path: Path, pattern: re.Pattern[bytes], limit: int = 64 * 1024 * 1024) 
 
 
 TEXT_SUFFIXES = frozenset({".out", ".log", ".txt", ".err", ".stdout", ".md", ""})
+# What a deep scan (past the head) looks into: Markdown is documentation, not captured stdout.
+PLAIN_SUFFIXES = TEXT_SUFFIXES - {".md"}
+
+Sniffer = Callable[[Path, "bytes | str"], bool]
+
+
+def sniffer(pattern: re.Pattern[bytes], *, deep: frozenset[str] = PLAIN_SUFFIXES) -> Sniffer:
+    """A reader's ``looks_like(path, head)``: ``pattern`` in the head, or (for a file whose suffix
+    is in ``deep``) anywhere in its first 64 MiB, since SLURM ``.out`` files often bury the first
+    metric line under megabytes of environment dumps. One body for every stdout format, so the
+    head/scan rule cannot drift between them; ``head`` may be bytes or (in tests) text."""
+
+    def looks_like(path: Path, head: bytes | str) -> bool:
+        if isinstance(head, str):
+            head = head.encode("utf-8", "replace")
+        if pattern.search(head):
+            return True
+        return path.suffix.lower() in deep and scan(path, pattern)
+
+    return looks_like

@@ -23,13 +23,20 @@ _KV = re.compile(r"([A-Za-z_][\w()/ %]{0,63}?):\s+([-+\d.,eE]+|nan|inf|-inf)")
 _SNIFF = re.compile(rb"(?:\[titan\]|- root - INFO -)[^\n]*\bstep:\s*\d+\s+loss:")
 
 
-def looks_like(path: Path, head: str) -> bool:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", head)
-    if _SNIFF.search(text.encode("utf-8", "replace")):
+_COLOUR = re.compile(rb"\x1b\[[0-9;]*m")
+_DEEP_TITAN = re.compile(rb"\[titan\][^\n]*step:")
+_DEEP_STEP = re.compile(rb"\bstep:\s*(?:\x1b\[[0-9;]*m)*\s*\d+")
+
+
+def looks_like(path: Path, head: bytes | str) -> bool:
+    """torchtitan colours its numbers: the head is matched without ANSI colour codes; a deep scan
+    (past the head) needs a ``[titan]`` step line early and a step line anywhere."""
+    if isinstance(head, str):
+        head = head.encode("utf-8", "replace")
+    if _SNIFF.search(_COLOUR.sub(b"", head)):
         return True
-    return path.suffix.lower() in textlog.TEXT_SUFFIXES - {".md"} and \
-        textlog.scan(path, re.compile(rb"\[titan\][^\n]*step:"), limit=8 << 20) and \
-        textlog.scan(path, re.compile(rb"\bstep:\s*(?:\x1b\[[0-9;]*m)*\s*\d+"), limit=64 << 20)
+    return path.suffix.lower() in textlog.PLAIN_SUFFIXES and \
+        textlog.scan(path, _DEEP_TITAN, limit=8 << 20) and textlog.scan(path, _DEEP_STEP, limit=64 << 20)
 
 
 def read(path: Path) -> list[RawRun]:

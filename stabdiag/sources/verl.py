@@ -26,10 +26,7 @@ _SNIFF = re.compile(rb"step:\d+ - [\w@./-]+:[^ \n]")
 _NP = re.compile(r"^(?:np\.)?(?:float|int)(?:16|32|64)?\((.*)\)$")
 
 
-def looks_like(path: Path, head: str) -> bool:
-    if _SNIFF.search(head.encode("utf-8", "replace")):
-        return True
-    return path.suffix.lower() in textlog.TEXT_SUFFIXES - {".md"} and textlog.scan(path, _SNIFF)
+looks_like = textlog.sniffer(_SNIFF)
 
 
 def _value(raw: str) -> float | None:
