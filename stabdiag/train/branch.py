@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stabdiag.errors import TrainError
+from stabdiag.train import checkpoint
 from stabdiag.train.config import TrainConfig, parse_skips, resolve_overrides
 
 # Keys a branch may change: they act on the steps still to run, not on what the checkpoint holds.
@@ -106,7 +107,7 @@ def plan_branch(
     parent = TrainConfig.from_dict(saved, where=str(cfg_path))
     if at < 0:
         raise TrainError(f"--at {at}: expected a step >= 0")
-    step, path = _checkpoint_at_or_before(parent_dir / "checkpoints", at)
+    step, path = checkpoint.at_or_before(parent_dir / "checkpoints", at)
 
     values = resolve_overrides(parent, list(sets), where="--set")
     if "inject" in values:  # added to the parent's: its faults are part of what is reproduced
@@ -139,31 +140,6 @@ def plan_branch(
         if getattr(parent, k) != getattr(config, k)
     }
     return BranchPlan(parent_dir, at, step, path, changes, config)
-
-
-def _checkpoint_at_or_before(ckpt_dir: Path, at: int) -> tuple[int, Path]:
-    import re
-
-    found = sorted(
-        (int(m.group(1)), p)
-        for p in (ckpt_dir.iterdir() if ckpt_dir.is_dir() else ())
-        if (m := re.match(r"^step-(\d{8,})\.pt$", p.name))
-    )
-    if not found and (ckpt_dir / "latest.pt").is_file():  # a run from before step checkpoints
-        try:
-            done = json.loads((ckpt_dir.parent / "run.json").read_text()).get("steps_done")
-        except (OSError, ValueError, AttributeError):
-            done = None
-        if isinstance(done, int):  # the trainer checks the file's own step when it loads it
-            found = [(done, ckpt_dir / "latest.pt")]
-    usable = [(s, p) for s, p in found if s <= at]
-    if usable:
-        return usable[-1]
-    have = ", ".join(str(s) for s, _ in found) or "none"
-    raise TrainError(
-        f"{ckpt_dir}: expected a checkpoint at or before step {at}, found "
-        f"checkpoints at steps: {have} (set checkpoint_interval to keep more)"
-    )
 
 
 def _free_name(parent_dir: Path, base: str) -> str:

@@ -16,16 +16,18 @@ never deletes the last healthy state a researcher would branch from.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from stabdiag.errors import TrainError
+
+if TYPE_CHECKING:  # torch is imported where a state is saved or loaded: listing needs none
+    import torch
 
 LATEST = "latest.pt"
 _STEP_FILE = re.compile(r"^step-(\d{8,})\.pt$")
@@ -46,6 +48,8 @@ def save(
     data: dict[str, Any] | None = None,
 ) -> Path:
     """Write the step's checkpoint and make it `latest.pt`; returns the step file."""
+    import torch
+
     state = {
         "step": step,
         "model": model.state_dict(),
@@ -111,15 +115,24 @@ def available(ckpt_dir: Path) -> list[tuple[int, Path]]:
 
 
 def at_or_before(ckpt_dir: Path, step: int) -> tuple[int, Path]:
-    """The newest checkpoint at or before `step`; TrainError listing what there is otherwise."""
+    """The newest checkpoint at or before `step` (what a branch restarts from); TrainError
+    listing what there is otherwise. A run from before step checkpoints has only `latest.pt`:
+    its step is the run's `steps_done` (the trainer checks the file's own step when it loads it)."""
     found = available(ckpt_dir)
+    if not found and (ckpt_dir / LATEST).is_file():
+        try:
+            done = json.loads((ckpt_dir.parent / "run.json").read_text()).get("steps_done")
+        except (OSError, ValueError, AttributeError):
+            done = None
+        if isinstance(done, int):
+            found = [(done, ckpt_dir / LATEST)]
     usable = [(s, p) for s, p in found if s <= step]
     if usable:
         return usable[-1]
     have = ", ".join(str(s) for s, _ in found) or "none"
     raise TrainError(
         f"{ckpt_dir}: expected a checkpoint at or before step {step}, found "
-        f"checkpoints at steps: {have}"
+        f"checkpoints at steps: {have} (set checkpoint_interval to keep more)"
     )
 
 
@@ -144,6 +157,8 @@ def load(path: Path, device: torch.device) -> dict[str, Any]:
 
     weights_only=True: a foreign or crafted file is refused, never executed. Any failure is one
     line naming the file (torch's own message is several lines and comes with a warning)."""
+    import torch
+
     if path.is_dir() or path.name == "checkpoints":
         path = path / LATEST
     if not path.exists():
@@ -183,6 +198,8 @@ def restore(
     `hyper` re-applies optimizer hyperparameters after the load (load_state_dict brings back the
     saved betas, eps and weight decay; a branch that changes them must win). `fresh_scaler`
     keeps the new scaler as built (a branch that changes the precision or the initial scale)."""
+    import torch
+
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     for group, wd in zip(

@@ -690,26 +690,25 @@ class _Loop:
             if self.on_finding is not None:
                 self.on_finding(record)
 
-    def _guard_feed(self, rows: list[list[float]]) -> None:
-        """Hand the host values of one log interval (rank 0's) to the guard, one step at a time
-        in step order, so a spike is judged when its step arrives, as a per-step guard would."""
-        m, names = self.guard, {n: i for i, n in enumerate(self.probes.names)}
-        scale, skipped = names.get(T.LOSS_SCALE), names.get(T.SKIPPED_STEP)
+    def _guard_feed(self, steps: list[tuple[int, dict[str, float]]]) -> None:
+        """Hand one log interval's host values (rank 0's, as ``flush`` wrote them) to the guard,
+        one step at a time in step order, so a spike is judged when its step arrives, as a
+        per-step guard would."""
+        m = self.guard
         if self.cfg.guard == "skip":  # loss, grad norm and LR went in before each update
-            if scale is not None:
-                steps = [h[0] for h in self.host]
-                m.log_series(T.LOSS_SCALE, steps, [r[scale] for r in rows])
-                m.log_series(T.SKIPPED_STEP, steps, [r[skipped] for r in rows])
+            if T.LOSS_SCALE in self.probes.names:
+                at = [step for step, _ in steps]
+                m.log_series(T.LOSS_SCALE, at, [x[T.LOSS_SCALE] for _, x in steps])
+                m.log_series(T.SKIPPED_STEP, at, [x[T.SKIPPED_STEP] for _, x in steps])
             return
-        loss, gnorm = names[T.TRAIN_LOSS], names[T.GRAD_NORM]
-        for (step, lr, _, _), r in zip(self.host, rows, strict=True):
+        for step, x in steps:
             m.log(
                 step,
-                loss=r[loss],
-                grad_norm=r[gnorm],
-                lr=lr,
-                loss_scale=None if scale is None else r[scale],
-                skipped=None if skipped is None else r[skipped],
+                loss=x[T.TRAIN_LOSS],
+                grad_norm=x[T.GRAD_NORM],
+                lr=x[T.LR],
+                loss_scale=x.get(T.LOSS_SCALE),
+                skipped=x.get(T.SKIPPED_STEP),
             )
         if (
             m.should_stop
@@ -874,6 +873,7 @@ class _Loop:
         tokens = sum(h[3] for h in self.host) * self.info.world_size
         tokens_per_s = tokens / max(now - self.t_flush, 1e-9)
         self.t_flush = now
+        first_rank: list[tuple[int, dict[str, float]]] = []  # rank 0's steps, for the guard
         for rank, rows in enumerate(rows_by_rank):
             for (step, lr, wall, _), row in zip(self.host, rows.tolist(), strict=True):
                 metrics = dict(zip(self.probes.names, row, strict=True))
@@ -881,11 +881,13 @@ class _Loop:
                 if step == self.host[-1][0]:
                     metrics[T.TOKENS_PER_S] = tokens_per_s
                 self.writer.write(step, metrics, wall, rank if self.info.enabled else None)
-                if rank == 0 and self.info.is_main:
-                    self.health.add(step, metrics)
+                if rank == 0:
+                    first_rank.append((step, metrics))
+                    if self.info.is_main:
+                        self.health.add(step, metrics)
         self.writer.flush()
         if self.guard is not None:
-            self._guard_feed(rows_by_rank[0].tolist())
+            self._guard_feed(first_rank)
         last = dict(zip(self.probes.names, rows_by_rank[self.info.rank][-1].tolist(), strict=True))
         self.last_loss = last[T.TRAIN_LOSS]
         losses = rows_by_rank[self.info.rank][:, 0]
