@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import csv as _csv
 import io
+import math
 import re
-from collections import defaultdict
+from array import array
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,51 +21,85 @@ import pandas as pd
 from stabdiag.errors import SourceError
 from stabdiag.safetext import excerpt
 from stabdiag.sources import tabular as tab
-from stabdiag.sources.raw import BAD, RawRun, bad_lines_warning, from_rows, parse_number, parse_step
+from stabdiag.sources.raw import (
+    BAD,
+    Lines,
+    RawRun,
+    RunColumns,
+    bad_lines_warning,
+    capped_lines,
+    from_rows,
+    parse_number,
+    parse_step,
+)
 
 FORMAT = "csv"
 
 
-def read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """Header and (line number, cells) rows; the file must have a header and a step column."""
-    try:
-        with open(path, "rb") as fh:  # UTF-16 (Excel, PowerShell) by its BOM; stray bytes -> U+FFFD
-            enc = "utf-16" if fh.read(2) in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
-        header, rows = _rows(path, enc, _csv.QUOTE_MINIMAL)
-        jumps = any(b - a > 1 for (a, _), (b, _) in zip([(1, [])] + rows, rows, strict=False))
-        if jumps and any("\n" in c or "\r" in c for _, r in rows for c in r):
-            # Either a valid quoted cell with a newline (csv.writer writes those) or an
-            # unterminated quote that swallowed every later line into one cell: keep the reading
-            # that gives more well-formed rows (quotes as text only when that is clearly better).
-            h2, rows2 = _rows(path, enc, _csv.QUOTE_NONE)
-            h2 = [h[1:-1] if len(h) > 1 and h[0] == h[-1] == '"' else h for h in h2 or []]
+_EXPECTED = "a CSV file with a header row"
+
+
+def _encoding(path: Path) -> str:
+    with open(path, "rb") as fh:  # UTF-16 (Excel, PowerShell) by its BOM; stray bytes -> U+FFFD
+        return "utf-16" if fh.read(2) in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+
+
+class _Rows:
+    """The rows of a CSV file, read as a stream (header first, then (line number, cells)).
+
+    Rows that cannot be parsed (a cell over the csv field limit) become a too-long row, which the
+    readers count as a bad row, and reading goes on at the next line. A line over raw.MAX_LINE is
+    refused (SourceError) before it is held in memory. While streaming it notes what the choice
+    of quoting needs: whether rows skip lines (quoted newlines, blank lines), whether a cell holds
+    a line end, and how many rows have the header's width."""
+
+    def __init__(self, path: Path, enc: str, quoting: int) -> None:
+        self.path, self.enc, self.quoting = path, enc, quoting
+        self.header: list[str] | None = None
+        self.jumps = self.newline_cells = False
+        self.full_width = 0
+
+    def __iter__(self):  # noqa: ANN204 - yields (line number, cells)
+        with open(self.path, newline="", encoding=self.enc, errors="replace") as fh:
+            reader = _csv.reader(capped_lines(fh, self.path, _EXPECTED), quoting=self.quoting)
+            header = next(reader, None)
+            none = self.quoting == _csv.QUOTE_NONE
+            if none and header is not None:
+                header = [h[1:-1] if len(h) > 1 and h[0] == h[-1] == '"' else h for h in header]
+            self.header = header
             width = len(header or ())
-            if sum(len(r) == width for _, r in rows2) > sum(len(r) == width for _, r in rows):
-                header, rows = h2, rows2
+            prev = 1
+            while True:
+                try:
+                    for r in reader:
+                        if not r:
+                            continue
+                        n = reader.line_num
+                        if none:
+                            r = [c[1:-1] if len(c) > 1 and c[0] == c[-1] == '"' else c for c in r]
+                        self._note(n, r, prev, width)
+                        prev = n
+                        yield n, r
+                    break
+                except _csv.Error:
+                    n = reader.line_num
+                    r = [""] * (width + 1)
+                    self._note(n, r, prev, width)
+                    prev = n
+                    yield n, r
+
+    def _note(self, n: int, r: list[str], prev: int, width: int) -> None:
+        self.jumps = self.jumps or n - prev > 1
+        self.full_width += len(r) == width
+        if not self.newline_cells and n - prev > 1:
+            self.newline_cells = any("\n" in c or "\r" in c for c in r)
+
+
+def _guard(path: Path, fn, *args):  # noqa: ANN001, ANN202 - reading errors as one line
+    try:
+        return fn(*args)
     except (OSError, UnicodeError, _csv.Error) as exc:
-        raise SourceError(path, "a CSV file with a header row", f"unreadable text ({exc})") from None
-    if not header:
-        raise SourceError(path, "a CSV file with a header row", "an empty file")
-    return [h.strip() for h in header], rows
-
-
-def _rows(path: Path, enc: str, quoting: int) -> tuple[list[str] | None, list]:
-    """Rows that cannot be parsed (a cell over the csv field limit) become a too-long row, which
-    the readers count as a bad row, and reading goes on at the next line."""
-    with open(path, newline="", encoding=enc, errors="replace") as fh:
-        reader = _csv.reader(fh, quoting=quoting)
-        header = next(reader, None)
-        rows: list[tuple[int, list[str]]] = []
-        while True:
-            try:
-                rows.extend((reader.line_num, r) for r in reader if r)
-                break
-            except _csv.Error:
-                rows.append((reader.line_num, [""] * (len(header or ()) + 1)))
-    if quoting == _csv.QUOTE_NONE:
-        rows = [(n, [c[1:-1] if len(c) > 1 and c[0] == c[-1] == '"' else c for c in r])
-                for n, r in rows]
-    return header, rows
+        raise SourceError(path, _EXPECTED, f"unreadable text ({exc})") from None
 
 
 FAST_MIN_BYTES = 32 * 1024
@@ -79,7 +114,7 @@ def _size(path: Path) -> int:
 
 def _last_line_unfinished(path: Path) -> bool:
     """Whether the file ends inside a line (no final newline): a log still being written, whose
-    last line may be half a row ("3,1." for "3,1.85"). That line is left out, silently."""
+    last line may be half a row ("3,1." for "3,1.85"). That line is left out, with a note."""
     try:
         with open(path, "rb") as fh:
             fh.seek(0, 2)
@@ -96,36 +131,86 @@ def _last_line_unfinished(path: Path) -> bool:
 def read(path: Path, fmt: str = FORMAT, name: str | None = None, *, fast: bool = True) -> list[RawRun]:
     """``fast=False`` forces the row-by-row path (the fast path must give the same runs). Files
     under FAST_MIN_BYTES go row by row: pandas' fixed cost per file dominates there (a tree of
-    thousands of small metrics.csv files read 20% faster)."""
+    thousands of small metrics.csv files read 20% faster). Both paths stream the file: memory
+    follows the values kept, not the file size."""
     partial = _last_line_unfinished(path)
     if fast and not partial and _size(path) >= FAST_MIN_BYTES:
         runs = _read_fast(path, fmt, name)
         if runs is not None:
             return runs
-    header, rows = read_rows(path)
-    if partial and rows:
-        dropped = rows[-1][0]
-        rows = rows[:-1]   # a file still being written: its last line is not a row yet
-        note = (f"{path}: the last line has no line end (a file still being written?): "
-                f"line {dropped} left out until it is complete")
-        return [replace(r, warnings=(*r.warnings, note)) for r in _read_rows_runs(
-            path, fmt, name, header, rows)]
-    return _read_rows_runs(path, fmt, name, header, rows)
+    enc = _guard(path, _encoding, path)
+    rows = _Rows(path, enc, _csv.QUOTE_MINIMAL)
+    runs = _guard(path, _read_rows, path, fmt, name, rows, partial)
+    if rows.jumps and rows.newline_cells:
+        # Rows spanning lines with a line end in a cell: either a valid quoted cell with a
+        # newline (csv.writer writes those) or an unterminated quote that swallowed every later
+        # line into one cell. Keep the reading that gives more well-formed rows (quotes as text
+        # only when that is clearly better); a counting pass decides, nothing of it is kept.
+        width = len(rows.header or ())
+        if _guard(path, _count_width, _Rows(path, enc, _csv.QUOTE_NONE), width) > rows.full_width:
+            rows = _Rows(path, enc, _csv.QUOTE_NONE)
+            runs = _guard(path, _read_rows, path, fmt, name, rows, partial)
+    if runs is None:
+        raise _no_step_column(path, [h.strip() for h in rows.header or ()])
+    return runs
 
 
-def _read_rows_runs(path: Path, fmt: str, name: str | None, header: list[str],
-                    rows: list[tuple[int, list[str]]]) -> list[RawRun]:
+def _count_width(rows: _Rows, width: int) -> int:
+    return sum(len(r) == width for _, r in rows)
+
+
+def _no_step_column(path: Path, header: list[str]) -> SourceError:
+    return SourceError(path, f"a CSV with a step column ({', '.join(tab.STEP_COLUMNS[:6])}, ...)",
+                       "columns " + ", ".join(excerpt(h, 40) for h in header[:6])
+                       + (", ..." if len(header) > 6 else ""))
+
+
+def _read_rows(path: Path, fmt: str, name: str | None, rows: _Rows,
+               partial: bool) -> list[RawRun] | None:
+    """The runs of a file read row by row; None when the header has no step column."""
+    it = iter(rows)
+    held: list = []
+    first = next(it, None)  # reads the header (and the first row)
+    if not rows.header:
+        raise SourceError(path, _EXPECTED, "an empty file")
+    header = [h.strip() for h in rows.header]
     step_col = tab.find_column(header, tab.STEP_COLUMNS)
     if step_col is None:
-        raise SourceError(path, f"a CSV with a step column ({', '.join(tab.STEP_COLUMNS[:6])}, ...)",
-                          "columns " + ", ".join(excerpt(h, 40) for h in header[:6])
-                          + (", ..." if len(header) > 6 else ""))
+        for _ in it:  # the caller may compare readings: finish this one's counts
+            pass
+        return None
+    stream = _chain(first, it)
+    if partial:
+        stream = _all_but_last(stream, held)
     metric_col = tab.find_column(header, tab.METRIC_COLUMNS)
     value_col = tab.find_column(header, tab.VALUE_COLUMNS)
     base = name or path.stem
     if metric_col and value_col:
-        return _long(path, fmt, base, header, rows, step_col, metric_col, value_col)
-    return _wide(path, fmt, base, header, rows, step_col)
+        runs = _long(path, fmt, base, header, stream, step_col, metric_col, value_col)
+    else:
+        runs = _wide(path, fmt, base, header, stream, step_col)
+    if held:
+        note = (f"{path}: the last line has no line end (a file still being written?): "
+                f"line {held[0][0]} left out until it is complete")
+        runs = [replace(r, warnings=(*r.warnings, note)) for r in runs]
+    return runs
+
+
+def _chain(first, it):  # noqa: ANN001, ANN202
+    if first is not None:
+        yield first
+        yield from it
+
+
+def _all_but_last(rows, held: list):  # noqa: ANN001, ANN202
+    """The rows except the last, which goes to ``held`` (a half-written line: not a row yet)."""
+    last = None
+    for row in rows:
+        if last is not None:
+            yield last
+        last = row
+    if last is not None:
+        held.append(last)
 
 
 def _extras(header: list[str]) -> tuple[str | None, str | None, str | None]:
@@ -133,40 +218,47 @@ def _extras(header: list[str]) -> tuple[str | None, str | None, str | None]:
             tab.find_column(header, tab.RUN_COLUMNS))
 
 
+def _wall(cell: str) -> float:
+    w = parse_number(cell)
+    return w if isinstance(w, float) else math.nan
+
+
 def _long(path, fmt, base, header, rows, step_col, metric_col, value_col) -> list[RawRun]:
     ix = {h: i for i, h in enumerate(header)}
     wall_col, rank_col, run_col = _extras(header)
-    by_run: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    bad: list[int] = []
+    si, mi, vi = ix[step_col], ix[metric_col], ix[value_col]
+    wi = ix[wall_col] if wall_col else None
+    ki = ix[rank_col] if rank_col else None
+    ri = ix[run_col] if run_col else None
+    by_run: dict[str, RunColumns] = {}
+    bad = Lines()
+    width = len(header)
     for line, cells in rows:
-        if len(cells) != len(header):
-            bad.append(line)
+        if len(cells) != width:
+            bad.add(line)
             continue
-        step = parse_step(cells[ix[step_col]])
-        value = parse_number(cells[ix[value_col]])
-        metric = cells[ix[metric_col]].strip()
-        rank = parse_step(cells[ix[rank_col]]) if rank_col else None
-        if step is None or value is BAD or not metric or (rank_col and rank is None):
-            bad.append(line)
+        step = parse_step(cells[si])
+        value = parse_number(cells[vi])
+        metric = cells[mi].strip()
+        rank = parse_step(cells[ki]) if ki is not None else None
+        if step is None or value is BAD or not metric or (ki is not None and rank is None):
+            bad.add(line)
             continue
         if value is None:
             continue
-        run = cells[ix[run_col]].strip() if run_col else base
-        d = by_run[run or base]
-        d["rows"].append((step, metric, value))
-        d["wall"].append(parse_number(cells[ix[wall_col]]) if wall_col else None)
-        d["rank"].append(rank)
-    warnings = [bad_lines_warning(str(path), "bad rows", bad)] if bad else []
-    return _runs(by_run, path, fmt, base, warnings, wall_col, rank_col)
+        run = (cells[ri].strip() if ri is not None else base) or base
+        cols = by_run.get(run)
+        if cols is None:
+            cols = by_run[run] = RunColumns(wall=wi is not None)
+        cols.add(step, metric, value, _wall(cells[wi]) if wi is not None else math.nan, rank)
+    warnings = [bad.warning(str(path), "bad rows")] if bad else []
+    return _runs(by_run, path, fmt, base, warnings, rank_col)
 
 
-def _runs(by_run, path, fmt, base, warnings, wall_col, rank_col) -> list[RawRun]:
+def _runs(by_run: dict[str, RunColumns], path, fmt, base, warnings, rank_col) -> list[RawRun]:
     """One RawRun per run collected by the long and wide paths (an empty file still names its run)."""
-    out = []
-    for run, d in by_run.items():
-        wall = [w if isinstance(w, float) else float("nan") for w in d["wall"]]
-        out.append(from_rows(run, str(path), fmt, d["rows"], wall=wall if wall_col else None,
-                             rank=d["rank"] if rank_col else None, warnings=warnings))
+    out = [cols.build(run, str(path), fmt, rank=bool(rank_col), warnings=warnings)
+           for run, cols in by_run.items()]
     return out or [from_rows(base, str(path), fmt, [], warnings=warnings)]
 
 
@@ -184,55 +276,59 @@ def _wide(path, fmt, base, header, rows, step_col) -> list[RawRun]:
         if dropped:
             warnings.append(f"{path}: W&B panel export; {len(dropped)} __MIN/__MAX bucket "
                             "columns ignored (the plain column is the value)")
-    numeric = defaultdict(int)
-    text = defaultdict(int)
-    bad: list[int] = []
-    parsed = []
+    # Where each column's values go: (run, metric) for a panel export, else the row's run.
+    target = [(m.group("run"), m.group("metric")) if is_panel else (None, h)
+              for (_, h), m in zip(metrics, [tab.WANDB_PANEL.match(h) for _, h in metrics],
+                                   strict=True)]
+    si = ix[step_col]
+    wi = ix[wall_col] if wall_col else None
+    ki = ix[rank_col] if rank_col else None
+    ri = ix[run_col] if run_col else None
+    numeric = [0] * len(metrics)
+    text_lines = [array("q") for _ in metrics]  # lines of non-numeric cells, per column
+    by_run: dict[str, RunColumns] = {}
+    bad = Lines()
+    width = len(header)
     for line, cells in rows:
-        if len(cells) != len(header):
-            bad.append(line)
+        if len(cells) != width:
+            bad.add(line)
             continue
-        step = parse_step(cells[ix[step_col]])
-        rank = parse_step(cells[ix[rank_col]]) if rank_col else None
-        if step is None or (rank_col and rank is None):
-            bad.append(line)
+        step = parse_step(cells[si])
+        rank = parse_step(cells[ki]) if ki is not None else None
+        if step is None or (ki is not None and rank is None):
+            bad.add(line)
             continue
-        vals = []
-        for i, h in metrics:
+        row_run = (cells[ri].strip() if ri is not None else base) or base
+        wall = _wall(cells[wi]) if wi is not None else math.nan
+        for j, (i, _) in enumerate(metrics):
             v = parse_number(cells[i])
+            if v is None:
+                continue
             if v is BAD:
-                text[h] += 1
-            elif v is not None:
-                numeric[h] += 1
-            vals.append(v)
-        parsed.append((line, step, rank, cells, vals))
-    text_only = {h for h in text if not numeric[h]}
+                text_lines[j].append(line)
+                continue
+            # Every number is kept as it comes: a column with a number is never text-only,
+            # so nothing kept here is dropped later (only the warnings wait for the end).
+            numeric[j] += 1
+            run, metric = target[j]
+            run = run or row_run
+            cols = by_run.get(run)
+            if cols is None:
+                cols = by_run[run] = RunColumns(wall=wi is not None)
+            cols.add(step, metric, v, wall, rank)
+    text_only = {h for (_, h), n, t in zip(metrics, numeric, text_lines, strict=True)
+                 if t and not n}
     if text_only:
         warnings.append(f"{path}: non-numeric column(s) ignored: {', '.join(sorted(text_only))}")
-    by_run: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    bad_cells: list[int] = []
-    for line, step, rank, cells, vals in parsed:
-        for (_, h), v in zip(metrics, vals, strict=True):
-            if v is None or h in text_only:
-                continue
-            if v is BAD:
-                bad_cells.append(line)
-                continue
-            if is_panel:
-                m = tab.WANDB_PANEL.match(h)
-                run, metric = m.group("run"), m.group("metric")
-            else:
-                run = cells[ix[run_col]].strip() if run_col else base
-                metric = h
-            d = by_run[run or base]
-            d["rows"].append((step, metric, v))
-            d["rank"].append(rank)
-            d["wall"].append(parse_number(cells[ix[wall_col]]) if wall_col else None)
     if bad:
-        warnings.append(bad_lines_warning(str(path), "bad rows", bad))
-    if bad_cells:
-        warnings.append(bad_lines_warning(str(path), "non-numeric cells", sorted(set(bad_cells))))
-    return _runs(by_run, path, fmt, base, warnings, wall_col, rank_col)
+        warnings.append(bad.warning(str(path), "bad rows"))
+    mixed = [np.frombuffer(t, np.int64) for t, n in zip(text_lines, numeric, strict=True)
+             if t and n]
+    if mixed:
+        lines = np.unique(np.concatenate(mixed))
+        warnings.append(bad_lines_warning(str(path), "non-numeric cells", lines[:5].tolist(),
+                                          count=len(lines)))
+    return _runs(by_run, path, fmt, base, warnings, rank_col)
 
 
 # --------------------------------------------------------------------------- fast path
@@ -245,17 +341,37 @@ _NUMBER, _ABSENT, _TEXT = 0, 1, 2
 _MAX_LINE = 100_000  # below the csv module's 131072-character field limit
 
 
-def _split_fast(path: Path) -> tuple[list[str], list[np.ndarray]] | None:
-    """Header and per column either float64 values (every cell a number) or the cell strings
-    (object array), or None when the file is not well-formed."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        return None
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
+CHUNK_BYTES = 16 << 20  # the fast path parses this much of the file at a time
+
+
+def _blocks(fh, chunk: int | None = None):  # noqa: ANN001, ANN202 - yields bytes
+    """The file in blocks of whole lines (each ends in a line end), about ``chunk`` bytes each.
+    A line longer than a block makes the block grow; one over _MAX_LINE ends the fast path."""
+    carry = b""
+    chunk = chunk or CHUNK_BYTES
+    while True:
+        data = fh.read(chunk)
+        if not data:
+            if carry:
+                yield carry
+            return
+        buf = carry + data if carry else data
+        cut = buf.rfind(b"\n") + 1
+        if not cut:
+            if len(buf) > _MAX_LINE:
+                yield None
+                return
+            carry = buf
+            continue
+        carry = buf[cut:]
+        yield buf[:cut]
+
+
+def _split_block(data: bytes, commas: int, header: bool) -> list[np.ndarray] | None:
+    """Per column of one block of whole lines, either float64 values (every cell a number) or
+    the cell strings (object array); None when the block is not well-formed (then the whole file
+    goes row by row). ``commas``: the header's number of commas; ``header``: the block starts
+    with the header line (checked, not parsed)."""
     if b'"' in data or b"\x00" in data or data.count(b"\r") != data.count(b"\r\n"):
         return None
     try:
@@ -267,32 +383,32 @@ def _split_fast(path: Path) -> tuple[list[str], list[np.ndarray]] | None:
         data = data[:-1]
     buf = np.frombuffer(data, np.uint8)
     ends = np.flatnonzero(buf == 10)
-    if not len(ends):
-        return None  # a header alone: nothing to gain
     starts = np.concatenate(([0], ends + 1))
     stops = np.concatenate((ends, [len(buf)]))
     lengths = stops - starts
     if lengths.min() == 0 or lengths.max() > _MAX_LINE:
         return None
-    commas = np.flatnonzero(buf == 44)
-    per_line = np.diff(np.searchsorted(commas, np.concatenate((starts, [len(buf) + 1]))))
-    if (per_line != per_line[0]).any():
+    comma_at = np.flatnonzero(buf == 44)
+    per_line = np.diff(np.searchsorted(comma_at, np.concatenate((starts, [len(buf) + 1]))))
+    if (per_line != commas).any():
         return None
-    header = [h.strip() for h in data[:ends[0]].decode("utf-8").split(",")]
-    if len(set(header)) != len(header):
-        return None
-    frame = pd.read_csv(io.BytesIO(data[ends[0] + 1:]), header=None, names=list(range(len(header))),
+    del buf, comma_at, per_line, starts, stops, lengths
+    body = data[ends[0] + 1:] if header else data
+    n = len(ends) if header else len(ends) + 1
+    if not n:
+        return []
+    frame = pd.read_csv(io.BytesIO(body), header=None, names=list(range(commas + 1)),
                         na_filter=False, quoting=_csv.QUOTE_NONE, engine="c", low_memory=False,
                         skip_blank_lines=False, encoding="utf-8")
-    if len(frame) != len(ends):
+    if len(frame) != n:
         return None
     cols = []
-    for i in range(len(header)):
+    for i in range(commas + 1):
         col = frame[i]
         if col.dtype.kind in "iu":
             # the C parser read every cell as an integer; float(cell) rounds the same way except
             # for "-0" (float gives -0.0): such a file takes the row-by-row path
-            if (col == 0).any() and _MINUS_ZERO.search(data):
+            if (col == 0).any() and _MINUS_ZERO.search(body):
                 return None
             cols.append(col.to_numpy(np.float64))
         elif col.dtype.kind == "f":  # every cell a number, parsed as float() parses it
@@ -301,7 +417,7 @@ def _split_fast(path: Path) -> tuple[list[str], list[np.ndarray]] | None:
             cols.append(col.to_numpy(dtype=object))
         else:  # booleans or anything else the parser inferred: not float()'s reading
             return None
-    return header, cols
+    return cols
 
 
 _MINUS_ZERO = re.compile(rb"(?:^|[,\n])[ \t]*-0+(?:\.0*)?[ \t]*(?:[,\n]|$)")
@@ -346,100 +462,196 @@ def _stripped(cells: np.ndarray) -> np.ndarray:
 
 
 def _read_fast(path: Path, fmt: str, name: str | None) -> list[RawRun] | None:
-    split = _split_fast(path)
-    if split is None:
+    """The runs of a well-formed file, parsed a block (CHUNK_BYTES) at a time: only the kept
+    values grow with the file. None as soon as any block is not well-formed."""
+    try:
+        with open(path, "rb") as fh:
+            return _FastReader(path, fmt, name).read(fh)
+    except OSError:
         return None
-    header, cols = split
-    step_col = tab.find_column(header, tab.STEP_COLUMNS)
-    if step_col is None:
-        return None  # the row-by-row path raises the error
-    ix = {h: i for i, h in enumerate(header)}
-    wall_col, rank_col, run_col = _extras(header)
-    metric_col = tab.find_column(header, tab.METRIC_COLUMNS)
-    value_col = tab.find_column(header, tab.VALUE_COLUMNS)
-    long = bool(metric_col and value_col)
-    if any(c and cols[ix[c]].dtype != object for c in (run_col, metric_col if long else None)):
-        return None  # names the parser read as numbers lost their spelling ("01"): row by row
-    base = name or path.stem
-    n = len(cols[0])
-    steps, ok = _steps(cols[ix[step_col]])
-    rank = None
-    if rank_col:
-        rank, rank_ok = _steps(cols[ix[rank_col]])
-        ok &= rank_ok
-    wall = None
-    if wall_col:
-        wall, wall_status = _numbers(cols[ix[wall_col]])
-        wall[wall_status != _NUMBER] = np.nan
-    run = None
-    if run_col:
-        run = _stripped(cols[ix[run_col]])
-        run[run == ""] = base
-    lines = np.arange(2, n + 2)
-    warnings: list[str] = []
-    if long:
-        values, status = _numbers(cols[ix[value_col]])
-        metric = _stripped(cols[ix[metric_col]])
-        ok &= (status != _TEXT) & (metric != "")
-        if not ok.all():
-            warnings.append(bad_lines_warning(str(path), "bad rows", lines[~ok].tolist()))
-        keep = np.flatnonzero(ok & (status == _NUMBER))
-        codes, names = pd.factorize(metric[keep], sort=False)
-        cells = keep
-        values = values[keep]
-    else:
-        special = {step_col, wall_col, rank_col, run_col}
-        metrics = [(i, h) for i, h in enumerate(header) if h not in special and h]
-        if metrics and all(tab.WANDB_PANEL.match(h) for _, h in metrics):
-            return None  # W&B panel export: the row-by-row path
-        good = np.flatnonzero(ok)
-        parsed = [_numbers(cols[i][good]) for i, _ in metrics]
-        text_only = [h for (_, h), (_, st) in zip(metrics, parsed, strict=True)
-                     if (st == _TEXT).any() and not (st == _NUMBER).any()]
-        if text_only:
-            warnings.append(f"{path}: non-numeric column(s) ignored: {', '.join(sorted(text_only))}")
-        if not ok.all():
-            warnings.append(bad_lines_warning(str(path), "bad rows", lines[~ok].tolist()))
-        used = [j for j, (_, h) in enumerate(metrics) if h not in text_only]
-        st = np.stack([parsed[j][1] for j in used], axis=1) if used else np.zeros((len(good), 0))
-        bad_cells = (st == _TEXT).any(axis=1)
-        if bad_cells.any():
-            warnings.append(bad_lines_warning(str(path), "non-numeric cells",
-                                              lines[good[bad_cells]].tolist()))
-        emit = st == _NUMBER  # row-major: a row's cells in header order, as the rows were written
-        row, col = np.nonzero(emit)
-        values = np.stack([parsed[j][0] for j in used], axis=1)[row, col] if used else np.zeros(0)
-        cells = good[row]
-        names = [metrics[j][1] for j in used]
-        codes = col
-    return _group(path, fmt, base, cells, np.asarray(codes), list(names), steps, values, wall, rank,
-                  run, warnings)
 
 
-def _group(path, fmt, base, cells, codes, names, steps, values, wall, rank, run,
+class _FastReader:
+    """The state carried from block to block: series and run names seen so far (codes are
+    global), the dropped lines, per column whether a number or a text cell was seen, and the
+    kept values (one array per block, joined once at the end)."""
+
+    def __init__(self, path: Path, fmt: str, name: str | None) -> None:
+        self.path, self.fmt, self.base = path, fmt, name or path.stem
+        self.bad = Lines()
+        self.parts: list[tuple] = []  # (codes, steps, values, wall, rank, run) per block
+        self.names: dict[str, int] = {}
+        self.runs: dict[str, int] = {}
+
+    def read(self, fh) -> list[RawRun] | None:  # noqa: ANN001, C901 - one pass, in order
+        first = True
+        line0 = 1  # line number of the block's first line
+        for block in _blocks(fh):
+            if block is None:
+                return None
+            if first:
+                if block[:2] in (b"\xff\xfe", b"\xfe\xff"):
+                    return None
+                if block.startswith(b"\xef\xbb\xbf"):
+                    block = block[3:]
+                head = block[:block.find(b"\n")]
+                try:
+                    header = [h.strip() for h in head.rstrip(b"\r").decode("utf-8").split(",")]
+                except UnicodeDecodeError:
+                    return None
+                if not self._start(header) or block.find(b"\n") == len(block) - 1:
+                    return None  # no step column (the row path raises), or a header alone
+                self.commas = head.count(b",")
+            cols = _split_block(block, self.commas, first)
+            if cols is None:
+                return None
+            if cols:
+                line0 += first
+                if not self._block(cols, line0):
+                    return None
+                line0 += len(cols[0])
+            first = False
+        if first:
+            return None
+        return self._finish()
+
+    def _start(self, header: list[str]) -> bool:
+        if len(set(header)) != len(header):
+            return False
+        self.step_col = tab.find_column(header, tab.STEP_COLUMNS)
+        if self.step_col is None:
+            return False
+        self.ix = {h: i for i, h in enumerate(header)}
+        self.wall_col, self.rank_col, self.run_col = _extras(header)
+        metric_col = tab.find_column(header, tab.METRIC_COLUMNS)
+        value_col = tab.find_column(header, tab.VALUE_COLUMNS)
+        self.long = bool(metric_col and value_col)
+        self.metric_col, self.value_col = metric_col, value_col
+        if not self.long:
+            special = {self.step_col, self.wall_col, self.rank_col, self.run_col}
+            self.metrics = [(i, h) for i, h in enumerate(header) if h not in special and h]
+            if self.metrics and all(tab.WANDB_PANEL.match(h) for _, h in self.metrics):
+                return False  # W&B panel export: the row-by-row path
+            self.names = {h: j for j, (_, h) in enumerate(self.metrics)}
+            self.numeric = np.zeros(len(self.metrics), bool)
+            self.text: list[list[np.ndarray]] = [[] for _ in self.metrics]
+        return True
+
+    def _block(self, cols: list[np.ndarray], line0: int) -> bool:
+        ix = self.ix
+        if any(c and cols[ix[c]].dtype != object
+               for c in (self.run_col, self.metric_col if self.long else None)):
+            return False  # names the parser read as numbers lost their spelling ("01")
+        n = len(cols[0])
+        steps, ok = _steps(cols[ix[self.step_col]])
+        rank = None
+        if self.rank_col:
+            rank, rank_ok = _steps(cols[ix[self.rank_col]])
+            ok &= rank_ok
+        wall = None
+        if self.wall_col:
+            wall, wall_status = _numbers(cols[ix[self.wall_col]])
+            wall[wall_status != _NUMBER] = np.nan
+        run = None
+        if self.run_col:
+            names = _stripped(cols[ix[self.run_col]])
+            names[names == ""] = self.base
+            local, uniq = pd.factorize(names, sort=False)
+            remap = np.array([self.runs.setdefault(str(u), len(self.runs)) for u in uniq],
+                             dtype=np.int32)
+            run = remap[local] if len(uniq) else local.astype(np.int32)
+        lines = np.arange(line0, line0 + n)
+        if self.long:
+            values, status = _numbers(cols[ix[self.value_col]])
+            metric = _stripped(cols[ix[self.metric_col]])
+            ok &= (status != _TEXT) & (metric != "")
+            keep = np.flatnonzero(ok & (status == _NUMBER))
+            local, uniq = pd.factorize(metric[keep], sort=False)
+            remap = np.array([self.names.setdefault(str(u), len(self.names)) for u in uniq],
+                             dtype=np.int32)
+            codes = remap[local] if len(uniq) else local.astype(np.int32)
+            rows, values = keep, values[keep]
+        else:
+            good = np.flatnonzero(ok)
+            parsed = [_numbers(cols[i][good]) for i, _ in self.metrics]
+            for j, (_, st) in enumerate(parsed):
+                self.numeric[j] |= bool((st == _NUMBER).any())
+                text = st == _TEXT
+                if text.any():
+                    self.text[j].append(lines[good[text]])
+            if parsed:  # row-major: a row's cells in header order, as the rows were written
+                st = np.stack([p[1] for p in parsed], axis=1)
+                r, c = np.nonzero(st == _NUMBER)
+                values = np.stack([p[0] for p in parsed], axis=1)[r, c]
+                rows, codes = good[r], c.astype(np.int32)
+            else:
+                rows, codes, values = np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0)
+        if not ok.all():
+            self.bad.extend(lines[~ok])
+        self.parts.append((codes, steps[rows], values,
+                           None if wall is None else wall[rows],
+                           None if rank is None else rank[rows],
+                           None if run is None else run[rows]))
+        return True
+
+    def _finish(self) -> list[RawRun]:
+        path, warnings = self.path, []
+        if not self.long:
+            text_only = [h for (_, h), num, t in zip(self.metrics, self.numeric, self.text,
+                                                     strict=True) if t and not num]
+            if text_only:
+                warnings.append(f"{path}: non-numeric column(s) ignored: "
+                                f"{', '.join(sorted(text_only))}")
+        if self.bad:
+            warnings.append(self.bad.warning(str(path), "bad rows"))
+        if not self.long:
+            mixed = [a for num, t in zip(self.numeric, self.text, strict=True) if num for a in t]
+            if mixed:
+                lines = np.unique(np.concatenate(mixed))
+                warnings.append(bad_lines_warning(str(path), "non-numeric cells",
+                                                  lines[:5].tolist(), count=len(lines)))
+        cols = []
+        for k in range(6):  # joined a field at a time, each block's piece freed once joined
+            pieces = [p[k] for p in self.parts]
+            cols.append(None if not pieces or pieces[0] is None else
+                        pieces[0] if len(pieces) == 1 else np.concatenate(pieces))
+            del pieces
+            self.parts = [p[:k] + (None,) + p[k + 1:] for p in self.parts]
+        self.parts = []
+        codes, steps, values, wall, rank, run = cols
+        return _group(path, self.fmt, self.base, codes, list(self.names), steps, values, wall,
+                      rank, run, list(self.runs), warnings)
+
+
+def _group(path, fmt, base, codes, names, steps, values, wall, rank, run, run_names,
            warnings) -> list[RawRun]:
     """RawRuns as from_rows builds them: runs and their series names in first-seen order.
-    ``cells`` are the row of each value, ``codes`` index ``names``."""
-    if not len(cells):
+    Every array holds one entry per kept value; ``codes`` index ``names``, ``run`` (codes into
+    ``run_names``, or None: one run) the run of each value."""
+    if codes is None or not len(codes):
         return [from_rows(base, str(path), fmt, [], warnings=warnings)]
     if run is None:
-        parts = [(base, np.arange(len(cells)))]
+        parts = [(base, None)]
     else:
-        run_codes, run_names = pd.factorize(run[cells], sort=False)
+        run_codes, firsts = pd.factorize(run, sort=False)
         order = np.argsort(run_codes, kind="stable")
-        bounds = np.searchsorted(run_codes[order], np.arange(len(run_names) + 1))
-        parts = [(str(r), order[bounds[i]:bounds[i + 1]]) for i, r in enumerate(run_names)]
+        bounds = np.searchsorted(run_codes[order], np.arange(len(firsts) + 1))
+        parts = [(run_names[r], order[bounds[i]:bounds[i + 1]]) for i, r in enumerate(firsts)]
     out = []
     for run_name, sel in parts:
-        c = codes[sel]
+        c = codes if sel is None else codes[sel]
         seen, first = np.unique(c, return_index=True)
         seen = seen[np.argsort(first)]
         remap = np.zeros(len(names), np.int32)
         remap[seen] = np.arange(len(seen), dtype=np.int32)
-        rows = cells[sel]
+
         out.append(RawRun(
             name=run_name, path=str(path), format=fmt, names=tuple(str(names[k]) for k in seen),
-            codes=remap[c], steps=steps[rows], values=np.asarray(values, np.float64)[sel],
-            wall_time=None if wall is None else wall[rows],
-            rank=None if rank is None else rank[rows], warnings=tuple(warnings)))
+            codes=remap[c], steps=_pick(steps, sel), values=_pick(values, sel),
+            wall_time=_pick(wall, sel), rank=_pick(rank, sel), warnings=tuple(warnings)))
     return out or [from_rows(base, str(path), fmt, [], warnings=warnings)]
+
+
+def _pick(a: np.ndarray | None, sel: np.ndarray | None) -> np.ndarray | None:
+    """``a`` at ``sel`` (None: all of it, no copy)."""
+    return None if a is None else a if sel is None else a[sel]

@@ -8,13 +8,23 @@ objects are flattened with ``/``. A long form (``metric``/``value`` keys) is acc
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from stabdiag.errors import SourceError
 from stabdiag.sources import tabular as tab
-from stabdiag.sources.raw import BAD, RawRun, bad_lines_warning, from_rows, parse_number, parse_step
+from stabdiag.sources.raw import (
+    BAD,
+    Lines,
+    RawRun,
+    RunColumns,
+    capped_lines,
+    from_rows,
+    parse_number,
+    parse_step,
+)
 
 FORMAT = "jsonl"
 
@@ -43,28 +53,44 @@ def _layout(obj: dict) -> tuple[str | None, ...]:
 
 
 def read(path: Path, fmt: str = FORMAT) -> list[RawRun]:
+    """Read line by line: memory follows the values kept, not the file; a "line" over
+    raw.MAX_LINE (a sparse file, binary junk) is refused at once with one line."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with open(path, encoding="utf-8", newline="") as fh:
+            return _read(path, fmt, capped_lines(fh, path, _EXPECTED))
     except (OSError, UnicodeDecodeError) as exc:
         raise SourceError(path, "a JSON Lines text file", f"unreadable text ({exc})") from None
-    by_run: dict[str, dict[str, list]] = {}
-    bad: list[int] = []
-    no_step: list[int] = []
+
+
+_EXPECTED = "a JSON Lines text file"
+
+
+def _split(lines):  # noqa: ANN001, ANN202 - splitlines() semantics over a line stream
+    """The lines str.splitlines() would give: a stream read with newline="" ends lines at
+    \n, \r and \r\n only, splitlines also at \v, \f, \x1c-\x1e, \x85, U+2028/9."""
+    for line in lines:
+        yield from line.splitlines()
+
+
+def _read(path: Path, fmt: str, lines) -> list[RawRun]:  # noqa: ANN001
+    by_run: dict[str, RunColumns] = {}
+    bad = Lines()
+    no_step = Lines()
     text_keys: set[str] = set()
     n_obj = 0
     has_wall = False
     layouts: dict[tuple[str, ...], tuple[str | None, ...]] = {}
     stem = path.stem
-    for lineno, line in enumerate(lines, 1):
+    for lineno, line in enumerate(_split(lines), 1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except (ValueError, RecursionError):  # bad JSON, >4300-digit ints, [[[[... nesting
-            bad.append(lineno)
+            bad.add(lineno)
             continue
         if not isinstance(obj, dict):
-            bad.append(lineno)
+            bad.add(lineno)
             continue
         n_obj += 1
         keys = tuple(obj)
@@ -75,27 +101,29 @@ def read(path: Path, fmt: str = FORMAT) -> list[RawRun]:
                 layouts[keys] = layout
         step_key, rank_key, run_key, wall_key, metric_key, value_key = layout
         if step_key is None:
-            no_step.append(lineno)
+            no_step.add(lineno)
             continue
         step = obj[step_key]
         if type(step) is not int or not -_EXACT <= step <= _EXACT:  # else parse_step's own answer
             step = parse_step(step)
         rank = parse_step(obj[rank_key]) if rank_key else None
         if step is None or (rank_key and rank is None):
-            bad.append(lineno)
+            bad.add(lineno)
             continue
         run = str(obj[run_key]) if run_key else stem
         has_wall = has_wall or wall_key is not None
         wall = parse_number(obj[wall_key]) if wall_key else None
-        wall = wall if isinstance(wall, float) else float("nan")
+        wall = wall if isinstance(wall, float) else math.nan
         if metric_key and value_key:
             items, skip = [(str(obj[metric_key]), obj[value_key])], ()
         else:
             skip = {step_key, rank_key, run_key, wall_key}
             nested = dict in map(type, obj.values())
             items = _flat(obj) if nested else obj.items()
-        d = by_run.setdefault(run, {"rows": [], "wall": [], "rank": []})
-        rows, walls, ranks = d["rows"], d["wall"], d["rank"]
+        cols = by_run.get(run)
+        if cols is None:
+            cols = by_run[run] = RunColumns(wall=True)
+        add = cols.add
         for k, raw in items:
             if k in skip:
                 continue
@@ -105,23 +133,17 @@ def read(path: Path, fmt: str = FORMAT) -> list[RawRun]:
             if v is BAD:
                 text_keys.add(k)
                 continue
-            rows.append((step, k, v))
-            walls.append(wall)
-            ranks.append(rank)
+            add(step, k, v, wall, rank)
     if n_obj == 0 and bad:
         raise SourceError(path, "JSON Lines (one JSON object per line)",
-                          f"no parsable line ({len(bad)} bad)")
+                          f"no parsable line ({bad.count} bad)")
     warnings = []
     if bad:
-        warnings.append(bad_lines_warning(str(path), "bad lines", bad))
+        warnings.append(bad.warning(str(path), "bad lines"))
     if no_step:
-        warnings.append(bad_lines_warning(str(path), "lines without a step key", no_step))
+        warnings.append(no_step.warning(str(path), "lines without a step key"))
     if text_keys:
         warnings.append(f"{path}: non-numeric keys ignored: {', '.join(sorted(text_keys)[:8])}")
-    out = []
-    for run, d in by_run.items():
-        has_rank = any(r is not None for r in d["rank"])
-        out.append(from_rows(run, str(path), fmt, d["rows"], wall=d["wall"] if has_wall else None,
-                             rank=[r if r is not None else -1 for r in d["rank"]] if has_rank else None,
-                             warnings=warnings))
+    out = [cols.build(run, str(path), fmt, wall=has_wall, warnings=warnings)
+           for run, cols in by_run.items()]
     return out or [from_rows(path.stem, str(path), fmt, [], warnings=warnings)]
