@@ -76,22 +76,12 @@ def overlay_figure(lineage: Lineage) -> Any:
         parent = _series(lineage.parent_dir, metric)
         branch = _series(lineage.branch_dir, metric)
         branch = branch[branch.index >= lineage.step]
-        if len(parent):
-            ax.plot(
-                parent.index,
-                parent.to_numpy(),
-                color="0.55",
-                lw=1.0,
-                label=f"parent {lineage.parent_dir.name}",
-            )
-        if len(branch):
-            ax.plot(
-                branch.index,
-                branch.to_numpy(),
-                color="tab:blue",
-                lw=1.2,
-                label=f"branch {lineage.branch_dir.name}",
-            )
+        for curve, color, lw, who in (
+            (parent, "0.55", 1.0, f"parent {lineage.parent_dir.name}"),
+            (branch, "tab:blue", 1.2, f"branch {lineage.branch_dir.name}"),
+        ):
+            if len(curve):
+                ax.plot(curve.index, curve.to_numpy(), color=color, lw=lw, label=who)
         ax.axvline(
             lineage.step,
             color="tab:red",
