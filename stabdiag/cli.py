@@ -113,11 +113,6 @@ def _write(text: str, output: Path | None) -> None:
         write_atomic(output, text)
     except OSError as e:
         _fail(f"{output}: cannot write the report ({e.strerror or e})")
-    from stabdiag.console import err
-    from stabdiag.safetext import printable
-
-    # Said on stderr, as --plots says where its figures went: stdout stays clean for pipes.
-    err.print(f"wrote the report to {printable(output)}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _refuse_overwriting_inputs(output: Path | None, paths: list[Path]) -> None:
@@ -183,9 +178,11 @@ def analyze(
                   "(expected TensorBoard event files, trainer_state.json, metrics.csv, CSV or JSONL)")
         written = []
         if plots is not None:
+            from stabdiag.diagnose import resolve_jobs
             from stabdiag.render.plots import save_plots
 
-            written = save_plots(report, plots)
+            with _figure_progress(len(report.runs)) as progress:
+                written = save_plots(report, plots, jobs=resolve_jobs(jobs), progress=progress)
             from stabdiag.safetext import printable
 
             err.print(f"wrote {len(written)} plot files to {printable(plots)}", soft_wrap=True,
@@ -257,6 +254,46 @@ class _null:
 
     def __exit__(self, *a: object) -> None:
         return None
+
+
+class _figure_progress:
+    """A rich bar on stderr while figures are drawn, one tick per run (nothing off a terminal);
+    entering gives the ``progress(done, total, run)`` callback the plot renderers take. No
+    refresh thread (it redraws on each tick), so worker processes can still be forked."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.bar = total, None
+
+    def __enter__(self) -> Callable[[int, int, str], None] | None:
+        from stabdiag.console import err
+
+        if not err.is_terminal or self.total == 0:
+            return None
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.bar = Progress(TextColumn("drawing plots"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TextColumn("{task.fields[run]}"), console=err,
+                            auto_refresh=False, transient=True)
+        self.bar.start()
+        task = self.bar.add_task("plots", total=self.total, run="")
+        self.bar.refresh()
+
+        def tick(done: int, total: int, run: str) -> None:
+            from stabdiag.safetext import printable
+
+            self.bar.update(task, completed=done, total=total, run=printable(run)[:60], refresh=True)
+
+        return tick
+
+    def __exit__(self, *a: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
 
 
 @app.command()
@@ -613,7 +650,11 @@ def plot(
             _warn(e)
         if not report.runs:
             _fail(f"no training logs found in {', '.join(map(str, paths))}")
-        for p in save_plots(report, out_dir, formats=fmts):
+        from stabdiag.diagnose import resolve_jobs
+
+        with _figure_progress(len(report.runs)) as progress:
+            written = save_plots(report, out_dir, formats=fmts, jobs=resolve_jobs(None), progress=progress)
+        for p in written:
             err.print(str(p), highlight=False, soft_wrap=True)
         from stabdiag.train.lineage import parent_of, save_overlay
 

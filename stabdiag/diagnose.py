@@ -135,6 +135,7 @@ def analyze_table(
         errors=tuple(errors),
         version=__version__,
         table=table,
+        series=data,
     )
 
 

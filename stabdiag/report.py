@@ -5,13 +5,13 @@ Renderers read only this. The table is kept for plots but never serialised.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from stabdiag.findings import Finding, Severity, Skipped
 from stabdiag.remedies import Remedy
-from stabdiag.table import MetricsTable
+from stabdiag.table import MetricsTable, RunData
 
 SCHEMA_VERSION = 1
 
@@ -59,7 +59,8 @@ class Report:
     in run order, then by step. ``skipped``: checks that could not run ("not checked", never
     silent). ``remedies``: ranked advice per run. ``errors``: files that could not be read while
     others could (one line each). ``version``: the stabdiag version that made it. ``table``: the
-    metrics the runs were judged on (for plots; not serialised). ``policy``: the effective policy.
+    tidy table that was read; ``series``: each run's series, cut from it once (``run_data``; plots
+    and compare read these). Neither is serialised. ``policy``: the effective policy.
     ``to_dict()`` is the JSON contract (DESIGN.md), ``to_frame()`` the findings as a DataFrame;
     in Jupyter the report shows as a summary table."""
 
@@ -70,6 +71,9 @@ class Report:
     errors: tuple[str, ...] = ()
     version: str = ""
     table: MetricsTable | None = field(default=None, compare=False, repr=False)
+    # Run name -> the series the run was judged on (RunData, loss choice applied), cut from the
+    # table once by ``diagnose``: plots and compare read them through ``run_data``. Not serialised.
+    series: Mapping[str, RunData] = field(default_factory=dict, compare=False, repr=False)
     # The effective policy (policy.Policy) the report was made under, set by ``stabdiag.analyze``:
     # ``failing()`` reads its fail-on. Not part of the JSON contract.
     policy: Any = field(default=None, compare=False, repr=False)
@@ -94,6 +98,18 @@ class Report:
 
     def summary_of(self, run: str) -> RunSummary | None:
         return next((r for r in self.runs if r.name == run), None)
+
+    def run_data(self, run: str) -> RunData | None:
+        """The run's series as the detectors saw them (its judged loss under ``train/loss`` or
+        ``val/loss``), as ``diagnose`` cut them once; None for a run the report does not hold.
+        A report built without them (by hand, from an older caller) is cut from ``table`` here,
+        on each call."""
+        data = self.series.get(run)
+        if data is None and self.table is not None and run in self.table.runs():
+            from stabdiag.diagnose import with_loss
+
+            data = with_loss(self.table.run_data(run))
+        return data
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -9,7 +9,7 @@ print as text.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from html import escape
 
 from stabdiag.findings import Finding
@@ -106,15 +106,23 @@ def _run_section(report: Report, run: RunSummary, image: bytes | None) -> str:
     return "\n".join(parts)
 
 
+Progress = Callable[[int, int, str], None]
+"""``progress(done, total, run)`` after each run's figure is drawn (as in stabdiag.render.plots)."""
+
+
 def render_html(report: Report, *, images: Mapping[str, bytes] | None = None,
-                plots: bool = False, generated: str | None = None) -> str:
+                plots: bool = False, generated: str | None = None, jobs: int = 1,
+                progress: Progress | None = None) -> str:
     """The report as one HTML page.
 
     ``images`` maps run name -> PNG bytes. With ``plots=True`` and no ``images``, the figures are
-    drawn here from ``report.table`` (matplotlib is imported only then).
+    drawn here from the report's series (matplotlib is imported only then), in ``jobs`` worker
+    processes, calling ``progress(done, total, run)`` as each run is drawn.
     """
-    if images is None and plots and report.table is not None:
-        images = _draw(report)
+    if images is None and plots and (report.series or report.table is not None):
+        from stabdiag.render.plots import render_runs, run_images
+
+        images = run_images(render_runs(report, ("png",), jobs=jobs, progress=progress))
     images = images or {}
     c = counts(report.findings)
     title = f"stabdiag report: {len(report.runs)} run{'s' if len(report.runs) != 1 else ''}"
@@ -146,15 +154,3 @@ def render_html(report: Report, *, images: Mapping[str, bytes] | None = None,
 </body>
 </html>
 """
-
-
-def _draw(report: Report) -> dict[str, bytes]:
-    from stabdiag.render.plots import figure_bytes, plot_run
-
-    assert report.table is not None
-    out = {}
-    for r in report.runs:
-        fig = plot_run(report.table, r.name, report.findings_of(r.name))
-        out[r.name] = figure_bytes(fig, "png")
-        fig.clear()
-    return out

@@ -1,20 +1,27 @@
 """Plots: one figure per run with every stability metric on a shared step axis.
 
 People find trouble faster by looking than by reading, so each figure puts the loss, grad norm,
-LR, loss scale and any other stability metric the run logged one above the other, shades every
-finding over its step range (coloured by severity, labelled with its kind in a lane strip above
-the panels so labels never overlap) and marks restarts as vertical lines.
+LR, loss scale and any other stability metric the run logged one above the other. Sustained
+findings (a divergence, a stall, a grad explosion) are shaded over their step range; point events
+(a spike, an overflow, a NaN) get one marker per event on the curve they were found in and a tick
+in the findings strip above the panels, where labels sit in lanes so they never overlap. Restarts
+are dashed vertical lines, and a curve is broken at a restart and across a gap in the logging
+instead of being joined by a straight line that no step ever logged.
 
 Figures are built with ``matplotlib.figure.Figure`` directly, never through ``pyplot``: no global
-state leaks between calls and nothing needs closing in a long-running process beyond dropping the
-reference. Rendering uses the Agg (PNG) and SVG backends only.
+state leaks between calls and nothing needs closing beyond dropping the reference. The layout is
+fixed in inches (no constrained layout: it costs a full text layout per draw), every figure is
+drawn once per image format, and each curve is thinned to a min/max envelope per pixel column
+before drawing, so a one-step spike survives and nothing invisible is drawn. ``render_runs``
+draws runs in worker processes (``jobs``) and hands back the image bytes.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +31,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FixedLocator, Formatter, MaxNLocator, NullFormatter, NullLocator
 
 from stabdiag.atomic import write_atomic
 from stabdiag.findings import Finding, Severity
@@ -42,7 +49,9 @@ from stabdiag.table import (
     UPDATE_RATIO,
     VAL_LOSS,
     MetricsTable,
+    RunData,
     Series,
+    is_canonical,
 )
 
 # Colour-blind-safe severity colours (Okabe-Ito): red-ish vermillion, orange, blue.
@@ -50,7 +59,37 @@ SEVERITY_COLOR = {Severity.ERROR: "#D55E00", Severity.WARNING: "#E69F00", Severi
 SEVERITY_ALPHA = {Severity.ERROR: 0.22, Severity.WARNING: 0.18, Severity.INFO: 0.10}
 LINE = {"train": "#1f3b73", "val": "#CC79A7", "other": "#009E73"}
 RESTART_COLOR = "#555555"
-MAX_POINTS = 4000  # per series; min/max decimation keeps every spike visible
+
+# Fixed layout, in inches: a left column for y labels, a right one for legends.
+FIG_WIDTH, DPI = 11.0, 110
+LEFT, RIGHT, TOP, BOTTOM, GAP = 0.95, 2.25, 0.5, 0.5, 0.34
+PANEL_HEIGHT = {"loss": 2.0, "other": 1.45}
+STRIP_HEIGHT = (0.7, 0.22)  # with findings to label / without
+AXES_PX = int((FIG_WIDTH - LEFT - RIGHT) * DPI)  # pixel columns of a panel: the envelope's width
+
+GAP_FACTOR = 10.0
+"""A step gap wider than this many typical spacings (the median) breaks the curve."""
+PLOTTABLE = 1e100
+"""Larger magnitudes are marked on the top edge, not drawn (matplotlib's axis arithmetic overflows)."""
+MAX_UNKNOWN_PANELS = 6
+"""A run with no stability metric under a known name shows this many of its own series."""
+SUSTAINED = frozenset(
+    {
+        "divergence",
+        "stall",
+        "grad-explosion",
+        "attention-logit-growth",
+        "output-logit-drift",
+        "rank-divergence",
+        "plateau",
+    }
+)
+"""Kinds that hold over a range of steps and are shaded over it; every other kind is a set of
+point events (``event_steps``), and any one-step finding is a point."""
+EVENT_KEYS = ("spike_steps", "blip_steps", "overflow_steps", "steps")
+"""Evidence lists of individual event steps, in the order they are looked for."""
+LEGEND_CHARS = 38
+NICE = (1, 2, 2.5, 5, 10)  # tick steps a reader adds up in their head
 
 
 @dataclass(frozen=True)
@@ -61,18 +100,42 @@ class Panel:
     ylabel: str
     metrics: tuple[tuple[str, str, str], ...]  # (metric, legend label, colour)
     log: bool = False
+    base: int = 10  # log base (loss scales are powers of two)
 
 
 # Fixed panels first (their order is the order a reader scans a run), then optional extras.
 PANELS = (
-    Panel("Loss", "loss", ((TRAIN_LOSS, "train loss", LINE["train"]),
-                                         (VAL_LOSS, "val loss", LINE["val"]))),
-    Panel("Gradient norm", "global L2 norm (log)", ((GRAD_NORM, "grad norm", LINE["train"]),), log=True),
+    Panel(
+        "Loss",
+        "loss",
+        ((TRAIN_LOSS, "train loss", LINE["train"]), (VAL_LOSS, "val loss", LINE["val"])),
+    ),
+    Panel(
+        "Gradient norm",
+        "global L2 norm (log)",
+        ((GRAD_NORM, "grad norm", LINE["train"]),),
+        log=True,
+    ),
     Panel("Learning rate", "learning rate", ((LR, "lr", LINE["train"]),)),
-    Panel("Loss scale", "loss scale (log)", ((LOSS_SCALE, "loss scale", LINE["train"]),), log=True),
-    Panel("Max attention logit", "max |q·k| / √d", ((MAX_ATTN_LOGIT, "max attn logit", LINE["other"]),)),
+    Panel(
+        "Loss scale",
+        "loss scale (log\u2082)",
+        ((LOSS_SCALE, "loss scale", LINE["train"]),),
+        log=True,
+        base=2,
+    ),
+    Panel(
+        "Max attention logit",
+        "max |q·k| / √d",
+        ((MAX_ATTN_LOGIT, "max attn logit", LINE["other"]),),
+    ),
     Panel("Output log-Z", "mean log-sum-exp", ((OUTPUT_LOGZ, "output log-Z", LINE["other"]),)),
-    Panel("Update ratio", "‖Δθ‖ / ‖θ‖ (log)", ((UPDATE_RATIO, "update/param", LINE["other"]),), log=True),
+    Panel(
+        "Update ratio",
+        "‖Δθ‖ / ‖θ‖ (log)",
+        ((UPDATE_RATIO, "update/param", LINE["other"]),),
+        log=True,
+    ),
     Panel("Parameter norm", "‖θ‖ (L2)", ((PARAM_NORM, "param norm", LINE["other"]),)),
 )
 
@@ -80,121 +143,355 @@ PANELS = (
 # --- data helpers ------------------------------------------------------------------------------
 
 
-PLOTTABLE = 1e100  # larger magnitudes are marked, not drawn (see _draw_series)
-
-def decimate(steps: np.ndarray, values: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the min and max of each bucket so a one-step spike survives thinning (SVG size)."""
+def envelope(steps: np.ndarray, values: np.ndarray, width: int = AXES_PX) -> np.ndarray:
+    """Indices to draw: the min and the max of each of ``width`` step columns (the pixel columns
+    of the panel), in step order. A one-step spike is the max of its column, so it survives;
+    what two points in one pixel column would draw identically is left out."""
     n = len(steps)
-    if n <= max_points:
-        return steps, values
-    buckets = max_points // 2
-    edges = np.linspace(0, n, buckets + 1).astype(int)
-    keep: list[int] = []
-    finite = np.where(np.isfinite(values), values, np.nan)
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        if hi <= lo:
-            continue
-        chunk = finite[lo:hi]
-        if np.all(np.isnan(chunk)):
-            keep.append(lo)
-            continue
-        a, b = lo + int(np.nanargmin(chunk)), lo + int(np.nanargmax(chunk))
-        keep.extend(sorted({a, b}))
-    idx = np.asarray(keep)
+    if n <= 2 * width:
+        return np.arange(n)
+    lo, hi = float(steps[0]), float(steps[-1])
+    col = np.minimum(((steps - lo) * (width / max(hi - lo, 1.0))).astype(np.int64), width - 1)
+    first = np.flatnonzero(np.r_[True, col[1:] != col[:-1]])  # steps ascend: columns are runs
+    imin = np.lexsort((values, col))[
+        first
+    ]  # sorted by column, then value: a column's first is its min
+    imax = np.lexsort((-values, col))[first]
+    return np.unique(np.concatenate([imin, imax]))
+
+
+def decimate(
+    steps: np.ndarray, values: np.ndarray, max_points: int = 2 * AXES_PX
+) -> tuple[np.ndarray, np.ndarray]:
+    """``steps, values`` thinned to at most ``max_points`` by the min/max envelope (finite values)."""
+    idx = envelope(steps, values, max(1, max_points // 2))
     return steps[idx], values[idx]
 
 
-def _series(table: MetricsTable, run: str, metric: str) -> Series | None:
-    if metric not in table.metrics(run):
-        return None
-    s = table.series(run, metric)
-    return s if len(s) else None
+def segment_ids(steps: np.ndarray, restarts: Sequence[int] = ()) -> np.ndarray:
+    """A segment number per point: it grows where the curve must break, at a gap wider than
+    GAP_FACTOR typical spacings (and than 0.5 % of the run) and at every restart step."""
+    if len(steps) < 2:
+        return np.zeros(len(steps), dtype=np.int64)
+    d = np.diff(steps).astype(np.float64)
+    typical = float(np.median(d))
+    brk = d > max(GAP_FACTOR * typical, 0.005 * float(steps[-1] - steps[0]))
+    for r in restarts:  # break between the last point before the resumed step and the first at it
+        i = int(np.searchsorted(steps, r, side="left"))
+        if 0 < i < len(steps):
+            brk[i - 1] = True
+    return np.r_[0, np.cumsum(brk)]
 
 
-def _restart_steps(table: MetricsTable, run: str) -> list[int]:
-    s = _series(table, run, RESTART)
+def broken_line(
+    steps: np.ndarray, values: np.ndarray, restarts: Sequence[int] = (), width: int = AXES_PX
+) -> tuple[np.ndarray, np.ndarray]:
+    """The x, y to draw: the envelope of the points, with a NaN between segments (matplotlib
+    leaves a NaN unjoined), so a gap or a restart is not bridged by a straight line."""
+    seg = segment_ids(steps, restarts)
+    idx = envelope(steps, values, width)
+    x, y, s = steps[idx].astype(np.float64), values[idx], seg[idx]
+    cut = np.flatnonzero(s[1:] != s[:-1]) + 1
+    if len(cut):
+        x, y = np.insert(x, cut, np.nan), np.insert(y, cut, np.nan)
+    return x, y
+
+
+def event_steps(f: Finding) -> list[int]:
+    """The steps of a finding's individual events: every spike of a grad-spike finding, every
+    blip of a folded loss-spike, every overflow, every non-finite step, a spike's peak; else its
+    first step."""
+    for key in EVENT_KEYS:
+        v = f.evidence.get(key)
+        if isinstance(v, list | tuple) and v:
+            out = [int(x) for x in v if isinstance(x, int | float) and math.isfinite(x)]
+            if out:
+                return sorted(set(out))
+    peak = f.evidence.get("peak_step")
+    if isinstance(peak, int | float) and math.isfinite(peak):
+        return [int(peak)]
+    return [] if f.step_start is None else [int(f.step_start)]
+
+
+def is_sustained(f: Finding) -> bool:
+    """Shaded over its range (a divergence, a stall...), rather than marked at its events."""
+    return (
+        f.kind in SUSTAINED
+        and f.step_start is not None
+        and f.step_end is not None
+        and f.step_end > f.step_start
+    )
+
+
+def label_of(f: Finding) -> str:
+    """The name a finding is labelled with: a divergence of the validation loss while the
+    training loss falls is overfitting, and says so."""
+    return "overfitting" if f.kind == "divergence" and f.evidence.get("overfitting") else f.kind
+
+
+def _get(run: RunData, metric: str) -> Series | None:
+    s = run.series.get(metric)
+    return s if s is not None and len(s) else None
+
+
+def _restart_steps(run: RunData) -> list[int]:
+    s = _get(run, RESTART)
     return [] if s is None else [int(x) for x in s.steps]
 
 
-def _active_panels(table: MetricsTable, run: str) -> list[tuple[Panel, dict[str, Series]]]:
-    present = set(table.metrics(run))
+def _unknown_panels(run: RunData) -> list[tuple[Panel, dict[str, Series]]]:
+    """A run none of whose series has a known name still shows its own series (the first few,
+    by name), each in its own panel, log-scaled when it spans orders of magnitude."""
     out = []
-    for p in PANELS:
-        data = {m: s for m, _, _ in p.metrics if m in present and (s := _series(table, run, m)) is not None}
-        if p.metrics[0][0] == LOSS_SCALE and SKIPPED_STEP in present:
-            sk = _series(table, run, SKIPPED_STEP)
-            if sk is not None and np.nansum(sk.values) > 0:
-                data[SKIPPED_STEP] = sk
-        if data:
-            out.append((p, data))
+    for name in sorted(run.series):
+        if is_canonical(name) or name.startswith("meta/"):
+            continue
+        s = run.series[name]
+        ok = s.values[np.isfinite(s.values)]
+        if not len(ok):
+            continue
+        log = bool(ok.min() > 0 and ok.max() / ok.min() > 1e3)
+        short = name if len(name) <= 60 else name[:59] + "…"
+        out.append(
+            (
+                Panel(
+                    short,
+                    "value (log)" if log else "value",
+                    ((name, _short(name), LINE["train"]),),
+                    log=log,
+                ),
+                {name: s},
+            )
+        )
+        if len(out) == MAX_UNKNOWN_PANELS:
+            break
     return out
 
 
-# --- drawing -----------------------------------------------------------------------------------
+def _active_panels(run: RunData) -> list[tuple[Panel, dict[str, Series]]]:
+    out = []
+    for p in PANELS:
+        data = {m: s for m, _, _ in p.metrics if (s := _get(run, m)) is not None}
+        if (
+            p.metrics[0][0] == LOSS_SCALE
+            and (sk := _get(run, SKIPPED_STEP)) is not None
+            and np.nansum(sk.values) > 0
+        ):
+            data[SKIPPED_STEP] = sk
+        if data:
+            out.append((p, data))
+    return out or _unknown_panels(run)
 
 
-def _span(f: Finding, lo: float, hi: float) -> tuple[float, float] | None:
-    """The x range to shade; a one-step finding is widened so it stays visible at any zoom."""
-    if f.step_start is None:
+def _short(label: str) -> str:
+    return label if len(label) <= LEGEND_CHARS else label[: LEGEND_CHARS - 1] + "…"
+
+
+# --- axes ------------------------------------------------------------------------------------------
+
+
+def _fmt_number(x: float, digits: int, style: str) -> str:
+    if x == 0:
+        return "0"
+    if style == "e":
+        mant, exp = f"{x:.{max(digits - 1, 0)}e}".split("e")
+        if "." in mant:
+            mant = mant.rstrip("0").rstrip(".")
+        return f"{mant}e{int(exp)}"
+    if 1 <= abs(x) < 1e6:  # positional: 200, not 2e2
+        digits = max(digits, int(math.floor(math.log10(abs(x)))) + 1)
+    s = f"{x:.{digits}g}"
+    if "e" in s:
+        mant, exp = s.split("e")
+        s = f"{mant}e{int(exp)}"
+    return s
+
+
+class DistinctFormatter(Formatter):
+    """Tick labels with the fewest significant digits that still tell every tick apart: a
+    nearly constant LR no longer prints ``3.0e-04`` at five ticks. ``style``: ``g`` or ``e``."""
+
+    def __init__(self, style: str = "g") -> None:
+        self.style = style
+        self.digits = 3
+
+    def set_locs(self, locs: Sequence[float]) -> None:
+        super().set_locs(locs)
+        lo, hi = self.axis.get_view_interval() if self.axis is not None else (-np.inf, np.inf)
+        shown = [v for v in locs if min(lo, hi) <= v <= max(lo, hi)]
+        for d in range(1, 12):
+            if len({_fmt_number(v, d, self.style) for v in shown}) == len(shown):
+                self.digits = d
+                break
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return _fmt_number(x, self.digits, self.style)
+
+
+class PowerFormatter(Formatter):
+    """Loss scales read as powers of two: ``2^16``."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        if x <= 0:
+            return ""
+        k = math.log2(x)
+        return f"2^{k:.0f}" if abs(k - round(k)) < 1e-9 else _fmt_number(x, 3, "g")
+
+
+def log_ticks(lo: float, hi: float, base: int = 10, most: int = 7) -> list[float]:
+    """At least two ticks inside ``[lo, hi]`` on a log axis: whole powers when the range spans
+    several (thinned to ``most``), else 1-2-5 steps, else 1..9 steps, else plain linear steps
+    (a series that moves by a few percent)."""
+    k0, k1 = math.floor(math.log(lo, base)) - 1, math.ceil(math.log(hi, base)) + 1
+    subs_choices = ((1,), (1, 2, 5), tuple(range(1, 10))) if base == 10 else ((1,),)
+    for subs in subs_choices:
+        ticks = [s * float(base) ** k for k in range(k0, k1 + 1) for s in subs]
+        ticks = [t for t in ticks if lo <= t <= hi]
+        if len(ticks) >= 2:
+            if len(subs) == 1 and len(ticks) > most:
+                step = math.ceil(len(ticks) / most)
+                ticks = ticks[::step]
+            return ticks
+    return [t for t in MaxNLocator(4).tick_values(lo, hi) if lo <= t <= hi and t > 0]
+
+
+def _limits(vals: np.ndarray, log: bool) -> tuple[float, float] | None:
+    """The y range to show: the data with a margin; a constant series gets a symmetric band."""
+    if not len(vals):
         return None
-    a = float(f.step_start)
-    b = float(f.step_end if f.step_end is not None else f.step_start)
-    min_w = max((hi - lo) * 0.004, 0.5)
-    if b - a < min_w:
-        mid = (a + b) / 2
-        a, b = mid - min_w / 2, mid + min_w / 2
-    return a, b
+    lo, hi = float(vals.min()), float(vals.max())
+    if log:
+        if hi <= lo * (1 + 1e-9):
+            return lo / 1.6, hi * 1.6
+        pad = (math.log(hi) - math.log(lo)) * 0.06
+        return lo * math.exp(-pad), hi * math.exp(pad)
+    if hi - lo <= 1e-9 * max(abs(lo), abs(hi)):
+        d = 0.1 * abs(lo) if lo else 1.0
+        return lo - d, hi + d
+    pad = (hi - lo) * 0.06
+    return lo - pad, hi + pad
 
 
-def _draw_series(ax, panel: Panel, data: dict[str, Series]) -> None:  # noqa: ANN001 - matplotlib Axes
+def _set_axis(ax, panel: Panel, vals: np.ndarray, *, log: bool) -> None:  # noqa: ANN001 - Axes
+    """Fix the y range and ticks from the data drawn: no autoscale pass, labels that differ."""
+    lim = _limits(vals, log)
+    if log:
+        ax.set_yscale("log", base=panel.base)
+        if lim is not None:
+            ax.set_ylim(*lim)
+            ax.yaxis.set_major_locator(FixedLocator(log_ticks(*lim, base=panel.base)))
+        ax.yaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_major_formatter(
+            PowerFormatter() if panel.base == 2 else DistinctFormatter("g")
+        )
+        return
+    if lim is not None:
+        ax.set_ylim(*lim)
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=NICE))
+    ax.yaxis.set_major_formatter(DistinctFormatter("e" if panel.metrics[0][0] == LR else "g"))
+
+
+# --- drawing ---------------------------------------------------------------------------------------
+
+
+def _drawable(s: Series, log: bool) -> np.ndarray:
+    ok = np.isfinite(s.values) & (np.abs(s.values) <= PLOTTABLE)
+    return ok & (s.values > 0) if log else ok
+
+
+def _draw_series(
+    ax,
+    panel: Panel,
+    data: dict[str, Series],
+    restarts: Sequence[int],  # noqa: ANN001
+    log: bool,
+) -> np.ndarray:
+    """Draw the panel's curves; returns the values drawn (for the y range)."""
+    drawn = []
     for metric, label, color in panel.metrics:
         s = data.get(metric)
         if s is None:
             continue
-        # Beyond PLOTTABLE matplotlib's axis arithmetic overflows (a 1e308 logit broke every
-        # figure): such values are drawn like NaN/Inf, as marks on the top edge.
-        drawable = np.isfinite(s.values) & (np.abs(s.values) <= PLOTTABLE)
-        ok = drawable.copy()
-        if panel.log:
-            ok &= s.values > 0
-        x, y = decimate(s.steps[ok], s.values[ok])
-        style = {"marker": "o", "markersize": 3} if metric == VAL_LOSS or len(x) < 30 else {}
-        ax.plot(x, y, color=color, linewidth=1.1, label=label, **style)
-        bad = s.steps[~drawable]
+        ok = _drawable(s, log)
+        x, y = broken_line(s.steps[ok], s.values[ok], restarts)
+        sparse = metric == VAL_LOSS or np.count_nonzero(ok) < 30
+        style = {"marker": "o", "markersize": 3} if sparse else {}
+        ax.plot(x, y, color=color, linewidth=1.1, label=_short(label), **style)
+        drawn.append(s.values[ok])
+        # NaN/Inf (and values beyond PLOTTABLE, or <= 0 on a log axis) cannot be drawn on the
+        # axis: mark them on the top edge instead.
+        bad = s.steps[~(np.isfinite(s.values) & (np.abs(s.values) <= PLOTTABLE))]
         if len(bad):
-            # NaN/Inf cannot be drawn on the axis: mark them on the top edge instead.
-            ax.plot(bad, np.full(len(bad), 0.97), linestyle="none", marker="x", color="#D55E00",
-                    markersize=6, transform=ax.get_xaxis_transform(), clip_on=False,
-                    label=f"{label}: NaN/Inf/off-scale ({len(bad)})")
+            ax.plot(
+                bad,
+                np.full(len(bad), 0.97),
+                linestyle="none",
+                marker="x",
+                color="#D55E00",
+                markersize=6,
+                transform=ax.get_xaxis_transform(),
+                clip_on=False,
+                label=_short(f"{label}: NaN/Inf/off-scale ({len(bad)})"),
+            )
     sk = data.get(SKIPPED_STEP)
     if sk is not None:
         hit = sk.steps[np.nan_to_num(sk.values) > 0]
-        ax.plot(hit, np.full(len(hit), 0.04), linestyle="none", marker="v", color="#D55E00",
-                markersize=5, transform=ax.get_xaxis_transform(), label=f"skipped step ({len(hit)})")
-    if panel.metrics[0][0] == LOSS_SCALE:
-        # Loss scales are powers of two: label them 2^k, one tick per few octaves.
-        ax.set_yscale("log", base=2)
-        ax.yaxis.set_major_locator(LogLocator(base=2, numticks=6))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"2^{np.log2(v):.0f}" if v > 0 else ""))
-        ax.yaxis.set_minor_formatter(NullFormatter())
-    elif panel.log:
-        ax.set_yscale("log")
-        ax.yaxis.set_minor_formatter(NullFormatter())
-        ax.yaxis.set_major_locator(LogLocator(numticks=6))
-    elif panel.metrics[0][0] == LR:
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: "0" if v == 0 else f"{v:.1e}"))
+        ax.plot(
+            hit,
+            np.full(len(hit), 0.04),
+            linestyle="none",
+            marker="v",
+            color="#D55E00",
+            markersize=5,
+            transform=ax.get_xaxis_transform(),
+            label=f"skipped step ({len(hit)})",
+        )
+    return np.concatenate(drawn) if drawn else np.array([])
 
 
-def _loss_axis(ax, data: dict[str, Series]) -> None:  # noqa: ANN001
-    """Switch the loss to log scale when a divergence or spike would flatten the rest to a line."""
-    vals = np.concatenate([s.values[np.isfinite(s.values) & (np.abs(s.values) <= PLOTTABLE)]
-                           for s in data.values()] or [np.array([])])
-    if len(vals) and vals.min() > 0 and np.max(vals) / max(np.median(vals), 1e-12) > 8:
-        ax.set_yscale("log")
-        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(NullFormatter())
-        ax.set_ylabel(ax.get_ylabel() + " (log)")
+def _loss_is_log(data: dict[str, Series]) -> bool:
+    """The loss goes on a log axis when a divergence or spike would flatten the rest to a line."""
+    vals = np.concatenate([s.values[_drawable(s, False)] for s in data.values()] or [np.array([])])
+    return bool(len(vals) and vals.min() > 0 and np.max(vals) / max(np.median(vals), 1e-12) > 8)
+
+
+def _mark_events(
+    ax,
+    events: list[tuple[Finding, list[int]]],
+    data: dict[str, Series],  # noqa: ANN001
+    log: bool,
+) -> None:
+    """One ring per event on the curve it was found in, coloured by severity. Restarts are
+    dashed lines already; an event whose value cannot be drawn has its tick in the strip."""
+    for f, steps in events:
+        if f.kind == "restart":
+            continue
+        s = data.get(f.metric)
+        if s is None:
+            s = next((v for k, v in data.items() if k != SKIPPED_STEP), None)
+        if s is None or not steps:
+            continue
+        at = np.asarray(steps, dtype=np.int64)
+        i = np.clip(np.searchsorted(s.steps, at), 0, len(s) - 1)
+        y = s.values[i]
+        hit = (
+            (s.steps[i] == at)
+            & np.isfinite(y)
+            & (np.abs(y) <= PLOTTABLE)
+            & ((y > 0) if log else True)
+        )
+        style = {
+            "linestyle": "none",
+            "marker": "o",
+            "markerfacecolor": "none",
+            "markersize": 7,
+            "markeredgewidth": 1.4,
+            "markeredgecolor": SEVERITY_COLOR[f.severity],
+            "zorder": 3,
+        }
+        if hit.any():  # the others (NaN, off-scale) are already marked on the top edge
+            ax.plot(at[hit], y[hit], **style)
 
 
 @dataclass(frozen=True)
@@ -204,53 +501,62 @@ class _Label:
     severity: Severity
 
 
-def _group_labels(findings: Sequence[Finding], spans: dict[int, tuple[float, float]],
-                  width: float) -> list[_Label]:
-    """One label per kind per cluster: ten overflow skips in a row read as ``fp16-overflow ×10``."""
+def _group_labels(items: Sequence[tuple[str, float, Severity]], width: float) -> list[_Label]:
+    """One label per kind per cluster of events: ten overflows in a row read as ``fp16-overflow ×10``."""
     labels: list[_Label] = []
-    by_kind: dict[str, list[tuple[float, float, Severity]]] = {}
-    for i, f in enumerate(findings):
-        if i in spans:
-            a, b = spans[i]
-            by_kind.setdefault(f.kind, []).append(((a + b) / 2, b, f.severity))
-    for kind, items in by_kind.items():
-        items.sort()
-        cluster: list[tuple[float, float, Severity]] = []
-        for it in items + [(np.inf, np.inf, Severity.INFO)]:
-            if cluster and it[0] - cluster[-1][0] > width:
+    by_kind: dict[str, list[tuple[float, Severity]]] = {}
+    for kind, x, sev in items:
+        by_kind.setdefault(kind, []).append((x, sev))
+    for kind, pts in by_kind.items():
+        pts.sort(key=lambda p: p[0])
+        cluster: list[tuple[float, Severity]] = []
+        for p in [*pts, (np.inf, Severity.INFO)]:
+            if cluster and p[0] - cluster[-1][0] > width:
                 n = len(cluster)
                 x = float(np.mean([c[0] for c in cluster]))
-                sev = max(c[2] for c in cluster)
-                labels.append(_Label(kind if n == 1 else f"{kind} ×{n}", x, sev))
+                labels.append(
+                    _Label(kind if n == 1 else f"{kind} ×{n}", x, max(c[1] for c in cluster))
+                )
                 cluster = []
-            cluster.append(it)
+            cluster.append(p)
     return sorted(labels, key=lambda lab: lab.x)
 
 
 def _place_labels(fig: Figure, ax, labels: list[_Label], lanes: int) -> int:  # noqa: ANN001
-    """Greedy lane assignment using real text extents: a label goes to the first lane it fits in."""
-    renderer = FigureCanvasAgg(fig).get_renderer() if fig.canvas is None else fig.canvas.get_renderer()
+    """Greedy lane assignment using real text extents: a label goes to the first lane it fits in.
+    The layout is fixed, so extents are final without drawing the figure first."""
+    renderer = fig.canvas.get_renderer()
+    ax_bb = ax.get_window_extent(renderer)
     lane_end: list[float] = [-np.inf] * lanes
     dropped = 0
     pad = 4.0  # pixels between neighbouring labels
     for lab in labels:
-        t = ax.text(lab.x, 0, lab.text, ha="center", va="center", fontsize=8, parse_math=False,
-                    color="black", transform=ax.get_xaxis_transform(),
-                    bbox={"boxstyle": "round,pad=0.2", "fc": SEVERITY_COLOR[lab.severity],
-                          "ec": "none", "alpha": 0.35})
+        t = ax.text(
+            lab.x,
+            0,
+            lab.text,
+            ha="center",
+            va="center",
+            fontsize=8,
+            parse_math=False,
+            color="black",
+            transform=ax.get_xaxis_transform(),
+            bbox={
+                "boxstyle": "round,pad=0.2",
+                "fc": SEVERITY_COLOR[lab.severity],
+                "ec": "none",
+                "alpha": 0.35,
+            },
+        )
         bb = t.get_window_extent(renderer)
-        x0, x1 = bb.x0, bb.x1
-        ax_bb = ax.get_window_extent(renderer)
-        shift = max(0.0, ax_bb.x0 - x0) - max(0.0, x1 - ax_bb.x1)
+        shift = max(0.0, ax_bb.x0 - bb.x0) - max(0.0, bb.x1 - ax_bb.x1)
         if shift:
             # Keep labels near the edges inside the figure instead of cut off.
             t.set_ha("left" if shift > 0 else "right")
-            t.set_x(lab.x)
             bb = t.get_window_extent(renderer)
-            x0, x1 = bb.x0, bb.x1
         for lane in range(lanes):
-            if x0 >= lane_end[lane] + pad:
-                lane_end[lane] = x1
+            if bb.x0 >= lane_end[lane] + pad:
+                lane_end[lane] = bb.x1
                 t.set_y(1 - (lane + 0.5) / lanes)
                 break
         else:
@@ -259,88 +565,186 @@ def _place_labels(fig: Figure, ax, labels: list[_Label], lanes: int) -> int:  # 
     return dropped
 
 
-def plot_run(table: MetricsTable, run: str, findings: Iterable[Finding], *,
-             title: str | None = None) -> Figure:
-    """Draw one run: stacked panels on a shared step axis, findings shaded, restarts marked."""
-    findings = [f for f in findings if f.run == run]
-    panels = _active_panels(table, run)
-    restarts = _restart_steps(table, run)
+def _panel_of(f: Finding, panels: list[tuple[Panel, dict[str, Series]]]) -> int:
+    """The panel a finding's events are marked in: the one drawing its metric, else the first."""
+    return next((i for i, (_, d) in enumerate(panels) if f.metric in d), 0)
+
+
+def draw_run(run: RunData, findings: Iterable[Finding], *, title: str | None = None) -> Figure:
+    """Draw one run: stacked panels on a shared step axis, sustained findings shaded, point
+    events marked one by one, restarts as dashed lines, curves broken at gaps and restarts."""
+    findings = [f for f in findings if f.run == run.name]
+    panels = _active_panels(run)
+    restarts = _restart_steps(run)
     lanes = 3
-    has_spans = any(f.step_start is not None for f in findings)
-    heights = [0.55 if has_spans else 0.15] + [1.6 if p.metrics[0][0] == TRAIN_LOSS else 1.15 for p, _ in panels]
-    fig = Figure(figsize=(11, 0.9 + sum(heights) * 1.25), layout="constrained")
+    has_marks = any(f.step_start is not None for f in findings)
+    heights = [
+        PANEL_HEIGHT["loss" if p.metrics[0][0] == TRAIN_LOSS else "other"] for p, _ in panels
+    ]
+    strip_h = STRIP_HEIGHT[0 if has_marks else 1]
+    fig_h = TOP + strip_h + sum(heights) + GAP * len(heights) + BOTTOM
+    fig = Figure(figsize=(FIG_WIDTH, fig_h), dpi=DPI)
     FigureCanvasAgg(fig)
     if not panels:
-        ax = fig.add_subplot()
-        ax.text(0.5, 0.5, f"{run}: no plottable metrics", ha="center", va="center", parse_math=False)
+        fig.set_size_inches(FIG_WIDTH, 1.5)
+        ax = fig.add_axes((0, 0, 1, 1))
+        ax.text(
+            0.5,
+            0.5,
+            f"{run.name}: no plottable metrics",
+            ha="center",
+            va="center",
+            parse_math=False,
+        )
         ax.set_axis_off()
         return fig
-    axes = fig.subplots(len(heights), 1, sharex=True, gridspec_kw={"height_ratios": heights})
-    strip, body = axes[0], list(axes[1:])
+
+    def rect(top_in: float, h: float) -> tuple[float, float, float, float]:
+        return (
+            LEFT / FIG_WIDTH,
+            1 - (top_in + h) / fig_h,
+            (FIG_WIDTH - LEFT - RIGHT) / FIG_WIDTH,
+            h / fig_h,
+        )
+
+    strip = fig.add_axes(rect(TOP, strip_h))
+    body, y = [], TOP + strip_h + GAP
+    for h in heights:
+        body.append(fig.add_axes(rect(y, h)))  # not sharex: the strip keeps no x ticks
+        y += h + GAP
 
     all_steps = np.concatenate([s.steps for _, d in panels for s in d.values()])
     lo, hi = float(all_steps.min()), float(all_steps.max())
     pad = max((hi - lo) * 0.01, 0.5)
-    strip.set_xlim(lo - pad, hi + pad)
+    for ax in (strip, *body):
+        ax.set_xlim(lo - pad, hi + pad)
 
-    spans = {i: sp for i, f in enumerate(findings) if (sp := _span(f, lo, hi)) is not None}
-    for ax, (panel, data) in zip(body, panels, strict=True):
-        _draw_series(ax, panel, data)
-        if panel.metrics[0][0] == TRAIN_LOSS:
-            _loss_axis(ax, data)
-        ax.set_ylabel(panel.ylabel, fontsize=9)
-        ax.set_title(panel.title, fontsize=10, loc="left", pad=3)
+    bands = [f for f in findings if is_sustained(f)]
+    events = [(f, event_steps(f)) for f in findings if not is_sustained(f)]
+    for k, (ax, (panel, data)) in enumerate(zip(body, panels, strict=True)):
+        log = panel.log or (panel.metrics[0][0] == TRAIN_LOSS and _loss_is_log(data))
+        drawn = _draw_series(ax, panel, data, restarts, log)
+        _mark_events(ax, [(f, s) for f, s in events if _panel_of(f, panels) == k], data, log)
+        _set_axis(ax, panel, drawn, log=log)
+        ax.set_ylabel(panel.ylabel + (" (log)" if log and not panel.log else ""), fontsize=9)
+        ax.yaxis.set_label_coords(-(LEFT - 0.12) / (FIG_WIDTH - LEFT - RIGHT), 0.5)
+        ax.tick_params(labelsize=8, labelbottom=ax is body[-1])
+        ax.set_title(panel.title, fontsize=10, loc="left", pad=3, parse_math=False)
         ax.grid(True, which="major", alpha=0.25, linewidth=0.6)
-        for i, (a, b) in spans.items():
-            sev = findings[i].severity
-            ax.axvspan(a, b, color=SEVERITY_COLOR[sev], alpha=SEVERITY_ALPHA[sev], linewidth=0, zorder=0)
+        for f in bands:
+            ax.axvspan(
+                f.step_start,
+                f.step_end,
+                color=SEVERITY_COLOR[f.severity],
+                alpha=SEVERITY_ALPHA[f.severity],
+                linewidth=0,
+                zorder=0,
+            )
         for r in restarts:
             ax.axvline(r, color=RESTART_COLOR, linestyle="--", linewidth=1.0, zorder=1)
         handles, _ = ax.get_legend_handles_labels()
         if restarts and ax is body[0]:
             handles.append(Line2D([], [], color=RESTART_COLOR, linestyle="--", label="restart"))
-        if handles:
+        if len(handles) > 1:
+            # A lone curve is named by its panel's title; a legend would only repeat it.
             # Outside the axes, so a legend never hides the end of a curve.
-            ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.005, 1.0),
-                      frameon=False, borderaxespad=0.0)
-    body[-1].set_xlabel("step")
+            ax.legend(
+                handles=handles,
+                fontsize=8,
+                loc="upper left",
+                bbox_to_anchor=(1.005, 1.0),
+                frameon=False,
+                borderaxespad=0.0,
+            )
+    body[-1].set_xlabel("step", fontsize=9)
+    for ax in body:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=8, steps=NICE, integer=True))
+    body[-1].xaxis.set_major_formatter(DistinctFormatter("g"))
 
-    # Event strip: labels in non-overlapping lanes, severity legend on the right.
-    strip.set_yticks([])
-    strip.tick_params(axis="x", labelbottom=False, length=0)
+    # Findings strip: a band per sustained finding, a tick per event, labels in lanes.
+    strip.yaxis.set_major_locator(NullLocator())
+    strip.xaxis.set_major_locator(NullLocator())
     for side in ("top", "right", "left"):
         strip.spines[side].set_visible(False)
-    for i, (a, b) in spans.items():
-        sev = findings[i].severity
-        strip.axvspan(a, b, ymin=0, ymax=0.08, color=SEVERITY_COLOR[sev], alpha=0.8, linewidth=0)
+    items: list[tuple[str, float, Severity]] = []
+    for f in bands:
+        strip.axvspan(
+            f.step_start,
+            f.step_end,
+            ymin=0,
+            ymax=0.12,
+            color=SEVERITY_COLOR[f.severity],
+            alpha=0.8,
+            linewidth=0,
+        )
+        items.append((label_of(f), (f.step_start + f.step_end) / 2, f.severity))
+    for f, steps in events:
+        if steps:
+            strip.vlines(
+                steps,
+                0,
+                0.22,
+                transform=strip.get_xaxis_transform(),
+                color=SEVERITY_COLOR[f.severity],
+                linewidth=1.2,
+            )
+            items += [(label_of(f), float(s), f.severity) for s in steps]
     for r in restarts:
         strip.axvline(r, color=RESTART_COLOR, linestyle="--", linewidth=1.0)
-    width_steps = (hi - lo + 2 * pad) * 0.12
-    labels = _group_labels(findings, spans, width_steps)
-    fig.canvas.draw()  # lay out first so text extents are final
-    dropped = _place_labels(fig, strip, labels, lanes)
-    sevs = sorted({f.severity for i, f in enumerate(findings) if i in spans}, reverse=True)
+    dropped = _place_labels(fig, strip, _group_labels(items, (hi - lo + 2 * pad) * 0.12), lanes)
+    sevs = sorted({sev for _, _, sev in items}, reverse=True)
     handles = [Patch(color=SEVERITY_COLOR[s], alpha=0.6, label=s.label) for s in sevs]
-    strip_title = "Findings" if spans else "Findings: none"
+    strip_title = "Findings" if items else "Findings: none"
     if dropped:
         strip_title += f" ({dropped} more labels not shown)"
     strip.set_title(strip_title, fontsize=10, loc="left", pad=3)
     if handles:
-        strip.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.15),
-                     frameon=False, title="severity", title_fontsize=8)
+        strip.legend(
+            handles=handles,
+            fontsize=8,
+            loc="upper left",
+            bbox_to_anchor=(1.005, 1.15),
+            frameon=False,
+            title="severity",
+            title_fontsize=8,
+        )
 
     worst = max((f.severity for f in findings), default=None)
     verdict = f"{len(findings)} finding{'s' if len(findings) != 1 else ''}" + (
-        f", worst: {worst.label}" if worst is not None else "")
+        f", worst: {worst.label}" if worst is not None else ""
+    )
     # parse_math=False: a ``$`` in a run name must print as itself, not start mathtext.
-    fig.suptitle(title or f"{run}  ·  {verdict}", fontsize=12, x=0.01, ha="left", parse_math=False)
+    fig.suptitle(
+        title or f"{run.name}  ·  {verdict}",
+        fontsize=12,
+        x=LEFT / FIG_WIDTH / 2,
+        y=1 - 0.12 / fig_h,
+        ha="left",
+        va="top",
+        parse_math=False,
+    )
     return fig
 
 
-# --- output ------------------------------------------------------------------------------------
+def plot_run(
+    source: Report | MetricsTable | RunData,
+    run: str,
+    findings: Iterable[Finding],
+    *,
+    title: str | None = None,
+) -> Figure:
+    """Draw one run of a report (its series as ``diagnose`` cut them), of a table (cut here) or
+    of a RunData."""
+    data = source.run_data(run) if isinstance(source, Report | MetricsTable) else source
+    return draw_run(
+        data if data is not None else RunData(name=run, series={}), findings, title=title
+    )
 
 
-def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = 110) -> bytes:
+# --- output ----------------------------------------------------------------------------------------
+
+
+def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = DPI) -> bytes:
     """Serialise without timestamps or random ids so the same run gives the same bytes."""
     buf = io.BytesIO()
     meta = {"png": {"Software": None}, "svg": {"Date": None}}.get(fmt, {})
@@ -369,21 +773,88 @@ def plot_files(report: Report) -> dict[str, str]:
     return out
 
 
-def save_plots(report: Report, out_dir: str | Path,
-               formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+Progress = Callable[[int, int, str], None]
+"""``progress(done, total, run)``: called after each run's figure is drawn (the CLI shows a bar)."""
+
+
+@dataclass(frozen=True)
+class PlotJob:
+    """What a worker needs to draw one run: only the series drawn travel, not the whole table."""
+
+    run: RunData
+    findings: tuple[Finding, ...]
+    formats: tuple[str, ...]
+
+
+def _job(report: Report, run: str, formats: Sequence[str]) -> PlotJob:
+    data = report.run_data(run) or RunData(name=run, series={})
+    wanted = {m for p in PANELS for m, _, _ in p.metrics} | {SKIPPED_STEP, RESTART}
+    series = {k: v for k, v in data.series.items() if k in wanted or not is_canonical(k)}
+    return PlotJob(RunData(name=run, series=series), tuple(report.findings_of(run)), tuple(formats))
+
+
+def render_job(job: PlotJob) -> dict[str, bytes]:
+    """One run's figure in each format (runs in a worker process; only bytes come back)."""
+    fig = draw_run(job.run, job.findings)
+    return {fmt: figure_bytes(fig, fmt) for fmt in job.formats}
+
+
+def render_runs(
+    report: Report,
+    formats: Sequence[str] = ("png",),
+    *,
+    jobs: int = 1,
+    progress: Progress | None = None,
+) -> dict[str, dict[str, bytes]]:
+    """Run name -> format -> image bytes, for every run of the report, in report order.
+
+    ``jobs`` > 1 draws runs in that many worker processes (the figures' bytes come back);
+    ``progress`` is called as each run is done. Never prints."""
+    names = [r.name for r in report.runs]
+    total = len(names)
+    out: dict[str, dict[str, bytes]] = {}
+    if jobs > 1 and total > 1:
+        from concurrent.futures import as_completed
+
+        from stabdiag.diagnose import _LazyPool
+
+        with _LazyPool(min(jobs, total)) as pool:
+            futures = {pool.submit(render_job, _job(report, n, formats)): n for n in names}
+            for done, fut in enumerate(as_completed(futures), start=1):
+                out[futures[fut]] = fut.result()
+                if progress is not None:
+                    progress(done, total, futures[fut])
+        return {n: out[n] for n in names}
+    for done, n in enumerate(names, start=1):
+        out[n] = render_job(_job(report, n, formats))
+        if progress is not None:
+            progress(done, total, n)
+    return out
+
+
+def save_plots(
+    report: Report,
+    out_dir: str | Path,
+    formats: Sequence[str] = ("png", "svg"),
+    *,
+    jobs: int = 1,
+    progress: Progress | None = None,
+) -> list[Path]:
     """Write one figure per run in each format; returns the paths written, run by run."""
-    if report.table is None:
+    if not report.runs or (report.table is None and not report.series):
         return []
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    images = render_runs(report, formats, jobs=jobs, progress=progress)
     written: list[Path] = []
     for run, stem in plot_files(report).items():
-        fig = plot_run(report.table, run, report.findings_of(run))
-        try:
-            for fmt in formats:
-                p = out / f"{stem}.{fmt}"
-                write_atomic(p, figure_bytes(fig, fmt))
-                written.append(p)
-        finally:
-            fig.clear()
+        for fmt in formats:
+            p = out / f"{stem}.{fmt}"
+            write_atomic(p, images[run][fmt])
+            written.append(p)
     return written
+
+
+def run_images(images: Mapping[str, Mapping[str, bytes]], fmt: str = "png") -> dict[str, bytes]:
+    """Run name -> that format's bytes, from ``render_runs``' result."""
+    return {run: by_fmt[fmt] for run, by_fmt in images.items() if fmt in by_fmt}
