@@ -113,6 +113,11 @@ def _write(text: str, output: Path | None) -> None:
         write_atomic(output, text)
     except OSError as e:
         _fail(f"{output}: cannot write the report ({e.strerror or e})")
+    from stabdiag.console import err
+    from stabdiag.safetext import printable
+
+    # Said on stderr, as --plots says where its figures went: stdout stays clean for pipes.
+    err.print(f"wrote the report to {printable(output)}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _refuse_overwriting_inputs(output: Path | None, paths: list[Path]) -> None:
