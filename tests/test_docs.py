@@ -85,11 +85,18 @@ def test_detector_page_has_every_detector_and_threshold(site: Path) -> None:
 
 
 def test_formats_page_has_every_format(site: Path) -> None:
-    from stabdiag.sources import sniff
+    from typer.testing import CliRunner
 
+    from stabdiag.cli import app
+
+    listed = CliRunner().invoke(app, ["formats"])
+    assert listed.exit_code == 0, listed.output
+    # the first column; a wrapped example's continuation line starts blank
+    names = [line.split()[0] for line in listed.stdout.splitlines()[1:] if line[:2].strip()]
+    assert len(names) >= 10
     text = _page_text(site, "formats")
-    for name in sniff.FORMATS:
-        assert name in text
+    for name in names:
+        assert name in text, name
 
 
 def test_api_page_documents_the_facade(site: Path) -> None:
@@ -118,4 +125,4 @@ def test_examples_are_real_output(site: Path) -> None:
     assert "pip install" in started  # the README's set-up commands
     assert "len(report.failing())" in started
     json_page = _page_text(site, "json")
-    assert '"schema_version": 1' in json_page and "judged_reason" in json_page
+    assert '"schema_version"' in json_page and '"judged_reason"' in json_page

@@ -9,6 +9,7 @@ do not recognise.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import os
@@ -20,6 +21,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 _MARKER = re.compile(r"^<!-- generated: ([a-z0-9-]+) -->$", re.MULTILINE)
+
+
+def on_pre_build(config) -> None:  # noqa: ANN001 - the MkDocs hook signature
+    """A new build (``mkdocs serve`` rebuilds on every change) runs the examples afresh."""
+    _examples.cache_clear()
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ANN001
@@ -157,35 +163,25 @@ def _detectors() -> str:
 
 def _formats() -> str:
     """The log formats `stabdiag formats` lists, with the family a forced ``--input-format`` reads."""
-    from stabdiag.sources import sniff
-
     out = [
         "| format | example paths | with `--input-format` it, a folder walk reads |",
         "|---|---|---|",
     ]
-    for name in sniff.FORMATS:
-        family = ", ".join(f"`{f}`" for f in sorted(sniff.FAMILY[name]))
-        out.append(f"| `{name}` | {_cell(sniff.EXAMPLES[name], code=True)} | {family} |")
+    for name, example, family in _readers():
+        fam = ", ".join(f"`{f}`" for f in sorted(family))
+        out.append(f"| `{name}` | {_cell(example, code=True)} | {fam} |")
     return "\n".join(out)
 
 
-def _json_example() -> str:
-    """The JSON report of the bundled loss-spike sample, run during the build."""
-    return (
-        "```json\n"
-        + _run(
-            [
-                sys.executable,
-                "-m",
-                "stabdiag",
-                "analyze",
-                "sample_runs/loss_spike.csv",
-                "--format",
-                "json",
-            ]
-        )
-        + "```"
-    )
+def _readers() -> list[tuple[str, str, frozenset[str]]]:
+    """(name, example, family) of every reader, in the order `stabdiag formats` lists them."""
+    try:
+        from stabdiag.sources.registry import READERS
+    except ImportError:  # before the reader registry: the lists in sniff
+        from stabdiag.sources import sniff
+
+        return [(n, sniff.EXAMPLES[n], sniff.FAMILY[n]) for n in sniff.FORMATS]
+    return [(r.name, r.example, r.family) for r in READERS]
 
 
 def _json_fields() -> str:
@@ -238,21 +234,27 @@ def _readme_setup() -> str:
     return "\n\n".join(p for p in m.group(1).strip().split("\n\n") if "mkdocs serve" not in p)
 
 
-def _first_analysis() -> str:
-    """The real terminal report of the bundled loss-spike sample, run during the build."""
-    return (
-        "```console\n$ stabdiag analyze sample_runs/loss_spike.csv\n"
-        + _run([sys.executable, "-m", "stabdiag", "analyze", "sample_runs/loss_spike.csv"])
-        + "```"
-    )
+# --- examples: real output, made during the build ----------------------------------------------
 
+_LOSS_SPIKE = "sample_runs/loss_spike.csv"
 
-# Runs a notebook's cells one statement at a time and keeps what Jupyter would show for each
-# expression statement: its HTML view when it has one (a Report, a DataFrame), else its repr.
-_NOTEBOOK_DRIVER = """
+# One child process makes every example (one import of pandas and matplotlib, not three): the two
+# commands through the CLI app, and the notebook one statement at a time, keeping what Jupyter
+# would show for each expression: its HTML view when it has one (a Report, a DataFrame), else its
+# repr. Its working directory is the repository root, as in the README.
+_EXAMPLES_DRIVER = """
 import ast, json, sys
-code = sys.stdin.read()
-scope, shown = {}, []
+from typer.testing import CliRunner
+from stabdiag.cli import app
+
+request = json.load(sys.stdin)
+out = {}
+for key, args in request["commands"].items():
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "100"})
+    if result.exit_code not in (0, 1):  # 1 = findings at fail-on: still a report
+        sys.exit(f"stabdiag {' '.join(args)} exited {result.exit_code}: {result.output[-2000:]}")
+    out[key] = result.stdout
+code, scope, shown = request["notebook"], {}, []
 for stmt in ast.parse(code).body:
     if isinstance(stmt, ast.Expr):
         value = eval(compile(ast.Expression(stmt.value), "<cell>", "eval"), scope)
@@ -261,31 +263,20 @@ for stmt in ast.parse(code).body:
                       "html": html() if html else None, "text": repr(value)})
     else:
         exec(compile(ast.Module([stmt], []), "<cell>", "exec"), scope)
-print(json.dumps(shown))
+out["notebook"] = shown
+print(json.dumps(out))
 """
 
 
-def _notebook() -> str:
-    """The README's notebook example, run during the build, with what each line shows."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    m = re.search(
-        r"^### From Python \(a notebook\)\n+```python\n(.*?)^```", text, re.MULTILINE | re.DOTALL
-    )
-    if m is None:
-        raise ValueError("README.md has no python block under '### From Python (a notebook)'")
-    code = m.group(1)
-    shown = json.loads(_run([sys.executable, "-c", _NOTEBOOK_DRIVER], stdin=code))
-    out = ["```python", code.rstrip(), "```"]
-    for item in shown:
-        out += ["", f"`{item['line'].split('#')[0].strip()}` shows:", ""]
-        if item["html"]:
-            out += ['<div class="stabdiag-output" markdown="0">', item["html"], "</div>"]
-        else:
-            out += ["```text", item["text"], "```"]
-    return "\n".join(out)
-
-
-def _run(cmd: list[str], stdin: str | None = None) -> str:
+@functools.cache
+def _examples() -> dict:
+    request = {
+        "commands": {
+            "first-analysis": ["analyze", _LOSS_SPIKE],
+            "json-example": ["analyze", _LOSS_SPIKE, "--format", "json"],
+        },
+        "notebook": _readme_notebook(),
+    }
     env = {
         **os.environ,
         "COLUMNS": "100",
@@ -295,11 +286,50 @@ def _run(cmd: list[str], stdin: str | None = None) -> str:
         "STABDIAG_NO_CACHE": "1",
     }
     proc = subprocess.run(
-        cmd, cwd=ROOT, env=env, capture_output=True, text=True, input=stdin, timeout=300
+        [sys.executable, "-c", _EXAMPLES_DRIVER],
+        cwd=ROOT,
+        env=env,
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    if proc.returncode not in (0, 1):  # 1 = findings at fail-on: still a report
-        raise RuntimeError(f"{' '.join(cmd[1:])} exited {proc.returncode}: {proc.stderr[-2000:]}")
-    return proc.stdout if proc.stdout.endswith("\n") else proc.stdout + "\n"
+    if proc.returncode != 0:
+        raise RuntimeError(f"the docs examples failed: {proc.stderr[-3000:]}")
+    return json.loads(proc.stdout)
+
+
+def _readme_notebook() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    m = re.search(
+        r"^### From Python \(a notebook\)\n+```python\n(.*?)^```", text, re.MULTILINE | re.DOTALL
+    )
+    if m is None:
+        raise ValueError("README.md has no python block under '### From Python (a notebook)'")
+    return m.group(1)
+
+
+def _first_analysis() -> str:
+    """The terminal report of the bundled loss-spike sample."""
+    shown = _examples()["first-analysis"]
+    return f"```console\n$ stabdiag analyze {_LOSS_SPIKE}\n{shown.rstrip()}\n```"
+
+
+def _json_example() -> str:
+    """The JSON report of the same sample."""
+    return f"```json\n{_examples()['json-example'].rstrip()}\n```"
+
+
+def _notebook() -> str:
+    """The README's notebook example and what each of its expression lines shows."""
+    out = ["```python", _readme_notebook().rstrip(), "```"]
+    for item in _examples()["notebook"]:
+        out += ["", f"`{item['line'].split('#')[0].strip()}` shows:", ""]
+        if item["html"]:
+            out += ['<div class="stabdiag-output" markdown="0">', item["html"], "</div>"]
+        else:
+            out += ["```text", item["text"], "```"]
+    return "\n".join(out)
 
 
 def _cell(text: str, code: bool = False) -> str:
