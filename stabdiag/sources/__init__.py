@@ -37,6 +37,9 @@ __all__ = ["FORMATS", "LoadResult", "RunInfo", "load"]
 
 @dataclass(frozen=True)
 class RunInfo:
+    """One run as read: its name, where and in which format it was found, the damage in its input,
+    and how each raw series was mapped to a canonical metric (and why)."""
+
     name: str
     path: str
     format: str
@@ -47,6 +50,9 @@ class RunInfo:
 
 @dataclass(frozen=True)
 class LoadResult:
+    """What reading a set of paths gave: one table of every run's metrics, the runs, and the
+    inputs that could not be read at all (one line each)."""
+
     table: T.MetricsTable
     runs: tuple[RunInfo, ...]
     errors: tuple[str, ...]
