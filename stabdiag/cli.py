@@ -323,8 +323,9 @@ def explain(
         from rich.text import Text
 
         from stabdiag.detectors.explain import explain_text
+        from stabdiag.words import plain
 
-        text = Text(explain_text(d, width=max(60, min(out.width, 100))))
+        text = Text(plain(explain_text(d, width=max(60, min(out.width, 100)))))
         text.stylize("bold", 0, len(f"{d.code} {d.kind}"))
         out.print(text, highlight=False, soft_wrap=True)
 

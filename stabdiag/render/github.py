@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from stabdiag.findings import Finding, Severity
 from stabdiag.report import Report
+from stabdiag.textfmt import at_steps
 
 LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 
@@ -36,9 +37,8 @@ def command(level: str, message: str, **props: str) -> str:
 
 
 def _where(f: Finding) -> str:
-    if f.step_start is None:
-        return ""
-    return f" at step {f.step_start}" if f.step_end in (None, f.step_start) else f" at steps {f.step_start}-{f.step_end}"
+    where = at_steps(f.step_start, f.step_end)
+    return f" at {where}" if where else ""
 
 
 def render_github(report: Report, *, min_severity: Severity = Severity.INFO) -> str:
@@ -52,8 +52,8 @@ def render_github(report: Report, *, min_severity: Severity = Severity.INFO) -> 
     judged = set(report.judged_runs())
     for r in report.runs:
         if r.name not in judged:
-            lines.append(command("warning", f"{r.name} ({r.path}): not judged, no loss series found",
-                                 title=f"stabdiag: {r.name} not judged"))
+            why = r.judged_reason or "not judged: no loss series found"  # the run's own reason
+            lines.append(command("warning", f"{r.name} ({r.path}): {why}", title=f"stabdiag: {r.name} not judged"))
         lines += [command("warning", f"{r.name}: {w}", title="stabdiag input") for w in r.warnings]
     lines += [command("warning", e, title="stabdiag: unreadable input") for e in report.errors]
     return "\n".join(lines) + ("\n" if lines else "")

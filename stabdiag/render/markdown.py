@@ -16,7 +16,11 @@ from collections.abc import Mapping
 
 from stabdiag.findings import Finding
 from stabdiag.render import RunIndex
+from stabdiag.render.notchecked import group
+from stabdiag.render.terminal import by_path
 from stabdiag.report import Report, RunSummary, counts
+from stabdiag.textfmt import EN_DASH, step_span
+from stabdiag.words import count, tally
 
 ICON = {"error": "❌", "warning": "⚠️", "info": "ℹ️", None: "✅"}
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~#!])")
@@ -41,20 +45,16 @@ def md(text: object) -> str:
     m = _BLOCK_START.match(s)
     if m:
         cut = m.end()
-        s = s[:cut] + "\\" + s[cut:] if m.group(2)[0].isdigit() else s[:m.start(2)] + "\\" + s[m.start(2):]
+        s = (
+            s[:cut] + "\\" + s[cut:]
+            if m.group(2)[0].isdigit()
+            else s[: m.start(2)] + "\\" + s[m.start(2) :]
+        )
     return s
 
 
 def steps_of(f: Finding) -> str:
-    if f.step_start is None:
-        return "–"
-    if f.step_end in (None, f.step_start):
-        return str(f.step_start)
-    return f"{f.step_start}–{f.step_end}"
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 or word == 'info' else 's'}"
+    return step_span(f.step_start, f.step_end, dash=EN_DASH, none=EN_DASH)
 
 
 def verdict(report: Report, run: RunSummary) -> str:
@@ -62,71 +62,82 @@ def verdict(report: Report, run: RunSummary) -> str:
     ix = RunIndex.of(report)
     if run.name not in ix.judged:
         return "not judged: no loss series"
-    c = counts(ix.findings.get(run.name, []))
-    parts = [_plural(c[k], k) for k in ("error", "warning", "info") if c[k]]
-    return ", ".join(parts) if parts else "healthy: no findings"
+    return tally(counts(ix.findings.get(run.name, [])), none="healthy: no findings")
 
 
 def _run_row(report: Report, run: RunSummary) -> str:
     ix = RunIndex.of(report)
     worst = ix.worst.get(run.name)
     icon = ICON[worst.label if worst else None] if run.name in ix.judged else "❔"
-    span = f"{run.steps[0]}–{run.steps[1]}" if run.steps else "–"
-    return (f"| {icon} | {md(run.name)} | {md(run.format)} | {span} | {len(run.metrics)} "
-            f"| {verdict(report, run)} |")
+    span = step_span(*run.steps, dash=EN_DASH) if run.steps else EN_DASH
+    return (
+        f"| {icon} | {md(run.name)} | {md(run.format)} | {span} | {len(run.metrics)} "
+        f"| {verdict(report, run)} |"
+    )
 
 
-def render_markdown(report: Report, *, images: Mapping[str, str] | None = None,
-                    generated: str | None = None,
-                    max_findings: int = MAX_FINDINGS_PER_RUN) -> str:
+def render_markdown(
+    report: Report,
+    *,
+    images: Mapping[str, str] | None = None,
+    generated: str | None = None,
+    max_findings: int = MAX_FINDINGS_PER_RUN,
+) -> str:
     """The whole report as GitHub-flavoured Markdown.
 
     ``images`` maps run name -> image URL or relative path (from ``--plots``); ``generated`` is a
     timestamp the caller injects (kept out of the renderer so output is reproducible).
     """
-    c = counts(report.findings)
     n = len(report.runs)
+    runs = by_path(report.runs)
     lines = [
-        f"## stabdiag: {_plural(n, 'run')} · {_plural(c['error'], 'error')}, "
-        f"{_plural(c['warning'], 'warning')}, {c['info']} info",
+        f"## stabdiag: {count(n, 'run')}{', listed by path' if n > 1 else ''} · "
+        f"{tally(counts(report.findings))}",
         "",
         "| | run | format | steps | metrics | verdict |",
         "|---|---|---|---|---:|---|",
-        *(_run_row(report, r) for r in report.runs),
+        *(_run_row(report, r) for r in runs),
         "",
     ]
     if report.errors:
         lines += ["**Unreadable input**", ""]
         lines += [f"- {md(e)}" for e in report.errors]
         lines.append("")
-    for run in report.runs:
+    for run in runs:
         lines += _run_section(report, run, images or {}, max_findings)
     foot = f"stabdiag {html.escape(report.version)}" + (f" · {md(generated)}" if generated else "")
     lines += [f"<sub>{foot}</sub>", ""]
     return "\n".join(lines)
 
 
-def _run_section(report: Report, run: RunSummary, images: Mapping[str, str], max_findings: int) -> list[str]:
+def _run_section(
+    report: Report, run: RunSummary, images: Mapping[str, str], max_findings: int
+) -> list[str]:
     ix = RunIndex.of(report)
     worst = ix.worst.get(run.name)
-    icon = ICON[worst.label if worst else None]
-    out = [f"### {icon} {md(run.name)}", "",
-           f"{md(run.format)} · {md(run.path)} · {verdict(report, run)}", ""]
+    judged = run.name in ix.judged
+    icon = (
+        ICON[worst.label if worst else None] if judged else "❔"
+    )  # never a tick on an unjudged run
+    said = verdict(report, run) if judged or not run.judged_reason else run.judged_reason
+    out = [f"### {icon} {md(run.name)}", "", f"{md(run.format)} · {md(run.path)} · {md(said)}", ""]
     if run.config_line():
-        out += [f"configured: {md(run.config_line())}", ""]
+        out += [f"**Configured**: {md(run.config_line())}", ""]
     d = run.diagnosis
     if d is not None and d.cause != "healthy":
         out += [f"**Diagnosis** ({md(d.confidence)} confidence): {md(d.statement)}", ""]
     for w in run.warnings:
-        out.append(f"> input: {md(w)}")
+        out.append(f"> **Input**: {md(w)}")
     if run.warnings:
         out.append("")
     fs = ix.findings.get(run.name, [])
     if fs:
         out += ["| severity | kind | steps | finding |", "|---|---|---:|---|"]
         for f in fs[:max_findings]:
-            out.append(f"| {ICON[f.severity.label]} {f.severity.label} | `{f.code}` {md(f.kind)} "
-                       f"| {steps_of(f)} | {md(f.message)} |")
+            out.append(
+                f"| {ICON[f.severity.label]} {f.severity.label} | `{f.code}` {md(f.kind)} "
+                f"| {steps_of(f)} | {md(f.message)} |"
+            )
         if len(fs) > max_findings:
             out.append(f"| | | | … {len(fs) - max_findings} more in the JSON report |")
         out.append("")
@@ -142,8 +153,12 @@ def _run_section(report: Report, run: RunSummary, images: Mapping[str, str], max
         out.append("")
     skipped = ix.skipped.get(run.name, [])
     if skipped:
+        # One bullet per true reason (render/notchecked.py); JSON keeps each detector's words.
         out += [f"<details><summary>Not checked ({len(skipped)})</summary>", ""]
-        out += [f"- {md(s.kind)}: {md(s.reason)}" for s in skipped]
+        out += [
+            f"- {', '.join(md(k) for k in nc.kinds)}: {md(nc.reason)}"
+            for nc in group(skipped, run.metrics)
+        ]
         out += ["", "</details>", ""]
     if run.name in images:
         # The URL comes from our own plot file names (safe_name); escape it anyway.

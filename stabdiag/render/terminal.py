@@ -1,109 +1,250 @@
-"""The terminal report: a summary line per run, its findings table, what was not checked, remedies."""
+"""The terminal report: a summary line per run, its findings table, what was not checked, remedies.
+
+Every line that can run past the width is a hanging indent: its continuation lines start under
+its first word ("- lower the peak LR ...", the text after "watch: "), on a terminal and in a CI
+log alike, so a wrapped remedy never lands at column 0 among the run headers. Lines carry no
+trailing blanks (rich pads table cells to their column width; a log or a diff shows them).
+"""
 
 from __future__ import annotations
 
-from rich.console import Group, RenderableType
+import shlex
+from collections.abc import Iterable
+
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.padding import Padding
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
 from stabdiag.console import SEVERITY_STYLE
 from stabdiag.findings import Finding, Severity
+from stabdiag.render import RunIndex
+from stabdiag.render.notchecked import group
 from stabdiag.report import Report, RunSummary, counts
 from stabdiag.table import TRAIN_LOSS
+from stabdiag.textfmt import at_steps, step_span
+from stabdiag.words import count, tally
 
 MARK = {"error": "✘", "warning": "!", "info": "·", None: "✔"}
 
 
 def _steps(f: Finding) -> str:
-    if f.step_start is None:
-        return "-"
-    return str(f.step_start) if f.step_end in (None, f.step_start) else f"{f.step_start}-{f.step_end}"
+    return step_span(f.step_start, f.step_end)
 
 
-def _verdict(report: Report, run: RunSummary) -> Text:
-    worst = report.worst(run.name)
+class _Trimmed:
+    """``renderable`` without the blanks rich pads the end of each line with."""
+
+    def __init__(self, renderable: RenderableType) -> None:
+        self.renderable = renderable
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        for line in console.render_lines(self.renderable, options, pad=False):
+            yield from _rstrip(line)
+            yield Segment.line()
+
+
+def _rstrip(line: list[Segment]) -> list[Segment]:
+    end = len(line)
+    while end and not line[end - 1].control and not line[end - 1].text.rstrip():
+        end -= 1
+    if not end:
+        return []
+    last = line[end - 1]
+    return [*line[: end - 1], Segment(last.text.rstrip(), last.style, last.control)]
+
+
+class _Hang:
+    """``lead`` then ``body``; the lines ``body`` wraps onto start under its first character.
+
+    ``lead`` is the indent and label ("  input: ", "     - "); it never wraps. A lead longer
+    than a third of the width would leave a narrow ribbon of text, so there the continuation
+    lines start two columns in from the lead's indent instead."""
+
+    def __init__(self, lead: str, body: Text, lead_style: str) -> None:
+        self.lead, self.body, self.lead_style = lead, body, lead_style
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        lead, body = self.lead, self.body
+        if len(lead) > options.max_width // 3:
+            indent = len(lead) - len(lead.lstrip(" "))
+            text = Text(lead[indent:], style=self.lead_style) + body
+            lines = text.wrap(console, max(options.max_width - indent - 2, 8), overflow="fold")
+            for i, line in enumerate(lines):
+                yield Text(" " * (indent if i == 0 else indent + 2)) + line
+            return
+        t = Table.grid(padding=0)
+        t.add_column(no_wrap=True)
+        t.add_column(overflow="fold")
+        t.add_row(Text(lead, style=self.lead_style), body)
+        yield t
+
+
+def hang(lead: str, body: Text | str, *, style: str = "", lead_style: str | None = None) -> _Hang:
+    """A line whose continuation lines keep its indentation (see ``_Hang``)."""
+    return _Hang(
+        lead,
+        body if isinstance(body, Text) else Text(body, style=style),
+        style if lead_style is None else lead_style,
+    )
+
+
+def _verdict(report: Report, run: RunSummary, ix: RunIndex) -> Table:
+    worst = ix.worst.get(run.name)
     judged = report.has_loss(run.name)
     label = worst.label if worst else None
     mark = MARK[label] if run.judged else "?"  # never a tick on a run nothing was said about
-    c = counts(report.findings_of(run.name))
-    parts = [f"{n} {k}{'s' if n != 1 and k != 'info' else ''}" for k, n in
-             (("error", c["error"]), ("warning", c["warning"]), ("info", c["info"])) if n]
-    steps = f"steps {run.steps[0]}-{run.steps[1]}" if run.steps else "no steps"
+    steps = at_steps(*run.steps) if run.steps else "no steps"
     line = Text()
-    line.append(f"{mark} ", style=SEVERITY_STYLE.get(label or "", "ok" if run.judged else "warning"))
     line.append(run.name, style="bold")
-    line.append(f"  {run.format}, {steps}, {len(run.metrics)} metrics  ", style="dim")
+    line.append(f"  {run.format}, {steps}, {count(len(run.metrics), 'metric')}  ", style="dim")
     if not run.judged:
         line.append(run.judged_reason or "not judged: no loss series", style="warning")
-    elif parts:
-        if not judged and run.loss is None and not run.judged_reason.startswith("judged as an RL run"):
+    elif worst is not None:
+        if (
+            not judged
+            and run.loss is None
+            and not run.judged_reason.startswith("judged as an RL run")
+        ):
             line.append("no loss series; ", style="warning")
-        line.append(", ".join(parts), style=SEVERITY_STYLE.get(label or "", ""))
+        line.append(
+            tally(counts(ix.findings.get(run.name, []))), style=SEVERITY_STYLE.get(label or "", "")
+        )
     else:
         line.append("healthy: no findings", style="ok")
-    return line
+    return hang(
+        f"{mark} ",
+        line,
+        lead_style=SEVERITY_STYLE.get(label or "", "ok" if run.judged else "warning"),
+    )
 
 
-def _findings_table(findings: list[Finding]) -> Table:
-    t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-    t.add_column("severity")
-    t.add_column("kind")
-    t.add_column("steps", justify="right")
-    t.add_column("finding", overflow="fold")
-    for f in findings:
-        t.add_row(Text(f.severity.label, style=SEVERITY_STYLE[f.severity.label]),
-                  f.kind, _steps(f), Text(f.message))  # Text: a message is never markup
-    return t
+class _Findings:
+    """A run's findings as a table; where the width leaves the message column under
+    ``MIN_MESSAGE`` columns, each finding is a heading line with its message hanging below it."""
+
+    MIN_MESSAGE = 36
+
+    def __init__(self, findings: list[Finding]) -> None:
+        self.findings = findings
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        fs = self.findings
+        widths = [
+            max(len(f.severity.label) for f in fs),
+            max(len(f.kind) for f in fs),
+            max(len(_steps(f)) for f in fs),
+        ]
+        if options.max_width - 2 - sum(widths) - 3 >= self.MIN_MESSAGE:
+            yield Padding(self._table(widths), (0, 0, 0, 2))
+            return
+        for f in fs:
+            head = Text("  ")
+            head.append(f.severity.label, style=SEVERITY_STYLE[f.severity.label])
+            head.append(f"  {f.kind}  {at_steps(f.step_start, f.step_end)}".rstrip())
+            yield head
+            yield hang("    ", Text(f.message))
+
+    def _table(self, widths: list[int]) -> Table:
+        t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+        t.add_column("severity", min_width=widths[0], no_wrap=True)
+        t.add_column("kind", min_width=widths[1], no_wrap=True)
+        t.add_column("steps", justify="right", min_width=widths[2], no_wrap=True)
+        t.add_column("finding", overflow="fold")
+        for f in self.findings:
+            t.add_row(
+                Text(f.severity.label, style=SEVERITY_STYLE[f.severity.label]),
+                f.kind,
+                _steps(f),
+                Text(f.message),
+            )  # Text: a message is never markup
+        return t
 
 
-def render_terminal(report: Report, *, max_remedies: int = 5, show_skipped: bool = True) -> RenderableType:
-    c = counts(report.findings)
-    head = Text(f"stabdiag {report.version} · {len(report.runs)} run{'s' if len(report.runs) != 1 else ''}"
-                f" · {c['error']} error, {c['warning']} warning, {c['info']} info", style="bold")
-    parts: list[RenderableType] = [head]
+def _remedies(rems: list, max_remedies: int) -> Iterable[RenderableType]:
+    yield Text("  what to change:", style="bold")
+    for r in rems[:max_remedies]:
+        title = Text(r.title, style="bold")
+        if r.addresses:
+            title.append(f"  [{', '.join(r.addresses)}]", style="dim")
+        yield hang(f"  {r.rank}. ", title, lead_style="bold")
+        pad = " " * (len(str(r.rank)) + 4)
+        for a in r.actions:
+            yield hang(f"{pad}- ", a)
+        if r.watch:
+            yield hang(f"{pad}watch: ", r.watch, style="dim")
+    if len(rems) > max_remedies:
+        yield Text(f"  (+{len(rems) - max_remedies} more: --max-remedies)", style="dim")
+
+
+def _verify_hint(run: RunSummary) -> Iterable[RenderableType]:
+    own = run.config is not None and getattr(run.config, "fw", "") == "stabdiag"
+    where = run.path[: -len("/metrics.csv")] if run.path.endswith("/metrics.csv") else run.path
+    how = (
+        "replays the event from a checkpoint with each remedy and a control"
+        if own
+        else "a small model with this run's settings"
+    )
+    yield hang("  ", f"test a fix before paying for it ({how}):", style="dim")
+    # On its own line, quoted: a command to copy, not prose to read.
+    yield hang(
+        "    ", f"stabdiag verify {shlex.quote(where)}" + ("" if own else " --proxy"), style="dim"
+    )
+
+
+def _run(
+    report: Report, run: RunSummary, ix: RunIndex, *, max_remedies: int, show_skipped: bool
+) -> Iterable[RenderableType]:
+    yield Text("")
+    yield _verdict(report, run, ix)
+    if run.loss and run.loss.get("series") != TRAIN_LOSS:
+        taken = (
+            f"{run.loss['series']} taken as {run.loss['metric']}: "
+            if run.loss["series"] != run.loss["metric"]
+            else ""
+        )
+        yield hang("  loss: ", f"{taken}{run.loss['why']}", style="dim")
+    if run.config_line():
+        yield hang("  configured: ", run.config_line(), style="dim")
+    for w in run.warnings:
+        yield hang("  input: ", w, style="warning")
+    fs = ix.findings.get(run.name, [])
+    if fs:
+        yield _Findings(fs)
+    if show_skipped:
+        # The true reason per detector, one line per reason; the detectors' own words are in
+        # --format json and `stabdiag explain KIND`.
+        for nc in group(ix.skipped.get(run.name, []), run.metrics):
+            yield hang(
+                "  not checked: ", f"{', '.join(nc.kinds)} \N{EM DASH} {nc.reason}", style="dim"
+            )
+    d = run.diagnosis
+    if d is not None and d.cause != "healthy":
+        yield hang(f"  diagnosis ({d.confidence} confidence): ", d.statement, style="bold")
+    rems = ix.remedies.get(run.name, [])
+    if rems:
+        yield from _remedies(rems, max_remedies)
+    if any(f.severity >= Severity.WARNING for f in fs):
+        yield from _verify_hint(run)
+
+
+def by_path(runs: Iterable[RunSummary]) -> list[RunSummary]:
+    """Runs in the order the human reports list them: by path (then name), like ``ls``."""
+    return sorted(runs, key=lambda r: (r.path, r.name))
+
+
+def render_terminal(
+    report: Report, *, max_remedies: int = 5, show_skipped: bool = True
+) -> RenderableType:
+    ix = RunIndex.of(report)
+    n = len(report.runs)
+    runs = count(n, "run") + (", listed by path" if n > 1 else "")
+    parts: list[RenderableType] = [
+        Text(f"stabdiag {report.version} · {runs} · {tally(counts(report.findings))}", style="bold")
+    ]
     for err in report.errors:
-        parts.append(Text(f"  unreadable: {err}", style="warning"))
-    for run in report.runs:
-        parts.append(Text(""))
-        parts.append(_verdict(report, run))
-        if run.loss and run.loss.get("series") != TRAIN_LOSS:
-            taken = (f"{run.loss['series']} taken as {run.loss['metric']}: "
-                     if run.loss["series"] != run.loss["metric"] else "")
-            parts.append(Text(f"  loss: {taken}{run.loss['why']}", style="dim"))
-        if run.config_line():
-            parts.append(Text(f"  configured: {run.config_line()}", style="dim"))
-        for w in run.warnings:
-            parts.append(Text(f"  input: {w}", style="warning"))
-        fs = report.findings_of(run.name)
-        if fs:
-            parts.append(_findings_table(fs))
-        skipped = [s for s in report.skipped if s.run == run.name]
-        if show_skipped and skipped:
-            # Kinds only: the reasons are in --format json and `stabdiag explain KIND`.
-            parts.append(Text("  not checked (metric not logged): " + ", ".join(s.kind for s in skipped),
-                              style="dim"))
-        d = run.diagnosis
-        if d is not None and d.cause != "healthy":
-            parts.append(Text(f"  diagnosis ({d.confidence} confidence): {d.statement}", style="bold"))
-        rems = [r for r in report.remedies if r.run == run.name]
-        if rems:
-            parts.append(Text("  what to change:", style="bold"))
-            for r in rems[:max_remedies]:
-                line = Text(f"  {r.rank}. {r.title}", style="bold")
-                line.append(f"  [{', '.join(r.addresses)}]", style="dim")
-                parts.append(line)
-                for a in r.actions:
-                    parts.append(Text(f"       - {a}"))
-                if r.watch:
-                    parts.append(Text(f"       watch: {r.watch}", style="dim"))
-            if len(rems) > max_remedies:
-                parts.append(Text(f"     (+{len(rems) - max_remedies} more in --format json)", style="dim"))
-            if report.at_or_above(Severity.WARNING) and any(
-                    f.run == run.name and f.severity >= Severity.WARNING for f in report.findings):
-                own = run.config is not None and getattr(run.config, "fw", "") == "stabdiag"
-                where = run.path[: -len("/metrics.csv")] if run.path.endswith("/metrics.csv") else run.path
-                parts.append(Text(
-                    f"  test a fix before paying for it: stabdiag verify {where}"
-                    + (" (replays the event from a checkpoint with each remedy and a control)" if own
-                       else " --proxy (a small model with this run's settings)"), style="dim"))
-    return Group(*parts)
+        parts.append(hang("  unreadable: ", err, style="warning"))
+    for run in by_path(report.runs):
+        parts.extend(_run(report, run, ix, max_remedies=max_remedies, show_skipped=show_skipped))
+    return _Trimmed(Group(*parts))
