@@ -126,3 +126,16 @@ def test_examples_are_real_output(site: Path) -> None:
     assert "len(report.failing())" in started
     json_page = _page_text(site, "json")
     assert '"schema_version"' in json_page and '"judged_reason"' in json_page
+
+
+def test_every_public_class_has_a_docstring() -> None:
+    """The API pages and `help()` read docstrings; a public class without one documents nothing."""
+    import ast
+
+    missing = []
+    for path in sorted((ROOT / "stabdiag").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            public = isinstance(node, ast.ClassDef) and not node.name.startswith("_")
+            if public and not ast.get_docstring(node):
+                missing.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert not missing, "public classes without a docstring:\n" + "\n".join(missing)
