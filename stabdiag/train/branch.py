@@ -17,42 +17,29 @@ from typing import Any
 
 from stabdiag.errors import TrainError
 from stabdiag.train import checkpoint
-from stabdiag.train.config import TrainConfig, parse_skips, resolve_overrides
+from stabdiag.train.config import RESTART_FREE, TrainConfig, parse_skips, resolve_overrides
 
 # Keys a branch may change: they act on the steps still to run, not on what the checkpoint holds.
-BRANCHABLE = frozenset(
-    {
-        "lr",
-        "min_lr",
-        "warmup_steps",
-        "decay",
-        "grad_clip",
-        "beta1",
-        "beta2",
-        "eps",
-        "weight_decay",
-        "z_loss",
-        "precision",
-        "loss_scale_init",
-        "loss_scale_growth_interval",
-        "dropout",
-        "softmax_cap",
-        "seq_warmup_steps",
-        "batch_size",
-        "skip_batches",
-        "inject",
-        "steps",
-        "eval_interval",
-        "eval_batches",
-        "log_interval",
-        "checkpoint_interval",
-        "keep_checkpoints",
-        "stop_after_nonfinite",
-        "tensorboard",
-        "device",
-        "threads",
-    }
-)
+BRANCHABLE = RESTART_FREE | {
+    "lr",
+    "min_lr",
+    "warmup_steps",
+    "decay",
+    "grad_clip",
+    "beta1",
+    "beta2",
+    "eps",
+    "weight_decay",
+    "z_loss",
+    "precision",
+    "loss_scale_init",
+    "loss_scale_growth_interval",
+    "dropout",
+    "softmax_cap",
+    "seq_warmup_steps",
+    "batch_size",
+    "skip_batches",
+}
 # Keys of the run's identity, set by the branch itself.
 _IDENTITY = frozenset({"out_dir", "run_name", "preset", "recipe"})
 

@@ -89,20 +89,21 @@ def parse_events(specs: tuple[str, ...] | list[str]) -> tuple[InjectEvent, ...]:
     return tuple(parse_event(s) for s in specs)
 
 
-def lr_factor(events: tuple[InjectEvent, ...], step: int) -> float:
+def _factor(events: tuple[InjectEvent, ...], kind: str, step: int) -> float:
+    """The product of the factors of the `kind` events covering `step` (1.0 when none do)."""
     factor = 1.0
     for e in events:
-        if e.kind == "lr_spike" and e.covers(step):
+        if e.kind == kind and e.covers(step):
             factor *= float(e.params["factor"])
     return factor
+
+
+def lr_factor(events: tuple[InjectEvent, ...], step: int) -> float:
+    return _factor(events, "lr_spike", step)
 
 
 def grad_factor(events: tuple[InjectEvent, ...], step: int) -> float:
-    factor = 1.0
-    for e in events:
-        if e.kind == "grad_scale" and e.covers(step):
-            factor *= float(e.params["factor"])
-    return factor
+    return _factor(events, "grad_scale", step)
 
 
 def bad_batch(events: tuple[InjectEvent, ...], index: int, rank: int = 0) -> InjectEvent | None:

@@ -33,7 +33,7 @@ from stabdiag import table as T
 from stabdiag.atomic import write_atomic
 from stabdiag.errors import TrainError
 from stabdiag.train import checkpoint, dist, inject
-from stabdiag.train.config import TrainConfig, derived_keys, parse_skips
+from stabdiag.train.config import RESTART_FREE, TrainConfig, derived_keys, parse_skips
 from stabdiag.train.data import Corpus, corrupt_batch, data_index, get_batch, load_corpus
 from stabdiag.train.health import LiveHealth
 from stabdiag.train.model import GPT
@@ -52,25 +52,7 @@ Progress = Callable[[int, dict[str, float]], None]
 OnFinding = Callable[[dict[str, Any]], None]
 
 # Changing these between an interrupted run and its resume does not change the trajectory.
-RESUMABLE_CHANGES = frozenset(
-    {
-        "steps",
-        "eval_interval",
-        "eval_batches",
-        "log_interval",
-        "checkpoint_interval",
-        "keep_checkpoints",
-        "device",
-        "out_dir",
-        "run_name",
-        "tensorboard",
-        "stop_after_nonfinite",
-        "inject",
-        "threads",
-        "guard",
-        "guard_level",
-    }
-)
+RESUMABLE_CHANGES = RESTART_FREE | {"out_dir", "run_name", "guard", "guard_level"}
 
 GUARD_SKIPPED = "guard/skipped_step"
 """1.0 on a step whose optimizer update the guard skipped (guard=skip). Not train/skipped_step:
