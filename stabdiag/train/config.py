@@ -236,6 +236,25 @@ _HINTS: dict[str, Any] = {}  # filled below, once the class exists
 _HINTS.update(typing.get_type_hints(TrainConfig))
 FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
+RESTART_FREE = frozenset(
+    {
+        "steps",
+        "eval_interval",
+        "eval_batches",
+        "log_interval",
+        "checkpoint_interval",
+        "keep_checkpoints",
+        "stop_after_nonfinite",
+        "tensorboard",
+        "device",
+        "threads",
+        "inject",
+    }
+)
+"""What a run restarted from one of its checkpoints (a resume, a branch) may change: how long it
+runs, how it logs, checkpoints and stops, where it runs and the faults it injects. A resume and a
+branch each add their own keys to these."""
+
 # Presets size the run; recipes choose the stabilizers. Values may be callables of the config
 # so far (e.g. warmup as a fraction of the preset's steps).
 Overrides = Mapping[str, Any | Callable[[TrainConfig], Any]]
