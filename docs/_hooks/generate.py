@@ -132,6 +132,7 @@ def _detectors() -> str:
     """One section per registered detector: what ``stabdiag explain KIND`` prints."""
     from stabdiag.detectors import DETECTORS
     from stabdiag.detectors.explain import policy_table, thresholds
+    from stabdiag.words import plain  # as `stabdiag explain` prints it
 
     out = ["| code | kind | checks |", "|---|---|---|"]
     out += [f"| {d.code} | [`{d.kind}`](#{d.kind}) | {_cell(d.summary)} |" for d in DETECTORS]
@@ -143,7 +144,7 @@ def _detectors() -> str:
             _cell(d.summary),
             "",
             "```text",
-            d.doc.strip(),
+            plain(d.doc.strip()),
             "```",
             "",
         ]
