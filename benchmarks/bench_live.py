@@ -59,7 +59,7 @@ def _timed(cb, hooks):
 
 
 def _hf_run(steps: int, with_cb: bool, every: int = 1) -> tuple[float, float]:
-    from livehelpers import BATCH, StepData, tiny_gpt2
+    from live_util import BATCH, StepData, tiny_gpt2
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from stabdiag.integrations.hf import StabdiagCallback
@@ -96,7 +96,7 @@ def _hf_run(steps: int, with_cb: bool, every: int = 1) -> tuple[float, float]:
 def _pl_run(steps: int, with_cb: bool, every: int = 1) -> tuple[float, float]:
     import lightning.pytorch as pl
     import torch
-    from livehelpers import Bigram, batch
+    from live_util import Bigram, batch
 
     from stabdiag.integrations.lightning import StabdiagCallback
 
@@ -235,7 +235,7 @@ def latency(intervals: list[float], repeats: int) -> dict:
     from the spike's line being complete in the file to the watch process exiting 1."""
     import subprocess
 
-    from watchhelpers import Writer, csv_text, spike_offset
+    from watch_util import Writer, csv_text, spike_offset
 
     data = csv_text()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "STABDIAG_NO_CACHE": "1"}

@@ -1,4 +1,4 @@
-"""Root fixtures and options. Helpers live in tests/stabtest.py (conftest modules are not imported
+"""Root fixtures and options. Helpers live in tests/common_util.py (conftest modules are not imported
 by name: several test folders have their own)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from stabtest import REAL_LOGS
+from common_util import REAL_LOGS
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from stabtest import make_run
+from common_util import make_run
 
 from stabdiag import runconfig as rc
 from stabdiag import sources

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from stabtest import SAMPLE_RUNS
+from common_util import SAMPLE_RUNS
 from typer.testing import CliRunner
 
 from stabdiag.cli import app

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from stabtest import make_run
+from common_util import make_run
 
 from stabdiag.findings import Finding, Severity
 from stabdiag.remedies import RULES, healthy_clip, suggest

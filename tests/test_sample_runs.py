@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from stabtest import SAMPLE_RUNS
+from common_util import SAMPLE_RUNS
 
 from stabdiag.diagnose import diagnose
 

@@ -1,6 +1,6 @@
 """Known answers on real public logs (skipped when ../shared/real_logs is absent)."""
 
-from dethelpers import load_llmc, load_trainer_state, load_wandb_csv
+from detectors_util import load_llmc, load_trainer_state, load_wandb_csv
 
 import stabdiag.detectors as det
 from stabdiag.findings import Severity

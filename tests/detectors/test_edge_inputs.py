@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
-from dethelpers import make_run, ser
+from detectors_util import make_run, ser
 
 from stabdiag.detectors import DETECTORS, grad_spike
 from stabdiag.table import (

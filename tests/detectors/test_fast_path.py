@@ -6,7 +6,7 @@ median is the same statistic over a window up to one window older).
 """
 
 import numpy as np
-from dethelpers import decaying
+from detectors_util import decaying
 
 from stabdiag.detectors import _stats as st
 from stabdiag.detectors import grad_spike, loss_spike

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from dethelpers import decaying, make_run
+from detectors_util import decaying, make_run
 
 from stabdiag.detectors import grad_explosion, grad_spike
 from stabdiag.findings import Severity, Skipped
@@ -116,7 +116,7 @@ def test_short_log_grad_explosion_few_points():
 
 
 def test_tr8_104b_fragments_grad_explosion_at_8741():
-    from dethelpers import real_path
+    from detectors_util import real_path
 
     from stabdiag.sources import load
     res = load([str(real_path("bigscience_chronicles", "tr8-104B-wide"))])

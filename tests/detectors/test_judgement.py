@@ -4,7 +4,7 @@ which series is the loss, fp16 probing vs real overflow, not-judged runs."""
 from __future__ import annotations
 
 import numpy as np
-from dethelpers import decaying, make_run, ser
+from detectors_util import decaying, make_run, ser
 
 from stabdiag.detectors import divergence, fp16_overflow, loss_spike, nonfinite, stall
 from stabdiag.findings import Severity

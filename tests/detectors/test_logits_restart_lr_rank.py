@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from dethelpers import decaying, make_run, ser
+from detectors_util import decaying, make_run, ser
 
 from stabdiag.detectors import (
     attention_logit_growth,

@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 import pytest
-from dethelpers import decaying, make_run, ser
+from detectors_util import decaying, make_run, ser
 
 from stabdiag.detectors import divergence, stall
 from stabdiag.findings import Severity, Skipped

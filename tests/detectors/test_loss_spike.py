@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from dethelpers import decaying, make_run
+from detectors_util import decaying, make_run
 
 from stabdiag.detectors import loss_spike
 from stabdiag.findings import Severity, Skipped
@@ -151,7 +151,7 @@ def test_heavy_tailed_noise_alone_is_quiet() -> None:
 
 
 def _tr8_wide():
-    from dethelpers import real_path
+    from detectors_util import real_path
 
     from stabdiag.sources import load
     res = load([real_path("bigscience_chronicles", "tr8-104B-wide")])

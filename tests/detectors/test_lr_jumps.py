@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from dethelpers import decaying, make_run
+from detectors_util import decaying, make_run
 
 from stabdiag.detectors import lr_schedule
 from stabdiag.findings import Severity

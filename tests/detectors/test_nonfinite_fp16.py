@@ -1,5 +1,5 @@
 import numpy as np
-from dethelpers import decaying, make_run
+from detectors_util import decaying, make_run
 
 from stabdiag.detectors import fp16_overflow, nonfinite
 from stabdiag.findings import Severity, Skipped

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 import pytest
-from dethelpers import decaying, make_run
+from detectors_util import decaying, make_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 

@@ -3,7 +3,7 @@
     python tests/hardening/fuzz_campaign.py --scale 4 [--timeout 10] [--mem-gb 2] [--json out.json]
 
 Every input (seed mutations of tests/hardening/hardening_util.py plus every generator of
-adversarial.py) is analysed in a forked child (reader + detectors + every report format) under a
+adversarial_util.py) is analysed in a forked child (reader + detectors + every report format) under a
 wall-clock limit and an address-space limit, and classified:
 
 - ok: a report came out; clean: a SourceError from the reader itself (one clear line);
@@ -34,7 +34,7 @@ os.environ["STABDIAG_NO_CACHE"] = "1"
 os.environ["STABDIAG_JOBS"] = "1"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from adversarial import ATTACKS  # noqa: E402
+from adversarial_util import ATTACKS  # noqa: E402
 from hardening_util import mutate, place, seed_files  # noqa: E402
 
 from stabdiag.errors import SourceError  # noqa: E402
@@ -132,7 +132,7 @@ def main() -> None:
     ap.add_argument("--mem-gb", type=float, default=2.0)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--only", help="only cases whose id contains this")
-    ap.add_argument("--attacks-only", action="store_true", help="only the adversarial.py cases")
+    ap.add_argument("--attacks-only", action="store_true", help="only the adversarial_util.py cases")
     a = ap.parse_args()
     counts: dict[str, Counter] = defaultdict(Counter)
     bad: list[dict] = []

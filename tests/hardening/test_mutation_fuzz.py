@@ -13,7 +13,7 @@ import random
 import zlib
 
 import pytest
-from adversarial import ATTACKS
+from adversarial_util import ATTACKS
 from hardening_util import mutate, place, read_strict, seed_files
 
 from stabdiag.errors import SourceError
@@ -60,7 +60,7 @@ def test_truncation_at_dense_offsets(src, tmp_path):
 
 
 # --------------------------------------------------------------------------- adversarial classes
-# Every defect class of the hardening campaigns (issue 13) has a generator in adversarial.py: each
+# Every defect class of the hardening campaigns (issue 13) has a generator in adversarial_util.py: each
 # must read cleanly in bounded time, and (long profile) so must damaged copies of it.
 
 # Open in readers owned elsewhere (issue 13 C6): int() of a 5000-digit step loses the log.

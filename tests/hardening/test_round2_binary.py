@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from adversarial import (
+from adversarial_util import (
     mlflow_bad_steps,
     scalar_event,
     tb_double_new_style,

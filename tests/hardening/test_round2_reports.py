@@ -53,7 +53,7 @@ def test_c7_a_crashing_detector_becomes_its_skipped_entry(tmp_path):
 def test_d6_a_countdown_is_one_restart_episode(tmp_path):
     import time
 
-    from adversarial import csv_countdown
+    from adversarial_util import csv_countdown
 
     f = csv_countdown(tmp_path, n=50_000)
     t0 = time.perf_counter()

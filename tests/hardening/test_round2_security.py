@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from adversarial import mlflow_bomb
+from adversarial_util import mlflow_bomb
 
 from stabdiag.atomic import STALE_SECONDS, UnsafeTarget, target_kind, write_atomic
 from stabdiag.errors import SourceError
@@ -231,7 +231,7 @@ def test_s5_yaml_aliases_are_refused_quickly(tmp_path):
 
 
 def test_s5_lightning_hparams_with_aliases_are_ignored(tmp_path):
-    from adversarial import BILLION_LAUGHS
+    from adversarial_util import BILLION_LAUGHS
 
     v = tmp_path / "lightning_logs" / "version_0"
     v.mkdir(parents=True)
@@ -242,7 +242,7 @@ def test_s5_lightning_hparams_with_aliases_are_ignored(tmp_path):
 
 
 def test_s5_non_string_run_name_is_not_a_name(tmp_path):
-    from adversarial import _ml_loss, mlflow_run
+    from adversarial_util import _ml_loss, mlflow_run
 
     run = mlflow_run(tmp_path, "run_id: r1\nrun_name: [a, b]\n", {"loss": _ml_loss()})
     assert [i.name for i in load([run]).runs] == ["r1"]

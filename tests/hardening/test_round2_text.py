@@ -7,7 +7,7 @@ import re
 import time
 
 import pytest
-from adversarial import ATTACKS, csv_quoted_newline
+from adversarial_util import ATTACKS, csv_quoted_newline
 
 from stabdiag.sources import load
 

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from livehelpers import BATCH, StepData, tiny_gpt2  # noqa: E402
+from live_util import BATCH, StepData, tiny_gpt2  # noqa: E402
 from transformers import Trainer, TrainingArguments  # noqa: E402
 
 from stabdiag.integrations.hf import FINDINGS_FILE, StabdiagCallback  # noqa: E402

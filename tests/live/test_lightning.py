@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pl = pytest.importorskip("lightning.pytorch")
 
-from livehelpers import Bigram, batch  # noqa: E402
+from live_util import Bigram, batch  # noqa: E402
 
 from stabdiag.integrations.lightning import FINDINGS_FILE, StabdiagCallback  # noqa: E402
 

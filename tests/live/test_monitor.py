@@ -90,7 +90,7 @@ torch = pytest.importorskip("torch")
 
 
 def _loop(action, poison, steps=120, max_skips=3):
-    from livehelpers import Bigram, batch
+    from live_util import Bigram, batch
 
     model = Bigram()
     opt = torch.optim.Adam(model.parameters(), lr=3e-2)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from typer.testing import CliRunner
-from watchhelpers import SPIKE, Writer, csv_text, jsonl_text, llmc_text, spike_offset, tb_bytes
+from watch_util import SPIKE, Writer, csv_text, jsonl_text, llmc_text, spike_offset, tb_bytes
 
 from stabdiag.cli import app
 from stabdiag.live.watch import Watcher

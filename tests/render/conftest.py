@@ -1,3 +1,3 @@
-"""Renderer fixtures; the helpers behind them live in rendhelpers.py."""
+"""Renderer fixtures; the helpers behind them live in render_util.py."""
 
-from rendhelpers import golden, report, update_golden  # noqa: F401  (fixtures)
+from render_util import golden, report, update_golden  # noqa: F401  (fixtures)

@@ -9,7 +9,7 @@ from importlib import resources
 
 import jsonschema
 import pytest
-from rendhelpers import NASTY, make_report
+from render_util import NASTY, make_report
 from rich.console import Console
 
 from stabdiag.findings import Severity

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rendhelpers import make_report
+from render_util import make_report
 
 from stabdiag.render.html import render_html
 from stabdiag.render.plots import plot_run, save_plots

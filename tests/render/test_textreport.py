@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from rendhelpers import make_report
+from render_util import make_report
 from rich.console import Console
 from typer.testing import CliRunner
 

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from rlfix import (
+from rl_util import (
     analyze,
     dpo_run,
     grpo_curves,

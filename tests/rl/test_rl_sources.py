@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from rlfix import verl_console, verl_jsonl
+from rl_util import verl_console, verl_jsonl
 
 from stabdiag import sources
 from stabdiag.sources import sniff, verl

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from srchelpers import series_of
+from sources_util import series_of
 
 from stabdiag import sources
 
@@ -59,7 +59,7 @@ def test_hf_checkpoints_are_one_run_newest_wins(tmp_path):
 
 
 def test_hf_tensorboard_mirror_is_not_a_second_run(tmp_path):
-    from srchelpers import write_torch
+    from sources_util import write_torch
 
     out = tmp_path / "out"
     out.mkdir()

@@ -8,7 +8,7 @@ import pickle
 
 import numpy as np
 import pytest
-from srchelpers import write_torch
+from sources_util import write_torch
 
 from stabdiag import sources
 from stabdiag.errors import ConfigError, SourceError
@@ -75,7 +75,7 @@ def test_run_names_unique_and_sensible(tmp_path):
 
 
 def test_hf_nested_hparams_dir_is_merged(tmp_path):
-    from srchelpers import tensor_event, write_events
+    from sources_util import tensor_event, write_events
 
     run = tmp_path / "runs" / "May29_15-34-50_host"
     write_torch(run, {"train/loss": [(1, 1.0)]})

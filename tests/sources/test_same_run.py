@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from srchelpers import write_torch
+from sources_util import write_torch
 
 from stabdiag import sources
 

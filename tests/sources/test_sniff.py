@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from srchelpers import write_torch
+from sources_util import write_torch
 
 from stabdiag.sources import sniff
 

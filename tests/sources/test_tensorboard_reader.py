@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from srchelpers import series_of, tensor_event, write_events, write_torch
+from sources_util import series_of, tensor_event, write_events, write_torch
 
 from stabdiag import sources
 from stabdiag.errors import SourceError
