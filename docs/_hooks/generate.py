@@ -163,26 +163,18 @@ def _detectors() -> str:
 
 
 def _formats() -> str:
-    """The log formats `stabdiag formats` lists, with the family a forced ``--input-format`` reads."""
+    """The reader registry as `stabdiag formats` lists it, with the family a forced
+    ``--input-format`` reads."""
+    from stabdiag.sources.registry import READERS
+
     out = [
         "| format | example paths | with `--input-format` it, a folder walk reads |",
         "|---|---|---|",
     ]
-    for name, example, family in _readers():
-        fam = ", ".join(f"`{f}`" for f in sorted(family))
-        out.append(f"| `{name}` | {_cell(example, code=True)} | {fam} |")
+    for r in READERS:
+        fam = ", ".join(f"`{f}`" for f in sorted(r.family))
+        out.append(f"| `{r.name}` | {_cell(r.example, code=True)} | {fam} |")
     return "\n".join(out)
-
-
-def _readers() -> list[tuple[str, str, frozenset[str]]]:
-    """(name, example, family) of every reader, in the order `stabdiag formats` lists them."""
-    try:
-        from stabdiag.sources.registry import READERS
-    except ImportError:  # before the reader registry: the lists in sniff
-        from stabdiag.sources import sniff
-
-        return [(n, sniff.EXAMPLES[n], sniff.FAMILY[n]) for n in sniff.FORMATS]
-    return [(r.name, r.example, r.family) for r in READERS]
 
 
 def _json_fields() -> str:
