@@ -15,8 +15,18 @@ from stabdiag.textfmt import at_steps
 LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 
 
-_OTHER_BREAKS = str.maketrans({"\v": "%0B", "\f": "%0C", "\x85": "%C2%85", "\u2028": "%E2%80%A8",
-                               "\u2029": "%E2%80%A9", "\x1c": "%1C", "\x1d": "%1D", "\x1e": "%1E"})
+_OTHER_BREAKS = str.maketrans(
+    {
+        "\v": "%0B",
+        "\f": "%0C",
+        "\x85": "%C2%85",
+        "\u2028": "%E2%80%A8",
+        "\u2029": "%E2%80%A9",
+        "\x1c": "%1C",
+        "\x1d": "%1D",
+        "\x1e": "%1E",
+    }
+)
 
 
 def escape_data(text: object) -> str:
@@ -47,13 +57,27 @@ def render_github(report: Report, *, min_severity: Severity = Severity.INFO) -> 
     for f in report.findings:
         if f.severity < min_severity:
             continue
-        lines.append(command(LEVEL[f.severity], f"{f.run}{_where(f)}: {f.message}",
-                             title=f"stabdiag {f.code} {f.kind} ({f.run})"))
+        lines.append(
+            command(
+                LEVEL[f.severity],
+                f"{f.run}{_where(f)}: {f.message}",
+                title=f"stabdiag {f.code} {f.kind} ({f.run})",
+            )
+        )
     judged = set(report.judged_runs())
     for r in report.runs:
         if r.name not in judged:
             why = r.judged_reason or "not judged: no loss series found"  # the run's own reason
-            lines.append(command("warning", f"{r.name} ({r.path}): {why}", title=f"stabdiag: {r.name} not judged"))
-        lines += [command("warning", f"{r.name}: {w}", title="stabdiag input") for w in r.warnings]
-    lines += [command("warning", e, title="stabdiag: unreadable input") for e in report.errors]
+            lines.append(
+                command(
+                    "warning",
+                    f"{r.name} ({r.path}): {why}",
+                    title=f"stabdiag not judged ({r.name})",
+                )
+            )
+        lines += [
+            command("warning", f"{r.name}: {w}", title=f"stabdiag input warning ({r.name})")
+            for w in r.warnings
+        ]
+    lines += [command("warning", e, title="stabdiag unreadable input") for e in report.errors]
     return "\n".join(lines) + ("\n" if lines else "")

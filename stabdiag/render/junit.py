@@ -16,6 +16,7 @@ from collections import defaultdict
 
 from stabdiag.findings import Finding, Severity
 from stabdiag.report import Report
+from stabdiag.textfmt import at_steps
 
 # XML 1.0 forbids most control characters even when escaped; log text may contain them.
 _BAD_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -41,13 +42,18 @@ def _detectors(report: Report) -> list[tuple[str, str]]:
 
 
 def _steps(f: Finding) -> str:
-    if f.step_start is None:
-        return "run"
-    return f"step {f.step_start}" if f.step_end in (None, f.step_start) else f"steps {f.step_start}-{f.step_end}"
+    return at_steps(f.step_start, f.step_end) or "whole run"
 
 
-def render_junit(report: Report, *, fail_on: Severity | None = Severity.ERROR,
-                 timestamp: str | None = None) -> str:
+def _where(f: Finding) -> str:
+    """`` at step 120`` / `` at steps 120-180``; empty for a whole-run finding (no "at run")."""
+    where = at_steps(f.step_start, f.step_end)
+    return f" at {where}" if where else ""
+
+
+def render_junit(
+    report: Report, *, fail_on: Severity | None = Severity.ERROR, timestamp: str | None = None
+) -> str:
     """The report as JUnit XML; ``fail_on=None`` (``--fail-on never``) never fails a testcase."""
     root = ET.Element("testsuites", name="stabdiag")
     detectors = _detectors(report)
@@ -65,24 +71,38 @@ def render_junit(report: Report, *, fail_on: Severity | None = Severity.ERROR,
             suite.set("timestamp", timestamp)
         n = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
         for code, kind in detectors:
-            case = ET.SubElement(suite, "testcase", classname=_x(f"stabdiag.{run.name}"),
-                                 name=f"{code} {kind}", time="0")
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                classname=_x(f"stabdiag.{run.name}"),
+                name=f"{code} {kind}",
+                time="0",
+            )
             n["tests"] += 1
             fs = by_case.get((run.name, kind), [])
             failing = [f for f in fs if fail_on is not None and f.severity >= fail_on]
             for f in failing:
-                fail = ET.SubElement(case, "failure", type=kind,
-                                     message=_x(f"{f.severity.label} at {_steps(f)}: {f.message}"))
-                fail.text = _x(f"{f.code} {f.kind} {f.severity.label} {_steps(f)} metric={f.metric}\n"
-                               f"{f.message}\nevidence: {json.dumps(f.evidence, default=str, allow_nan=True)}")
+                fail = ET.SubElement(
+                    case,
+                    "failure",
+                    type=kind,
+                    message=_x(f"{f.severity.label}{_where(f)}: {f.message}"),
+                )
+                fail.text = _x(
+                    f"{f.code} {f.kind} {f.severity.label} {_steps(f)} metric={f.metric}\n"
+                    f"{f.message}\nevidence: {json.dumps(f.evidence, default=str, allow_nan=True)}"
+                )
             if failing:
                 n["failures"] += 1
             quiet = [f for f in fs if f not in failing]
             if quiet:
-                ET.SubElement(case, "system-out").text = _x("\n".join(
-                    f"{f.severity.label} {_steps(f)}: {f.message}" for f in quiet))
+                ET.SubElement(case, "system-out").text = _x(
+                    "\n".join(f"{f.severity.label}{_where(f)}: {f.message}" for f in quiet)
+                )
             if (run.name, kind) in skip_of:
-                ET.SubElement(case, "skipped", message=_x(f"not checked: {skip_of[(run.name, kind)]}"))
+                ET.SubElement(
+                    case, "skipped", message=_x(f"not checked: {skip_of[(run.name, kind)]}")
+                )
                 n["skipped"] += 1
         for w in run.warnings:
             ET.SubElement(suite, "system-err").text = _x(f"input: {w}")
@@ -90,10 +110,19 @@ def render_junit(report: Report, *, fail_on: Severity | None = Severity.ERROR,
             suite.set(k, str(v))
             totals[k] += v
     if report.errors:
-        suite = ET.SubElement(root, "testsuite", name="stabdiag.inputs", tests=str(len(report.errors)),
-                              failures="0", errors=str(len(report.errors)), skipped="0")
+        suite = ET.SubElement(
+            root,
+            "testsuite",
+            name="stabdiag.inputs",
+            tests=str(len(report.errors)),
+            failures="0",
+            errors=str(len(report.errors)),
+            skipped="0",
+        )
         for i, msg in enumerate(report.errors):
-            case = ET.SubElement(suite, "testcase", classname="stabdiag.inputs", name=f"input {i + 1}")
+            case = ET.SubElement(
+                suite, "testcase", classname="stabdiag.inputs", name=f"input {i + 1}"
+            )
             ET.SubElement(case, "error", type="unreadable", message=_x(msg))
         totals["tests"] += len(report.errors)
         totals["errors"] += len(report.errors)

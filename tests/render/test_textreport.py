@@ -303,3 +303,40 @@ def test_explain_prints_no_rst_markup() -> None:
     res = CliRunner().invoke(app, ["explain", "loss-spike"], env={"COLUMNS": "100"})
     assert res.exit_code == 0, res.output
     assert "``" not in res.output and "z_threshold" in res.output
+
+
+def test_ci_formats_say_where_and_why_plainly() -> None:
+    from stabdiag.render.github import render_github
+    from stabdiag.render.junit import render_junit
+
+    whole = Finding(
+        code="SD107",
+        kind="stall",
+        severity=Severity.ERROR,
+        run="a",
+        metric="train/loss",
+        step_start=None,
+        step_end=None,
+        message="loss flat",
+        evidence={},
+    )
+    base = _report()
+    rep = Report(runs=base.runs, findings=(whole,), skipped=(), remedies=(), version="9.9.9")
+    xml = render_junit(rep)
+    assert 'message="error: loss flat"' in xml and "at run" not in xml
+    unjudged = RunSummary(
+        name="b",
+        path="logs/b.csv",
+        format="csv",
+        steps=(0, 9),
+        metrics=("train/lr",),
+        judged=False,
+        judged_reason="not judged: no loss series found; name one with --map",
+    )
+    gh = render_github(
+        Report(runs=(unjudged,), findings=(), skipped=(), remedies=(), version="9.9.9")
+    )
+    assert gh == (
+        "::warning title=stabdiag not judged (b)::b (logs/b.csv): not judged: no loss series found; "
+        "name one with --map\n"
+    )
