@@ -140,3 +140,18 @@ def test_every_public_class_has_a_docstring() -> None:
             if public and not ast.get_docstring(node):
                 missing.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
     assert not missing, "public classes without a docstring:\n" + "\n".join(missing)
+
+
+def test_every_json_field_is_described() -> None:
+    """The JSON report page lists each field with its schema description: none may be blank."""
+    import json
+
+    schema = json.loads((ROOT / "stabdiag" / "schema" / "report.schema.json").read_text("utf-8"))
+    objects = {"report": schema, **schema["$defs"]}
+    blank = [
+        f"{name}.{key}"
+        for name, obj in objects.items()
+        for key, spec in obj.get("properties", {}).items()
+        if not spec.get("description", "").strip()
+    ]
+    assert not blank, blank
