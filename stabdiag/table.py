@@ -148,7 +148,7 @@ class MetricsTable:
         frames = [t.frame for t in tables if len(t.frame)]
         if not frames:
             return cls.empty()
-        return cls(pd.concat(frames, ignore_index=True))
+        return cls(pd.concat(_same_categories(frames), ignore_index=True))
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -185,6 +185,28 @@ class MetricsTable:
             f = pd.concat([f[f["rank"].isna()], ranked[ranked["rank"] == low]])
         series = _split_metrics(f)
         return RunData(name=run, series=series, by_rank=by_rank, meta=dict(meta or {}))
+
+
+NAME_COLUMNS = ("run", "metric", "source")
+
+
+def code_dtype(n: int) -> type:
+    """The integer type pandas keeps the codes of ``n`` categories in."""
+    return np.int8 if n < 2**7 else np.int16 if n < 2**15 else np.int32
+
+
+def _same_categories(frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
+    """Give categorical name columns one set of categories across frames: pd.concat turns
+    differing categories into strings (a copy of every name in every row, issue 13 R3)."""
+    if len(frames) < 2:
+        return frames
+    for col in NAME_COLUMNS:
+        if not all(isinstance(f[col].dtype, pd.CategoricalDtype) for f in frames):
+            continue
+        union = pd.unique(np.concatenate([f[col].cat.categories.to_numpy(dtype=object)
+                                          for f in frames]))
+        frames = [f.assign(**{col: f[col].cat.set_categories(union)}) for f in frames]
+    return frames
 
 
 _DTYPES = {
