@@ -11,12 +11,11 @@ export is sampled (irregular steps), and the last line may lack a newline.
 from __future__ import annotations
 
 import csv
-import io
 import math
 from pathlib import Path
 
 from stabdiag.errors import SourceError
-from stabdiag.sources.raw import BAD, RawRun, bad_lines_warning, from_rows, parse_number
+from stabdiag.sources.raw import BAD, Lines, RawRun, RunColumns, capped_lines, parse_number
 
 FORMAT = "wandb-csv"
 _SEP = " - "
@@ -41,11 +40,19 @@ def looks_like(path: Path, head: str) -> bool:
 
 
 def read(path: Path) -> list[RawRun]:
+    """Read row by row (memory follows the values kept, not the file); a "line" over
+    raw.MAX_LINE is refused at once with one line."""
     try:
-        text = path.read_bytes().decode("utf-8", errors="replace").lstrip("\ufeff")
+        with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+            return _read(path, fh)
     except OSError as exc:
         raise SourceError(path, "a W&B CSV export", str(exc)) from None
-    reader = csv.reader(io.StringIO(text, newline=""))
+
+
+def _read(path: Path, fh) -> list[RawRun]:  # noqa: ANN001 - a text file
+    lines = capped_lines(fh, path, "a W&B CSV export")
+    first = next(lines, "")
+    reader = csv.reader(_chain(first.lstrip("\ufeff"), lines))
     try:
         cols = next(reader, None)
     except csv.Error as exc:
@@ -61,33 +68,47 @@ def read(path: Path) -> list[RawRun]:
             continue
         run, _, metric = c.rpartition(_SEP)
         targets.append((i, run, metric))
-    per_run: dict[str, list[tuple[int, str, float]]] = {run: [] for _, run, _ in targets}
-    bad: list[int] = []
+    per_run: dict[str, RunColumns] = {run: RunColumns() for _, run, _ in targets}
+    bad = Lines()
+    beyond: dict[str, int] = {}  # values whose step does not fit int64, per run
     stopped = ""
-    rows: list[list[str]] = []
     try:
-        rows.extend(reader)
+        for lineno, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            step = parse_number(row[0])
+            if not isinstance(step, float) or not math.isfinite(step):
+                bad.add(lineno)
+                continue
+            step = int(step)
+            for i, run, metric in targets:
+                if i >= len(row):
+                    continue
+                v = parse_number(row[i])
+                if v is None:
+                    continue
+                if v is BAD:
+                    bad.add(lineno)
+                    continue
+                if not _I64[0] <= step <= _I64[1]:
+                    beyond[run] = beyond.get(run, 0) + 1
+                    continue
+                per_run[run].add(step, metric, v)  # type: ignore[arg-type]
     except csv.Error as exc:  # a cell over the field limit: keep the rows before it
         stopped = f"{path}: stopped reading at line {reader.line_num} ({exc})"
-    for lineno, row in enumerate(rows, start=2):
-        if not row:
-            continue
-        step = parse_number(row[0])
-        if not isinstance(step, float) or not math.isfinite(step):
-            bad.append(lineno)
-            continue
-        for i, run, metric in targets:
-            if i >= len(row):
-                continue
-            v = parse_number(row[i])
-            if v is None:
-                continue
-            if v is BAD:
-                bad.append(lineno)
-                continue
-            per_run[run].append((int(step), metric, v))  # type: ignore[arg-type]
-    warnings = [bad_lines_warning(str(path), "rows with a bad step or value", bad)] if bad else []
+    warnings = [bad.warning(str(path), "rows with a bad step or value")] if bad else []
     warnings += [stopped] if stopped else []
     meta = {"x_axis": cols[0], "envelope_columns_ignored": envelopes}
-    return [from_rows(run, str(path), FORMAT, rows, warnings=warnings, meta=meta)
-            for run, rows in per_run.items()]
+    return [cols_.build(run, str(path), FORMAT, meta=meta, warnings=(
+        *warnings, *([f"{path}: {beyond[run]} values with a step beyond the int64 range dropped"]
+                     if run in beyond else [])))
+        for run, cols_ in per_run.items()]
+
+
+_I64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _chain(first: str, rest):  # noqa: ANN001, ANN202
+    if first:
+        yield first
+    yield from rest

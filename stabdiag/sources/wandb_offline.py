@@ -20,6 +20,7 @@ reading at that record for the same reason.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
@@ -28,7 +29,7 @@ import zlib
 from pathlib import Path
 
 from stabdiag.errors import SourceError
-from stabdiag.sources.raw import RawRun, from_rows, parse_number
+from stabdiag.sources.raw import RawRun, RunColumns, parse_number
 
 FORMAT = "wandb-offline"
 
@@ -85,40 +86,79 @@ def fields(b: bytes) -> list[tuple[int, int | bytes]]:
     return out
 
 
+MAX_RECORD = 64 << 20  # a record split over blocks larger than this is damage, not history
+
+
+class _Records:
+    """Payloads of the LevelDB-log framing, read from a file a block at a time (memory: one
+    block plus the record being joined, never the file). ``stopped`` says why reading ended
+    early (None if it did not); ``oversized`` counts records over MAX_RECORD (dropped)."""
+
+    def __init__(self, fh) -> None:  # noqa: ANN001 - a binary file after the 7-byte header
+        self.fh = fh
+        self.stopped: str | None = None
+        self.oversized = 0
+
+    def __iter__(self):  # noqa: ANN204, C901 - yields bytes
+        base = 0  # file offset of the current block
+        partial: list[bytes] = []  # pieces of a multi-block record, joined once (linear)
+        size = 0
+        too_big = False
+        first = True
+        while True:
+            block = self.fh.read(_BLOCK - (_HEADER if first else 0))
+            if not block:
+                break
+            pos = _HEADER if first else 0  # offsets within the block's 32 KiB
+            if first:
+                block = b"\0" * _HEADER + block
+                first = False
+            end = len(block)
+            while pos < end:
+                if _BLOCK - pos < 7:
+                    break
+                if pos + 7 > end:
+                    self.stopped = f"file ends inside a record header at byte {base + pos}"
+                    return
+                crc, length, kind = struct.unpack_from("<IHB", block, pos)
+                if kind == 0 and length == 0:
+                    break  # zero padding to the end of the block
+                payload = block[pos + 7:pos + 7 + length]
+                if len(payload) < length:
+                    self.stopped = f"file ends inside a record at byte {base + pos}"
+                    return
+                if zlib.crc32(bytes([kind]) + payload) & 0xFFFFFFFF != crc:
+                    self.stopped = f"bad checksum at byte {base + pos}"
+                    return
+                pos += 7 + length
+                if kind == 1:
+                    yield payload
+                elif kind == 2:
+                    partial, size, too_big = [payload], len(payload), False
+                elif kind in (3, 4):
+                    size += len(payload)
+                    if size > MAX_RECORD:
+                        if not too_big:
+                            self.oversized += 1
+                        partial, too_big = [], True
+                    if not too_big:
+                        partial.append(payload)
+                    if kind == 4:
+                        if not too_big:
+                            yield b"".join(partial)
+                        partial, size, too_big = [], 0, False
+            if len(block) < _BLOCK:
+                break
+            base += _BLOCK
+        if partial or too_big:
+            self.stopped = "file ends in the middle of a multi-block record"
+
+
 def records(data: bytes) -> tuple[list[bytes], str | None]:
-    """Payloads of the LevelDB-log framing, and why reading stopped early (None if it did not)."""
-    out: list[bytes] = []
-    pos, partial = _HEADER, []  # pieces of a multi-block record, joined once (linear)
-    while pos < len(data):
-        left = _BLOCK - pos % _BLOCK
-        if left < 7:
-            pos += left
-            continue
-        if pos + 7 > len(data):
-            return out, f"file ends inside a record header at byte {pos}"
-        crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        if kind == 0 and length == 0:
-            pos += left  # zero padding to the end of the block
-            continue
-        payload = data[pos + 7:pos + 7 + length]
-        if len(payload) < length:
-            return out, f"file ends inside a record at byte {pos}"
-        if zlib.crc32(bytes([kind]) + payload) & 0xFFFFFFFF != crc:
-            return out, f"bad checksum at byte {pos}"
-        pos += 7 + length
-        if kind == 1:
-            out.append(payload)
-        elif kind == 2:
-            partial = [payload]
-        elif kind == 3:
-            partial.append(payload)
-        elif kind == 4:
-            partial.append(payload)
-            out.append(b"".join(partial))
-            partial = []
-    if partial:
-        return out, "file ends in the middle of a multi-block record"
-    return out, None
+    """Payloads of the LevelDB-log framing of a whole file's bytes, and why reading stopped
+    early (None if it did not)."""
+    stream = _Records(io.BytesIO(data[_HEADER:]))
+    return list(stream), stream.stopped
 
 
 def _find_file(path: Path) -> Path:
@@ -134,12 +174,11 @@ def _text(v: int | bytes) -> str:
     return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
 
-def _read_record(index: int, payload: bytes, rows: list[tuple[int, str, float]],
-                 wall: list[float], meta: dict) -> int:
-    """Add one record's rows (all or none: a damaged nested field raises ValueError before
-    anything is added, so one bad field costs its record, never the run). Returns 0."""
-    new_rows: list[tuple[int, str, float]] = []
-    new_wall: list[float] = []
+def _read_record(index: int, payload: bytes, meta: dict) -> list[tuple[int, str, float, float]]:
+    """One record's (step, key, value, wall time) rows: all or none (a damaged nested field
+    raises ValueError before anything is returned, so one bad field costs its record, never the
+    run)."""
+    new_rows: list[tuple[int, str, float, float]] = []
     for num, val in fields(payload):
         if num == 17 and isinstance(val, bytes):
             run = {n: _text(v) for n, v in fields(val) if n in (1, 3, 8)}
@@ -168,38 +207,49 @@ def _read_record(index: int, payload: bytes, rows: list[tuple[int, str, float]],
         step = int(step_v) if step_v is not None and math.isfinite(step_v) else \
             (step_num if step_num is not None else index)
         ts = items.get("_timestamp", math.nan)
-        for key, value in items.items():
-            if key not in _INTERNAL:
-                new_rows.append((step, key, value))
-                new_wall.append(ts)
-    rows += new_rows
-    wall += new_wall
-    return 0
+        new_rows += [(step, key, value, ts) for key, value in items.items()
+                     if key not in _INTERNAL]
+    return new_rows
+
+
+_I64 = (-(1 << 63), (1 << 63) - 1)
 
 
 def read_file(file: Path) -> RawRun:
-    data = file.read_bytes()
-    if not data.startswith(MAGIC):
-        raise SourceError(file, "a W&B .wandb file (starting with ':W&B')", "another header")
-    payloads, stopped = records(data)
-    rows: list[tuple[int, str, float]] = []
-    wall: list[float] = []
-    meta: dict = {}
-    bad = 0
-    for index, payload in enumerate(payloads):
-        try:
-            bad += _read_record(index, payload, rows, wall, meta)
-        except ValueError:  # a damaged record (or nested field) costs that record only
-            bad += 1
+    """Read the history a block at a time: memory follows the values kept, not the file."""
+    with open(file, "rb") as fh:
+        if not fh.read(_HEADER).startswith(MAGIC):
+            raise SourceError(file, "a W&B .wandb file (starting with ':W&B')", "another header")
+        stream = _Records(fh)
+        cols = RunColumns(wall=True)
+        meta: dict = {}
+        bad = beyond = n = 0
+        last = None
+        for index, payload in enumerate(stream):
+            n += 1
+            try:
+                rows = _read_record(index, payload, meta)
+            except ValueError:  # a damaged record (or nested field) costs that record only
+                bad += 1
+                continue
+            for step, key, value, ts in rows:
+                if not _I64[0] <= step <= _I64[1]:
+                    beyond += 1
+                    continue
+                cols.add(step, key, value, ts)
+                last = step
     warnings = []
-    if stopped:
-        last = rows[-1][0] if rows else None
-        warnings.append(f"{file}: history truncated ({stopped}); kept {len(payloads)} records "
+    if stream.stopped:
+        warnings.append(f"{file}: history truncated ({stream.stopped}); kept {n} records "
                         f"up to step {last}")
-    if bad:
-        warnings.append(f"{file}: {bad} undecodable records dropped")
+    if bad or stream.oversized:
+        warnings.append(f"{file}: {bad + stream.oversized} undecodable records dropped"
+                        + (f" ({stream.oversized} over {MAX_RECORD >> 20} MB)"
+                           if stream.oversized else ""))
+    if beyond:
+        warnings.append(f"{file}: {beyond} values with a step beyond the int64 range dropped")
     name = meta.get("display_name") or meta.get("run_id") or file.stem.removeprefix("run-")
-    return from_rows(name, str(file), FORMAT, rows, wall=wall, warnings=warnings, meta=meta)
+    return cols.build(name, str(file), FORMAT, warnings=warnings, meta=meta)
 
 
 def read(path: Path) -> list[RawRun]:
