@@ -31,6 +31,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.text import Text
 from matplotlib.ticker import FixedLocator, Formatter, MaxNLocator, NullFormatter, NullLocator
 
 from stabdiag.atomic import write_atomic
@@ -73,22 +74,25 @@ PLOTTABLE = 1e100
 """Larger magnitudes are marked on the top edge, not drawn (matplotlib's axis arithmetic overflows)."""
 MAX_UNKNOWN_PANELS = 6
 """A run with no stability metric under a known name shows this many of its own series."""
-SUSTAINED = frozenset(
+POINT_KINDS = frozenset(
     {
-        "divergence",
-        "stall",
-        "grad-explosion",
-        "attention-logit-growth",
-        "output-logit-drift",
-        "rank-divergence",
-        "plateau",
+        "loss-spike",
+        "grad-spike",
+        "nonfinite",
+        "rl-nonfinite",
+        "fp16-overflow",
+        "restart",
+        "lr-schedule",
     }
 )
-"""Kinds that hold over a range of steps and are shaded over it; every other kind is a set of
-point events (``event_steps``), and any one-step finding is a point."""
+"""Kinds that are a set of events at single steps (``event_steps``), marked one by one even when
+the finding spans the steps between them. Every other kind holds over its range (a divergence,
+a stall, a drift) and is shaded over it; any one-step finding is a point."""
 EVENT_KEYS = ("spike_steps", "blip_steps", "overflow_steps", "steps")
 """Evidence lists of individual event steps, in the order they are looked for."""
-LEGEND_CHARS = 38
+LEGEND_CHARS = 30
+MAX_LANES = 6  # label rows in the findings strip
+LANE_HEIGHT, TICK_HEIGHT = 0.19, 0.24  # inches: one label row; the event ticks under them
 NICE = (1, 2, 2.5, 5, 10)  # tick steps a reader adds up in their head
 
 
@@ -216,7 +220,7 @@ def event_steps(f: Finding) -> list[int]:
 def is_sustained(f: Finding) -> bool:
     """Shaded over its range (a divergence, a stall...), rather than marked at its events."""
     return (
-        f.kind in SUSTAINED
+        f.kind not in POINT_KINDS
         and f.step_start is not None
         and f.step_end is not None
         and f.step_end > f.step_start
@@ -239,36 +243,26 @@ def _restart_steps(run: RunData) -> list[int]:
     return [] if s is None else [int(x) for x in s.steps]
 
 
-def _unknown_panels(run: RunData) -> list[tuple[Panel, dict[str, Series]]]:
-    """A run none of whose series has a known name still shows its own series (the first few,
-    by name), each in its own panel, log-scaled when it spans orders of magnitude."""
-    out = []
-    for name in sorted(run.series):
-        if is_canonical(name) or name.startswith("meta/"):
-            continue
-        s = run.series[name]
-        ok = s.values[np.isfinite(s.values)]
-        if not len(ok):
-            continue
-        log = bool(ok.min() > 0 and ok.max() / ok.min() > 1e3)
-        short = name if len(name) <= 60 else name[:59] + "…"
-        out.append(
-            (
-                Panel(
-                    short,
-                    "value (log)" if log else "value",
-                    ((name, _short(name), LINE["train"]),),
-                    log=log,
-                ),
-                {name: s},
-            )
-        )
-        if len(out) == MAX_UNKNOWN_PANELS:
-            break
-    return out
+def _own_panel(name: str, s: Series) -> tuple[Panel, dict[str, Series]] | None:
+    """A panel for a series without a known name, titled with its name, log-scaled when it spans
+    orders of magnitude; None when it has nothing finite to draw."""
+    ok = s.values[np.isfinite(s.values)]
+    if not len(ok):
+        return None
+    log = bool(ok.min() > 0 and ok.max() / ok.min() > 1e3)
+    title = name if len(name) <= 60 else name[:59] + "…"
+    panel = Panel(
+        title, "value (log)" if log else "value", ((name, _short(name), LINE["other"]),), log=log
+    )
+    return panel, {name: s}
 
 
-def _active_panels(run: RunData) -> list[tuple[Panel, dict[str, Series]]]:
+def _active_panels(
+    run: RunData, findings: Sequence[Finding] = ()
+) -> list[tuple[Panel, dict[str, Series]]]:
+    """The known stability metrics the run logged, in reading order; then every other series a
+    finding is about (an RL run's length or KL), so each finding's evidence is on the page. A run
+    with none of these shows its own series (the first few, by name)."""
     out = []
     for p in PANELS:
         data = {m: s for m, _, _ in p.metrics if (s := _get(run, m)) is not None}
@@ -280,7 +274,19 @@ def _active_panels(run: RunData) -> list[tuple[Panel, dict[str, Series]]]:
             data[SKIPPED_STEP] = sk
         if data:
             out.append((p, data))
-    return out or _unknown_panels(run)
+    drawn = {m for _, d in out for m in d}
+    named = [
+        f.metric for f in findings if f.metric not in drawn and not f.metric.startswith("meta/")
+    ]
+    if not out:
+        named += sorted(m for m in run.series if not is_canonical(m) and not m.startswith("meta/"))
+    extra = 0
+    for name in dict.fromkeys(named):
+        s = _get(run, name)
+        if s is not None and extra < MAX_UNKNOWN_PANELS and (p := _own_panel(name, s)) is not None:
+            out.append(p)
+            extra += 1
+    return out
 
 
 def _short(label: str) -> str:
@@ -290,7 +296,9 @@ def _short(label: str) -> str:
 # --- axes ------------------------------------------------------------------------------------------
 
 
-def _fmt_number(x: float, digits: int, style: str) -> str:
+def _fmt_number(x: float, digits: int, style: str, positional: float = 1e4) -> str:
+    """``x`` in ``digits`` significant digits: ``e`` style (``3e-4``) or ``g`` style, written out
+    in full from 1 up to ``positional`` (``200``, not ``2e2``)."""
     if x == 0:
         return "0"
     if style == "e":
@@ -298,7 +306,7 @@ def _fmt_number(x: float, digits: int, style: str) -> str:
         if "." in mant:
             mant = mant.rstrip("0").rstrip(".")
         return f"{mant}e{int(exp)}"
-    if 1 <= abs(x) < 1e6:  # positional: 200, not 2e2
+    if 1 <= abs(x) < positional:
         digits = max(digits, int(math.floor(math.log10(abs(x)))) + 1)
     s = f"{x:.{digits}g}"
     if "e" in s:
@@ -309,23 +317,28 @@ def _fmt_number(x: float, digits: int, style: str) -> str:
 
 class DistinctFormatter(Formatter):
     """Tick labels with the fewest significant digits that still tell every tick apart: a
-    nearly constant LR no longer prints ``3.0e-04`` at five ticks. ``style``: ``g`` or ``e``."""
+    nearly constant LR no longer prints ``3.0e-04`` at five ticks. ``style``: ``g``, ``e``, or
+    ``lr`` (``e`` below 0.01, where learning rates are read as ``3e-4``, else ``g``)."""
 
-    def __init__(self, style: str = "g") -> None:
-        self.style = style
-        self.digits = 3
+    def __init__(self, style: str = "g", positional: float = 1e4) -> None:
+        self.style, self.positional = style, positional
+        self.digits, self.resolved = 3, "e" if style == "e" else "g"
 
     def set_locs(self, locs: Sequence[float]) -> None:
         super().set_locs(locs)
         lo, hi = self.axis.get_view_interval() if self.axis is not None else (-np.inf, np.inf)
         shown = [v for v in locs if min(lo, hi) <= v <= max(lo, hi)]
+        if self.style == "lr":
+            self.resolved = "e" if shown and max(abs(v) for v in shown) < 1e-2 else "g"
         for d in range(1, 12):
-            if len({_fmt_number(v, d, self.style) for v in shown}) == len(shown):
+            if len({_fmt_number(v, d, self.resolved, self.positional) for v in shown}) == len(
+                shown
+            ):
                 self.digits = d
                 break
 
     def __call__(self, x: float, pos: int | None = None) -> str:
-        return _fmt_number(x, self.digits, self.style)
+        return _fmt_number(x, self.digits, self.resolved, self.positional)
 
 
 class PowerFormatter(Formatter):
@@ -389,7 +402,7 @@ def _set_axis(ax, panel: Panel, vals: np.ndarray, *, log: bool) -> None:  # noqa
     if lim is not None:
         ax.set_ylim(*lim)
     ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=NICE))
-    ax.yaxis.set_major_formatter(DistinctFormatter("e" if panel.metrics[0][0] == LR else "g"))
+    ax.yaxis.set_major_formatter(DistinctFormatter("lr" if panel.metrics[0][0] == LR else "g"))
 
 
 # --- drawing ---------------------------------------------------------------------------------------
@@ -432,7 +445,7 @@ def _draw_series(
                 markersize=6,
                 transform=ax.get_xaxis_transform(),
                 clip_on=False,
-                label=_short(f"{label}: NaN/Inf/off-scale ({len(bad)})"),
+                label=_short(f"{label}: NaN/Inf ({len(bad)})"),
             )
     sk = data.get(SKIPPED_STEP)
     if sk is not None:
@@ -522,12 +535,17 @@ def _group_labels(items: Sequence[tuple[str, float, Severity]], width: float) ->
     return sorted(labels, key=lambda lab: lab.x)
 
 
-def _place_labels(fig: Figure, ax, labels: list[_Label], lanes: int) -> int:  # noqa: ANN001
-    """Greedy lane assignment using real text extents: a label goes to the first lane it fits in.
-    The layout is fixed, so extents are final without drawing the figure first."""
+def _place_labels(
+    fig: Figure, ax, labels: list[_Label], lanes: int
+) -> tuple[list[tuple[Text, int]], int]:  # noqa: ANN001
+    """Greedy lane assignment using real text extents: a label goes to the first lane it fits
+    in. Only x extents matter, and they are final before the figure's height is (the width and
+    the x range are fixed), so no draw is needed. Returns (text, lane) pairs and how many labels
+    found no lane (removed)."""
     renderer = fig.canvas.get_renderer()
     ax_bb = ax.get_window_extent(renderer)
     lane_end: list[float] = [-np.inf] * lanes
+    placed: list[tuple[Text, int]] = []
     dropped = 0
     pad = 4.0  # pixels between neighbouring labels
     for lab in labels:
@@ -554,36 +572,28 @@ def _place_labels(fig: Figure, ax, labels: list[_Label], lanes: int) -> int:  # 
             # Keep labels near the edges inside the figure instead of cut off.
             t.set_ha("left" if shift > 0 else "right")
             bb = t.get_window_extent(renderer)
-        for lane in range(lanes):
-            if bb.x0 >= lane_end[lane] + pad:
-                lane_end[lane] = bb.x1
-                t.set_y(1 - (lane + 0.5) / lanes)
-                break
-        else:
+        lane = next((k for k in range(lanes) if bb.x0 >= lane_end[k] + pad), None)
+        if lane is None:
             t.remove()
             dropped += 1
-    return dropped
+        else:
+            lane_end[lane] = bb.x1
+            placed.append((t, lane))
+    return placed, dropped
 
 
-def _panel_of(f: Finding, panels: list[tuple[Panel, dict[str, Series]]]) -> int:
-    """The panel a finding's events are marked in: the one drawing its metric, else the first."""
-    return next((i for i, (_, d) in enumerate(panels) if f.metric in d), 0)
+def _panel_of(f: Finding, panels: list[tuple[Panel, dict[str, Series]]]) -> int | None:
+    """The panel that draws a finding's metric (its events are marked there), if any."""
+    return next((i for i, (_, d) in enumerate(panels) if f.metric in d), None)
 
 
 def draw_run(run: RunData, findings: Iterable[Finding], *, title: str | None = None) -> Figure:
     """Draw one run: stacked panels on a shared step axis, sustained findings shaded, point
     events marked one by one, restarts as dashed lines, curves broken at gaps and restarts."""
     findings = [f for f in findings if f.run == run.name]
-    panels = _active_panels(run)
+    panels = _active_panels(run, findings)
     restarts = _restart_steps(run)
-    lanes = 3
-    has_marks = any(f.step_start is not None for f in findings)
-    heights = [
-        PANEL_HEIGHT["loss" if p.metrics[0][0] == TRAIN_LOSS else "other"] for p, _ in panels
-    ]
-    strip_h = STRIP_HEIGHT[0 if has_marks else 1]
-    fig_h = TOP + strip_h + sum(heights) + GAP * len(heights) + BOTTOM
-    fig = Figure(figsize=(FIG_WIDTH, fig_h), dpi=DPI)
+    fig = Figure(figsize=(FIG_WIDTH, 4.0), dpi=DPI)
     FigureCanvasAgg(fig)
     if not panels:
         fig.set_size_inches(FIG_WIDTH, 1.5)
@@ -598,29 +608,43 @@ def draw_run(run: RunData, findings: Iterable[Finding], *, title: str | None = N
         )
         ax.set_axis_off()
         return fig
+    all_steps = np.concatenate([s.steps for _, d in panels for s in d.values()])
+    lo, hi = float(all_steps.min()), float(all_steps.max())
+    pad = max((hi - lo) * 0.01, 0.5)
+    x0, width = LEFT / FIG_WIDTH, (FIG_WIDTH - LEFT - RIGHT) / FIG_WIDTH
+
+    # The strip first: its labels decide how many lanes (and so how much height) it needs.
+    strip = fig.add_axes((x0, 0.5, width, 0.1))
+    strip.set_xlim(lo - pad, hi + pad)
+    bands = [f for f in findings if is_sustained(f)]
+    events = [(f, event_steps(f)) for f in findings if not is_sustained(f)]
+    items = [(label_of(f), (f.step_start + f.step_end) / 2, f.severity) for f in bands]
+    items += [(label_of(f), float(s), f.severity) for f, steps in events for s in steps]
+    placed, dropped = _place_labels(
+        fig, strip, _group_labels(items, (hi - lo + 2 * pad) * 0.12), MAX_LANES
+    )
+    lanes = max((lane + 1 for _, lane in placed), default=0)
+    strip_h = TICK_HEIGHT + LANE_HEIGHT * lanes if items else 0.22
+
+    heights = [
+        PANEL_HEIGHT["loss" if p.metrics[0][0] == TRAIN_LOSS else "other"] for p, _ in panels
+    ]
+    fig_h = TOP + strip_h + sum(heights) + GAP * len(heights) + BOTTOM
+    fig.set_size_inches(FIG_WIDTH, fig_h)
 
     def rect(top_in: float, h: float) -> tuple[float, float, float, float]:
-        return (
-            LEFT / FIG_WIDTH,
-            1 - (top_in + h) / fig_h,
-            (FIG_WIDTH - LEFT - RIGHT) / FIG_WIDTH,
-            h / fig_h,
-        )
+        return (x0, 1 - (top_in + h) / fig_h, width, h / fig_h)
 
-    strip = fig.add_axes(rect(TOP, strip_h))
+    strip.set_position(rect(TOP, strip_h))
+    for t, lane in placed:
+        t.set_y(1 - (lane + 0.5) * LANE_HEIGHT / strip_h)
     body, y = [], TOP + strip_h + GAP
     for h in heights:
         body.append(fig.add_axes(rect(y, h)))  # not sharex: the strip keeps no x ticks
         y += h + GAP
-
-    all_steps = np.concatenate([s.steps for _, d in panels for s in d.values()])
-    lo, hi = float(all_steps.min()), float(all_steps.max())
-    pad = max((hi - lo) * 0.01, 0.5)
-    for ax in (strip, *body):
+    for ax in body:
         ax.set_xlim(lo - pad, hi + pad)
 
-    bands = [f for f in findings if is_sustained(f)]
-    events = [(f, event_steps(f)) for f in findings if not is_sustained(f)]
     for k, (ax, (panel, data)) in enumerate(zip(body, panels, strict=True)):
         log = panel.log or (panel.metrics[0][0] == TRAIN_LOSS and _loss_is_log(data))
         drawn = _draw_series(ax, panel, data, restarts, log)
@@ -659,54 +683,52 @@ def draw_run(run: RunData, findings: Iterable[Finding], *, title: str | None = N
     body[-1].set_xlabel("step", fontsize=9)
     for ax in body:
         ax.xaxis.set_major_locator(MaxNLocator(nbins=8, steps=NICE, integer=True))
-    body[-1].xaxis.set_major_formatter(DistinctFormatter("g"))
+    body[-1].xaxis.set_major_formatter(DistinctFormatter("g", positional=1e7))
 
-    # Findings strip: a band per sustained finding, a tick per event, labels in lanes.
+    # Findings strip: a band per sustained finding, a tick per event, labels in lanes above.
     strip.yaxis.set_major_locator(NullLocator())
     strip.xaxis.set_major_locator(NullLocator())
     for side in ("top", "right", "left"):
         strip.spines[side].set_visible(False)
-    items: list[tuple[str, float, Severity]] = []
+    tick_top = 0.8 * TICK_HEIGHT / strip_h
     for f in bands:
         strip.axvspan(
             f.step_start,
             f.step_end,
             ymin=0,
-            ymax=0.12,
+            ymax=tick_top / 2,
             color=SEVERITY_COLOR[f.severity],
             alpha=0.8,
             linewidth=0,
         )
-        items.append((label_of(f), (f.step_start + f.step_end) / 2, f.severity))
     for f, steps in events:
         if steps:
             strip.vlines(
                 steps,
                 0,
-                0.22,
+                tick_top,
                 transform=strip.get_xaxis_transform(),
                 color=SEVERITY_COLOR[f.severity],
                 linewidth=1.2,
             )
-            items += [(label_of(f), float(s), f.severity) for s in steps]
     for r in restarts:
         strip.axvline(r, color=RESTART_COLOR, linestyle="--", linewidth=1.0)
-    dropped = _place_labels(fig, strip, _group_labels(items, (hi - lo + 2 * pad) * 0.12), lanes)
     sevs = sorted({sev for _, _, sev in items}, reverse=True)
     handles = [Patch(color=SEVERITY_COLOR[s], alpha=0.6, label=s.label) for s in sevs]
     strip_title = "Findings" if items else "Findings: none"
     if dropped:
-        strip_title += f" ({dropped} more labels not shown)"
+        strip_title += f" ({dropped} more label{'s' if dropped != 1 else ''} not shown)"
     strip.set_title(strip_title, fontsize=10, loc="left", pad=3)
     if handles:
         strip.legend(
             handles=handles,
             fontsize=8,
             loc="upper left",
-            bbox_to_anchor=(1.005, 1.15),
+            bbox_to_anchor=(1.005, 1.0),
             frameon=False,
             title="severity",
             title_fontsize=8,
+            borderaxespad=0.0,
         )
 
     worst = max((f.severity for f in findings), default=None)
@@ -717,7 +739,7 @@ def draw_run(run: RunData, findings: Iterable[Finding], *, title: str | None = N
     fig.suptitle(
         title or f"{run.name}  ·  {verdict}",
         fontsize=12,
-        x=LEFT / FIG_WIDTH / 2,
+        x=x0 / 2,
         y=1 - 0.12 / fig_h,
         ha="left",
         va="top",

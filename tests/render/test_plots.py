@@ -1,0 +1,242 @@
+"""Plots as an ML engineer reads them, asserted on the figure objects (artists, tick labels, line
+segments), never on pixels: events marked one by one, bands only for sustained findings, tick
+labels that differ, log axes that read, lines broken at gaps and restarts, unknown series drawn;
+and each run's series cut once, by ``diagnose``, then only read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.collections import LineCollection
+from matplotlib.patches import Rectangle
+
+from stabdiag.findings import Finding, Severity
+from stabdiag.render import plots
+from stabdiag.render.html import render_html
+from stabdiag.render.plots import draw_run, envelope, render_runs, save_plots, segment_ids
+from stabdiag.report import Report, RunSummary
+from stabdiag.table import (
+    GRAD_NORM,
+    LR,
+    RESTART,
+    TRAIN_LOSS,
+    VAL_LOSS,
+    MetricsTable,
+    RunData,
+    Series,
+)
+
+RUN = "run-a"
+
+
+def series(steps, values) -> Series:  # noqa: ANN001
+    return Series(np.asarray(steps, dtype=np.int64), np.asarray(values, dtype=np.float64))
+
+
+def rundata(n: int = 600, **extra: Series) -> RunData:
+    steps = np.arange(n)
+    rng = np.random.default_rng(1)
+    loss = 2 + 3 * (1 + steps / 50) ** -0.5 + rng.normal(0, 0.01, n)
+    grad = 0.6 + 0.05 * rng.standard_normal(n)
+    return RunData(
+        name=RUN, series={TRAIN_LOSS: series(steps, loss), GRAD_NORM: series(steps, grad), **extra}
+    )
+
+
+def finding(
+    kind: str, metric: str, a: int, b: int, sev: Severity = Severity.WARNING, **ev: object
+) -> Finding:
+    return Finding(
+        code="SD1",
+        kind=kind,
+        severity=sev,
+        run=RUN,
+        metric=metric,
+        step_start=a,
+        step_end=b,
+        message="m",
+        evidence=dict(ev),
+    )
+
+
+def panel(fig, title: str):  # noqa: ANN001, ANN201
+    return next(ax for ax in fig.axes if ax.get_title(loc="left") == title)
+
+
+def bands(ax) -> list[Rectangle]:  # noqa: ANN001
+    return [p for p in ax.patches if isinstance(p, Rectangle) and p.get_width() > 0]
+
+
+def shown_labels(fig, ax, axis: str = "y") -> list[str]:  # noqa: ANN001
+    fig.canvas.draw()
+    lo, hi = sorted(ax.get_ylim() if axis == "y" else ax.get_xlim())
+    ticks = ax.get_yticklabels() if axis == "y" else ax.get_xticklabels()
+    return [t.get_text() for t in ticks if lo <= (t.get_position()[1 if axis == "y" else 0]) <= hi]
+
+
+def test_spikes_are_marked_one_by_one_and_sustained_findings_are_bands() -> None:
+    spikes = finding("grad-spike", GRAD_NORM, 100, 500, spike_steps=[100, 110, 500])
+    div = finding("divergence", TRAIN_LOSS, 450, 599, Severity.ERROR)
+    fig = draw_run(rundata(), [spikes, div])
+    strip, grad = fig.axes[0], panel(fig, "Gradient norm")
+    # One tick per spike in the strip, not a band over 100-500.
+    ticks = [c for c in strip.collections if isinstance(c, LineCollection)]
+    assert sorted(seg[0][0] for c in ticks for seg in c.get_segments()) == [100, 110, 500]
+    # One ring per spike on the grad-norm curve, at the logged value.
+    rings = [ln for ln in grad.lines if ln.get_marker() == "o" and ln.get_linestyle() == "None"]
+    assert len(rings) == 1 and list(rings[0].get_xdata()) == [100, 110, 500]
+    # Only the divergence is shaded: one band per panel, over its own range.
+    for ax in fig.axes[1:]:
+        assert [(b.get_x(), b.get_x() + b.get_width()) for b in bands(ax)] == [(450, 599)]
+    # Labels count the events of a cluster: two close spikes read "×2", the far one stands alone.
+    assert sorted(t.get_text() for t in strip.texts) == [
+        "divergence",
+        "grad-spike",
+        "grad-spike ×2",
+    ]
+
+
+def test_overfitting_is_labelled_as_overfitting() -> None:
+    val = series(np.arange(0, 600, 50), np.linspace(3, 3.6, 12))
+    of = finding("divergence", VAL_LOSS, 300, 550, Severity.INFO, overfitting=True)
+    fig = draw_run(rundata(**{VAL_LOSS: val}), [of])
+    labels = [t.get_text() for t in fig.axes[0].texts]
+    assert labels == ["overfitting"]
+
+
+def test_constant_axis_has_distinct_tick_labels() -> None:
+    lr = series(np.arange(600), np.full(600, 3e-4))
+    fig = draw_run(rundata(**{LR: lr}), [])
+    labels = shown_labels(fig, panel(fig, "Learning rate"))
+    assert len(labels) >= 2 and all(labels)
+    assert len(set(labels)) == len(labels), labels
+    assert "3e-4" in labels
+
+
+def test_narrow_log_axis_has_two_labelled_ticks() -> None:
+    # grad norm between 0.55 and 0.65: less than a decade, where a plain log locator labels nothing
+    fig = draw_run(rundata(), [])
+    labels = [t for t in shown_labels(fig, panel(fig, "Gradient norm")) if t]
+    assert len(labels) >= 2 and len(set(labels)) == len(labels), labels
+    assert panel(fig, "Gradient norm").get_yscale() == "log"
+
+
+def test_lines_break_at_gaps_and_restarts() -> None:
+    steps = np.r_[np.arange(0, 100), np.arange(1000, 1100)]  # a logging gap of 900 steps
+    data = RunData(
+        name=RUN,
+        series={
+            TRAIN_LOSS: series(steps, np.linspace(3, 2, len(steps))),
+            RESTART: series([1050], [1080]),  # resumed at 1050 after logging up to 1080
+        },
+    )
+    fig = draw_run(data, [])
+    line = next(ln for ln in panel(fig, "Loss").lines if ln.get_label() == "train loss")
+    x = np.asarray(line.get_xdata(), dtype=float)
+    pieces = [p for p in np.split(x, np.flatnonzero(np.isnan(x))) if len(p[~np.isnan(p)])]
+    spans = [(int(np.nanmin(p)), int(np.nanmax(p))) for p in pieces]
+    assert spans == [(0, 99), (1000, 1049), (1050, 1099)]
+    # The typical spacing is not a gap: a steady every-10-steps log is one piece.
+    assert segment_ids(np.arange(0, 1000, 10)).max() == 0
+
+
+def test_run_with_only_unknown_series_plots_them() -> None:
+    steps = np.arange(200)
+    data = RunData(
+        name=RUN,
+        series={
+            "physics_residual": series(steps, np.exp(-steps / 50)),
+            "bc_error": series(steps, 1 + 0 * steps),
+        },
+    )
+    fig = draw_run(data, [])
+    titles = [ax.get_title(loc="left") for ax in fig.axes[1:]]
+    assert titles == ["bc_error", "physics_residual"]
+    assert all(len(ax.lines) == 1 and len(ax.lines[0].get_xdata()) == 200 for ax in fig.axes[1:])
+
+
+def test_envelope_keeps_a_one_step_spike_and_draws_no_more_than_the_pixels() -> None:
+    steps = np.arange(200_000)
+    values = np.sin(steps / 1000.0)
+    values[123_457] = 50.0
+    idx = envelope(steps, values, width=800)
+    assert len(idx) <= 1600 and 123_457 in idx
+    assert values[idx].min() == values.min()
+
+
+def report_of(runs: dict[str, RunData], findings: tuple[Finding, ...] = ()) -> Report:
+    return Report(
+        runs=tuple(
+            RunSummary(name=n, path=n, format="csv", steps=(0, 1), metrics=()) for n in runs
+        ),
+        findings=findings,
+        skipped=(),
+        remedies=(),
+        series=runs,
+    )
+
+
+def test_parallel_rendering_gives_the_same_bytes_and_reports_progress(tmp_path: Path) -> None:
+    runs = {name: RunData(name=name, series=rundata(300).series) for name in ("a", "b", "c")}
+    report = report_of(runs)
+    seen: list[tuple[int, int, str]] = []
+    serial = render_runs(report, ("png",), jobs=1)
+    parallel = render_runs(report, ("png",), jobs=2, progress=lambda *a: seen.append(a))
+    assert list(parallel) == ["a", "b", "c"] and parallel == serial
+    assert sorted(d for d, _, _ in seen) == [1, 2, 3] and {t for _, t, _ in seen} == {3}
+    assert {r for _, _, r in seen} == {"a", "b", "c"}
+    ticks: list[str] = []
+    page = render_html(report, plots=True, progress=lambda d, t, r: ticks.append(r))
+    assert ticks == ["a", "b", "c"] and page.count("data:image/png;base64,") == 3
+    paths = save_plots(report, tmp_path, ("png",), jobs=2)
+    assert [p.name for p in paths] == ["a.png", "b.png", "c.png"]
+    assert paths[0].read_bytes() == serial["a"]["png"]
+
+
+def test_plots_read_the_series_diagnose_cut_and_never_cut_the_table_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stabdiag
+
+    rng = np.random.default_rng(0)
+    loss = 3 - np.arange(300) / 200 + rng.normal(0, 0.02, 300)
+    loss[200] = 9.0
+    csv = tmp_path / "run.csv"
+    csv.write_text(
+        "step,loss,grad_norm\n"
+        + "".join(f"{i},{v:.5f},{1 + (i == 200) * 30}\n" for i, v in enumerate(loss))
+    )
+    report = stabdiag.analyze(csv, cache=False)
+    name = report.runs[0].name
+    assert report.run_data(name) is report.series[name]
+    assert (
+        report.to_dict() == stabdiag.analyze(csv, cache=False).to_dict()
+    )  # the contract is unchanged
+    assert "series" not in report.to_dict()
+
+    def refuse(*a: object, **k: object) -> None:
+        raise AssertionError("the table was cut again")
+
+    monkeypatch.setattr(MetricsTable, "run_data", refuse)
+    monkeypatch.setattr(MetricsTable, "series", refuse)
+    assert len(save_plots(report, tmp_path / "p", ("png",))) == 1
+    assert "data:image/png;base64," in render_html(report, plots=True)
+
+
+def test_a_hand_made_report_without_series_is_cut_from_its_table() -> None:
+    table = MetricsTable.from_records(
+        RUN, np.arange(50), [TRAIN_LOSS] * 50, np.linspace(3, 2, 50), source="t"
+    )
+    report = Report(
+        runs=(RunSummary(name=RUN, path="p", format="csv", steps=(0, 49), metrics=(TRAIN_LOSS,)),),
+        findings=(),
+        skipped=(),
+        remedies=(),
+        table=table,
+    )
+    data = report.run_data(RUN)
+    assert data is not None and len(data.series[TRAIN_LOSS]) == 50
+    assert report.run_data("no such run") is None
+    assert plots.plot_run(report, RUN, []).axes[1].get_title(loc="left") == "Loss"
