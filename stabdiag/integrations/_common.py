@@ -1,4 +1,4 @@
-"""What the framework callbacks share: building the Monitor and phrasing a finding for a logger."""
+"""What the framework callbacks share: their options, their Monitor, a finding phrased for a logger."""
 
 from __future__ import annotations
 
@@ -51,3 +51,65 @@ def make_monitor(
     )
     monitor.on_finding = lambda e: log_event(logger, e, monitor.level)
     return monitor
+
+
+class GuardCallback:
+    """What every framework callback shares: its options, checked when the callback is built (a
+    bad option fails there, not mid-run), and the Monitor it starts with training (reporting and
+    writing findings on the one process that writes; the others only act).
+
+    ``action``: ``warn`` (log only), ``stop`` or ``checkpoint`` (save, then stop); ``skip`` is
+    for a plain PyTorch loop (``stabdiag.live.Monitor``), which owns its optimizer step.
+    ``level``: the lowest severity acted on. ``run``: the run's name in findings (default: from
+    the framework). ``findings_dir``: where ``stabdiag_findings.jsonl`` goes (default: the
+    framework's output folder). ``check_every``/``budget``: see ``stabdiag.live.Monitor``
+    (default: full checks within 0.5 % of the wall time, plus an immediate one when a logged
+    value looks like a spike or is NaN/Inf). ``select``/``ignore``/``configs``: which detectors
+    run, with which thresholds, as in ``stabdiag analyze``."""
+
+    _framework = "this framework"  # how the refusal of action='skip' names it
+    _logger: logging.Logger
+
+    def __init__(
+        self,
+        *,
+        action: str = "warn",
+        level: str = "error",
+        run: str | None = None,
+        findings_dir: str | os.PathLike[str] | None = None,
+        check_every: int = 0,
+        budget: float = 0.005,
+        select: Collection[str] | None = None,
+        ignore: Collection[str] | None = None,
+        configs: Mapping[str, Any] | None = None,
+    ) -> None:
+        if action == "skip":
+            raise ValueError(
+                "action='skip' is for a plain PyTorch loop (stabdiag.live.Monitor); "
+                f"use warn, stop or checkpoint with {self._framework}"
+            )
+        self._opts: dict[str, Any] = dict(
+            action=action,
+            level=level,
+            check_every=check_every,
+            budget=budget,
+            select=select,
+            ignore=ignore,
+            configs=configs,
+        )
+        make_monitor("probe", None, logger=self._logger, **self._opts)  # bad options fail now
+        self._run = run
+        self._dir = findings_dir
+        self.monitor: Monitor | None = None
+
+    def _start(
+        self, default_run: str, out_dir: str | os.PathLike[str] | None, *, writer: bool
+    ) -> Monitor:
+        """The run's Monitor, named ``run`` or else ``default_run``; findings are reported and
+        written by the writing process only."""
+        self.monitor = make_monitor(
+            self._run or default_run, out_dir if writer else None, logger=self._logger, **self._opts
+        )
+        if not writer:
+            self.monitor.on_finding = None
+        return self.monitor

@@ -15,15 +15,15 @@ log often (``logging_steps`` 1-10) when the guard matters.
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from transformers import TrainerCallback
 from transformers.utils import logging as hf_logging
 
 from stabdiag import table as T
-from stabdiag.integrations._common import make_monitor
-from stabdiag.live.monitor import FINDINGS_FILE, Monitor
+from stabdiag.integrations._common import GuardCallback
+from stabdiag.live.monitor import FINDINGS_FILE
 
 __all__ = ["FINDINGS_FILE", "StabdiagCallback"]
 
@@ -37,58 +37,18 @@ _KEYS = {
 }
 
 
-class StabdiagCallback(TrainerCallback):
-    """Live stability guard for ``transformers.Trainer``; see the module docstring.
+class StabdiagCallback(GuardCallback, TrainerCallback):
+    """Live stability guard for ``transformers.Trainer``; see the module docstring. The options
+    are ``GuardCallback``'s (``stabdiag.integrations._common``); ``findings_dir`` defaults to the
+    Trainer's output_dir and the run's name to its run_name."""
 
-    ``findings_dir``: where ``stabdiag_findings.jsonl`` goes (default: the Trainer's output_dir).
-    ``check_every``/``budget``: see ``stabdiag.Monitor`` (default: full checks within 0.5 % of the
-    wall time, plus an immediate one when a logged value looks like a spike or is NaN/Inf)."""
-
-    def __init__(
-        self,
-        *,
-        action: str = "warn",
-        level: str = "error",
-        run: str | None = None,
-        findings_dir: str | os.PathLike[str] | None = None,
-        check_every: int = 0,
-        budget: float = 0.005,
-        select: Collection[str] | None = None,
-        ignore: Collection[str] | None = None,
-        configs: Mapping[str, Any] | None = None,
-    ) -> None:
-        if action == "skip":
-            raise ValueError(
-                "action='skip' is for a plain PyTorch loop (stabdiag.Monitor); "
-                "use warn, stop or checkpoint with the Trainer"
-            )
-        self._opts = dict(
-            action=action,
-            level=level,
-            check_every=check_every,
-            budget=budget,
-            select=select,
-            ignore=ignore,
-            configs=configs,
-        )
-        make_monitor(
-            "probe", None, logger=_LOGGER, **self._opts
-        )  # bad options fail here, not mid-run
-        self._run = run
-        self._dir = findings_dir
-        self.monitor: Monitor | None = None
+    _framework = "the Trainer"
+    _logger = _LOGGER
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         out = self._dir if self._dir is not None else args.output_dir
-        writer = state.is_world_process_zero
-        self.monitor = make_monitor(
-            self._run or args.run_name or os.path.basename(str(args.output_dir)),
-            out if writer else None,
-            logger=_LOGGER,
-            **self._opts,
-        )
-        if not writer:
-            self.monitor.on_finding = None
+        default = args.run_name or os.path.basename(str(args.output_dir))
+        self._start(default, out, writer=state.is_world_process_zero)
 
     def on_log(
         self,

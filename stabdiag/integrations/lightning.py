@@ -19,16 +19,15 @@ Steps are optimizer steps counted from 0 (``trainer.global_step`` before the ste
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 
 from stabdiag import table as T
-from stabdiag.integrations._common import make_monitor
-from stabdiag.live.monitor import FINDINGS_FILE, Monitor
+from stabdiag.integrations._common import GuardCallback
+from stabdiag.live.monitor import FINDINGS_FILE
 
 __all__ = ["FINDINGS_FILE", "StabdiagCallback"]
 
@@ -36,44 +35,20 @@ _LOGGER = logging.getLogger("lightning.pytorch.callbacks.stabdiag")
 _FROM_LOGGED = (T.GRAD_NORM, T.LOSS_SCALE)
 
 
-class StabdiagCallback(pl.Callback):
-    """Live stability guard for Lightning; see the module docstring."""
+class StabdiagCallback(GuardCallback, pl.Callback):
+    """Live stability guard for Lightning; see the module docstring. ``feed_every``: batches
+    between hand-overs to the monitor (at least Lightning's ``log_every_n_steps``); the other
+    options are ``GuardCallback``'s (``stabdiag.integrations._common``); ``findings_dir``
+    defaults to the trainer's log_dir and the run's name to the module's class name."""
 
-    def __init__(
-        self,
-        *,
-        action: str = "warn",
-        level: str = "error",
-        run: str | None = None,
-        findings_dir: str | os.PathLike[str] | None = None,
-        check_every: int = 0,
-        budget: float = 0.005,
-        feed_every: int = 16,
-        select: Collection[str] | None = None,
-        ignore: Collection[str] | None = None,
-        configs: Mapping[str, Any] | None = None,
-    ) -> None:
-        if action == "skip":
-            raise ValueError(
-                "action='skip' is for a plain PyTorch loop (stabdiag.Monitor); "
-                "use warn, stop or checkpoint with Lightning"
-            )
-        self._opts = dict(
-            action=action,
-            level=level,
-            check_every=check_every,
-            budget=budget,
-            select=select,
-            ignore=ignore,
-            configs=configs,
-        )
-        make_monitor("probe", None, logger=_LOGGER, **self._opts)  # bad options fail now
+    _framework = "Lightning"
+    _logger = _LOGGER
+
+    def __init__(self, *, feed_every: int = 16, **options: Any) -> None:
+        super().__init__(**options)
         if feed_every < 1:
             raise ValueError("feed_every must be >= 1")
         self._feed_every = feed_every
-        self._run = run
-        self._dir = findings_dir
-        self.monitor: Monitor | None = None
         self.checkpoint_path: Path | None = None
         self._names: dict[str, str] = {}  # logged key -> canonical metric (or "")
 
@@ -81,15 +56,7 @@ class StabdiagCallback(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._out = Path(self._dir or trainer.log_dir or trainer.default_root_dir)
-        writer = trainer.is_global_zero
-        self.monitor = make_monitor(
-            self._run or type(pl_module).__name__,
-            self._out if writer else None,
-            logger=_LOGGER,
-            **self._opts,
-        )
-        if not writer:
-            self.monitor.on_finding = None
+        self._start(type(pl_module).__name__, self._out, writer=trainer.is_global_zero)
         self._ranks = trainer.world_size
         self._flushes = 0
         self._has_logged = False  # whether the module logs a grad norm / loss scale we read
