@@ -47,7 +47,7 @@ from stabdiag.sources import tensorboard as tb
 MIN_BYTES = 1 << 20
 MAX_MB = 2048
 SAMPLE_BYTES = 64 * 1024
-FORMAT = 2  # layout of an entry; part of the key together with the reader's version
+FORMAT = 3  # layout of an entry; part of the key together with the reader's version
 
 
 def _reader_version() -> str:
@@ -148,6 +148,33 @@ def _sample(fh: Any, size: int) -> int:
 _INT_KEYS = ("consumed", "framed", "records", "bad_records", "crc")
 _DTYPES = {"codes": np.int32, "steps": np.int64, "values": np.float64, "walls": np.float64,
            "bare": np.bool_}
+# An entry stores each array in the narrowest of these types that holds it exactly (most files:
+# int8 codes, int32 steps, float32 values: 17 bytes a value instead of 29) and ``bare`` empty
+# when no value is a bare tensor; loading widens them back to _DTYPES.
+_STORED = {"codes": (np.int8, np.int16, np.int32), "steps": (np.int32, np.int64),
+           "values": (np.float32, np.float64), "walls": (np.float64,), "bare": (np.bool_,)}
+_SLICE = 1 << 20  # values checked for an exact float32 a slice at a time (bounded scratch memory)
+
+
+def _narrow(key: str, a: np.ndarray) -> np.ndarray:
+    """``a`` in the narrowest stored type that gives it back bit for bit (NaN payloads too)."""
+    if key == "bare":
+        return a if a.any() else a[:0]
+    if key == "values":
+        for lo in range(0, len(a), _SLICE):
+            part = a[lo:lo + _SLICE]
+            with np.errstate(over="ignore", invalid="ignore"):
+                back = part.astype(np.float32).astype(np.float64)
+            if not np.array_equal(back.view(np.int64), part.view(np.int64)):
+                return a
+        return a.astype(np.float32)
+    if key in ("codes", "steps") and len(a):
+        lo, hi = int(a.min()), int(a.max())
+        for dt in _STORED[key][:-1]:
+            info = np.iinfo(dt)
+            if info.min <= lo and hi <= info.max:
+                return a.astype(dt)
+    return a
 
 
 def _is_int(x: Any) -> bool:
@@ -189,11 +216,21 @@ def _valid(meta: Any, arrays: dict[str, np.ndarray]) -> bool:
                      and int(codes.min()) >= -len(meta["slow_tags"]))
 
 
+def _widen(key: str, a: np.ndarray) -> np.ndarray:
+    """A stored array in the reader's type; one of an unexpected type is left as it is (and
+    fails validation)."""
+    if a.dtype in tuple(np.dtype(t) for t in _STORED[key]) and a.ndim == 1:
+        return a.astype(_DTYPES[key], copy=False)
+    return a
+
+
 def _load(entry: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
     try:
         with np.load(entry, allow_pickle=False) as z:
             meta = json.loads(bytes(z["meta"]).decode("utf-8"))
-            arrays = {k: z[k] for k in _ARRAYS}
+            arrays = {k: _widen(k, z[k]) for k in _ARRAYS}  # one array in memory twice at most
+            if not len(arrays["bare"]):
+                arrays["bare"] = np.zeros(len(arrays["codes"]), np.bool_)
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError,
             UnicodeDecodeError, RecursionError):
         return None
@@ -234,7 +271,7 @@ def _save(entry: Path, st: tb._Stream, key: dict[str, int], plugins_in: dict[str
         try:
             with os.fdopen(fd, "wb") as fh:
                 np.savez(fh, meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
-                         **dict(zip(_ARRAYS, parts, strict=True)))
+                         **{k: _narrow(k, a) for k, a in zip(_ARRAYS, parts, strict=True)})
             os.replace(tmp, entry)
         except BaseException:
             os.unlink(tmp)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -697,9 +697,18 @@ class _Stream:
 
     # -- output
     def compact(self) -> None:
-        """Concatenate the decoded parts into one of each array."""
-        if len(self.parts) > 1:
-            self.parts = [tuple(np.concatenate(c) for c in zip(*self.parts, strict=True))]
+        """Concatenate the decoded parts into one of each array, a field at a time, each
+        part's piece let go once joined (peak: the parts plus one field, not twice the data)."""
+        if len(self.parts) < 2:
+            return
+        parts = [list(p) for p in self.parts]
+        self.parts = []
+        joined = []
+        for k in range(len(parts[0])):
+            joined.append(np.concatenate([p[k] for p in parts]))
+            for p in parts:
+                p[k] = None
+        self.parts = [tuple(joined)]
 
     def result(self) -> Scalars:
         self.compact()
@@ -786,6 +795,8 @@ def read_files(paths: Sequence[str | Path], read=None) -> Scalars:
     # no record and no damage warning: a zero-length file (a writer that never flushed)
     empty = tuple(f"{p}: empty event file (0 bytes); ignored"
                   for p, part in zip(ordered, parts, strict=True) if not part.records and not part.warnings)
+    if len(parts) == 1:  # one file: its arrays as they are (no copy of every value)
+        return replace(parts[0], warnings=parts[0].warnings + empty)
     tags: dict[str, int] = {}
     codes = []
     for part in parts:
