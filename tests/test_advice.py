@@ -13,22 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from common_util import make_run
+from common_util import finding, make_run
 
 from stabdiag import runconfig as rc
 from stabdiag import sources
 from stabdiag.diagnose import diagnose
 from stabdiag.diagnosis import diagnose_run
-from stabdiag.findings import Finding, Severity
+from stabdiag.findings import Severity
 from stabdiag.remedies import MAX_PER_RUN, suggest
 from stabdiag.sources import configs
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real_logs"
-
-
-def finding(kind: str, sev: Severity, at: int, **ev: object) -> Finding:
-    return Finding(code="SDx", kind=kind, severity=sev, run="r", metric="train/loss",
-                   step_start=at, step_end=at, message=f"{kind} at {at}", evidence=dict(ev))
 
 
 def with_config(run, cfg=None, **settings):  # noqa: ANN001, ANN201

@@ -4,28 +4,15 @@ drift): what each says, what it accounts for, and when a more specific reading t
 from __future__ import annotations
 
 import numpy as np
+from common_util import finding
 
 from stabdiag import runconfig as rc
 from stabdiag.diagnosis import diagnose_run
-from stabdiag.findings import Finding, Severity
+from stabdiag.findings import Severity
 from stabdiag.table import RunData, Series
 
 STEPS = np.arange(300)
 RUN = RunData("r", {"train/loss": Series(STEPS, np.ones(300))})
-
-
-def finding(kind: str, sev: Severity, at: int, **ev: object) -> Finding:
-    return Finding(
-        code="SDx",
-        kind=kind,
-        severity=sev,
-        run="r",
-        metric="train/loss",
-        step_start=at,
-        step_end=at,
-        message=f"{kind} at {at}",
-        evidence=dict(ev),
-    )
 
 
 def test_a_rank_divergence_is_a_faulty_rank_whatever_else_the_run_shows() -> None:
