@@ -12,9 +12,7 @@ import shlex
 from collections.abc import Iterable
 
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
-from rich.padding import Padding
 from rich.segment import Segment
-from rich.table import Table
 from rich.text import Text
 
 from stabdiag.console import SEVERITY_STYLE
@@ -33,64 +31,45 @@ def _steps(f: Finding) -> str:
     return step_span(f.step_start, f.step_end)
 
 
-class _Trimmed:
-    """``renderable`` without the blanks rich pads the end of each line with."""
-
-    def __init__(self, renderable: RenderableType) -> None:
-        self.renderable = renderable
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        for line in console.render_lines(self.renderable, options, pad=False):
-            yield from _rstrip(line)
-            yield Segment.line()
-
-
-def _rstrip(line: list[Segment]) -> list[Segment]:
-    end = len(line)
-    while end and not line[end - 1].control and not line[end - 1].text.rstrip():
-        end -= 1
-    if not end:
-        return []
-    last = line[end - 1]
-    return [*line[: end - 1], Segment(last.text.rstrip(), last.style, last.control)]
-
-
 class _Hang:
     """``lead`` then ``body``; the lines ``body`` wraps onto start under its first character.
 
     ``lead`` is the indent and label ("  input: ", "     - "); it never wraps. A lead longer
-    than a third of the width would leave a narrow ribbon of text, so there the continuation
-    lines start two columns in from the lead's indent instead."""
+    than a third of the width would leave a narrow ribbon of text, so there (unless ``keep``)
+    the continuation lines start two columns in from the lead's indent instead. Lines end at
+    their last character: no blanks padded to the width for a log or a diff to show."""
 
-    def __init__(self, lead: str, body: Text, lead_style: str) -> None:
-        self.lead, self.body, self.lead_style = lead, body, lead_style
+    def __init__(self, lead: Text, body: Text, *, keep: bool = False) -> None:
+        self.lead, self.body, self.keep = lead, body, keep
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        lead, body = self.lead, self.body
-        if len(lead) > options.max_width // 3:
-            indent = len(lead) - len(lead.lstrip(" "))
-            text = Text(lead[indent:], style=self.lead_style) + body
-            lines = text.wrap(console, max(options.max_width - indent - 2, 8), overflow="fold")
-            for i, line in enumerate(lines):
-                yield Text(" " * (indent if i == 0 else indent + 2)) + line
-            return
-        t = Table.grid(padding=0)
-        t.add_column(no_wrap=True)
-        t.add_column(overflow="fold")
-        t.add_row(Text(lead, style=self.lead_style), body)
-        yield t
+        # Wrapped here rather than laid out as rich Tables: a Table per line made the report of
+        # 500 runs twice as slow to print.
+        lead, body, width = self.lead, self.body, options.max_width
+        n = lead.cell_len
+        if not self.keep and n > width // 3:
+            indent = n - len(lead.plain.lstrip(" "))
+            body = lead[indent:] + body
+            first, pad = Text(" " * indent), " " * (indent + 2)
+        else:
+            first, pad = lead, " " * n
+        lines = body.wrap(console, max(width - len(pad), 8), overflow="fold")
+        for i, line in enumerate(lines):
+            line.rstrip()
+            yield from (first if i == 0 else Text(pad)).render(console)
+            yield from line.render(console)
+            yield Segment.line()
 
 
 def hang(lead: str, body: Text | str, *, style: str = "", lead_style: str | None = None) -> _Hang:
     """A line whose continuation lines keep its indentation (see ``_Hang``)."""
     return _Hang(
-        lead,
+        Text(lead, style=style if lead_style is None else lead_style),
         body if isinstance(body, Text) else Text(body, style=style),
-        style if lead_style is None else lead_style,
     )
 
 
-def _verdict(report: Report, run: RunSummary, ix: RunIndex) -> Table:
+def _verdict(report: Report, run: RunSummary, ix: RunIndex) -> _Hang:
     worst = ix.worst.get(run.name)
     judged = report.has_loss(run.name)
     label = worst.label if worst else None
@@ -121,45 +100,36 @@ def _verdict(report: Report, run: RunSummary, ix: RunIndex) -> Table:
 
 
 class _Findings:
-    """A run's findings as a table; where the width leaves the message column under
-    ``MIN_MESSAGE`` columns, each finding is a heading line with its message hanging below it."""
+    """A run's findings as a table whose message column wraps under itself; where the width
+    leaves that column under ``MIN_MESSAGE`` columns, each finding is a heading line with its
+    message hanging below it instead."""
 
     MIN_MESSAGE = 36
+    HEAD = ("severity", "kind", "steps")
 
     def __init__(self, findings: list[Finding]) -> None:
         self.findings = findings
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         fs = self.findings
-        widths = [
-            max(len(f.severity.label) for f in fs),
-            max(len(f.kind) for f in fs),
-            max(len(_steps(f)) for f in fs),
-        ]
-        if options.max_width - 2 - sum(widths) - 3 >= self.MIN_MESSAGE:
-            yield Padding(self._table(widths), (0, 0, 0, 2))
+        cols = [(f.severity.label, f.kind, _steps(f)) for f in fs]
+        w = [max(len(h), *(len(c[i]) for c in cols)) for i, h in enumerate(self.HEAD)]
+        if options.max_width - (2 + sum(w) + 6) < self.MIN_MESSAGE:
+            for f in fs:
+                head = Text("  ")
+                head.append(f.severity.label, style=SEVERITY_STYLE[f.severity.label])
+                head.append(f"  {f.kind}  {at_steps(f.step_start, f.step_end)}".rstrip())
+                yield head
+                yield hang("    ", Text(f.message))
             return
-        for f in fs:
-            head = Text("  ")
-            head.append(f.severity.label, style=SEVERITY_STYLE[f.severity.label])
-            head.append(f"  {f.kind}  {at_steps(f.step_start, f.step_end)}".rstrip())
-            yield head
-            yield hang("    ", Text(f.message))
-
-    def _table(self, widths: list[int]) -> Table:
-        t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-        t.add_column("severity", min_width=widths[0], no_wrap=True)
-        t.add_column("kind", min_width=widths[1], no_wrap=True)
-        t.add_column("steps", justify="right", min_width=widths[2], no_wrap=True)
-        t.add_column("finding", overflow="fold")
-        for f in self.findings:
-            t.add_row(
-                Text(f.severity.label, style=SEVERITY_STYLE[f.severity.label]),
-                f.kind,
-                _steps(f),
-                Text(f.message),
-            )  # Text: a message is never markup
-        return t
+        yield Text(
+            f"  {'severity':<{w[0]}}  {'kind':<{w[1]}}  {'steps':>{w[2]}}  finding", style="bold"
+        )
+        for f, (sev, kind, steps) in zip(fs, cols, strict=True):
+            lead = Text("  ")
+            lead.append(f"{sev:<{w[0]}}", style=SEVERITY_STYLE[sev])
+            lead.append(f"  {kind:<{w[1]}}  {steps:>{w[2]}}  ")
+            yield _Hang(lead, Text(f.message), keep=True)  # Text: a message is never markup
 
 
 def _remedies(rems: list, max_remedies: int) -> Iterable[RenderableType]:
@@ -247,4 +217,4 @@ def render_terminal(
         parts.append(hang("  unreadable: ", err, style="warning"))
     for run in by_path(report.runs):
         parts.extend(_run(report, run, ix, max_remedies=max_remedies, show_skipped=show_skipped))
-    return _Trimmed(Group(*parts))
+    return Group(*parts)
