@@ -29,6 +29,7 @@ from typing import Any
 
 from stabdiag.errors import TrainError
 from stabdiag.findings import Finding, Severity
+from stabdiag.train.config import data_index
 
 CONTROL = "control"
 RECUR_TOLERANCE = 3
@@ -300,16 +301,6 @@ def changes_for(
         if change is not None and change.remedy not in made:
             made[change.remedy] = change
     return list(made.values()), untried
-
-
-def data_index(step: int, skips: tuple[tuple[int, int], ...]) -> int:
-    """The data batch a step trains on once `skips` are taken out: the trainer's rule
-    (stabdiag.train.data.data_index), restated here so planning needs no torch."""
-    index = step
-    for lo, hi in skips:
-        if index >= lo:
-            index += hi - lo + 1
-    return index
 
 
 def branch_name(parent: Path, event: Event, remedy: str) -> str:

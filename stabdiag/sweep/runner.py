@@ -30,6 +30,7 @@ from stabdiag.errors import ConfigError, StabdiagError, TrainError
 from stabdiag.sweep.devices import Dispatcher, Plan, Slot, parse_devices, plan_slots
 from stabdiag.sweep.results import CellResult, SweepResult, cell_result, failed_cell, summarize
 from stabdiag.sweep.spec import Cell, SweepSpec
+from stabdiag.train.config import available_cores
 
 RESULT_FILE = "cell.json"
 # Where a cell's run directory lives does not change what it trained.
@@ -184,13 +185,6 @@ def _worker_run(cell: Cell, device: str) -> CellResult | None:
 
 
 # --- the grid -------------------------------------------------------------------------------
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def _torch() -> Any:

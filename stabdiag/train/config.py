@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -217,6 +218,26 @@ def parse_skips(specs: Sequence[str]) -> tuple[tuple[int, int], ...]:
         if c <= b:
             raise TrainError(f"skip_batches: ranges overlap at batch {c}")
     return tuple(out)
+
+
+def data_index(step: int, skips: tuple[tuple[int, int], ...]) -> int:
+    """The data batch step `step` trains on: the step-th index once the skipped (inclusive,
+    sorted, disjoint) ranges of `parse_skips` are taken out of 0, 1, 2, ... Here, beside the
+    parser and free of torch, so that planning (verify) and training use the one rule."""
+    index = step
+    for lo, hi in skips:
+        if index >= lo:
+            index += hi - lo + 1
+    return index
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS keeps one): the budget
+    the trainer's default thread count and the sweep's local slots share out."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def derived_keys(cfg: TrainConfig) -> dict[str, Callable[[TrainConfig], Any]]:

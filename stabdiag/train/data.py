@@ -123,16 +123,6 @@ def get_batch(
     return window[:, :-1], window[:, 1:]
 
 
-def data_index(step: int, skips: tuple[tuple[int, int], ...]) -> int:
-    """The data batch step `step` trains on: the step-th index once the skipped (inclusive,
-    sorted, disjoint) ranges are taken out of 0, 1, 2, ..."""
-    index = step
-    for lo, hi in skips:
-        if index >= lo:
-            index += hi - lo + 1
-    return index
-
-
 def corrupt_batch(
     x: torch.Tensor,
     y: torch.Tensor,

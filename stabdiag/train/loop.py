@@ -33,8 +33,15 @@ from stabdiag import table as T
 from stabdiag.atomic import write_atomic
 from stabdiag.errors import TrainError
 from stabdiag.train import checkpoint, dist, inject
-from stabdiag.train.config import RESTART_FREE, TrainConfig, derived_keys, parse_skips
-from stabdiag.train.data import Corpus, corrupt_batch, data_index, get_batch, load_corpus
+from stabdiag.train.config import (
+    RESTART_FREE,
+    TrainConfig,
+    available_cores,
+    data_index,
+    derived_keys,
+    parse_skips,
+)
+from stabdiag.train.data import Corpus, corrupt_batch, get_batch, load_corpus
 from stabdiag.train.health import LiveHealth
 from stabdiag.train.model import GPT
 from stabdiag.train.writers import (
@@ -252,13 +259,6 @@ def check_torch_version(version: str) -> None:
         raise TrainError(
             f"stabdiag train needs torch>={floor}, found {version}: pip install 'torch>={floor}'"
         )
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def choose_threads(
