@@ -25,34 +25,6 @@ def log_event(logger: logging.Logger, event: Event, level: Severity) -> None:
     logger.log(logging.WARNING if f.severity >= level else logging.INFO, text)
 
 
-def make_monitor(
-    run: str,
-    out_dir: str | os.PathLike[str] | None,
-    *,
-    action: str,
-    level: str,
-    check_every: int,
-    budget: float,
-    select: Collection[str] | None,
-    ignore: Collection[str] | None,
-    configs: Mapping[str, Any] | None,
-    logger: logging.Logger,
-) -> Monitor:
-    monitor = Monitor(
-        run,
-        action=action,
-        level=level,
-        out_dir=out_dir,
-        check_every=check_every,
-        budget=budget,
-        select=select,
-        ignore=ignore,
-        configs=configs,
-    )
-    monitor.on_finding = lambda e: log_event(logger, e, monitor.level)
-    return monitor
-
-
 class GuardCallback:
     """What every framework callback shares: its options, checked when the callback is built (a
     bad option fails there, not mid-run), and the Monitor it starts with training (reporting and
@@ -97,19 +69,23 @@ class GuardCallback:
             ignore=ignore,
             configs=configs,
         )
-        make_monitor("probe", None, logger=self._logger, **self._opts)  # bad options fail now
+        self._monitor("probe", None)  # bad options fail now, not mid-run
         self._run = run
         self._dir = findings_dir
         self.monitor: Monitor | None = None
+
+    def _monitor(self, run: str, out_dir: str | os.PathLike[str] | None) -> Monitor:
+        """A Monitor with this callback's options, its findings logged through the framework."""
+        monitor = Monitor(run, out_dir=out_dir, **self._opts)
+        monitor.on_finding = lambda e: log_event(self._logger, e, monitor.level)
+        return monitor
 
     def _start(
         self, default_run: str, out_dir: str | os.PathLike[str] | None, *, writer: bool
     ) -> Monitor:
         """The run's Monitor, named ``run`` or else ``default_run``; findings are reported and
         written by the writing process only."""
-        self.monitor = make_monitor(
-            self._run or default_run, out_dir if writer else None, logger=self._logger, **self._opts
-        )
+        self.monitor = self._monitor(self._run or default_run, out_dir if writer else None)
         if not writer:
             self.monitor.on_finding = None
         return self.monitor
