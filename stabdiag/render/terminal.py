@@ -116,10 +116,9 @@ class _Findings:
         w = [max(len(h), *(len(c[i]) for c in cols)) for i, h in enumerate(self.HEAD)]
         if options.max_width - (2 + sum(w) + 6) < self.MIN_MESSAGE:
             for f in fs:
-                head = Text("  ")
-                head.append(f.severity.label, style=SEVERITY_STYLE[f.severity.label])
+                head = Text(f.severity.label, style=SEVERITY_STYLE[f.severity.label])
                 head.append(f"  {f.kind}  {at_steps(f.step_start, f.step_end)}".rstrip())
-                yield head
+                yield _Hang(Text("  "), head)
                 yield hang("    ", Text(f.message))
             return
         yield Text(
