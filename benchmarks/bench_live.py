@@ -18,7 +18,7 @@ the run costs (the budgeted part), for N in --sizes.
 
 latency: seconds from a spike's line being written to `stabdiag watch` exiting 1.
 
-monitor: stabdiag.Monitor.log per call in a plain loop (floats in, default schedule).
+monitor: stabdiag.live.Monitor.log per call in a plain loop (floats in, default schedule).
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Public API: ``analyze`` logs (paths or a long DataFrame) into a ``Report``; ``load`` them into a
 ``MetricsTable``; ``load_policy`` reads a policy file. Everything but the small result types is
-loaded on first use, so ``import stabdiag`` stays light (no pandas, no torch).
+loaded on first use, so ``import stabdiag`` stays light (no pandas, no torch). The in-loop guard
+is ``from stabdiag.live import Monitor``; the training-loop callbacks are in
+``stabdiag.integrations``.
 """
 
 from stabdiag.errors import StabdiagError
@@ -13,7 +15,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Finding",
     "MetricsTable",
-    "Monitor",
     "Remedy",
     "Report",
     "RunSummary",
@@ -35,8 +36,6 @@ _LAZY = {
     "RunSummary": "stabdiag.report",
     "Remedy": "stabdiag.remedies",
     "MetricsTable": "stabdiag.table",
-    # The in-loop guard (stabdiag.live): analysis imports stay light.
-    "Monitor": "stabdiag.live.monitor",
 }
 
 

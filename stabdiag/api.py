@@ -8,8 +8,7 @@ and applied here (map, select/ignore, thresholds, per-run overrides), not in the
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +19,7 @@ if TYPE_CHECKING:  # pandas is heavy: imported only when a frame is actually ana
 
     from stabdiag.policy import Policy
     from stabdiag.report import Report
-    from stabdiag.sources import RunInfo
+    from stabdiag.sources import LoadResult, RunInfo
     from stabdiag.table import MetricsTable
 
     Source = str | os.PathLike | Sequence[str | os.PathLike] | pd.DataFrame
@@ -46,7 +45,10 @@ def resolve_policy(
     finds it) with the given arguments on top, exactly as command-line flags go on top of the
     file. Every selected or ignored kind must exist: a typo must not silently select nothing."""
     from stabdiag.policy import Policy, load_policy
+    from stabdiag.textfmt import parse_fail_on
 
+    if fail_on is not None:
+        parse_fail_on(fail_on, "fail_on")
     base = policy if isinstance(policy, Policy) else load_policy(policy, start=start)
     pol = base.with_flags(select=_names(select), ignore=_names(ignore), fail_on=fail_on, map=map)
     check_kinds([*(pol.select or ()), *pol.ignore])
@@ -61,9 +63,13 @@ def check_map_targets(mapping: Mapping[str, str]) -> None:
 
     for canon in mapping:
         if not (is_canonical(canon) or canon.startswith("rl/")):
-            known = ", ".join(CANONICAL) + ", " + ", ".join(p + "<name>" for p in CANONICAL_PREFIXES)
-            raise ConfigError(f"map {canon}={mapping[canon]}: {canon!r} is not a canonical metric; "
-                              f"expected CANONICAL=SERIES with CANONICAL one of {known}")
+            known = (
+                ", ".join(CANONICAL) + ", " + ", ".join(p + "<name>" for p in CANONICAL_PREFIXES)
+            )
+            raise ConfigError(
+                f"map {canon}={mapping[canon]}: {canon!r} is not a canonical metric; "
+                f"expected CANONICAL=SERIES with CANONICAL one of {known}"
+            )
 
 
 def check_map_series(mapping: Mapping[str, str], report: Report) -> None:
@@ -73,8 +79,10 @@ def check_map_series(mapping: Mapping[str, str], report: Report) -> None:
     for canon, raw in mapping.items():
         if raw not in found:
             seen = ", ".join(sorted(found)[:20]) + (" ..." if len(found) > 20 else "")
-            raise ConfigError(f"map {canon}={raw}: no run has a series named {raw!r}; "
-                              f"series found: {seen or 'none'} (`stabdiag series PATH` lists them)")
+            raise ConfigError(
+                f"map {canon}={raw}: no run has a series named {raw!r}; "
+                f"series found: {seen or 'none'} (`stabdiag series PATH` lists them)"
+            )
 
 
 def check_kinds(names: Sequence[str]) -> None:
@@ -127,16 +135,16 @@ def analyze(
     else:
         from stabdiag.diagnose import diagnose
 
-        with _cache(cache):
-            report = diagnose(
-                _paths(source),
-                fmt=input_format,
-                overrides=dict(pol.map),
-                select=sel,
-                ignore=ign,
-                configs=configs,
-                jobs=jobs,
-            )
+        report = diagnose(
+            _paths(source),
+            fmt=input_format,
+            overrides=dict(pol.map),
+            select=sel,
+            ignore=ign,
+            configs=configs,
+            jobs=jobs,
+            cache=cache,
+        )
     check_map_series(pol.map, report)
     return dataclasses.replace(pol.apply(report), policy=pol)
 
@@ -152,16 +160,36 @@ def load(
 ) -> MetricsTable:
     """Read logs into one long ``MetricsTable`` (canonical metric names, no detection): the
     table ``analyze`` would judge. The policy file's ``[map]`` applies as in ``analyze``."""
+    return load_runs(
+        source, map=map, policy=policy, jobs=jobs, cache=cache, input_format=input_format
+    ).table
+
+
+def load_runs(
+    source: Source,
+    *,
+    map: Mapping[str, str] | None = None,  # noqa: A002 - the documented keyword, as in --map
+    policy: Policy | str | os.PathLike | None = None,
+    jobs: int | None = 1,
+    cache: bool = True,
+    input_format: str | None = None,
+) -> LoadResult:
+    """``load`` with what was learnt while reading: each run's ``RunInfo`` (format, path, which
+    series was taken as which canonical metric and why) and the inputs that could not be read
+    (``errors``). ``stabdiag series`` lists these."""
+    from stabdiag.sources import LoadResult
+
     pol = resolve_policy(policy, map=map)
     if _is_frame(source):
-        return frame_table(source, overrides=pol.map)[0]
+        table, runs = frame_table(source, overrides=pol.map)
+        return LoadResult(table=table, runs=tuple(runs), errors=())
     from stabdiag import sources
     from stabdiag.diagnose import _pool
 
-    with _cache(cache), _pool(jobs) as pool:
+    with _pool(jobs) as pool:
         return sources.load(
-            _paths(source), fmt=input_format, overrides=dict(pol.map), pool=pool
-        ).table
+            _paths(source), fmt=input_format, overrides=dict(pol.map), pool=pool, cache=cache
+        )
 
 
 def frame_table(
@@ -270,21 +298,3 @@ def _names(value: Sequence[str] | str | None) -> list[str] | None:
         return None
     items = [value] if isinstance(value, str) else list(value)
     return [v.strip() for item in items for v in str(item).split(",") if v.strip()] or None
-
-
-@contextmanager
-def _cache(enabled: bool) -> Iterator[None]:
-    """``cache=False`` for the duration of one call (stabdiag.cache and worker processes read
-    ``STABDIAG_NO_CACHE``); the caller's environment is restored afterwards."""
-    if enabled:
-        yield
-        return
-    old = os.environ.get("STABDIAG_NO_CACHE")
-    os.environ["STABDIAG_NO_CACHE"] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("STABDIAG_NO_CACHE", None)
-        else:
-            os.environ["STABDIAG_NO_CACHE"] = old

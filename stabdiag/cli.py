@@ -30,7 +30,6 @@ app = typer.Typer(
 )
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT = 0, 1, 2
-FAIL_ON = ("info", "warning", "error", "never")
 
 
 def _version(value: bool) -> None:
@@ -162,14 +161,12 @@ def analyze(
     def run() -> None:
         from stabdiag import api
         from stabdiag.console import err, out
-        from stabdiag.render import OutputFormat
+        from stabdiag.render import output_format
+        from stabdiag.textfmt import parse_fail_on
 
-        if fail_on is not None and fail_on not in FAIL_ON:
-            _fail(f"--fail-on {fail_on!r}: expected one of {', '.join(FAIL_ON)}")
-        try:
-            out_fmt = OutputFormat(fmt)
-        except ValueError:
-            _fail(f"--format {fmt!r}: expected one of {', '.join(f.value for f in OutputFormat)}")
+        if fail_on is not None:
+            parse_fail_on(fail_on)
+        out_fmt = output_format(fmt)
         # The policy file first, flags on top (issue 6); the library applies it (issue 16).
         pol = api.resolve_policy(config, select=_split(select), ignore=_split(ignore),
                                  fail_on=fail_on, map=_parse_map(map_))
@@ -204,53 +201,18 @@ def analyze(
 
 def _emit(report: Any, out_fmt: Any, output: Path | None, max_remedies: int, out: Any, *,
           fail_on: str = "error", plot_files: list[Path] | None = None) -> None:
-    from stabdiag.console import make_console
-    from stabdiag.findings import Severity
-    from stabdiag.render import OutputFormat
-    from stabdiag.render.json import render_json
-    from stabdiag.render.terminal import render_terminal
+    """The report in ``out_fmt`` (the renderer registry, stabdiag.render) to stdout or --output:
+    laid out for the terminal it goes to, or plain at the file width."""
+    import datetime
 
-    pngs = {p.stem: p for p in plot_files or [] if p.suffix == ".png"}
-    if out_fmt is OutputFormat.JSON:
-        _write(render_json(report), output)
-        return
-    if out_fmt in (OutputFormat.MARKDOWN, OutputFormat.HTML):
-        import datetime
+    from stabdiag.render import RenderOptions, render
 
-        from stabdiag.render.plots import plot_files as stems
-
-        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        files = {run: pngs[stem] for run, stem in stems(report).items() if stem in pngs}
-        if out_fmt is OutputFormat.MARKDOWN:
-            from stabdiag.render.markdown import render_markdown
-
-            base = output.parent if output is not None and str(output) != "-" else Path.cwd()
-            links = {r: Path(os.path.relpath(p.resolve(), base.resolve())).as_posix() for r, p in files.items()}
-            _write(render_markdown(report, images=links, generated=now), output)
-        else:
-            from stabdiag.render.html import render_html
-
-            _write(render_html(report, images={r: p.read_bytes() for r, p in files.items()} or None,
-                               plots=True, generated=now), output)
-        return
-    if out_fmt is OutputFormat.JUNIT:
-        from stabdiag.render.junit import render_junit
-
-        _write(render_junit(report, fail_on=None if fail_on == "never" else Severity.parse(fail_on)), output)
-        return
-    if out_fmt is OutputFormat.GITHUB:
-        from stabdiag.render.github import render_github
-
-        _write(render_github(report), output)
-        return
-    renderable = render_terminal(report, max_remedies=max_remedies)
-    if output is None or str(output) == "-":
-        out.print(renderable)
-        return
-    rec = make_console(width=110)
-    with rec.capture() as cap:
-        rec.print(renderable)
-    _write(cap.get(), output)
+    to_stdout = output is None or str(output) == "-"
+    fit = {"width": out.width, "color_system": out.color_system} if to_stdout else {}
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    _write(render(report, out_fmt, RenderOptions(
+        max_remedies=max_remedies, fail_on=fail_on, plot_files=tuple(plot_files or ()),
+        link_base=None if to_stdout else output.parent, generated=now, **fit)), output)
 
 
 class _null:
@@ -344,10 +306,11 @@ def series(
         from rich.table import Table
         from rich.text import Text
 
-        from stabdiag import sources
+        from stabdiag import api
         from stabdiag.console import out
+        from stabdiag.textfmt import step_span
 
-        loaded = sources.load(paths, fmt=input_format, overrides=_parse_map(map_))
+        loaded = api.load_runs(paths, map=_parse_map(map_), input_format=input_format)
         for e in loaded.errors:
             _warn(e)
         if not loaded.runs:
@@ -364,7 +327,7 @@ def series(
             for raw, metric, why in info.mapping:
                 s = rd.series.get(metric)
                 n = len(s) if s is not None else 0
-                span = f"{s.steps[0]}-{s.steps[-1]}" if n else "-"
+                span = step_span(int(s.steps[0]), int(s.steps[-1])) if n else "-"
                 t.add_row(Text(raw), Text(metric), str(n), span, Text(why))
             out.print(t)
             out.print()
@@ -521,8 +484,9 @@ def _train_and_report(cfg: Any, *, resume: bool, analyze: bool, fail_on: str, re
     except ImportError:
         raise TrainError("stabdiag train needs torch: pip install 'stabdiag[train]' "
                          "(pip install torch==2.13.0 first for a CPU build)") from None
-    if fail_on not in FAIL_ON:
-        _fail(f"--fail-on {fail_on!r}: expected one of {', '.join(FAIL_ON)}")
+    from stabdiag.textfmt import at_steps, parse_fail_on
+
+    level = parse_fail_on(fail_on)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=False, disable=not err.is_terminal) as bar:
@@ -553,8 +517,7 @@ def _train_and_report(cfg: Any, *, resume: bool, analyze: bool, fail_on: str, re
         err.print(f"guard skipped the optimizer step at step(s) {', '.join(map(str, result.guard['skipped_steps']))}",
                   highlight=False)
     for ev in result.injected:  # what analyze should find, so the user can check it did
-        where = ev["step"] if ev["step"] == ev["last_step"] else f"{ev['step']}-{ev['last_step']}"
-        err.print(f"injected: {ev['kind']} at step {where}", highlight=False)
+        err.print(f"injected: {ev['kind']} at {at_steps(ev['step'], ev['last_step'])}", highlight=False)
     if result.stop_signal:  # SIGINT/SIGTERM: say how to continue, skip the analysis, exit 130/143
         import shlex
 
@@ -568,12 +531,11 @@ def _train_and_report(cfg: Any, *, resume: bool, analyze: bool, fail_on: str, re
     if not analyze:
         return
     from stabdiag import api
-    from stabdiag.findings import Severity
-    from stabdiag.render.terminal import render_terminal
+    from stabdiag.render import OutputFormat
 
     report = api.analyze([result.run_dir], jobs=None)  # the policy file applies, as in `analyze`
-    out.print(render_terminal(report))
-    if fail_on != "never" and report.at_or_above(Severity.parse(fail_on)):
+    _emit(report, OutputFormat.TEXT, None, 5, out)
+    if level is not None and report.at_or_above(level):
         raise typer.Exit(EXIT_FINDINGS)
 
 
@@ -690,15 +652,10 @@ def compare(
     """Compare a run with a baseline run: exit 1 when it is less stable than allowed."""
 
     def run() -> None:
-        from stabdiag.compare import (
-            Thresholds,
-            compare_reports,
-            render_comparison_json,
-            render_comparison_text,
-        )
+        from stabdiag.compare import Thresholds, compare_reports
+        from stabdiag.render import output_format, render
 
-        if fmt not in ("text", "json"):
-            _fail(f"--format {fmt!r}: expected text or json")
+        out_fmt = output_format(fmt, "comparison")
         if not 0 < tail_frac <= 1:
             _fail(f"--tail-frac {tail_frac}: expected a fraction in (0, 1]")
         th = Thresholds(max_loss_ratio=max_loss_ratio, tail_frac=tail_frac, max_extra_spikes=max_extra_spikes,
@@ -734,8 +691,7 @@ def compare(
         cur = api.analyze([run_path], policy=pol, input_format=input_format, jobs=None)
         base = api.analyze([base_path], policy=pol, input_format=input_format, jobs=None)
         result = compare_reports(cur, base, th)
-        text = render_comparison_json(result) if fmt == "json" else render_comparison_text(result)
-        _write(text, output)
+        _write(render(result, out_fmt), output)
         if result.worse:
             raise typer.Exit(EXIT_FINDINGS)
 
@@ -773,7 +729,7 @@ def sweep(
     def run() -> None:
         from stabdiag.console import err
         from stabdiag.console import out as stdout
-        from stabdiag.render.sweep import SWEEP_FORMATS, render_sweep, render_sweep_text
+        from stabdiag.render import RenderOptions, output_format, render
         from stabdiag.sweep import (
             build_spec,
             parse_lr_range,
@@ -784,8 +740,7 @@ def sweep(
         )
         from stabdiag.sweep.progress import GridProgress
 
-        if fmt not in SWEEP_FORMATS:
-            _fail(f"--format {fmt!r}: expected one of {', '.join(SWEEP_FORMATS)}")
+        out_fmt = output_format(fmt, "sweep")
         if (lrs is None) == (lr_range is None):
             _fail("give the LR grid with exactly one of --lrs 1e-4,1e-3 or --lr-range 1e-4:1e-1:7")
         grid = parse_lrs(lrs) if lrs is not None else parse_lr_range(str(lr_range))
@@ -796,10 +751,10 @@ def sweep(
             result = save_outputs(run_sweep(spec, jobs=jobs, observer=progress, devices=devices,
                                             backend=backend, ray_address=ray_address,
                                             cpus_per_cell=cpus_per_cell))
-        if fmt == "text" and (output is None or str(output) == "-"):
-            stdout.print(render_sweep_text(result))
-        else:
-            _write(render_sweep(result, fmt), output)
+        to_stdout = output is None or str(output) == "-"
+        opts = (RenderOptions(width=stdout.width, color_system=stdout.color_system) if to_stdout
+                else RenderOptions(width=120))
+        _write(render(result, out_fmt, opts), output)
         if result.failed:
             first = result.failed[0]
             _warn(f"{len(result.failed)} of {len(result.cells)} cells failed (first: {first.setting} "
@@ -832,14 +787,11 @@ def verify(
     """
 
     def run() -> None:
-        import json
-
         from stabdiag.console import err
-        from stabdiag.render.verify import RENDERERS
+        from stabdiag.render import output_format, render
         from stabdiag.verify import verify as run_verify
 
-        if fmt not in RENDERERS:
-            _fail(f"--format {fmt!r}: expected one of {', '.join(RENDERERS)}")
+        out_fmt = output_format(fmt, "verify")
         seen: dict[str, int] = {}
 
         def progress(name: str, step: int, total: int) -> None:
@@ -854,17 +806,16 @@ def verify(
                       markup=False, highlight=False)
 
         if proxy:
-            from stabdiag.verify_proxy import render_proxy_markdown, render_proxy_text, verify_proxy
+            from stabdiag.verify_proxy import verify_proxy
 
             if not run_path.exists():
                 _fail(f"{run_path}: expected a run's log file or directory, found nothing there")
             res = verify_proxy(run_path, proxy_out, steps=proxy_steps, seeds=seeds, max_remedies=remedies,
                                jobs=jobs, progress=progress)
-            render = {"text": render_proxy_text, "markdown": render_proxy_markdown}.get(fmt)
-            _write(render(res) if render else json.dumps(res.to_dict(), indent=2) + "\n", output)
+            _write(render(res, out_fmt), output)
             return
         result = run_verify(run_path, max_remedies=remedies, jobs=jobs, progress=progress, on_plan=on_plan)
-        _write(RENDERERS[fmt](result), output)
+        _write(render(result, out_fmt), output)
         if plot_to is not None:
             from stabdiag.render.verify_plot import save_overlay
 
@@ -897,9 +848,10 @@ def watch(
         from stabdiag.console import err, out
         from stabdiag.live import watch_cmd
         from stabdiag.policy import load_policy
+        from stabdiag.textfmt import FAIL_ON, parse_fail_on
 
-        if fail_on is not None and fail_on not in FAIL_ON:
-            _fail(f"--fail-on {fail_on!r}: expected one of {', '.join(FAIL_ON)}")
+        if fail_on is not None:
+            parse_fail_on(fail_on)
         if fmt not in watch_cmd.FORMATS:
             _fail(f"--format {fmt!r}: expected one of {', '.join(watch_cmd.FORMATS)}")
         if min_severity not in FAIL_ON[:3]:

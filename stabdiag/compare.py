@@ -12,12 +12,12 @@ each with a threshold a CI job can tune:
   ``max_grad_p50_ratio`` / ``max_grad_p99_ratio``.
 
 A question that cannot be answered (no grad norm on one side) is "not checked", never a pass; when
-the loss itself cannot be aligned nothing is judged and the CLI exits 2.
+the loss itself cannot be aligned nothing is judged and the CLI exits 2. Rendering is in
+``stabdiag.render.compare``.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from stabdiag.errors import StabdiagError
 from stabdiag.findings import Finding, Severity
 from stabdiag.report import Report
 from stabdiag.table import GRAD_NORM, TRAIN_LOSS, Series
+from stabdiag.textfmt import step_span
 
 SPIKE_KINDS = ("loss-spike", "grad-spike")
 
@@ -80,11 +81,15 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "run": self.run, "baseline": self.baseline, "worse": self.worse,
+            "run": self.run,
+            "baseline": self.baseline,
+            "worse": self.worse,
             "common_steps": list(self.common_steps) if self.common_steps else None,
             "n_common": self.n_common,
-            "checks": [{"name": c.name, "worse": c.worse, "summary": c.summary, "values": c.values}
-                       for c in self.checks],
+            "checks": [
+                {"name": c.name, "worse": c.worse, "summary": c.summary, "values": c.values}
+                for c in self.checks
+            ],
             "notes": list(self.notes),
         }
 
@@ -98,11 +103,15 @@ def single_run(report: Report, side: str, name: str | None = None) -> str:
     names = [r.name for r in report.runs]
     if name is not None:
         if name not in names:
-            raise CompareError(f"{side}: no run named {name!r}; found: {', '.join(names) or 'none'}")
+            raise CompareError(
+                f"{side}: no run named {name!r}; found: {', '.join(names) or 'none'}"
+            )
         return name
     if len(names) != 1:
-        raise CompareError(f"{side}: expected exactly one run, found {len(names)}"
-                           f" ({', '.join(names) or 'none'}); pass a single run's file or directory")
+        raise CompareError(
+            f"{side}: expected exactly one run, found {len(names)}"
+            f" ({', '.join(names) or 'none'}); pass a single run's file or directory"
+        )
     return names[0]
 
 
@@ -114,10 +123,10 @@ def _align(a: Series, b: Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _series(report: Report, run: str, metric: str) -> Series | None:
-    if report.table is None or metric not in report.table.metrics(run):
-        return None
-    s = report.table.series(run, metric)
-    return s if len(s) else None
+    """The run's series as the detectors judged it (``Report.run_data``: cut once by analysis,
+    the chosen loss under its canonical name), not cut from the whole table again."""
+    data = report.run_data(run)
+    return data.get(metric) if data is not None else None
 
 
 def _loss_check(steps: np.ndarray, cur: np.ndarray, base: np.ndarray, th: Thresholds) -> Check:
@@ -128,27 +137,40 @@ def _loss_check(steps: np.ndarray, cur: np.ndarray, base: np.ndarray, th: Thresh
     diff = float(np.median(c - b))
     worse = bool(np.isfinite(ratio) and ratio > th.max_loss_ratio)
     return Check(
-        name="loss", worse=worse,
-        summary=(f"loss over the last {k} common steps ({int(steps[-k])}-{int(steps[-1])}): "
-                 f"median ratio {ratio:.3f} (limit {th.max_loss_ratio:g}), median difference {diff:+.4g}"),
-        values={"ratio": ratio, "difference": diff, "points": k, "limit": th.max_loss_ratio,
-                "from_step": int(steps[-k]), "to_step": int(steps[-1])})
+        name="loss",
+        worse=worse,
+        summary=(
+            f"loss over the last {k} common steps ({step_span(int(steps[-k]), int(steps[-1]))}): "
+            f"median ratio {ratio:.3f} (limit {th.max_loss_ratio:g}), median difference {diff:+.4g}"
+        ),
+        values={
+            "ratio": ratio,
+            "difference": diff,
+            "points": k,
+            "limit": th.max_loss_ratio,
+            "from_step": int(steps[-k]),
+            "to_step": int(steps[-1]),
+        },
+    )
 
 
 def _kinds_check(cur: list[Finding], base: list[Finding], th: Thresholds) -> Check:
     have = {f.kind for f in base if f.severity >= th.min_severity}
     new = sorted({f.kind for f in cur if f.severity >= th.min_severity} - have)
     worse = bool(new) and not th.allow_new_kinds
-    return Check(name="new-kinds", worse=worse,
-                 summary=f"new finding kinds: {', '.join(new)}" if new else "no new finding kinds",
-                 values={"new": new})
+    return Check(
+        name="new-kinds",
+        worse=worse,
+        summary=f"new finding kinds: {', '.join(new)}" if new else "no new finding kinds",
+        values={"new": new},
+    )
 
 
 def spike_events(findings: list[Finding]) -> list[int]:
     """Onset steps of distinct spike events: every grad-norm spike of a grad-spike finding and every
     loss-spike event (each blip of a folded one) counts once, and a loss spike and a grad spike at
     the same step (within one log interval) are one event."""
-    pts: list[tuple[int, int]] = []   # (step, tolerance)
+    pts: list[tuple[int, int]] = []  # (step, tolerance)
     for f in findings:
         if f.kind not in SPIKE_KINDS or f.step_start is None:
             continue
@@ -171,15 +193,22 @@ def _spike_check(cur: list[Finding], base: list[Finding], th: Thresholds) -> Che
     nc = len(spike_events(cur))
     nb = len(spike_events(base))
     worse = nc > nb + th.max_extra_spikes
-    return Check(name="spikes", worse=worse,
-                 summary=f"spikes: {nc} vs {nb} in the baseline (allowed extra: {th.max_extra_spikes})",
-                 values={"current": nc, "baseline": nb, "allowed_extra": th.max_extra_spikes})
+    return Check(
+        name="spikes",
+        worse=worse,
+        summary=f"spikes: {nc} vs {nb} in the baseline (allowed extra: {th.max_extra_spikes})",
+        values={"current": nc, "baseline": nb, "allowed_extra": th.max_extra_spikes},
+    )
 
 
 def _grad_check(cur: Series | None, base: Series | None, lo: int, hi: int, th: Thresholds) -> Check:
     if cur is None or base is None:
         side = "current run" if cur is None else "baseline"
-        return Check(name="grad-norm", worse=None, summary=f"grad norm not checked: no {GRAD_NORM} in the {side}")
+        return Check(
+            name="grad-norm",
+            worse=None,
+            summary=f"grad norm not checked: no {GRAD_NORM} in the {side}",
+        )
 
     def window(s: Series) -> np.ndarray:
         f = s.finite
@@ -187,35 +216,61 @@ def _grad_check(cur: Series | None, base: Series | None, lo: int, hi: int, th: T
 
     c, b = window(cur), window(base)
     if len(c) == 0 or len(b) == 0:
-        return Check(name="grad-norm", worse=None, summary="grad norm not checked: no finite values in the common steps")
+        return Check(
+            name="grad-norm",
+            worse=None,
+            summary="grad norm not checked: no finite values in the common steps",
+        )
     pc = {q: float(np.percentile(c, q)) for q in (50, 99)}
     pb = {q: float(np.percentile(b, q)) for q in (50, 99)}
     r50 = pc[50] / pb[50] if pb[50] > 0 else float("inf")
     r99 = pc[99] / pb[99] if pb[99] > 0 else float("inf")
     worse = r50 > th.max_grad_p50_ratio or r99 > th.max_grad_p99_ratio
     return Check(
-        name="grad-norm", worse=worse,
-        summary=(f"grad norm p50 {pc[50]:.4g} vs {pb[50]:.4g} (x{r50:.2f}, limit {th.max_grad_p50_ratio:g}); "
-                 f"p99 {pc[99]:.4g} vs {pb[99]:.4g} (x{r99:.2f}, limit {th.max_grad_p99_ratio:g})"),
-        values={"p50": pc[50], "p99": pc[99], "baseline_p50": pb[50], "baseline_p99": pb[99],
-                "p50_ratio": r50, "p99_ratio": r99})
+        name="grad-norm",
+        worse=worse,
+        summary=(
+            f"grad norm p50 {pc[50]:.4g} vs {pb[50]:.4g} (x{r50:.2f}, limit {th.max_grad_p50_ratio:g}); "
+            f"p99 {pc[99]:.4g} vs {pb[99]:.4g} (x{r99:.2f}, limit {th.max_grad_p99_ratio:g})"
+        ),
+        values={
+            "p50": pc[50],
+            "p99": pc[99],
+            "baseline_p50": pb[50],
+            "baseline_p99": pb[99],
+            "p50_ratio": r50,
+            "p99_ratio": r99,
+        },
+    )
 
 
-def compare_reports(current: Report, baseline: Report, thresholds: Thresholds | None = None, *,
-                    run: str | None = None, baseline_run: str | None = None) -> Comparison:
-    """Compare one run of ``current`` with one run of ``baseline`` (both Reports carry tables)."""
+def compare_reports(
+    current: Report,
+    baseline: Report,
+    thresholds: Thresholds | None = None,
+    *,
+    run: str | None = None,
+    baseline_run: str | None = None,
+) -> Comparison:
+    """Compare one run of ``current`` with one run of ``baseline`` (each report carries its
+    runs' series, as ``analyze`` returns them)."""
     th = thresholds or Thresholds()
     rc, rb = single_run(current, "RUN", run), single_run(baseline, "--baseline", baseline_run)
     lc, lb = _series(current, rc, TRAIN_LOSS), _series(baseline, rb, TRAIN_LOSS)
     if lc is None or lb is None:
         which = rc if lc is None else rb
-        raise CompareError(f"{which}: no {TRAIN_LOSS} series to compare "
-                           "(use --map train/loss=SERIES; `stabdiag series PATH` lists what was read)")
+        raise CompareError(
+            f"{which}: no {TRAIN_LOSS} series to compare "
+            "(use --map train/loss=SERIES; `stabdiag series PATH` lists what was read)"
+        )
     steps, vc, vb = _align(lc, lb)
     if len(steps) == 0:
-        raise CompareError(f"{rc} and {rb} share no logged steps with finite loss "
-                           f"(current {int(lc.steps[0])}-{int(lc.steps[-1])}, "
-                           f"baseline {int(lb.steps[0])}-{int(lb.steps[-1])}); align by step is impossible")
+        raise CompareError(
+            f"{rc} and {rb} share no logged steps with finite loss "
+            f"(current {step_span(int(lc.steps[0]), int(lc.steps[-1]))}, "
+            f"baseline {step_span(int(lb.steps[0]), int(lb.steps[-1]))}); "
+            "align by step is impossible"
+        )
     lo, hi = int(steps[0]), int(steps[-1])
     fc, fb = current.findings_of(rc), baseline.findings_of(rb)
     checks = (
@@ -226,34 +281,20 @@ def compare_reports(current: Report, baseline: Report, thresholds: Thresholds | 
     )
     notes = []
     if int(lc.steps[-1]) < int(lb.steps[-1]):
-        notes.append(f"the current run ends at step {int(lc.steps[-1])}, the baseline at {int(lb.steps[-1])}: "
-                     "compared over the common steps only")
+        notes.append(
+            f"the current run ends at step {int(lc.steps[-1])}, the baseline at {int(lb.steps[-1])}: "
+            "compared over the common steps only"
+        )
     nf = int((~np.isfinite(lc.values)).sum())
     if nf:
-        notes.append(f"the current run has {nf} non-finite loss value{'s' if nf != 1 else ''} (left out of the ratio)")
-    return Comparison(run=rc, baseline=rb, common_steps=(lo, hi), n_common=len(steps),
-                      checks=checks, notes=tuple(notes))
-
-
-def render_comparison_text(c: Comparison) -> str:
-    mark = {True: "✘ worse", False: "✔ ok", None: "· not checked"}
-    span = f"{c.common_steps[0]}-{c.common_steps[1]}" if c.common_steps else "-"
-    lines = [f"stabdiag compare: {c.run} vs baseline {c.baseline} · {c.n_common} common steps ({span})",
-             ""]
-    lines += [f"  {mark[ch.worse]:<14} {ch.name:<10} {ch.summary}" for ch in c.checks]
-    lines += [f"  note: {n}" for n in c.notes]
-    lines += ["", "verdict: " + ("less stable than the baseline" if c.worse else "not worse than the baseline")]
-    return "\n".join(lines) + "\n"
-
-
-def render_comparison_json(c: Comparison) -> str:
-    def clean(x: Any) -> Any:
-        if isinstance(x, float) and not np.isfinite(x):
-            return None
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items()}
-        if isinstance(x, list):
-            return [clean(v) for v in x]
-        return x
-
-    return json.dumps(clean(c.to_dict()), indent=2, allow_nan=False) + "\n"
+        notes.append(
+            f"the current run has {nf} non-finite loss value{'s' if nf != 1 else ''} (left out of the ratio)"
+        )
+    return Comparison(
+        run=rc,
+        baseline=rb,
+        common_steps=(lo, hi),
+        n_common=len(steps),
+        checks=checks,
+        notes=tuple(notes),
+    )

@@ -32,13 +32,15 @@ def diagnose(
     ignore: Collection[str] | None = None,
     configs: Mapping[str, Any] | None = None,
     jobs: int | None = None,
+    cache: bool = True,
 ) -> Report:
     """Analyse the runs found under ``paths``: one Report with findings, skips and ranked remedies.
 
     ``jobs``: worker processes for reading and detecting when there are many runs (at least
-    PARALLEL_MIN_RUNS); None = ``$STABDIAG_JOBS`` or every CPU; 1 = all in this process."""
+    PARALLEL_MIN_RUNS); None = ``$STABDIAG_JOBS`` or every CPU; 1 = all in this process.
+    ``cache``: False re-parses every log (the parsed-log cache is neither read nor written)."""
     with _pool(jobs) as pool:
-        loaded = sources.load(paths, fmt=fmt, overrides=overrides, pool=pool)
+        loaded = sources.load(paths, fmt=fmt, overrides=overrides, pool=pool, cache=cache)
         return analyze_table(loaded.table, loaded.runs, errors=loaded.errors, select=select,
                              ignore=ignore, configs=configs, pool=pool, parts=loaded.parts)
 

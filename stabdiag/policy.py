@@ -32,15 +32,15 @@ from pathlib import Path
 from typing import Any
 
 from stabdiag.errors import ConfigError
-from stabdiag.findings import Finding, Severity
+from stabdiag.findings import Finding
 from stabdiag.report import Report
+from stabdiag.textfmt import parse_fail_on
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-FAIL_ON = ("info", "warning", "error", "never")
 TOP_KEYS = ("select", "ignore", "fail-on", "map", "detectors", "per-run")
 RUN_KEYS = ("select", "ignore", "fail-on")
 
@@ -72,7 +72,7 @@ class Policy:
                    fail_on: str | None = None, map: Mapping[str, str] | None = None) -> Policy:
         """Flags win over the file: a given flag replaces the file's value (``--map`` merges by key)."""
         if fail_on is not None:
-            _check_fail_on(fail_on, "--fail-on")
+            parse_fail_on(fail_on, "--fail-on")
         return dataclasses.replace(
             self,
             select=tuple(select) if select else self.select,
@@ -113,8 +113,8 @@ class Policy:
         """Findings at or above their run's ``fail-on``: exit 1 when this is non-empty."""
         out = []
         for f in report.findings:
-            level = self.for_run(f.run).fail_on
-            if level != "never" and f.severity >= Severity.parse(level):
+            level = parse_fail_on(self.for_run(f.run).fail_on)
+            if level is not None and f.severity >= level:
                 out.append(f)
         return out
 
@@ -206,14 +206,11 @@ def _table(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
     return t
 
 
-def _check_fail_on(value: object, where: str) -> str:
-    if value not in FAIL_ON:
-        raise ConfigError(f"{where}: fail-on {value!r}: expected one of {', '.join(FAIL_ON)}")
-    return str(value)
-
-
 def _fail_on(data: Mapping[str, Any], where: str) -> str | None:
-    return _check_fail_on(data["fail-on"], where) if "fail-on" in data else None
+    if "fail-on" not in data:
+        return None
+    parse_fail_on(data["fail-on"], f"{where}: fail-on")
+    return str(data["fail-on"])
 
 
 def _kind(name: str, where: str) -> str:

@@ -144,14 +144,20 @@ class Report:
         string from a log (run names, paths, messages) is HTML-escaped."""
         from html import escape
 
+        from stabdiag.textfmt import EN_DASH, at_steps, step_span
+
+        def _at(f: Finding) -> str:
+            where = at_steps(f.step_start, f.step_end, dash=EN_DASH)
+            return f" at {where}" if where else ""
+
         rows = []
         for r in self.runs:
             mine = self.findings_of(r.name)
             worst = self.worst(r.name)
             verdict = (str(worst) if worst is not None else "ok") if r.judged else "not judged"
-            steps = f"{r.steps[0]}\u2013{r.steps[1]}" if r.steps else "\u2013"
+            steps = step_span(*r.steps, dash=EN_DASH) if r.steps else EN_DASH
             listed = "<br>".join(
-                escape(f"{f.severity} {f.code} {f.kind} at steps {f.step_start}\u2013{f.step_end}: {f.message}")
+                escape(f"{f.severity} {f.code} {f.kind}{_at(f)}: {f.message}")
                 for f in mine[:5]) + (f"<br>\u2026 {len(mine) - 5} more" if len(mine) > 5 else "")
             rows.append(f"<tr><td>{escape(r.name)}</td><td>{escape(r.format)}</td><td>{escape(steps)}</td>"
                         f"<td>{escape(verdict)}</td><td>{len(mine)}</td><td style=\"text-align:left\">{listed}</td></tr>")

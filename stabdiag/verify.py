@@ -29,6 +29,7 @@ from typing import Any
 
 from stabdiag.errors import TrainError
 from stabdiag.findings import Finding, Severity
+from stabdiag.textfmt import step_span
 from stabdiag.train.config import data_index
 
 CONTROL = "control"
@@ -59,7 +60,7 @@ class Event:
 
     @property
     def label(self) -> str:
-        where = str(self.start) if self.start == self.end else f"{self.start}-{self.end}"
+        where = step_span(self.start, self.end)
         return f"{'/'.join(self.kinds)}@{where}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -508,9 +509,9 @@ def outcome_of(branch: Path, event: Event, status: str, error: str, from_step: i
     """Re-run the detectors on the branch and look for the event's kinds over its window."""
     if status in ("crashed", "interrupted"):
         return Outcome(status, None, error=error)
-    from stabdiag.diagnose import diagnose
+    from stabdiag.api import analyze
 
-    report = diagnose([branch], jobs=1)
+    report = analyze([branch], jobs=1)
     lo, hi = event.start - RECUR_TOLERANCE, event.end + RECUR_TOLERANCE
     hits = tuple(
         f.to_dict()
@@ -598,9 +599,9 @@ def verify(
             "stabdiag verify replays the run and needs torch: pip install 'stabdiag[train]'; "
             "or use --proxy"
         ) from None
-    from stabdiag.diagnose import diagnose
+    from stabdiag.api import analyze
 
-    report = diagnose([run_dir], jobs=1)
+    report = analyze([run_dir], jobs=1)
     todo, unplayable = plan(run_dir, report.findings, max_remedies)
     if not todo and unplayable:
         raise TrainError("; ".join(e.problem for e in unplayable))

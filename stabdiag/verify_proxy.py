@@ -194,9 +194,9 @@ def proxy_changes(
 
 
 def _hit(run_dir: Path, kinds: tuple[str, ...]) -> tuple[bool, float | None]:
-    from stabdiag.diagnose import diagnose
+    from stabdiag.api import analyze
 
-    report = diagnose([run_dir], jobs=1)
+    report = analyze([run_dir], jobs=1)
     hit = any(f.kind in kinds and f.severity >= Severity.WARNING for f in report.findings)
     try:
         final = json.loads((run_dir / "run.json").read_text()).get("final_loss")
@@ -326,11 +326,11 @@ def verify_proxy(
         raise TrainError(
             "stabdiag verify --proxy trains a proxy model and needs torch: pip install 'stabdiag[train]'"
         ) from None
-    from stabdiag.diagnose import diagnose
+    from stabdiag.api import analyze
     from stabdiag.remedies import rules_for
     from stabdiag.train.config import resolve
 
-    report = diagnose([path], jobs=1)
+    report = analyze([path], jobs=1)
     if not report.runs:
         raise TrainError(
             f"{path}: expected training logs stabdiag can read, found none (see `stabdiag formats`)"

@@ -34,7 +34,6 @@ EXPORTS = {
     "MetricsTable",
     "StabdiagError",
     "__version__",
-    "Monitor",
 }
 
 
@@ -141,7 +140,9 @@ def test_errors_are_stabdiag_errors(run_dir: Path) -> None:
         stabdiag.analyze("no-such-dir")
     with pytest.raises(stabdiag.StabdiagError, match="expected a log path"):
         stabdiag.analyze(42)  # type: ignore[arg-type]
-    with pytest.raises(stabdiag.StabdiagError, match="fail-on 'loud'"):
+    with pytest.raises(
+        stabdiag.StabdiagError, match="fail_on 'loud': expected one of info, warning, error, never"
+    ):
         stabdiag.analyze("train.csv", fail_on="loud")
 
 
@@ -173,7 +174,7 @@ def test_exports_and_a_light_import() -> None:
         assert getattr(stabdiag, name) is not None
     code = (
         "import sys, stabdiag; heavy = {'pandas', 'numpy', 'torch'} & set(sys.modules); "
-        "assert not heavy, heavy; stabdiag.Monitor; print('ok')"
+        "assert not heavy, heavy; assert not hasattr(stabdiag, 'Monitor'); print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.stdout.strip() == "ok", out.stderr
@@ -218,3 +219,169 @@ def test_compare_judges_both_runs_under_the_policy_file(run_dir: Path) -> None:
     (run_dir / "stabdiag.toml").unlink()
     r = runner.invoke(app, ["compare", "train.csv", "--baseline", "base.csv", "--format", "json"])
     assert r.exit_code == 2 and "no train/loss series" in r.stderr
+
+
+# --- every command goes through the facade (issue 16 item 1) -----------------------------------
+
+
+def test_series_lists_what_the_library_reads_under_the_policy_map(run_dir: Path) -> None:
+    from stabdiag.api import load_runs
+
+    loaded = load_runs("train.csv")
+    (info,) = loaded.runs
+    assert [m[:2] for m in info.mapping] == [("my_tag", "train/loss")]  # the policy file's [map]
+    r = runner.invoke(app, ["series", "train.csv"])
+    assert r.exit_code == 0, r.output
+    row = next(ln for ln in r.stdout.splitlines() if ln.strip().startswith("my_tag"))
+    assert row.split()[:4] == ["my_tag", "train/loss", "800", "0-799"]
+    assert stabdiag.load("train.csv").metrics() == ["train/loss"] == loaded.table.metrics()
+
+
+def test_plot_draws_the_runs_of_the_library_report(run_dir: Path) -> None:
+    from stabdiag.render.plots import plot_files
+
+    r = runner.invoke(app, ["plot", "train.csv", "--out", "figs", "--image-format", "svg"])
+    assert r.exit_code == 0, r.output
+    stems = plot_files(stabdiag.analyze("train.csv"))
+    assert sorted(p.name for p in Path("figs").iterdir()) == sorted(
+        f"{s}.svg" for s in stems.values()
+    )
+
+
+def test_compare_cli_prints_the_library_comparison(run_dir: Path) -> None:
+    from stabdiag.compare import Thresholds, compare_reports
+    from stabdiag.render import render
+
+    loss = spiky_loss()
+    loss[500:504] /= 4
+    (run_dir / "base.csv").write_text(
+        "step,my_tag\n" + "".join(f"{i},{v:.6g}\n" for i, v in enumerate(loss))
+    )
+    for fmt in ("text", "json"):
+        r = runner.invoke(app, ["compare", "train.csv", "-b", "base.csv", "-f", fmt])
+        assert r.exit_code == 1, r.output
+        lib = compare_reports(
+            stabdiag.analyze("train.csv"), stabdiag.analyze("base.csv"), Thresholds()
+        )
+        assert r.stdout == render(lib, fmt)
+    r = runner.invoke(app, ["compare", "train.csv", "-b", "base.csv", "-f", "markdown"])
+    assert r.exit_code == 2 and "--format 'markdown': expected one of text, json" in r.stderr
+
+
+def _fake_training(loss: np.ndarray):
+    """A stand-in for stabdiag.train.train that writes a finished run's metrics.csv (no torch)."""
+    from types import SimpleNamespace
+
+    def train(cfg, progress=None, **_):  # noqa: ANN001, ANN202
+        d = Path(cfg.out_dir) / cfg.run_name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "metrics.csv").write_text(
+            "step,my_tag\n" + "".join(f"{i},{v:.6g}\n" for i, v in enumerate(loss))
+        )
+        return SimpleNamespace(
+            interrupted=False,
+            run_dir=d,
+            steps_done=len(loss),
+            stop_reason="completed",
+            final_val_loss=float("nan"),
+        )
+
+    return train
+
+
+def test_a_sweep_cell_is_judged_by_the_facade_under_the_policy_file(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stabdiag.train
+    from stabdiag.sweep.results import finding_kinds
+    from stabdiag.sweep.runner import train_cell
+    from stabdiag.sweep.spec import Cell
+    from stabdiag.train.config import resolve
+
+    monkeypatch.setattr(stabdiag.train, "train", _fake_training(spiky_loss()), raising=False)
+    cfg = resolve("tiny", "stable", None, [f"out_dir={run_dir / 'sweep'}", "run_name=cell"])
+    result = train_cell(Cell(setting="baseline", lr=1e-3, config=cfg), save=False)
+    assert result is not None
+    expected = finding_kinds(stabdiag.analyze(run_dir / "sweep" / "cell"))
+    assert result.findings == expected and ("loss-spike", "warning") in expected  # [map] applied
+
+
+def test_verify_proxy_judges_runs_through_the_facade(run_dir: Path) -> None:
+    from stabdiag.verify_proxy import _hit
+
+    assert _hit(run_dir, ("loss-spike",))[0]  # the policy file's [map] names the loss
+    (run_dir / "stabdiag.toml").unlink()
+    assert not _hit(run_dir, ("loss-spike",))[0]  # without it no loss, so no spike
+
+
+def test_train_analyze_prints_the_library_report(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("torch")  # the command checks for it before training
+    import stabdiag.train
+    from stabdiag.render import RenderOptions, render
+
+    fake = _fake_training(spiky_loss())
+
+    def train(cfg, **kw):  # noqa: ANN001, ANN003, ANN202 - the loop's result, as far as the CLI reads it
+        res = fake(cfg)
+        return SimpleNamespace(
+            **vars(res),
+            is_main=True,
+            note="",
+            final_loss=1.0,
+            guard=None,
+            injected=[],
+            stop_signal=None,
+            checkpoint=None,
+            exit_code=0,
+        )
+
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(stabdiag.train, "train", train, raising=False)
+    r = runner.invoke(app, ["train", "--out", "runs", "--name", "t", "--fail-on", "warning"])
+    assert r.exit_code == 1, r.output  # the policy file's [map] found the spike, as analyze does
+    report = stabdiag.analyze(Path("runs") / "t")  # the path the command was given
+    assert "loss-spike" in r.stdout and r.stdout == render(report, "text", RenderOptions(width=120))
+
+
+def _tb_run(d: Path, loss: np.ndarray) -> None:
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    d.mkdir(parents=True)
+    w = EventFileWriter(str(d))
+    for i, v in enumerate(loss):
+        value = summary_pb2.Summary.Value(tag="train/loss", simple_value=float(v))
+        w.add_event(
+            event_pb2.Event(wall_time=1.0 + i, step=i, summary=summary_pb2.Summary(value=[value]))
+        )
+    w.close()
+
+
+def test_cache_false_is_a_parameter_not_an_environment_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from stabdiag.sources import cache
+
+    monkeypatch.setenv("STABDIAG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("STABDIAG_NO_CACHE", raising=False)
+    monkeypatch.setattr(cache, "MIN_BYTES", 0)
+    _tb_run(tmp_path / "tb", spiky_loss())
+    seen: list[str | None] = []
+    real = cache.read_event_file
+
+    def spy(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        seen.append(os.environ.get("STABDIAG_NO_CACHE"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(cache, "read_event_file", spy)
+    fresh = stabdiag.analyze(tmp_path / "tb", policy=Policy(), cache=False)
+    assert seen == [] and not (tmp_path / "cache").exists()  # never read, never written
+    cached = stabdiag.analyze(tmp_path / "tb", policy=Policy())
+    assert seen == [None] and (tmp_path / "cache").exists()
+    assert fresh.findings == cached.findings and fresh.findings[0].kind == "loss-spike"
+    assert "STABDIAG_NO_CACHE" not in os.environ

@@ -10,16 +10,13 @@ from typing import Any
 from stabdiag.findings import Severity
 from stabdiag.live.monitor import Monitor
 from stabdiag.live.state import Event
+from stabdiag.textfmt import at_steps
 
 
 def log_event(logger: logging.Logger, event: Event, level: Severity) -> None:
     """One line per new or escalated finding; at or above the action level as a warning."""
     f = event.finding
-    where = (
-        f"step {f.step_start}"
-        if f.step_start == f.step_end
-        else f"steps {f.step_start}-{f.step_end}"
-    )
+    where = at_steps(f.step_start, f.step_end) or "the whole run"
     verb = "now" if event.change == "escalated" else ""
     text = f"stabdiag: {verb + ' ' if verb else ''}{f.severity.label} {f.kind} ({f.code}) at {where}: {f.message}"
     logger.log(logging.WARNING if f.severity >= level else logging.INFO, text)

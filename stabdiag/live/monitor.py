@@ -1,6 +1,6 @@
 """``Monitor``: the in-loop guard for a plain PyTorch loop (and the engine of the framework callbacks).
 
-    monitor = stabdiag.Monitor(action="skip", out_dir="runs/x")
+    monitor = stabdiag.live.Monitor(action="skip", out_dir="runs/x")
     for step, batch in enumerate(loader):
         loss = model(batch); loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

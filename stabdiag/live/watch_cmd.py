@@ -19,6 +19,7 @@ from typing import Any
 from stabdiag.findings import Severity
 from stabdiag.live.state import Event
 from stabdiag.live.watch import PollResult, Watcher, pid_alive
+from stabdiag.textfmt import at_steps, parse_fail_on
 
 FORMATS = ("text", "json", "jsonl", "github")
 _GH_LEVEL = {"error": "error", "warning": "warning", "info": "notice"}
@@ -54,7 +55,7 @@ def run(opts: Options, out: Any, err: Any) -> int:
         configs=opts.configs,
         budget=opts.budget,
     )
-    fail = None if opts.fail_on == "never" else Severity.parse(opts.fail_on)
+    fail = parse_fail_on(opts.fail_on)
     shown = Severity.parse(opts.min_severity)
     status = err.status("watching", spinner="dots") if err.is_terminal else None
     reason = "the runs ended"
@@ -131,15 +132,7 @@ def _print_event(e: Event, fmt: str, out: Any) -> None:
         out.file.write(json.dumps(e.to_dict(), sort_keys=True) + "\n")
         out.file.flush()
         return
-    where = (
-        ""
-        if f.step_start is None
-        else (
-            f" at step {f.step_start}"
-            if f.step_end in (None, f.step_start)
-            else f" at steps {f.step_start}-{f.step_end}"
-        )
-    )
+    where = f" at {at}" if (at := at_steps(f.step_start, f.step_end)) else ""
     if fmt == "github":
         from stabdiag.render.github import command
 

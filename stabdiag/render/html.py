@@ -16,6 +16,7 @@ from stabdiag.findings import Finding
 from stabdiag.render import RunIndex
 from stabdiag.render.markdown import steps_of, verdict
 from stabdiag.report import Report, RunSummary, counts
+from stabdiag.textfmt import EN_DASH, at_steps, step_span
 
 CSS = """
 :root { --err:#c0392b; --warn:#b7791f; --info:#2b6cb0; --ok:#2f855a; --mute:#666; }
@@ -69,7 +70,7 @@ def _run_section(report: Report, run: RunSummary, image: bytes | None) -> str:
     parts = [f'<section class="run run-{worst.label if worst else "ok"}">',
              f"<h2>{e(run.name)} {_badge(report, run)}</h2>",
              f'<div class="meta">{e(run.format)} · <span class="mono">{e(run.path)}</span>'
-             + (f" · steps {run.steps[0]}–{run.steps[1]}" if run.steps else "")
+             + (f" · {at_steps(*run.steps, dash=EN_DASH)}" if run.steps else "")
              + f" · {len(run.metrics)} metrics</div>"]
     if run.config_line():
         parts.append(f'<div class="meta">configured: {e(run.config_line())}</div>')
@@ -128,7 +129,7 @@ def render_html(report: Report, *, images: Mapping[str, bytes] | None = None,
     title = f"stabdiag report: {len(report.runs)} run{'s' if len(report.runs) != 1 else ''}"
     summary_rows = "".join(
         f"<tr><td>{e(r.name)}</td><td>{e(r.format)}</td>"
-        f"<td>{f'{r.steps[0]}–{r.steps[1]}' if r.steps else '–'}</td><td>{_badge(report, r)}</td></tr>"
+        f"<td>{step_span(*r.steps, dash=EN_DASH) if r.steps else EN_DASH}</td><td>{_badge(report, r)}</td></tr>"
         for r in report.runs)
     errors = "".join(f'<div class="warnbox">unreadable: {e(x)}</div>' for x in report.errors)
     meta = f"stabdiag {e(report.version)}" + (f" · generated {e(generated)}" if generated else "")

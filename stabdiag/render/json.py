@@ -20,5 +20,12 @@ def _clean(x: Any) -> Any:
     return x
 
 
+def strict_json(doc: Any) -> str:
+    """``doc`` as indented strict JSON: NaN and +-Inf (a diverged loss) become null, so any
+    parser reads it. Every JSON output of the package goes through here."""
+    return json.dumps(_clean(doc), indent=2, allow_nan=False) + "\n"
+
+
 def render_json(report: Report) -> str:
-    return json.dumps(_clean(report.to_dict()), indent=2, allow_nan=False) + "\n"
+    """The report's JSON contract (``Report.to_dict()``)."""
+    return strict_json(report.to_dict())

@@ -10,7 +10,7 @@ between two settings that the bands cover is noise, and the reader can see it.
 
 from __future__ import annotations
 
-import json
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from rich.text import Text
 from stabdiag.atomic import write_atomic
 from stabdiag.console import SEVERITY_STYLE
 from stabdiag.findings import Severity
+from stabdiag.render.json import strict_json
 from stabdiag.render.markdown import ICON, md
 from stabdiag.render.plots import SEVERITY_COLOR, figure_bytes
 from stabdiag.sweep.results import (
@@ -36,6 +37,7 @@ from stabdiag.sweep.results import (
     Spread,
     SweepResult,
 )
+from stabdiag.textfmt import EN_DASH, num
 
 # Okabe-Ito, colour-blind safe; settings cycle through it.
 SETTING_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
@@ -55,12 +57,8 @@ SHORT_KIND = {
 }
 
 
-def _num(x: float, fmt: str = ".3f") -> str:
-    return format(x, fmt) if math.isfinite(x) else "–"
-
-
-def _lr(x: float) -> str:
-    return f"{x:.3g}" if math.isfinite(x) else "–"
+_val = functools.partial(num, nonfinite=EN_DASH)
+"""A number of the sweep tables: NaN/Inf is a failed or diverged cell and reads as a dash."""
 
 
 def _worst_point(p: PointSummary) -> str | None:
@@ -76,12 +74,12 @@ def _kinds(p: PointSummary, seeds: int) -> str:
 def _spread(x: Spread, fmt: str = ".3f") -> str:
     """`2.345` for one seed, `2.345 ± 0.021` for several."""
     if x.n <= 1:
-        return _num(x.mean, fmt)
-    return f"{_num(x.mean, fmt)} ± {_num(x.std, fmt)}"
+        return _val(x.mean, fmt)
+    return f"{_val(x.mean, fmt)} ± {_val(x.std, fmt)}"
 
 
 def _range(x: Spread, fmt: str = ".3f") -> str:
-    return "–" if x.n <= 1 else f"{_num(x.lo, fmt)}–{_num(x.hi, fmt)}"
+    return "–" if x.n <= 1 else f"{_val(x.lo, fmt)}–{_val(x.hi, fmt)}"
 
 
 def _final(p: PointSummary) -> str:
@@ -97,13 +95,13 @@ def _interval(s: SettingSummary) -> str:
     n = len(s.seed_sensitivities)
     if n <= 1:
         return f"– ({n} seed{'s' if n != 1 else ''})"
-    return f"{_num(s.sensitivity_lo)}–{_num(s.sensitivity_hi)} ({n} seeds)"
+    return f"{_val(s.sensitivity_lo, '.3f')}–{_val(s.sensitivity_hi, '.3f')} ({n} seeds)"
 
 
 def _best(s: SettingSummary, seeds: int) -> str:
     if seeds <= 1 or not math.isfinite(s.best_final_lo):
-        return _num(s.best_final_loss)
-    return f"{_num(s.best_final_loss)} ({_num(s.best_final_lo)}–{_num(s.best_final_hi)})"
+        return _val(s.best_final_loss, ".3f")
+    return f"{_val(s.best_final_loss, '.3f')} ({_val(s.best_final_lo, '.3f')}–{_val(s.best_final_hi, '.3f')})"
 
 
 def comparison_line(c: Comparison) -> str:
@@ -111,7 +109,7 @@ def comparison_line(c: Comparison) -> str:
         f"; lower on {c.paired_wins} of {c.paired_seeds} paired seeds" if c.paired_seeds > 1 else ""
     )
     return (
-        f"{c.lower} vs {c.higher}: LR sensitivity lower by {_num(c.difference)}, "
+        f"{c.lower} vs {c.higher}: LR sensitivity lower by {_val(c.difference, '.3f')}, "
         f"{c.verdict}{paired}"
     )
 
@@ -144,10 +142,10 @@ def render_sweep_text(result: SweepResult) -> RenderableType:
     for s in result.settings:
         summary.add_row(
             s.name,
-            _num(s.lr_sensitivity),
+            _val(s.lr_sensitivity, ".3f"),
             _interval(s),
             _best(s, seeds),
-            _lr(s.best_lr),
+            _val(s.best_lr),
             f"{s.unstable_cells}/{len(result.cells_of(s.name))}"
             + (f" ({s.failed_cells} failed)" if s.failed_cells else ""),
         )
@@ -170,16 +168,16 @@ def render_sweep_text(result: SweepResult) -> RenderableType:
             worst = _worst_point(p)
             row: list[RenderableType] = [
                 p.setting,
-                _lr(p.lr),
+                _val(p.lr),
                 Text(_final(p), style="error" if p.diverged or not p.seeds else ""),
             ]
             if seeds > 1:
                 row.append(_range(p.final_loss))
             row += [
                 _spread(p.best_loss),
-                _num(p.initial_loss),
+                _val(p.initial_loss, ".3f"),
                 _spread(p.max_attn_logit, ".3g"),
-                _num(p.logz_drift, "+.2f"),
+                _val(p.logz_drift, "+.2f"),
                 Text(_kinds(p, seeds), style=SEVERITY_STYLE.get(worst or "", "dim")),
             ]
             points.add_row(*row)
@@ -193,7 +191,7 @@ def render_sweep_text(result: SweepResult) -> RenderableType:
             Text(f"failed cells ({len(result.failed)}; re-run to retry):", style="error"),
         ]
         parts += [
-            Text(f"  {c.setting} lr={_lr(c.lr)} seed {c.seed}: {c.error}") for c in result.failed
+            Text(f"  {c.setting} lr={_val(c.lr)} seed {c.seed}: {c.error}") for c in result.failed
         ]
     notes = [
         f"final loss: {DEFINITIONS['final_loss']}",
@@ -214,7 +212,7 @@ def render_sweep_text(result: SweepResult) -> RenderableType:
 
 
 def render_sweep_json(result: SweepResult) -> str:
-    return json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n"
+    return strict_json(result.to_dict())
 
 
 def render_sweep_markdown(result: SweepResult, *, image: str | None = None) -> str:
@@ -229,8 +227,8 @@ def render_sweep_markdown(result: SweepResult, *, image: str | None = None) -> s
     for s in result.settings:
         failed = f" ({s.failed_cells} failed)" if s.failed_cells else ""
         lines.append(
-            f"| {md(s.name)} | {_num(s.lr_sensitivity)} | {_interval(s)} "
-            f"| {_best(s, seeds)} | {_lr(s.best_lr)} "
+            f"| {md(s.name)} | {_val(s.lr_sensitivity, '.3f')} | {_interval(s)} "
+            f"| {_best(s, seeds)} | {_val(s.best_lr)} "
             f"| {s.unstable_cells}/{len(result.cells_of(s.name))}{failed} |"
         )
     if result.comparisons:
@@ -248,15 +246,15 @@ def render_sweep_markdown(result: SweepResult, *, image: str | None = None) -> s
             kinds = md(_kinds(p, seeds))
             mid = f" {_range(p.final_loss)} |" if seeds > 1 else ""
             lines.append(
-                f"| {icon} | {md(p.setting)} | {_lr(p.lr)} | {_final(p)} |{mid} "
-                f"{_spread(p.best_loss)} | {_num(p.initial_loss)} "
-                f"| {_spread(p.max_attn_logit, '.3g')} | {_num(p.logz_drift, '+.2f')} "
+                f"| {icon} | {md(p.setting)} | {_val(p.lr)} | {_final(p)} |{mid} "
+                f"{_spread(p.best_loss)} | {_val(p.initial_loss, '.3f')} "
+                f"| {_spread(p.max_attn_logit, '.3g')} | {_val(p.logz_drift, '+.2f')} "
                 f"| {kinds} |"
             )
     if result.failed:
         lines += ["", f"**Failed cells** ({len(result.failed)}; a re-run retries them):", ""]
         lines += [
-            f"- {md(c.setting)} lr={_lr(c.lr)} seed {c.seed}: {md(c.error)}" for c in result.failed
+            f"- {md(c.setting)} lr={_val(c.lr)} seed {c.seed}: {md(c.error)}" for c in result.failed
         ]
     lines += [
         "",
@@ -459,26 +457,9 @@ def save_sweep_plot(
     return paths
 
 
-SWEEP_FORMATS = ("text", "json", "markdown")
-
-
 def render_sweep(result: SweepResult, fmt: str, *, width: int = 120) -> str:
-    """One sweep report as a string in `fmt` (text is rendered without colour, for files)."""
-    if fmt == "json":
-        return render_sweep_json(result)
-    if fmt == "markdown":
-        png = next((p for p in result.plots if p.endswith(".png")), None)
-        return render_sweep_markdown(result, image=png)
-    if fmt == "text":
-        import io
+    """One sweep report as a string in ``fmt`` (text without colour, ``width`` columns): the
+    registry's sweep renderers (``stabdiag.render.RENDERERS``)."""
+    from stabdiag.render import RenderOptions, render
 
-        from rich.console import Console
-
-        from stabdiag.console import THEME
-
-        buf = io.StringIO()
-        Console(file=buf, theme=THEME, width=width, color_system=None, highlight=False).print(
-            render_sweep_text(result)
-        )
-        return buf.getvalue()
-    raise ValueError(f"unknown sweep format {fmt!r}; expected one of {', '.join(SWEEP_FORMATS)}")
+    return render(result, fmt, RenderOptions(width=width))

@@ -1,14 +1,14 @@
 """Render a `stabdiag verify` result: a table per replayed event, a verdict line, or JSON.
 
-Pure functions from a VerifyResult to text; the CLI prints them.
+Pure functions from a VerifyResult to text (``stabdiag.render.RENDERERS``); the CLI prints them.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from typing import Any
 
+from stabdiag.render.json import strict_json
+from stabdiag.textfmt import num
 from stabdiag.verify import EventResult, Outcome, VerifyResult
 
 _HEAD = (
@@ -21,10 +21,6 @@ _HEAD = (
     "final loss",
     "steps",
 )
-
-
-def _f(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4g}"
 
 
 def _recurred(o: Outcome) -> str:
@@ -52,9 +48,9 @@ def _rows(e: EventResult) -> list[tuple[str, ...]]:
                 "nothing",
                 _recurred(c),
                 "-",
-                _f(c.loss_at_end),
-                _f(c.loss_after),
-                _f(c.final_loss),
+                num(c.loss_at_end, ".4g"),
+                num(c.loss_after, ".4g"),
+                num(c.final_loss, ".4g"),
                 str(c.steps),
             )
         )
@@ -66,9 +62,9 @@ def _rows(e: EventResult) -> list[tuple[str, ...]]:
                 _changed(t.changes),
                 _recurred(o),
                 t.verdict,
-                _f(o.loss_at_end),
-                _f(o.loss_after),
-                _f(o.final_loss),
+                num(o.loss_at_end, ".4g"),
+                num(o.loss_after, ".4g"),
+                num(o.final_loss, ".4g"),
                 str(o.steps),
             )
         )
@@ -130,19 +126,6 @@ def render_markdown(result: VerifyResult) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _strict(value: Any) -> Any:
-    """NaN and +-inf -> null: the JSON is strict for any parser."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    return value
-
-
 def render_json(result: VerifyResult) -> str:
-    return json.dumps(_strict(result.to_dict()), indent=2, allow_nan=False) + "\n"
-
-
-RENDERERS = {"text": render_text, "markdown": render_markdown, "json": render_json}
+    """``VerifyResult.to_dict()`` as strict JSON (NaN/Inf become null)."""
+    return strict_json(result.to_dict())

@@ -137,7 +137,7 @@ def train_cell(
     save: bool = True,
 ) -> CellResult | None:
     """Train one cell, analyze its run, save `cell.json`; None if it was interrupted."""
-    from stabdiag.diagnose import diagnose
+    from stabdiag.api import analyze
     from stabdiag.train import train
 
     clear_run_dir(cell.run_dir)
@@ -147,7 +147,7 @@ def train_cell(
     if res.interrupted:
         return None
     result = cell_result(
-        diagnose([res.run_dir]),
+        analyze([res.run_dir]),  # through the facade: the policy file applies, as in `analyze`
         setting=cell.setting,
         lr=cell.lr,
         run_dir=str(res.run_dir),

@@ -118,7 +118,7 @@ class TrainConfig:
     stop_after_nonfinite: int = 20
     """Stop once the loss has been non-finite for this many consecutive steps; 0 = never."""
     guard: Guard = "off"
-    """The in-loop guard (stabdiag.Monitor on the values each log interval brings to the host):
+    """The in-loop guard (stabdiag.live.Monitor on the values each log interval brings to the host):
     'warn' reports findings at or above guard_level, 'stop' also saves a checkpoint and ends the
     run on the first one, 'skip' skips the optimizer step of an outlier loss or grad norm (at most
     3 in a row; costs one host sync per step, for this step's loss). 'off' = not run."""
