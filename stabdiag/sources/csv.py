@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv as _csv
 import io
 import math
+import os
 import re
 from array import array
 from dataclasses import replace
@@ -349,8 +350,11 @@ def _blocks(fh, chunk: int | None = None):  # noqa: ANN001, ANN202 - yields byte
     A line longer than a block makes the block grow; one over _MAX_LINE ends the fast path."""
     carry = b""
     chunk = chunk or CHUNK_BYTES
+    left = os.fstat(fh.fileno()).st_size
     while True:
-        data = fh.read(chunk)
+        # read() sets aside the size asked for: ask for what is left (a small file costs little)
+        data = fh.read(min(chunk, max(left, 1 << 16)))
+        left -= len(data)
         if not data:
             if carry:
                 yield carry
@@ -364,7 +368,7 @@ def _blocks(fh, chunk: int | None = None):  # noqa: ANN001, ANN202 - yields byte
             carry = buf
             continue
         carry = buf[cut:]
-        yield buf[:cut]
+        yield buf if cut == len(buf) else buf[:cut]
 
 
 def _split_block(data: bytes, commas: int, header: bool) -> list[np.ndarray] | None:
@@ -379,9 +383,8 @@ def _split_block(data: bytes, commas: int, header: bool) -> list[np.ndarray] | N
     except UnicodeDecodeError:
         return None
     data = data.replace(b"\r\n", b"\n") if b"\r" in data else data
-    if data.endswith(b"\n"):
-        data = data[:-1]
-    buf = np.frombuffer(data, np.uint8)
+    # the block without its final line end, as a view (no copy of the block)
+    buf = np.frombuffer(data, np.uint8, count=len(data) - data.endswith(b"\n"))
     ends = np.flatnonzero(buf == 10)
     starts = np.concatenate(([0], ends + 1))
     stops = np.concatenate((ends, [len(buf)]))
@@ -393,12 +396,12 @@ def _split_block(data: bytes, commas: int, header: bool) -> list[np.ndarray] | N
     if (per_line != commas).any():
         return None
     del buf, comma_at, per_line, starts, stops, lengths
-    body = data[ends[0] + 1:] if header else data
     n = len(ends) if header else len(ends) + 1
     if not n:
         return []
-    frame = pd.read_csv(io.BytesIO(body), header=None, names=list(range(commas + 1)),
-                        na_filter=False, quoting=_csv.QUOTE_NONE, engine="c", low_memory=False,
+    frame = pd.read_csv(io.BytesIO(data), header=None, names=list(range(commas + 1)),
+                        skiprows=1 if header else None, na_filter=False,
+                        quoting=_csv.QUOTE_NONE, engine="c", low_memory=False,
                         skip_blank_lines=False, encoding="utf-8")
     if len(frame) != n:
         return None
@@ -408,7 +411,7 @@ def _split_block(data: bytes, commas: int, header: bool) -> list[np.ndarray] | N
         if col.dtype.kind in "iu":
             # the C parser read every cell as an integer; float(cell) rounds the same way except
             # for "-0" (float gives -0.0): such a file takes the row-by-row path
-            if (col == 0).any() and _MINUS_ZERO.search(body):
+            if (col == 0).any() and _MINUS_ZERO.search(data):
                 return None
             cols.append(col.to_numpy(np.float64))
         elif col.dtype.kind == "f":  # every cell a number, parsed as float() parses it

@@ -141,10 +141,11 @@ MAX_LINE = 16 << 20  # characters: no log line is this long; a sparse file or bi
 
 
 def capped_lines(fh: IO[AnyStr], path: object, expected: str,
-                 limit: int = MAX_LINE) -> Iterator[AnyStr]:
-    """The lines of ``fh`` (text or binary), each read with at most ``limit`` characters in
-    memory. A longer "line" (a sparse file of zero bytes, one line of gigabytes) is refused at
-    once with a SourceError naming the file, instead of being read whole first."""
+                 limit: int | None = None) -> Iterator[AnyStr]:
+    """The lines of ``fh`` (text or binary), each read with at most ``limit`` (default MAX_LINE)
+    characters in memory. A longer "line" (a sparse file of zero bytes, one line of gigabytes)
+    is refused at once with a SourceError naming the file, instead of being read whole first."""
+    limit = limit or MAX_LINE
     n = 0
     while True:
         line = fh.readline(limit)
@@ -152,7 +153,8 @@ def capped_lines(fh: IO[AnyStr], path: object, expected: str,
             return
         n += 1
         if len(line) >= limit and line[-1:] not in ("\n", "\r", b"\n", b"\r"):
-            raise SourceError(path, expected, f"line {n} is over {limit >> 20} MB long "
+            size = f"{limit >> 20} MB" if limit >= 1 << 20 else f"{limit} characters"
+            raise SourceError(path, expected, f"line {n} is over {size} long "
                               "(no line end in it; not a text log)")
         yield line
 
