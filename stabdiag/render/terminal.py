@@ -56,8 +56,10 @@ class _Hang:
         lines = body.wrap(console, max(width - len(pad), 8), overflow="fold")
         for i, line in enumerate(lines):
             line.rstrip()
-            yield from (first if i == 0 else Text(pad)).render(console)
-            yield from line.render(console)
+            row = Text()  # each part's own style becomes a span: Text.render drops a base style
+            row.append(first if i == 0 else pad)
+            row.append(line)
+            yield from row.render(console)
             yield Segment.line()
 
 

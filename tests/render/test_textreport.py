@@ -340,3 +340,20 @@ def test_ci_formats_say_where_and_why_plainly() -> None:
         "::warning title=stabdiag not judged (b)::b (logs/b.csv): not judged: no loss series found; "
         "name one with --map\n"
     )
+
+
+def test_styles_survive_the_wrapping_on_a_terminal() -> None:
+    from stabdiag.console import THEME
+
+    con = Console(width=60, force_terminal=True, color_system="standard", theme=THEME, record=True)
+    con.print(render_terminal(_report()))
+    lines = con.export_text(styles=True).splitlines()
+    run = next(line for line in lines if "✘" in line)
+    assert (
+        run.startswith("\x1b[1;31m✘") and "\x1b[1ma\x1b[0m" in run
+    )  # red mark, bold (not red) name
+    checked = [
+        line for line in lines if "not checked" in line or line.startswith("               ")
+    ]
+    assert checked and all("\x1b[2m" in line for line in checked)  # dim, continuation lines too
+    assert any(line.startswith("  \x1b[33mwarning") for line in lines)
