@@ -3,6 +3,10 @@
 Cells: empty/null = not logged; ``nan``/``inf``/``-Infinity`` kept as numbers. A column with no
 number at all (e.g. a time string) is ignored with a warning; a row whose step or cell is damaged
 is dropped and counted (how many, first line numbers) - never silently.
+
+Both paths stream the file (16 MB blocks of whole lines, or a row at a time) and keep only the
+numbers, so memory follows the values kept, not the file (issue 13 R1); a "line" over
+raw.MAX_LINE (a sparse file, one line of gigabytes) is refused at once with one line.
 """
 
 from __future__ import annotations
@@ -35,8 +39,6 @@ from stabdiag.sources.raw import (
 )
 
 FORMAT = "csv"
-
-
 _EXPECTED = "a CSV file with a header row"
 
 
