@@ -1,4 +1,4 @@
-"""Regenerate the sample runs: ``python sample_runs/generate.py`` (about 2 minutes on one CPU core).
+"""Regenerate the sample runs: ``python sample_runs/generate.py`` (about 80 s of CPU time on one core).
 
 Every sample is a real ``stabdiag train`` run of the ``tiny`` preset on the built-in corpus
 (``data=stdlib``: this interpreter's standard-library source, no download), seeded, on one CPU
@@ -9,7 +9,8 @@ trainer's ``metrics.csv`` into the formats other tools write (wide CSV, JSONL, H
 ``trainer_state.json``, long CSV), keeping a subset of the metrics, so ``stabdiag analyze
 sample_runs/`` shows every reader at work and the whole folder stays a few hundred KB.
 
-Same Python and torch versions, same numbers (wall times differ; the corpus hash is in each run's
+Same Python and torch versions on one CPU thread, same numbers (wall times and tokens/s differ;
+another thread count changes the last digits; the corpus hash is in each run's
 ``run.json`` where kept). The committed files were made with Python 3.11.7 and torch 2.13 (CPU).
 ``data=synthetic`` would give the same bytes everywhere, but the tiny stable recipe has a real
 loss spike at the end of warm-up on it, so ``clean`` would not be clean. README.md lists what each
