@@ -339,3 +339,11 @@ def test_compare_output_file_says_where_it_wrote(tmp_path: Path, clean_csv: Path
     assert r.exit_code == 0, r.output
     assert r.stdout == "" and json.loads(out.read_text())
     assert f"wrote the report to {out}" in r.stderr.splitlines()
+
+
+def test_watch_remote_url_says_download_first(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["watch", "s3://bucket/run/", "--idle-timeout", "1"])
+    assert r.exit_code == 2
+    assert (
+        r.stderr.strip() == "error: remote paths are not supported; download first: s3://bucket/run"
+    )
