@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stabdiag.sources import textlog
-from stabdiag.sources.raw import BAD, RawRun, from_rows, parse_int, parse_number
+from stabdiag.sources.raw import BAD, RawRun, bad_lines_warning, from_rows, parse_int, parse_number
 
 FORMAT = "deepspeed"
 
@@ -77,13 +77,14 @@ def parse_overflow(text: str) -> Overflow | None:
     return Overflow(att, new)
 
 
-def engine_step(text: str) -> tuple[int, int] | None:
-    """(step, cumulative skipped) from a DeepSpeed ``log_dist`` step line."""
+def engine_step(text: str) -> tuple[int, int] | None | object:
+    """(step, cumulative skipped) from a DeepSpeed ``log_dist`` step line; ``BAD`` for a step
+    line whose numbers no int64 holds (the line is dropped and counted, not the log)."""
     m = _ENGINE_STEP.search(text)
     if not m:
         return None
     step, skipped = parse_int(m[1]), parse_int(m[2])
-    return None if step is None or skipped is None else (step, skipped)
+    return BAD if step is None or skipped is None else (step, skipped)
 
 
 looks_like = textlog.sniffer(_SNIFF, deep=textlog.TEXT_SUFFIXES)
@@ -120,7 +121,10 @@ _PPO = re.compile(r"^\s*epoch:\s*(\d+)\s*\|\s*step:\s*(\d+)\s*\|\s*(?:ppo_ep|ppo
                   r"(?P<rest>.*)$", re.IGNORECASE)
 _PPO_ANY = re.compile(r"(?im)^(?:\s*\[(?:default|rank)\d+\]:)?\s*epoch:\s*\d+\s*\|\s*step:\s*\d+"
                       r"\s*\|\s*(?:ppo_ep|ppo epoch):")
-_PPO_FIELD = re.compile(r"\s*([A-Za-z_ ]{1,64}?)\s*:\s*(" + _NUM + r")\s*(?:\||$)", re.IGNORECASE)
+# The lookahead (a colon within reach) rejects most start positions in one scan: without it a
+# long run of words and spaces cost 64 backtracking tries per character (issue 13 D4).
+_PPO_FIELD = re.compile(r"(?=[A-Za-z_\s]{0,256}:)\s*([A-Za-z_ ]{1,64}?)\s*:\s*(" + _NUM + r")\s*(?:\||$)",
+                        re.IGNORECASE)
 # The PPO actor loss is a policy-gradient objective (it can be negative), the critic's a value loss:
 # neither is a language-model loss, so they get the RL names the rl-* detectors read (rl_common:
 # rl/loss, rl/value/loss, rl/reward), never train/loss. unsuper_loss is the optional pretraining
@@ -230,6 +234,7 @@ def read_stdout(path: Path, fmt: str) -> list[RawRun]:
     dup = 0
     mismatch: list[str] = []
     ppl_epoch: int | None = None
+    bad: list[int] = []  # step lines with a number no int64 holds: dropped, counted
 
     def name(base: str, e: int) -> str:
         return base if e == 0 else _critic(base)
@@ -260,6 +265,9 @@ def read_stdout(path: Path, fmt: str) -> list[RawRun]:
                 eng.scale = ov.attempted
             continue
         es = engine_step(t)
+        if es is BAD:
+            bad.append(line.number)
+            continue
         if es is not None:
             k, skipped = es
             e = 1 if dual and k == engines[0].last_line and engines[1].last_line != k else 0
@@ -286,6 +294,7 @@ def read_stdout(path: Path, fmt: str) -> list[RawRun]:
         if (pm := _PPO.match(t)) is not None:
             epoch, local = parse_int(pm[1]), parse_int(pm[2])
             if epoch is None or local is None:
+                bad.append(line.number)
                 continue
             if ppo_last_epoch is not None and epoch != ppo_last_epoch:
                 ppo_offset = (epoch * batches) if batches else ppo_step + 1 - local
@@ -360,6 +369,8 @@ def read_stdout(path: Path, fmt: str) -> list[RawRun]:
             for k, v in d.items():
                 if v is not None and k not in _SUMMARY:
                     rows.append((engines[0].step, k, v))
+    if bad:
+        warnings.append(bad_lines_warning(str(path), "lines with an impossible step", bad))
     warnings += mismatch
     if n_dicts and not known:
         how = f"logging_steps={logging_steps} from the log" if logging_steps else \

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stabdiag.sources import deepspeed, textlog
-from stabdiag.sources.raw import BAD, RawRun, from_rows, parse_int, parse_number
+from stabdiag.sources.raw import BAD, RawRun, bad_lines_warning, from_rows, parse_int, parse_number
 
 FORMAT = "megatron"
 
@@ -75,11 +75,13 @@ def _fields(body: str) -> tuple[tuple[str, float], ...]:
     return tuple(out)
 
 
-def _parse(text: str, rank: int | None) -> _Record | None:
+def _parse(text: str, rank: int | None) -> _Record | None | object:
+    """The record in one (unwrapped) line; None when there is none, ``BAD`` for a record whose
+    step no int64 holds (it loses this record, counted, not the log)."""
     m = _ITER.search(text)
     if m is not None:
-        step = parse_int(m[1])   # a step no int64 holds loses this record, not the log
-        return None if step is None else _Record("iter", step, _fields(text[m.end():]), rank)
+        step = parse_int(m[1])
+        return BAD if step is None else _Record("iter", step, _fields(text[m.end():]), rank)
     m = _VALID.search(text)
     if m is not None:
         fields = []
@@ -92,22 +94,24 @@ def _parse(text: str, rank: int | None) -> _Record | None:
             else:
                 fields.append((key + " validation", v))
         step = parse_int(m[1])
-        return None if step is None else _Record("valid", step, tuple(fields), rank)
+        return BAD if step is None else _Record("valid", step, tuple(fields), rank)
     return None
 
 
-def _records(text: str) -> tuple[list[_Record], int]:
-    """Records in write order and the number of duplicate records dropped."""
+def _records(text: str) -> tuple[list[_Record], int, list[int]]:
+    """Records in write order, the number of duplicate records dropped, and the line numbers of
+    records dropped for an impossible step."""
     out: list[_Record] = []
     seen: set[str] = set()
     dups = 0
-    pending: list = []   # [text, rank, joins]
+    bad: list[int] = []
+    pending: list = []   # [text, rank, joins, line number]
 
     def flush() -> None:
         nonlocal dups
         if not pending:
             return
-        body, rank, _ = pending
+        body, rank, _, number = pending
         pending.clear()
         key = " ".join(body.split())
         if key in seen:
@@ -115,7 +119,9 @@ def _records(text: str) -> tuple[list[_Record], int]:
             return
         seen.add(key)
         rec = _parse(body, rank)
-        if rec is not None:
+        if rec is BAD:
+            bad.append(number)
+        elif rec is not None:
             out.append(rec)
 
     for line in textlog.lines(text):
@@ -133,11 +139,11 @@ def _records(text: str) -> tuple[list[_Record], int]:
             continue
         for i, s in enumerate(starts):
             end = starts[i + 1] if i + 1 < len(starts) else len(t)
-            pending[:] = [t[s:end], line.rank, 0]
+            pending[:] = [t[s:end], line.rank, 0, line.number]
             if i + 1 < len(starts):
                 flush()
     flush()
-    return out, dups
+    return out, dups, bad
 
 
 def _continues(t: str) -> bool:
@@ -168,7 +174,8 @@ def _is_loss(key: str) -> bool:
 
 def read(path: Path) -> list[RawRun]:
     text = textlog.read_text(path)
-    records, dups = _unwrap_keys(*_records(text))
+    records, dups, bad = _records(text)
+    records, dups = _unwrap_keys(records, dups)
     iters = [r for r in records if r.kind == "iter"]
     has_loss = any(_is_loss(k) for r in iters for k, _ in r.fields)
     megatron_scale = any(k == LOSS_SCALE and v != -1.0 for r in iters for k, v in r.fields)
@@ -235,6 +242,8 @@ def read(path: Path) -> list[RawRun]:
         marked = {s for s in marked if s > n}
 
     warnings: list[str] = []
+    if bad:
+        warnings.append(bad_lines_warning(str(path), "lines with an impossible step", bad))
     if dups:
         warnings.append(f"{path}: {dups} duplicate records (printed by several ranks) ignored")
     if nan_losses:

@@ -12,19 +12,12 @@ from adversarial_util import ATTACKS, csv_quoted_newline
 from stabdiag.sources import load
 
 FAST = 5.0
-# Readers that skip a line with an unbounded digit run (raw.parse_int) and keep the log, but do not
-# yet count it in a "dropped (line N)" warning (issue 13 C6). Strict xfail: flips when they do.
-C6_PENDING = {"megatron", "deepspeed"}   # the bad line is skipped and the log kept, not yet counted
 
 
 @pytest.mark.parametrize(
     "fmt", ["fairseq", "nanogpt", "llmc", "torchtitan", "megatron", "deepspeed"]
 )
-def test_c6_one_bad_step_costs_one_line(tmp_path, fmt, request):
-    if fmt in C6_PENDING:
-        request.applymarker(
-            pytest.mark.xfail(strict=True, reason="C6 open in a reader owned elsewhere")
-        )
+def test_c6_one_bad_step_costs_one_line(tmp_path, fmt):
     _, gen = ATTACKS[f"C6-bad-token-{fmt}"]
     r = load([gen(tmp_path)])
     assert r.runs[0].format == fmt
