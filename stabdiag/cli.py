@@ -133,7 +133,7 @@ def _refuse_overwriting_inputs(output: Path | None, paths: list[Path]) -> None:
 
 
 PathsArg = Annotated[list[Path], typer.Argument(metavar="PATH...", help="Log files or directories (searched recursively).",
-                                                show_default=False)]
+                                                show_default=False, readable=False)]
 ReaderOpt = Annotated[str | None, typer.Option(
     "--input-format", "-i", metavar="READER", help="Force the log reader instead of sniffing (see `stabdiag formats`).")]
 MapOpt = Annotated[list[str] | None, typer.Option(

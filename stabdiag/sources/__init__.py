@@ -14,9 +14,10 @@ hf-trainer-state).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -83,6 +84,7 @@ def load(
     explicit: set[Path] = set()
     seen: set[Path] = set()  # a file named twice (explicitly and inside a dir) is read once
     unread: list[SourceError] = []  # named paths that cannot be read: the others are still read
+    unwalked: list[SourceError] = []  # subdirectories that could not be listed (reported, not fatal)
     for p in map(Path, paths):
         if not p.exists():
             url = remote_url(p)
@@ -94,6 +96,10 @@ def load(
             unread.append(SourceError(p, "a log file or directory", what))
             continue
         if p.is_file():
+            denied = _cannot_open(p)
+            if denied is not None:
+                unread.append(SourceError(p, "a readable log file", denied))
+                continue
             f = fmt or sniff.sniff(p)
             if f is None:
                 found = ("a checkpoint/binary file (never opened)" if sniff.is_skipped(p)
@@ -105,10 +111,17 @@ def load(
                 seen.add(p.resolve())
                 groups += runs.plan([(p, f)])
         else:
-            walked = list(sniff.walk(p))
+            root_denied: list[SourceError] = []
+
+            def unlisted(d: Path, exc: OSError, p: Path = p, root_denied: list = root_denied) -> None:
+                err = SourceError(d, "a readable directory", f"{exc.strerror or exc}; not searched")
+                (root_denied if d == p else unwalked).append(err)
+
+            walked = list(sniff.walk(p, on_error=unlisted))
+            unread += root_denied
             found = [(f, sniff.sniff(f)) for f in walked if f.resolve() not in seen]
             seen.update(f.resolve() for f, _ in found)
-            if len(found) == len(walked) and all(k is None for _, k in found):
+            if not root_denied and len(found) == len(walked) and all(k is None for _, k in found):
                 unread.append(SourceError(p, "a directory of training logs (`stabdiag formats` "
                                           "lists them)", "no log file in it"))
             groups += runs.plan([(f, fmt or k) for f, k in found
@@ -116,7 +129,7 @@ def load(
     if not cache:
         groups = [replace(g, use_cache=False) for g in groups]
     raws: list[tuple[RawRun, runs.RunGroup]] = []
-    errors: list[SourceError] = []
+    errors: list[SourceError] = list(unwalked)
     if pool is not None and len(groups) >= PARALLEL_MIN_GROUPS:
         done = list(pool.map(_read_or_error, groups, chunksize=max(1, len(groups) // 16)))
     else:
@@ -140,14 +153,15 @@ def load(
         raise first
     errors = [*unread, *errors]
     names = runs.unique_names(raws)
-    tables, infos = [], []
+    cols, infos = [], []
+    scaler_of = functools.lru_cache(maxsize=None)(_scaler_file)  # one look per directory
     for (raw, g), name in zip(raws, names, strict=True):
-        table, info = _finish(raw, g, name, overrides)
-        tables.append(table)
+        c, info = _finish(raw, g, name, overrides, scaler_of)
+        cols.append(c)
         infos.append(info)
-    tables, infos = _merge_same_run(tables, infos)
-    return LoadResult(T.MetricsTable.concat(tables), tuple(infos), tuple(map(str, errors)),
-                      tuple(tables))
+    cols, infos = _merge_same_run(cols, infos)
+    table, bounds = _table(cols)
+    return LoadResult(table, tuple(infos), tuple(map(str, errors)), _Parts(table, bounds))
 
 
 # --------------------------------------------------------------------------- reading
@@ -163,10 +177,20 @@ def _read_or_error(g: runs.RunGroup) -> list[RawRun] | None:
         return None
 
 
+def _cannot_open(path: Path) -> str | None:
+    """Why a file named on the command line cannot be opened for reading (None: it can). Asked
+    of the file itself (not os.access), so it holds for root and for ACLs alike."""
+    try:
+        os.close(os.open(path, os.O_RDONLY))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
 # --------------------------------------------------------------------------- finishing
 
-def _finish(raw: RawRun, g: runs.RunGroup, name: str,
-            overrides: Mapping[str, str] | None) -> tuple[T.MetricsTable, RunInfo]:
+def _finish(raw: RawRun, g: runs.RunGroup, name: str, overrides: Mapping[str, str] | None,
+            scaler_of: Callable[[Path], Path | None]) -> tuple[_Cols, RunInfo]:
     matches = aliases.resolve(raw.names, raw.context, overrides)
     mapped = [printable(matches[n].name) for n in raw.names]  # unknown names are log-derived
     metric_of = np.array(mapped + [T.RESTART], dtype=object)
@@ -200,16 +224,11 @@ def _finish(raw: RawRun, g: runs.RunGroup, name: str,
         wall = np.insert(wall, at, np.nan)
         if rank is not None:
             rank = np.insert(rank, at, [r for _, r, _ in found])
-    frame = {
-        "run": name,  # scalars broadcast (as MetricsTable.from_records does): cheaper than arrays
-        "step": steps.astype(np.int64, copy=False),
-        "metric": metric_of[codes],
-        "value": values.astype(np.float64, copy=False),
-        "wall_time": wall,
-        "source": printable(raw.path),
-    }
-    if rank is not None:
-        frame["rank"] = rank
+    metric_codes, metric_names = pd.factorize(metric_of)  # two raw names may map to one
+    cols = _Cols(name, steps.astype(np.int64, copy=False), metric_codes[codes],
+                 np.asarray(metric_names, dtype=object), values.astype(np.float64, copy=False),
+                 wall.astype(np.float64, copy=False), ((printable(raw.path), len(steps)),),
+                 None if rank is None else np.asarray(rank))
     derived = raw.meta.get("derived")
     derived = derived if isinstance(derived, Mapping) else {}
 
@@ -223,14 +242,99 @@ def _finish(raw: RawRun, g: runs.RunGroup, name: str,
                      printable(why(raw_name))) for raw_name in raw.names)
     meta = dict(raw.meta)
     if "precision" not in meta:
-        hint = _precision_hint(raw, mapped, g)
+        hint = _precision_hint(raw, mapped, g, scaler_of)
         if hint is not None:
             meta["precision"], meta["precision_evidence"] = hint
     meta["run_config"] = configs.read_safely(g.path if g.fmt == registry.TENSORBOARD else raw.path,
                                              raw.format, meta, g.files)
     info = RunInfo(name=name, path=printable(raw.path if g.fmt != registry.TENSORBOARD else g.path),
                    format=raw.format, warnings=tuple(warnings), mapping=mapping, meta=meta)
-    return T.MetricsTable(pd.DataFrame(frame)), info
+    return cols, info
+
+
+@dataclass(frozen=True)
+class _Cols:
+    """One run's rows as plain arrays. The DataFrame is built once for all runs: a frame per run
+    cost milliseconds each, minutes for 100,000 small runs (issue 13 R4)."""
+
+    run: str
+    step: np.ndarray         # int64
+    code: np.ndarray         # int: index into ``names`` per row
+    names: np.ndarray        # object: the run's metric names (canonical or escaped raw), unique
+    value: np.ndarray        # float64
+    wall: np.ndarray         # float64
+    sources: tuple[tuple[str, int], ...]  # (file, rows) in row order
+    rank: np.ndarray | None = None        # int64, or float64 with NaN after a merge
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+    def metric_is(self, flags: Callable[[str], bool]) -> np.ndarray:
+        """Per row: ``flags(metric name)``, evaluated once per name."""
+        return np.array([flags(n) for n in self.names], dtype=bool)[self.code] if len(self.names) \
+            else np.zeros(len(self), dtype=bool)
+
+
+def _table(cols: Sequence[_Cols]) -> tuple[T.MetricsTable, list[tuple[int, int]]]:
+    """All runs' rows as one MetricsTable (runs in order) and each run's row range in it.
+
+    Names are categoricals (a small code per row): a str column holds a copy of the run name, the
+    series name and the path in every row, 70 bytes a value (issue 13 R3)."""
+    ends = np.cumsum([len(c) for c in cols], dtype=np.int64).tolist()
+    bounds = list(zip([0, *ends[:-1]], ends, strict=True))
+    full = [c for c in cols if len(c)]
+    if not full:
+        return T.MetricsTable.empty(), bounds
+    sizes = [len(c) for c in full]
+    index: dict[str, int] = {}
+    metric_codes = []
+    for c in full:
+        lut = np.array([index.setdefault(n, len(index)) for n in c.names], dtype=np.int64)
+        metric_codes.append(lut[c.code])
+    src_index: dict[str, int] = {}
+    src_codes = [np.repeat([src_index.setdefault(p, len(src_index)) for p, _ in c.sources],
+                           [k for _, k in c.sources]) for c in full]
+    frame: dict[str, Any] = {
+        "run": _categorical(np.repeat(np.arange(len(full)), sizes), [c.run for c in full]),
+        "step": np.concatenate([c.step for c in full]),
+        "metric": _categorical(np.concatenate(metric_codes), list(index)),
+        "value": np.concatenate([c.value for c in full]),
+        "wall_time": np.concatenate([c.wall for c in full]),
+        "source": _categorical(np.concatenate(src_codes), list(src_index)),
+    }
+    ranked = [c.rank is not None for c in full]
+    if all(ranked) and all(c.rank.dtype.kind in "iu" for c in full):
+        frame["rank"] = np.concatenate([c.rank for c in full])
+    elif any(ranked):  # as pd.concat does: runs without ranks get NaN
+        frame["rank"] = np.concatenate([np.full(len(c), np.nan) if c.rank is None
+                                        else c.rank.astype(np.float64) for c in full])
+    return T.MetricsTable(pd.DataFrame(frame)), bounds
+
+
+def _categorical(codes: np.ndarray, names: Sequence[str]) -> pd.Categorical:
+    if len(set(names)) != len(names):  # run names are unique; anything else: factorize
+        values = np.asarray(names, dtype=object)[codes]
+        return pd.Categorical(values)
+    n = len(names)
+    small = np.int8 if n < 2**7 else np.int16 if n < 2**15 else np.int32  # what pandas keeps
+    return pd.Categorical.from_codes(codes.astype(small, copy=False), pd.Index(names, dtype=object))
+
+
+class _Parts(Sequence):
+    """Each run's rows as its own MetricsTable, in ``runs`` order: cut from the one table on
+    demand (a contiguous row range), so loading never builds a frame per run."""
+
+    def __init__(self, table: T.MetricsTable, bounds: Sequence[tuple[int, int]]) -> None:
+        self._table, self._bounds = table, list(bounds)
+
+    def __len__(self) -> int:
+        return len(self._bounds)
+
+    def __getitem__(self, i):  # noqa: ANN001, ANN204 - Sequence protocol (int or slice)
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        a, b = self._bounds[i]
+        return T.MetricsTable(self._table.frame.iloc[a:b])
 
 
 # --------------------------------------------------------------------------- one run, two loggers
@@ -242,29 +346,30 @@ _KEEP_ORDER = (registry.HF_TRAINER_STATE, registry.LIGHTNING_CSV, registry.CSV, 
 _SAME_MIN_POINTS = 5
 
 
-def _canonical_rows(t: T.MetricsTable) -> pd.DataFrame:
-    """The rows of canonical per-step metrics (lowest rank) of one run's table."""
-    f = t.frame
-    canon = [m for m in f["metric"].unique() if T.is_canonical(m) and m != T.RESTART]
-    f = f[f["metric"].isin(canon)]
-    if "rank" in f.columns and f["rank"].notna().any():
-        f = f[f["rank"].isna() | (f["rank"] == f["rank"].min())]
-    return f
+def _canonical_mask(c: _Cols) -> np.ndarray:
+    """The rows of canonical per-step metrics (lowest rank) of one run."""
+    keep = c.metric_is(lambda m: T.is_canonical(m) and m != T.RESTART)
+    if c.rank is not None:
+        r = c.rank.astype(np.float64)
+        ok = keep & ~np.isnan(r)
+        if ok.any():
+            keep &= np.isnan(r) | (r == r[ok].min())
+    return keep
 
 
 # The series that tells runs apart (a constant LR or loss scale does not): first found wins.
 _TELLING = (T.TRAIN_LOSS, T.VAL_LOSS, T.GRAD_NORM, T.PARAM_NORM, T.UPDATE_RATIO)
 
 
-def _telling(t: T.MetricsTable) -> tuple[str, np.ndarray, np.ndarray] | None:
+def _telling(c: _Cols) -> tuple[str, np.ndarray, np.ndarray] | None:
     """(metric, steps, values) of the run's telling series, in step order."""
-    f = _canonical_rows(t)
+    mask = _canonical_mask(c)
     for m in _TELLING:
-        g = f[f["metric"] == m]
-        if len(g):
-            steps = g["step"].to_numpy()
+        sel = mask & c.metric_is(lambda n, m=m: n == m)
+        if sel.any():
+            steps = c.step[sel]
             order = np.argsort(steps, kind="stable")
-            return m, steps[order], g["value"].to_numpy(dtype=np.float64)[order]
+            return m, steps[order], c.value[sel][order]
     return None
 
 
@@ -287,10 +392,11 @@ def _quick_same(a: tuple[str, np.ndarray, np.ndarray], b: tuple[str, np.ndarray,
     return bool(np.all(np.isclose(va[ia[:64]], vb[ib[:64]], rtol=1e-6, atol=0.0, equal_nan=True)))
 
 
-def _fingerprint(t: T.MetricsTable) -> dict[tuple[str, int], float]:
-    """(canonical metric, step) -> value (lowest rank, last written) of one run's table."""
-    f = _canonical_rows(t)
-    return dict(zip(zip(f["metric"], f["step"].astype(int), strict=True), f["value"], strict=True))
+def _fingerprint(c: _Cols) -> dict[tuple[str, int], float]:
+    """(canonical metric, step) -> value (lowest rank, last written) of one run."""
+    mask = _canonical_mask(c)
+    return dict(zip(zip(c.names[c.code[mask]].tolist(), c.step[mask].tolist(), strict=True),
+                    c.value[mask].tolist(), strict=True))
 
 
 def _same_values(a: dict, b: dict) -> int:
@@ -307,8 +413,30 @@ def _same_values(a: dict, b: dict) -> int:
     return len(shared) if bool(np.all(np.isclose(x, y, rtol=1e-6, atol=0.0, equal_nan=True))) else 0
 
 
-def _merge_same_run(tables: list[T.MetricsTable], infos: list[RunInfo],
-                    ) -> tuple[list[T.MetricsTable], list[RunInfo]]:
+def _append(keep: _Cols, extra: _Cols, sel: np.ndarray) -> _Cols:
+    """``keep`` with the selected rows of ``extra`` after its own, under ``keep``'s run name."""
+    names = list(keep.names)
+    index = {n: i for i, n in enumerate(names)}
+    for n in extra.names:
+        if n not in index:
+            index[n] = len(names)
+            names.append(n)
+    lut = np.array([index[n] for n in extra.names], dtype=np.int64)
+    k = int(sel.sum())
+    rank = None
+    if keep.rank is not None or extra.rank is not None:
+        parts = [keep.rank if keep.rank is not None else np.full(len(keep), np.nan),
+                 extra.rank[sel] if extra.rank is not None else np.full(k, np.nan)]
+        rank = np.concatenate(parts if all(p.dtype.kind in "iu" for p in parts)
+                              else [p.astype(np.float64) for p in parts])
+    (path, _), = extra.sources  # a dropped run is always an original, unmerged one
+    return _Cols(keep.run, np.concatenate([keep.step, extra.step[sel]]),
+                 np.concatenate([keep.code, lut[extra.code[sel]]]), np.asarray(names, dtype=object),
+                 np.concatenate([keep.value, extra.value[sel]]),
+                 np.concatenate([keep.wall, extra.wall[sel]]), keep.sources + ((path, k),), rank)
+
+
+def _merge_same_run(cols: list[_Cols], infos: list[RunInfo]) -> tuple[list[_Cols], list[RunInfo]]:
     """One verdict per run: the same run written by two loggers (Lightning TensorBoardLogger +
     CSVLogger, which even pick different ``version_N`` dirs; an HF TensorBoard mirror kept outside
     the output dir) becomes one run. Two runs of different formats are the same run when every
@@ -316,9 +444,9 @@ def _merge_same_run(tables: list[T.MetricsTable], infos: list[RunInfo],
     The exact copy (text/JSON over TensorBoard's float32) is kept; series only the other copy
     has are added to it, and a warning says what was merged."""
     if len({i.format for i in infos}) < 2:
-        return tables, infos
+        return cols, infos
     # candidates: runs that share one of their first points (cheap; avoids comparing all pairs)
-    tells = [_telling(t) for t in tables]
+    tells = [_telling(c) for c in cols]
     buckets: dict[tuple, list[int]] = defaultdict(list)
     for i, tell in enumerate(tells):
         key = _first_key(tell)
@@ -335,7 +463,7 @@ def _merge_same_run(tables: list[T.MetricsTable], infos: list[RunInfo],
                     continue
                 for i in (a, b):
                     if i not in prints:
-                        prints[i] = _fingerprint(tables[i])
+                        prints[i] = _fingerprint(cols[i])
                 n = _same_values(prints[a], prints[b])
                 if not n:
                     continue
@@ -344,26 +472,27 @@ def _merge_same_run(tables: list[T.MetricsTable], infos: list[RunInfo],
                 keep, drop = (a, b) if rank[a] <= rank[b] else (b, a)
                 gone[drop] = (keep, n)
     if not gone:
-        return tables, infos
-    out_t, out_i = list(tables), list(infos)
+        return cols, infos
+    out_c, out_i = list(cols), list(infos)
     for drop, (keep, n) in gone.items():
-        kept_metrics = set(out_t[keep].frame["metric"])
-        extra = tables[drop].frame[~tables[drop].frame["metric"].isin(kept_metrics)].copy()
-        extra["run"] = infos[keep].name
+        kept = set(out_c[keep].names[np.unique(out_c[keep].code)].tolist())
+        sel = cols[drop].metric_is(lambda m, kept=kept: m not in kept)
+        extra = set(cols[drop].names[np.unique(cols[drop].code[sel])].tolist())
         note = (f"{infos[drop].path} ({infos[drop].format}) is the same run as {infos[keep].path} "
                 f"({infos[keep].format}): all {n} shared values are identical; read once"
-                + (f", its {extra['metric'].nunique()} other series added" if len(extra) else ""))
-        out_t[keep] = T.MetricsTable.concat([out_t[keep], T.MetricsTable(extra)])
+                + (f", its {len(extra)} other series added" if sel.any() else ""))
+        out_c[keep] = _append(out_c[keep], cols[drop], sel)
         out_i[keep] = replace(out_i[keep], warnings=out_i[keep].warnings + (note,),
                               mapping=out_i[keep].mapping + tuple(
-                                  m for m in infos[drop].mapping if m[1] in set(extra["metric"])))
+                                  m for m in infos[drop].mapping if m[1] in extra))
     order = [i for i in range(len(infos)) if i not in gone]
-    return [out_t[i] for i in order], [out_i[i] for i in order]
+    return [out_c[i] for i in order], [out_i[i] for i in order]
 
 
 # --------------------------------------------------------------------------- precision hint
 
-def _precision_hint(raw: RawRun, mapped: Sequence[str], g: runs.RunGroup) -> tuple[str, str] | None:
+def _precision_hint(raw: RawRun, mapped: Sequence[str], g: runs.RunGroup,
+                    scaler_of: Callable[[Path], Path | None] | None = None) -> tuple[str, str] | None:
     """('fp16', evidence) when the run shows a dynamic loss scaler, else None.
 
     Detectors read it as ``RunData.meta['precision']`` (evidence in ``meta['precision_evidence']``):
@@ -378,7 +507,7 @@ def _precision_hint(raw: RawRun, mapped: Sequence[str], g: runs.RunGroup) -> tup
         if v.size and np.any(v != 1.0):
             return "fp16", (f"dynamic loss scale in the log ('{raw.names[code]}': {v.size} values, "
                             f"{v.min():g} to {v.max():g})")
-    scaler = _scaler_file(g.path if g.path.is_dir() else g.path.parent)
+    scaler = (scaler_of or _scaler_file)(g.path if g.path.is_dir() else g.path.parent)
     if scaler is not None:
         return "fp16", f"{scaler} (a GradScaler state beside the checkpoints; not opened)"
     return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from stabdiag.sources import registry, tensorboard
@@ -86,12 +86,13 @@ def special(path: Path) -> str | None:
     return None
 
 
-def walk(root: Path) -> Iterator[Path]:
+def walk(root: Path, on_error: Callable[[Path, OSError], None] | None = None) -> Iterator[Path]:
     """Every file under ``root`` in sorted order; skips hidden dirs/files and __pycache__,
     follows directory symlinks once (a symlink loop is visited only once). A symlink is followed
     only when its target stays inside ``root`` (a link out of the tree, e.g. to /proc/self/environ
     or ~/.ssh, is not an input the user gave), and only regular files are yielded (no FIFOs,
-    devices or sockets)."""
+    devices or sockets). A directory that cannot be listed is passed to ``on_error`` (the
+    caller says so) and the walk goes on."""
     roots = (os.path.realpath(root),)
     seen: set[tuple[int, int]] = set()
     stack = [root]
@@ -99,14 +100,13 @@ def walk(root: Path) -> Iterator[Path]:
         d = stack.pop()
         try:
             st = d.stat()
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) in seen:
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        try:
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
             entries = sorted(os.scandir(d), key=lambda e: e.name)
-        except OSError:
+        except OSError as exc:
+            if on_error is not None:
+                on_error(d, exc)
             continue
         subdirs = []
         for e in entries:
