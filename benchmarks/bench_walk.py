@@ -41,8 +41,10 @@ STEPS = 20
 
 
 def _csv(i: int) -> str:
-    rows = "".join(f"{s},{2.0 - s * 0.01 + (i % 7) * 1e-3:.4f},{0.5 + s * 1e-3:.4f}\n"
-                   for s in range(1, STEPS + 1))
+    rows = "".join(
+        f"{s},{2.0 - s * 0.01 + (i % 7) * 1e-3:.4f},{0.5 + s * 1e-3:.4f}\n"
+        for s in range(1, STEPS + 1)
+    )
     return "step,loss,grad_norm\n" + rows
 
 
@@ -62,8 +64,10 @@ def generate(root: Path, n: int, layout: str) -> Path:
         if kind == 0:
             (d / f"run{i:06d}.csv").write_text(_csv(i))
         elif kind == 1:
-            lines = "".join(json.dumps({"step": s, "loss": 2.0 - s * 0.01, "lr": 1e-3}) + "\n"
-                            for s in range(1, STEPS + 1))
+            lines = "".join(
+                json.dumps({"step": s, "loss": 2.0 - s * 0.01, "lr": 1e-3}) + "\n"
+                for s in range(1, STEPS + 1)
+            )
             (d / f"run{i:06d}.jsonl").write_text(lines)
         elif kind == 2:
             r = d / f"run{i:06d}"
@@ -72,8 +76,10 @@ def generate(root: Path, n: int, layout: str) -> Path:
             (r / "run.json").write_text(json.dumps({"seed": i}))
             (r / "README.txt").write_text("notes, not a log\n")
         else:
-            lines = "".join(f"iter {s}: loss {2.0 - s * 0.01:.4f}, time 12.5ms, mfu 30.0%\n"
-                            for s in range(STEPS))
+            lines = "".join(
+                f"iter {s}: loss {2.0 - s * 0.01:.4f}, time 12.5ms, mfu 30.0%\n"
+                for s in range(STEPS)
+            )
             (d / f"run{i:06d}.log").write_text(lines)
     marker.touch()
     print(f"generated {n} runs ({layout}) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
@@ -87,8 +93,13 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, help="where to generate (default: a temporary dir)")
     ap.add_argument("--keep", action="store_true", help="keep the generated tree for the next run")
     ap.add_argument("--skip-analyze", action="store_true", help="time load only")
-    ap.add_argument("--profile", type=int, default=0, metavar="N",
-                    help="print the N most expensive functions of one load (cProfile)")
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="print the N most expensive functions of one load (cProfile)",
+    )
     args = ap.parse_args()
 
     import stabdiag
@@ -101,16 +112,20 @@ def main() -> None:
         t0, c0 = time.perf_counter(), time.process_time()
         res = load([tree])
         t_load, c_load = time.perf_counter() - t0, time.process_time() - c0
-        print(f"load     {args.files:>7} runs ({args.layout}): {t_load:7.1f} s wall, {c_load:.1f} s CPU  "
-              f"({len(res.runs)} runs, {len(res.table)} rows, {len(res.errors)} errors)")
+        print(
+            f"load     {args.files:>7} runs ({args.layout}): {t_load:7.1f} s wall, {c_load:.1f} s CPU  "
+            f"({len(res.runs)} runs, {len(res.table)} rows, {len(res.errors)} errors)"
+        )
         if len(res.runs) != args.files:
             sys.exit(f"expected {args.files} runs, got {len(res.runs)}")
         if not args.skip_analyze and hasattr(stabdiag, "analyze"):
             t0, c0 = time.perf_counter(), time.process_time()
             report = stabdiag.analyze(tree, cache=False)
             t_an, c_an = time.perf_counter() - t0, time.process_time() - c0
-            print(f"analyze  {args.files:>7} runs ({args.layout}): {t_an:7.1f} s wall, {c_an:.1f} s CPU  "
-                  f"({len(report.runs)} runs judged, {len(report.findings)} findings)")
+            print(
+                f"analyze  {args.files:>7} runs ({args.layout}): {t_an:7.1f} s wall, {c_an:.1f} s CPU  "
+                f"({len(report.runs)} runs judged, {len(report.findings)} findings)"
+            )
         if args.profile:
             prof = cProfile.Profile()
             prof.enable()

@@ -133,14 +133,20 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--only", help="only cases whose id contains this")
     ap.add_argument("--attacks-only", action="store_true", help="only the adversarial_util.py cases")
+    ap.add_argument("--max-seconds", type=float, default=0.0,
+                    help="stop starting new inputs after this long and report what ran (partial)")
     a = ap.parse_args()
     counts: dict[str, Counter] = defaultdict(Counter)
     bad: list[dict] = []
+    partial = 0  # inputs generated before --max-seconds ran out (0: all ran)
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         for n, (family, case, path, forced) in enumerate(inputs(a.scale, Path(tmp), a.seed)):
             if (a.only and a.only not in case) or (a.attacks_only and case not in ATTACKS):
                 continue
+            if a.max_seconds and time.time() - t0 > a.max_seconds:
+                partial = n
+                break
             t = time.monotonic()
             out, detail = run_one(path, forced, a.timeout, int(a.mem_gb * (1 << 30)))
             counts[family][out] += 1
@@ -163,6 +169,8 @@ def main() -> None:
         total.update(counts[fam])
         print(f"{fam:18s}" + "".join(f"{counts[fam][o]:>10d}" for o in OUTCOMES))
     print(f"{'TOTAL':18s}" + "".join(f"{total[o]:>10d}" for o in OUTCOMES))
+    if partial:
+        print(f"partial: --max-seconds {a.max_seconds:g} reached after {partial} inputs")
     if a.json:
         a.json.write_text(
             json.dumps(
@@ -171,6 +179,7 @@ def main() -> None:
                     "total": dict(total),
                     "bad": bad,
                     "seconds": round(time.time() - t0),
+                    "partial_after": partial,
                 },
                 indent=1,
             )

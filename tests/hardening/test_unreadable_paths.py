@@ -76,7 +76,9 @@ def test_an_unreadable_explicit_file_is_one_line_not_a_usage_box(tmp_path, monke
 
     monkeypatch.setattr(os, "open", deny_open)
     # what Click's readable=True check would consult (it fails for non-root users)
-    monkeypatch.setattr(os, "access", lambda p, m, **k: False if Path(p) == f else real_access(p, m, **k))
+    monkeypatch.setattr(
+        os, "access", lambda p, m, **k: False if Path(p) == f else real_access(p, m, **k)
+    )
     r = CliRunner().invoke(app, ["analyze", str(f)])
     assert r.exit_code == 2
     assert "Usage:" not in r.output and "╭" not in r.output
