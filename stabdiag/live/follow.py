@@ -19,8 +19,6 @@ from __future__ import annotations
 import os
 import shutil
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,8 +159,8 @@ class Follower:
 
     def _load(self, path: Path, piece: Piece) -> list[RunData]:
         try:
-            with _no_cache():
-                got = sources.load([path], fmt=self.fmt)
+            # Scratch pieces must not enter the parsed-file cache (they are deleted right after).
+            got = sources.load([path], fmt=self.fmt, cache=False)
         except StabdiagError as e:
             # A piece with no data in it (startup lines of a stdout log) is not a problem.
             text = str(e).replace(str(path), str(self.path))
@@ -184,20 +182,6 @@ class Follower:
 
     def close(self) -> None:
         shutil.rmtree(self.scratch, ignore_errors=True)
-
-
-@contextmanager
-def _no_cache() -> Iterator[None]:
-    """Scratch pieces must not enter the parsed-file cache (they are deleted right after)."""
-    before = os.environ.get("STABDIAG_NO_CACHE")
-    os.environ["STABDIAG_NO_CACHE"] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("STABDIAG_NO_CACHE", None)
-        else:
-            os.environ["STABDIAG_NO_CACHE"] = before
 
 
 def rewind(f: Follower) -> None:
