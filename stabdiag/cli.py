@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -132,6 +132,17 @@ def _refuse_overwriting_inputs(output: Path | None, paths: list[Path]) -> None:
             _fail(f"--output {output}: refusing to overwrite an input log; write the report elsewhere")
 
 
+def _nothing_read(paths: list[Path], errors: Sequence[str]) -> None:
+    """Exit 2 when no run was read. The files that could not be read were just listed, one
+    warning each: the last line counts them instead of claiming that no log was there."""
+    where = ", ".join(map(str, paths))
+    if errors:
+        n = len(errors)
+        _fail(f"no run could be read from {where}: {n} unreadable log{'s' if n > 1 else ''} (listed above)")
+    _fail(f"no training logs found in {where} (expected TensorBoard event files, trainer_state.json, "
+          "metrics.csv, CSV or JSONL; `stabdiag formats` lists every format)")
+
+
 PathsArg = Annotated[list[Path], typer.Argument(metavar="PATH...", help="Log files or directories (searched recursively).",
                                                 show_default=False, readable=False)]
 ReaderOpt = Annotated[str | None, typer.Option(
@@ -176,8 +187,7 @@ def analyze(
         for e in report.errors:
             _warn(e)
         if not report.runs:
-            _fail(f"no training logs found in {', '.join(map(str, paths))} "
-                  "(expected TensorBoard event files, trainer_state.json, metrics.csv, CSV or JSONL)")
+            _nothing_read(paths, report.errors)
         written = []
         if plots is not None:
             from stabdiag.diagnose import resolve_jobs
@@ -314,7 +324,7 @@ def series(
         for e in loaded.errors:
             _warn(e)
         if not loaded.runs:
-            _fail(f"no training logs found in {', '.join(map(str, paths))}")
+            _nothing_read(paths, loaded.errors)
         for info in loaded.runs:
             t = Table(title=Text(f"{info.name}  ({info.format}: {info.path})"), title_justify="left",
                       box=None, header_style="bold")
@@ -356,7 +366,7 @@ def config_cmd(
         for e in loaded.errors:
             _warn(e)
         if not loaded.runs:
-            _fail(f"no training logs found in {', '.join(map(str, paths))}")
+            _nothing_read(paths, loaded.errors)
         if as_json:
             doc = {i.name: (c.to_dict() if (c := i.meta.get("run_config")) else {}) for i in loaded.runs}
             out.print_json(json.dumps(doc, default=str))
@@ -617,7 +627,7 @@ def plot(
         for e in report.errors:
             _warn(e)
         if not report.runs:
-            _fail(f"no training logs found in {', '.join(map(str, paths))}")
+            _nothing_read(paths, report.errors)
         from stabdiag.diagnose import resolve_jobs
 
         with _figure_progress(len(report.runs)) as progress:

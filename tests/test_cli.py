@@ -347,3 +347,17 @@ def test_watch_remote_url_says_download_first(tmp_path: Path) -> None:
     assert (
         r.stderr.strip() == "error: remote paths are not supported; download first: s3://bucket/run"
     )
+
+
+def test_directory_of_unreadable_logs_exit_2_counts_them(tmp_path: Path) -> None:
+    """Nothing read inside a directory: each bad file is one warning, the last line counts them
+    (not 'no training logs found', which the warnings above would contradict)."""
+    d = tmp_path / "runs"
+    d.mkdir()
+    (d / "x.csv").write_text("a,b\n1,2\n")
+    (d / "y.csv").write_text("a,b\n3,4\n")
+    r = runner.invoke(app, ["analyze", str(d)])
+    assert r.exit_code == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["warning", "warning", "error"], r.stderr
+    assert lines[-1] == f"error: no run could be read from {d}: 2 unreadable logs (listed above)"

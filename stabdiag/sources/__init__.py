@@ -281,7 +281,7 @@ def _table(cols: Sequence[_Cols]) -> tuple[T.MetricsTable, list[tuple[int, int]]
     Names are categoricals (a small code per row): a str column holds a copy of the run name, the
     series name and the path in every row, 70 bytes a value (issue 13 R3)."""
     ends = np.cumsum([len(c) for c in cols], dtype=np.int64).tolist()
-    bounds = list(zip([0, *ends[:-1]], ends, strict=True))
+    bounds = list(zip([0, *ends][:-1], ends, strict=True))  # no run read: no bounds
     full = [c for c in cols if len(c)]
     if not full:
         return T.MetricsTable.empty(), bounds
