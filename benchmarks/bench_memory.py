@@ -37,12 +37,21 @@ from pathlib import Path
 
 import numpy as np
 
-METRICS = ("train/loss", "train/grad_norm", "train/lr", "train/loss_scale", "val/loss",
-           "train/param_norm", "train/tokens_per_s", "train/update_ratio")
+METRICS = (
+    "train/loss",
+    "train/grad_norm",
+    "train/lr",
+    "train/loss_scale",
+    "val/loss",
+    "train/param_norm",
+    "train/tokens_per_s",
+    "train/update_ratio",
+)
 CASES = ("csv", "jsonl", "wandb-csv", "wandb-offline", "sparse", "tb", "tb-cached")
 
 
 # --------------------------------------------------------------------------- generators
+
 
 def _rows(mb: float, chunk: int = 20000):
     """Blocks of (steps, values[steps x metrics]) until about ``mb`` megabytes of CSV were made."""
@@ -66,8 +75,9 @@ def _write_text(path: Path, mb: float, header: str, line) -> Path:  # noqa: ANN0
         block = next(gen)
         try:
             while True:
-                text = "".join(line(s, v) for s, v in zip(block[0].tolist(), block[1].tolist(),
-                                                          strict=True))
+                text = "".join(
+                    line(s, v) for s, v in zip(block[0].tolist(), block[1].tolist(), strict=True)
+                )
                 fh.write(text)
                 block = gen.send(len(text))
         except StopIteration:
@@ -77,22 +87,36 @@ def _write_text(path: Path, mb: float, header: str, line) -> Path:  # noqa: ANN0
 
 
 def gen_csv(d: Path, mb: float) -> Path:
-    return _write_text(d / "wide.csv", mb, "step," + ",".join(METRICS) + "\n",
-                       lambda s, v: f"{s}," + ",".join(f"{x:.6g}" for x in v) + "\n")
+    return _write_text(
+        d / "wide.csv",
+        mb,
+        "step," + ",".join(METRICS) + "\n",
+        lambda s, v: f"{s}," + ",".join(f"{x:.6g}" for x in v) + "\n",
+    )
 
 
 def gen_jsonl(d: Path, mb: float) -> Path:
     keys = [json.dumps(m) for m in METRICS]
-    return _write_text(d / "log.jsonl", mb, "",
-                       lambda s, v: f'{{"step": {s}, '
-                       + ", ".join(f"{k}: {x:.6g}" for k, x in zip(keys, v, strict=True)) + "}\n")
+    return _write_text(
+        d / "log.jsonl",
+        mb,
+        "",
+        lambda s, v: (
+            f'{{"step": {s}, '
+            + ", ".join(f"{k}: {x:.6g}" for k, x in zip(keys, v, strict=True))
+            + "}\n"
+        ),
+    )
 
 
 def gen_wandb_csv(d: Path, mb: float) -> Path:
     cols = ['"Step"'] + [f'"run-a - {m}"' + x for m in METRICS[:4] for x in ("", "__MIN", "__MAX")]
-    return _write_text(d / "export.csv", mb, ",".join(cols) + "\n",
-                       lambda s, v: f"{s}," + ",".join(f"{x:.6g},{x:.6g},{x:.6g}" for x in v[:4])
-                       + "\n")
+    return _write_text(
+        d / "export.csv",
+        mb,
+        ",".join(cols) + "\n",
+        lambda s, v: f"{s}," + ",".join(f"{x:.6g},{x:.6g},{x:.6g}" for x in v[:4]) + "\n",
+    )
 
 
 def _varint(n: int) -> bytes:
@@ -125,8 +149,10 @@ def gen_wandb_offline(d: Path, mb: float) -> Path:
             while True:
                 start = len(out)
                 for s, v in zip(block[0].tolist(), block[1].tolist(), strict=True):
-                    items = [_ld(1, k + _ld(16, f"{x:.6g}".encode())) for k, x in zip(keys, v,
-                                                                                    strict=True)]
+                    items = [
+                        _ld(1, k + _ld(16, f"{x:.6g}".encode()))
+                        for k, x in zip(keys, v, strict=True)
+                    ]
                     items.append(_ld(1, _ld(1, b"_step") + _ld(16, str(s).encode())))
                     rec = _ld(2, b"".join(items))
                     left = 32768 - len(out) % 32768
@@ -136,11 +162,11 @@ def gen_wandb_offline(d: Path, mb: float) -> Path:
                     if len(rec) + 7 <= left:
                         out += struct.pack("<IHB", zlib.crc32(b"\x01" + rec), len(rec), 1) + rec
                         continue
-                    pieces = [rec[:left - 7]]  # FIRST, then MIDDLE/LAST across blocks
-                    rest = rec[left - 7:]
+                    pieces = [rec[: left - 7]]  # FIRST, then MIDDLE/LAST across blocks
+                    rest = rec[left - 7 :]
                     while rest:
-                        pieces.append(rest[:32768 - 7])
-                        rest = rest[32768 - 7:]
+                        pieces.append(rest[: 32768 - 7])
+                        rest = rest[32768 - 7 :]
                     for i, p in enumerate(pieces):
                         kind = 2 if i == 0 else 4 if i == len(pieces) - 1 else 3
                         out += struct.pack("<IHB", zlib.crc32(bytes([kind]) + p), len(p), kind) + p
@@ -196,8 +222,12 @@ def gen_tb(d: Path, events: int, tags: int = 8) -> Path:
                     summ = b"\x0a" + bytes([len(val)]) + val
                     payload = head + b"\x2a" + bytes([len(summ)]) + summ
                     ln = struct.pack("<Q", len(payload))
-                    out.append(ln + struct.pack("<I", _masked(crc32c(ln))) + payload
-                               + struct.pack("<I", _masked(crc32c(payload))))
+                    out.append(
+                        ln
+                        + struct.pack("<I", _masked(crc32c(ln)))
+                        + payload
+                        + struct.pack("<I", _masked(crc32c(payload)))
+                    )
             fh.write(b"".join(out))
     marker.touch()
     return tb
@@ -234,29 +264,55 @@ print(json.dumps({"s": dt, "peak_mb": peak / 1024, "base_mb": base / 1024, "rows
 
 
 def measure(path: Path, code: str, stage: str, env: dict[str, str]) -> dict:
-    out = subprocess.run([sys.executable, "-c", _CHILD, code, stage, str(path)], text=True,
-                         capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1", **env},
-                         check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, code, stage, str(path)],
+        text=True,
+        capture_output=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+        check=False,
+    )
     if out.returncode != 0:
-        return {"s": float("nan"), "peak_mb": float("nan"), "base_mb": float("nan"), "rows": 0,
-                "error": f"child died (rc {out.returncode}): {out.stderr.strip()[-200:]}"}
+        return {
+            "s": float("nan"),
+            "peak_mb": float("nan"),
+            "base_mb": float("nan"),
+            "rows": 0,
+            "error": f"child died (rc {out.returncode}): {out.stderr.strip()[-200:]}",
+        }
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--case", action="append", choices=CASES,
-                    help="Case to run (repeatable; default: all).")
-    ap.add_argument("--csv-mb", type=float, default=200.0,
-                    help="Size of the CSV, JSONL and W&B inputs in MB (the issue's case: 2048).")
+    ap.add_argument(
+        "--case", action="append", choices=CASES, help="Case to run (repeatable; default: all)."
+    )
+    ap.add_argument(
+        "--csv-mb",
+        type=float,
+        default=200.0,
+        help="Size of the CSV, JSONL and W&B inputs in MB (the issue's case: 2048).",
+    )
     ap.add_argument("--sparse-gb", type=float, default=5.0, help="Size of the sparse file in GB.")
-    ap.add_argument("--tb-events", type=int, default=2_000_000,
-                    help="Scalar events in the TensorBoard case (the issue's: 10M and 50M).")
-    ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "stabdiag-bench-memory",
-                    help="Where inputs are generated (and kept for the next run).")
+    ap.add_argument(
+        "--tb-events",
+        type=int,
+        default=2_000_000,
+        help="Scalar events in the TensorBoard case (the issue's: 10M and 50M).",
+    )
+    ap.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "stabdiag-bench-memory",
+        help="Where inputs are generated (and kept for the next run).",
+    )
     ap.add_argument("--code", default="", help="Checkout to measure (default: the installed one).")
-    ap.add_argument("--stage", choices=("load", "analyze"), default="load",
-                    help="load: reader + long table; analyze: the whole analyze command.")
+    ap.add_argument(
+        "--stage",
+        choices=("load", "analyze"),
+        default="load",
+        help="load: reader + long table; analyze: the whole analyze command.",
+    )
     ap.add_argument("--json", action="store_true", help="One JSON object per case on stdout.")
     args = ap.parse_args(argv)
     args.dir.mkdir(parents=True, exist_ok=True)
@@ -279,8 +335,10 @@ def main(argv: list[str] | None = None) -> int:
         if case == "tb-cached":
             with tempfile.TemporaryDirectory(dir=args.dir) as cdir:
                 env = {"STABDIAG_CACHE_DIR": cdir, "STABDIAG_NO_CACHE": "0"}
-                results = [(label, measure(path, args.code, args.stage, env))
-                           for label in ("cache write", "cache hit")]
+                results = [
+                    (label, measure(path, args.code, args.stage, env))
+                    for label in ("cache write", "cache hit")
+                ]
         else:
             results = [(label, measure(path, args.code, args.stage, env)) for label, env in runs]
         for label, r in results:
@@ -288,9 +346,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 print(json.dumps({"case": name, "size": size, **r}))
             else:
-                print(f"{name:<24} {size:>18}  peak {r['peak_mb']:8.0f} MB  (imports "
-                      f"{r['base_mb']:4.0f} MB)  {r['s']:7.1f} s  {r['rows']:>11,} rows"
-                      + (f"  error: {r['error']}" if r["error"] else ""), flush=True)
+                print(
+                    f"{name:<24} {size:>18}  peak {r['peak_mb']:8.0f} MB  (imports "
+                    f"{r['base_mb']:4.0f} MB)  {r['s']:7.1f} s  {r['rows']:>11,} rows"
+                    + (f"  error: {r['error']}" if r["error"] else ""),
+                    flush=True,
+                )
     return 0
 
 

@@ -14,8 +14,12 @@ from stabdiag.sources import tensorboard as tb
 
 def _record(payload: bytes) -> bytes:
     head = struct.pack("<Q", len(payload))
-    return (head + struct.pack("<I", tb.masked_crc(head)) + payload
-            + struct.pack("<I", tb.masked_crc(payload)))
+    return (
+        head
+        + struct.pack("<I", tb.masked_crc(head))
+        + payload
+        + struct.pack("<I", tb.masked_crc(payload))
+    )
 
 
 def _scalar(tag: str, step: int, value: float, wall: float = 1.0) -> bytes:
@@ -29,13 +33,21 @@ def _scalar(tag: str, step: int, value: float, wall: float = 1.0) -> bytes:
         step_varint.append(b | (0x80 if s else 0))
         if not s:
             break
-    return _record(b"\x09" + struct.pack("<d", wall) + b"\x10" + bytes(step_varint)
-                   + b"\x2a" + bytes([len(summ)]) + summ)
+    return _record(
+        b"\x09"
+        + struct.pack("<d", wall)
+        + b"\x10"
+        + bytes(step_varint)
+        + b"\x2a"
+        + bytes([len(summ)])
+        + summ
+    )
 
 
 def _events(steps: range, tags=("loss", "grad_norm"), shift: float = 0.0) -> bytes:
-    return b"".join(_scalar(t, s, float(s) + j / 10 + shift)
-                    for s in steps for j, t in enumerate(tags))
+    return b"".join(
+        _scalar(t, s, float(s) + j / 10 + shift) for s in steps for j, t in enumerate(tags)
+    )
 
 
 @pytest.fixture
@@ -218,7 +230,9 @@ def test_load_through_cache_matches_uncached(tmp_path, cdir, monkeypatch):
 
     run = tmp_path / "run"
     run.mkdir()
-    _write(run / "events.out.tfevents.1", _events(range(300), tags=("train/loss", "train/grad_norm")))
+    _write(
+        run / "events.out.tfevents.1", _events(range(300), tags=("train/loss", "train/grad_norm"))
+    )
     warm = [sources.load([run]).table.frame for _ in range(2)]
     monkeypatch.setenv("STABDIAG_NO_CACHE", "1")
     cold = sources.load([run]).table.frame
@@ -236,8 +250,10 @@ def test_many_runs_in_worker_processes_match_serial(tmp_path, cdir):
         run.mkdir(parents=True)
         loss = 2 + rng.standard_normal(400) * 0.05
         loss[200 + i] = 30.0  # one spike per run, at a different step
-        data = b"".join(_scalar("train/loss", s, float(v)) + _scalar("train/grad_norm", s, 1.0)
-                        for s, v in enumerate(loss))
+        data = b"".join(
+            _scalar("train/loss", s, float(v)) + _scalar("train/grad_norm", s, 1.0)
+            for s, v in enumerate(loss)
+        )
         _write(run / "events.out.tfevents.1", data)
     serial = dg.diagnose([tmp_path / "runs"], jobs=1)
     parallel = dg.diagnose([tmp_path / "runs"], jobs=2)

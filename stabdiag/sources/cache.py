@@ -58,6 +58,8 @@ def _reader_version() -> str:
     except OSError:
         src = b""
     return f"{tb.READER_VERSION}:{hashlib.sha256(src).hexdigest()[:16]}"
+
+
 _ARRAYS = ("codes", "steps", "values", "walls", "bare")
 
 
@@ -115,7 +117,9 @@ def prune(limit: int | None = None) -> int:
 
 def entry_path(path: str | Path) -> Path:
     real = os.path.realpath(path)
-    return cache_dir() / (hashlib.sha256(real.encode("utf-8", "surrogatepass")).hexdigest()[:40] + ".npz")
+    return cache_dir() / (
+        hashlib.sha256(real.encode("utf-8", "surrogatepass")).hexdigest()[:40] + ".npz"
+    )
 
 
 class _CrcReader:
@@ -131,8 +135,13 @@ class _CrcReader:
 
 
 def _stat_key(st: os.stat_result) -> dict[str, int]:
-    return {"dev": st.st_dev, "ino": st.st_ino, "size": st.st_size,
-            "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
+    return {
+        "dev": st.st_dev,
+        "ino": st.st_ino,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+    }
 
 
 def _sample(fh: Any, size: int) -> int:
@@ -146,13 +155,23 @@ def _sample(fh: Any, size: int) -> int:
 
 
 _INT_KEYS = ("consumed", "framed", "records", "bad_records", "crc")
-_DTYPES = {"codes": np.int32, "steps": np.int64, "values": np.float64, "walls": np.float64,
-           "bare": np.bool_}
+_DTYPES = {
+    "codes": np.int32,
+    "steps": np.int64,
+    "values": np.float64,
+    "walls": np.float64,
+    "bare": np.bool_,
+}
 # An entry stores each array in the narrowest of these types that holds it exactly (most files:
 # int8 codes, int32 steps, float32 values: 17 bytes a value instead of 29) and ``bare`` empty
 # when no value is a bare tensor; loading widens them back to _DTYPES.
-_STORED = {"codes": (np.int8, np.int16, np.int32), "steps": (np.int32, np.int64),
-           "values": (np.float32, np.float64), "walls": (np.float64,), "bare": (np.bool_,)}
+_STORED = {
+    "codes": (np.int8, np.int16, np.int32),
+    "steps": (np.int32, np.int64),
+    "values": (np.float32, np.float64),
+    "walls": (np.float64,),
+    "bare": (np.bool_,),
+}
 _SLICE = 1 << 20  # values checked for an exact float32 a slice at a time (bounded scratch memory)
 
 
@@ -162,7 +181,7 @@ def _narrow(key: str, a: np.ndarray) -> np.ndarray:
         return a if a.any() else a[:0]
     if key == "values":
         for lo in range(0, len(a), _SLICE):
-            part = a[lo:lo + _SLICE]
+            part = a[lo : lo + _SLICE]
             with np.errstate(over="ignore", invalid="ignore"):
                 back = part.astype(np.float32).astype(np.float64)
             if not np.array_equal(back.view(np.int64), part.view(np.int64)):
@@ -183,25 +202,41 @@ def _is_int(x: Any) -> bool:
 
 def _valid(meta: Any, arrays: dict[str, np.ndarray]) -> bool:
     """Every field an entry is restored from has the type and range the reader produces."""
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT \
-            or meta.get("reader") != _reader_version():
+    if (
+        not isinstance(meta, dict)
+        or meta.get("format") != FORMAT
+        or meta.get("reader") != _reader_version()
+    ):
         return False
     try:
-        str_map = all(isinstance(meta[k], dict) and all(isinstance(a, str) and isinstance(b, str)
-                                                         for a, b in meta[k].items())
-                      for k in ("plugins_in", "plugins_out"))
-        ok = (str_map and isinstance(meta["path"], str) and isinstance(meta["key"], dict)
-              and all(_is_int(meta["key"].get(k)) for k in ("dev", "ino", "size", "mtime_ns",
-                                                             "ctime_ns", "sample"))
-              and all(_is_int(meta[k]) for k in _INT_KEYS)
-              and all(meta[k] >= 0 for k in _INT_KEYS if k != "crc")
-              and all(isinstance(t, str) for k in ("fast_tags", "slow_tags") for t in meta[k])
-              and isinstance(meta["fast_tags"], list) and isinstance(meta["slow_tags"], list)
-              and isinstance(meta["bad_crc"], list) and all(_is_int(b) for b in meta["bad_crc"])
-              and (meta["stop"] is None or isinstance(meta["stop"], str))
-              and isinstance(meta["resync"], bool) and isinstance(meta["skipped"], list)
-              and all(isinstance(x, list) and len(x) == 3 and all(map(_is_int, x))
-                      for x in meta["skipped"]))
+        str_map = all(
+            isinstance(meta[k], dict)
+            and all(isinstance(a, str) and isinstance(b, str) for a, b in meta[k].items())
+            for k in ("plugins_in", "plugins_out")
+        )
+        ok = (
+            str_map
+            and isinstance(meta["path"], str)
+            and isinstance(meta["key"], dict)
+            and all(
+                _is_int(meta["key"].get(k))
+                for k in ("dev", "ino", "size", "mtime_ns", "ctime_ns", "sample")
+            )
+            and all(_is_int(meta[k]) for k in _INT_KEYS)
+            and all(meta[k] >= 0 for k in _INT_KEYS if k != "crc")
+            and all(isinstance(t, str) for k in ("fast_tags", "slow_tags") for t in meta[k])
+            and isinstance(meta["fast_tags"], list)
+            and isinstance(meta["slow_tags"], list)
+            and isinstance(meta["bad_crc"], list)
+            and all(_is_int(b) for b in meta["bad_crc"])
+            and (meta["stop"] is None or isinstance(meta["stop"], str))
+            and isinstance(meta["resync"], bool)
+            and isinstance(meta["skipped"], list)
+            and all(
+                isinstance(x, list) and len(x) == 3 and all(map(_is_int, x))
+                for x in meta["skipped"]
+            )
+        )
     except (KeyError, TypeError, AttributeError):
         return False
     if not ok:
@@ -212,8 +247,9 @@ def _valid(meta: Any, arrays: dict[str, np.ndarray]) -> bool:
         if a.dtype != dt or a.ndim != 1 or len(a) != n:
             return False
     codes = arrays["codes"]
-    return not n or (int(codes.max()) < len(meta["fast_tags"])
-                     and int(codes.min()) >= -len(meta["slow_tags"]))
+    return not n or (
+        int(codes.max()) < len(meta["fast_tags"]) and int(codes.min()) >= -len(meta["slow_tags"])
+    )
 
 
 def _widen(key: str, a: np.ndarray) -> np.ndarray:
@@ -231,14 +267,26 @@ def _load(entry: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
             arrays = {k: _widen(k, z[k]) for k in _ARRAYS}  # one array in memory twice at most
             if not len(arrays["bare"]):
                 arrays["bare"] = np.zeros(len(arrays["codes"]), np.bool_)
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError,
-            UnicodeDecodeError, RecursionError):
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        zipfile.BadZipFile,
+        EOFError,
+        UnicodeDecodeError,
+        RecursionError,
+    ):
         return None
     return (meta, arrays) if _valid(meta, arrays) else None
 
 
-def _restore(path: str, meta: dict[str, Any], arrays: dict[str, np.ndarray],
-             plugins: MutableMapping[str, str]) -> tb._Stream:
+def _restore(
+    path: str,
+    meta: dict[str, Any],
+    arrays: dict[str, np.ndarray],
+    plugins: MutableMapping[str, str],
+) -> tb._Stream:
     st = tb._Stream(path, plugins)
     plugins.clear()
     plugins.update(meta["plugins_out"])
@@ -252,26 +300,50 @@ def _restore(path: str, meta: dict[str, Any], arrays: dict[str, np.ndarray],
     return st
 
 
-def _save(entry: Path, st: tb._Stream, key: dict[str, int], plugins_in: dict[str, str],
-          crc: int) -> None:
+def _save(
+    entry: Path, st: tb._Stream, key: dict[str, int], plugins_in: dict[str, str], crc: int
+) -> None:
     st.compact()
-    parts = st.parts[0] if st.parts else (
-        np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0, bool))
+    parts = (
+        st.parts[0]
+        if st.parts
+        else (
+            np.zeros(0, np.int32),
+            np.zeros(0, np.int64),
+            np.zeros(0),
+            np.zeros(0),
+            np.zeros(0, bool),
+        )
+    )
     meta = {
-        "format": FORMAT, "reader": _reader_version(), "path": st.path, "key": key,
-        "plugins_in": plugins_in, "plugins_out": dict(st.plugins), "crc": crc,
-        "fast_tags": [t.decode("latin-1") for t in st.fast_tags], "slow_tags": list(st.slow_tags),
-        "consumed": st.consumed, "framed": st.framed, "records": st.records,
-        "bad_crc": st.bad_crc, "bad_records": st.bad_records, "stop": st.stop,
-        "skipped": st.skipped, "resync": st.resync,
+        "format": FORMAT,
+        "reader": _reader_version(),
+        "path": st.path,
+        "key": key,
+        "plugins_in": plugins_in,
+        "plugins_out": dict(st.plugins),
+        "crc": crc,
+        "fast_tags": [t.decode("latin-1") for t in st.fast_tags],
+        "slow_tags": list(st.slow_tags),
+        "consumed": st.consumed,
+        "framed": st.framed,
+        "records": st.records,
+        "bad_crc": st.bad_crc,
+        "bad_records": st.bad_records,
+        "stop": st.stop,
+        "skipped": st.skipped,
+        "resync": st.resync,
     }
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-", suffix=".npz")
         try:
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
-                         **{k: _narrow(k, a) for k, a in zip(_ARRAYS, parts, strict=True)})
+                np.savez(
+                    fh,
+                    meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
+                    **{k: _narrow(k, a) for k, a in zip(_ARRAYS, parts, strict=True)},
+                )
             os.replace(tmp, entry)
         except BaseException:
             os.unlink(tmp)
@@ -281,7 +353,9 @@ def _save(entry: Path, st: tb._Stream, key: dict[str, int], plugins_in: dict[str
         pass  # a read-only or full cache dir only costs speed
 
 
-def read_event_file(path: str | Path, plugins: MutableMapping[str, str] | None = None) -> tb.Scalars:
+def read_event_file(
+    path: str | Path, plugins: MutableMapping[str, str] | None = None
+) -> tb.Scalars:
     """tensorboard.read_file through the cache (same result, byte for byte)."""
     path = str(path)
     plugins = {} if plugins is None else plugins
@@ -296,7 +370,9 @@ def read_event_file(path: str | Path, plugins: MutableMapping[str, str] | None =
         plugins_in = dict(plugins)
         entry = entry_path(path)
         cached = _load(entry)
-        if cached is not None and (cached[0]["path"] != path or cached[0]["plugins_in"] != plugins_in):
+        if cached is not None and (
+            cached[0]["path"] != path or cached[0]["plugins_in"] != plugins_in
+        ):
             cached = None
         if cached is not None and cached[0]["key"] == key:
             try:
@@ -313,8 +389,12 @@ def read_event_file(path: str | Path, plugins: MutableMapping[str, str] | None =
         if cached is not None:
             meta, arrays = cached
             old = meta["key"]
-            if (meta["stop"] is None and old["dev"] == key["dev"] and old["ino"] == key["ino"]
-                    and meta["consumed"] == old["size"] < key["size"]):
+            if (
+                meta["stop"] is None
+                and old["dev"] == key["dev"]
+                and old["ino"] == key["ino"]
+                and meta["consumed"] == old["size"] < key["size"]
+            ):
                 # Appended: check that the old bytes are unchanged, then parse only the new ones.
                 left = old["size"]
                 while left > 0:

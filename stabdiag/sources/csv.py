@@ -131,7 +131,9 @@ def _last_line_unfinished(path: Path) -> bool:
         return False
 
 
-def read(path: Path, fmt: str = FORMAT, name: str | None = None, *, fast: bool = True) -> list[RawRun]:
+def read(
+    path: Path, fmt: str = FORMAT, name: str | None = None, *, fast: bool = True
+) -> list[RawRun]:
     """``fast=False`` forces the row-by-row path (the fast path must give the same runs). Files
     under FAST_MIN_BYTES go row by row: pandas' fixed cost per file dominates there (a tree of
     thousands of small metrics.csv files read 20% faster). Both paths stream the file: memory
@@ -163,13 +165,18 @@ def _count_width(rows: _Rows, width: int) -> int:
 
 
 def _no_step_column(path: Path, header: list[str]) -> SourceError:
-    return SourceError(path, f"a CSV with a step column ({', '.join(tab.STEP_COLUMNS[:6])}, ...)",
-                       "columns " + ", ".join(excerpt(h, 40) for h in header[:6])
-                       + (", ..." if len(header) > 6 else ""))
+    return SourceError(
+        path,
+        f"a CSV with a step column ({', '.join(tab.STEP_COLUMNS[:6])}, ...)",
+        "columns "
+        + ", ".join(excerpt(h, 40) for h in header[:6])
+        + (", ..." if len(header) > 6 else ""),
+    )
 
 
-def _read_rows(path: Path, fmt: str, name: str | None, rows: _Rows,
-               partial: bool) -> list[RawRun] | None:
+def _read_rows(
+    path: Path, fmt: str, name: str | None, rows: _Rows, partial: bool
+) -> list[RawRun] | None:
     """The runs of a file read row by row; None when the header has no step column."""
     it = iter(rows)
     held: list = []
@@ -193,8 +200,10 @@ def _read_rows(path: Path, fmt: str, name: str | None, rows: _Rows,
     else:
         runs = _wide(path, fmt, base, header, stream, step_col)
     if held:
-        note = (f"{path}: the last line has no line end (a file still being written?): "
-                f"line {held[0][0]} left out until it is complete")
+        note = (
+            f"{path}: the last line has no line end (a file still being written?): "
+            f"line {held[0][0]} left out until it is complete"
+        )
         runs = [replace(r, warnings=(*r.warnings, note)) for r in runs]
     return runs
 
@@ -217,8 +226,11 @@ def _all_but_last(rows, held: list):  # noqa: ANN001, ANN202
 
 
 def _extras(header: list[str]) -> tuple[str | None, str | None, str | None]:
-    return (tab.find_column(header, tab.WALL_COLUMNS), tab.find_column(header, tab.RANK_COLUMNS),
-            tab.find_column(header, tab.RUN_COLUMNS))
+    return (
+        tab.find_column(header, tab.WALL_COLUMNS),
+        tab.find_column(header, tab.RANK_COLUMNS),
+        tab.find_column(header, tab.RUN_COLUMNS),
+    )
 
 
 def _wall(cell: str) -> float:
@@ -260,8 +272,10 @@ def _long(path, fmt, base, header, rows, step_col, metric_col, value_col) -> lis
 
 def _runs(by_run: dict[str, RunColumns], path, fmt, base, warnings, rank_col) -> list[RawRun]:
     """One RawRun per run collected by the long and wide paths (an empty file still names its run)."""
-    out = [cols.build(run, str(path), fmt, rank=bool(rank_col), warnings=warnings)
-           for run, cols in by_run.items()]
+    out = [
+        cols.build(run, str(path), fmt, rank=bool(rank_col), warnings=warnings)
+        for run, cols in by_run.items()
+    ]
     return out or [from_rows(base, str(path), fmt, [], warnings=warnings)]
 
 
@@ -277,12 +291,15 @@ def _wide(path, fmt, base, header, rows, step_col) -> list[RawRun]:
         dropped = [h for (_, h), m in zip(metrics, panel, strict=True) if m.group("agg")]
         metrics = [(i, h) for (i, h), m in zip(metrics, panel, strict=True) if not m.group("agg")]
         if dropped:
-            warnings.append(f"{path}: W&B panel export; {len(dropped)} __MIN/__MAX bucket "
-                            "columns ignored (the plain column is the value)")
+            warnings.append(
+                f"{path}: W&B panel export; {len(dropped)} __MIN/__MAX bucket "
+                "columns ignored (the plain column is the value)"
+            )
     # Where each column's values go: (run, metric) for a panel export, else the row's run.
-    target = [(m.group("run"), m.group("metric")) if is_panel else (None, h)
-              for (_, h), m in zip(metrics, [tab.WANDB_PANEL.match(h) for _, h in metrics],
-                                   strict=True)]
+    target = [
+        (m.group("run"), m.group("metric")) if is_panel else (None, h)
+        for (_, h), m in zip(metrics, [tab.WANDB_PANEL.match(h) for _, h in metrics], strict=True)
+    ]
     si = ix[step_col]
     wi = ix[wall_col] if wall_col else None
     ki = ix[rank_col] if rank_col else None
@@ -319,18 +336,21 @@ def _wide(path, fmt, base, header, rows, step_col) -> list[RawRun]:
             if cols is None:
                 cols = by_run[run] = RunColumns(wall=wi is not None)
             cols.add(step, metric, v, wall, rank)
-    text_only = {h for (_, h), n, t in zip(metrics, numeric, text_lines, strict=True)
-                 if t and not n}
+    text_only = {
+        h for (_, h), n, t in zip(metrics, numeric, text_lines, strict=True) if t and not n
+    }
     if text_only:
         warnings.append(f"{path}: non-numeric column(s) ignored: {', '.join(sorted(text_only))}")
     if bad:
         warnings.append(bad.warning(str(path), "bad rows"))
-    mixed = [np.frombuffer(t, np.int64) for t, n in zip(text_lines, numeric, strict=True)
-             if t and n]
+    mixed = [
+        np.frombuffer(t, np.int64) for t, n in zip(text_lines, numeric, strict=True) if t and n
+    ]
     if mixed:
         lines = np.unique(np.concatenate(mixed))
-        warnings.append(bad_lines_warning(str(path), "non-numeric cells", lines[:5].tolist(),
-                                          count=len(lines)))
+        warnings.append(
+            bad_lines_warning(str(path), "non-numeric cells", lines[:5].tolist(), count=len(lines))
+        )
     return _runs(by_run, path, fmt, base, warnings, rank_col)
 
 
@@ -401,10 +421,18 @@ def _split_block(data: bytes, commas: int, header: bool) -> list[np.ndarray] | N
     n = len(ends) if header else len(ends) + 1
     if not n:
         return []
-    frame = pd.read_csv(io.BytesIO(data), header=None, names=list(range(commas + 1)),
-                        skiprows=1 if header else None, na_filter=False,
-                        quoting=_csv.QUOTE_NONE, engine="c", low_memory=False,
-                        skip_blank_lines=False, encoding="utf-8")
+    frame = pd.read_csv(
+        io.BytesIO(data),
+        header=None,
+        names=list(range(commas + 1)),
+        skiprows=1 if header else None,
+        na_filter=False,
+        quoting=_csv.QUOTE_NONE,
+        engine="c",
+        low_memory=False,
+        skip_blank_lines=False,
+        encoding="utf-8",
+    )
     if len(frame) != n:
         return None
     cols = []
@@ -447,8 +475,9 @@ def _numbers(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         except ValueError:
             pass
     parsed = [parse_number(c) for c in cells]
-    status = np.fromiter((_TEXT if v is BAD else _ABSENT if v is None else _NUMBER for v in parsed),
-                         np.int8, n)
+    status = np.fromiter(
+        (_TEXT if v is BAD else _ABSENT if v is None else _NUMBER for v in parsed), np.int8, n
+    )
     vals = np.fromiter((v if isinstance(v, float) else np.nan for v in parsed), np.float64, n)
     return vals, status
 
@@ -499,7 +528,7 @@ class _FastReader:
                     return None
                 if block.startswith(b"\xef\xbb\xbf"):
                     block = block[3:]
-                head = block[:block.find(b"\n")]
+                head = block[: block.find(b"\n")]
                 try:
                     header = [h.strip() for h in head.rstrip(b"\r").decode("utf-8").split(",")]
                 except UnicodeDecodeError:
@@ -544,8 +573,10 @@ class _FastReader:
 
     def _block(self, cols: list[np.ndarray], line0: int) -> bool:
         ix = self.ix
-        if any(c and cols[ix[c]].dtype != object
-               for c in (self.run_col, self.metric_col if self.long else None)):
+        if any(
+            c and cols[ix[c]].dtype != object
+            for c in (self.run_col, self.metric_col if self.long else None)
+        ):
             return False  # names the parser read as numbers lost their spelling ("01")
         n = len(cols[0])
         steps, ok = _steps(cols[ix[self.step_col]])
@@ -562,8 +593,9 @@ class _FastReader:
             names = _stripped(cols[ix[self.run_col]])
             names[names == ""] = self.base
             local, uniq = pd.factorize(names, sort=False)
-            remap = np.array([self.runs.setdefault(str(u), len(self.runs)) for u in uniq],
-                             dtype=np.int32)
+            remap = np.array(
+                [self.runs.setdefault(str(u), len(self.runs)) for u in uniq], dtype=np.int32
+            )
             run = remap[local] if len(uniq) else local.astype(np.int32)
         lines = np.arange(line0, line0 + n)
         if self.long:
@@ -572,8 +604,9 @@ class _FastReader:
             ok &= (status != _TEXT) & (metric != "")
             keep = np.flatnonzero(ok & (status == _NUMBER))
             local, uniq = pd.factorize(metric[keep], sort=False)
-            remap = np.array([self.names.setdefault(str(u), len(self.names)) for u in uniq],
-                             dtype=np.int32)
+            remap = np.array(
+                [self.names.setdefault(str(u), len(self.names)) for u in uniq], dtype=np.int32
+            )
             codes = remap[local] if len(uniq) else local.astype(np.int32)
             rows, values = keep, values[keep]
         else:
@@ -593,43 +626,74 @@ class _FastReader:
                 rows, codes, values = np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0)
         if not ok.all():
             self.bad.extend(lines[~ok])
-        self.parts.append((codes, steps[rows], values,
-                           None if wall is None else wall[rows],
-                           None if rank is None else rank[rows],
-                           None if run is None else run[rows]))
+        self.parts.append(
+            (
+                codes,
+                steps[rows],
+                values,
+                None if wall is None else wall[rows],
+                None if rank is None else rank[rows],
+                None if run is None else run[rows],
+            )
+        )
         return True
 
     def _finish(self) -> list[RawRun]:
         path, warnings = self.path, []
         if not self.long:
-            text_only = [h for (_, h), num, t in zip(self.metrics, self.numeric, self.text,
-                                                     strict=True) if t and not num]
+            text_only = [
+                h
+                for (_, h), num, t in zip(self.metrics, self.numeric, self.text, strict=True)
+                if t and not num
+            ]
             if text_only:
-                warnings.append(f"{path}: non-numeric column(s) ignored: "
-                                f"{', '.join(sorted(text_only))}")
+                warnings.append(
+                    f"{path}: non-numeric column(s) ignored: {', '.join(sorted(text_only))}"
+                )
         if self.bad:
             warnings.append(self.bad.warning(str(path), "bad rows"))
         if not self.long:
             mixed = [a for num, t in zip(self.numeric, self.text, strict=True) if num for a in t]
             if mixed:
                 lines = np.unique(np.concatenate(mixed))
-                warnings.append(bad_lines_warning(str(path), "non-numeric cells",
-                                                  lines[:5].tolist(), count=len(lines)))
+                warnings.append(
+                    bad_lines_warning(
+                        str(path), "non-numeric cells", lines[:5].tolist(), count=len(lines)
+                    )
+                )
         cols = []
         for k in range(6):  # joined a field at a time, each block's piece freed once joined
             pieces = [p[k] for p in self.parts]
-            cols.append(None if not pieces or pieces[0] is None else
-                        pieces[0] if len(pieces) == 1 else np.concatenate(pieces))
+            cols.append(
+                None
+                if not pieces or pieces[0] is None
+                else pieces[0]
+                if len(pieces) == 1
+                else np.concatenate(pieces)
+            )
             del pieces
-            self.parts = [p[:k] + (None,) + p[k + 1:] for p in self.parts]
+            self.parts = [p[:k] + (None,) + p[k + 1 :] for p in self.parts]
         self.parts = []
         codes, steps, values, wall, rank, run = cols
-        return _group(path, self.fmt, self.base, codes, list(self.names), steps, values, wall,
-                      rank, run, list(self.runs), warnings)
+        return _group(
+            path,
+            self.fmt,
+            self.base,
+            codes,
+            list(self.names),
+            steps,
+            values,
+            wall,
+            rank,
+            run,
+            list(self.runs),
+            warnings,
+        )
 
 
-def _group(path, fmt, base, codes, names, steps, values, wall, rank, run, run_names,
-           warnings) -> list[RawRun]:
+def _group(
+    path, fmt, base, codes, names, steps, values, wall, rank, run, run_names, warnings
+) -> list[RawRun]:
     """RawRuns as from_rows builds them: runs and their series names in first-seen order.
     Every array holds one entry per kept value; ``codes`` index ``names``, ``run`` (codes into
     ``run_names``, or None: one run) the run of each value."""
@@ -641,7 +705,7 @@ def _group(path, fmt, base, codes, names, steps, values, wall, rank, run, run_na
         run_codes, firsts = pd.factorize(run, sort=False)
         order = np.argsort(run_codes, kind="stable")
         bounds = np.searchsorted(run_codes[order], np.arange(len(firsts) + 1))
-        parts = [(run_names[r], order[bounds[i]:bounds[i + 1]]) for i, r in enumerate(firsts)]
+        parts = [(run_names[r], order[bounds[i] : bounds[i + 1]]) for i, r in enumerate(firsts)]
     out = []
     for run_name, sel in parts:
         c = codes if sel is None else codes[sel]
@@ -650,10 +714,20 @@ def _group(path, fmt, base, codes, names, steps, values, wall, rank, run, run_na
         remap = np.zeros(len(names), np.int32)
         remap[seen] = np.arange(len(seen), dtype=np.int32)
 
-        out.append(RawRun(
-            name=run_name, path=str(path), format=fmt, names=tuple(str(names[k]) for k in seen),
-            codes=remap[c], steps=_pick(steps, sel), values=_pick(values, sel),
-            wall_time=_pick(wall, sel), rank=_pick(rank, sel), warnings=tuple(warnings)))
+        out.append(
+            RawRun(
+                name=run_name,
+                path=str(path),
+                format=fmt,
+                names=tuple(str(names[k]) for k in seen),
+                codes=remap[c],
+                steps=_pick(steps, sel),
+                values=_pick(values, sel),
+                wall_time=_pick(wall, sel),
+                rank=_pick(rank, sel),
+                warnings=tuple(warnings),
+            )
+        )
     return out or [from_rows(base, str(path), fmt, [], warnings=warnings)]
 
 

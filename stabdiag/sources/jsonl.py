@@ -48,8 +48,17 @@ _MAX_LAYOUTS = 1024  # distinct key sets remembered (a log has a handful)
 
 def _layout(obj: dict) -> tuple[str | None, ...]:
     """The step, rank, run, wall-time, metric and value keys of an object (None: absent)."""
-    return tuple(_key(obj, c) for c in (tab.STEP_COLUMNS, tab.RANK_COLUMNS, tab.RUN_COLUMNS,
-                                        tab.WALL_COLUMNS, tab.METRIC_COLUMNS, tab.VALUE_COLUMNS))
+    return tuple(
+        _key(obj, c)
+        for c in (
+            tab.STEP_COLUMNS,
+            tab.RANK_COLUMNS,
+            tab.RUN_COLUMNS,
+            tab.WALL_COLUMNS,
+            tab.METRIC_COLUMNS,
+            tab.VALUE_COLUMNS,
+        )
+    )
 
 
 def read(path: Path, fmt: str = FORMAT) -> list[RawRun]:
@@ -135,8 +144,9 @@ def _read(path: Path, fmt: str, lines) -> list[RawRun]:  # noqa: ANN001
                 continue
             add(step, k, v, wall, rank)
     if n_obj == 0 and bad:
-        raise SourceError(path, "JSON Lines (one JSON object per line)",
-                          f"no parsable line ({bad.count} bad)")
+        raise SourceError(
+            path, "JSON Lines (one JSON object per line)", f"no parsable line ({bad.count} bad)"
+        )
     warnings = []
     if bad:
         warnings.append(bad.warning(str(path), "bad lines"))
@@ -144,6 +154,8 @@ def _read(path: Path, fmt: str, lines) -> list[RawRun]:  # noqa: ANN001
         warnings.append(no_step.warning(str(path), "lines without a step key"))
     if text_keys:
         warnings.append(f"{path}: non-numeric keys ignored: {', '.join(sorted(text_keys)[:8])}")
-    out = [cols.build(run, str(path), fmt, wall=has_wall, warnings=warnings)
-           for run, cols in by_run.items()]
+    out = [
+        cols.build(run, str(path), fmt, wall=has_wall, warnings=warnings)
+        for run, cols in by_run.items()
+    ]
     return out or [from_rows(path.stem, str(path), fmt, [], warnings=warnings)]

@@ -75,13 +75,13 @@ def parse_step(x: Any) -> int | None:
 class RawRun:
     """One run's values in write order; ``codes`` index ``names`` (the raw series names)."""
 
-    name: str                 # base name; made unique across a load by prefixing parent dirs
+    name: str  # base name; made unique across a load by prefixing parent dirs
     path: str
     format: str
     names: tuple[str, ...]
-    codes: np.ndarray         # int32
-    steps: np.ndarray         # int64
-    values: np.ndarray        # float64
+    codes: np.ndarray  # int32
+    steps: np.ndarray  # int64
+    values: np.ndarray  # float64
     wall_time: np.ndarray | None = None
     rank: np.ndarray | None = None
     warnings: tuple[str, ...] = ()
@@ -96,9 +96,15 @@ _I64 = (-(1 << 63), (1 << 63) - 1)
 
 
 def from_rows(
-    name: str, path: str, fmt: str, rows: Sequence[tuple[int, str, float]], *,
-    wall: Sequence[float] | None = None, rank: Sequence[int] | None = None,
-    warnings: Sequence[str] = (), meta: Mapping[str, Any] | None = None,
+    name: str,
+    path: str,
+    fmt: str,
+    rows: Sequence[tuple[int, str, float]],
+    *,
+    wall: Sequence[float] | None = None,
+    rank: Sequence[int] | None = None,
+    warnings: Sequence[str] = (),
+    meta: Mapping[str, Any] | None = None,
     context: Context | None = None,
 ) -> RawRun:
     """Build a RawRun from (step, raw name, value) rows in write order."""
@@ -106,8 +112,10 @@ def from_rows(
         steps = np.fromiter((r[0] for r in rows), np.int64, len(rows))
     except OverflowError:  # "iter 99999999999999999999": drop values whose step cannot be stored
         keep = [i for i, r in enumerate(rows) if _I64[0] <= r[0] <= _I64[1]]
-        warnings = (*warnings, f"{path}: {len(rows) - len(keep)} values with a step beyond "
-                    "the int64 range dropped")
+        warnings = (
+            *warnings,
+            f"{path}: {len(rows) - len(keep)} values with a step beyond the int64 range dropped",
+        )
         rows = [rows[i] for i in keep]
         wall = None if wall is None else [wall[i] for i in keep]
         rank = None if rank is None else [rank[i] for i in keep]
@@ -115,12 +123,18 @@ def from_rows(
     index: dict[str, int] = {}
     codes = np.fromiter((index.setdefault(r[1], len(index)) for r in rows), np.int32, len(rows))
     return RawRun(
-        name=name, path=path, format=fmt, names=tuple(index), codes=codes,
+        name=name,
+        path=path,
+        format=fmt,
+        names=tuple(index),
+        codes=codes,
         steps=steps,
         values=np.fromiter((r[2] for r in rows), np.float64, len(rows)),
         wall_time=None if wall is None else np.asarray(wall, np.float64),
         rank=None if rank is None else np.asarray(rank, np.int64),
-        warnings=tuple(warnings), meta=dict(meta or {}), context=context or Context(),
+        warnings=tuple(warnings),
+        meta=dict(meta or {}),
+        context=context or Context(),
     )
 
 
@@ -140,8 +154,9 @@ def bad_lines_warning(path: str, what: str, lines: Sequence[int], count: int | N
 MAX_LINE = 16 << 20  # characters: no log line is this long; a sparse file or binary junk is
 
 
-def capped_lines(fh: IO[AnyStr], path: object, expected: str,
-                 limit: int | None = None) -> Iterator[AnyStr]:
+def capped_lines(
+    fh: IO[AnyStr], path: object, expected: str, limit: int | None = None
+) -> Iterator[AnyStr]:
     """The lines of ``fh`` (text or binary), each read with at most ``limit`` (default MAX_LINE)
     characters in memory. A longer "line" (a sparse file of zero bytes, one line of gigabytes)
     is refused at once with a SourceError naming the file, instead of being read whole first."""
@@ -154,8 +169,9 @@ def capped_lines(fh: IO[AnyStr], path: object, expected: str,
         n += 1
         if len(line) >= limit and line[-1:] not in ("\n", "\r", b"\n", b"\r"):
             size = f"{limit >> 20} MB" if limit >= 1 << 20 else f"{limit} characters"
-            raise SourceError(path, expected, f"line {n} is over {size} long "
-                              "(no line end in it; not a text log)")
+            raise SourceError(
+                path, expected, f"line {n} is over {size} long (no line end in it; not a text log)"
+            )
         yield line
 
 
@@ -177,7 +193,7 @@ class Lines:
     def extend(self, lines: Sequence[int]) -> None:
         self.count += len(lines)
         if len(self.first) < 5:
-            self.first += [int(x) for x in lines[:5 - len(self.first)]]
+            self.first += [int(x) for x in lines[: 5 - len(self.first)]]
 
     def __bool__(self) -> bool:
         return self.count > 0
@@ -201,8 +217,9 @@ class RunColumns:
         self.wall = array("d") if wall else None
         self.rank: array | None = None  # created at the first value that has a rank
 
-    def add(self, step: int, name: str, value: float, wall: float = math.nan,
-            rank: int | None = None) -> None:
+    def add(
+        self, step: int, name: str, value: float, wall: float = math.nan, rank: int | None = None
+    ) -> None:
         code = self.index.get(name)
         if code is None:
             code = self.index[name] = len(self.index)
@@ -219,9 +236,18 @@ class RunColumns:
     def __len__(self) -> int:
         return len(self.steps)
 
-    def build(self, name: str, path: str, fmt: str, *, wall: bool | None = None,
-              rank: bool | None = None, warnings: Sequence[str] = (),
-              meta: Mapping[str, Any] | None = None, context: Context | None = None) -> RawRun:
+    def build(
+        self,
+        name: str,
+        path: str,
+        fmt: str,
+        *,
+        wall: bool | None = None,
+        rank: bool | None = None,
+        warnings: Sequence[str] = (),
+        meta: Mapping[str, Any] | None = None,
+        context: Context | None = None,
+    ) -> RawRun:
         """``wall``/``rank``: force the column on (NaN / -1 where absent) or off; None keeps it
         when a value had one."""
         n = len(self.steps)
@@ -231,10 +257,20 @@ class RunColumns:
         ranks = None
         if rank or (rank is None and self.rank is not None):
             ranks = _np(self.rank, np.int64) if self.rank is not None else np.full(n, -1, np.int64)
-        return RawRun(name=name, path=path, format=fmt, names=tuple(self.index),
-                      codes=_np(self.codes, np.int32), steps=_np(self.steps, np.int64),
-                      values=_np(self.values, np.float64), wall_time=walls, rank=ranks,
-                      warnings=tuple(warnings), meta=dict(meta or {}), context=context or Context())
+        return RawRun(
+            name=name,
+            path=path,
+            format=fmt,
+            names=tuple(self.index),
+            codes=_np(self.codes, np.int32),
+            steps=_np(self.steps, np.int64),
+            values=_np(self.values, np.float64),
+            wall_time=walls,
+            rank=ranks,
+            warnings=tuple(warnings),
+            meta=dict(meta or {}),
+            context=context or Context(),
+        )
 
 
 def _np(buf: array, dtype: type) -> np.ndarray:

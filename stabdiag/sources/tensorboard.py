@@ -34,9 +34,18 @@ SCALAR_PLUGIN = "scalars"
 
 # TensorFlow DataType enum -> numpy dtype for the numeric types a scalar can have.
 _DTYPES = {
-    1: np.dtype("<f4"), 2: np.dtype("<f8"), 3: np.dtype("<i4"), 4: np.dtype("u1"),
-    5: np.dtype("<i2"), 6: np.dtype("i1"), 9: np.dtype("<i8"), 10: np.dtype("?"),
-    17: np.dtype("<u2"), 19: np.dtype("<f2"), 22: np.dtype("<u4"), 23: np.dtype("<u8"),
+    1: np.dtype("<f4"),
+    2: np.dtype("<f8"),
+    3: np.dtype("<i4"),
+    4: np.dtype("u1"),
+    5: np.dtype("<i2"),
+    6: np.dtype("i1"),
+    9: np.dtype("<i8"),
+    10: np.dtype("?"),
+    17: np.dtype("<u2"),
+    19: np.dtype("<f2"),
+    22: np.dtype("<u4"),
+    23: np.dtype("<u8"),
 }
 _DT_BFLOAT16, _DT_HALF = 14, 19
 
@@ -52,9 +61,9 @@ class Scalars:
     """Scalar values of one or more event files in write order; ``codes`` index ``tags``."""
 
     tags: tuple[str, ...]
-    codes: np.ndarray      # int32
-    steps: np.ndarray      # int64
-    values: np.ndarray     # float64
+    codes: np.ndarray  # int32
+    steps: np.ndarray  # int64
+    values: np.ndarray  # float64
     wall_time: np.ndarray  # float64
     warnings: tuple[str, ...]
     records: int
@@ -78,8 +87,9 @@ def check_data_crc(buf: bytes, heads: np.ndarray) -> tuple[np.ndarray, np.ndarra
     # map() chains keep the per-record slicing and CRC calls in C.
     payloads = map(buf.__getitem__, map(slice, starts.tolist(), (starts + lens).tolist()))
     crc = np.fromiter(map(_crc32c, payloads), dtype=np.uint32, count=len(heads)).astype(np.uint64)
-    masked = (((crc >> np.uint64(15)) | (crc << np.uint64(17))) + np.uint64(0xA282EAD8)) \
-        & np.uint64(0xFFFFFFFF)
+    masked = (
+        ((crc >> np.uint64(15)) | (crc << np.uint64(17))) + np.uint64(0xA282EAD8)
+    ) & np.uint64(0xFFFFFFFF)
     return starts, lens, masked == u32[starts + lens]
 
 
@@ -98,20 +108,22 @@ def frame(buf: bytes, path: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     warnings: list[str] = []
     off, size = 0, len(buf)
     while off + 12 <= size:
-        header = buf[off:off + 12]
+        header = buf[off : off + 12]
         n = get_length(header)
         if n is None:
             if masked_crc(header[:8]) != _U32(header, 8)[0]:
                 warnings.append(
                     f"{path}: length CRC mismatch at byte {off}; "
-                    f"stopped reading, {size - off} bytes after it ignored")
+                    f"stopped reading, {size - off} bytes after it ignored"
+                )
                 off = size + 1  # no trailing-bytes warning on top
                 break
             n = length_of[header] = _U64(header)[0]
         if off + n + 16 > size:
             warnings.append(
                 f"{path}: truncated record at byte {off} (needs {n + 16} bytes, "
-                f"{size - off} left); kept the {len(offs)} records before it")
+                f"{size - off} left); kept the {len(offs)} records before it"
+            )
             off = size + 1
             break
         add_off(off)
@@ -119,7 +131,8 @@ def frame(buf: bytes, path: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     if off < size:
         warnings.append(
             f"{path}: truncated record header at byte {off} ({size - off} bytes); "
-            f"kept the {len(offs)} records before it")
+            f"kept the {len(offs)} records before it"
+        )
     heads = np.array(offs, dtype=np.int64)
     if not len(heads):
         return heads, heads.copy(), warnings
@@ -129,14 +142,18 @@ def frame(buf: bytes, path: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
         where = ", ".join(str(b) for b in bad[:5])
         warnings.append(
             f"{path}: {len(bad)} record(s) with a data CRC mismatch skipped "
-            f"(at byte {where}{', ...' if len(bad) > 5 else ''})")
+            f"(at byte {where}{', ...' if len(bad) > 5 else ''})"
+        )
         starts, lens = starts[good], lens[good]
     return starts, lens, warnings
 
 
 # --------------------------------------------------------------------------- vectorised path
 
-def _np_varint(a: np.ndarray, pos: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+
+def _np_varint(
+    a: np.ndarray, pos: np.ndarray, width: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decode varints starting at ``pos`` (at most ``width`` bytes): value, byte count, bad flag."""
     last = a.size - 1
     value = np.zeros(pos.size, dtype=np.uint64)
@@ -156,9 +173,14 @@ def _np_varint(a: np.ndarray, pos: np.ndarray, width: int) -> tuple[np.ndarray, 
 # holding dtype DT_FLOAT, an optional empty shape, and one float as packed float_val (2a 04),
 # non-packed float_val (2d) or tensor_content (22 04). (prefix, tensor length) -> float follows.
 _TENSOR_FORMS = tuple(
-    (bytes.fromhex(prefix), length) for prefix, length in (
-        ("0801 2a04", 8), ("0801 1200 2a04", 10), ("0801 2204", 8), ("0801 1200 2204", 10),
-        ("0801 2d", 7), ("0801 1200 2d", 9),
+    (bytes.fromhex(prefix), length)
+    for prefix, length in (
+        ("0801 2a04", 8),
+        ("0801 1200 2a04", 10),
+        ("0801 2204", 8),
+        ("0801 1200 2204", 10),
+        ("0801 2d", 7),
+        ("0801 1200 2d", 9),
     )
 )
 # Value.metadata = {plugin_data {plugin_name: "scalars"}}, byte for byte.
@@ -248,13 +270,21 @@ def _tag_codes(buf: bytes, tpos: np.ndarray, tlen: np.ndarray) -> tuple[np.ndarr
     s_idx, l_idx = np.flatnonzero(~long), np.flatnonzero(long)
     s_codes, s_tags = _short_tag_codes(buf, tpos[s_idx], tlen[s_idx])
     index: dict[bytes, int] = {}
-    l_codes = np.array([index.setdefault(buf[p:p + n], len(index))
-                        for p, n in zip(tpos[l_idx].tolist(), tlen[l_idx].tolist(), strict=True)],
-                       dtype=np.int64)
+    l_codes = np.array(
+        [
+            index.setdefault(buf[p : p + n], len(index))
+            for p, n in zip(tpos[l_idx].tolist(), tlen[l_idx].tolist(), strict=True)
+        ],
+        dtype=np.int64,
+    )
     tags = s_tags + list(index)
     # first occurrence of each code, in the full record order (codes are first-seen within a set)
-    firsts = np.concatenate([s_idx[np.unique(s_codes, return_index=True)[1]],
-                             l_idx[np.unique(l_codes, return_index=True)[1]]])
+    firsts = np.concatenate(
+        [
+            s_idx[np.unique(s_codes, return_index=True)[1]],
+            l_idx[np.unique(l_codes, return_index=True)[1]],
+        ]
+    )
     order = np.argsort(firsts, kind="stable")
     rank = np.empty(len(order), dtype=np.int32)
     rank[order] = np.arange(len(order), dtype=np.int32)
@@ -264,7 +294,9 @@ def _tag_codes(buf: bytes, tpos: np.ndarray, tlen: np.ndarray) -> tuple[np.ndarr
     return codes, [tags[i] for i in order]
 
 
-def _short_tag_codes(buf: bytes, tpos: np.ndarray, tlen: np.ndarray) -> tuple[np.ndarray, list[bytes]]:
+def _short_tag_codes(
+    buf: bytes, tpos: np.ndarray, tlen: np.ndarray
+) -> tuple[np.ndarray, list[bytes]]:
     """Group records by tag bytes without a per-record Python call.
 
     Hash the tag's 8-byte words, group by hash, then check every member word-by-word against its
@@ -290,18 +322,21 @@ def _short_tag_codes(buf: bytes, tpos: np.ndarray, tlen: np.ndarray) -> tuple[np
         same &= word(tpos, k) == word(rep, k)
     if not same.all():  # a 64-bit hash collision: exact but slower
         index: dict[bytes, int] = {}
-        codes = [index.setdefault(buf[p:p + n], len(index))
-                 for p, n in zip(tpos.tolist(), tlen.tolist(), strict=True)]
+        codes = [
+            index.setdefault(buf[p : p + n], len(index))
+            for p, n in zip(tpos.tolist(), tlen.tolist(), strict=True)
+        ]
         return np.array(codes, dtype=np.int32), list(index)
     by_first = np.argsort(first)  # codes in first-seen order
     rank = np.empty_like(by_first)
     rank[by_first] = np.arange(len(first))
     first = first[by_first]
-    tags = [buf[p:p + n] for p, n in zip(tpos[first].tolist(), tlen[first].tolist(), strict=True)]
+    tags = [buf[p : p + n] for p, n in zip(tpos[first].tolist(), tlen[first].tolist(), strict=True)]
     return rank[inverse.ravel()].astype(np.int32), tags
 
 
 # --------------------------------------------------------------------------- pure-Python path
+
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
     """A protobuf varint: at most 10 bytes (64 bits). Longer is damage, not a bigger number: an
@@ -347,7 +382,7 @@ def _plugin_name(buf: bytes, s: int, e: int) -> str:
         if f == 1 and w == 2:  # plugin_data
             for f2, w2, v2 in _fields(buf, *v):
                 if f2 == 1 and w2 == 2:
-                    return buf[v2[0]:v2[1]].decode("utf-8", "replace")
+                    return buf[v2[0] : v2[1]].decode("utf-8", "replace")
     return ""
 
 
@@ -396,8 +431,11 @@ def _tensor_scalar(buf: bytes, s: int, e: int) -> float | None:
         return None
     if dtype == _DT_BFLOAT16:  # two bytes (content) or a 16-bit half_val; anything else is damage
         if content is not None:
-            bits = [int.from_bytes(buf[content[0]:content[1]], "little")] \
-                if content[1] - content[0] == 2 else []
+            bits = (
+                [int.from_bytes(buf[content[0] : content[1]], "little")]
+                if content[1] - content[0] == 2
+                else []
+            )
         else:
             bits = halves[:1]
         if not bits or not 0 <= bits[0] <= 0xFFFF:
@@ -407,7 +445,7 @@ def _tensor_scalar(buf: bytes, s: int, e: int) -> float | None:
         dt = _DTYPES.get(dtype)
         if dt is None or content[1] - content[0] != dt.itemsize:
             return None
-        return float(np.frombuffer(buf[content[0]:content[1]], dtype=dt)[0])
+        return float(np.frombuffer(buf[content[0] : content[1]], dtype=dt)[0])
     if dtype == _DT_HALF and halves:
         if not 0 <= halves[0] <= 0xFFFF:
             return None
@@ -441,7 +479,7 @@ def _decode_event(buf: bytes, s: int, e: int, plugins: MutableMapping[str, str])
         tag, simple, tensor, plugin = "", None, None, None
         for f2, w2, v2 in _fields(buf, *v):
             if f2 == 1 and w2 == 2:
-                tag = buf[v2[0]:v2[1]].decode("utf-8", "surrogateescape")
+                tag = buf[v2[0] : v2[1]].decode("utf-8", "surrogateescape")
             elif f2 == 2 and w2 == 5:
                 simple = _F32(buf, v2[0])[0]
             elif f2 == 8 and w2 == 2:
@@ -479,8 +517,9 @@ def _np_masked_crc8(a: np.ndarray, pos: np.ndarray) -> np.ndarray:
     for j in range(8):
         crc = _CRC_TABLE[(crc ^ a[pos + j]) & 0xFF] ^ (crc >> np.uint32(8))
     crc = (crc ^ np.uint32(0xFFFFFFFF)).astype(np.uint64)
-    return ((((crc >> np.uint64(15)) | (crc << np.uint64(17))) + np.uint64(0xA282EAD8))
-            & np.uint64(0xFFFFFFFF))
+    return (((crc >> np.uint64(15)) | (crc << np.uint64(17))) + np.uint64(0xA282EAD8)) & np.uint64(
+        0xFFFFFFFF
+    )
 
 
 def _frame_fast(buf: bytes, end: int) -> tuple[np.ndarray, int] | None:
@@ -571,15 +610,15 @@ class _Stream:
         self.path = path
         self.plugins = plugins
         self.fast_tags: dict[bytes, int] = {}
-        self.slow_tags: dict[str, int] = {}   # tags seen only on the slow path: code -1 - i
+        self.slow_tags: dict[str, int] = {}  # tags seen only on the slow path: code -1 - i
         self.parts: list[tuple[np.ndarray, ...]] = []  # (codes, steps, values, walls, bare)
-        self.consumed = 0        # file offset after the last whole record
-        self.framed = 0          # records framed (data CRC good or not)
-        self.records = 0         # records whose data CRC matched
+        self.consumed = 0  # file offset after the last whole record
+        self.framed = 0  # records framed (data CRC good or not)
+        self.records = 0  # records whose data CRC matched
         self.bad_crc: list[int] = []
         self.bad_records = 0
         self.stop: str | None = None  # framing stopped for good (length CRC, truncation)
-        self.resync = False      # looking for the next valid header after an impossible length
+        self.resync = False  # looking for the next valid header after an impossible length
         self.skipped: list[tuple[int, int, int]] = []  # (offset, bytes skipped, bad length)
 
     # -- framing
@@ -588,9 +627,11 @@ class _Stream:
         offs: list[int] = []
         off, end = 0, len(buf)
         while off + 12 <= end:
-            if masked_crc(buf[off:off + 8]) != _U32(buf, off + 8)[0]:
-                self.stop = (f"{self.path}: length CRC mismatch at byte {base + off}; "
-                             f"stopped reading, {size - base - off} bytes after it ignored")
+            if masked_crc(buf[off : off + 8]) != _U32(buf, off + 8)[0]:
+                self.stop = (
+                    f"{self.path}: length CRC mismatch at byte {base + off}; "
+                    f"stopped reading, {size - base - off} bytes after it ignored"
+                )
                 return offs, off
             n = _U64(buf, off)[0]
             if base + off + n + 16 > size:  # longer than the file: a damaged header (R2)
@@ -613,14 +654,18 @@ class _Stream:
             offs.append(off)
             off += n + 16
         if eof and off < end:
-            self.stop = (f"{self.path}: truncated record header at byte {base + off} "
-                         f"({size - base - off} bytes); kept the {self.framed + len(offs)} "
-                         f"records before it")
+            self.stop = (
+                f"{self.path}: truncated record header at byte {base + off} "
+                f"({size - base - off} bytes); kept the {self.framed + len(offs)} "
+                f"records before it"
+            )
         return offs, off
 
     def _truncated(self, at: int, n: int, size: int, new: int) -> str:
-        return (f"{self.path}: truncated record at byte {at} (needs {n + 16} bytes, {size - at} "
-                f"left); kept the {self.framed + new} records before it")
+        return (
+            f"{self.path}: truncated record at byte {at} (needs {n + 16} bytes, {size - at} "
+            f"left); kept the {self.framed + new} records before it"
+        )
 
     def feed(self, buf: bytes, eof: bool, size: int) -> int:
         """Read the whole records at the start of ``buf`` (which starts at file offset
@@ -667,8 +712,9 @@ class _Stream:
         self.records += len(starts)
         ok, tpos, tlen, steps, values, walls, bare = _fast_scalars(buf, starts, lens)
         local, tag_bytes = _tag_codes(buf, tpos, tlen)
-        remap = np.array([self.fast_tags.setdefault(t, len(self.fast_tags)) for t in tag_bytes],
-                         dtype=np.int32)
+        remap = np.array(
+            [self.fast_tags.setdefault(t, len(self.fast_tags)) for t in tag_bytes], dtype=np.int32
+        )
         codes = remap[local] if len(tag_bytes) else local
         slow_rec: list[int] = []
         slow: list[tuple[str, int, float, float]] = []
@@ -683,9 +729,12 @@ class _Stream:
             slow_rec += [r] * len(got)
         if slow:
             fast_code = {t.decode("utf-8", "surrogateescape"): c for t, c in self.fast_tags.items()}
-            scodes = [fast_code[t] if t in fast_code
-                      else -1 - self.slow_tags.setdefault(t, len(self.slow_tags))
-                      for t, _, _, _ in slow]
+            scodes = [
+                fast_code[t]
+                if t in fast_code
+                else -1 - self.slow_tags.setdefault(t, len(self.slow_tags))
+                for t, _, _, _ in slow
+            ]
             rec = np.concatenate([np.flatnonzero(ok), np.array(slow_rec, dtype=np.int64)])
             o = np.argsort(rec, kind="stable")
             codes = np.concatenate([codes, np.array(scodes, dtype=np.int32)])[o]
@@ -716,24 +765,33 @@ class _Stream:
             codes, steps, values, walls, bare = self.parts[0]
         else:
             codes, steps, values, walls, bare = (
-                np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0), np.zeros(0),
-                np.zeros(0, bool))
+                np.zeros(0, np.int32),
+                np.zeros(0, np.int64),
+                np.zeros(0),
+                np.zeros(0),
+                np.zeros(0, bool),
+            )
         warnings = [self.stop] if self.stop else []
         for off, n, bad in self.skipped[:5]:
-            warnings.append(f"{self.path}: impossible record length {bad} at byte {off} (the file "
-                            f"is shorter); skipped {n} bytes to the next valid record header")
+            warnings.append(
+                f"{self.path}: impossible record length {bad} at byte {off} (the file "
+                f"is shorter); skipped {n} bytes to the next valid record header"
+            )
         if len(self.skipped) > 5:
-            warnings.append(f"{self.path}: {len(self.skipped) - 5} more damaged record headers "
-                            "skipped")
+            warnings.append(
+                f"{self.path}: {len(self.skipped) - 5} more damaged record headers skipped"
+            )
         if self.bad_crc:
             bad = self.bad_crc
             where = ", ".join(str(b) for b in bad[:5])
             warnings.append(
                 f"{self.path}: {len(bad)} record(s) with a data CRC mismatch skipped "
-                f"(at byte {where}{', ...' if len(bad) > 5 else ''})")
+                f"(at byte {where}{', ...' if len(bad) > 5 else ''})"
+            )
         if self.bad_records:
-            warnings.append(f"{self.path}: {self.bad_records} record(s) could not be decoded as "
-                            "Event; skipped")
+            warnings.append(
+                f"{self.path}: {self.bad_records} record(s) could not be decoded as Event; skipped"
+            )
         # surrogateescape: distinct tag bytes stay distinct strings (load() escapes them for output)
         tags = [t.decode("utf-8", "surrogateescape") for t in self.fast_tags]
         # A tensor without metadata is a scalar unless its tag's first event named another plugin.
@@ -742,14 +800,22 @@ class _Stream:
             keep = ~(bare & np.array(other, dtype=bool)[np.maximum(codes, 0)] & (codes >= 0))
             codes, steps, values, walls = codes[keep], steps[keep], values[keep], walls[keep]
         tag_code = {t: i for i, t in enumerate(tags)}
-        slow_final = np.array([tag_code.setdefault(t, len(tag_code)) for t in self.slow_tags],
-                              dtype=np.int32)
+        slow_final = np.array(
+            [tag_code.setdefault(t, len(tag_code)) for t in self.slow_tags], dtype=np.int32
+        )
         neg = codes < 0
         if len(slow_final) and neg.any():  # only the slow codes are looked up (C1: np.where
-            codes = codes.copy()            # indexed slow_final with every fast code too)
+            codes = codes.copy()  # indexed slow_final with every fast code too)
             codes[neg] = slow_final[-1 - codes[neg]]
-        return Scalars(tuple(tag_code), codes.astype(np.int32, copy=False), steps, values, walls,
-                       tuple(warnings), self.records)
+        return Scalars(
+            tuple(tag_code),
+            codes.astype(np.int32, copy=False),
+            steps,
+            values,
+            walls,
+            tuple(warnings),
+            self.records,
+        )
 
 
 def _read_stream(fh, state: _Stream, size: int, chunk: int = CHUNK_BYTES) -> None:
@@ -772,6 +838,7 @@ def _read_stream(fh, state: _Stream, size: int, chunk: int = CHUNK_BYTES) -> Non
 
 # --------------------------------------------------------------------------- public
 
+
 def read_file(path: str | Path, plugins: MutableMapping[str, str] | None = None) -> Scalars:
     """Read every scalar of one event file, in write order; damage becomes warnings.
 
@@ -793,8 +860,11 @@ def read_files(paths: Sequence[str | Path], read=None) -> Scalars:
     ordered = sorted(paths, key=lambda p: Path(p).name)
     parts = [read(p, plugins) for p in ordered]
     # no record and no damage warning: a zero-length file (a writer that never flushed)
-    empty = tuple(f"{p}: empty event file (0 bytes); ignored"
-                  for p, part in zip(ordered, parts, strict=True) if not part.records and not part.warnings)
+    empty = tuple(
+        f"{p}: empty event file (0 bytes); ignored"
+        for p, part in zip(ordered, parts, strict=True)
+        if not part.records and not part.warnings
+    )
     if len(parts) == 1:  # one file: its arrays as they are (no copy of every value)
         return replace(parts[0], warnings=parts[0].warnings + empty)
     tags: dict[str, int] = {}

@@ -58,8 +58,9 @@ def _read(path: Path, fh) -> list[RawRun]:  # noqa: ANN001 - a text file
     except csv.Error as exc:
         raise SourceError(path, "a W&B CSV export", f"unreadable CSV ({exc})") from None
     if not cols or len(cols) < 2 or not all(_SEP in c for c in cols[1:]):
-        raise SourceError(path, "a W&B CSV export header ('Step','<run> - <metric>', ...)",
-                          f"header {cols!r:.80}")
+        raise SourceError(
+            path, "a W&B CSV export header ('Step','<run> - <metric>', ...)", f"header {cols!r:.80}"
+        )
     targets: list[tuple[int, str, str]] = []  # (column, run, metric)
     envelopes = 0
     for i, c in enumerate(cols[1:], start=1):
@@ -99,10 +100,23 @@ def _read(path: Path, fh) -> list[RawRun]:  # noqa: ANN001 - a text file
     warnings = [bad.warning(str(path), "rows with a bad step or value")] if bad else []
     warnings += [stopped] if stopped else []
     meta = {"x_axis": cols[0], "envelope_columns_ignored": envelopes}
-    return [cols_.build(run, str(path), FORMAT, meta=meta, warnings=(
-        *warnings, *([f"{path}: {beyond[run]} values with a step beyond the int64 range dropped"]
-                     if run in beyond else [])))
-        for run, cols_ in per_run.items()]
+    return [
+        cols_.build(
+            run,
+            str(path),
+            FORMAT,
+            meta=meta,
+            warnings=(
+                *warnings,
+                *(
+                    [f"{path}: {beyond[run]} values with a step beyond the int64 range dropped"]
+                    if run in beyond
+                    else []
+                ),
+            ),
+        )
+        for run, cols_ in per_run.items()
+    ]
 
 
 _I64 = (-(1 << 63), (1 << 63) - 1)

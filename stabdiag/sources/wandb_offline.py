@@ -42,8 +42,11 @@ _INTERNAL = frozenset({"_step", "_runtime", "_timestamp"})
 
 def looks_like(path: Path, head: str) -> bool:
     if path.is_dir():
-        return bool(_RUN_DIR.match(path.name)) and any(path.glob("*.wandb")) or \
-            any(p.suffix == ".wandb" for p in path.glob("*run-*/*.wandb"))
+        return (
+            bool(_RUN_DIR.match(path.name))
+            and any(path.glob("*.wandb"))
+            or any(p.suffix == ".wandb" for p in path.glob("*run-*/*.wandb"))
+        )
     return path.suffix == ".wandb" or head.startswith(MAGIC.decode())
 
 
@@ -77,7 +80,7 @@ def fields(b: bytes) -> list[tuple[int, int | bytes]]:
             n, i = _varint(b, i)
             if i + n > len(b):
                 raise ValueError("truncated field")
-            out.append((num, b[i:i + n]))
+            out.append((num, b[i : i + n]))
             i += n
         elif wire in (1, 5):
             i += 8 if wire == 1 else 4
@@ -123,7 +126,7 @@ class _Records:
                 crc, length, kind = struct.unpack_from("<IHB", block, pos)
                 if kind == 0 and length == 0:
                     break  # zero padding to the end of the block
-                payload = block[pos + 7:pos + 7 + length]
+                payload = block[pos + 7 : pos + 7 + length]
                 if len(payload) < length:
                     self.stopped = f"file ends inside a record at byte {base + pos}"
                     return
@@ -182,16 +185,22 @@ def _read_record(index: int, payload: bytes, meta: dict) -> list[tuple[int, str,
     for num, val in fields(payload):
         if num == 17 and isinstance(val, bytes):
             run = {n: _text(v) for n, v in fields(val) if n in (1, 3, 8)}
-            meta.update({"run_id": run.get(1, ""), "project": run.get(3, ""),
-                         "display_name": run.get(8, "")})
+            meta.update(
+                {
+                    "run_id": run.get(1, ""),
+                    "project": run.get(3, ""),
+                    "display_name": run.get(8, ""),
+                }
+            )
         if num != 2 or not isinstance(val, bytes):
             continue
         items: dict[str, float] = {}
         step_num: int | None = None
         for n, v in fields(val):
             if n == 2 and isinstance(v, bytes):
-                step_num = next((int(s) for k, s in fields(v) if k == 1 and isinstance(s, int)),
-                                None)
+                step_num = next(
+                    (int(s) for k, s in fields(v) if k == 1 and isinstance(s, int)), None
+                )
             if n != 1 or not isinstance(v, bytes):
                 continue
             parts = dict((k, s) for k, s in fields(v) if k in (1, 16))
@@ -204,11 +213,13 @@ def _read_record(index: int, payload: bytes, meta: dict) -> list[tuple[int, str,
             if isinstance(value, float):
                 items[key] = value
         step_v = items.get("_step")
-        step = int(step_v) if step_v is not None and math.isfinite(step_v) else \
-            (step_num if step_num is not None else index)
+        step = (
+            int(step_v)
+            if step_v is not None and math.isfinite(step_v)
+            else (step_num if step_num is not None else index)
+        )
         ts = items.get("_timestamp", math.nan)
-        new_rows += [(step, key, value, ts) for key, value in items.items()
-                     if key not in _INTERNAL]
+        new_rows += [(step, key, value, ts) for key, value in items.items() if key not in _INTERNAL]
     return new_rows
 
 
@@ -240,12 +251,14 @@ def read_file(file: Path) -> RawRun:
                 last = step
     warnings = []
     if stream.stopped:
-        warnings.append(f"{file}: history truncated ({stream.stopped}); kept {n} records "
-                        f"up to step {last}")
+        warnings.append(
+            f"{file}: history truncated ({stream.stopped}); kept {n} records up to step {last}"
+        )
     if bad or stream.oversized:
-        warnings.append(f"{file}: {bad + stream.oversized} undecodable records dropped"
-                        + (f" ({stream.oversized} over {MAX_RECORD >> 20} MB)"
-                           if stream.oversized else ""))
+        warnings.append(
+            f"{file}: {bad + stream.oversized} undecodable records dropped"
+            + (f" ({stream.oversized} over {MAX_RECORD >> 20} MB)" if stream.oversized else "")
+        )
     if beyond:
         warnings.append(f"{file}: {beyond} values with a step beyond the int64 range dropped")
     name = meta.get("display_name") or meta.get("run_id") or file.stem.removeprefix("run-")

@@ -38,8 +38,10 @@ def _peak(fn):  # noqa: ANN001, ANN202
 
 def _csv(tmp_path, rows: int = ROWS):
     p = tmp_path / "big.csv"
-    p.write_text("step,loss,note\n" + "".join(f"{i},{1.0 + i % 7 / 10},{NOTE}\n"
-                                                for i in range(rows)), encoding="utf-8")
+    p.write_text(
+        "step,loss,note\n" + "".join(f"{i},{1.0 + i % 7 / 10},{NOTE}\n" for i in range(rows)),
+        encoding="utf-8",
+    )
     return p
 
 
@@ -60,8 +62,10 @@ def test_csv_memory_follows_the_kept_values(tmp_path, small_blocks, fast):
 
 def test_jsonl_memory_follows_the_kept_values(tmp_path):
     p = tmp_path / "log.jsonl"
-    p.write_text("".join(json.dumps({"step": i, "loss": 1.5, "note": NOTE}) + "\n"
-                         for i in range(ROWS)), encoding="utf-8")
+    p.write_text(
+        "".join(json.dumps({"step": i, "loss": 1.5, "note": NOTE}) + "\n" for i in range(ROWS)),
+        encoding="utf-8",
+    )
     size = p.stat().st_size
     [run], peak = _peak(lambda: jsonl_reader.read(p))
     assert len(run) == ROWS and run.names == ("loss",)
@@ -71,9 +75,12 @@ def test_jsonl_memory_follows_the_kept_values(tmp_path):
 def test_wandb_csv_memory_follows_the_kept_values(tmp_path):
     cols = ['"Step"'] + [f'"run-a - m{j}__{x}"' for j in range(8) for x in ("MIN", "MAX")]
     p = tmp_path / "export.csv"
-    p.write_text(",".join([*cols, '"run-a - loss"']) + "\n"
-                 + "".join(f"{i}," + "1.2345678,2.3456789," * 8 + "0.5\n" for i in range(ROWS)),
-                 encoding="utf-8")
+    p.write_text(
+        ",".join([*cols, '"run-a - loss"'])
+        + "\n"
+        + "".join(f"{i}," + "1.2345678,2.3456789," * 8 + "0.5\n" for i in range(ROWS)),
+        encoding="utf-8",
+    )
     size = p.stat().st_size
     [run], peak = _peak(lambda: wandb_csv.read(p))
     assert len(run) == ROWS and run.meta["envelope_columns_ignored"] == 16
@@ -104,7 +111,11 @@ def _wandb(records: list[bytes]) -> bytes:
 
 
 def _history(step: int) -> bytes:
-    items = [(b"_step", str(step).encode()), (b"loss", b"0.25"), (b"note", json.dumps(NOTE).encode())]
+    items = [
+        (b"_step", str(step).encode()),
+        (b"loss", b"0.25"),
+        (b"note", json.dumps(NOTE).encode()),
+    ]
     return _ld(2, b"".join(_ld(1, _ld(1, k) + _ld(16, v)) for k, v in items))
 
 
@@ -129,11 +140,15 @@ def test_wandb_offline_oversized_record_is_dropped_and_counted(tmp_path, monkeyp
             if left < 7:
                 out += b"\0" * left
                 left = 32768
-            piece = rec[pos:pos + left - 7]
+            piece = rec[pos : pos + left - 7]
             last = pos + len(piece) == len(rec)
             kind = 1 if pos == 0 and last else 2 if pos == 0 else 4 if last else 3
-            out += struct.pack("<IHB", zlib.crc32(bytes([kind]) + piece) & 0xFFFFFFFF,
-                               len(piece), kind) + piece
+            out += (
+                struct.pack(
+                    "<IHB", zlib.crc32(bytes([kind]) + piece) & 0xFFFFFFFF, len(piece), kind
+                )
+                + piece
+            )
             pos += len(piece)
     p = tmp_path / "run-y.wandb"
     p.write_bytes(bytes(out))
@@ -164,11 +179,17 @@ def test_fast_path_in_many_blocks_matches_row_by_row(tmp_path, monkeypatch):
             assert (u is None) == (v is None)
             if u is not None:
                 assert u.dtype == v.dtype
-                np.testing.assert_array_equal(u.view(np.int64) if u.dtype == np.float64 else u,
-                                              v.view(np.int64) if v.dtype == np.float64 else v)
+                np.testing.assert_array_equal(
+                    u.view(np.int64) if u.dtype == np.float64 else u,
+                    v.view(np.int64) if v.dtype == np.float64 else v,
+                )
     long = tmp_path / "long.csv"
-    long.write_text("step,metric,value\n" + "".join(f"{i},m{i % 5},{i / 3}\n" for i in range(4000))
-                    + "4000,,1\n", encoding="utf-8")
+    long.write_text(
+        "step,metric,value\n"
+        + "".join(f"{i},m{i % 5},{i / 3}\n" for i in range(4000))
+        + "4000,,1\n",
+        encoding="utf-8",
+    )
     fast = csv_reader._read_fast(long, csv_reader.FORMAT, None)
     slow = csv_reader.read(long, fast=False)
     assert fast is not None and fast[0].names == slow[0].names == tuple(f"m{k}" for k in range(5))
@@ -222,26 +243,37 @@ def test_line_cap_keeps_long_but_sane_lines(tmp_path):
     """A line under the cap (a wide row) is read as before: the cap refuses only absurd lines."""
     cols = [f"m{j}" for j in range(3000)]
     p = tmp_path / "wide.csv"
-    p.write_text("step," + ",".join(cols) + "\n0," + ",".join("1.5" for _ in cols) + "\n",
-                 encoding="utf-8")
+    p.write_text(
+        "step," + ",".join(cols) + "\n0," + ",".join("1.5" for _ in cols) + "\n", encoding="utf-8"
+    )
     [run] = csv_reader.read(p)
     assert len(run) == 3000
 
 
-@pytest.mark.parametrize("values", [
-    np.array([1.5, np.float32(0.1), np.inf, -0.0, np.nan], np.float64),  # float32-exact
-    np.array([0.1, 1e300, 5e-324, np.nan], np.float64),  # not: stored as float64
-    np.frombuffer(np.array([0x7FF0000000000001, 0x7FF8000000000000], np.int64).tobytes(),
-                  np.float64),  # NaN payloads kept bit for bit
-])
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([1.5, np.float32(0.1), np.inf, -0.0, np.nan], np.float64),  # float32-exact
+        np.array([0.1, 1e300, 5e-324, np.nan], np.float64),  # not: stored as float64
+        np.frombuffer(
+            np.array([0x7FF0000000000001, 0x7FF8000000000000], np.int64).tobytes(), np.float64
+        ),  # NaN payloads kept bit for bit
+    ],
+)
 def test_cache_entry_narrowing_is_exact(values):
-    for key, a in (("values", values), ("steps", np.array([0, 2**40, -3], np.int64)),
-                   ("steps", np.array([0, 5], np.int64)), ("codes", np.array([0, 300], np.int32))):
+    for key, a in (
+        ("values", values),
+        ("steps", np.array([0, 2**40, -3], np.int64)),
+        ("steps", np.array([0, 5], np.int64)),
+        ("codes", np.array([0, 300], np.int32)),
+    ):
         stored = cache._narrow(key, a)
         back = cache._widen(key, stored)
         assert back.dtype == a.dtype
-        np.testing.assert_array_equal(back.view(np.int64) if a.dtype == np.float64 else back,
-                                      a.view(np.int64) if a.dtype == np.float64 else a)
+        np.testing.assert_array_equal(
+            back.view(np.int64) if a.dtype == np.float64 else back,
+            a.view(np.int64) if a.dtype == np.float64 else a,
+        )
     assert cache._narrow("values", np.array([1.5, 2.0])).dtype == np.float32
     assert cache._narrow("values", np.array([0.1])).dtype == np.float64
     assert cache._narrow("steps", np.array([0, 5])).dtype == np.int32
