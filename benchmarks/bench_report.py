@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -65,20 +64,25 @@ def cases(logs: Path, tmp: Path) -> dict[str, list[str]]:
 
 
 def run_once(args: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall and CPU seconds (user + system, the command and every worker it waited for)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "stabdiag", *args], env=env, capture_output=True, text=True
-    )
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode not in (0, 1):
-        raise SystemExit(
-            f"stabdiag {' '.join(args)} exited {done.returncode}: {done.stderr.strip()[-500:]}"
+    """Wall and CPU seconds (user + system of the command and of every worker it reaped)."""
+    with tempfile.TemporaryFile() as errf:
+        t0 = time.perf_counter()
+        # cwd: the temp dir, so ``-m stabdiag`` imports the tree asked for (--src), not ./stabdiag.
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stabdiag", *args],
+            env=env,
+            cwd=tempfile.gettempdir(),
+            stdout=subprocess.DEVNULL,
+            stderr=errf,
         )
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode not in (0, 1):
+            errf.seek(0)
+            tail = errf.read().decode(errors="replace").strip()[-500:]
+            raise SystemExit(f"stabdiag {' '.join(args)} exited {proc.returncode}: {tail}")
+    return wall, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:

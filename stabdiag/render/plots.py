@@ -330,10 +330,17 @@ class DistinctFormatter(Formatter):
         shown = [v for v in locs if min(lo, hi) <= v <= max(lo, hi)]
         if self.style == "lr":
             self.resolved = "e" if shown and max(abs(v) for v in shown) < 1e-2 else "g"
-        for d in range(1, 12):
-            if len({_fmt_number(v, d, self.resolved, self.positional) for v in shown}) == len(
-                shown
-            ):
+        # Exact as well as distinct: 1.25 must not read "1.2" because "1.2" and "1.5" differ.
+        gaps = np.diff(sorted(shown))
+        scale = (
+            float(gaps[gaps > 0].min()) if (gaps > 0).any() else max(map(abs, shown), default=1.0)
+        )
+        for d in range(1, 13):
+            labels = [_fmt_number(v, d, self.resolved, self.positional) for v in shown]
+            exact = all(
+                abs(float(t) - v) <= 1e-6 * scale for t, v in zip(labels, shown, strict=True)
+            )
+            if exact and len(set(labels)) == len(labels):
                 self.digits = d
                 break
 
@@ -653,7 +660,7 @@ def draw_run(run: RunData, findings: Iterable[Finding], *, title: str | None = N
         ax.set_ylabel(panel.ylabel + (" (log)" if log and not panel.log else ""), fontsize=9)
         ax.yaxis.set_label_coords(-(LEFT - 0.12) / (FIG_WIDTH - LEFT - RIGHT), 0.5)
         ax.tick_params(labelsize=8, labelbottom=ax is body[-1])
-        ax.set_title(panel.title, fontsize=10, loc="left", pad=3, parse_math=False)
+        ax.set_title(panel.title, fontsize=10, loc="left", pad=3, y=1.0, parse_math=False)
         ax.grid(True, which="major", alpha=0.25, linewidth=0.6)
         for f in bands:
             ax.axvspan(
@@ -669,8 +676,9 @@ def draw_run(run: RunData, findings: Iterable[Finding], *, title: str | None = N
         handles, _ = ax.get_legend_handles_labels()
         if restarts and ax is body[0]:
             handles.append(Line2D([], [], color=RESTART_COLOR, linestyle="--", label="restart"))
-        if len(handles) > 1:
-            # A lone curve is named by its panel's title; a legend would only repeat it.
+        if len(handles) > 1 or len(panel.metrics) > 1:
+            # A lone curve is named by its panel's title (a legend would only repeat it), unless
+            # the panel may hold several (a loss panel with only the validation loss says so).
             # Outside the axes, so a legend never hides the end of a curve.
             ax.legend(
                 handles=handles,
@@ -681,8 +689,26 @@ def draw_run(run: RunData, findings: Iterable[Finding], *, title: str | None = N
                 borderaxespad=0.0,
             )
     body[-1].set_xlabel("step", fontsize=9)
-    for ax in body:
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=8, steps=NICE, integer=True))
+    # Step ticks are labelled under the last panel only; the panels above get grid lines at the
+    # same steps, one collection each instead of a row of tick artists (ticks cost most of a draw).
+    xt = [
+        x
+        for x in MaxNLocator(nbins=8, steps=NICE, integer=True).tick_values(lo, hi)
+        if lo - pad <= x <= hi + pad
+    ]
+    body[-1].xaxis.set_major_locator(FixedLocator(xt))
+    for ax in body[:-1]:
+        ax.xaxis.set_major_locator(NullLocator())
+        ax.vlines(
+            xt,
+            0,
+            1,
+            transform=ax.get_xaxis_transform(),
+            colors="#b0b0b0",
+            alpha=0.25,
+            linewidth=0.6,
+            zorder=0.5,
+        )
     body[-1].xaxis.set_major_formatter(DistinctFormatter("g", positional=1e7))
 
     # Findings strip: a band per sustained finding, a tick per event, labels in lanes above.
@@ -718,7 +744,7 @@ def draw_run(run: RunData, findings: Iterable[Finding], *, title: str | None = N
     strip_title = "Findings" if items else "Findings: none"
     if dropped:
         strip_title += f" ({dropped} more label{'s' if dropped != 1 else ''} not shown)"
-    strip.set_title(strip_title, fontsize=10, loc="left", pad=3)
+    strip.set_title(strip_title, fontsize=10, loc="left", pad=3, y=1.0)
     if handles:
         strip.legend(
             handles=handles,

@@ -240,3 +240,15 @@ def test_a_hand_made_report_without_series_is_cut_from_its_table() -> None:
     assert data is not None and len(data.series[TRAIN_LOSS]) == 50
     assert report.run_data("no such run") is None
     assert plots.plot_run(report, RUN, []).axes[1].get_title(loc="left") == "Loss"
+
+
+def test_tick_labels_are_exact_not_just_distinct() -> None:
+    fmt = plots.DistinctFormatter("g")
+    for locs in ([1, 1.25, 1.5, 1.75, 2], [0.00027, 0.00028, 0.00029, 0.0003], [0.1 + 0.2, 0.5]):
+        fmt.set_locs(locs)
+        labels = [fmt(v) for v in locs]
+        assert len(set(labels)) == len(labels)
+        assert all(abs(float(t) - v) < 1e-9 for t, v in zip(labels, locs, strict=True)), labels
+    lr = plots.DistinctFormatter("lr")
+    lr.set_locs([0, 2.5e-5, 5e-5])
+    assert [lr(v) for v in (0, 2.5e-5, 5e-5)] == ["0", "2.5e-5", "5e-5"]
