@@ -132,6 +132,17 @@ def _refuse_overwriting_inputs(output: Path | None, paths: list[Path]) -> None:
             _fail(f"--output {output}: refusing to overwrite an input log; write the report elsewhere")
 
 
+def _local_run(path: Path | None) -> Path | None:
+    """A run is read from local files: a URL (which pathlib folds from gs://b/x to gs:/b/x) is
+    one clear line and exit 2, not a 'nothing at gs:/b/x' about a path the user never typed."""
+    from stabdiag.errors import remote_url
+
+    url = remote_url(path) if path is not None and not path.exists() else None
+    if url:
+        _fail(f"remote paths are not supported; download first: {url}")
+    return path
+
+
 def _nothing_read(paths: list[Path], errors: Sequence[str]) -> None:
     """Exit 2 when no run was read. The files that could not be read were just listed, one
     warning each: the last line counts them instead of claiming that no log was there."""
@@ -444,7 +455,7 @@ def train(
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def branch(
-    run_path: Annotated[Path, typer.Argument(metavar="RUN", help="A stabdiag train run directory.")],
+    run_path: Annotated[Path, typer.Argument(metavar="RUN", callback=_local_run, help="A stabdiag train run directory.")],
     at: Annotated[int, typer.Option("--at", metavar="STEP", help="Restart from the newest checkpoint at or before this step.")],
     set_: Annotated[list[str] | None, typer.Option(
         "--set", "-s", metavar="KEY=VALUE", help="A change from that step on: KEY=VALUE (lr, grad_clip, beta2, z_loss, precision, ...). Repeatable.")] = None,
@@ -645,8 +656,8 @@ def plot(
 
 @app.command()
 def compare(
-    run_path: Annotated[Path, typer.Argument(metavar="RUN", help="The run to judge (file or directory).")],
-    baseline: Annotated[Path | None, typer.Option("--baseline", "-b", metavar="RUN", help="The reference run (file or directory); default for a `stabdiag branch` run: its parent.")] = None,
+    run_path: Annotated[Path, typer.Argument(metavar="RUN", callback=_local_run, help="The run to judge (file or directory).")],
+    baseline: Annotated[Path | None, typer.Option("--baseline", "-b", metavar="RUN", callback=_local_run, help="The reference run (file or directory); default for a `stabdiag branch` run: its parent.")] = None,
     plot_to: Annotated[Path | None, typer.Option("--plot", metavar="FILE", help="For a branch: write the figure overlaying it on its parent here (.png or .svg).")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="text or json.")] = "text",
     output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the comparison here (- = stdout). \\[default: stdout]")] = None,
@@ -777,7 +788,7 @@ def sweep(
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def verify(
-    run_path: Annotated[Path, typer.Argument(metavar="RUN", help="A stabdiag train run directory (with --proxy: any run's logs).")],
+    run_path: Annotated[Path, typer.Argument(metavar="RUN", callback=_local_run, help="A stabdiag train run directory (with --proxy: any run's logs).")],
     remedies: Annotated[int, typer.Option("--remedies", min=0, metavar="N", help="Remedies to try per event (plus one control branch with no change).")] = 3,
     proxy: Annotated[bool, typer.Option("--proxy", help="For any run's logs (another trainer's too): try the remedies on a small proxy model trained from scratch with the run's settings.")] = False,
     proxy_out: Annotated[Path, typer.Option("--proxy-out", metavar="DIR", help="With --proxy: where the proxy runs go (re-running reuses finished ones).")] = Path("runs/verify-proxy"),

@@ -361,3 +361,21 @@ def test_directory_of_unreadable_logs_exit_2_counts_them(tmp_path: Path) -> None
     lines = r.stderr.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == ["warning", "warning", "error"], r.stderr
     assert lines[-1] == f"error: no run could be read from {d}: 2 unreadable logs (listed above)"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["verify", "gs://bucket/run"],
+        ["verify", "s3://bucket/run", "--proxy"],
+        ["branch", "hf://user/run", "--at", "10"],
+        ["compare", "https://host/run.csv", "-b", "CLEAN"],
+        ["compare", "CLEAN", "-b", "az://container/run"],
+    ],
+)
+def test_single_run_commands_refuse_remote_urls(argv: list[str], clean_csv: Path) -> None:
+    argv = [str(clean_csv) if a == "CLEAN" else a for a in argv]
+    url = next(a for a in argv if "://" in a)
+    r = runner.invoke(app, argv)
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.strip() == f"error: remote paths are not supported; download first: {url}"
