@@ -199,9 +199,10 @@ def analyze(
             _warn(e)
         if not report.runs:
             _nothing_read(paths, report.errors)
+        from stabdiag.diagnose import resolve_jobs
+
         written = []
         if plots is not None:
-            from stabdiag.diagnose import resolve_jobs
             from stabdiag.render.plots import save_plots
 
             with _figure_progress(len(report.runs)) as progress:
@@ -210,7 +211,13 @@ def analyze(
 
             err.print(f"wrote {len(written)} plot files to {printable(plots)}", soft_wrap=True,
                       highlight=False, markup=False)
-        _emit(report, out_fmt, output, max_remedies, out, fail_on=pol.fail_on, plot_files=written)
+        from stabdiag.render import OutputFormat
+
+        # An HTML report without --plots draws its figures while rendering: a bar for those too.
+        drawing = len(report.runs) if out_fmt is OutputFormat.HTML and plots is None else 0
+        with _figure_progress(drawing) as progress:
+            _emit(report, out_fmt, output, max_remedies, out, fail_on=pol.fail_on, plot_files=written,
+                  jobs=resolve_jobs(jobs), progress=progress)
         if not report.judged_runs():
             _fail("no run could be judged: no loss series found (use --map train/loss=SERIES; "
                   "`stabdiag series PATH` lists what was read)")
@@ -221,7 +228,8 @@ def analyze(
 
 
 def _emit(report: Any, out_fmt: Any, output: Path | None, max_remedies: int, out: Any, *,
-          fail_on: str = "error", plot_files: list[Path] | None = None) -> None:
+          fail_on: str = "error", plot_files: list[Path] | None = None, jobs: int = 1,
+          progress: Callable[[int, int, str], None] | None = None) -> None:
     """The report in ``out_fmt`` (the renderer registry, stabdiag.render) to stdout or --output:
     laid out for the terminal it goes to, or plain at the file width."""
     import datetime
@@ -233,7 +241,8 @@ def _emit(report: Any, out_fmt: Any, output: Path | None, max_remedies: int, out
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     _write(render(report, out_fmt, RenderOptions(
         max_remedies=max_remedies, fail_on=fail_on, plot_files=tuple(plot_files or ()),
-        link_base=None if to_stdout else output.parent, generated=now, **fit)), output)
+        link_base=None if to_stdout else output.parent, generated=now, jobs=jobs, progress=progress,
+        **fit)), output)
 
 
 class _null:

@@ -52,6 +52,10 @@ class RenderOptions:
     """Markdown: the directory image links are relative to (the report's; None: the working dir)."""
     generated: str | None = None
     """Markdown/HTML: the timestamp line; the caller injects it so output is reproducible."""
+    jobs: int = 1
+    """HTML: worker processes that draw the figures when ``plot_files`` has none."""
+    progress: Callable[[int, int, str], None] | None = None
+    """HTML: called ``(done, total, run)`` as each of those figures is drawn (the CLI's bar)."""
     width: int = FILE_WIDTH
     """Text: columns to lay tables out in."""
     color_system: str | None = None
@@ -194,7 +198,8 @@ def _report_html(report: Any, o: RenderOptions) -> str:
     from stabdiag.render.html import render_html
 
     images = {r: p.read_bytes() for r, p in run_images(report, o.plot_files).items()}
-    return render_html(report, images=images or None, plots=True, generated=o.generated)
+    return render_html(report, images=images or None, plots=True, generated=o.generated, jobs=o.jobs,
+                       progress=o.progress)
 
 
 @_registers("report", OutputFormat.JUNIT)
