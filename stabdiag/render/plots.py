@@ -249,12 +249,14 @@ def _own_panel(name: str, s: Series) -> tuple[Panel, dict[str, Series]] | None:
     ok = s.values[np.isfinite(s.values)]
     if not len(ok):
         return None
-    log = bool(ok.min() > 0 and ok.max() / ok.min() > 1e3)
     title = name if len(name) <= 60 else name[:59] + "…"
-    panel = Panel(
-        title, "value (log)" if log else "value", ((name, _short(name), LINE["other"]),), log=log
-    )
-    return panel, {name: s}
+    line = ((name, _short(name), LINE["other"]),)
+    if ok.min() > 0 and re.search(
+        r"loss.?scale", name, re.I
+    ):  # a critic's or second model's scaler
+        return Panel(title, "loss scale (log\u2082)", line, log=True, base=2), {name: s}
+    log = bool(ok.min() > 0 and ok.max() / ok.min() > 1e3)
+    return Panel(title, "value (log)" if log else "value", line, log=log), {name: s}
 
 
 def _active_panels(
