@@ -709,10 +709,12 @@ def _group(
     out = []
     for run_name, sel in parts:
         c = codes if sel is None else codes[sel]
-        seen, first = np.unique(c, return_index=True)
-        seen = seen[np.argsort(first)]
-        remap = np.zeros(len(names), np.int32)
-        remap[seen] = np.arange(len(seen), dtype=np.int32)
+        seen = _first_seen(c, len(names))
+        if np.array_equal(seen, np.arange(len(names))):
+            remap = None  # the usual case: series first seen in column order, codes as they are
+        else:
+            remap = np.zeros(len(names), np.int32)
+            remap[seen] = np.arange(len(seen), dtype=np.int32)
 
         out.append(
             RawRun(
@@ -720,7 +722,7 @@ def _group(
                 path=str(path),
                 format=fmt,
                 names=tuple(str(names[k]) for k in seen),
-                codes=remap[c],
+                codes=c if remap is None else remap[c],
                 steps=_pick(steps, sel),
                 values=_pick(values, sel),
                 wall_time=_pick(wall, sel),
@@ -734,3 +736,17 @@ def _group(
 def _pick(a: np.ndarray | None, sel: np.ndarray | None) -> np.ndarray | None:
     """``a`` at ``sel`` (None: all of it, no copy)."""
     return None if a is None else a if sel is None else a[sel]
+
+
+def _first_seen(codes: np.ndarray, n: int, step: int = 1 << 20) -> np.ndarray:
+    """The distinct codes (all below ``n``) in order of first appearance, looked for a slice at
+    a time: most files show every series in their first rows, so this stops early and never
+    sorts the whole array."""
+    first: dict[int, int] = {}
+    for lo in range(0, len(codes), step):
+        u, i = np.unique(codes[lo : lo + step], return_index=True)
+        for code, at in zip(u.tolist(), (i + lo).tolist(), strict=True):
+            first.setdefault(code, at)
+        if len(first) == n:
+            break
+    return np.array(sorted(first, key=first.__getitem__), dtype=np.int64)
