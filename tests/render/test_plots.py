@@ -252,3 +252,25 @@ def test_tick_labels_are_exact_not_just_distinct() -> None:
     lr = plots.DistinctFormatter("lr")
     lr.set_locs([0, 2.5e-5, 5e-5])
     assert [lr(v) for v in (0, 2.5e-5, 5e-5)] == ["0", "2.5e-5", "5e-5"]
+
+
+def test_cli_progress_bar_ticks_once_per_run_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    import stabdiag.console
+    from stabdiag.cli import _figure_progress
+
+    buf = io.StringIO()
+    monkeypatch.setattr(stabdiag.console, "err", Console(file=buf, force_terminal=True, width=100))
+    report = report_of({n: RunData(name=n, series=rundata(100).series) for n in ("a", "b")})
+    with _figure_progress(len(report.runs)) as progress:
+        assert progress is not None
+        render_runs(report, ("png",), progress=progress)
+    shown = buf.getvalue()
+    assert "drawing plots" in shown and "1/2" in shown and "2/2" in shown
+    # Off a terminal (a CI log) there is no bar and no callback.
+    monkeypatch.setattr(stabdiag.console, "err", Console(file=io.StringIO(), force_terminal=False))
+    with _figure_progress(2) as progress:
+        assert progress is None
