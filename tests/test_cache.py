@@ -261,3 +261,18 @@ def test_many_runs_in_worker_processes_match_serial(tmp_path, cdir):
     assert serial.skipped == parallel.skipped and serial.runs == parallel.runs
     assert serial.remedies == parallel.remedies
     assert serial.table.frame.equals(parallel.table.frame)
+
+
+def test_entry_stores_narrow_types_and_reads_back_exactly(tmp_path, cdir, spy):
+    """float32 scalars, small steps and few tags: an entry costs about 17 bytes a value, not 29
+    (issue 13 R3), and a hit gives the read's arrays back in the reader's own types."""
+    f = tmp_path / "events.out.tfevents.1"
+    _write(f, _events(range(20000)))
+    want = cache.read_event_file(f)
+    [(_, size, _)] = cache.entries()
+    assert size < 18 * len(want.values) + 4096
+    parsed = len(spy)
+    got = cache.read_event_file(f)
+    assert len(spy) == parsed  # the second read was a hit
+    _same(got, want)
+    assert (got.codes.dtype, got.steps.dtype, got.values.dtype) == (np.int32, np.int64, np.float64)
