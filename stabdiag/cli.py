@@ -632,7 +632,7 @@ def plot(
     input_format: ReaderOpt = None,
     map_: MapOpt = None,
 ) -> None:
-    """Plot every run: loss, grad norm, LR, loss scale and other stability metrics, findings shaded."""
+    """Plot every run: loss, grad norm, LR, loss scale and other stability metrics, findings marked."""
 
     def run() -> None:
         from stabdiag import api
