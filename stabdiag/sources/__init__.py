@@ -57,9 +57,9 @@ class LoadResult:
     table: T.MetricsTable
     runs: tuple[RunInfo, ...]
     errors: tuple[str, ...]
-    # Each run's rows as its own table, in ``runs`` order (the pieces ``table`` is concatenated
-    # from): analysis cuts runs from these instead of splitting ``table`` again.
-    parts: tuple[T.MetricsTable, ...] = field(default=(), repr=False, compare=False)
+    # Each run's rows as its own table, in ``runs`` order (a contiguous row range of ``table``,
+    # cut on demand): analysis takes runs from these instead of grouping ``table`` again.
+    parts: Sequence[T.MetricsTable] = field(default=(), repr=False, compare=False)
 
 
 def load(
