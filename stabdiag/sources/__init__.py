@@ -225,6 +225,7 @@ def _finish(raw: RawRun, g: runs.RunGroup, name: str, overrides: Mapping[str, st
         if rank is not None:
             rank = np.insert(rank, at, [r for _, r, _ in found])
     metric_codes, metric_names = pd.factorize(metric_of)  # two raw names may map to one
+    metric_codes = metric_codes.astype(T.code_dtype(len(metric_names)))  # a byte a row, mostly
     cols = _Cols(name, steps.astype(np.int64, copy=False), metric_codes[codes],
                  np.asarray(metric_names, dtype=object), values.astype(np.float64, copy=False),
                  wall.astype(np.float64, copy=False), ((printable(raw.path), len(steps)),),
@@ -286,37 +287,46 @@ def _table(cols: Sequence[_Cols]) -> tuple[T.MetricsTable, list[tuple[int, int]]
     if not full:
         return T.MetricsTable.empty(), bounds
     sizes = [len(c) for c in full]
+    # Codes are made in the type the categoricals keep (a byte a row for most tables) and one
+    # run's arrays go into the frame as they are: int64 codes and copies of every column cost
+    # 60 bytes a value at the peak (issue 13 R3).
     index: dict[str, int] = {}
-    metric_codes = []
-    for c in full:
-        lut = np.array([index.setdefault(n, len(index)) for n in c.names], dtype=np.int64)
-        metric_codes.append(lut[c.code])
+    luts = [[index.setdefault(n, len(index)) for n in c.names] for c in full]
+    small = T.code_dtype(len(index))
+    metric_codes = [np.array(lut, dtype=small)[c.code] for lut, c in zip(luts, full, strict=True)]
     src_index: dict[str, int] = {}
-    src_codes = [np.repeat([src_index.setdefault(p, len(src_index)) for p, _ in c.sources],
-                           [k for _, k in c.sources]) for c in full]
+    src_ids = [[src_index.setdefault(p, len(src_index)) for p, _ in c.sources] for c in full]
+    small = T.code_dtype(len(src_index))
+    src_codes = [np.repeat(np.array(ids, dtype=small), [k for _, k in c.sources])
+                 for ids, c in zip(src_ids, full, strict=True)]
+    run_codes = np.repeat(np.arange(len(full), dtype=T.code_dtype(len(full))), sizes)
     frame: dict[str, Any] = {
-        "run": _categorical(np.repeat(np.arange(len(full)), sizes), [c.run for c in full]),
-        "step": np.concatenate([c.step for c in full]),
-        "metric": _categorical(np.concatenate(metric_codes), list(index)),
-        "value": np.concatenate([c.value for c in full]),
-        "wall_time": np.concatenate([c.wall for c in full]),
-        "source": _categorical(np.concatenate(src_codes), list(src_index)),
+        "run": _categorical(run_codes, [c.run for c in full]),
+        "step": _join([c.step for c in full]),
+        "metric": _categorical(_join(metric_codes), list(index)),
+        "value": _join([c.value for c in full]),
+        "wall_time": _join([c.wall for c in full]),
+        "source": _categorical(_join(src_codes), list(src_index)),
     }
     ranked = [c.rank is not None for c in full]
     if all(ranked) and all(c.rank.dtype.kind in "iu" for c in full):
-        frame["rank"] = np.concatenate([c.rank for c in full])
+        frame["rank"] = _join([c.rank for c in full])
     elif any(ranked):  # as pd.concat does: runs without ranks get NaN
         frame["rank"] = np.concatenate([np.full(len(c), np.nan) if c.rank is None
                                         else c.rank.astype(np.float64) for c in full])
-    return T.MetricsTable(pd.DataFrame(frame)), bounds
+    return T.MetricsTable(pd.DataFrame(frame, copy=False)), bounds
+
+
+def _join(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """One array of them all; a single one as it is (np.concatenate would copy it)."""
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 def _categorical(codes: np.ndarray, names: Sequence[str]) -> pd.Categorical:
     if len(set(names)) != len(names):  # run names are unique; anything else: factorize
         values = np.asarray(names, dtype=object)[codes]
         return pd.Categorical(values)
-    n = len(names)
-    small = np.int8 if n < 2**7 else np.int16 if n < 2**15 else np.int32  # what pandas keeps
+    small = T.code_dtype(len(names))  # what pandas keeps
     return pd.Categorical.from_codes(codes.astype(small, copy=False), pd.Index(names, dtype=object))
 
 
