@@ -200,7 +200,7 @@ def test_crash_mid_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch, shor
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(state, f, *args, **kwargs)
 
-    monkeypatch.setattr(checkpoint.torch, "save", half_then_disk_full)
+    monkeypatch.setattr(torch, "save", half_then_disk_full)  # checkpoint imports torch when it saves
     cfg = resolve(
         "tiny",
         "stable",
@@ -218,7 +218,7 @@ def test_crash_mid_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch, shor
     assert _ckpt_step(tmp_path / "crash") == 10
     assert not (ckpts / "latest.pt.tmp").exists()
 
-    monkeypatch.setattr(checkpoint.torch, "save", real_save)
+    monkeypatch.setattr(torch, "save", real_save)
     (ckpts / "latest.pt.tmp").write_bytes(b"PK\x03\x04 left by a killed process")
     resumed = train(cfg, resume=True)
     assert resumed.steps_done == 30 and _ckpt_step(resumed.run_dir) == 30
