@@ -34,8 +34,18 @@ TOKENS_PER_S = "train/tokens_per_s"
 RESTART = "meta/restart"
 
 CANONICAL = (
-    TRAIN_LOSS, VAL_LOSS, GRAD_NORM, LR, LOSS_SCALE, SKIPPED_STEP, UPDATE_RATIO, PARAM_NORM,
-    MAX_ATTN_LOGIT, OUTPUT_LOGZ, TOKENS_PER_S, RESTART,
+    TRAIN_LOSS,
+    VAL_LOSS,
+    GRAD_NORM,
+    LR,
+    LOSS_SCALE,
+    SKIPPED_STEP,
+    UPDATE_RATIO,
+    PARAM_NORM,
+    MAX_ATTN_LOGIT,
+    OUTPUT_LOGZ,
+    TOKENS_PER_S,
+    RESTART,
 )
 CANONICAL_PREFIXES = (GRAD_NORM_PREFIX, ACT_RMS_PREFIX)
 
@@ -98,8 +108,10 @@ def _split_metrics(f: pd.DataFrame) -> dict[str, Series]:
     bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
     steps = f["step"].to_numpy()[order]
     values = f["value"].to_numpy()[order]
-    return {str(m): _to_series(steps[bounds[i]:bounds[i + 1]], values[bounds[i]:bounds[i + 1]])
-            for i, m in enumerate(names)}
+    return {
+        str(m): _to_series(steps[bounds[i] : bounds[i + 1]], values[bounds[i] : bounds[i + 1]])
+        for i, m in enumerate(names)
+    }
 
 
 class MetricsTable:
@@ -134,7 +146,8 @@ class MetricsTable:
             "metric": np.asarray(metrics, dtype=object),
             "value": np.asarray(values, dtype=np.float64),
             "wall_time": (
-                np.full(len(steps), np.nan) if wall_time is None
+                np.full(len(steps), np.nan)
+                if wall_time is None
                 else np.asarray(wall_time, dtype=np.float64)
             ),
             "source": source,
@@ -180,7 +193,8 @@ class MetricsTable:
             ranked = f[f["rank"].notna()]
             for (metric, rank), g in ranked.groupby(["metric", "rank"], sort=False):
                 by_rank.setdefault(metric, {})[int(rank)] = _to_series(
-                    g["step"].to_numpy(), g["value"].to_numpy())
+                    g["step"].to_numpy(), g["value"].to_numpy()
+                )
             low = ranked.groupby("metric")["rank"].transform("min")
             f = pd.concat([f[f["rank"].isna()], ranked[ranked["rank"] == low]])
         series = _split_metrics(f)
@@ -203,13 +217,18 @@ def _same_categories(frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
     for col in NAME_COLUMNS:
         if not all(isinstance(f[col].dtype, pd.CategoricalDtype) for f in frames):
             continue
-        union = pd.unique(np.concatenate([f[col].cat.categories.to_numpy(dtype=object)
-                                          for f in frames]))
+        union = pd.unique(
+            np.concatenate([f[col].cat.categories.to_numpy(dtype=object) for f in frames])
+        )
         frames = [f.assign(**{col: f[col].cat.set_categories(union)}) for f in frames]
     return frames
 
 
 _DTYPES = {
-    "run": object, "step": np.int64, "metric": object, "value": np.float64,
-    "wall_time": np.float64, "source": object,
+    "run": object,
+    "step": np.int64,
+    "metric": object,
+    "value": np.float64,
+    "wall_time": np.float64,
+    "source": object,
 }
