@@ -145,3 +145,11 @@ def test_every_test_helper_module_follows_the_naming_scheme() -> None:
     assert odd == []
     names = [p.name for p in TESTS.rglob("*_util.py")]
     assert len(names) == len(set(names)) >= 8
+
+
+def test_test_modules_have_unique_names() -> None:
+    """pytest's default import mode imports each test module by its bare name: two
+    ``test_x.py`` in different folders stop the whole collection ("import file mismatch")."""
+    names = [p.name for p in TESTS.rglob("test_*.py")]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    assert twice == []
