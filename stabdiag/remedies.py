@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from stabdiag import runconfig as rcfg
+from stabdiag import words
 from stabdiag.diagnosis import Diagnosis, config_of, diagnose_all, no_warmup, warmup_end
 from stabdiag.findings import Finding, Severity
 from stabdiag.table import GRAD_NORM, LR, TRAIN_LOSS, RunData
@@ -458,9 +459,14 @@ def _rewind_actions(f: Finding, run: RunData) -> list[str]:
     ]
 
 
+def _steps(n: object) -> str:
+    """``1 step`` / ``12 steps`` for a logged count; ``a few steps`` when the finding has none."""
+    return words.count(int(n), "step") if isinstance(n, (int, float)) else "a few steps"
+
+
 def _skip_update_actions(f: Finding, run: RunData) -> list[str]:
     return [
-        f"no rewind needed: the loss recovered in {f.evidence.get('recovery_steps', 'a few')} step(s)",
+        f"no rewind needed: the loss recovered in {_steps(f.evidence.get('recovery_steps'))}",
         "to absorb such spikes automatically, skip updates whose loss or grad norm is 6 sigma above the last "
         "128 steps (OLMo-core SkipStepAdamW)",
     ]

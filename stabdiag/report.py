@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from stabdiag import words
 from stabdiag.findings import Finding, Severity, Skipped
 from stabdiag.remedies import Remedy
 from stabdiag.table import MetricsTable, RunData
@@ -162,8 +163,8 @@ class Report:
             rows.append(f"<tr><td>{escape(r.name)}</td><td>{escape(r.format)}</td><td>{escape(steps)}</td>"
                         f"<td>{escape(verdict)}</td><td>{len(mine)}</td><td style=\"text-align:left\">{listed}</td></tr>")
         n = counts(self.findings)
-        head = escape(f"stabdiag {self.version}: {len(self.runs)} run(s), "
-                      + ", ".join(f"{v} {k}" for k, v in n.items()))
+        head = escape(f"stabdiag {self.version}: {words.count(len(self.runs), 'run')}, "
+                      + words.tally(n))
         errors = "".join(f"<p>{escape(e)}</p>" for e in self.errors)
         return (f"<div><p><b>{head}</b></p><table><thead><tr><th>run</th><th>format</th><th>steps</th>"
                 f"<th>verdict</th><th>findings</th><th style=\"text-align:left\">details</th></tr></thead>"

@@ -22,8 +22,11 @@ def plural(word: str, n: int) -> str:
     return _IRREGULAR.get(word, word + "s")
 
 
-def count(n: int, word: str) -> str:
-    """``1 run``, ``2 runs``, ``0 runs``, ``3 info``: a number and its noun, agreeing."""
+def count(n: int, word: str, many: str | None = None) -> str:
+    """``1 run``, ``2 runs``, ``0 runs``, ``3 info``: a number and its noun, agreeing (``many``
+    for a phrase whose plural is not the word plus ``s``: ``drop or skip`` -> ``drops or skips``)."""
+    if many is not None:
+        return f"{n} {word if n == 1 else many}"
     return f"{n} {plural(word, n)}"
 
 

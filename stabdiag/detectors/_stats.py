@@ -374,11 +374,6 @@ def fmt(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
-def plural(n: int, word: str, words: str | None = None) -> str:
-    """``1 step``, ``2 steps`` (``words`` for an irregular plural)."""
-    return f"{n} {word if n == 1 else (words or word + 's')}"
-
-
 def pct(frac: float) -> str:
     """A fraction as a percentage for messages: ``100%``, ``52.6%``, ``5.3%``, ``0.27%``, ``<0.01%``.
 

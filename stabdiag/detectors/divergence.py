@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stabdiag import words
 from stabdiag.detectors import _stats as st
 from stabdiag.detectors import loss_spike
 from stabdiag.detectors._common import finding, loss_metric
@@ -272,7 +273,7 @@ def _runaway(run: RunData, s: Series, metric: str, name: str, cfg: Config) -> li
     )
     cover = float((x[a : b + 1] > bar).mean())
     span = (
-        f"it stayed above for {st.plural(int(steps[b] - steps[a]), 'step')}"
+        f"it stayed above for {words.count(int(steps[b] - steps[a]), 'step')}"
         if cover > 0.9
         else f"it was above in {st.pct(cover)} of the points from step {int(steps[a])} to {int(steps[b])}"
     )
@@ -384,7 +385,7 @@ def _rise(run: RunData, s: Series, metric: str, name: str, cfg: Config) -> list[
             else f"above its start level {st.fmt(start)}"
         )
         how = (
-            f"rose for {st.plural(int(steps[p] - steps[on]), 'step')} from step {int(steps[on])} "
+            f"rose for {words.count(int(steps[p] - steps[on]), 'step')} from step {int(steps[on])} "
             f"(about {st.fmt(trough)}) to about {st.fmt(float(smooth[p]))} at step {int(steps[p])} "
             f"(smoothed medians, computed; {given}), then came back by step {int(steps[back])}{lr_txt}"
         )

@@ -47,6 +47,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from stabdiag import words
 from stabdiag.detectors import _stats as st
 from stabdiag.detectors._common import finding
 from stabdiag.detectors.base import Detector
@@ -315,7 +316,7 @@ def _check_family(run: RunData, cfg: Config) -> list[Finding] | Skipped:
                 sev = Severity.ERROR
                 what = (
                     f"the fp16 loss scale collapsed from a settled {st.fmt(ref)} to {st.fmt(mn)} at step {at} "
-                    f"({st.plural(round(math.log2(max(ref / mn, 1.0))), 'halving')}): gradients overflow "
+                    f"({words.count(round(math.log2(max(ref / mn, 1.0))), 'halving')}): gradients overflow "
                     "fp16 even at a tiny scale"
                 )
                 start, end = real[0].step, at
@@ -379,26 +380,26 @@ def _check_family(run: RunData, cfg: Config) -> list[Finding] | Skipped:
         parts = []
         if su_drops or su_skips:
             parts.append(
-                f"{st.plural(max(su_drops, su_skips), 'drop or skip', 'drops or skips')} during "
+                f"{words.count(max(su_drops, su_skips), 'drop or skip', 'drops or skips')} during "
                 f"the start-up scale search (steps <= {su_end})"
             )
         if probes:
             parts.append(
-                f"{st.plural(len(probes), 'drop')} that only undid a growth step (the scaler "
+                f"{words.count(len(probes), 'drop')} that only undid a growth step (the scaler "
                 "probing upwards, the periodic sawtooth of dynamic loss scaling)"
             )
         if real:
             parts.append(
-                f"{st.plural(len(real), 'isolated real overflow')} "
+                f"{words.count(len(real), 'isolated real overflow')} "
                 f"(at {', '.join(str(d.step) for d in real[:5])}{', ...' if len(real) > 5 else ''})"
             )
         if not parts and late_skips:
-            parts.append(f"{st.plural(late_skips, 'skipped step')} with no visible scale drop")
+            parts.append(f"{words.count(late_skips, 'skipped step')} with no visible scale drop")
         what = "loss scaling (fp16): " + "; ".join(parts) + ": benign"
         ev_steps = [d.step for d in drops] + [int(x) for x in skip_steps]
         start = min(ev_steps) if ev_steps else (int(sc.steps[0]) if sc is not None else None)
         end = max(ev_steps) if ev_steps else start
-    tail = f"; {st.plural(n_skipped, 'skipped step')} in all" if n_skipped else ""
+    tail = f"; {words.count(n_skipped, 'skipped step')} in all" if n_skipped else ""
     return [
         finding(
             CODE,
@@ -408,7 +409,7 @@ def _check_family(run: RunData, cfg: Config) -> list[Finding] | Skipped:
             metric=LOSS_SCALE if sc is not None else SKIPPED_STEP,
             step_start=start,
             step_end=end,
-            message=f"{what[0].upper()}{what[1:]}{tail}.",
+            message=f"{what}{tail}.",
             evidence=ev,
         )
     ]

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from stabdiag import words
 from stabdiag.detectors import _stats as st
 from stabdiag.detectors._common import finding, usable
 from stabdiag.detectors.base import Detector
@@ -171,7 +172,7 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
             + (
                 " and was still high at the end of the log."
                 if at_end
-                else f", staying above {cfg.factor:g}x its baseline for {st.plural(int(g.steps[b] - g.steps[a]), 'step')}."
+                else f", staying above {cfg.factor:g}x its baseline for {words.count(int(g.steps[b] - g.steps[a]), 'step')}."
             )
         )
         out.append(

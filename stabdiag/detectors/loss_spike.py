@@ -68,6 +68,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from stabdiag import words
 from stabdiag.detectors import _stats as st
 from stabdiag.detectors._common import finding, loss_metric, usable
 from stabdiag.detectors.base import Detector
@@ -402,9 +403,9 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
             )
             sev = Severity.INFO if quick and small else Severity.WARNING
             how = (
-                f"recovered in {st.plural(rec_steps, 'step')}"
+                f"recovered in {words.count(rec_steps, 'step')}"
                 if quick
-                else f"recovered only after {st.plural(rec_steps, 'step')}"
+                else f"recovered only after {words.count(rec_steps, 'step')}"
             )
             gap_from = int(steps[ev.recovery - 1]) if ev.recovery > 0 else None
             if gap_from is not None and steps[ev.recovery] - gap_from > cfg.fragment_gap * interval:
@@ -417,7 +418,7 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
             sev = Severity.INFO if small else Severity.WARNING
             now = f" (last value {st.fmt(float(vals[last]))} at step {int(steps[last])})"
             how = (
-                f"the log ends {st.plural(int(steps[last] - steps[ev.onset]), 'step')} later, before recovery "
+                f"the log ends {words.count(int(steps[last] - steps[ev.onset]), 'step')} later, before recovery "
                 f"could be judged{now}"
                 if ev.fragment_end < 0
                 else f"its fragment of the log ends (step {int(steps[last])}) before recovery could be judged{now}"
@@ -473,7 +474,7 @@ def _fold_blips(run: RunData, found: list[Finding], metric: str, cfg: Config) ->
     grad = ", no grad-norm spike with them" if run.get(GRAD_NORM) is not None else ""
     msg = (
         f"{len(blips)} short loss blips ({lo:.1f}-{top.evidence['ratio']:.1f}x, each back within "
-        f"{st.plural(back, 'step')}{grad}): "
+        f"{words.count(back, 'step')}{grad}): "
         f"the per-batch noise of an unaveraged loss; the largest was {st.fmt(top.evidence['baseline'])} "
         f"-> {st.fmt(top.evidence['peak'])} at step {top.step_start}."
     )

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stabdiag import words
 from stabdiag.detectors import _stats as st
 from stabdiag.detectors._common import finding, usable
 from stabdiag.detectors._trouble import first_within, trouble
@@ -164,7 +165,7 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         tail = f" and {hit[1]} followed at step {hit[0]}" if hit else " with no trouble after it (a warm restart?)"
         if back >= 0:
             dur = int(steps[back] - at)
-            shape = f"; it fell back to {st.fmt(float(lr[back]))} at step {int(steps[back])} ({st.plural(dur, 'step')} later)"
+            shape = f"; it fell back to {st.fmt(float(lr[back]))} at step {int(steps[back])} ({words.count(dur, 'step')} later)"
         else:
             shape = "; it stayed up"
         out.append(finding(

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stabdiag.detectors import _stats as st
+from stabdiag import words
 from stabdiag.detectors._common import finding
 from stabdiag.detectors._trouble import first_within, trouble
 from stabdiag.detectors.base import Detector
@@ -79,7 +79,7 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         near = first_within(events, step - win, step + win)
         sev = Severity.WARNING if n >= cfg.several or near else Severity.INFO
         back = f" after reaching step {rewound}" if rewound is not None else ""
-        rep = f", replaying {st.plural(replayed, 'step')}" if replayed else ""
+        rep = f", replaying {words.count(replayed, 'step')}" if replayed else ""
         extra = f"; {near[1]} at step {near[0]} nearby" if near else ""
         many = f" (restart {k + 1} of {n})" if n > 1 else ""
         out.append(finding(

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from stabdiag import words
 from stabdiag.detectors import _stats as st
 from stabdiag.findings import Skipped
 from stabdiag.table import RunData, Series
@@ -100,7 +101,7 @@ def need(run: RunData, metric: str, why: str = "") -> Series | str:
         return f"no {metric} series" + (f" ({why})" if why else "")
     f = s.finite
     if len(f) < MIN_POINTS:
-        return f"only {len(f)} finite {metric} point(s); at least {MIN_POINTS} are needed"
+        return f"only {len(f)} finite {metric} {words.plural('point', len(f))}; at least {MIN_POINTS} are needed"
     return f
 
 

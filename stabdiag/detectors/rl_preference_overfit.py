@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stabdiag import words
 from stabdiag.detectors import _stats as st
 from stabdiag.detectors import rl_common as rc
 from stabdiag.detectors._common import finding
@@ -83,7 +84,7 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
             run, "no eval_loss / eval_rewards/accuracies: over-fitting needs held-out pairs"
         )
     if len(acc) < rc.MIN_POINTS:
-        return DETECTOR.skipped(run, f"only {len(acc)} training accuracy point(s)")
+        return DETECTOR.skipped(run, f"only {words.count(len(acc), 'training accuracy point')}")
     a_late = rc.tail(acc.values, 0.2)
     if a_late < cfg.train_acc:
         return []

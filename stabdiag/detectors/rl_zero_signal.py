@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stabdiag import words
 from stabdiag.detectors import _stats as st
 from stabdiag.detectors import rl_common as rc
 from stabdiag.detectors._common import finding
@@ -133,7 +134,7 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     n = len(steps)
     if n < rc.MIN_POINTS:
         return DETECTOR.skipped(
-            run, f"only {n} log point(s) with a reward spread; at least {rc.MIN_POINTS} are needed"
+            run, f"only {words.count(n, 'log point')} with a reward spread; at least {rc.MIN_POINTS} are needed"
         )
     starts, ends = st.merge_segments(*st.segments(deg), gap=2)
     if not len(starts):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stabdiag import words
 from stabdiag.findings import Severity
 from stabdiag.live.state import Event
 from stabdiag.live.watch import PollResult, Watcher, pid_alive
@@ -197,8 +198,9 @@ def _notify(cmd: str, e: Event, err: Any) -> None:
 def _status_text(w: Watcher, idle: float) -> str:
     worst = w.tracker.worst()
     return (
-        f"watching {len(w.followers)} file(s), {len(w.runs)} run(s), {w.points:,} points; "
-        f"last data {idle:.0f} s ago; {len(w.findings)} finding(s)"
+        f"watching {words.count(len(w.followers), 'file')}, {words.count(len(w.runs), 'run')}, "
+        f"{w.points:,} {words.plural('point', w.points)}; last data {idle:.0f} s ago; "
+        f"{words.count(len(w.findings), 'finding')}"
         + (f", worst {worst.label}" if worst is not None else "")
     )
 
@@ -206,8 +208,8 @@ def _status_text(w: Watcher, idle: float) -> str:
 def _summary(w: Watcher, reason: str, err: Any) -> None:
     worst = w.tracker.worst()
     err.print(
-        f"watch ended ({reason}): {len(w.runs)} run(s), {w.points:,} points, "
-        f"{len(w.findings)} finding(s)" + (f", worst {worst.label}" if worst is not None else ""),
+        f"watch ended ({reason}): {words.count(len(w.runs), 'run')}, {w.points:,} {words.plural('point', w.points)}, "
+        f"{words.count(len(w.findings), 'finding')}" + (f", worst {worst.label}" if worst is not None else ""),
         highlight=False,
         soft_wrap=True,
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stabdiag import words
 from stabdiag.render.json import strict_json
 from stabdiag.textfmt import num
 from stabdiag.verify import EventResult, Outcome, VerifyResult
@@ -79,8 +80,8 @@ def _title(e: EventResult, result: VerifyResult) -> str:
 
 def render_text(result: VerifyResult) -> str:
     lines = [
-        f"stabdiag verify · {result.run_dir} · {len(result.events)} event(s), "
-        f"{len(result.trials)} remedy branch(es), {result.wall_s:.1f} s"
+        f"stabdiag verify · {result.run_dir} · {words.count(len(result.events), 'event')}, "
+        f"{words.count(len(result.trials), 'remedy branch', 'remedy branches')}, {result.wall_s:.1f} s"
     ]
     if not result.events:
         lines.append("nothing to verify: no warning-or-worse finding in the run")
