@@ -322,7 +322,7 @@ def _trainer_state(path: Path) -> tuple[Layer, dict[str, rc.Setting]] | None:
             ]
             if len(keys) == 1:
                 extra["metric_for_best_model"] = rc.Setting(
-                    keys[0], f"{path}: best_metric {best:g} = {keys[0]} at step {step} ({ckpt})"
+                    keys[0], f"{path}: best_metric {best:g} = {keys[0]} at step {step}, {ckpt}"
                 )
                 break
     return (str(path), layer), extra

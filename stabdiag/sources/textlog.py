@@ -103,7 +103,7 @@ def failure_warning(path: Path, text: str) -> str | None:
         m = _FAILURE.search(physical)
         if m:
             snippet = _ANSI.sub("", physical).strip()[:120]
-            return (f"{path}: the job did not end cleanly (line {number}: {snippet}); "
+            return (f"{path}: the job did not end cleanly at line {number}, \"{snippet}\"; "
                     "metrics up to that point were read")
     return None
 
