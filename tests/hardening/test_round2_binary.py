@@ -25,8 +25,7 @@ from adversarial_util import (
     wandb_split_record,
 )
 
-from stabdiag.sources import cache
-from stabdiag.sources import load
+from stabdiag.sources import cache, load
 from stabdiag.sources import tensorboard as tb
 
 FAST = 5.0  # seconds: the fixed readers take well under one; the defects took minutes
