@@ -17,6 +17,7 @@ import typer
 from stabdiag import __version__
 from stabdiag.cli_help import Group
 from stabdiag.errors import StabdiagError
+from stabdiag.words import count, plural
 
 app = typer.Typer(
     name="stabdiag",
@@ -209,7 +210,7 @@ def analyze(
                 written = save_plots(report, plots, jobs=resolve_jobs(jobs), progress=progress)
             from stabdiag.safetext import printable
 
-            err.print(f"wrote {len(written)} plot files to {printable(plots)}", soft_wrap=True,
+            err.print(f"wrote {count(len(written), 'plot file')} to {printable(plots)}", soft_wrap=True,
                       highlight=False, markup=False)
         from stabdiag.render import OutputFormat
 
@@ -544,7 +545,7 @@ def _train_and_report(cfg: Any, *, resume: bool, analyze: bool, fail_on: str, re
         err.print(f"stopped by the guard ({by['kind']} at step {by['step_start']}); checkpoint: {result.checkpoint}",
                   markup=False, highlight=False, soft_wrap=True)
     if result.guard and result.guard["skipped_steps"]:
-        err.print(f"guard skipped the optimizer step at step(s) {', '.join(map(str, result.guard['skipped_steps']))}",
+        err.print(f"guard skipped the optimizer step at {plural('step', len(result.guard['skipped_steps']))} {', '.join(map(str, result.guard['skipped_steps']))}",
                   highlight=False)
     for ev in result.injected:  # what analyze should find, so the user can check it did
         err.print(f"injected: {ev['kind']} at {at_steps(ev['step'], ev['last_step'])}", highlight=False)
@@ -596,11 +597,11 @@ def cache_cmd(
         if action == "clear":
             n = len(cache.entries())
             removed = cache.prune(0)
-            sys.stdout.write(f"removed {removed} of {n} entries from {cache.cache_dir()}\n")
+            sys.stdout.write(f"removed {removed} of {count(n, 'entry')} from {cache.cache_dir()}\n")
             return
         es = cache.entries()
         size = sum(b for _, b, _ in es)
-        sys.stdout.write(f"{cache.cache_dir()}: {len(es)} entries, {size / 2**20:.1f} MB "
+        sys.stdout.write(f"{cache.cache_dir()}: {count(len(es), 'entry')}, {size / 2**20:.1f} MB "
                          f"(limit {cache.max_bytes() / 2**20:.0f} MB, least recently used pruned first)"
                          f"{'' if cache.enabled() else '; disabled by STABDIAG_NO_CACHE'}\n")
 
@@ -787,7 +788,7 @@ def sweep(
         _write(render(result, out_fmt, opts), output)
         if result.failed:
             first = result.failed[0]
-            _warn(f"{len(result.failed)} of {len(result.cells)} cells failed (first: {first.setting} "
+            _warn(f"{len(result.failed)} of {count(len(result.cells), 'cell')} failed (first: {first.setting} "
                   f"lr={first.lr:.3g} seed {first.seed}: {first.error}); run the same command "
                   "again to retry them")
             raise typer.Exit(EXIT_FINDINGS)
@@ -832,7 +833,7 @@ def verify(
             err.print(f"{name}: step {step}/{total}", markup=False, highlight=False)
 
         def on_plan(todo: list[Any]) -> None:
-            err.print(f"verify: {len(todo)} branch(es) to train or reuse, {jobs} at a time",
+            err.print(f"verify: {count(len(todo), 'branch', 'branches')} to train or reuse, {jobs} at a time",
                       markup=False, highlight=False)
 
         if proxy:
