@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from stabdiag import words
 from stabdiag.errors import ConfigError, SourceError
 
 if TYPE_CHECKING:  # pandas is heavy: imported only when a frame is actually analysed
@@ -249,7 +250,7 @@ def frame_table(
         )
     warn = (
         (
-            f"{FRAME_PATH}: {bad} rows without a run, a metric, an integer step or a numeric value dropped",
+            f"{FRAME_PATH}: {words.count(bad, 'row')} without a run, a metric, an integer step or a numeric value dropped",
         )
         if bad
         else ()

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from stabdiag import words
 from stabdiag.errors import StabdiagError
 from stabdiag.findings import Finding, Severity
 from stabdiag.report import Report
@@ -288,7 +289,7 @@ def compare_reports(
     nf = int((~np.isfinite(lc.values)).sum())
     if nf:
         notes.append(
-            f"the current run has {nf} non-finite loss value{'s' if nf != 1 else ''} (left out of the ratio)"
+            f"the current run has {words.count(nf, 'non-finite loss value')}, left out of the ratio"
         )
     return Comparison(
         run=rc,

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stabdiag import words
 from stabdiag.errors import ConfigError
 from stabdiag.findings import Finding
 from stabdiag.report import Report
@@ -195,7 +196,7 @@ def parse_policy(data: Mapping[str, Any], *, where: str = "config") -> Policy:
 def _known(table: Mapping[str, Any], keys: Sequence[str], where: str) -> None:
     bad = [k for k in table if k not in keys]
     if bad:
-        raise ConfigError(f"{where}: unknown key{'s' if len(bad) > 1 else ''} {', '.join(map(repr, bad))}; "
+        raise ConfigError(f"{where}: unknown {words.plural('key', len(bad))} {', '.join(map(repr, bad))}; "
                           f"known keys: {', '.join(keys)}")
 
 

@@ -123,7 +123,7 @@ def test_dataframe_rows_that_are_not_numbers_are_reported(run_dir: Path) -> None
         {"run": "r", "step": np.arange(len(loss)), "metric": "train/loss", "value": loss}
     )
     report = stabdiag.analyze(frame, policy=Policy())
-    assert "1 rows" in report.runs[0].warnings[0] and report.findings[0].kind == "loss-spike"
+    assert "1 row without" in report.runs[0].warnings[0] and report.findings[0].kind == "loss-spike"
     with pytest.raises(
         SourceError, match=r"<DataFrame>: expected a long table with columns run, step"
     ):

@@ -12,6 +12,7 @@ import base64
 from collections.abc import Callable, Mapping
 from html import escape
 
+from stabdiag import words
 from stabdiag.findings import Finding
 from stabdiag.render import RunIndex
 from stabdiag.render.markdown import steps_of, verdict
@@ -71,7 +72,7 @@ def _run_section(report: Report, run: RunSummary, image: bytes | None) -> str:
              f"<h2>{e(run.name)} {_badge(report, run)}</h2>",
              f'<div class="meta">{e(run.format)} · <span class="mono">{e(run.path)}</span>'
              + (f" · {at_steps(*run.steps, dash=EN_DASH)}" if run.steps else "")
-             + f" · {len(run.metrics)} metrics</div>"]
+             + f" · {words.count(len(run.metrics), 'metric')}</div>"]
     if run.config_line():
         parts.append(f'<div class="meta">configured: {e(run.config_line())}</div>')
     parts += [f'<div class="warnbox">input: {e(w)}</div>' for w in run.warnings]

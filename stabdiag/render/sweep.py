@@ -23,6 +23,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from stabdiag import words
 from stabdiag.atomic import write_atomic
 from stabdiag.console import SEVERITY_STYLE
 from stabdiag.findings import Severity
@@ -94,7 +95,7 @@ def _final(p: PointSummary) -> str:
 def _interval(s: SettingSummary) -> str:
     n = len(s.seed_sensitivities)
     if n <= 1:
-        return f"– ({n} seed{'s' if n != 1 else ''})"
+        return f"– ({words.count(n, 'seed')})"
     return f"{_val(s.sensitivity_lo, '.3f')}–{_val(s.sensitivity_hi, '.3f')} ({n} seeds)"
 
 
@@ -118,7 +119,7 @@ def _head(result: SweepResult) -> str:
     n = len(result.seeds)
     return (
         f"stabdiag sweep · preset {result.preset}, recipe {result.recipe or '-'} · "
-        f"{len(result.settings)} settings × {len(result.lrs)} LRs × {n} seed{'s' if n > 1 else ''}"
+        f"{words.count(len(result.settings), 'setting')} × {words.count(len(result.lrs), 'LR')} × {words.count(n, 'seed')}"
         f" on {result.device} ({result.backend}) · {result.wall_s:.0f} s"
     )
 

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from stabdiag import words
 from stabdiag.errors import ConfigError
 
 VISIBLE = "CUDA_VISIBLE_DEVICES"
@@ -56,8 +57,8 @@ class Plan:
             )
         n, t = len(self.slots), self.slots[0].threads
         if n == 1:
-            return f"on cpu, one cell at a time, {t} thread{'s' if t > 1 else ''}"
-        return f"on cpu ({n} processes x {t} thread{'s' if t > 1 else ''})"
+            return f"on cpu, one cell at a time, {words.count(t, 'thread')}"
+        return f"on cpu ({n} processes x {words.count(t, 'thread')})"
 
 
 def parse_devices(text: str, visible_gpus: int) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from stabdiag import words
 from stabdiag.errors import TrainError
 
 Norm = Literal["layernorm", "rmsnorm"]
@@ -194,7 +195,7 @@ class TrainConfig:
         """A run's config.json back into a TrainConfig (keys this version lacks are refused)."""
         unknown = sorted(set(saved) - set(_HINTS))
         if unknown:
-            raise TrainError(f"{where}: unknown config key(s) {', '.join(unknown)}")
+            raise TrainError(f"{where}: unknown config {words.plural('key', len(unknown))} {', '.join(unknown)}")
         values = {
             k: tuple(v) if typing.get_origin(_HINTS[k]) is tuple else v for k, v in saved.items()
         }
