@@ -27,10 +27,9 @@ from stabdiag.sources.registry import (  # noqa: F401 - format names, re-exporte
     WANDB_OFFLINE,
 )
 
-# Views of the registry for callers outside sources/ (live/, docs): derived, never listed here.
+# Views of the registry for live/ (watch, follow): derived, never listed here.
 TEXT_FORMATS = STDOUT_FORMATS
 FAMILY = {r.name: r.family for r in registry.READERS}
-EXAMPLES = {r.name: r.example for r in registry.READERS}
 
 # Never opened: model/optimizer checkpoints, pickles, arrays, archives, media.
 SKIP_SUFFIXES = frozenset({

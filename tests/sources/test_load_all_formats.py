@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stabdiag.sources import FORMATS, load, sniff
+from stabdiag.sources import FORMATS, load, registry, sniff
 from stabdiag.table import LOSS_SCALE, SKIPPED_STEP, TRAIN_LOSS
 
 REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "real_logs"
@@ -27,7 +27,7 @@ def real() -> Path:
 
 
 def test_every_format_has_an_example() -> None:
-    assert set(FORMATS) == set(sniff.EXAMPLES)
+    assert set(FORMATS) == {r.name for r in registry.READERS if r.example}
 
 
 def test_megatron_stdout_is_sniffed_by_content(tmp_path: Path) -> None:
