@@ -16,6 +16,8 @@ from stabdiag import words
 from stabdiag.findings import Finding
 from stabdiag.render import RunIndex
 from stabdiag.render.markdown import steps_of, verdict
+from stabdiag.render.notchecked import group
+from stabdiag.render.terminal import by_path
 from stabdiag.report import Report, RunSummary, counts
 from stabdiag.textfmt import EN_DASH, at_steps, step_span
 
@@ -102,7 +104,10 @@ def _run_section(report: Report, run: RunSummary, image: bytes | None) -> str:
     skipped = ix.skipped.get(run.name, [])
     if skipped:
         parts.append(f"<details><summary>Not checked ({len(skipped)})</summary><ul>")
-        parts += [f"<li>{e(s.kind)}: {e(s.reason)}</li>" for s in skipped]
+        # One item per true reason (render/notchecked.py), as in the text and Markdown reports.
+        parts += [
+            f"<li>{e(', '.join(nc.kinds))}: {e(nc.reason)}</li>" for nc in group(skipped, run.metrics)
+        ]
         parts.append("</ul></details>")
     parts.append("</section>")
     return "\n".join(parts)
@@ -127,14 +132,16 @@ def render_html(report: Report, *, images: Mapping[str, bytes] | None = None,
         images = run_images(render_runs(report, ("png",), jobs=jobs, progress=progress))
     images = images or {}
     c = counts(report.findings)
-    title = f"stabdiag report: {len(report.runs)} run{'s' if len(report.runs) != 1 else ''}"
+    runs = by_path(report.runs)
+    title = f"stabdiag report: {words.count(len(runs), 'run')}"
+    order = "<p>Runs are listed by path.</p>\n" if len(runs) > 1 else ""
     summary_rows = "".join(
         f"<tr><td>{e(r.name)}</td><td>{e(r.format)}</td>"
         f"<td>{step_span(*r.steps, dash=EN_DASH) if r.steps else EN_DASH}</td><td>{_badge(report, r)}</td></tr>"
-        for r in report.runs)
+        for r in runs)
     errors = "".join(f'<div class="warnbox">unreadable: {e(x)}</div>' for x in report.errors)
     meta = f"stabdiag {e(report.version)}" + (f" · generated {e(generated)}" if generated else "")
-    body = "\n".join(_run_section(report, r, images.get(r.name)) for r in report.runs)
+    body = "\n".join(_run_section(report, r, images.get(r.name)) for r in runs)
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -147,9 +154,9 @@ def render_html(report: Report, *, images: Mapping[str, bytes] | None = None,
 <body>
 <h1>{e(title)}</h1>
 <div class="meta">{meta}</div>
-<p><span class="sev error">{c['error']} error</span> · <span class="sev warning">{c['warning']} warning</span>
- · <span class="sev info">{c['info']} info</span></p>
-{errors}
+<p><span class="sev error">{words.count(c['error'], 'error')}</span> · <span class="sev warning">{words.count(c['warning'], 'warning')}</span>
+ · <span class="sev info">{words.count(c['info'], 'info')}</span></p>
+{order}{errors}
 <table><thead><tr><th>run</th><th>format</th><th>steps</th><th>verdict</th></tr></thead>
 <tbody>{summary_rows}</tbody></table>
 {body}
