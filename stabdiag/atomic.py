@@ -24,6 +24,7 @@ import os
 import stat
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 STALE_SECONDS = 600.0
@@ -82,6 +83,20 @@ def target_kind(path: Path) -> str:
     if stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode):
         return "stream"
     return "other"
+
+
+def write_files(out_dir: str | Path, files: Mapping[str, bytes]) -> list[Path]:
+    """Write ``name -> bytes`` into ``out_dir`` (created), each atomically; the paths, in order.
+
+    Renderers return bytes and never write; this is what the CLI (and the sweep, for its own
+    results directory) writes them with."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, data in files.items():
+        write_atomic(out / name, data)
+        written.append(out / name)
+    return written
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:

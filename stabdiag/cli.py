@@ -204,10 +204,12 @@ def analyze(
 
         written = []
         if plots is not None:
-            from stabdiag.render.plots import save_plots
+            from stabdiag.atomic import write_files
+            from stabdiag.render.plots import image_files
 
             with _figure_progress(len(report.runs)) as progress:
-                written = save_plots(report, plots, jobs=resolve_jobs(jobs), progress=progress)
+                images = image_files(report, jobs=resolve_jobs(jobs), progress=progress)
+            written = write_files(plots, images)
             from stabdiag.safetext import printable
 
             err.print(f"wrote {count(len(written), 'plot file')} to {printable(plots)}", soft_wrap=True,
@@ -637,8 +639,9 @@ def plot(
 
     def run() -> None:
         from stabdiag import api
+        from stabdiag.atomic import write_files
         from stabdiag.console import err
-        from stabdiag.render.plots import save_plots
+        from stabdiag.render.plots import image_files
 
         fmts = tuple(_split(image_format) or ("png", "svg"))
         bad = [f for f in fmts if f not in ("png", "svg")]
@@ -652,7 +655,8 @@ def plot(
         from stabdiag.diagnose import resolve_jobs
 
         with _figure_progress(len(report.runs)) as progress:
-            written = save_plots(report, out_dir, formats=fmts, jobs=resolve_jobs(None), progress=progress)
+            images = image_files(report, fmts, jobs=resolve_jobs(None), progress=progress)
+        written = write_files(out_dir, images)
         for p in written:
             err.print(str(p), highlight=False, soft_wrap=True)
         from stabdiag.train.lineage import parent_of, save_overlay
@@ -848,9 +852,12 @@ def verify(
         result = run_verify(run_path, max_remedies=remedies, jobs=jobs, progress=progress, on_plan=on_plan)
         _write(render(result, out_fmt), output)
         if plot_to is not None:
-            from stabdiag.render.verify_plot import save_overlay
+            from stabdiag.atomic import write_atomic
+            from stabdiag.render.verify_plot import overlay_bytes
 
-            if save_overlay(result, plot_to):
+            image = overlay_bytes(result, "svg" if plot_to.suffix.lower() == ".svg" else "png")
+            if image is not None:
+                write_atomic(plot_to, image)
                 err.print(f"overlay: {plot_to}", markup=False, highlight=False)
         if result.interrupted:
             raise typer.Exit(130)

@@ -153,3 +153,16 @@ def test_test_modules_have_unique_names() -> None:
     names = [p.name for p in TESTS.rglob("test_*.py")]
     twice = sorted({n for n in names if names.count(n) > 1})
     assert twice == []
+
+
+def test_renderers_write_no_files() -> None:
+    """Renderers return text or bytes; only the CLI (and a run's own results directory) writes.
+    So nothing in stabdiag/render names the writers of stabdiag.atomic or opens a file to write."""
+    writers = ("write_atomic", "write_files", "write_text(", "write_bytes(", 'open("w', "open('w")
+    found = [
+        f"{p.relative_to(PACKAGE)}: {w}"
+        for p in (PACKAGE / "render").rglob("*.py")
+        for w in writers
+        if w in p.read_text(encoding="utf-8")
+    ]
+    assert found == []

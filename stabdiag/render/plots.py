@@ -23,7 +23,6 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -34,7 +33,6 @@ from matplotlib.patches import Patch
 from matplotlib.text import Text
 from matplotlib.ticker import FixedLocator, Formatter, MaxNLocator, NullFormatter, NullLocator
 
-from stabdiag.atomic import write_atomic
 from stabdiag.findings import Finding, Severity
 from stabdiag.report import Report
 from stabdiag.table import (
@@ -882,27 +880,23 @@ def render_runs(
     return out
 
 
-def save_plots(
+def image_files(
     report: Report,
-    out_dir: str | Path,
     formats: Sequence[str] = ("png", "svg"),
     *,
     jobs: int = 1,
     progress: Progress | None = None,
-) -> list[Path]:
-    """Write one figure per run in each format; returns the paths written, run by run."""
+) -> dict[str, bytes]:
+    """One figure per run in each format, as file name (``<run stem>.<fmt>``) -> bytes, run by
+    run; empty when the report has no series. Writes nothing: the caller chooses where."""
     if not report.runs or (report.table is None and not report.series):
-        return []
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+        return {}
     images = render_runs(report, formats, jobs=jobs, progress=progress)
-    written: list[Path] = []
-    for run, stem in plot_files(report).items():
-        for fmt in formats:
-            p = out / f"{stem}.{fmt}"
-            write_atomic(p, images[run][fmt])
-            written.append(p)
-    return written
+    return {
+        f"{stem}.{fmt}": images[run][fmt]
+        for run, stem in plot_files(report).items()
+        for fmt in formats
+    }
 
 
 def run_images(images: Mapping[str, Mapping[str, bytes]], fmt: str = "png") -> dict[str, bytes]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,6 @@ from rich.table import Table
 from rich.text import Text
 
 from stabdiag import words
-from stabdiag.atomic import write_atomic
 from stabdiag.console import SEVERITY_STYLE
 from stabdiag.findings import Severity
 from stabdiag.render.json import strict_json
@@ -445,17 +443,12 @@ def plot_sweep(result: SweepResult) -> Figure:
     return fig
 
 
-def save_sweep_plot(
-    result: SweepResult, stem: str | Path, formats: tuple[str, ...] = ("png", "svg")
-) -> list[Path]:
-    """Write `<stem>.png` and `<stem>.svg`; returns the paths."""
+def sweep_plot_files(
+    result: SweepResult, stem: str = "sweep", formats: tuple[str, ...] = ("png", "svg")
+) -> dict[str, bytes]:
+    """The sweep figure as ``<stem>.<fmt>`` -> bytes for each format (writes nothing)."""
     fig = plot_sweep(result)
-    paths = []
-    for fmt in formats:
-        p = Path(f"{stem}.{fmt}")
-        write_atomic(p, figure_bytes(fig, fmt))
-        paths.append(p)
-    return paths
+    return {f"{stem}.{fmt}": figure_bytes(fig, fmt) for fmt in formats}
 
 
 def render_sweep(result: SweepResult, fmt: str, *, width: int = 120) -> str:

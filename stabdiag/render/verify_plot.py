@@ -7,7 +7,6 @@ Built on ``matplotlib.figure.Figure`` directly (no pyplot state), as the other f
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -54,13 +53,7 @@ def overlay_figure(result: VerifyResult) -> Figure | None:
     return fig
 
 
-def save_overlay(result: VerifyResult, path: Path) -> bool:
-    """Write the figure as .png or .svg (by suffix); False when there is nothing to draw."""
+def overlay_bytes(result: VerifyResult, fmt: str = "png") -> bytes | None:
+    """The overlay figure as ``fmt`` (png or svg) bytes; None when there is nothing to draw."""
     fig = overlay_figure(result)
-    if fig is None:
-        return False
-    fmt = "svg" if path.suffix.lower() == ".svg" else "png"
-    from stabdiag.atomic import write_atomic
-
-    write_atomic(path, figure_bytes(fig, fmt))
-    return True
+    return None if fig is None else figure_bytes(fig, fmt)

@@ -64,11 +64,11 @@ __all__ = [
 def save_outputs(result: SweepResult, out_dir: str | Path | None = None) -> SweepResult:
     """Write `sweep.json`, `sweep.png` and `sweep.svg` next to the cells; returns the result
     with `plots` filled in, so the JSON names the figures it comes with."""
-    from stabdiag.render.sweep import render_sweep_json, save_sweep_plot
+    from stabdiag.atomic import write_files
+    from stabdiag.render.sweep import render_sweep_json, sweep_plot_files
 
     out = Path(out_dir or result.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    plots = save_sweep_plot(result, out / "sweep")
+    plots = write_files(out, sweep_plot_files(result, "sweep"))
     result = dataclasses.replace(result, plots=tuple(str(p) for p in plots))
     write_atomic(out / "sweep.json", render_sweep_json(result))
     return result

@@ -12,10 +12,11 @@ import pytest
 from matplotlib.collections import LineCollection
 from matplotlib.patches import Rectangle
 
+from stabdiag.atomic import write_files
 from stabdiag.findings import Finding, Severity
 from stabdiag.render import plots
 from stabdiag.render.html import render_html
-from stabdiag.render.plots import draw_run, envelope, render_runs, save_plots, segment_ids
+from stabdiag.render.plots import draw_run, envelope, image_files, render_runs, segment_ids
 from stabdiag.report import Report, RunSummary
 from stabdiag.table import (
     GRAD_NORM,
@@ -190,7 +191,7 @@ def test_parallel_rendering_gives_the_same_bytes_and_reports_progress(tmp_path: 
     ticks: list[str] = []
     page = render_html(report, plots=True, progress=lambda d, t, r: ticks.append(r))
     assert ticks == ["a", "b", "c"] and page.count("data:image/png;base64,") == 3
-    paths = save_plots(report, tmp_path, ("png",), jobs=2)
+    paths = write_files(tmp_path, image_files(report, ("png",), jobs=2))
     assert [p.name for p in paths] == ["a.png", "b.png", "c.png"]
     assert paths[0].read_bytes() == serial["a"]["png"]
 
@@ -221,7 +222,7 @@ def test_plots_read_the_series_diagnose_cut_and_never_cut_the_table_again(
 
     monkeypatch.setattr(MetricsTable, "run_data", refuse)
     monkeypatch.setattr(MetricsTable, "series", refuse)
-    assert len(save_plots(report, tmp_path / "p", ("png",))) == 1
+    assert len(image_files(report, ("png",))) == 1
     assert "data:image/png;base64," in render_html(report, plots=True)
 
 

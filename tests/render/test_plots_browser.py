@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from render_util import make_report
 
+from stabdiag.atomic import write_files
 from stabdiag.render.html import render_html
-from stabdiag.render.plots import plot_run, save_plots
+from stabdiag.render.plots import image_files, plot_run
 
 
 def test_plot_run_panels_and_labels() -> None:
@@ -31,7 +32,7 @@ def test_plot_run_panels_and_labels() -> None:
 
 
 def test_save_plots_writes_png_and_svg(tmp_path: Path) -> None:
-    paths = save_plots(make_report(), tmp_path)
+    paths = write_files(tmp_path, image_files(make_report()))
     assert [p.suffix for p in paths] == [".png", ".svg", ".png", ".svg"]
     assert all(p.stat().st_size > 1000 for p in paths)
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
