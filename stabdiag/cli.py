@@ -382,10 +382,10 @@ def config_cmd(
         from rich.table import Table
         from rich.text import Text
 
-        from stabdiag import sources
+        from stabdiag import api
         from stabdiag.console import out
 
-        loaded = sources.load(paths, fmt=input_format)
+        loaded = api.load_runs(paths, input_format=input_format)  # the policy file's map applies
         for e in loaded.errors:
             _warn(e)
         if not loaded.runs:
