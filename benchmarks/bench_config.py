@@ -33,8 +33,11 @@ def main() -> None:
     ap.add_argument("paths", nargs="*", type=Path)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    paths = args.paths or sorted(p for p in (Path(__file__).resolve().parents[2] / "shared" / "real_logs").iterdir()
-                                 if p.is_dir())
+    paths = args.paths or sorted(
+        p
+        for p in (Path(__file__).resolve().parents[2] / "shared" / "real_logs").iterdir()
+        if p.is_dir()
+    )
     runs = _load_all(paths)  # warm the OS page cache
     real = configs.read_safely
     with_cfg, without = [], []
@@ -52,8 +55,10 @@ def main() -> None:
     a, b = statistics.median(with_cfg), statistics.median(without)
     found = sum(1 for r in runs if r.meta.get("run_config"))
     print(f"{len(runs)} runs in {len(paths)} paths; a configuration found for {found}")
-    print(f"load with config reading {a:.2f} s, without {b:.2f} s: +{a - b:.2f} s "
-          f"(+{1000 * (a - b) / max(len(runs), 1):.1f} ms per run)")
+    print(
+        f"load with config reading {a:.2f} s, without {b:.2f} s: +{a - b:.2f} s "
+        f"(+{1000 * (a - b) / max(len(runs), 1):.1f} ms per run)"
+    )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def make_run(n: int, seed: int = 0) -> RunData:
     rng = np.random.default_rng(seed)
     steps = np.arange(n, dtype=np.int64)
     t = steps + 1.0
-    loss = (8.0 * t ** -0.3 + 2.0) * np.exp(0.02 * rng.standard_normal(n))
+    loss = (8.0 * t**-0.3 + 2.0) * np.exp(0.02 * rng.standard_normal(n))
     spikes = rng.choice(n, 20, replace=False)
     loss[spikes] *= 3.0
     gn = np.exp(0.2 * rng.standard_normal(n)) * (1.0 + 5.0 * np.exp(-t / 500))
@@ -45,8 +45,15 @@ def make_run(n: int, seed: int = 0) -> RunData:
     scale = 2.0 ** (16 - np.minimum(6, np.cumsum(skipped) % 7))
     attn = 5.0 + 10.0 * steps / n + 0.3 * rng.standard_normal(n)
     logz = 10.0 - 2.0 * steps / n + 0.05 * rng.standard_normal(n)
-    cols = {TRAIN_LOSS: loss, GRAD_NORM: gn, LR: lr, LOSS_SCALE: scale, SKIPPED_STEP: skipped,
-            MAX_ATTN_LOGIT: attn, OUTPUT_LOGZ: logz}
+    cols = {
+        TRAIN_LOSS: loss,
+        GRAD_NORM: gn,
+        LR: lr,
+        LOSS_SCALE: scale,
+        SKIPPED_STEP: skipped,
+        MAX_ATTN_LOGIT: attn,
+        OUTPUT_LOGZ: logz,
+    }
     return RunData(name="bench", series={m: Series(steps, v) for m, v in cols.items()})
 
 

@@ -34,8 +34,20 @@ def make_loop(cfg, device, corpus) -> _Loop:
     model = GPT(cfg).to(device)
     optimizer = build_optimizer(model, cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-    return _Loop(cfg, DistInfo(), device, corpus, model, model, optimizer, scaler, (),
-                 NullWriter(), None, None)
+    return _Loop(
+        cfg,
+        DistInfo(),
+        device,
+        corpus,
+        model,
+        model,
+        optimizer,
+        scaler,
+        (),
+        NullWriter(),
+        None,
+        None,
+    )
 
 
 def plain_steps(loop: _Loop, first: int, n: int) -> float:
@@ -44,7 +56,9 @@ def plain_steps(loop: _Loop, first: int, n: int) -> float:
     _sync(loop.device)
     t0 = time.perf_counter()
     for step in range(first, first + n):
-        x, y = get_batch(loop.corpus.train, cfg.batch_size, cfg.block_size, seed=cfg.seed, step=step)
+        x, y = get_batch(
+            loop.corpus.train, cfg.batch_size, cfg.block_size, seed=cfg.seed, step=step
+        )
         x, y = x.to(loop.device), y.to(loop.device)
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
@@ -105,12 +119,16 @@ def main() -> None:
     p_time = sum(tokens / v for v in plain)
     i_time = sum(tokens / v for v in inst)
     ratios = [pv / iv for pv, iv in zip(plain, inst, strict=True)]
-    print(f"device={device} preset={args.preset} precision={cfg.precision} "
-          f"threads={torch.get_num_threads()} steps={len(plain) * chunk} chunk={chunk}")
+    print(
+        f"device={device} preset={args.preset} precision={cfg.precision} "
+        f"threads={torch.get_num_threads()} steps={len(plain) * chunk} chunk={chunk}"
+    )
     print(f"plain        {tokens * len(plain) / p_time:10.0f} tokens/s")
     print(f"instrumented {tokens * len(inst) / i_time:10.0f} tokens/s")
-    print(f"overhead     {100 * (i_time / p_time - 1):+.1f}% total time, "
-          f"{100 * (statistics.median(ratios) - 1):+.1f}% median of paired chunks")
+    print(
+        f"overhead     {100 * (i_time / p_time - 1):+.1f}% total time, "
+        f"{100 * (statistics.median(ratios) - 1):+.1f}% median of paired chunks"
+    )
 
 
 if __name__ == "__main__":

@@ -54,13 +54,15 @@ TAGS = 20
 
 # --------------------------------------------------------------------------- data
 
+
 def synth(n: int, k: int = TAGS, seed: int = 0) -> tuple[list[str], np.ndarray]:
     """research/perf/gen.py's data: loss with decaying spikes, lognormal grad norms, warmup+cosine
     lr, an AMP loss scale that halves on rare overflows; float32 like loss.item()."""
     rng = np.random.default_rng(seed)
     steps = np.arange(n, dtype=np.float64)
     tags = ["train/loss", "train/grad_norm", "train/lr", "train/loss_scale"][:k] + [
-        f"layers.{i}.grad_norm" for i in range(max(0, k - 4))]
+        f"layers.{i}.grad_norm" for i in range(max(0, k - 4))
+    ]
     loss = 2.5 * np.exp(-steps / max(n / 3, 1)) + 1.5 + 0.05 * rng.standard_normal(n)
     spike = np.zeros(n)
     for s in rng.choice(n, size=min(8, n), replace=False):
@@ -69,8 +71,11 @@ def synth(n: int, k: int = TAGS, seed: int = 0) -> tuple[list[str], np.ndarray]:
     loss += spike
     gnorm = np.exp(0.3 * rng.standard_normal(n)) * (1.0 + 4.0 * spike)
     warm = max(1, min(2000, n // 10))
-    lr = np.where(steps < warm, 3e-4 * steps / warm,
-                  3e-5 + 0.5 * (3e-4 - 3e-5) * (1 + np.cos(np.pi * (steps - warm) / max(n - warm, 1))))
+    lr = np.where(
+        steps < warm,
+        3e-4 * steps / warm,
+        3e-5 + 0.5 * (3e-4 - 3e-5) * (1 + np.cos(np.pi * (steps - warm) / max(n - warm, 1))),
+    )
     overflow = rng.random(n) < 1e-3
     scale = np.empty(n)
     cur, clean = 65536.0, 0
@@ -80,7 +85,7 @@ def synth(n: int, k: int = TAGS, seed: int = 0) -> tuple[list[str], np.ndarray]:
         else:
             clean += 1
             if clean >= 2000:
-                cur, clean = min(cur * 2, 2.0 ** 24), 0
+                cur, clean = min(cur * 2, 2.0**24), 0
         scale[i] = cur
     cols = [loss, gnorm, lr, scale][:k]
     for i in range(max(0, k - 4)):
@@ -129,14 +134,18 @@ print(json.dumps({"rows": len(f), "tags": int(f["metric"].nunique()),
 def timed(cmd: list[str], env: dict[str, str] | None = None, ok_codes=(0,)) -> dict:
     """Run ``cmd`` under GNU time -v: wall s, peak RSS MB, and its last stdout line if JSON."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
-        p = subprocess.run(["/usr/bin/time", "-v", "-o", tf.name, *cmd], capture_output=True,
-                           text=True, env={**os.environ, **(env or {})})
+        p = subprocess.run(
+            ["/usr/bin/time", "-v", "-o", tf.name, *cmd],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
         report = Path(tf.name).read_text()
     if p.returncode not in ok_codes:
         raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}: {p.stderr[-2000:]}")
     m = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", report)
     parts = [float(x) for x in m.group(1).split(":")]
-    wall = sum(x * 60 ** i for i, x in enumerate(reversed(parts)))
+    wall = sum(x * 60**i for i, x in enumerate(reversed(parts)))
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", report).group(1)) / 1024
     out = {"wall_s": wall, "rss_mb": rss}
     last = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""
@@ -178,8 +187,15 @@ def bench_size(root: Path, events: int, repeats: int, slow_repeats: int, slow: b
                 continue
             r = timed(cmd, env, ok.get(k, (0,)))
             res[k].append(r)
-            print(f"  {events:>10,} {k:<13} {r['wall_s']:7.2f} s {r['rss_mb']:7.0f} MB", file=sys.stderr)
-    out = {"events": events, "bytes": sum(f.stat().st_size for f in tb.glob("events*")), "methods": {}}
+            print(
+                f"  {events:>10,} {k:<13} {r['wall_s']:7.2f} s {r['rss_mb']:7.0f} MB",
+                file=sys.stderr,
+            )
+    out = {
+        "events": events,
+        "bytes": sum(f.stat().st_size for f in tb.glob("events*")),
+        "methods": {},
+    }
     for k, rs in res.items():
         if not rs:
             continue
@@ -189,12 +205,21 @@ def bench_size(root: Path, events: int, repeats: int, slow_repeats: int, slow: b
             "runs": [round(r["wall_s"], 2) for r in rs],
             "check": next((r["out"] for r in rs if "out" in r), None),
         }
-    checks = {k: (v["check"]["rows"], v["check"]["value_sum"]) for k, v in out["methods"].items()
-              if v["check"] and "value_sum" in v["check"]}
+    checks = {
+        k: (v["check"]["rows"], v["check"]["value_sum"])
+        for k, v in out["methods"].items()
+        if v["check"] and "value_sum" in v["check"]
+    }
     out["cross_check"] = {k: list(v) for k, v in checks.items()}
-    out["cross_check_ok"] = len({v[0] for v in checks.values()}) <= 1 and (
-        max(v[1] for v in checks.values()) - min(v[1] for v in checks.values())
-        <= 1e-6 * max(1.0, abs(max(v[1] for v in checks.values())))) if checks else None
+    out["cross_check_ok"] = (
+        len({v[0] for v in checks.values()}) <= 1
+        and (
+            max(v[1] for v in checks.values()) - min(v[1] for v in checks.values())
+            <= 1e-6 * max(1.0, abs(max(v[1] for v in checks.values())))
+        )
+        if checks
+        else None
+    )
     return out
 
 
@@ -211,8 +236,10 @@ def generate_tabular(root: Path, lines: int) -> dict[str, Path]:
         fh.write("step,loss,lr\n")
         fh.writelines(f"{i},{a!r},{b!r}\n" for i, (a, b) in enumerate(zip(loss, lr, strict=True)))
     with open(out["jsonl"], "w") as fh:
-        fh.writelines(json.dumps({"step": i, "loss": a, "lr": b}) + "\n"
-                      for i, (a, b) in enumerate(zip(loss, lr, strict=True)))
+        fh.writelines(
+            json.dumps({"step": i, "loss": a, "lr": b}) + "\n"
+            for i, (a, b) in enumerate(zip(loss, lr, strict=True))
+        )
     (d / ".complete").touch()
     return out
 
@@ -227,14 +254,21 @@ def bench_tabular(root: Path, lines: int, repeats: int) -> dict:
         for _ in range(repeats):
             r = timed([py, "-c", LOAD_SNIPPET, str(f)], {"STABDIAG_NO_CACHE": "1"})
             rs.append(r)
-            print(f"  {lines:>10,} {k + ' load':<13} {r['wall_s']:7.2f} s {r['rss_mb']:7.0f} MB "
-                  f"(in-process {r['out']['load_s']:.2f} s)", file=sys.stderr)
+            print(
+                f"  {lines:>10,} {k + ' load':<13} {r['wall_s']:7.2f} s {r['rss_mb']:7.0f} MB "
+                f"(in-process {r['out']['load_s']:.2f} s)",
+                file=sys.stderr,
+            )
         out["methods"][k] = {
             "wall_s": statistics.median(r["wall_s"] for r in rs),
             "load_s": statistics.median(r["out"]["load_s"] for r in rs),
             "rss_mb": statistics.median(r["rss_mb"] for r in rs),
-            "runs": [round(r["wall_s"], 2) for r in rs], "check": rs[0]["out"]}
-    checks = {(m["check"]["rows"], round(m["check"]["value_sum"], 6)) for m in out["methods"].values()}
+            "runs": [round(r["wall_s"], 2) for r in rs],
+            "check": rs[0]["out"],
+        }
+    checks = {
+        (m["check"]["rows"], round(m["check"]["value_sum"], 6)) for m in out["methods"].values()
+    }
     out["cross_check_ok"] = len(checks) == 1
     return out
 
@@ -263,18 +297,31 @@ def bench_dir50(root: Path, events: int, repeats: int) -> dict:
         for k, (cmd, env) in meths.items():
             r = timed(cmd, env, (0, 1))
             res[k].append(r)
-            print(f"  50 runs    {k:<18} {r['wall_s']:7.2f} s {r['rss_mb']:7.0f} MB", file=sys.stderr)
-    return {"runs": 50, "events_per_run": events, "methods": {
-        k: {"wall_s": statistics.median(r["wall_s"] for r in rs),
-            "rss_mb": statistics.median(r["rss_mb"] for r in rs),
-            "runs": [round(r["wall_s"], 2) for r in rs]} for k, rs in res.items()}}
+            print(
+                f"  50 runs    {k:<18} {r['wall_s']:7.2f} s {r['rss_mb']:7.0f} MB", file=sys.stderr
+            )
+    return {
+        "runs": 50,
+        "events_per_run": events,
+        "methods": {
+            k: {
+                "wall_s": statistics.median(r["wall_s"] for r in rs),
+                "rss_mb": statistics.median(r["rss_mb"] for r in rs),
+                "runs": [round(r["wall_s"], 2) for r in rs],
+            }
+            for k, rs in res.items()
+        },
+    }
 
 
 # --------------------------------------------------------------------------- report
 
+
 def table(results: dict) -> str:
-    lines = ["| events | method | wall s (median) | peak RSS MB | tbparse / this | EA / this | this / npframe |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| events | method | wall s (median) | peak RSS MB | tbparse / this | EA / this | this / npframe |",
+        "|---|---|---|---|---|---|---|",
+    ]
     rate = {}  # seconds per event of tbparse/ea at the largest size measured, for estimates
     for size in results["sizes"]:
         for k in ("tbparse", "ea"):
@@ -299,12 +346,16 @@ def table(results: dict) -> str:
     if results.get("dir50"):
         d = results["dir50"]
         for k, v in d["methods"].items():
-            lines.append(f"| 50 x {d['events_per_run']:,} | {k} | {v['wall_s']:.2f} | {v['rss_mb']:.0f} | - | - | - |")
+            lines.append(
+                f"| 50 x {d['events_per_run']:,} | {k} | {v['wall_s']:.2f} | {v['rss_mb']:.0f} | - | - | - |"
+            )
     if results.get("tabular"):
         t = results["tabular"]
         for k, v in t["methods"].items():
-            lines.append(f"| {t['lines']:,} lines | {k} load (in-process {v['load_s']:.2f} s) | "
-                         f"{v['wall_s']:.2f} | {v['rss_mb']:.0f} | - | - | - |")
+            lines.append(
+                f"| {t['lines']:,} lines | {k} load (in-process {v['load_s']:.2f} s) | "
+                f"{v['wall_s']:.2f} | {v['rss_mb']:.0f} | - | - | - |"
+            )
     return "\n".join(lines)
 
 
@@ -316,24 +367,46 @@ def verdicts(results: dict) -> list[tuple[str, bool]]:
         w = m1["load"]["wall_s"]
         for k in ("tbparse", "ea"):
             if k in m1:
-                out.append((f"1M load >= 10x faster than {k} ({m1[k]['wall_s'] / w:.1f}x)",
-                            m1[k]["wall_s"] / w >= 10))
+                out.append(
+                    (
+                        f"1M load >= 10x faster than {k} ({m1[k]['wall_s'] / w:.1f}x)",
+                        m1[k]["wall_s"] / w >= 10,
+                    )
+                )
         if "npframe" in m1:
-            out.append((f"1M load <= 2x npframe floor ({w / m1['npframe']['wall_s']:.2f}x)",
-                        w <= 2 * m1["npframe"]["wall_s"]))
-        out.append((f"1M analyze cold <= 3 s ({m1['analyze-cold']['wall_s']:.2f} s)",
-                    m1["analyze-cold"]["wall_s"] <= 3.0))
-        out.append((f"1M analyze warm < cold ({m1['analyze-warm']['wall_s']:.2f} s)",
-                    m1["analyze-warm"]["wall_s"] < m1["analyze-cold"]["wall_s"]))
+            out.append(
+                (
+                    f"1M load <= 2x npframe floor ({w / m1['npframe']['wall_s']:.2f}x)",
+                    w <= 2 * m1["npframe"]["wall_s"],
+                )
+            )
+        out.append(
+            (
+                f"1M analyze cold <= 3 s ({m1['analyze-cold']['wall_s']:.2f} s)",
+                m1["analyze-cold"]["wall_s"] <= 3.0,
+            )
+        )
+        out.append(
+            (
+                f"1M analyze warm < cold ({m1['analyze-warm']['wall_s']:.2f} s)",
+                m1["analyze-warm"]["wall_s"] < m1["analyze-cold"]["wall_s"],
+            )
+        )
     m10 = by.get(10_000_000)
     if m10:
         for k in ("load", "analyze-cold", "analyze-warm"):
-            out.append((f"10M {k} peak RSS < 1.5 GB ({m10[k]['rss_mb']:.0f} MB)", m10[k]["rss_mb"] < 1536))
+            out.append(
+                (f"10M {k} peak RSS < 1.5 GB ({m10[k]['rss_mb']:.0f} MB)", m10[k]["rss_mb"] < 1536)
+            )
     if results.get("dir50"):
         d = results["dir50"]["methods"]
-        out.append((f"50 runs: all cores faster than --jobs 1 ({d['analyze-cold']['wall_s']:.2f} vs "
-                    f"{d['analyze-cold-jobs1']['wall_s']:.2f} s)",
-                    d["analyze-cold"]["wall_s"] < d["analyze-cold-jobs1"]["wall_s"]))
+        out.append(
+            (
+                f"50 runs: all cores faster than --jobs 1 ({d['analyze-cold']['wall_s']:.2f} vs "
+                f"{d['analyze-cold-jobs1']['wall_s']:.2f} s)",
+                d["analyze-cold"]["wall_s"] < d["analyze-cold-jobs1"]["wall_s"],
+            )
+        )
     if results.get("tabular"):
         t = results["tabular"]
         c = t["methods"]["csv"]["load_s"]
@@ -343,23 +416,39 @@ def verdicts(results: dict) -> list[tuple[str, bool]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "stabdiag_perf")
     ap.add_argument("--events", type=int, nargs="+", default=[1_000_000, 10_000_000])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--slow-repeats", type=int, default=1,
-                    help="tbparse/EventAccumulator runs above --skip-slow-above (0 = skip)")
+    ap.add_argument(
+        "--slow-repeats",
+        type=int,
+        default=1,
+        help="tbparse/EventAccumulator runs above --skip-slow-above (0 = skip)",
+    )
     ap.add_argument("--skip-slow-above", type=int, default=3_000_000)
-    ap.add_argument("--runs50", type=int, default=100_000, help="events per run of the 50-run dir (0 = skip)")
-    ap.add_argument("--tabular", type=int, default=1_000_000,
-                    help="lines of the wide CSV / JSONL load case (0 = skip)")
+    ap.add_argument(
+        "--runs50", type=int, default=100_000, help="events per run of the 50-run dir (0 = skip)"
+    )
+    ap.add_argument(
+        "--tabular",
+        type=int,
+        default=1_000_000,
+        help="lines of the wide CSV / JSONL load case (0 = skip)",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "perf.json")
     a = ap.parse_args()
     if not (RESEARCH / "load.py").exists():
         sys.exit(f"needs the research loaders in {RESEARCH}")
     a.dir.mkdir(parents=True, exist_ok=True)
-    results: dict = {"uptime_before": os.popen("uptime").read().strip(), "cpus": os.cpu_count(),
-                     "python": sys.version.split()[0], "sizes": []}
+    results: dict = {
+        "uptime_before": os.popen("uptime").read().strip(),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "sizes": [],
+    }
     for n in a.events:
         big = n > a.skip_slow_above
         slow_rep = a.slow_repeats if big else a.repeats

@@ -33,7 +33,8 @@ def generate(out: Path, steps: int, tags: int) -> Path:
     for f in tb.glob("events.out.tfevents*"):
         f.unlink()
     names = ["train/loss", "train/grad_norm", "train/lr", "train/loss_scale"] + [
-        f"layers.{i}.grad_norm" for i in range(tags - 4)]
+        f"layers.{i}.grad_norm" for i in range(tags - 4)
+    ]
     rng = np.random.default_rng(0)
     vals = rng.lognormal(0.0, 0.3, size=(steps, tags)).astype(np.float32)
     w = SummaryWriter(log_dir=str(tb), max_queue=10000, flush_secs=600)
@@ -76,7 +77,7 @@ def load_pyproto(logdir: Path):
         starts, lens, _ = tensorboard.frame(buf, str(f))
         vals = []
         for s, ln in zip(starts.tolist(), lens.tolist(), strict=True):
-            ev = parse(buf[s:s + ln])
+            ev = parse(buf[s : s + ln])
             for v in ev.summary.value:
                 if v.HasField("simple_value"):
                     vals.append(v.simple_value)
@@ -142,8 +143,10 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
         results[name] = (statistics.median(times), out)
     ref = results["tbparse"][0] if "tbparse" in results else None
-    print(f"{'method':34} {'rows':>10} {'value sum':>16} {'median s':>9} {'scalars/s':>11} "
-          f"{'vs tbparse':>10}")
+    print(
+        f"{'method':34} {'rows':>10} {'value sum':>16} {'median s':>9} {'scalars/s':>11} "
+        f"{'vs tbparse':>10}"
+    )
     for name, (t, (n, total)) in results.items():
         ratio = f"{ref / t:>9.1f}x" if ref is not None else f"{'-':>10}"
         print(f"{name:34} {n:>10,} {total:>16.4f} {t:>9.3f} {n / t:>11,.0f} {ratio}")

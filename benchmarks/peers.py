@@ -51,8 +51,13 @@ def runmedic(peers: Path, folder: Path) -> str:
     except ValueError:
         return f"exit {rc}: {last_line(err or out)}"
     runs = doc if isinstance(doc, list) else [doc]
-    names = [f"{f.get('check')}@{f.get('step')}({str(f.get('severity'))[0]})"
-             for r in runs if isinstance(r, dict) for f in r.get("findings", []) if isinstance(f, dict)]
+    names = [
+        f"{f.get('check')}@{f.get('step')}({str(f.get('severity'))[0]})"
+        for r in runs
+        if isinstance(r, dict)
+        for f in r.get("findings", [])
+        if isinstance(f, dict)
+    ]
     return f"exit {rc}: {len(runs)} run(s); " + (", ".join(dict.fromkeys(names)) or "quiet")
 
 
@@ -65,21 +70,34 @@ def trainpulse(peers: Path, folder: Path) -> str:
     files = sorted(folder.rglob("*.jsonl"))
     if not files:
         return "not ingested (JSONL only)"
-    rc, out, err = run([str(peers / "bin" / "python"), "-m", "trainpulse.cli", "analyze", str(files[0])])
+    rc, out, err = run(
+        [str(peers / "bin" / "python"), "-m", "trainpulse.cli", "analyze", str(files[0])]
+    )
     return f"exit {rc}: {last_line(out or err)}"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--peers", type=Path, default=Path("/tmp/peers"), help="venv holding the peer tools")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--peers", type=Path, default=Path("/tmp/peers"), help="venv holding the peer tools"
+    )
     ap.add_argument("--logs", type=Path, default=Path("../shared/real_logs"))
     args = ap.parse_args()
     print("| folder | stabdiag | runmedic | trainproof | trainpulse |")
     print("|---|---|---|---|---|")
     for folder in sorted(p for p in args.logs.iterdir() if p.is_dir()):
-        cells = [stabdiag(folder), runmedic(args.peers, folder), trainproof(args.peers, folder),
-                 trainpulse(args.peers, folder)]
-        print(f"| {folder.name} | " + " | ".join(c.replace("|", "/") for c in cells) + " |", flush=True)
+        cells = [
+            stabdiag(folder),
+            runmedic(args.peers, folder),
+            trainproof(args.peers, folder),
+            trainpulse(args.peers, folder),
+        ]
+        print(
+            f"| {folder.name} | " + " | ".join(c.replace("|", "/") for c in cells) + " |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

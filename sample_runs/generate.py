@@ -43,9 +43,15 @@ SAMPLES: dict[str, tuple[str, tuple[str, ...], str]] = {
     "lr_spike": ("stable", ("inject=lr_spike@150:factor=100,steps=10",), "jsonl"),
     # A healthy fp16 run hit by six gradient blow-ups (x1e8, steps 100-105): the loss scaler skips
     # them and the scale halves six times (65536 -> 1024).
-    "fp16_overflow": ("stable", ("precision=fp16", "steps=150",
-                                 *(f"inject=grad_scale@{s}:factor=1e8" for s in range(100, 106))),
-                      "long_csv"),
+    "fp16_overflow": (
+        "stable",
+        (
+            "precision=fp16",
+            "steps=150",
+            *(f"inject=grad_scale@{s}:factor=1e8" for s in range(100, 106)),
+        ),
+        "long_csv",
+    ),
     # LR 0.1 (30x the stable recipe) without QK-norm: the loss looks fine, the max attention logit
     # grows past 1000 and is still rising at the end. (qk_norm=true keeps it below ~20.)
     "attn_logit_growth": ("stable", ("lr=0.1", "steps=150"), "jsonl_attn"),
@@ -64,20 +70,28 @@ def main() -> None:
     names = sys.argv[1:] or list(SAMPLES)
     unknown = set(names) - set(SAMPLES)
     if unknown:
-        raise SystemExit(f"unknown sample(s) {', '.join(sorted(unknown))}; known: {', '.join(SAMPLES)}")
+        raise SystemExit(
+            f"unknown sample(s) {', '.join(sorted(unknown))}; known: {', '.join(SAMPLES)}"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             recipe, overrides, exporter = SAMPLES[name]
-            cfg = resolve("tiny", recipe, overrides=[*COMMON, *overrides, f"out_dir={tmp}",
-                                                     f"run_name={name}"])
+            cfg = resolve(
+                "tiny",
+                recipe,
+                overrides=[*COMMON, *overrides, f"out_dir={tmp}", f"run_name={name}"],
+            )
             result = train(cfg)
             for old in HERE.glob(f"{name}.*"):
                 old.unlink()
             if (HERE / name).is_dir():
                 shutil.rmtree(HERE / name)
             EXPORTERS[exporter](result.run_dir, name)
-            print(f"{name}: {result.steps_done} steps, {result.stop_reason}, "
-                  f"final loss {result.final_loss:.3f}", file=sys.stderr)
+            print(
+                f"{name}: {result.steps_done} steps, {result.stop_reason}, "
+                f"final loss {result.final_loss:.3f}",
+                file=sys.stderr,
+            )
 
 
 # ----------------------------------------------------------------------------- reading metrics.csv
@@ -98,7 +112,11 @@ def num(x: float, digits: int = 6) -> float:
 
 
 def text(x: float) -> str:
-    return f"{num(x):g}" if math.isfinite(x) else ("nan" if math.isnan(x) else ("inf" if x > 0 else "-inf"))
+    return (
+        f"{num(x):g}"
+        if math.isfinite(x)
+        else ("nan" if math.isnan(x) else ("inf" if x > 0 else "-inf"))
+    )
 
 
 # ----------------------------------------------------------------------------- exporters
@@ -137,14 +155,31 @@ def _jsonl(run_dir: Path, name: str, cols: dict[str, str]) -> None:
 
 def export_jsonl(run_dir: Path, name: str) -> None:
     """One JSON object per step (a custom loop's log), validation loss where it was measured."""
-    _jsonl(run_dir, name, {"loss": "train/loss", "grad_norm": "train/grad_norm", "lr": "train/lr",
-                           "val_loss": "val/loss"})
+    _jsonl(
+        run_dir,
+        name,
+        {
+            "loss": "train/loss",
+            "grad_norm": "train/grad_norm",
+            "lr": "train/lr",
+            "val_loss": "val/loss",
+        },
+    )
 
 
 def export_jsonl_attn(run_dir: Path, name: str) -> None:
     """JSONL that also logs the max attention logit (Megatron's log_max_attention_logit)."""
-    _jsonl(run_dir, name, {"loss": "train/loss", "grad_norm": "train/grad_norm", "lr": "train/lr",
-                           "max_attn_logit": "train/max_attn_logit", "val_loss": "val/loss"})
+    _jsonl(
+        run_dir,
+        name,
+        {
+            "loss": "train/loss",
+            "grad_norm": "train/grad_norm",
+            "lr": "train/lr",
+            "max_attn_logit": "train/max_attn_logit",
+            "val_loss": "val/loss",
+        },
+    )
 
 
 def export_hf(run_dir: Path, name: str) -> None:
@@ -157,20 +192,36 @@ def export_hf(run_dir: Path, name: str) -> None:
     for step, m in metrics.items():
         hf_step = step + 1  # HF counts optimizer steps from 1
         epoch = round(hf_step / (last + 1), 4)
-        hist.append({"epoch": epoch, "grad_norm": num(m["train/grad_norm"]),
-                     "learning_rate": num(m["train/lr"]), "loss": num(m["train/loss"]),
-                     "step": hf_step})
+        hist.append(
+            {
+                "epoch": epoch,
+                "grad_norm": num(m["train/grad_norm"]),
+                "learning_rate": num(m["train/lr"]),
+                "loss": num(m["train/loss"]),
+                "step": hf_step,
+            }
+        )
         if "val/loss" in m:
             hist.append({"epoch": epoch, "eval_loss": num(m["val/loss"]), "step": hf_step})
-    state = {"global_step": last + 1, "max_steps": last + 1, "logging_steps": 1, "eval_steps": 50,
-             "log_history": hist}
+    state = {
+        "global_step": last + 1,
+        "max_steps": last + 1,
+        "logging_steps": 1,
+        "eval_steps": 50,
+        "log_history": hist,
+    }
     (out / "trainer_state.json").write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
 
 
 def export_long_csv(run_dir: Path, name: str) -> None:
     """A long (tidy) CSV, step,metric,value, with plain metric names (loss, loss_scale, ...)."""
-    cols = {"loss": "train/loss", "grad_norm": "train/grad_norm", "lr": "train/lr",
-            "loss_scale": "train/loss_scale", "skipped_step": "train/skipped_step"}
+    cols = {
+        "loss": "train/loss",
+        "grad_norm": "train/grad_norm",
+        "lr": "train/lr",
+        "loss_scale": "train/loss_scale",
+        "skipped_step": "train/skipped_step",
+    }
     lines = ["step,metric,value"]
     for step, m in read_metrics(run_dir).items():
         lines += [f"{step},{k},{text(m[c])}" for k, c in cols.items() if c in m]
@@ -178,8 +229,12 @@ def export_long_csv(run_dir: Path, name: str) -> None:
 
 
 EXPORTERS: dict[str, Callable[[Path, str], None]] = {
-    "run_dir": export_run_dir, "wide_csv": export_wide_csv, "jsonl": export_jsonl,
-    "jsonl_attn": export_jsonl_attn, "hf": export_hf, "long_csv": export_long_csv,
+    "run_dir": export_run_dir,
+    "wide_csv": export_wide_csv,
+    "jsonl": export_jsonl,
+    "jsonl_attn": export_jsonl_attn,
+    "hf": export_hf,
+    "long_csv": export_long_csv,
 }
 
 if __name__ == "__main__":

@@ -41,8 +41,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     """stabdiag: training-stability diagnostics."""
 
@@ -55,8 +59,12 @@ def _fail(message: str) -> None:
 
     # Messages carry file names and hints like 'stabdiag[train]': never read them as markup, and
     # never let a control character from a file name reach the terminal.
-    err.print(f"[error]error:[/error] {escape(printable(message))}", highlight=False, markup=True,
-              soft_wrap=True)
+    err.print(
+        f"[error]error:[/error] {escape(printable(message))}",
+        highlight=False,
+        markup=True,
+        soft_wrap=True,
+    )
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
@@ -66,8 +74,9 @@ def _warn(message: str) -> None:
     from stabdiag.console import err
     from stabdiag.safetext import printable
 
-    err.print(f"[warning]warning:[/warning] {escape(printable(message))}", highlight=False,
-              soft_wrap=True)
+    err.print(
+        f"[warning]warning:[/warning] {escape(printable(message))}", highlight=False, soft_wrap=True
+    )
 
 
 def guarded(fn: Callable[[], Any]) -> Any:
@@ -117,7 +126,9 @@ def _write(text: str, output: Path | None) -> None:
     from stabdiag.safetext import printable
 
     # Said on stderr, as --plots says where its figures went: stdout stays clean for pipes.
-    err.print(f"wrote the report to {printable(output)}", markup=False, highlight=False, soft_wrap=True)
+    err.print(
+        f"wrote the report to {printable(output)}", markup=False, highlight=False, soft_wrap=True
+    )
 
 
 def _refuse_overwriting_inputs(output: Path | None, paths: list[Path]) -> None:
@@ -130,7 +141,9 @@ def _refuse_overwriting_inputs(output: Path | None, paths: list[Path]) -> None:
     for p in paths:
         root = p.resolve()
         if target == root or (root.is_dir() and root in target.parents and sniff.sniff(target)):
-            _fail(f"--output {output}: refusing to overwrite an input log; write the report elsewhere")
+            _fail(
+                f"--output {output}: refusing to overwrite an input log; write the report elsewhere"
+            )
 
 
 def _local_run(path: Path | None) -> Path | None:
@@ -150,34 +163,122 @@ def _nothing_read(paths: list[Path], errors: Sequence[str]) -> None:
     where = ", ".join(map(str, paths))
     if errors:
         n = len(errors)
-        _fail(f"no run could be read from {where}: {n} unreadable log{'s' if n > 1 else ''} (listed above)")
-    _fail(f"no training logs found in {where} (expected TensorBoard event files, trainer_state.json, "
-          "metrics.csv, CSV or JSONL; `stabdiag formats` lists every format)")
+        _fail(
+            f"no run could be read from {where}: {n} unreadable log{'s' if n > 1 else ''} (listed above)"
+        )
+    _fail(
+        f"no training logs found in {where} (expected TensorBoard event files, trainer_state.json, "
+        "metrics.csv, CSV or JSONL; `stabdiag formats` lists every format)"
+    )
 
 
-PathsArg = Annotated[list[Path], typer.Argument(metavar="PATH...", help="Log files or directories (searched recursively).",
-                                                show_default=False, readable=False)]
-ReaderOpt = Annotated[str | None, typer.Option(
-    "--input-format", "-i", metavar="READER", help="Force the log reader instead of sniffing (see `stabdiag formats`).")]
-MapOpt = Annotated[list[str] | None, typer.Option(
-    "--map", metavar="CANONICAL=SERIES", help="Take a series as a canonical metric: CANONICAL=SERIES, e.g. train/loss=my_loss. Repeatable.")]
+PathsArg = Annotated[
+    list[Path],
+    typer.Argument(
+        metavar="PATH...",
+        help="Log files or directories (searched recursively).",
+        show_default=False,
+        readable=False,
+    ),
+]
+ReaderOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--input-format",
+        "-i",
+        metavar="READER",
+        help="Force the log reader instead of sniffing (see `stabdiag formats`).",
+    ),
+]
+MapOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--map",
+        metavar="CANONICAL=SERIES",
+        help="Take a series as a canonical metric: CANONICAL=SERIES, e.g. train/loss=my_loss. Repeatable.",
+    ),
+]
 
 
 @app.command()
 def analyze(
     paths: PathsArg,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="Report format: text, json, markdown, html, junit or github.")] = "text",
-    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the report here (- = stdout). \\[default: stdout]")] = None,
-    fail_on: Annotated[str | None, typer.Option(metavar="LEVEL", help="Exit 1 when a finding is at or above: info, warning, error, never. \\[default: error, or the config file's fail-on]", show_default=False)] = None,
-    select: Annotated[list[str] | None, typer.Option(metavar="KINDS", help="Only these kinds or codes (comma-separated, repeatable).")] = None,
-    ignore: Annotated[list[str] | None, typer.Option(metavar="KINDS", help="Skip these kinds or codes (comma-separated, repeatable).")] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            metavar="FORMAT",
+            help="Report format: text, json, markdown, html, junit or github.",
+        ),
+    ] = "text",
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Write the report here (- = stdout). \\[default: stdout]",
+        ),
+    ] = None,
+    fail_on: Annotated[
+        str | None,
+        typer.Option(
+            metavar="LEVEL",
+            help="Exit 1 when a finding is at or above: info, warning, error, never. \\[default: error, or the config file's fail-on]",
+            show_default=False,
+        ),
+    ] = None,
+    select: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="KINDS", help="Only these kinds or codes (comma-separated, repeatable)."
+        ),
+    ] = None,
+    ignore: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="KINDS", help="Skip these kinds or codes (comma-separated, repeatable)."
+        ),
+    ] = None,
     input_format: ReaderOpt = None,
     map_: MapOpt = None,
-    max_remedies: Annotated[int, typer.Option(metavar="N", help="Remedies shown per run in the text report.")] = 5,
-    plots: Annotated[Path | None, typer.Option("--plots", metavar="DIR", help="Also write one PNG and SVG figure per run into this directory.")] = None,
-    config: Annotated[Path | None, typer.Option("--config", metavar="FILE", help="Policy file. \\[default: the nearest stabdiag.toml or pyproject.toml \\[tool.stabdiag]]")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Re-parse every log; do not read or write the parsed-log cache (also STABDIAG_NO_CACHE=1).")] = False,
-    jobs: Annotated[int | None, typer.Option("--jobs", "-j", metavar="N", help="Worker processes for many runs (1 = none; also STABDIAG_JOBS). \\[default: all CPUs]", show_default=False)] = None,
+    max_remedies: Annotated[
+        int, typer.Option(metavar="N", help="Remedies shown per run in the text report.")
+    ] = 5,
+    plots: Annotated[
+        Path | None,
+        typer.Option(
+            "--plots",
+            metavar="DIR",
+            help="Also write one PNG and SVG figure per run into this directory.",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            help="Policy file. \\[default: the nearest stabdiag.toml or pyproject.toml \\[tool.stabdiag]]",
+        ),
+    ] = None,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="Re-parse every log; do not read or write the parsed-log cache (also STABDIAG_NO_CACHE=1).",
+        ),
+    ] = False,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            metavar="N",
+            help="Worker processes for many runs (1 = none; also STABDIAG_JOBS). \\[default: all CPUs]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Analyze training logs: classify every stability event, rank remedies, exit 0/1/2 for CI."""
 
@@ -191,11 +292,20 @@ def analyze(
             parse_fail_on(fail_on)
         out_fmt = output_format(fmt)
         # The policy file first, flags on top (issue 6); the library applies it (issue 16).
-        pol = api.resolve_policy(config, select=_split(select), ignore=_split(ignore),
-                                 fail_on=fail_on, map=_parse_map(map_))
+        pol = api.resolve_policy(
+            config,
+            select=_split(select),
+            ignore=_split(ignore),
+            fail_on=fail_on,
+            map=_parse_map(map_),
+        )
         _refuse_overwriting_inputs(output, paths)
-        with err.status("reading logs and detecting", spinner="dots") if err.is_terminal else _null():
-            report = api.analyze(paths, policy=pol, jobs=jobs, cache=not no_cache, input_format=input_format)
+        with (
+            err.status("reading logs and detecting", spinner="dots") if err.is_terminal else _null()
+        ):
+            report = api.analyze(
+                paths, policy=pol, jobs=jobs, cache=not no_cache, input_format=input_format
+            )
         for e in report.errors:
             _warn(e)
         if not report.runs:
@@ -212,27 +322,51 @@ def analyze(
             written = write_files(plots, images)
             from stabdiag.safetext import printable
 
-            err.print(f"wrote {count(len(written), 'plot file')} to {printable(plots)}", soft_wrap=True,
-                      highlight=False, markup=False)
+            err.print(
+                f"wrote {count(len(written), 'plot file')} to {printable(plots)}",
+                soft_wrap=True,
+                highlight=False,
+                markup=False,
+            )
         from stabdiag.render import OutputFormat
 
         # An HTML report without --plots draws its figures while rendering: a bar for those too.
         drawing = len(report.runs) if out_fmt is OutputFormat.HTML and plots is None else 0
         with _figure_progress(drawing) as progress:
-            _emit(report, out_fmt, output, max_remedies, out, fail_on=pol.fail_on, plot_files=written,
-                  jobs=resolve_jobs(jobs), progress=progress)
+            _emit(
+                report,
+                out_fmt,
+                output,
+                max_remedies,
+                out,
+                fail_on=pol.fail_on,
+                plot_files=written,
+                jobs=resolve_jobs(jobs),
+                progress=progress,
+            )
         if not report.judged_runs():
-            _fail("no run could be judged: no loss series found (use --map train/loss=SERIES; "
-                  "`stabdiag series PATH` lists what was read)")
+            _fail(
+                "no run could be judged: no loss series found (use --map train/loss=SERIES; "
+                "`stabdiag series PATH` lists what was read)"
+            )
         if pol.failing(report):
             raise typer.Exit(EXIT_FINDINGS)
 
     guarded(run)
 
 
-def _emit(report: Any, out_fmt: Any, output: Path | None, max_remedies: int, out: Any, *,
-          fail_on: str = "error", plot_files: list[Path] | None = None, jobs: int = 1,
-          progress: Callable[[int, int, str], None] | None = None) -> None:
+def _emit(
+    report: Any,
+    out_fmt: Any,
+    output: Path | None,
+    max_remedies: int,
+    out: Any,
+    *,
+    fail_on: str = "error",
+    plot_files: list[Path] | None = None,
+    jobs: int = 1,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> None:
     """The report in ``out_fmt`` (the renderer registry, stabdiag.render) to stdout or --output:
     laid out for the terminal it goes to, or plain at the file width."""
     import datetime
@@ -242,10 +376,23 @@ def _emit(report: Any, out_fmt: Any, output: Path | None, max_remedies: int, out
     to_stdout = output is None or str(output) == "-"
     fit = {"width": out.width, "color_system": out.color_system} if to_stdout else {}
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    _write(render(report, out_fmt, RenderOptions(
-        max_remedies=max_remedies, fail_on=fail_on, plot_files=tuple(plot_files or ()),
-        link_base=None if to_stdout else output.parent, generated=now, jobs=jobs, progress=progress,
-        **fit)), output)
+    _write(
+        render(
+            report,
+            out_fmt,
+            RenderOptions(
+                max_remedies=max_remedies,
+                fail_on=fail_on,
+                plot_files=tuple(plot_files or ()),
+                link_base=None if to_stdout else output.parent,
+                generated=now,
+                jobs=jobs,
+                progress=progress,
+                **fit,
+            ),
+        ),
+        output,
+    )
 
 
 class _null:
@@ -277,9 +424,16 @@ class _figure_progress:
             TimeElapsedColumn,
         )
 
-        self.bar = Progress(TextColumn("drawing plots"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), TextColumn("{task.fields[run]}"), console=err,
-                            auto_refresh=False, transient=True)
+        self.bar = Progress(
+            TextColumn("drawing plots"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[run]}"),
+            console=err,
+            auto_refresh=False,
+            transient=True,
+        )
         self.bar.start()
         task = self.bar.add_task("plots", total=self.total, run="")
         self.bar.refresh()
@@ -287,7 +441,9 @@ class _figure_progress:
         def tick(done: int, total: int, run: str) -> None:
             from stabdiag.safetext import printable
 
-            self.bar.update(task, completed=done, total=total, run=printable(run)[:60], refresh=True)
+            self.bar.update(
+                task, completed=done, total=total, run=printable(run)[:60], refresh=True
+            )
 
         return tick
 
@@ -298,7 +454,10 @@ class _figure_progress:
 
 @app.command()
 def explain(
-    kind: Annotated[str | None, typer.Argument(metavar="KIND", help="A kind (e.g. loss-spike) or code (e.g. SD101).")] = None,
+    kind: Annotated[
+        str | None,
+        typer.Argument(metavar="KIND", help="A kind (e.g. loss-spike) or code (e.g. SD101)."),
+    ] = None,
     list_: Annotated[bool, typer.Option("--list", "-l", help="List every detector.")] = False,
 ) -> None:
     """Explain what a detector checks, why, how, and its known false positives."""
@@ -349,8 +508,12 @@ def series(
         if not loaded.runs:
             _nothing_read(paths, loaded.errors)
         for info in loaded.runs:
-            t = Table(title=Text(f"{info.name}  ({info.format}: {info.path})"), title_justify="left",
-                      box=None, header_style="bold")
+            t = Table(
+                title=Text(f"{info.name}  ({info.format}: {info.path})"),
+                title_justify="left",
+                box=None,
+                header_style="bold",
+            )
             t.add_column("series")
             t.add_column("taken as")
             t.add_column("points", justify="right")
@@ -391,7 +554,10 @@ def config_cmd(
         if not loaded.runs:
             _nothing_read(paths, loaded.errors)
         if as_json:
-            doc = {i.name: (c.to_dict() if (c := i.meta.get("run_config")) else {}) for i in loaded.runs}
+            doc = {
+                i.name: (c.to_dict() if (c := i.meta.get("run_config")) else {})
+                for i in loaded.runs
+            }
             out.print_json(json.dumps(doc, default=str))
             return
         for info in loaded.runs:
@@ -416,28 +582,100 @@ def config_cmd(
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def train(
-    preset: Annotated[str, typer.Option(metavar="NAME", help="Model size: tiny (0.1M parameters, ~15 s of CPU time), small (0.8M, ~25 CPU-minutes), gpu (11M, one GPU).")] = "tiny",
-    recipe: Annotated[str, typer.Option(metavar="NAME", help="Stabilizer recipe: stable or unstable.")] = "stable",
-    config: Annotated[Path | None, typer.Option("--config", "-c", metavar="FILE", help="TOML file of config keys.")] = None,
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", "-s", metavar="KEY=VALUE", help="Any config key: KEY=VALUE, e.g. --set lr=1e-2 --set qk_norm=true. Repeatable.")] = None,
-    steps: Annotated[int | None, typer.Option(metavar="N", help="Training steps. \\[default: the preset's; --show-config prints it]")] = None,
-    lr: Annotated[float | None, typer.Option(metavar="LR", help="Peak learning rate. \\[default: the recipe's; --show-config prints it]")] = None,
-    precision: Annotated[str | None, typer.Option(metavar="PRECISION", help="fp32, bf16 or fp16 (dynamic loss scaling). \\[default: the recipe's; --show-config prints it]")] = None,
-    inject: Annotated[list[str] | None, typer.Option(
-        metavar="FAULT", help="Fault injection, repeatable: --inject bad_batch@50 --inject lr_spike@40:factor=10,steps=5 --inject grad_scale@30:factor=1e6.")] = None,
-    data: Annotated[str | None, typer.Option(metavar="SOURCE", help="stdlib, synthetic, or a text file. \\[default: stdlib]")] = None,
-    out: Annotated[Path | None, typer.Option("--out", metavar="DIR", help="Parent directory of the run directory. \\[default: runs]")] = None,
-    name: Annotated[str | None, typer.Option(metavar="NAME", help="Run directory name. \\[default: PRESET-RECIPE]")] = None,
-    device: Annotated[str | None, typer.Option(metavar="DEVICE", help="auto, cpu or cuda. \\[default: auto]")] = None,
-    guard: Annotated[str | None, typer.Option(
-        metavar="MODE", help="In-loop guard: off, warn (report findings), stop (checkpoint and end the run on one), "
-             "skip (skip the optimizer step of an outlier loss; one host sync per step). \\[default: off]")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out/--name from its last checkpoint.")] = False,
-    restart: Annotated[bool, typer.Option(help="Discard the run already in --out/--name and train it from scratch.")] = False,
-    analyze_: Annotated[bool, typer.Option("--analyze/--no-analyze", help="Analyze the run when it ends.")] = True,
-    fail_on: Annotated[str, typer.Option(metavar="LEVEL", help="With --analyze: exit 1 at this severity (or never).")] = "never",
-    show_config: Annotated[bool, typer.Option("--show-config", help="Print the resolved config and exit.")] = False,
+    preset: Annotated[
+        str,
+        typer.Option(
+            metavar="NAME",
+            help="Model size: tiny (0.1M parameters, ~15 s of CPU time), small (0.8M, ~25 CPU-minutes), gpu (11M, one GPU).",
+        ),
+    ] = "tiny",
+    recipe: Annotated[
+        str, typer.Option(metavar="NAME", help="Stabilizer recipe: stable or unstable.")
+    ] = "stable",
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", metavar="FILE", help="TOML file of config keys."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            "-s",
+            metavar="KEY=VALUE",
+            help="Any config key: KEY=VALUE, e.g. --set lr=1e-2 --set qk_norm=true. Repeatable.",
+        ),
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N", help="Training steps. \\[default: the preset's; --show-config prints it]"
+        ),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            metavar="LR",
+            help="Peak learning rate. \\[default: the recipe's; --show-config prints it]",
+        ),
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PRECISION",
+            help="fp32, bf16 or fp16 (dynamic loss scaling). \\[default: the recipe's; --show-config prints it]",
+        ),
+    ] = None,
+    inject: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="FAULT",
+            help="Fault injection, repeatable: --inject bad_batch@50 --inject lr_spike@40:factor=10,steps=5 --inject grad_scale@30:factor=1e6.",
+        ),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SOURCE", help="stdlib, synthetic, or a text file. \\[default: stdlib]"
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", metavar="DIR", help="Parent directory of the run directory. \\[default: runs]"
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(metavar="NAME", help="Run directory name. \\[default: PRESET-RECIPE]"),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(metavar="DEVICE", help="auto, cpu or cuda. \\[default: auto]")
+    ] = None,
+    guard: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MODE",
+            help="In-loop guard: off, warn (report findings), stop (checkpoint and end the run on one), "
+            "skip (skip the optimizer step of an outlier loss; one host sync per step). \\[default: off]",
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --out/--name from its last checkpoint.")
+    ] = False,
+    restart: Annotated[
+        bool,
+        typer.Option(help="Discard the run already in --out/--name and train it from scratch."),
+    ] = False,
+    analyze_: Annotated[
+        bool, typer.Option("--analyze/--no-analyze", help="Analyze the run when it ends.")
+    ] = True,
+    fail_on: Annotated[
+        str,
+        typer.Option(metavar="LEVEL", help="With --analyze: exit 1 at this severity (or never)."),
+    ] = "never",
+    show_config: Annotated[
+        bool, typer.Option("--show-config", help="Print the resolved config and exit.")
+    ] = False,
 ) -> None:
     """Train a small instrumented reference transformer and log every stability signal.
 
@@ -451,8 +689,16 @@ def train(
         from stabdiag.train.config import resolve
 
         overrides = list(set_ or [])
-        for key, value in (("steps", steps), ("lr", lr), ("precision", precision), ("data", data),
-                           ("out_dir", out), ("run_name", name), ("device", device), ("guard", guard)):
+        for key, value in (
+            ("steps", steps),
+            ("lr", lr),
+            ("precision", precision),
+            ("data", data),
+            ("out_dir", out),
+            ("run_name", name),
+            ("device", device),
+            ("guard", guard),
+        ):
             if value is not None:
                 overrides.append(f"{key}={value}")
         overrides += [f"inject={spec}" for spec in inject or []]
@@ -467,15 +713,49 @@ def train(
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def branch(
-    run_path: Annotated[Path, typer.Argument(metavar="RUN", callback=_local_run, help="A stabdiag train run directory.")],
-    at: Annotated[int, typer.Option("--at", metavar="STEP", help="Restart from the newest checkpoint at or before this step.")],
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", "-s", metavar="KEY=VALUE", help="A change from that step on: KEY=VALUE (lr, grad_clip, beta2, z_loss, precision, ...). Repeatable.")] = None,
-    skip_batches: Annotated[list[str] | None, typer.Option(
-        "--skip-batches", metavar="A:B", help="Never train on data batches A:B (inclusive), e.g. the batches of a spike. Repeatable.")] = None,
-    name: Annotated[str | None, typer.Option(metavar="NAME", help="The branch's run directory name, beside RUN. \\[default: RUN-atSTEP]")] = None,
-    analyze_: Annotated[bool, typer.Option("--analyze/--no-analyze", help="Analyze the branch when it ends.")] = True,
-    fail_on: Annotated[str, typer.Option(metavar="LEVEL", help="With --analyze: exit 1 at this severity (or never).")] = "never",
+    run_path: Annotated[
+        Path,
+        typer.Argument(metavar="RUN", callback=_local_run, help="A stabdiag train run directory."),
+    ],
+    at: Annotated[
+        int,
+        typer.Option(
+            "--at",
+            metavar="STEP",
+            help="Restart from the newest checkpoint at or before this step.",
+        ),
+    ],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            "-s",
+            metavar="KEY=VALUE",
+            help="A change from that step on: KEY=VALUE (lr, grad_clip, beta2, z_loss, precision, ...). Repeatable.",
+        ),
+    ] = None,
+    skip_batches: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--skip-batches",
+            metavar="A:B",
+            help="Never train on data batches A:B (inclusive), e.g. the batches of a spike. Repeatable.",
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="The branch's run directory name, beside RUN. \\[default: RUN-atSTEP]",
+        ),
+    ] = None,
+    analyze_: Annotated[
+        bool, typer.Option("--analyze/--no-analyze", help="Analyze the branch when it ends.")
+    ] = True,
+    fail_on: Annotated[
+        str,
+        typer.Option(metavar="LEVEL", help="With --analyze: exit 1 at this severity (or never)."),
+    ] = "never",
 ) -> None:
     """Rewind a run to a checkpoint and train a sibling run from there with changes.
 
@@ -489,16 +769,29 @@ def branch(
         from stabdiag.train.branch import plan_branch
 
         plan = plan_branch(run_path, at, list(set_ or []), list(skip_batches or []), name)
-        changes = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in plan.changes.items()) or "no changes"
-        err.print(f"branch of {plan.parent_dir} at step {plan.step} (checkpoint {plan.checkpoint.name}): {changes}",
-                  markup=False, highlight=False, soft_wrap=True)
+        changes = (
+            ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in plan.changes.items()) or "no changes"
+        )
+        err.print(
+            f"branch of {plan.parent_dir} at step {plan.step} (checkpoint {plan.checkpoint.name}): {changes}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         _train_and_report(plan.config, resume=False, analyze=analyze_, fail_on=fail_on, branch=plan)
 
     guarded(run)
 
 
-def _train_and_report(cfg: Any, *, resume: bool, analyze: bool, fail_on: str, restart: bool = False,
-                      branch: Any = None) -> None:
+def _train_and_report(
+    cfg: Any,
+    *,
+    resume: bool,
+    analyze: bool,
+    fail_on: str,
+    restart: bool = False,
+    branch: Any = None,
+) -> None:
     from rich.progress import (
         BarColumn,
         Progress,
@@ -515,51 +808,93 @@ def _train_and_report(cfg: Any, *, resume: bool, analyze: bool, fail_on: str, re
 
         from stabdiag.train import train as run_training
     except ImportError:
-        raise TrainError("stabdiag train needs torch: pip install 'stabdiag[train]' "
-                         "(pip install torch==2.13.0 first for a CPU build)") from None
+        raise TrainError(
+            "stabdiag train needs torch: pip install 'stabdiag[train]' "
+            "(pip install torch==2.13.0 first for a CPU build)"
+        ) from None
     from stabdiag.textfmt import at_steps, parse_fail_on
 
     level = parse_fail_on(fail_on)
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=err, transient=False, disable=not err.is_terminal) as bar:
         task = bar.add_task(cfg.run_name or f"{cfg.preset}-{cfg.recipe}", total=cfg.steps, stats="")
 
         def progress(step: int, m: dict[str, float]) -> None:
-            stats = "  ".join(f"{k} {m[v]:.4g}" for k, v in (("loss", "train/loss"), ("gnorm", "train/grad_norm"),
-                                                               ("tok/s", "train/tokens_per_s")) if v in m)
+            stats = "  ".join(
+                f"{k} {m[v]:.4g}"
+                for k, v in (
+                    ("loss", "train/loss"),
+                    ("gnorm", "train/grad_norm"),
+                    ("tok/s", "train/tokens_per_s"),
+                )
+                if v in m
+            )
             bar.update(task, completed=step, stats=stats)
 
-        def on_finding(f: dict[str, Any]) -> None:  # the guard's findings, once each, as they appear
-            err.print(f"guard: {f['severity']} {f['kind']} at step {f['step_start']}: {f['message']}",
-                      markup=False, highlight=False, soft_wrap=True)
+        def on_finding(
+            f: dict[str, Any],
+        ) -> None:  # the guard's findings, once each, as they appear
+            err.print(
+                f"guard: {f['severity']} {f['kind']} at step {f['step_start']}: {f['message']}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
 
-        result = run_training(cfg, progress=progress, resume=resume, restart=restart, branch=branch,
-                              on_finding=on_finding)
+        result = run_training(
+            cfg,
+            progress=progress,
+            resume=resume,
+            restart=restart,
+            branch=branch,
+            on_finding=on_finding,
+        )
     if not result.is_main:  # under torchrun rank 0 alone reports (it holds every rank's metrics)
         raise typer.Exit(result.exit_code)
     if result.note:
         err.print(result.note, markup=False, highlight=False, soft_wrap=True)
     status = "interrupted" if result.interrupted else "done"
-    err.print(f"{status}: {result.steps_done} steps, final loss {result.final_loss:.4g} -> {result.run_dir}")
+    err.print(
+        f"{status}: {result.steps_done} steps, final loss {result.final_loss:.4g} -> {result.run_dir}"
+    )
     if result.stop_reason == "guard" and result.guard:
         by = result.guard["stopped_by"]
-        err.print(f"stopped by the guard ({by['kind']} at step {by['step_start']}); checkpoint: {result.checkpoint}",
-                  markup=False, highlight=False, soft_wrap=True)
+        err.print(
+            f"stopped by the guard ({by['kind']} at step {by['step_start']}); checkpoint: {result.checkpoint}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if result.guard and result.guard["skipped_steps"]:
-        err.print(f"guard skipped the optimizer step at {plural('step', len(result.guard['skipped_steps']))} {', '.join(map(str, result.guard['skipped_steps']))}",
-                  highlight=False)
+        err.print(
+            f"guard skipped the optimizer step at {plural('step', len(result.guard['skipped_steps']))} {', '.join(map(str, result.guard['skipped_steps']))}",
+            highlight=False,
+        )
     for ev in result.injected:  # what analyze should find, so the user can check it did
-        err.print(f"injected: {ev['kind']} at {at_steps(ev['step'], ev['last_step'])}", highlight=False)
+        err.print(
+            f"injected: {ev['kind']} at {at_steps(ev['step'], ev['last_step'])}", highlight=False
+        )
     if result.stop_signal:  # SIGINT/SIGTERM: say how to continue, skip the analysis, exit 130/143
         import shlex
 
-        argv = (sys.argv[1:] if sys.argv[1:2] == ["train"] and branch is None
-                else _resume_argv(cfg))
-        argv = [a for a in argv if a not in ("--resume", "--restart")] + (["--name", result.run_dir.name] if "--name" not in argv else [])
-        err.print(f"stopped by {result.stop_signal}; checkpoint: {result.checkpoint or 'none written'}\n"
-                  f"to continue: {shlex.join(['stabdiag', *argv, '--resume'])}", markup=False, highlight=False,
-                  soft_wrap=True)
+        argv = sys.argv[1:] if sys.argv[1:2] == ["train"] and branch is None else _resume_argv(cfg)
+        argv = [a for a in argv if a not in ("--resume", "--restart")] + (
+            ["--name", result.run_dir.name] if "--name" not in argv else []
+        )
+        err.print(
+            f"stopped by {result.stop_signal}; checkpoint: {result.checkpoint or 'none written'}\n"
+            f"to continue: {shlex.join(['stabdiag', *argv, '--resume'])}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(result.exit_code)
     if not analyze:
         return
@@ -577,17 +912,31 @@ def _resume_argv(cfg: Any) -> list[str]:
     from stabdiag.train.config import resolve
 
     base = resolve(cfg.preset or "tiny", cfg.recipe or None).to_dict()
-    sets = [f"{k}={v}" for k, v in cfg.to_dict().items()
-            if k not in ("out_dir", "run_name", "preset", "recipe", "inject", "skip_batches") and base[k] != v]
+    sets = [
+        f"{k}={v}"
+        for k, v in cfg.to_dict().items()
+        if k not in ("out_dir", "run_name", "preset", "recipe", "inject", "skip_batches")
+        and base[k] != v
+    ]
     sets += [f"{k}={item}" for k in ("inject", "skip_batches") for item in getattr(cfg, k)]
-    argv = ["train", "--preset", cfg.preset or "tiny", "--recipe", cfg.recipe or "stable",
-            "--out", str(cfg.out_dir)]
+    argv = [
+        "train",
+        "--preset",
+        cfg.preset or "tiny",
+        "--recipe",
+        cfg.recipe or "stable",
+        "--out",
+        str(cfg.out_dir),
+    ]
     return argv + [a for kv in sets for a in ("--set", kv)]
 
 
 @app.command("cache")
 def cache_cmd(
-    action: Annotated[str, typer.Argument(metavar="ACTION", help="info (where, how many entries, how big) or clear.")] = "info",
+    action: Annotated[
+        str,
+        typer.Argument(metavar="ACTION", help="info (where, how many entries, how big) or clear."),
+    ] = "info",
 ) -> None:
     """Show or empty the parsed-log cache (TensorBoard files; capped by STABDIAG_CACHE_MAX_MB)."""
 
@@ -603,9 +952,11 @@ def cache_cmd(
             return
         es = cache.entries()
         size = sum(b for _, b, _ in es)
-        sys.stdout.write(f"{cache.cache_dir()}: {count(len(es), 'entry')}, {size / 2**20:.1f} MB "
-                         f"(limit {cache.max_bytes() / 2**20:.0f} MB, least recently used pruned first)"
-                         f"{'' if cache.enabled() else '; disabled by STABDIAG_NO_CACHE'}\n")
+        sys.stdout.write(
+            f"{cache.cache_dir()}: {count(len(es), 'entry')}, {size / 2**20:.1f} MB "
+            f"(limit {cache.max_bytes() / 2**20:.0f} MB, least recently used pruned first)"
+            f"{'' if cache.enabled() else '; disabled by STABDIAG_NO_CACHE'}\n"
+        )
 
     guarded(run)
 
@@ -630,8 +981,17 @@ def formats() -> None:
 @app.command()
 def plot(
     paths: PathsArg,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Directory for the figures.")] = Path("stabdiag-plots"),
-    image_format: Annotated[list[str] | None, typer.Option("--image-format", metavar="FORMAT", help="png and/or svg (repeatable). \\[default: png, svg]")] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", metavar="DIR", help="Directory for the figures.")
+    ] = Path("stabdiag-plots"),
+    image_format: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--image-format",
+            metavar="FORMAT",
+            help="png and/or svg (repeatable). \\[default: png, svg]",
+        ),
+    ] = None,
     input_format: ReaderOpt = None,
     map_: MapOpt = None,
 ) -> None:
@@ -661,7 +1021,9 @@ def plot(
             err.print(str(p), highlight=False, soft_wrap=True)
         from stabdiag.train.lineage import parent_of, save_overlay
 
-        for lineage in filter(None, (parent_of(p) for p in paths if p.is_dir())):  # a stabdiag branch
+        for lineage in filter(
+            None, (parent_of(p) for p in paths if p.is_dir())
+        ):  # a stabdiag branch
             for p in save_overlay(lineage, out_dir, fmts):
                 err.print(str(p), highlight=False, soft_wrap=True)
 
@@ -670,17 +1032,75 @@ def plot(
 
 @app.command()
 def compare(
-    run_path: Annotated[Path, typer.Argument(metavar="RUN", callback=_local_run, help="The run to judge (file or directory).")],
-    baseline: Annotated[Path | None, typer.Option("--baseline", "-b", metavar="RUN", callback=_local_run, help="The reference run (file or directory); default for a `stabdiag branch` run: its parent.")] = None,
-    plot_to: Annotated[Path | None, typer.Option("--plot", metavar="FILE", help="For a branch: write the figure overlaying it on its parent here (.png or .svg).")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="text or json.")] = "text",
-    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the comparison here (- = stdout). \\[default: stdout]")] = None,
-    max_loss_ratio: Annotated[float, typer.Option(metavar="RATIO", help="Worse when the median loss ratio over the last 10% of common steps exceeds this.")] = 1.05,
-    tail_frac: Annotated[float, typer.Option(metavar="FRACTION", help="Fraction of the common steps (from the end) the loss is compared over.")] = 0.10,
-    max_extra_spikes: Annotated[int, typer.Option(metavar="N", help="Loss/grad spikes allowed beyond the baseline's.")] = 0,
-    max_grad_p50_ratio: Annotated[float, typer.Option(metavar="RATIO", help="Worse when the grad-norm median grows more than this factor.")] = 1.5,
-    max_grad_p99_ratio: Annotated[float, typer.Option(metavar="RATIO", help="Worse when the grad-norm p99 grows more than this factor.")] = 2.0,
-    allow_new_kinds: Annotated[bool, typer.Option(help="Do not fail on finding kinds (warning or worse) the baseline lacks.")] = False,
+    run_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="RUN", callback=_local_run, help="The run to judge (file or directory)."
+        ),
+    ],
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            "--baseline",
+            "-b",
+            metavar="RUN",
+            callback=_local_run,
+            help="The reference run (file or directory); default for a `stabdiag branch` run: its parent.",
+        ),
+    ] = None,
+    plot_to: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            metavar="FILE",
+            help="For a branch: write the figure overlaying it on its parent here (.png or .svg).",
+        ),
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", metavar="FORMAT", help="text or json.")
+    ] = "text",
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Write the comparison here (- = stdout). \\[default: stdout]",
+        ),
+    ] = None,
+    max_loss_ratio: Annotated[
+        float,
+        typer.Option(
+            metavar="RATIO",
+            help="Worse when the median loss ratio over the last 10% of common steps exceeds this.",
+        ),
+    ] = 1.05,
+    tail_frac: Annotated[
+        float,
+        typer.Option(
+            metavar="FRACTION",
+            help="Fraction of the common steps (from the end) the loss is compared over.",
+        ),
+    ] = 0.10,
+    max_extra_spikes: Annotated[
+        int, typer.Option(metavar="N", help="Loss/grad spikes allowed beyond the baseline's.")
+    ] = 0,
+    max_grad_p50_ratio: Annotated[
+        float,
+        typer.Option(
+            metavar="RATIO", help="Worse when the grad-norm median grows more than this factor."
+        ),
+    ] = 1.5,
+    max_grad_p99_ratio: Annotated[
+        float,
+        typer.Option(
+            metavar="RATIO", help="Worse when the grad-norm p99 grows more than this factor."
+        ),
+    ] = 2.0,
+    allow_new_kinds: Annotated[
+        bool,
+        typer.Option(help="Do not fail on finding kinds (warning or worse) the baseline lacks."),
+    ] = False,
     input_format: ReaderOpt = None,
     map_: MapOpt = None,
 ) -> None:
@@ -693,9 +1113,14 @@ def compare(
         out_fmt = output_format(fmt, "comparison")
         if not 0 < tail_frac <= 1:
             _fail(f"--tail-frac {tail_frac}: expected a fraction in (0, 1]")
-        th = Thresholds(max_loss_ratio=max_loss_ratio, tail_frac=tail_frac, max_extra_spikes=max_extra_spikes,
-                        max_grad_p50_ratio=max_grad_p50_ratio, max_grad_p99_ratio=max_grad_p99_ratio,
-                        allow_new_kinds=allow_new_kinds)
+        th = Thresholds(
+            max_loss_ratio=max_loss_ratio,
+            tail_frac=tail_frac,
+            max_extra_spikes=max_extra_spikes,
+            max_grad_p50_ratio=max_grad_p50_ratio,
+            max_grad_p99_ratio=max_grad_p99_ratio,
+            allow_new_kinds=allow_new_kinds,
+        )
         from stabdiag.console import err
         from stabdiag.train.lineage import parent_of
 
@@ -704,10 +1129,14 @@ def compare(
             err.print(lineage.describe(), markup=False, highlight=False, soft_wrap=True)
         base_path = baseline or (lineage.parent_dir if lineage else None)
         if base_path is None:
-            _fail(f"{run_path}: give --baseline (only a stabdiag branch run has a default: its parent)")
+            _fail(
+                f"{run_path}: give --baseline (only a stabdiag branch run has a default: its parent)"
+            )
         if plot_to is not None:
             if lineage is None:
-                _fail(f"--plot: {run_path} is not a stabdiag branch run (no parent in its run.json)")
+                _fail(
+                    f"--plot: {run_path} is not a stabdiag branch run (no parent in its run.json)"
+                )
             if plot_to.suffix.lower() not in (".png", ".svg"):
                 _fail(f"--plot {plot_to}: expected a .png or .svg file name")
             from stabdiag.atomic import write_atomic
@@ -735,23 +1164,122 @@ def compare(
 
 @app.command()
 def sweep(
-    preset: Annotated[str, typer.Option(metavar="NAME", help="Model size: tiny, small or gpu (see stabdiag train).")] = "tiny",
-    recipe: Annotated[str, typer.Option(metavar="NAME", help="Base recipe every cell starts from.")] = "stable",
-    lrs: Annotated[str | None, typer.Option("--lrs", metavar="LRS", help="Learning rates, comma-separated: 1e-4,1e-3,1e-2.")] = None,
-    lr_range: Annotated[str | None, typer.Option("--lr-range", metavar="LO:HI:N", help="LO:HI:N, N log-spaced LRs: 1e-4:1e-1:7.")] = None,
-    setting: Annotated[list[str] | None, typer.Option(
-        "--setting", metavar="SETTING", help="A stabilizer setting: baseline, KEY=VALUE[,KEY=VALUE...] or NAME:KEY=VALUE,... Repeatable. \\[default: baseline and qk_norm=true]",
-        show_default=False)] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="KEY=VALUE", help="Config KEY=VALUE for every cell, e.g. --set steps=500. Repeatable.")] = None,
-    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Sweep directory: one run per cell, sweep.json, sweep.png/.svg.")] = Path("runs/sweep"),
-    seeds: Annotated[int, typer.Option("--seeds", min=1, metavar="N", help="Train every (setting, LR) with this many seeds (init and data order; base = --set seed=N): the report gives the spread and an interval on each LR sensitivity.")] = 1,
-    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, metavar="N", help="Local backend: cells in parallel. \\[default: one per core on CPU, one per GPU on CUDA]", show_default=False)] = None,
-    devices: Annotated[str | None, typer.Option("--devices", metavar="DEVICES", help="Local backend: cpu, cuda (every visible GPU) or cuda:0,cuda:1 (one cell per GPU at a time). \\[default: every visible GPU when cells use CUDA, else the CPU cores]", show_default=False)] = None,
-    cpus_per_cell: Annotated[int | None, typer.Option("--cpus-per-cell", min=1, metavar="N", help="CPU threads (Ray: CPUs) per cell. Fix it to get the same numbers on any machine. \\[default: local shares the cores out; Ray 1]", show_default=False)] = None,
-    backend: Annotated[str, typer.Option("--backend", metavar="NAME", help="local (this machine) or ray (one Ray task per cell; needs the ray extra: pip install stabdiag\\[ray]).")] = "local",
-    ray_address: Annotated[str | None, typer.Option("--ray-address", metavar="ADDRESS", help="Ray cluster to join (e.g. ray://head:10001 or auto). \\[default: start a local one]", show_default=False)] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="Report format: text, json or markdown.")] = "text",
-    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the report here (- = stdout). \\[default: stdout]")] = None,
+    preset: Annotated[
+        str,
+        typer.Option(metavar="NAME", help="Model size: tiny, small or gpu (see stabdiag train)."),
+    ] = "tiny",
+    recipe: Annotated[
+        str, typer.Option(metavar="NAME", help="Base recipe every cell starts from.")
+    ] = "stable",
+    lrs: Annotated[
+        str | None,
+        typer.Option(
+            "--lrs", metavar="LRS", help="Learning rates, comma-separated: 1e-4,1e-3,1e-2."
+        ),
+    ] = None,
+    lr_range: Annotated[
+        str | None,
+        typer.Option(
+            "--lr-range", metavar="LO:HI:N", help="LO:HI:N, N log-spaced LRs: 1e-4:1e-1:7."
+        ),
+    ] = None,
+    setting: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--setting",
+            metavar="SETTING",
+            help="A stabilizer setting: baseline, KEY=VALUE[,KEY=VALUE...] or NAME:KEY=VALUE,... Repeatable. \\[default: baseline and qk_norm=true]",
+            show_default=False,
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            "-s",
+            metavar="KEY=VALUE",
+            help="Config KEY=VALUE for every cell, e.g. --set steps=500. Repeatable.",
+        ),
+    ] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            metavar="DIR",
+            help="Sweep directory: one run per cell, sweep.json, sweep.png/.svg.",
+        ),
+    ] = Path("runs/sweep"),
+    seeds: Annotated[
+        int,
+        typer.Option(
+            "--seeds",
+            min=1,
+            metavar="N",
+            help="Train every (setting, LR) with this many seeds (init and data order; base = --set seed=N): the report gives the spread and an interval on each LR sensitivity.",
+        ),
+    ] = 1,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            metavar="N",
+            help="Local backend: cells in parallel. \\[default: one per core on CPU, one per GPU on CUDA]",
+            show_default=False,
+        ),
+    ] = None,
+    devices: Annotated[
+        str | None,
+        typer.Option(
+            "--devices",
+            metavar="DEVICES",
+            help="Local backend: cpu, cuda (every visible GPU) or cuda:0,cuda:1 (one cell per GPU at a time). \\[default: every visible GPU when cells use CUDA, else the CPU cores]",
+            show_default=False,
+        ),
+    ] = None,
+    cpus_per_cell: Annotated[
+        int | None,
+        typer.Option(
+            "--cpus-per-cell",
+            min=1,
+            metavar="N",
+            help="CPU threads (Ray: CPUs) per cell. Fix it to get the same numbers on any machine. \\[default: local shares the cores out; Ray 1]",
+            show_default=False,
+        ),
+    ] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            metavar="NAME",
+            help="local (this machine) or ray (one Ray task per cell; needs the ray extra: pip install stabdiag\\[ray]).",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            metavar="ADDRESS",
+            help="Ray cluster to join (e.g. ray://head:10001 or auto). \\[default: start a local one]",
+            show_default=False,
+        ),
+    ] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", "-f", metavar="FORMAT", help="Report format: text, json or markdown."
+        ),
+    ] = "text",
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Write the report here (- = stdout). \\[default: stdout]",
+        ),
+    ] = None,
 ) -> None:
     """Train a grid of learning rates x stabilizer settings and report each setting's LR sensitivity.
 
@@ -779,22 +1307,41 @@ def sweep(
         if (lrs is None) == (lr_range is None):
             _fail("give the LR grid with exactly one of --lrs 1e-4,1e-3 or --lr-range 1e-4:1e-1:7")
         grid = parse_lrs(lrs) if lrs is not None else parse_lr_range(str(lr_range))
-        spec = build_spec(preset=preset, recipe=recipe, lrs=grid, out_dir=out, common=list(set_ or []),
-                          settings=[parse_setting(s) for s in setting or ["baseline", "qk_norm=true"]],
-                          seeds=seeds)
+        spec = build_spec(
+            preset=preset,
+            recipe=recipe,
+            lrs=grid,
+            out_dir=out,
+            common=list(set_ or []),
+            settings=[parse_setting(s) for s in setting or ["baseline", "qk_norm=true"]],
+            seeds=seeds,
+        )
         with GridProgress(err) as progress:
-            result = save_outputs(run_sweep(spec, jobs=jobs, observer=progress, devices=devices,
-                                            backend=backend, ray_address=ray_address,
-                                            cpus_per_cell=cpus_per_cell))
+            result = save_outputs(
+                run_sweep(
+                    spec,
+                    jobs=jobs,
+                    observer=progress,
+                    devices=devices,
+                    backend=backend,
+                    ray_address=ray_address,
+                    cpus_per_cell=cpus_per_cell,
+                )
+            )
         to_stdout = output is None or str(output) == "-"
-        opts = (RenderOptions(width=stdout.width, color_system=stdout.color_system) if to_stdout
-                else RenderOptions(width=120))
+        opts = (
+            RenderOptions(width=stdout.width, color_system=stdout.color_system)
+            if to_stdout
+            else RenderOptions(width=120)
+        )
         _write(render(result, out_fmt, opts), output)
         if result.failed:
             first = result.failed[0]
-            _warn(f"{len(result.failed)} of {count(len(result.cells), 'cell')} failed (first: {first.setting} "
-                  f"lr={first.lr:.3g} seed {first.seed}: {first.error}); run the same command "
-                  "again to retry them")
+            _warn(
+                f"{len(result.failed)} of {count(len(result.cells), 'cell')} failed (first: {first.setting} "
+                f"lr={first.lr:.3g} seed {first.seed}: {first.error}); run the same command "
+                "again to retry them"
+            )
             raise typer.Exit(EXIT_FINDINGS)
 
     guarded(run)
@@ -802,16 +1349,89 @@ def sweep(
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def verify(
-    run_path: Annotated[Path, typer.Argument(metavar="RUN", callback=_local_run, help="A stabdiag train run directory (with --proxy: any run's logs).")],
-    remedies: Annotated[int, typer.Option("--remedies", min=0, metavar="N", help="Remedies to try per event (plus one control branch with no change).")] = 3,
-    proxy: Annotated[bool, typer.Option("--proxy", help="For any run's logs (another trainer's too): try the remedies on a small proxy model trained from scratch with the run's settings.")] = False,
-    proxy_out: Annotated[Path, typer.Option("--proxy-out", metavar="DIR", help="With --proxy: where the proxy runs go (re-running reuses finished ones).")] = Path("runs/verify-proxy"),
-    proxy_steps: Annotated[int, typer.Option("--proxy-steps", min=10, metavar="N", help="With --proxy: steps of each proxy run (warm-up keeps the run's fraction).")] = 200,
-    seeds: Annotated[int, typer.Option("--seeds", min=1, metavar="N", help="With --proxy: seeds per setting (2+ separates a fix from noise).")] = 2,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="Report format: text, json or markdown.")] = "text",
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, metavar="N", help="Branches (or proxy runs) trained at once, in worker processes.")] = 1,
-    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the report here (- = stdout). \\[default: stdout]")] = None,
-    plot_to: Annotated[Path | None, typer.Option("--plot", metavar="FILE", help="Write the overlay of control and remedy loss curves here (.png or .svg).")] = None,
+    run_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="RUN",
+            callback=_local_run,
+            help="A stabdiag train run directory (with --proxy: any run's logs).",
+        ),
+    ],
+    remedies: Annotated[
+        int,
+        typer.Option(
+            "--remedies",
+            min=0,
+            metavar="N",
+            help="Remedies to try per event (plus one control branch with no change).",
+        ),
+    ] = 3,
+    proxy: Annotated[
+        bool,
+        typer.Option(
+            "--proxy",
+            help="For any run's logs (another trainer's too): try the remedies on a small proxy model trained from scratch with the run's settings.",
+        ),
+    ] = False,
+    proxy_out: Annotated[
+        Path,
+        typer.Option(
+            "--proxy-out",
+            metavar="DIR",
+            help="With --proxy: where the proxy runs go (re-running reuses finished ones).",
+        ),
+    ] = Path("runs/verify-proxy"),
+    proxy_steps: Annotated[
+        int,
+        typer.Option(
+            "--proxy-steps",
+            min=10,
+            metavar="N",
+            help="With --proxy: steps of each proxy run (warm-up keeps the run's fraction).",
+        ),
+    ] = 200,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            "--seeds",
+            min=1,
+            metavar="N",
+            help="With --proxy: seeds per setting (2+ separates a fix from noise).",
+        ),
+    ] = 2,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", "-f", metavar="FORMAT", help="Report format: text, json or markdown."
+        ),
+    ] = "text",
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            metavar="N",
+            help="Branches (or proxy runs) trained at once, in worker processes.",
+        ),
+    ] = 1,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Write the report here (- = stdout). \\[default: stdout]",
+        ),
+    ] = None,
+    plot_to: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            metavar="FILE",
+            help="Write the overlay of control and remedy loss curves here (.png or .svg).",
+        ),
+    ] = None,
 ) -> None:
     """Replay each warning-or-worse event of a `stabdiag train` run with each mid-run remedy and a control.
 
@@ -831,25 +1451,39 @@ def verify(
 
         def progress(name: str, step: int, total: int) -> None:
             last = seen.get(name)
-            if step == last or (last is not None and step < total and step - last < max(total // 10, 1)):
+            if step == last or (
+                last is not None and step < total and step - last < max(total // 10, 1)
+            ):
                 return  # about ten lines per branch, and the last step once
             seen[name] = step
             err.print(f"{name}: step {step}/{total}", markup=False, highlight=False)
 
         def on_plan(todo: list[Any]) -> None:
-            err.print(f"verify: {count(len(todo), 'branch', 'branches')} to train or reuse, {jobs} at a time",
-                      markup=False, highlight=False)
+            err.print(
+                f"verify: {count(len(todo), 'branch', 'branches')} to train or reuse, {jobs} at a time",
+                markup=False,
+                highlight=False,
+            )
 
         if proxy:
             from stabdiag.verify_proxy import verify_proxy
 
             if not run_path.exists():
                 _fail(f"{run_path}: expected a run's log file or directory, found nothing there")
-            res = verify_proxy(run_path, proxy_out, steps=proxy_steps, seeds=seeds, max_remedies=remedies,
-                               jobs=jobs, progress=progress)
+            res = verify_proxy(
+                run_path,
+                proxy_out,
+                steps=proxy_steps,
+                seeds=seeds,
+                max_remedies=remedies,
+                jobs=jobs,
+                progress=progress,
+            )
             _write(render(res, out_fmt), output)
             return
-        result = run_verify(run_path, max_remedies=remedies, jobs=jobs, progress=progress, on_plan=on_plan)
+        result = run_verify(
+            run_path, max_remedies=remedies, jobs=jobs, progress=progress, on_plan=on_plan
+        )
         _write(render(result, out_fmt), output)
         if plot_to is not None:
             from stabdiag.atomic import write_atomic
@@ -868,17 +1502,72 @@ def verify(
 @app.command()
 def watch(
     paths: PathsArg,
-    fail_on: Annotated[str | None, typer.Option(metavar="LEVEL", help="Exit 1 as soon as a finding is at or above: info, warning, error, never. \\[default: error, or the config file's fail-on]", show_default=False)] = None,
-    interval: Annotated[float, typer.Option(metavar="SECONDS", help="Seconds between polls of the files.")] = 2.0,
-    idle_timeout: Annotated[float, typer.Option(metavar="SECONDS", help="The runs ended when no new data came for this many seconds (0 = never).")] = 600.0,
-    pid: Annotated[int | None, typer.Option(metavar="PID", help="The runs ended when this training process exits.")] = None,
-    on_finding: Annotated[str | None, typer.Option(metavar="COMMAND", help="Command run for each finding, the finding as JSON on stdin (Slack/webhook scripts); run without a shell: use sh -c '...' for pipes.")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="text, jsonl (one JSON line per finding), github (annotations) or json (one report at the end).")] = "text",
-    min_severity: Annotated[str, typer.Option(metavar="LEVEL", help="Print (and --on-finding) findings at or above: info, warning, error.")] = "info",
-    select: Annotated[list[str] | None, typer.Option(metavar="KINDS", help="Only these kinds or codes (comma-separated, repeatable).")] = None,
-    ignore: Annotated[list[str] | None, typer.Option(metavar="KINDS", help="Skip these kinds or codes (comma-separated, repeatable).")] = None,
+    fail_on: Annotated[
+        str | None,
+        typer.Option(
+            metavar="LEVEL",
+            help="Exit 1 as soon as a finding is at or above: info, warning, error, never. \\[default: error, or the config file's fail-on]",
+            show_default=False,
+        ),
+    ] = None,
+    interval: Annotated[
+        float, typer.Option(metavar="SECONDS", help="Seconds between polls of the files.")
+    ] = 2.0,
+    idle_timeout: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            help="The runs ended when no new data came for this many seconds (0 = never).",
+        ),
+    ] = 600.0,
+    pid: Annotated[
+        int | None,
+        typer.Option(metavar="PID", help="The runs ended when this training process exits."),
+    ] = None,
+    on_finding: Annotated[
+        str | None,
+        typer.Option(
+            metavar="COMMAND",
+            help="Command run for each finding, the finding as JSON on stdin (Slack/webhook scripts); run without a shell: use sh -c '...' for pipes.",
+        ),
+    ] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            metavar="FORMAT",
+            help="text, jsonl (one JSON line per finding), github (annotations) or json (one report at the end).",
+        ),
+    ] = "text",
+    min_severity: Annotated[
+        str,
+        typer.Option(
+            metavar="LEVEL",
+            help="Print (and --on-finding) findings at or above: info, warning, error.",
+        ),
+    ] = "info",
+    select: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="KINDS", help="Only these kinds or codes (comma-separated, repeatable)."
+        ),
+    ] = None,
+    ignore: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="KINDS", help="Skip these kinds or codes (comma-separated, repeatable)."
+        ),
+    ] = None,
     input_format: ReaderOpt = None,
-    config: Annotated[Path | None, typer.Option("--config", metavar="FILE", help="Policy file. \\[default: the nearest stabdiag.toml or pyproject.toml \\[tool.stabdiag]]")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            help="Policy file. \\[default: the nearest stabdiag.toml or pyproject.toml \\[tool.stabdiag]]",
+        ),
+    ] = None,
 ) -> None:
     """Follow runs still being written; print each finding as it appears; exit 1 at --fail-on."""
 
@@ -900,12 +1589,23 @@ def watch(
 
         for url in filter(None, (remote_url(p) for p in paths if not p.exists())):
             _fail(f"remote paths are not supported; download first: {url}")  # only local files grow
-        pol = load_policy(config).with_flags(select=_split(select), ignore=_split(ignore), fail_on=fail_on)
+        pol = load_policy(config).with_flags(
+            select=_split(select), ignore=_split(ignore), fail_on=fail_on
+        )
         opts = watch_cmd.Options(
-            paths=tuple(paths), fail_on=pol.fail_on, interval=interval, idle_timeout=idle_timeout,
-            pid=pid, on_finding=on_finding, fmt=fmt, min_severity=min_severity,
-            input_format=input_format, select=list(pol.select) if pol.select else None,
-            ignore=list(pol.ignore) or None, configs=pol.detector_configs())
+            paths=tuple(paths),
+            fail_on=pol.fail_on,
+            interval=interval,
+            idle_timeout=idle_timeout,
+            pid=pid,
+            on_finding=on_finding,
+            fmt=fmt,
+            min_severity=min_severity,
+            input_format=input_format,
+            select=list(pol.select) if pol.select else None,
+            ignore=list(pol.ignore) or None,
+            configs=pol.detector_configs(),
+        )
         raise typer.Exit(watch_cmd.run(opts, out, err))
 
     guarded(run)

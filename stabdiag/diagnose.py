@@ -41,8 +41,16 @@ def diagnose(
     ``cache``: False re-parses every log (the parsed-log cache is neither read nor written)."""
     with _pool(jobs) as pool:
         loaded = sources.load(paths, fmt=fmt, overrides=overrides, pool=pool, cache=cache)
-        return analyze_table(loaded.table, loaded.runs, errors=loaded.errors, select=select,
-                             ignore=ignore, configs=configs, pool=pool, parts=loaded.parts)
+        return analyze_table(
+            loaded.table,
+            loaded.runs,
+            errors=loaded.errors,
+            select=select,
+            ignore=ignore,
+            configs=configs,
+            pool=pool,
+            parts=loaded.parts,
+        )
 
 
 PARALLEL_MIN_RUNS = 8  # below this, process start-up costs more than it saves
@@ -53,7 +61,11 @@ def resolve_jobs(jobs: int | None = None) -> int:
         env = os.environ.get("STABDIAG_JOBS", "").strip()
         jobs = int(env) if env.isdigit() else 0
     if jobs <= 0:
-        jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        jobs = (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
     return max(1, jobs)
 
 
@@ -68,7 +80,9 @@ class _LazyPool(Executor):
         if self._pool is None:
             # fork is cheap (no re-import) but unsafe once other threads exist (a spinner).
             method = "fork" if threading.active_count() == 1 and os.name == "posix" else "spawn"
-            self._pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context(method))
+            self._pool = ProcessPoolExecutor(
+                self.jobs, mp_context=multiprocessing.get_context(method)
+            )
         return self._pool.submit(fn, *args, **kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -82,13 +96,16 @@ def _pool(jobs: int | None) -> Any:
 
 
 def _detect_chunk(
-    chunk: list[tuple[sources.RunInfo, MetricsTable]], select: Collection[str] | None,
-    ignore: Collection[str] | None, configs: Mapping[str, Any] | None,
+    chunk: list[tuple[sources.RunInfo, MetricsTable]],
+    select: Collection[str] | None,
+    ignore: Collection[str] | None,
+    configs: Mapping[str, Any] | None,
 ) -> tuple[dict[str, RunData], list[Any], list[Any]]:
     """Cut runs from their own tables and detect (in a worker: only arrays travel back)."""
     data = {r.name: with_loss(t.run_data(r.name, meta=r.meta)) for r, t in chunk}
-    findings, skipped = run_detectors(list(data.values()), select=select, ignore=ignore,
-                                      configs=configs)
+    findings, skipped = run_detectors(
+        list(data.values()), select=select, ignore=ignore, configs=configs
+    )
     return data, findings, skipped
 
 
@@ -119,9 +136,11 @@ def analyze_table(
     chunk = list(zip(runs, parts if len(parts) == len(runs) else _by_run(table, runs), strict=True))
     if pool is not None and len(chunk) >= PARALLEL_MIN_RUNS:
         k = max(1, -(-len(chunk) // (4 * getattr(pool, "jobs", 2))))
-        chunks = [chunk[i:i + k] for i in range(0, len(chunk), k)]
+        chunks = [chunk[i : i + k] for i in range(0, len(chunk), k)]
         data, findings, skipped = {}, [], []
-        for d, f, s in pool.map(_detect_chunk, chunks, *([x] * len(chunks) for x in (select, ignore, configs))):
+        for d, f, s in pool.map(
+            _detect_chunk, chunks, *([x] * len(chunks) for x in (select, ignore, configs))
+        ):
             data.update(d)
             findings += f
             skipped += s
@@ -130,7 +149,9 @@ def analyze_table(
         data, findings, skipped = _detect_chunk(chunk, select, ignore, configs)
     diagnoses = diagnose_all(findings, data)
     return Report(
-        runs=tuple(summarize(r, data[r.name], findings, skipped, diagnoses.get(r.name)) for r in runs),
+        runs=tuple(
+            summarize(r, data[r.name], findings, skipped, diagnoses.get(r.name)) for r in runs
+        ),
         findings=tuple(findings),
         skipped=tuple(skipped),
         remedies=tuple(suggest(findings, data, diagnoses)),
@@ -152,23 +173,37 @@ def _by_run(table: MetricsTable, runs: Sequence[sources.RunInfo]) -> list[Metric
     return [MetricsTable(f.take(idx[r.name])) if r.name in idx else none for r in runs]
 
 
-def summarize(info: sources.RunInfo, run: RunData, findings: Sequence[Any] = (),
-              skipped: Sequence[Any] = (), diagnosis: Any = None) -> RunSummary:
+def summarize(
+    info: sources.RunInfo,
+    run: RunData,
+    findings: Sequence[Any] = (),
+    skipped: Sequence[Any] = (),
+    diagnosis: Any = None,
+) -> RunSummary:
     steps = [int(s.steps[i]) for s in run.series.values() if len(s) for i in (0, -1)]
     choice = run.meta.get("loss_choice")
     judged, reason = judgement(run.name, choice, findings, skipped)
     if (rl := rl_common.judgement(run, skipped)) is not None and (rl[0] or not judged):
         judged, reason = rl  # an RL run is judged on its rl/ series, not on a loss (issue 20)
     return RunSummary(
-        name=info.name, path=info.path, format=info.format,
+        name=info.name,
+        path=info.path,
+        format=info.format,
         steps=(min(steps), max(steps)) if steps else None,
-        metrics=tuple(sorted(run.series)), warnings=tuple(info.warnings), mapping=tuple(info.mapping),
-        loss=choice.to_dict() if choice is not None else None, judged=judged, judged_reason=reason,
-        config=run.meta.get("run_config"), diagnosis=diagnosis if judged else None,
+        metrics=tuple(sorted(run.series)),
+        warnings=tuple(info.warnings),
+        mapping=tuple(info.mapping),
+        loss=choice.to_dict() if choice is not None else None,
+        judged=judged,
+        judged_reason=reason,
+        config=run.meta.get("run_config"),
+        diagnosis=diagnosis if judged else None,
     )
 
 
-def judgement(run: str, choice: Any, findings: Sequence[Any], skipped: Sequence[Any]) -> tuple[bool, str]:
+def judgement(
+    run: str, choice: Any, findings: Sequence[Any], skipped: Sequence[Any]
+) -> tuple[bool, str]:
     """Whether a run was judged, and on what (or why not). A run is judged when the loss checks
     ran on a loss series, or when another signal produced a finding (a log of DeepSpeed overflow
     lines alone is evidence); never when every loss check was skipped and nothing was found."""
@@ -178,8 +213,12 @@ def judgement(run: str, choice: Any, findings: Sequence[Any], skipped: Sequence[
     mine = [f for f in findings if f.run == run]
     if mine:
         on = ", ".join(sorted({f.metric for f in mine}))
-        return True, f"judged on {on} only: " + (loss_skip.reason if loss_skip else "no loss series")
+        return True, f"judged on {on} only: " + (
+            loss_skip.reason if loss_skip else "no loss series"
+        )
     if loss_skip is not None and choice is not None:
         return False, f"not judged: {loss_skip.reason}"
-    return False, ("not judged: no loss series found (neither a training nor a validation loss); "
-                   "name one with --map train/loss=SERIES")
+    return False, (
+        "not judged: no loss series found (neither a training nor a validation loss); "
+        "name one with --map train/loss=SERIES"
+    )

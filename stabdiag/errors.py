@@ -29,8 +29,28 @@ class SourceError(StabdiagError):
 
 # Object stores and web servers a path may name by mistake (pasted from a console or a notebook):
 # pathlib would fold ``gs://bucket/run`` into ``gs:/bucket/run``, a local path that is not there.
-REMOTE_SCHEMES = ("gs", "gcs", "s3", "s3a", "s3n", "http", "https", "hf", "az", "abfs", "abfss", "adl",
-                  "wasb", "wasbs", "hdfs", "dbfs", "ftp", "sftp", "oci", "r2")
+REMOTE_SCHEMES = (
+    "gs",
+    "gcs",
+    "s3",
+    "s3a",
+    "s3n",
+    "http",
+    "https",
+    "hf",
+    "az",
+    "abfs",
+    "abfss",
+    "adl",
+    "wasb",
+    "wasbs",
+    "hdfs",
+    "dbfs",
+    "ftp",
+    "sftp",
+    "oci",
+    "r2",
+)
 
 
 def remote_url(path: str | Path) -> str | None:
@@ -47,7 +67,11 @@ class RemotePathError(SourceError):
     def __init__(self, url: str) -> None:
         from stabdiag.safetext import printable
 
-        self.path, self.expected, self.found = printable(url), "a local log file or directory", "a URL"
+        self.path, self.expected, self.found = (
+            printable(url),
+            "a local log file or directory",
+            "a URL",
+        )
         StabdiagError.__init__(self, f"remote paths are not supported; download first: {self.path}")
 
 

@@ -69,8 +69,14 @@ class Policy:
     source: str | None = None
     """The file it came from, for messages (None: defaults only)."""
 
-    def with_flags(self, *, select: Sequence[str] | None = None, ignore: Sequence[str] | None = None,
-                   fail_on: str | None = None, map: Mapping[str, str] | None = None) -> Policy:
+    def with_flags(
+        self,
+        *,
+        select: Sequence[str] | None = None,
+        ignore: Sequence[str] | None = None,
+        fail_on: str | None = None,
+        map: Mapping[str, str] | None = None,
+    ) -> Policy:
         """Flags win over the file: a given flag replaces the file's value (``--map`` merges by key)."""
         if fail_on is not None:
             parse_fail_on(fail_on, "--fail-on")
@@ -88,9 +94,11 @@ class Policy:
         for o in self.per_run:
             if fnmatch.fnmatchcase(run, o.pattern):
                 p = dataclasses.replace(
-                    p, select=o.select if o.select is not None else p.select,
+                    p,
+                    select=o.select if o.select is not None else p.select,
                     ignore=o.ignore if o.ignore is not None else p.ignore,
-                    fail_on=o.fail_on or p.fail_on)
+                    fail_on=o.fail_on or p.fail_on,
+                )
         return p
 
     def keeps(self, f: Finding | Any) -> bool:
@@ -179,8 +187,14 @@ def parse_policy(data: Mapping[str, Any], *, where: str = "config") -> Policy:
         if not isinstance(table, Mapping):
             raise ConfigError(f"{w}: expected a table with {', '.join(RUN_KEYS)}")
         _known(table, RUN_KEYS, w)
-        per_run.append(RunOverride(pattern=pattern, select=_kinds(table, "select", w),
-                                   ignore=_kinds(table, "ignore", w), fail_on=_fail_on(table, w)))
+        per_run.append(
+            RunOverride(
+                pattern=pattern,
+                select=_kinds(table, "select", w),
+                ignore=_kinds(table, "ignore", w),
+                fail_on=_fail_on(table, w),
+            )
+        )
     detectors = {}
     for name, values in _table(data, "detectors", where).items():
         w = f"{where} detectors.{name}"
@@ -188,16 +202,24 @@ def parse_policy(data: Mapping[str, Any], *, where: str = "config") -> Policy:
         if not isinstance(values, Mapping):
             raise ConfigError(f"{w}: expected a table of thresholds")
         detectors[kind] = _thresholds(kind, values, w)
-    return Policy(select=_kinds(data, "select", where), ignore=_kinds(data, "ignore", where) or (),
-                  fail_on=_fail_on(data, where) or "error", map=dict(mapping), detectors=detectors,
-                  per_run=tuple(per_run), source=where)
+    return Policy(
+        select=_kinds(data, "select", where),
+        ignore=_kinds(data, "ignore", where) or (),
+        fail_on=_fail_on(data, where) or "error",
+        map=dict(mapping),
+        detectors=detectors,
+        per_run=tuple(per_run),
+        source=where,
+    )
 
 
 def _known(table: Mapping[str, Any], keys: Sequence[str], where: str) -> None:
     bad = [k for k in table if k not in keys]
     if bad:
-        raise ConfigError(f"{where}: unknown {words.plural('key', len(bad))} {', '.join(map(repr, bad))}; "
-                          f"known keys: {', '.join(keys)}")
+        raise ConfigError(
+            f"{where}: unknown {words.plural('key', len(bad))} {', '.join(map(repr, bad))}; "
+            f"known keys: {', '.join(keys)}"
+        )
 
 
 def _table(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
@@ -232,7 +254,9 @@ def _kinds(data: Mapping[str, Any], key: str, where: str) -> tuple[str, ...] | N
     if isinstance(v, str):
         v = [v]
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise ConfigError(f"{where}: {key}: expected a list of kinds or codes, e.g. [\"loss-spike\", \"SD201\"]")
+        raise ConfigError(
+            f'{where}: {key}: expected a list of kinds or codes, e.g. ["loss-spike", "SD201"]'
+        )
     return tuple(_kind(x, where) for x in v)
 
 
@@ -262,6 +286,8 @@ def _thresholds(kind: str, values: Mapping[str, Any], where: str) -> dict[str, A
         else:
             ok = isinstance(v, type(default))
         if not ok:
-            raise ConfigError(f"{where}: {k} = {v!r}: expected {type(default).__name__} like the default {default!r}")
+            raise ConfigError(
+                f"{where}: {k} = {v!r}: expected {type(default).__name__} like the default {default!r}"
+            )
         out[k] = v
     return out

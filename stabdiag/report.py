@@ -42,14 +42,27 @@ class RunSummary:
         return self.config.line() if self.config else ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "path": self.path, "format": self.format,
-                "steps": list(self.steps) if self.steps else None,
-                "metrics": list(self.metrics), "warnings": list(self.warnings),
-                "judged": self.judged, "judged_reason": self.judged_reason, "loss": self.loss,
-                "config": ({"line": self.config.line(), "framework": self.config.fw,
-                            "settings": self.config.to_dict()} if self.config is not None
-                           and self.config.settings() else None),
-                "diagnosis": self.diagnosis.to_dict() if self.diagnosis is not None else None}
+        return {
+            "name": self.name,
+            "path": self.path,
+            "format": self.format,
+            "steps": list(self.steps) if self.steps else None,
+            "metrics": list(self.metrics),
+            "warnings": list(self.warnings),
+            "judged": self.judged,
+            "judged_reason": self.judged_reason,
+            "loss": self.loss,
+            "config": (
+                {
+                    "line": self.config.line(),
+                    "framework": self.config.fw,
+                    "settings": self.config.to_dict(),
+                }
+                if self.config is not None and self.config.settings()
+                else None
+            ),
+            "diagnosis": self.diagnosis.to_dict() if self.diagnosis is not None else None,
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,7 +148,17 @@ class Report:
         severity as a word, evidence as a dict), for filtering and plotting in a notebook."""
         import pandas as pd
 
-        cols = ["run", "code", "kind", "severity", "metric", "step_start", "step_end", "message", "evidence"]
+        cols = [
+            "run",
+            "code",
+            "kind",
+            "severity",
+            "metric",
+            "step_start",
+            "step_end",
+            "message",
+            "evidence",
+        ]
         rows = [{c: f.to_dict()[c] for c in cols} for f in self.findings]
         frame = pd.DataFrame(rows, columns=cols)
         return frame.astype({"step_start": "Int64", "step_end": "Int64"})
@@ -158,17 +181,22 @@ class Report:
             verdict = (str(worst) if worst is not None else "ok") if r.judged else "not judged"
             steps = step_span(*r.steps, dash=EN_DASH) if r.steps else EN_DASH
             listed = "<br>".join(
-                escape(f"{f.severity} {f.code} {f.kind}{_at(f)}: {f.message}")
-                for f in mine[:5]) + (f"<br>\u2026 {len(mine) - 5} more" if len(mine) > 5 else "")
-            rows.append(f"<tr><td>{escape(r.name)}</td><td>{escape(r.format)}</td><td>{escape(steps)}</td>"
-                        f"<td>{escape(verdict)}</td><td>{len(mine)}</td><td style=\"text-align:left\">{listed}</td></tr>")
+                escape(f"{f.severity} {f.code} {f.kind}{_at(f)}: {f.message}") for f in mine[:5]
+            ) + (f"<br>\u2026 {len(mine) - 5} more" if len(mine) > 5 else "")
+            rows.append(
+                f"<tr><td>{escape(r.name)}</td><td>{escape(r.format)}</td><td>{escape(steps)}</td>"
+                f'<td>{escape(verdict)}</td><td>{len(mine)}</td><td style="text-align:left">{listed}</td></tr>'
+            )
         n = counts(self.findings)
-        head = escape(f"stabdiag {self.version}: {words.count(len(self.runs), 'run')}, "
-                      + words.tally(n))
+        head = escape(
+            f"stabdiag {self.version}: {words.count(len(self.runs), 'run')}, " + words.tally(n)
+        )
         errors = "".join(f"<p>{escape(e)}</p>" for e in self.errors)
-        return (f"<div><p><b>{head}</b></p><table><thead><tr><th>run</th><th>format</th><th>steps</th>"
-                f"<th>verdict</th><th>findings</th><th style=\"text-align:left\">details</th></tr></thead>"
-                f"<tbody>{''.join(rows)}</tbody></table>{errors}</div>")
+        return (
+            f"<div><p><b>{head}</b></p><table><thead><tr><th>run</th><th>format</th><th>steps</th>"
+            f'<th>verdict</th><th>findings</th><th style="text-align:left">details</th></tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>{errors}</div>"
+        )
 
 
 def counts(findings: Sequence[Finding]) -> dict[str, int]:

@@ -10,8 +10,12 @@ from common_util import REAL_LOGS
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--update-golden", action="store_true", default=False,
-                     help="Rewrite the golden files of the renderer tests instead of comparing.")
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="Rewrite the golden files of the renderer tests instead of comparing.",
+    )
 
 
 @pytest.fixture

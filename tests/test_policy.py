@@ -67,15 +67,24 @@ def test_pyproject_without_section_is_no_policy(tmp_path: Path) -> None:
     assert find_config(tmp_path) is None
 
 
-@pytest.mark.parametrize("text, match", [
-    ('fail_on = "error"', r"unknown key 'fail_on'; known keys: select, ignore, fail-on, map, detectors, per-run"),
-    ('fail-on = "fatal"', r"expected one of info, warning, error, never"),
-    ('select = ["loss-spikes"]', r"unknown detector 'loss-spikes'"),
-    ("[detectors.loss-spike]\nz = 3", r"unknown key 'z'; known keys: .*\bz_threshold\b"),
-    ('[detectors.loss-spike]\nwindow = "big"', r"window = 'big': expected int"),
-    ('[per-run."a*"]\nthresholds = 1', r"per-run.'a\*': unknown key 'thresholds'; known keys: select, ignore, fail-on"),
-    ("map = 3", r"map: expected a table"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        (
+            'fail_on = "error"',
+            r"unknown key 'fail_on'; known keys: select, ignore, fail-on, map, detectors, per-run",
+        ),
+        ('fail-on = "fatal"', r"expected one of info, warning, error, never"),
+        ('select = ["loss-spikes"]', r"unknown detector 'loss-spikes'"),
+        ("[detectors.loss-spike]\nz = 3", r"unknown key 'z'; known keys: .*\bz_threshold\b"),
+        ('[detectors.loss-spike]\nwindow = "big"', r"window = 'big': expected int"),
+        (
+            '[per-run."a*"]\nthresholds = 1',
+            r"per-run.'a\*': unknown key 'thresholds'; known keys: select, ignore, fail-on",
+        ),
+        ("map = 3", r"map: expected a table"),
+    ],
+)
 def test_errors_name_the_key_and_list_known(tmp_path: Path, text: str, match: str) -> None:
     p = _write(tmp_path, "stabdiag.toml", text)
     with pytest.raises(ConfigError, match=match):
@@ -88,7 +97,9 @@ def test_bad_toml_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_flags_override_the_file() -> None:
-    p = parse_policy({"select": ["stall"], "fail-on": "warning", "map": {"train/loss": "a", "train/lr": "b"}})
+    p = parse_policy(
+        {"select": ["stall"], "fail-on": "warning", "map": {"train/loss": "a", "train/lr": "b"}}
+    )
     q = p.with_flags(select=["loss-spike"], fail_on="error", map={"train/loss": "c"})
     assert q.select == ("loss-spike",) and q.fail_on == "error"
     assert q.map == {"train/loss": "c", "train/lr": "b"}
@@ -96,19 +107,43 @@ def test_flags_override_the_file() -> None:
 
 
 def _f(run: str, kind: str, sev: Severity) -> Finding:
-    return Finding(code="SD106", kind=kind, severity=sev, run=run, metric="train/loss",
-                   step_start=1, step_end=2, message="m")
+    return Finding(
+        code="SD106",
+        kind=kind,
+        severity=sev,
+        run=run,
+        metric="train/loss",
+        step_start=1,
+        step_end=2,
+        message="m",
+    )
 
 
 def test_per_run_overrides_filter_and_gate() -> None:
-    p = parse_policy({"fail-on": "warning", "per-run": {"smoke-*": {"ignore": ["divergence"], "fail-on": "never"}}})
-    r = Report(runs=(RunSummary(name="smoke-1", path="", format="csv", steps=None, metrics=()),
-                     RunSummary(name="main", path="", format="csv", steps=None, metrics=())),
-               findings=(_f("smoke-1", "divergence", Severity.ERROR), _f("smoke-1", "stall", Severity.WARNING),
-                         _f("main", "divergence", Severity.WARNING)),
-               skipped=(), remedies=())
+    p = parse_policy(
+        {
+            "fail-on": "warning",
+            "per-run": {"smoke-*": {"ignore": ["divergence"], "fail-on": "never"}},
+        }
+    )
+    r = Report(
+        runs=(
+            RunSummary(name="smoke-1", path="", format="csv", steps=None, metrics=()),
+            RunSummary(name="main", path="", format="csv", steps=None, metrics=()),
+        ),
+        findings=(
+            _f("smoke-1", "divergence", Severity.ERROR),
+            _f("smoke-1", "stall", Severity.WARNING),
+            _f("main", "divergence", Severity.WARNING),
+        ),
+        skipped=(),
+        remedies=(),
+    )
     applied = p.apply(r)
-    assert [(f.run, f.kind) for f in applied.findings] == [("smoke-1", "stall"), ("main", "divergence")]
+    assert [(f.run, f.kind) for f in applied.findings] == [
+        ("smoke-1", "stall"),
+        ("main", "divergence"),
+    ]
     assert [f.run for f in p.failing(applied)] == ["main"]
 
 

@@ -10,9 +10,17 @@ from stabdiag.diagnose import diagnose
 from stabdiag.findings import Severity
 
 CLEAN = ["tb_hf_trainer_hslu", "lightning_csv_slm", "hf_trainer_state_trl_sft"]
-INGEST = ["tb_hf_trainer_hslu", "tb_torch_duplicate_steps", "tb_keras_tf2_tensor",
-          "tb_keras_tf25_simple_value", "hf_trainer_state_star_gradspikes", "hf_trainer_state_trl_sft",
-          "hf_trainer_state_whisper_fp16", "lightning_csv_slm", "wandb_export_csv"]
+INGEST = [
+    "tb_hf_trainer_hslu",
+    "tb_torch_duplicate_steps",
+    "tb_keras_tf2_tensor",
+    "tb_keras_tf25_simple_value",
+    "hf_trainer_state_star_gradspikes",
+    "hf_trainer_state_trl_sft",
+    "hf_trainer_state_whisper_fp16",
+    "lightning_csv_slm",
+    "wandb_export_csv",
+]
 
 
 @pytest.mark.parametrize("folder", CLEAN)

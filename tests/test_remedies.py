@@ -10,16 +10,43 @@ from stabdiag.remedies import RULES, healthy_clip, suggest
 
 
 def finding(kind: str, sev: Severity, step: int, run: str = "r", **ev: object) -> Finding:
-    return Finding(code="SDx", kind=kind, severity=sev, run=run, metric="train/loss",
-                   step_start=step, step_end=step, message="m", evidence=dict(ev))
+    return Finding(
+        code="SDx",
+        kind=kind,
+        severity=sev,
+        run=run,
+        metric="train/loss",
+        step_start=step,
+        step_end=step,
+        message="m",
+        evidence=dict(ev),
+    )
 
 
 def test_every_kind_in_design_has_rules() -> None:
-    kinds = {"loss-spike", "grad-spike", "grad-explosion", "nonfinite", "fp16-overflow", "divergence",
-             "stall", "attention-logit-growth", "output-logit-drift", "restart", "lr-schedule",
-             "rank-divergence",
-             "rl-nonfinite", "rl-kl-blowup", "rl-entropy-collapse", "rl-length-hacking", "rl-zero-signal",
-             "rl-clip-saturation", "rl-logprob-mismatch", "rl-value-divergence", "rl-preference-overfit"}
+    kinds = {
+        "loss-spike",
+        "grad-spike",
+        "grad-explosion",
+        "nonfinite",
+        "fp16-overflow",
+        "divergence",
+        "stall",
+        "attention-logit-growth",
+        "output-logit-drift",
+        "restart",
+        "lr-schedule",
+        "rank-divergence",
+        "rl-nonfinite",
+        "rl-kl-blowup",
+        "rl-entropy-collapse",
+        "rl-length-hacking",
+        "rl-zero-signal",
+        "rl-clip-saturation",
+        "rl-logprob-mismatch",
+        "rl-value-divergence",
+        "rl-preference-overfit",
+    }
     assert kinds == set(RULES)
     for rules in RULES.values():
         for r in rules:
@@ -28,7 +55,9 @@ def test_every_kind_in_design_has_rules() -> None:
 
 def test_lr_value_comes_from_lr_in_force_at_onset() -> None:
     steps = np.arange(1000)
-    run = make_run(train__lr=(steps, np.where(steps < 500, 1e-3, 4e-4)), train__loss=(steps, np.ones(1000)))
+    run = make_run(
+        train__lr=(steps, np.where(steps < 500, 1e-3, 4e-4)), train__loss=(steps, np.ones(1000))
+    )
     rems = suggest([finding("divergence", Severity.ERROR, 600)], {"r": run})
     lower = next(r for r in rems if r.id == "lower-lr")
     assert "2.00e-04" in lower.actions[0] and "4.00e-04" in lower.actions[0]
@@ -50,8 +79,11 @@ def test_clip_from_healthy_grad_norm_distribution() -> None:
 
 def test_ranked_worst_first_and_deduplicated() -> None:
     run = make_run(train__loss=(np.arange(1000), np.ones(1000)))
-    fs = [finding("grad-spike", Severity.WARNING, 5), finding("loss-spike", Severity.ERROR, 8),
-          finding("grad-spike", Severity.WARNING, 9)]
+    fs = [
+        finding("grad-spike", Severity.WARNING, 5),
+        finding("loss-spike", Severity.ERROR, 8),
+        finding("grad-spike", Severity.WARNING, 9),
+    ]
     fs[1] = finding("loss-spike", Severity.ERROR, 800)
     rems = suggest(fs, {"r": run})
     assert [r.rank for r in rems] == list(range(1, len(rems) + 1))
@@ -70,7 +102,10 @@ def test_benign_fp16_scale_search_gets_no_fix() -> None:
 
 
 def test_remedies_are_per_run() -> None:
-    fs = [finding("loss-spike", Severity.ERROR, 8, run="a"), finding("restart", Severity.INFO, 3, run="b")]
+    fs = [
+        finding("loss-spike", Severity.ERROR, 8, run="a"),
+        finding("restart", Severity.INFO, 3, run="b"),
+    ]
     rems = suggest(fs, {})
     assert {r.run for r in rems} == {"a", "b"}
     assert [r.rank for r in rems if r.run == "b"] == [1]
@@ -89,6 +124,8 @@ def test_transient_spike_is_not_answered_with_a_rewind() -> None:
 
 
 def test_overfitting_gets_early_stopping_not_divergence_fixes() -> None:
-    f = finding("divergence", Severity.INFO, 1000, overfitting=True, best_val_step=1000, best_val_loss=0.321)
+    f = finding(
+        "divergence", Severity.INFO, 1000, overfitting=True, best_val_step=1000, best_val_loss=0.321
+    )
     (r,) = suggest([f], {})
     assert r.id == "overfitting" and "step 1000" in r.actions[0] and "0.321" in r.actions[0]

@@ -28,14 +28,23 @@ KNOWN_MISSES: dict[str, str] = {}
 
 
 def test_readme_lists_every_sample() -> None:
-    on_disk = {p.name.split(".")[0] if p.is_file() else p.name for p in SAMPLE_RUNS.iterdir()
-               if p.name not in ("README.md", "generate.py")}
+    on_disk = {
+        p.name.split(".")[0] if p.is_file() else p.name
+        for p in SAMPLE_RUNS.iterdir()
+        if p.name not in ("README.md", "generate.py")
+    }
     assert on_disk == {k.split(".")[0] for k in EXPECTED}
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN_MISSES[n]))
-    if n in KNOWN_MISSES else n for n in sorted(EXPECTED)])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN_MISSES[n]))
+        if n in KNOWN_MISSES
+        else n
+        for n in sorted(EXPECTED)
+    ],
+)
 def test_sample_gives_exactly_its_kinds(name: str) -> None:
     report = diagnose([SAMPLE_RUNS / name])
     assert len(report.runs) == 1 and not report.errors

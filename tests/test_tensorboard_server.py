@@ -18,8 +18,11 @@ from pathlib import Path
 
 import pytest
 
-TB = shutil.which("tensorboard") or (str(Path(sys.executable).with_name("tensorboard"))
-                                     if Path(sys.executable).with_name("tensorboard").exists() else None)
+TB = shutil.which("tensorboard") or (
+    str(Path(sys.executable).with_name("tensorboard"))
+    if Path(sys.executable).with_name("tensorboard").exists()
+    else None
+)
 TAGS = ("train/loss", "train/grad_norm", "train/lr", "train/loss_scale")
 
 
@@ -37,8 +40,12 @@ def _write_events(logdir: Path) -> None:
 
     w = EventFileWriter(str(logdir))
     for step in range(20):
-        vals = {"train/loss": 4.0 - step * 0.1, "train/grad_norm": 1.0, "train/lr": 1e-4 * step,
-                "train/loss_scale": 65536.0}
+        vals = {
+            "train/loss": 4.0 - step * 0.1,
+            "train/grad_norm": 1.0,
+            "train/lr": 1e-4 * step,
+            "train/loss_scale": 65536.0,
+        }
         summ = Summary(value=[Summary.Value(tag=t, simple_value=v) for t, v in vals.items()])
         w.add_event(Event(wall_time=1.7e9 + step, step=step, summary=summ))
     w.close()
@@ -49,15 +56,30 @@ def _serve_tags(logdir: Path, run: str, want: tuple[str, ...]) -> dict[str, obje
     assert TB is not None
     port = _free_port()
     proc = subprocess.Popen(
-        [TB, "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port),
-         "--reload_interval", "1", "--load_fast", "false"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [
+            TB,
+            "--logdir",
+            str(logdir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--reload_interval",
+            "1",
+            "--load_fast",
+            "false",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         url = f"http://127.0.0.1:{port}/data/plugin/scalars/tags"
         deadline, tags, last = time.monotonic() + 60, {}, None
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                pytest.fail(f"tensorboard exited early: {proc.stderr.read().decode(errors='replace')[-2000:]}")
+                pytest.fail(
+                    f"tensorboard exited early: {proc.stderr.read().decode(errors='replace')[-2000:]}"
+                )
             try:
                 with urllib.request.urlopen(url, timeout=5) as resp:
                     tags = json.loads(resp.read())
@@ -100,8 +122,23 @@ def test_tensorboard_serves_a_stabdiag_train_run(tmp_path: Path) -> None:
 
     from stabdiag.cli import app
 
-    res = CliRunner().invoke(app, ["train", "--preset", "tiny", "--steps", "12", "--device", "cpu",
-                                   "--out", str(tmp_path / "logs"), "--name", "run1", "--no-analyze"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--preset",
+            "tiny",
+            "--steps",
+            "12",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "logs"),
+            "--name",
+            "run1",
+            "--no-analyze",
+        ],
+    )
     assert res.exit_code == 0, res.output
     events = list((tmp_path / "logs" / "run1").rglob("events.out.tfevents.*"))
     assert events, "stabdiag train wrote no event file"

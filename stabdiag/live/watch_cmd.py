@@ -209,7 +209,8 @@ def _summary(w: Watcher, reason: str, err: Any) -> None:
     worst = w.tracker.worst()
     err.print(
         f"watch ended ({reason}): {words.count(len(w.runs), 'run')}, {w.points:,} {words.plural('point', w.points)}, "
-        f"{words.count(len(w.findings), 'finding')}" + (f", worst {worst.label}" if worst is not None else ""),
+        f"{words.count(len(w.findings), 'finding')}"
+        + (f", worst {worst.label}" if worst is not None else ""),
         highlight=False,
         soft_wrap=True,
     )

@@ -198,8 +198,14 @@ def _report_html(report: Any, o: RenderOptions) -> str:
     from stabdiag.render.html import render_html
 
     images = {r: p.read_bytes() for r, p in run_images(report, o.plot_files).items()}
-    return render_html(report, images=images or None, plots=True, generated=o.generated, jobs=o.jobs,
-                       progress=o.progress)
+    return render_html(
+        report,
+        images=images or None,
+        plots=True,
+        generated=o.generated,
+        jobs=o.jobs,
+        progress=o.progress,
+    )
 
 
 @_registers("report", OutputFormat.JUNIT)

@@ -54,8 +54,10 @@ def e(text: object) -> str:
 
 def _finding_row(f: Finding) -> str:
     sev = f.severity.label
-    return (f'<tr><td class="sev {sev}">{sev}</td><td class="mono">{e(f.code)}</td>'
-            f"<td>{e(f.kind)}</td><td class=\"mono\">{e(steps_of(f))}</td><td>{e(f.message)}</td></tr>")
+    return (
+        f'<tr><td class="sev {sev}">{sev}</td><td class="mono">{e(f.code)}</td>'
+        f'<td>{e(f.kind)}</td><td class="mono">{e(steps_of(f))}</td><td>{e(f.message)}</td></tr>'
+    )
 
 
 def _badge(report: Report, run: RunSummary) -> str:
@@ -70,43 +72,60 @@ def _badge(report: Report, run: RunSummary) -> str:
 def _run_section(report: Report, run: RunSummary, image: bytes | None) -> str:
     ix = RunIndex.of(report)
     worst = ix.worst.get(run.name)
-    parts = [f'<section class="run run-{worst.label if worst else "ok"}">',
-             f"<h2>{e(run.name)} {_badge(report, run)}</h2>",
-             f'<div class="meta">{e(run.format)} · <span class="mono">{e(run.path)}</span>'
-             + (f" · {at_steps(*run.steps, dash=EN_DASH)}" if run.steps else "")
-             + f" · {words.count(len(run.metrics), 'metric')}</div>"]
+    parts = [
+        f'<section class="run run-{worst.label if worst else "ok"}">',
+        f"<h2>{e(run.name)} {_badge(report, run)}</h2>",
+        f'<div class="meta">{e(run.format)} · <span class="mono">{e(run.path)}</span>'
+        + (f" · {at_steps(*run.steps, dash=EN_DASH)}" if run.steps else "")
+        + f" · {words.count(len(run.metrics), 'metric')}</div>",
+    ]
     if run.config_line():
         parts.append(f'<div class="meta">configured: {e(run.config_line())}</div>')
     parts += [f'<div class="warnbox">input: {e(w)}</div>' for w in run.warnings]
     d = run.diagnosis
     if d is not None and d.cause != "healthy":
-        parts.append(f"<p><strong>Diagnosis</strong> ({e(d.confidence)} confidence): {e(d.statement)}</p>")
+        parts.append(
+            f"<p><strong>Diagnosis</strong> ({e(d.confidence)} confidence): {e(d.statement)}</p>"
+        )
     if image:
         b64 = base64.b64encode(image).decode("ascii")
-        parts.append(f'<img class="plot" alt="stability plot of {e(run.name)}" '
-                     f'src="data:image/png;base64,{b64}">')
+        parts.append(
+            f'<img class="plot" alt="stability plot of {e(run.name)}" '
+            f'src="data:image/png;base64,{b64}">'
+        )
     fs = ix.findings.get(run.name, [])
     if fs:
-        parts += ["<h3>Findings</h3>", "<table><thead><tr><th>severity</th><th>code</th><th>kind</th>"
-                  "<th>steps</th><th>finding</th></tr></thead><tbody>",
-                  *(_finding_row(f) for f in fs), "</tbody></table>"]
+        parts += [
+            "<h3>Findings</h3>",
+            "<table><thead><tr><th>severity</th><th>code</th><th>kind</th>"
+            "<th>steps</th><th>finding</th></tr></thead><tbody>",
+            *(_finding_row(f) for f in fs),
+            "</tbody></table>",
+        ]
     rems = ix.remedies.get(run.name, [])
     if rems:
         parts.append("<h3>What to change</h3><ol>")
         for r in rems:
-            addr = f' <span class="mute">(addresses: {e(", ".join(r.addresses))})</span>' if r.addresses else ""
+            addr = (
+                f' <span class="mute">(addresses: {e(", ".join(r.addresses))})</span>'
+                if r.addresses
+                else ""
+            )
             acts = "".join(f"<li>{e(a)}</li>" for a in r.actions)
             refs = f"<br>Sources: {e('; '.join(r.references))}" if r.references else ""
             refs += f"<br>Watch: {e(r.watch)}" if r.watch else ""
-            parts.append(f"<li><strong>{e(r.title)}</strong>{addr}<ul>{acts}</ul>"
-                         f'<div class="why">{e(r.why)}{refs}</div></li>')
+            parts.append(
+                f"<li><strong>{e(r.title)}</strong>{addr}<ul>{acts}</ul>"
+                f'<div class="why">{e(r.why)}{refs}</div></li>'
+            )
         parts.append("</ol>")
     skipped = ix.skipped.get(run.name, [])
     if skipped:
         parts.append(f"<details><summary>Not checked ({len(skipped)})</summary><ul>")
         # One item per true reason (render/notchecked.py), as in the text and Markdown reports.
         parts += [
-            f"<li>{e(', '.join(nc.kinds))}: {e(nc.reason)}</li>" for nc in group(skipped, run.metrics)
+            f"<li>{e(', '.join(nc.kinds))}: {e(nc.reason)}</li>"
+            for nc in group(skipped, run.metrics)
         ]
         parts.append("</ul></details>")
     parts.append("</section>")
@@ -117,9 +136,15 @@ Progress = Callable[[int, int, str], None]
 """``progress(done, total, run)`` after each run's figure is drawn (as in stabdiag.render.plots)."""
 
 
-def render_html(report: Report, *, images: Mapping[str, bytes] | None = None,
-                plots: bool = False, generated: str | None = None, jobs: int = 1,
-                progress: Progress | None = None) -> str:
+def render_html(
+    report: Report,
+    *,
+    images: Mapping[str, bytes] | None = None,
+    plots: bool = False,
+    generated: str | None = None,
+    jobs: int = 1,
+    progress: Progress | None = None,
+) -> str:
     """The report as one HTML page.
 
     ``images`` maps run name -> PNG bytes. With ``plots=True`` and no ``images``, the figures are
@@ -138,7 +163,8 @@ def render_html(report: Report, *, images: Mapping[str, bytes] | None = None,
     summary_rows = "".join(
         f"<tr><td>{e(r.name)}</td><td>{e(r.format)}</td>"
         f"<td>{step_span(*r.steps, dash=EN_DASH) if r.steps else EN_DASH}</td><td>{_badge(report, r)}</td></tr>"
-        for r in runs)
+        for r in runs
+    )
     errors = "".join(f'<div class="warnbox">unreadable: {e(x)}</div>' for x in report.errors)
     meta = f"stabdiag {e(report.version)}" + (f" · generated {e(generated)}" if generated else "")
     body = "\n".join(_run_section(report, r, images.get(r.name)) for r in runs)
@@ -154,8 +180,8 @@ def render_html(report: Report, *, images: Mapping[str, bytes] | None = None,
 <body>
 <h1>{e(title)}</h1>
 <div class="meta">{meta}</div>
-<p><span class="sev error">{words.count(c['error'], 'error')}</span> · <span class="sev warning">{words.count(c['warning'], 'warning')}</span>
- · <span class="sev info">{words.count(c['info'], 'info')}</span></p>
+<p><span class="sev error">{words.count(c["error"], "error")}</span> · <span class="sev warning">{words.count(c["warning"], "warning")}</span>
+ · <span class="sev info">{words.count(c["info"], "info")}</span></p>
 {order}{errors}
 <table><thead><tr><th>run</th><th>format</th><th>steps</th><th>verdict</th></tr></thead>
 <tbody>{summary_rows}</tbody></table>

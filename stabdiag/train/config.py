@@ -195,7 +195,9 @@ class TrainConfig:
         """A run's config.json back into a TrainConfig (keys this version lacks are refused)."""
         unknown = sorted(set(saved) - set(_HINTS))
         if unknown:
-            raise TrainError(f"{where}: unknown config {words.plural('key', len(unknown))} {', '.join(unknown)}")
+            raise TrainError(
+                f"{where}: unknown config {words.plural('key', len(unknown))} {', '.join(unknown)}"
+            )
         values = {
             k: tuple(v) if typing.get_origin(_HINTS[k]) is tuple else v for k, v in saved.items()
         }

@@ -132,9 +132,15 @@ def main() -> None:
     ap.add_argument("--mem-gb", type=float, default=2.0)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--only", help="only cases whose id contains this")
-    ap.add_argument("--attacks-only", action="store_true", help="only the adversarial_util.py cases")
-    ap.add_argument("--max-seconds", type=float, default=0.0,
-                    help="stop starting new inputs after this long and report what ran (partial)")
+    ap.add_argument(
+        "--attacks-only", action="store_true", help="only the adversarial_util.py cases"
+    )
+    ap.add_argument(
+        "--max-seconds",
+        type=float,
+        default=0.0,
+        help="stop starting new inputs after this long and report what ran (partial)",
+    )
     a = ap.parse_args()
     counts: dict[str, Counter] = defaultdict(Counter)
     bad: list[dict] = []

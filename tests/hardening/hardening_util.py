@@ -26,8 +26,12 @@ def seed_files() -> list[Path]:
     out = []
     for root in roots:
         for p in sorted(root.rglob("*")):
-            if p.is_file() and p.suffix not in _NOT_LOGS and "params" not in p.parts \
-                    and "tags" not in p.parts:
+            if (
+                p.is_file()
+                and p.suffix not in _NOT_LOGS
+                and "params" not in p.parts
+                and "tags" not in p.parts
+            ):
                 out.append(p)
     return out
 
@@ -51,7 +55,7 @@ def mutate(data: bytes, rng: random.Random) -> tuple[str, bytes]:
     inserted."""
     kind = rng.randrange(6)
     if kind == 0:
-        return "truncate", data[:rng.randrange(len(data) + 1)]
+        return "truncate", data[: rng.randrange(len(data) + 1)]
     if kind == 1:
         b = bytearray(data)
         for _ in range(rng.randint(1, 8)):
@@ -67,7 +71,7 @@ def mutate(data: bytes, rng: random.Random) -> tuple[str, bytes]:
         lines.insert(i, lines[i])
         return "dup-line", b"\n".join(lines)
     if kind == 4:
-        head = data[:rng.randrange(min(len(data), 256) + 1)]
+        head = data[: rng.randrange(min(len(data), 256) + 1)]
         return "junk-after-header", head + rng.randbytes(rng.randint(0, 2048))
     junk = rng.choice(JUNK)
     i = rng.randrange(len(data) + 1)
@@ -75,17 +79,35 @@ def mutate(data: bytes, rng: random.Random) -> tuple[str, bytes]:
 
 
 JUNK = [
-    b"\x00" * 16, b"nan", b"-inf", b"1e999", b"9" * 30, b"9" * 5000, b"\xff\xfe", b"\r", b"\r\n",
-    b'{"step": 1e30, "loss": 1}\n', b"[" * 3000, b"{" * 3000, b'"', b",,,,,\n",
+    b"\x00" * 16,
+    b"nan",
+    b"-inf",
+    b"1e999",
+    b"9" * 30,
+    b"9" * 5000,
+    b"\xff\xfe",
+    b"\r",
+    b"\r\n",
+    b'{"step": 1e30, "loss": 1}\n',
+    b"[" * 3000,
+    b"{" * 3000,
+    b'"',
+    b",,,,,\n",
     b"iteration 99999999999999999999/ 5 | consumed samples: 1 | number of skipped iterations:"
     b" 99999999999 | lm loss: 1 |\n",
-    b"s:99999999999999999999999 trl:1\n", b"iter 18446744073709551616: loss 1.0, time 1ms\n",
+    b"s:99999999999999999999999 trl:1\n",
+    b"iter 18446744073709551616: loss 1.0, time 1ms\n",
     b"{'loss': 1e400, 'learning_rate': nan, 'epoch': 0.1}\n",
     b"[Rank 0] step=99999999999999999999, skipped=1\n",
     # issue 13: regex backtracking (D4), bad tokens (C6), control characters (S3), YAML aliases (S5)
-    b"*** JOB 1 ON " * 2000, b"OVERFLOW!" * 2000, b" loss: 1.0 " + b"a" * 20000,
-    b'{"num_updates": "nan", "loss": "1"}\n', b"\xff" * 4096, b"\x1b[2J\x1b]52;c;aGk=\x07",
-    b"a: &a [x, x]\nb: &b [*a, *a]\nrun_name: *b\n", b"step,loss\n1,\"a\nb\"\n",
+    b"*** JOB 1 ON " * 2000,
+    b"OVERFLOW!" * 2000,
+    b" loss: 1.0 " + b"a" * 20000,
+    b'{"num_updates": "nan", "loss": "1"}\n',
+    b"\xff" * 4096,
+    b"\x1b[2J\x1b]52;c;aGk=\x07",
+    b"a: &a [x, x]\nb: &b [*a, *a]\nrun_name: *b\n",
+    b'step,loss\n1,"a\nb"\n',
 ]
 
 
@@ -100,6 +122,7 @@ def place(tmp: Path, src: Path, data: bytes) -> Path:
 
 
 # --------------------------------------------------------------------------- TensorBoard
+
 
 def _varint(n: int) -> bytes:
     out = bytearray()
@@ -122,8 +145,12 @@ def scalar_event(step: int, tag: str, value: float, wall: float = 1.7e9) -> byte
 
 def record(payload: bytes) -> bytes:
     header = struct.pack("<Q", len(payload))
-    return (header + struct.pack("<I", masked_crc(header)) + payload
-            + struct.pack("<I", masked_crc(payload)))
+    return (
+        header
+        + struct.pack("<I", masked_crc(header))
+        + payload
+        + struct.pack("<I", masked_crc(payload))
+    )
 
 
 def event_file(path: Path, n: int, tag: str = "train/loss") -> list[int]:

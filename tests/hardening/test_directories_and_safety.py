@@ -18,11 +18,18 @@ from stabdiag.sources import load
 
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "STABDIAG_DEBUG"}
-    return subprocess.run([sys.executable, "-m", "stabdiag", *args], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "stabdiag", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )
 
 
 # --------------------------------------------------------------------------- directories
+
 
 def test_symlink_loop(tmp_path):
     d = tmp_path / "runs"
@@ -35,8 +42,10 @@ def test_symlink_loop(tmp_path):
     assert [i.name for i in r.runs] == ["r"]
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
-                    reason="root reads chmod-000 files; permission denial cannot be shown")
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0,
+    reason="root reads chmod-000 files; permission denial cannot be shown",
+)
 def test_unreadable_file_is_reported_not_fatal(tmp_path):
     (tmp_path / "good.csv").write_text("step,loss\n1,2\n2,1\n")
     bad = tmp_path / "bad.csv"
@@ -85,19 +94,26 @@ def test_one_bad_file_does_not_sink_the_directory(tmp_path):
 
 # --------------------------------------------------------------------------- never unpickle
 
+
 def test_pickles_beside_logs_are_never_loaded(tmp_path):
     d = tmp_path / "out"
     d.mkdir()
     marker = tmp_path / "PWNED"
-    for name in ("pytorch_model.bin", "optimizer.pt", "rng_state.pth", "training_args.bin",
-                 "scheduler.pkl"):
+    for name in (
+        "pytorch_model.bin",
+        "optimizer.pt",
+        "rng_state.pth",
+        "training_args.bin",
+        "scheduler.pkl",
+    ):
         make_pickle_bomb(d / name, marker)
     ck = d / "checkpoint-10"
     ck.mkdir()
     make_pickle_bomb(ck / "optimizer.pt", marker)
     event_file(d / "runs" / "events.out.tfevents.1.host", 30)
-    (d / "metrics.jsonl").write_text("".join(f'{{"step": {i}, "loss": {2 - i / 100}}}\n'
-                                             for i in range(30)))
+    (d / "metrics.jsonl").write_text(
+        "".join(f'{{"step": {i}, "loss": {2 - i / 100}}}\n' for i in range(30))
+    )
     res = _cli("analyze", str(d), "--format", "json")
     assert not marker.exists()
     assert res.returncode in (0, 1), res.stderr
@@ -126,11 +142,11 @@ def test_no_unsafe_loading_in_the_package():
         rel = p.relative_to(REPO).as_posix()
         for pat, what in _FORBIDDEN:
             for m in pat.finditer(text):
-                line = text[text.rfind("\n", 0, m.start()) + 1:text.find("\n", m.start())]
+                line = text[text.rfind("\n", 0, m.start()) + 1 : text.find("\n", m.start())]
                 if not line.lstrip().startswith("#"):
                     offenders.append(f"{rel}: {what}: {line.strip()}")
         for m in re.finditer(r"torch\.load\(", text):
-            call = text[m.start():text.find(")", m.start()) + 200]
+            call = text[m.start() : text.find(")", m.start()) + 200]
             if not rel.startswith("stabdiag/train/") or "weights_only=True" not in call:
                 offenders.append(f"{rel}: torch.load without weights_only=True")
     assert not offenders, "\n".join(offenders)
@@ -138,7 +154,7 @@ def test_no_unsafe_loading_in_the_package():
 
 # --------------------------------------------------------------------------- escaping
 
-HOSTILE = '<script>alert(1)</script>|*x*_y_`z`[l](http://e)'
+HOSTILE = "<script>alert(1)</script>|*x*_y_`z`[l](http://e)"
 
 
 def _hostile_dir(tmp_path: Path) -> Path:
@@ -167,15 +183,28 @@ def test_reports_escape_log_strings(tmp_path, fmt):
 
 # --------------------------------------------------------------------------- CLI boundary
 
-@pytest.mark.parametrize("make", [
-    lambda p: (p / "nothing-here"),
-    lambda p: (p.joinpath("x.csv").write_text("a,b,c\n1,2,3\n"), p / "x.csv")[1],
-    lambda p: (p.joinpath("x.jsonl").write_bytes(b"\xff\xfe[[[\n"), p / "x.jsonl")[1],
-    lambda p: (p.joinpath("trainer_state.json").write_text("[" * 100000), p / "trainer_state.json")[1],
-    lambda p: (p.joinpath("events.out.tfevents.1.x").write_bytes(b"\x00" * 7), p / "events.out.tfevents.1.x")[1],
-    lambda p: (p.joinpath("pytorch_model.bin").write_bytes(b"\x80\x04junk"), p / "pytorch_model.bin")[1],
-    lambda p: (p.joinpath("empty").mkdir(), p / "empty")[1],
-])
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: p / "nothing-here",
+        lambda p: (p.joinpath("x.csv").write_text("a,b,c\n1,2,3\n"), p / "x.csv")[1],
+        lambda p: (p.joinpath("x.jsonl").write_bytes(b"\xff\xfe[[[\n"), p / "x.jsonl")[1],
+        lambda p: (
+            p.joinpath("trainer_state.json").write_text("[" * 100000),
+            p / "trainer_state.json",
+        )[1],
+        lambda p: (
+            p.joinpath("events.out.tfevents.1.x").write_bytes(b"\x00" * 7),
+            p / "events.out.tfevents.1.x",
+        )[1],
+        lambda p: (
+            p.joinpath("pytorch_model.bin").write_bytes(b"\x80\x04junk"),
+            p / "pytorch_model.bin",
+        )[1],
+        lambda p: (p.joinpath("empty").mkdir(), p / "empty")[1],
+    ],
+)
 def test_cli_bad_input_one_line_exit_2(tmp_path, make):
     target = make(tmp_path)
     res = _cli("analyze", str(target))

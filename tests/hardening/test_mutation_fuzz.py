@@ -20,8 +20,8 @@ from stabdiag.errors import SourceError
 from stabdiag.sources import FORMATS, sniff
 
 SCALE = int(os.environ.get("STABDIAG_FUZZ_SCALE", "1"))
-MUTATIONS = 12 * SCALE       # per seed file, CI profile
-HEAD = 96 * 1024             # larger seeds are cut to their head (still real content) to bound time
+MUTATIONS = 12 * SCALE  # per seed file, CI profile
+HEAD = 96 * 1024  # larger seeds are cut to their head (still real content) to bound time
 SEEDS = seed_files()
 
 
@@ -39,9 +39,9 @@ def test_mutations_never_crash(src, tmp_path):
     for i in range(MUTATIONS):
         kind, damaged = mutate(data, rng)
         f = place(tmp_path / f"m{i}", src, damaged)
-        read_strict(f)                                  # sniffed
-        read_strict(f, fmt or rng.choice(FORMATS))      # forced: its own format or any
-        read_strict(f, rng.choice(FORMATS))             # a wrong format forced
+        read_strict(f)  # sniffed
+        read_strict(f, fmt or rng.choice(FORMATS))  # forced: its own format or any
+        read_strict(f, rng.choice(FORMATS))  # a wrong format forced
 
 
 @pytest.mark.parametrize("src", [p for p in SEEDS if p.stat().st_size <= 64 * 1024], ids=_id)
@@ -52,7 +52,9 @@ def test_truncation_at_dense_offsets(src, tmp_path):
     if n <= 4096:
         offsets = range(n + 1)
     else:
-        offsets = sorted({*range(64), *range(n - 64, n + 1), *range(0, n, max(1, n // (150 * SCALE)))})
+        offsets = sorted(
+            {*range(64), *range(n - 64, n + 1), *range(0, n, max(1, n // (150 * SCALE)))}
+        )
     fmt = sniff.sniff(src)
     for off in offsets:
         f = place(tmp_path / f"t{off}", src, data[:off])
@@ -69,8 +71,11 @@ _PENDING: set[str] = set()
 
 def _attack_params():
     for case in sorted(ATTACKS):
-        marks = [pytest.mark.xfail(strict=True, reason="C6 open in a reader owned elsewhere")] \
-            if case in _PENDING else []
+        marks = (
+            [pytest.mark.xfail(strict=True, reason="C6 open in a reader owned elsewhere")]
+            if case in _PENDING
+            else []
+        )
         yield pytest.param(case, id=case, marks=marks)
 
 

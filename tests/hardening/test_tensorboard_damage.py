@@ -46,7 +46,7 @@ def test_length_crc_mismatch_stops_and_says_where(tmp_path):
     offsets = event_file(f, N)
     data = bytearray(f.read_bytes())
     bad = offsets[10]
-    data[bad:bad + 8] = struct.pack("<Q", 10**12)  # a huge length whose CRC fails
+    data[bad : bad + 8] = struct.pack("<Q", 10**12)  # a huge length whose CRC fails
     f.write_bytes(bytes(data))
     r = load([f.parent])
     assert _loss_steps(r) == list(range(10))

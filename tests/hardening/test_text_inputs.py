@@ -19,33 +19,50 @@ def _series(result, metric="loss"):
     return sel.step.tolist(), sel.value.tolist()
 
 
-@pytest.mark.parametrize("spelling,expected", [
-    ("nan", math.nan), ("NaN", math.nan), ("-nan", math.nan), ("inf", math.inf),
-    ("-inf", -math.inf), ("Infinity", math.inf), ("-Infinity", -math.inf), ("INF", math.inf),
-    ("1e999", math.inf),
-])
+@pytest.mark.parametrize(
+    "spelling,expected",
+    [
+        ("nan", math.nan),
+        ("NaN", math.nan),
+        ("-nan", math.nan),
+        ("inf", math.inf),
+        ("-inf", -math.inf),
+        ("Infinity", math.inf),
+        ("-Infinity", -math.inf),
+        ("INF", math.inf),
+        ("1e999", math.inf),
+    ],
+)
 def test_nan_inf_spellings_csv(tmp_path, spelling, expected):
     f = tmp_path / "r.csv"
     f.write_text(f"step,loss\n1,2.0\n2,{spelling}\n3,1.5\n")
     steps, vals = _series(load([f]))
     assert steps == [1, 2, 3]
-    assert (math.isnan(vals[1]) if math.isnan(expected) else vals[1] == expected)
+    assert math.isnan(vals[1]) if math.isnan(expected) else vals[1] == expected
 
 
 def test_nan_inf_jsonl(tmp_path):
     f = tmp_path / "r.jsonl"
-    f.write_text('{"step": 1, "loss": NaN}\n{"step": 2, "loss": Infinity}\n'
-                 '{"step": 3, "loss": "-inf"}\n{"step": 4, "loss": 1' + "0" * 400 + '}\n')
+    f.write_text(
+        '{"step": 1, "loss": NaN}\n{"step": 2, "loss": Infinity}\n'
+        '{"step": 3, "loss": "-inf"}\n{"step": 4, "loss": 1' + "0" * 400 + "}\n"
+    )
     steps, vals = _series(load([f]))
     assert steps == [1, 2, 3, 4]
-    assert math.isnan(vals[0]) and vals[1] == math.inf and vals[2] == -math.inf and vals[3] == math.inf
+    assert (
+        math.isnan(vals[0]) and vals[1] == math.inf and vals[2] == -math.inf and vals[3] == math.inf
+    )
 
 
 @pytest.mark.parametrize("encoding", ["latin-1", "utf-16", "utf-8-sig", "utf-16-be-bom"])
 def test_encodings(tmp_path, encoding):
     text = "step,loss,note\r\n1,2.0,caf\u00e9\r\n2,1.5,na\u00efve\r\n3,1.0,x\r\n"
     f = tmp_path / "r.csv"
-    data = ("\ufeff" + text).encode("utf-16-be") if encoding == "utf-16-be-bom" else text.encode(encoding)
+    data = (
+        ("\ufeff" + text).encode("utf-16-be")
+        if encoding == "utf-16-be-bom"
+        else text.encode(encoding)
+    )
     f.write_bytes(data)
     steps, vals = _series(load([f]))
     assert steps == [1, 2, 3] and vals == [2.0, 1.5, 1.0]
@@ -60,7 +77,9 @@ def test_windows_line_endings_and_bare_cr(tmp_path):
 
 def test_non_numeric_cells_are_counted(tmp_path):
     f = tmp_path / "r.csv"
-    f.write_text("step,loss,lr\n1,2.0,1e-3\n2,oops,1e-3\nthree,1.0,1e-3\n4,1.0,1e-3,extra\n5,0.9,1e-3\n")
+    f.write_text(
+        "step,loss,lr\n1,2.0,1e-3\n2,oops,1e-3\nthree,1.0,1e-3\n4,1.0,1e-3,extra\n5,0.9,1e-3\n"
+    )
     r = load([f])
     steps, _ = _series(r)
     assert steps == [1, 5]
@@ -94,7 +113,10 @@ def test_huge_single_line_is_bounded(tmp_path):
     big = "9" * (50 << 20)
     for name, content in [
         ("r.csv", f"step,loss\n1,2.0\n2,{big}\n3,1.0\n"),
-        ("r.jsonl", f'{{"step": 1, "loss": 2.0}}\n{{"step": 2, "loss": {big}}}\n{{"step": 3, "loss": 1.0}}\n'),
+        (
+            "r.jsonl",
+            f'{{"step": 1, "loss": 2.0}}\n{{"step": 2, "loss": {big}}}\n{{"step": 3, "loss": 1.0}}\n',
+        ),
         ("main.log", f"s:1 trl:2.0\ns:2 trl:{big}\ns:3 trl:1.0\n"),
     ]:
         f = tmp_path / name.replace(".", "_") / name
@@ -116,7 +138,11 @@ def test_a_million_line_csv(tmp_path):
     f = tmp_path / "big.csv"
     with open(f, "w") as fh:
         fh.write("step,loss,lr\n")
-        fh.write("\n".join(f"{s},{v:.5f},0.001" for s, v in zip(steps.tolist(), loss.tolist(), strict=True)))
+        fh.write(
+            "\n".join(
+                f"{s},{v:.5f},0.001" for s, v in zip(steps.tolist(), loss.tolist(), strict=True)
+            )
+        )
         fh.write("\n")
     t0 = time.perf_counter()
     r = load([f])
@@ -136,10 +162,12 @@ def test_gigantic_step_numbers(tmp_path):
 
 def test_megatron_huge_skip_count_is_bounded(tmp_path):
     f = tmp_path / "train.out"
-    f.write_text("iteration 1/ 10 | consumed samples: 1 | lm loss: 2.0 | "
-                 "number of skipped iterations: 0 |\n"
-                 "iteration 999999999999/ 10 | consumed samples: 2 | lm loss: 1.9 | "
-                 "number of skipped iterations: 99999999999 |\n")
+    f.write_text(
+        "iteration 1/ 10 | consumed samples: 1 | lm loss: 2.0 | "
+        "number of skipped iterations: 0 |\n"
+        "iteration 999999999999/ 10 | consumed samples: 2 | lm loss: 1.9 | "
+        "number of skipped iterations: 99999999999 |\n"
+    )
     got = read_strict(f)
     assert not isinstance(got, SourceError)
 

@@ -29,8 +29,12 @@ NOW = "2024-05-01T12:00:00Z"
 
 
 def test_markdown_golden(report: Report, golden) -> None:
-    golden("report.md", render_markdown(report, images={"gpt-small/seed:1": "plots/gpt-small_seed_1.png"},
-                                        generated=NOW))
+    golden(
+        "report.md",
+        render_markdown(
+            report, images={"gpt-small/seed:1": "plots/gpt-small_seed_1.png"}, generated=NOW
+        ),
+    )
 
 
 def test_html_golden(report: Report, golden) -> None:
@@ -56,7 +60,9 @@ def test_markdown_escapes_log_strings(report: Report) -> None:
             assert len(re.findall(r"(?<!\\)\|", line)) in (7, 5)
 
 
-@pytest.mark.parametrize("raw", ["- list", "# head", "1. item", "> quote", "a|b", "*em*", "<i>x</i>"])
+@pytest.mark.parametrize(
+    "raw", ["- list", "# head", "1. item", "> quote", "a|b", "*em*", "<i>x</i>"]
+)
 def test_md_neutralises_markup(raw: str) -> None:
     out = md(raw)
     assert not re.match(r"^([-#>]|\d+\.)", out)
@@ -81,7 +87,9 @@ def test_html_inlines_plots() -> None:
 
 
 def _schema() -> dict:
-    return json.loads((resources.files("stabdiag") / "schema/report.schema.json").read_text("utf-8"))
+    return json.loads(
+        (resources.files("stabdiag") / "schema/report.schema.json").read_text("utf-8")
+    )
 
 
 def test_json_validates_against_schema(report: Report) -> None:
@@ -169,7 +177,8 @@ def test_every_output_format_renders(fmt: OutputFormat, tmp_path) -> None:
 
     sample = Path(__file__).resolve().parents[2] / "sample_runs" / "loss_spike.csv"
     out = tmp_path / f"report.{fmt.value}"
-    res = CliRunner().invoke(app, ["analyze", str(sample), "--format", fmt.value, "-o", str(out),
-                                   "--fail-on", "never"])
+    res = CliRunner().invoke(
+        app, ["analyze", str(sample), "--format", fmt.value, "-o", str(out), "--fail-on", "never"]
+    )
     assert res.exit_code == 0, res.output
     assert out.read_text(encoding="utf-8").strip()

@@ -19,7 +19,14 @@ def test_plot_run_panels_and_labels() -> None:
     r = make_report()
     fig = plot_run(r.table, "gpt-small/seed:1", r.findings_of("gpt-small/seed:1"))
     titles = [ax.get_title(loc="left") for ax in fig.axes]
-    assert titles[:6] == ["Findings", "Loss", "Gradient norm", "Learning rate", "Loss scale", "Max attention logit"]
+    assert titles[:6] == [
+        "Findings",
+        "Loss",
+        "Gradient norm",
+        "Learning rate",
+        "Loss scale",
+        "Max attention logit",
+    ]
     strip_labels = [t.get_text() for t in fig.axes[0].texts]
     assert "fp16-overflow ×5" in strip_labels and "divergence" in strip_labels
     assert fig.axes[2].get_yscale() == "log"
@@ -27,7 +34,7 @@ def test_plot_run_panels_and_labels() -> None:
     fig.canvas.draw()
     boxes = [(t.get_position()[1], t.get_window_extent()) for t in fig.axes[0].texts]
     for i, (ya, a) in enumerate(boxes):
-        for yb, b in boxes[i + 1:]:
+        for yb, b in boxes[i + 1 :]:
             assert ya != yb or not a.overlaps(b)
 
 
@@ -38,7 +45,9 @@ def test_save_plots_writes_png_and_svg(tmp_path: Path) -> None:
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser")) if p), None)
+CHROMIUM = next(
+    (p for p in (shutil.which("chromium"), shutil.which("chromium-browser")) if p), None
+)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed")
@@ -49,10 +58,21 @@ def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     page.write_text(render_html(make_report(), plots=True, generated="now"), encoding="utf-8")
     shot = tmp_path / "shot.png"
     profile = tmp_path / "profile"
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--no-first-run", f"--user-data-dir={profile}", f"--screenshot={shot}",
-           "--window-size=1280,1600", page.as_uri()]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        f"--screenshot={shot}",
+        "--window-size=1280,1600",
+        page.as_uri(),
+    ]
     subprocess.run(cmd, capture_output=True, timeout=120, check=False)
     assert shot.exists(), "chromium wrote no screenshot"
     img = imread(shot)

@@ -200,7 +200,9 @@ def test_crash_mid_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch, shor
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(state, f, *args, **kwargs)
 
-    monkeypatch.setattr(torch, "save", half_then_disk_full)  # checkpoint imports torch when it saves
+    monkeypatch.setattr(
+        torch, "save", half_then_disk_full
+    )  # checkpoint imports torch when it saves
     cfg = resolve(
         "tiny",
         "stable",
