@@ -86,6 +86,20 @@ def generate(root: Path, n: int, layout: str) -> Path:
     return tree
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and its finished workers (analyze --jobs N uses processes)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _loadavg() -> str:
+    """The 1-minute load average as the timing ends (the machine may be shared)."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "n/a"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--files", type=int, default=100_000, help="runs to generate (default 100000)")
@@ -93,6 +107,10 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, help="where to generate (default: a temporary dir)")
     ap.add_argument("--keep", action="store_true", help="keep the generated tree for the next run")
     ap.add_argument("--skip-analyze", action="store_true", help="time load only")
+    ap.add_argument("--skip-load", action="store_true", help="time analyze only (it loads too)")
+    ap.add_argument(
+        "--jobs", type=int, default=1, help="analyze's worker processes (default 1, as analyze)"
+    )
     ap.add_argument(
         "--profile",
         type=int,
@@ -109,22 +127,27 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     try:
         tree = generate(root, args.files, args.layout)
-        t0, c0 = time.perf_counter(), time.process_time()
-        res = load([tree])
-        t_load, c_load = time.perf_counter() - t0, time.process_time() - c0
-        print(
-            f"load     {args.files:>7} runs ({args.layout}): {t_load:7.1f} s wall, {c_load:.1f} s CPU  "
-            f"({len(res.runs)} runs, {len(res.table)} rows, {len(res.errors)} errors)"
-        )
-        if len(res.runs) != args.files:
-            sys.exit(f"expected {args.files} runs, got {len(res.runs)}")
-        if not args.skip_analyze and hasattr(stabdiag, "analyze"):
+        if not args.skip_load:
             t0, c0 = time.perf_counter(), time.process_time()
-            report = stabdiag.analyze(tree, cache=False)
-            t_an, c_an = time.perf_counter() - t0, time.process_time() - c0
+            res = load([tree])
+            t_load, c_load = time.perf_counter() - t0, time.process_time() - c0
             print(
-                f"analyze  {args.files:>7} runs ({args.layout}): {t_an:7.1f} s wall, {c_an:.1f} s CPU  "
-                f"({len(report.runs)} runs judged, {len(report.findings)} findings)"
+                f"load     {args.files:>7} runs ({args.layout}): {t_load:7.1f} s wall, "
+                f"{c_load:.1f} s CPU  "
+                f"({len(res.runs)} runs, {len(res.table)} rows, {len(res.errors)} errors)"
+                f"  load average {_loadavg()}"
+            )
+            if len(res.runs) != args.files:
+                sys.exit(f"expected {args.files} runs, got {len(res.runs)}")
+        if not args.skip_analyze and hasattr(stabdiag, "analyze"):
+            t0, c0 = time.perf_counter(), _cpu()
+            report = stabdiag.analyze(tree, cache=False, jobs=args.jobs)
+            t_an, c_an = time.perf_counter() - t0, _cpu() - c0
+            print(
+                f"analyze  {args.files:>7} runs ({args.layout}, --jobs {args.jobs}): "
+                f"{t_an:7.1f} s wall, {c_an:.1f} s CPU incl. workers  "
+                f"({len(report.runs)} runs, {len(report.findings)} findings)"
+                f"  load average {_loadavg()}"
             )
         if args.profile:
             prof = cProfile.Profile()
