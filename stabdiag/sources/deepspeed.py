@@ -27,13 +27,15 @@ the printed PPO step (over epochs), and overflow/engine lines belong to the PPO 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from stabdiag.sources import textlog
-from stabdiag.sources.raw import BAD, RawRun, bad_lines_warning, from_rows, parse_int, parse_number
+from stabdiag.sources.raw import BAD, Lines, RawRun, parse_int, parse_number
 
 FORMAT = "deepspeed"
 
@@ -155,25 +157,67 @@ def _critic(name: str) -> str:
                         "skipped (cumulative)": "skipped (cumulative)", "lr": "lr"}[name]
 
 
-def _two_engines(text: str) -> bool:
+_RANK_STEP = re.compile(r"\[Rank \d+\] (step=(\d+), skipped=\d+[^\n]*)")
+
+
+@dataclass(frozen=True)
+class _Prescan:
+    """What must be known of the whole log before its first line is read for values."""
+
+    logging_steps: int | None
+    two_engines: bool
+    ppo: bool
+
+
+def _prescan(physical: Iterable[str]) -> _Prescan:
+    """One streaming pass over the physical lines (none of them kept): ``logging_steps=N``,
+    whether two engines print (see ``_two_engines``) and whether PPO lines appear."""
+    logging_steps: int | None = None
+    ppo = False
+    pairs = _Pairs()
+    for text in physical:
+        if logging_steps is None and (m := _LOGGING_STEPS.search(text)) is not None:
+            logging_steps = int(m[1])
+        if not ppo and _PPO_ANY.search(text) is not None:
+            ppo = True
+        pairs.feed(text)
+    return _Prescan(logging_steps, pairs.two_engines(), ppo)
+
+
+class _Pairs:
     """Two DeepSpeed engines print into one log (RLHF actor + critic) when engine step lines come
     in pairs with the same step number but different contents (skipped count or LR). Identical
     repeats are one line printed by several ranks, and a lone pair is a resume that printed the
-    same step twice: most printed steps must come in pairs."""
-    prev: tuple[int, str] | None = None
-    pairs = 0
-    steps: set[int] = set()
-    for m in re.finditer(r"\[Rank \d+\] (step=(\d+), skipped=\d+[^\n]*)", text):
-        step = parse_int(m[2])
-        if step is None:
-            continue
-        cur = (step, m[1].strip())
-        steps.add(cur[0])
-        if prev is not None and cur[0] == prev[0] and cur[1] != prev[1]:
-            pairs += 1
-            cur = (-1, "")  # a third line of the same step does not pair again
-        prev = cur
-    return pairs > 0 and pairs >= 0.5 * len(steps)
+    same step twice: most printed steps must come in pairs. Fed a line at a time; keeps the
+    distinct step numbers only."""
+
+    def __init__(self) -> None:
+        self.prev: tuple[int, str] | None = None
+        self.pairs = 0
+        self.steps: set[int] = set()
+
+    def feed(self, text: str) -> None:
+        for m in _RANK_STEP.finditer(text):
+            step = parse_int(m[2])
+            if step is None:
+                continue
+            cur = (step, m[1].strip())
+            self.steps.add(cur[0])
+            if self.prev is not None and cur[0] == self.prev[0] and cur[1] != self.prev[1]:
+                self.pairs += 1
+                cur = (-1, "")  # a third line of the same step does not pair again
+            self.prev = cur
+
+    def two_engines(self) -> bool:
+        return self.pairs > 0 and self.pairs >= 0.5 * len(self.steps)
+
+
+def _two_engines(text: str) -> bool:
+    """``_Pairs`` over an in-memory text."""
+    pairs = _Pairs()
+    for line in text.split("\n"):
+        pairs.feed(line)
+    return pairs.two_engines()
 
 
 class _Engine:
@@ -213,16 +257,15 @@ def _attribute(engines: list[_Engine], ov: Overflow, after: int | None) -> int:
 def read_stdout(path: Path, fmt: str) -> list[RawRun]:
     """Overflow messages, engine step lines, tqdm counters, Trainer dicts and DeepSpeed-Chat
     lines (PPO losses, reward, perplexity, reward-model accuracy), in write order."""
-    text = textlog.read_text(path)
-    m = _LOGGING_STEPS.search(text)
-    logging_steps = int(m[1]) if m else None
-    rows: list[tuple[int, str, float]] = []
+    pre = _prescan(textlog.physical_lines(path))
+    logging_steps = pre.logging_steps
+    cols = textlog.Kept()
     warnings: list[str] = []
     meta: dict = {}
     derived: dict[str, str] = {}
-    engines = [_Engine(), _Engine()] if _two_engines(text) else [_Engine()]
+    engines = [_Engine(), _Engine()] if pre.two_engines else [_Engine()]
     dual = len(engines) == 2
-    ppo_mode = _PPO_ANY.search(text) is not None
+    ppo_mode = pre.ppo
     ppo_step = -1        # last PPO step printed (global over epochs)
     ppo_offset = 0       # added to the printed per-epoch step
     ppo_last_epoch: int | None = None
@@ -230,11 +273,11 @@ def read_stdout(path: Path, fmt: str) -> list[RawRun]:
     seg_last: int | None = None  # engine that last acted in the current PPO step
     known = False        # whether engine 0's step came from the log (not just counted)
     n_dicts = 0
-    seen_dicts: set[str] = set()
+    seen_dicts: set[bytes] = set()  # 16-byte digests: a few dozen bytes a dict, not its text
     dup = 0
     mismatch: list[str] = []
     ppl_epoch: int | None = None
-    bad: list[int] = []  # step lines with a number no int64 holds: dropped, counted
+    bad = Lines()  # step lines with a number no int64 holds: dropped, counted
 
     def name(base: str, e: int) -> str:
         return base if e == 0 else _critic(base)
@@ -244,7 +287,8 @@ def read_stdout(path: Path, fmt: str) -> list[RawRun]:
         has PPO lines (both engines step inside it), else the engine's own step count."""
         return ppo_step + 1 if ppo_mode else engines[e].step
 
-    for line in textlog.lines(text):
+    log = textlog.TextLog(path)
+    for line in log:
         t = line.text
         ov = parse_overflow(t)
         if ov is not None:
@@ -256,17 +300,17 @@ def read_stdout(path: Path, fmt: str) -> list[RawRun]:
             s = at(e)
             if ov.attempted is not None and ov.attempted != eng.scale and s > 0:
                 # the scale this step was attempted at (first sight, or regrown unprinted)
-                rows.append((s - 1, name(LOSS_SCALE, e), ov.attempted))
-            rows.append((s, name(SKIPPED, e), 1.0))
+                cols.add(s - 1, name(LOSS_SCALE, e), ov.attempted)
+            cols.add(s, name(SKIPPED, e), 1.0)
             if ov.new is not None:
-                rows.append((s, name(LOSS_SCALE, e), ov.new))
+                cols.add(s, name(LOSS_SCALE, e), ov.new)
                 eng.scale = ov.new
             elif ov.attempted is not None:
                 eng.scale = ov.attempted
             continue
         es = engine_step(t)
         if es is BAD:
-            bad.append(line.number)
+            bad.add(line.number)
             continue
         if es is not None:
             k, skipped = es
@@ -284,17 +328,17 @@ def read_stdout(path: Path, fmt: str) -> list[RawRun]:
                 known = True
             seg_last = e if dual else seg_last
             s = at(e)
-            rows.append((s, name("skipped (cumulative)", e), float(skipped)))
+            cols.add(s, name("skipped (cumulative)", e), float(skipped))
             lr = _ENGINE_LR.search(t)
             if lr:
                 v = parse_number(lr[1])
                 if isinstance(v, float):
-                    rows.append((s, name("lr", e), v))
+                    cols.add(s, name("lr", e), v)
             continue
         if (pm := _PPO.match(t)) is not None:
             epoch, local = parse_int(pm[1]), parse_int(pm[2])
             if epoch is None or local is None:
-                bad.append(line.number)
+                bad.add(line.number)
                 continue
             if ppo_last_epoch is not None and epoch != ppo_last_epoch:
                 ppo_offset = (epoch * batches) if batches else ppo_step + 1 - local
@@ -305,7 +349,7 @@ def read_stdout(path: Path, fmt: str) -> list[RawRun]:
                 canon = PPO_NAMES.get(key.strip().lower())
                 v = parse_number(raw)
                 if canon and isinstance(v, float):
-                    rows.append((ppo_step, canon, v))
+                    cols.add(ppo_step, canon, v)
                     derived.setdefault(canon, f"DeepSpeed-Chat PPO '{key.strip()}'" + (
                         " (policy-gradient objective, not a language-model loss)"
                         if canon == "rl/loss" else ""))
@@ -314,7 +358,7 @@ def read_stdout(path: Path, fmt: str) -> list[RawRun]:
             for canon, raw in (("rl/reward", rm[1]), ("rl/reward_ema", rm[2])):
                 v = parse_number(raw)
                 if isinstance(v, float):
-                    rows.append((max(ppo_step, 0), canon, v))
+                    cols.add(max(ppo_step, 0), canon, v)
                     derived.setdefault(canon, "DeepSpeed-Chat 'average reward score'"
                                        + (" (EMA)" if canon.endswith("ema") else ""))
             continue
@@ -328,11 +372,11 @@ def read_stdout(path: Path, fmt: str) -> list[RawRun]:
             v = parse_number(pp[1])
             s = at(0) if not ppo_mode else max(ppo_step, 0)
             if isinstance(v, float):
-                rows.append((s, VAL_PPL, v))
+                cols.add(s, VAL_PPL, v)
                 derived[VAL_PPL] = ("DeepSpeed-Chat 'ppl: X' after 'Evaluating perplexity, Epoch E/N'"
                                     " (evaluation perplexity)")
                 if v > 0:
-                    rows.append((s, VAL_LOSS, math.log(v)))
+                    cols.add(s, VAL_LOSS, math.log(v))
                     derived[VAL_LOSS] = ("ln of the DeepSpeed-Chat evaluation perplexity "
                                          "('ppl: X'); computed, not printed")
             ppl_epoch = None
@@ -343,7 +387,7 @@ def read_stdout(path: Path, fmt: str) -> list[RawRun]:
                                ("val/rejected_last_scores", rv[2]), ("val/acc", rv[3])):
                 v = parse_number(raw)
                 if isinstance(v, float):
-                    rows.append((s, canon, v))
+                    cols.add(s, canon, v)
                     derived[canon] = f"DeepSpeed-Chat reward-model evaluation '{canon[4:]}'"
             continue
         for tq in _TQDM.finditer(t):
@@ -353,7 +397,8 @@ def read_stdout(path: Path, fmt: str) -> list[RawRun]:
             d = parse_dict(dm.group(0))
             if d is None:
                 continue
-            key = " ".join(dm.group(0).split())
+            key = hashlib.blake2b(" ".join(dm.group(0).split()).encode("utf-8", "surrogatepass"),
+                                  digest_size=16).digest()
             if key in seen_dicts:
                 dup += 1
                 continue
@@ -368,9 +413,9 @@ def read_stdout(path: Path, fmt: str) -> list[RawRun]:
                     engines[0].step = n_dicts * (logging_steps or 1)
             for k, v in d.items():
                 if v is not None and k not in _SUMMARY:
-                    rows.append((engines[0].step, k, v))
+                    cols.add(engines[0].step, k, v)
     if bad:
-        warnings.append(bad_lines_warning(str(path), "lines with an impossible step", bad))
+        warnings.append(bad.warning(str(path), "lines with an impossible step"))
     warnings += mismatch
     if n_dicts and not known:
         how = f"logging_steps={logging_steps} from the log" if logging_steps else \
@@ -379,7 +424,7 @@ def read_stdout(path: Path, fmt: str) -> list[RawRun]:
     if dup:
         warnings.append(f"{path}: {dup} duplicate printed dicts (one per rank) ignored")
     if dual:
-        warnings.append(_dual_note(path, rows))
+        warnings.append(_dual_note(path, cols))
         for base in (LOSS_SCALE, SKIPPED, "skipped (cumulative)", "lr"):
             derived[_critic(base)] = (f"DeepSpeed '{base}' of the second engine in the log (the "
                                       "critic): attributed by its loss-scale chain and step order")
@@ -389,19 +434,19 @@ def read_stdout(path: Path, fmt: str) -> list[RawRun]:
         warnings.append(f"{path}: DeepSpeed-Chat PPO log: steps are the printed PPO steps; "
                         "act_loss/cri_loss read as rl/loss and rl/value/loss (a policy "
                         "objective and a value loss, not a language-model loss)")
-    fail = textlog.failure_warning(path, text)
-    if fail:
-        warnings.append(fail)
+    if log.failure:
+        warnings.append(log.failure)
     if logging_steps:
         meta["logging_steps"] = logging_steps
     if derived:
         meta["derived"] = derived
-    return [from_rows(textlog.run_name(path), str(path), fmt, rows, warnings=warnings, meta=meta)]
+    return [cols.build(textlog.run_name(path), str(path), fmt, warnings=warnings, meta=meta)]
 
 
-def _dual_note(path: Path, rows: list[tuple[int, str, float]]) -> str:
+def _dual_note(path: Path, cols: textlog.Kept) -> str:
     """Say how the two engines' overflows were told apart, with the counts per engine."""
-    n = [sum(1 for _, k, _ in rows if k == SKIPPED), sum(1 for _, k, _ in rows if k == _critic(SKIPPED))]
+    n = [cols.codes.count(cols.index[k]) if k in cols.index else 0
+         for k in (SKIPPED, _critic(SKIPPED))]
     return (f"{path}: two DeepSpeed engines (actor, critic) in one log: {n[0]} and {n[1]} overflow "
             "skips attributed by loss-scale chain and stepping order; the critic's series are "
             "critic/loss_scale, critic/skipped_step, critic/lr")

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from stabdiag.sources import textlog
-from stabdiag.sources.raw import RawRun, from_rows, parse_number
+from stabdiag.sources.raw import Lines, RawRun, parse_number
 
 FORMAT = "fairseq"
 SKIPPED = "skipped_step"
@@ -41,19 +41,19 @@ def _num(raw: object) -> float | None:
 
 
 def read(path: Path) -> list[RawRun]:
-    text = textlog.read_text(path)
-    rows: list[tuple[int, str, float]] = []
+    log = textlog.TextLog(path)
+    cols = textlog.Kept()
     last = 0          # last num_updates seen
     pending = 0       # overflows since then
-    bad: list[int] = []
-    for line in textlog.lines(text):
+    bad = Lines()
+    for line in log:
         t = line.text
         if (m := _OVERFLOW.search(t)) is not None:
             pending += 1
-            rows.append((last + pending, SKIPPED, 1.0))
+            cols.add(last + pending, SKIPPED, 1.0)
             v = _num(m[1])
             if v is not None:
-                rows.append((last + pending, "loss_scale", v))
+                cols.add(last + pending, "loss_scale", v)
             continue
         fields: list[tuple[str, object]] = []
         kind = "inner"
@@ -61,7 +61,7 @@ def read(path: Path) -> list[RawRun]:
             try:
                 obj = json.loads(m[2])
             except (ValueError, RecursionError):
-                bad.append(line.number)
+                bad.add(line.number)
                 continue
             kind = "inner" if m[1] == "train_inner" else ("valid" if m[1].startswith("valid")
                                                           else "epoch")
@@ -79,7 +79,7 @@ def read(path: Path) -> list[RawRun]:
         values = {k: _num(v) for k, v in fields}
         step = values.get("num_updates")
         if step is None or not math.isfinite(step) or step != int(step) or abs(step) >= 2.0**63:
-            bad.append(line.number)  # missing, nan, fractional or huge: this line only
+            bad.add(line.number)  # missing, nan, fractional or huge: this line only
             continue
         last, pending = int(step), 0
         for k, v in values.items():
@@ -87,13 +87,10 @@ def read(path: Path) -> list[RawRun]:
                 continue
             if kind == "epoch":
                 k = (k[len("train_"):] if k.startswith("train_") else k) + "_epoch"
-            rows.append((last, k, v))
+            cols.add(last, k, v)
     warnings = []
     if bad:
-        from stabdiag.sources.raw import bad_lines_warning
-        warnings.append(bad_lines_warning(str(path), "records without num_updates or bad JSON",
-                                          bad))
-    fail = textlog.failure_warning(path, text)
-    if fail:
-        warnings.append(fail)
-    return [from_rows(textlog.run_name(path), str(path), FORMAT, rows, warnings=warnings)]
+        warnings.append(bad.warning(str(path), "records without num_updates or bad JSON"))
+    if log.failure:
+        warnings.append(log.failure)
+    return [cols.build(textlog.run_name(path), str(path), FORMAT, warnings=warnings)]

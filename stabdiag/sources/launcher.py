@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -74,17 +74,51 @@ def split_tee(text: str) -> tuple[dict[int, str], int]:
     return {r: "\n".join(lines) for r, lines in sorted(per.items())}, other
 
 
+def _tee_survey(source: textlog.LineView, path: Path) -> tuple[list[int], int, str | None]:
+    """One streaming pass: the ranks with a prefix (sorted), how many non-empty lines had none,
+    and the whole file's failure warning (the per-rank readers see only their own lines)."""
+    ranks: set[int] = set()
+    other = 0
+    fail: str | None = None
+    for number, line in enumerate(source(), start=1):
+        m = _TEE.match(line)
+        if m is None:
+            other += bool(line.strip())
+        else:
+            ranks.add(int(m[1]))
+        if fail is None:
+            fail = textlog.failure_at(path, number, line)
+    return sorted(ranks), other, fail
+
+
+def _rank_view(source: textlog.LineView, rank: int) -> textlog.LineView:
+    """One rank's lines of a --tee file, prefix removed, read afresh from the file each time
+    (what ``split_tee`` gives that rank, without holding it)."""
+
+    def view() -> Iterator[str]:
+        for line in source():
+            m = _TEE.match(line)
+            if m is not None and int(m[1]) == rank:
+                yield line[m.end() :]
+
+    return view
+
+
 def read_tee(path: Path, fmt: str, reader: Reader) -> list[RawRun]:
-    """A text log; when it holds the lines of several torchrun ranks, one run with ranks."""
+    """A text log; when it holds the lines of several torchrun ranks, one run with ranks.
+
+    The file is streamed once to find the ranks, then once per rank (each reader sees a view of
+    its rank's lines), so memory follows the values kept, never the file."""
     if not tee_ranks(textlog.head(path)):
         return reader(path)
-    text = textlog.read_text(path)  # the other ranks may first speak past the head
-    per_rank, other = split_tee(text)
-    if len(per_rank) < 2:
+    source = textlog.line_source(path)
+    ranks, other, fail = _tee_survey(source, path)  # the other ranks may first speak past the head
+    if len(ranks) < 2:
         return reader(path)
+    per_rank = {r: _rank_view(source, r) for r in ranks}
     parts: list[tuple[int, RawRun]] = []
-    for rank, rank_text in per_rank.items():
-        with textlog.virtual_files({path: rank_text}):  # same path: same sniffing, same messages
+    for rank, rank_view in per_rank.items():
+        with textlog.virtual_files({path: rank_view}):  # same path: same sniffing, same messages
             runs = reader(path)
         parts += [(rank, _name_rank(r, path, rank)) for r in runs]
     note = (
@@ -100,7 +134,6 @@ def read_tee(path: Path, fmt: str, reader: Reader) -> list[RawRun]:
         launcher="torchrun --tee",
         note=note,
     )
-    fail = textlog.failure_warning(path, text)
     if fail and fail not in run.warnings:
         run = replace(run, warnings=run.warnings + (fail,))
     return [run]

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from stabdiag.sources import textlog
-from stabdiag.sources.raw import RawRun, from_rows, parse_number
+from stabdiag.sources.raw import Lines, RawRun, parse_number
 
 FORMAT = "llmc"
 
@@ -70,10 +70,10 @@ def _step(digits: str) -> int | None:
 
 
 def read(path: Path) -> list[RawRun]:
-    text = textlog.read_text(path)
-    rows: list[tuple[int, str, float]] = []
-    bad: list[int] = []
-    for line in textlog.lines(text):
+    log = textlog.TextLog(path)
+    cols = textlog.Kept()
+    bad = Lines()
+    for line in log:
         t = line.text.strip()
         m = _MAINLOG.match(t) or _MODDED.match(t)
         if m is not None:
@@ -82,22 +82,20 @@ def read(path: Path) -> list[RawRun]:
             step, fields = _step(m[1]), _stdout_fields(m[2])  # type: ignore[assignment]
         else:
             if t.startswith("s:") and t[2:3].isdigit():
-                bad.append(line.number)
+                bad.add(line.number)
             continue
         if step is None:   # a step no int64 holds: this line is bad, the others stand
-            bad.append(line.number)
+            bad.add(line.number)
             continue
         for key, v in fields:
             if v is None:
                 continue
             if not math.isfinite(v) and _TIMING.search(key):
                 continue
-            rows.append((step, key, v))
+            cols.add(step, key, v)
     warnings = []
     if bad:
-        from stabdiag.sources.raw import bad_lines_warning
-        warnings.append(bad_lines_warning(str(path), "malformed s:N lines", bad))
-    fail = textlog.failure_warning(path, text)
-    if fail:
-        warnings.append(fail)
-    return [from_rows(textlog.run_name(path), str(path), FORMAT, rows, warnings=warnings)]
+        warnings.append(bad.warning(str(path), "malformed s:N lines"))
+    if log.failure:
+        warnings.append(log.failure)
+    return [cols.build(textlog.run_name(path), str(path), FORMAT, warnings=warnings)]

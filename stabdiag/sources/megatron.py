@@ -27,13 +27,16 @@ Iterations that go back (rollbacks) stay in write order; the loader makes restar
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
+from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from stabdiag.sources import deepspeed, textlog
-from stabdiag.sources.raw import BAD, RawRun, bad_lines_warning, from_rows, parse_int, parse_number
+from stabdiag.sources.raw import BAD, Lines, RawRun, parse_int, parse_number
 
 FORMAT = "megatron"
 
@@ -98,13 +101,64 @@ def _parse(text: str, rank: int | None) -> _Record | None | object:
     return None
 
 
-def _records(text: str) -> tuple[list[_Record], int, list[int]]:
-    """Records in write order, the number of duplicate records dropped, and the line numbers of
-    records dropped for an impossible step."""
-    out: list[_Record] = []
-    seen: set[str] = set()
+class _Store:
+    """Records in write order, packed in typed arrays (about 40 bytes a record and 12 a field,
+    where ``_Record`` objects cost near a kilobyte): a multi-GB log keeps its records, not its
+    text. Field names are interned; an overflow's new scale is a field under ``_NEW``."""
+
+    _KINDS = ("iter", "valid", "overflow")
+
+    def __init__(self) -> None:
+        self.kind = array("b")
+        self.step = array("q")
+        self.rank = array("i")   # index into ranks; -1 for no launcher prefix
+        self.start = array("q", [0])
+        self.fkey = array("i")
+        self.fval = array("d")
+        self.keys: dict[str, int] = {}
+        self.ranks: dict[int, int] = {}
+        self.names: list[str] | None = None  # read-back spellings, set by _unwrap_keys
+
+    def add(self, rec: _Record) -> None:
+        self.kind.append(self._KINDS.index(rec.kind))
+        self.step.append(rec.step)
+        self.rank.append(-1 if rec.rank is None else self.ranks.setdefault(rec.rank, len(self.ranks)))
+        fields = rec.fields
+        if rec.overflow is not None:
+            fields = () if rec.overflow.new is None else ((_NEW, rec.overflow.new),)
+        for k, v in fields:
+            self.fkey.append(self.keys.setdefault(k, len(self.keys)))
+            self.fval.append(v)
+        self.start.append(len(self.fkey))
+
+    def __iter__(self) -> Iterator[_Record]:
+        """The records back, each key in the spelling ``names`` gives for its code."""
+        names = self.names if self.names is not None else list(self.keys)
+        ranks = list(self.ranks)
+        for i in range(len(self.kind)):
+            kind = self._KINDS[self.kind[i]]
+            fields = tuple((names[self.fkey[j]], self.fval[j])
+                           for j in range(self.start[i], self.start[i + 1]))
+            r = self.rank[i]
+            rank = None if r < 0 else ranks[r]
+            if kind == "overflow":
+                new = fields[0][1] if fields else None
+                yield _Record(kind, self.step[i], (), rank, deepspeed.Overflow(None, new))
+            else:
+                yield _Record(kind, self.step[i], fields, rank)
+
+
+_NEW = "\x00new loss scale"  # no printed key holds a NUL
+
+
+def _records(lines: Iterable[textlog.Line]) -> tuple[_Store, int, Lines]:
+    """Records in write order, the number of duplicate records dropped, and the lines of
+    records dropped for an impossible step. Duplicates are told by a 16-byte digest of the
+    record's text, so the check costs a few dozen bytes a record, not the record's text."""
+    out = _Store()
+    seen: set[bytes] = set()
     dups = 0
-    bad: list[int] = []
+    bad = Lines()
     pending: list = []   # [text, rank, joins, line number]
 
     def flush() -> None:
@@ -113,18 +167,19 @@ def _records(text: str) -> tuple[list[_Record], int, list[int]]:
             return
         body, rank, _, number = pending
         pending.clear()
-        key = " ".join(body.split())
+        key = hashlib.blake2b(" ".join(body.split()).encode("utf-8", "surrogatepass"),
+                              digest_size=16).digest()
         if key in seen:
             dups += 1
             return
         seen.add(key)
         rec = _parse(body, rank)
         if rec is BAD:
-            bad.append(number)
+            bad.add(number)
         elif rec is not None:
-            out.append(rec)
+            out.add(rec)
 
-    for line in textlog.lines(text):
+    for line in lines:
         t = line.text
         starts = [m.start() for m in _START.finditer(t)]
         if pending and not starts and not pending[0].rstrip().endswith("|") \
@@ -135,7 +190,7 @@ def _records(text: str) -> tuple[list[_Record], int, list[int]]:
         flush()
         ov = deepspeed.parse_overflow(t)
         if ov is not None and not starts:
-            out.append(_Record("overflow", -1, (), line.rank, ov))
+            out.add(_Record("overflow", -1, (), line.rank, ov))
             continue
         for i, s in enumerate(starts):
             end = starts[i + 1] if i + 1 < len(starts) else len(t)
@@ -152,19 +207,19 @@ def _continues(t: str) -> bool:
     return "|" in s and not s.startswith(("time (ms)", "[", "#", "-----")) and ":" in s
 
 
-def _unwrap_keys(records: list[_Record], dups: int) -> tuple[list[_Record], int]:
+def _unwrap_keys(store: _Store) -> None:
     """Repair keys broken by a hard wrap inside a word (``number of skipped iteratio ns``):
-    a key whose letters equal another key's letters takes that key's most common spelling."""
+    a key whose letters equal another key's letters takes that key's most common spelling
+    (the first seen of equally common ones). Sets the spelling each key code reads back as."""
+    uses = array("q", [0]) * len(store.keys)
+    for code in store.fkey:
+        uses[code] += 1
     counts: dict[str, dict[str, int]] = {}
-    for r in records:
-        for k, _ in r.fields:
-            by = counts.setdefault("".join(k.split()).lower(), {})
-            by[k] = by.get(k, 0) + 1
+    for k, code in store.keys.items():
+        if k != _NEW:
+            counts.setdefault("".join(k.split()).lower(), {})[k] = uses[code]
     best = {sq: max(by, key=by.__getitem__) for sq, by in counts.items()}
-    fixed = [_Record(r.kind, r.step, tuple((best["".join(k.split()).lower()], v)
-                                         for k, v in r.fields), r.rank, r.overflow)
-             for r in records]
-    return fixed, dups
+    store.names = [k if k == _NEW else best["".join(k.split()).lower()] for k in store.keys]
 
 
 def _is_loss(key: str) -> bool:
@@ -173,18 +228,25 @@ def _is_loss(key: str) -> bool:
 
 
 def read(path: Path) -> list[RawRun]:
-    text = textlog.read_text(path)
-    records, dups, bad = _records(text)
-    records, dups = _unwrap_keys(records, dups)
-    iters = [r for r in records if r.kind == "iter"]
-    has_loss = any(_is_loss(k) for r in iters for k, _ in r.fields)
-    megatron_scale = any(k == LOSS_SCALE and v != -1.0 for r in iters for k, v in r.fields)
-    ranks = {r.rank for r in iters if r.rank is not None}
+    log = textlog.TextLog(path)
+    records, dups, bad = _records(log)
+    _unwrap_keys(records)
+    has_loss = False
+    megatron_scale = False
+    ranks: set[int] = set()
+    loss_key = "lm loss"
+    for r in records:
+        if r.kind != "iter":
+            continue
+        for k, v in r.fields:
+            if _is_loss(k) and not has_loss:
+                has_loss, loss_key = True, k
+            megatron_scale = megatron_scale or (k == LOSS_SCALE and v != -1.0)
+        if r.rank is not None:
+            ranks.add(r.rank)
     per_rank = len(ranks) > 1
 
-    rows: list[tuple[int, str, float]] = []
-    rank_col: list[int] = []
-    loss_key = next((k for r in iters for k, _ in r.fields if _is_loss(k)), "lm loss")
+    cols = textlog.Kept()
     prev = 0                 # last logged iteration
     marked: set[int] = set()  # steps marked skipped by overflow messages
     overflow_step = 0
@@ -192,8 +254,7 @@ def read(path: Path) -> list[RawRun]:
     dropped_scale = False
 
     def add(step: int, name: str, value: float, rank: int | None) -> None:
-        rows.append((step, name, value))
-        rank_col.append(-1 if rank is None else rank)
+        cols.add(step, name, value, rank=rank)
 
     for rec in records:
         if rec.kind == "overflow":
@@ -243,7 +304,7 @@ def read(path: Path) -> list[RawRun]:
 
     warnings: list[str] = []
     if bad:
-        warnings.append(bad_lines_warning(str(path), "lines with an impossible step", bad))
+        warnings.append(bad.warning(str(path), "lines with an impossible step"))
     if dups:
         warnings.append(f"{path}: {dups} duplicate records (printed by several ranks) ignored")
     if nan_losses:
@@ -251,16 +312,15 @@ def read(path: Path) -> list[RawRun]:
         warnings.append(f"{path}: no loss printed at iteration {shown}"
                         f"{', ...' if len(nan_losses) > 5 else ''} although steps were not all "
                         "skipped; Megatron omits a NaN average, so a NaN loss was recorded")
-    fail = textlog.failure_warning(path, text)
-    if fail:
-        warnings.append(fail)
+    if log.failure:
+        warnings.append(log.failure)
     meta: dict = {}
     if dropped_scale:
         meta["loss_scale"] = "-1.0 printed: the scaler is DeepSpeed's, not Megatron's"
     if ranks and not per_rank:
         meta["launcher_rank"] = next(iter(ranks))
-    return [from_rows(textlog.run_name(path), str(path), FORMAT, rows,
-                      rank=rank_col if per_rank else None, warnings=warnings, meta=meta)]
+    return [cols.build(textlog.run_name(path), str(path), FORMAT, rank=per_rank,
+                       warnings=warnings, meta=meta)]
 
 
 __all__ = ["BAD", "FORMAT", "looks_like", "read"]

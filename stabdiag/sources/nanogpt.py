@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from stabdiag.sources import textlog
-from stabdiag.sources.raw import RawRun, bad_lines_warning, from_rows, parse_int, parse_number
+from stabdiag.sources.raw import Lines, RawRun, parse_int, parse_number
 
 FORMAT = "nanogpt"
 
@@ -34,28 +34,28 @@ def _f(x: str | None) -> float | None:
 
 
 def read(path: Path) -> list[RawRun]:
-    text = textlog.read_text(path)
-    rows: list[tuple[int, str, float]] = []
-    bad: list[int] = []
-    for line in textlog.lines(text):
+    log = textlog.TextLog(path)
+    cols = textlog.Kept()
+    bad = Lines()
+    for line in log:
         t = line.text.strip()
         m = _ITER.match(t) or _EVAL.match(t)
         if m is not None and parse_int(m[1]) is None:  # a step no table can hold: skip, count
-            bad.append(line.number)
+            bad.add(line.number)
             continue
         if (m := _ITER.match(t)) is not None:
             step = int(m[1])
             for name, raw in (("loss", m[2]), ("time (ms)", m[3]), ("mfu (%)", m[4])):
                 v = _f(raw)
                 if v is not None and not (name == "mfu (%)" and v == -100.0):
-                    rows.append((step, name, v))
+                    cols.add(step, name, v)
         elif (m := _EVAL.match(t)) is not None:
             step = int(m[1])
             for name, raw in (("train loss", m[2]), ("val loss", m[3])):
                 v = _f(raw)
                 if v is not None:
-                    rows.append((step, name, v))
-    warnings = [w for w in [textlog.failure_warning(path, text)] if w]
+                    cols.add(step, name, v)
+    warnings = [w for w in [log.failure] if w]
     if bad:
-        warnings.insert(0, bad_lines_warning(str(path), "lines with an impossible step", bad))
-    return [from_rows(textlog.run_name(path), str(path), FORMAT, rows, warnings=warnings)]
+        warnings.insert(0, bad.warning(str(path), "lines with an impossible step"))
+    return [cols.build(textlog.run_name(path), str(path), FORMAT, warnings=warnings)]

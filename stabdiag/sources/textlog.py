@@ -4,18 +4,25 @@ Captured stdout is never clean: launchers prefix lines (torchrun ``[default7]:``
 ``srun --label`` ``12: ``), tqdm rewrites lines with ``\\r``, torchtitan colours numbers with ANSI
 codes, and jobs end in a traceback or a SIGTERM. Each reader sees the same cleaned
 ``Line(number, rank, text)`` stream, so a quirk is fixed once for all of them.
+
+Logs are read a line at a time (``TextLog``), never whole: a 2 GB stdout capture holds a few
+numbers per line worth keeping, and memory must follow those, not the file (issue 13 R1). A line
+over ``raw.MAX_LINE`` (binary junk, a sparse file) is refused with one line naming the file.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from stabdiag.errors import SourceError
+from stabdiag.sources.raw import RawRun, RunColumns, capped_lines
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # torchrun/elastic: "[default7]:", "[rank3]:"; srun --label: "12: " (digits then colon, space).
@@ -29,19 +36,30 @@ _FAILURE = re.compile(
 
 HEAD_BYTES = 64 * 1024
 
-# In-memory stand-ins for files (path string -> text): the launcher reader hands each rank's lines
-# of one interleaved ``torchrun --tee`` file to the unchanged per-format readers this way.
-_VIRTUAL: ContextVar[Mapping[str, str] | None] = ContextVar("stabdiag_virtual_text", default=None)
+# A view of a file as physical lines (no line end), read afresh at each call: the launcher reader
+# hands one rank's lines of an interleaved ``torchrun --tee`` file to the unchanged per-format
+# readers as such a view, so no rank's text is ever held whole.
+LineView = Callable[[], Iterable[str]]
+
+# In-memory stand-ins for files (path string -> text or line view).
+_VIRTUAL: ContextVar[Mapping[str, str | LineView] | None] = ContextVar(
+    "stabdiag_virtual_text", default=None
+)
 
 
-def _virtual(path: Path) -> str | None:
+def _virtual(path: Path) -> str | LineView | None:
     texts = _VIRTUAL.get()
     return None if texts is None else texts.get(str(path))
 
 
+def _virtual_text(path: Path) -> str | None:
+    v = _virtual(path)
+    return v if v is None or isinstance(v, str) else "\n".join(v())
+
+
 @contextmanager
-def virtual_files(texts: Mapping[Path, str]) -> Iterator[None]:
-    """While active, ``read_text``/``head``/``scan`` of these paths return the given text."""
+def virtual_files(texts: Mapping[Path, str | LineView]) -> Iterator[None]:
+    """While active, reads of these paths see the given text (or line view) instead."""
     token = _VIRTUAL.set({**(_VIRTUAL.get() or {}), **{str(p): t for p, t in texts.items()}})
     try:
         yield
@@ -59,22 +77,64 @@ class Line:
     text: str         # prefix and ANSI codes removed, trailing whitespace kept off
 
 
-def read_text(path: Path) -> str:
-    """The whole file decoded leniently: a stray byte in stdout must not hide the metrics."""
+EXPECTED = "a readable text log"
+
+
+def physical_lines(path: Path) -> Iterator[str]:
+    """The file's physical lines (split at ``\\n`` only, the line end removed), each decoded
+    leniently on its own: a stray byte in stdout must not hide the metrics, and UTF-8 never puts
+    a ``\\n`` byte inside a character, so this decodes exactly as the whole file would."""
+    return iter(line_source(path)())
+
+
+def line_source(path: Path) -> LineView:
+    """What ``physical_lines(path)`` reads now, as a view that stays bound to it (a view built on
+    it may then stand in for the same path without reading itself)."""
     virtual = _virtual(path)
+    if isinstance(virtual, str):
+        return lambda: virtual.split("\n")
+    if virtual is not None:
+        return virtual
+    return lambda: _file_lines(path)
+
+
+def _file_lines(path: Path) -> Iterator[str]:
+    try:
+        with path.open("rb") as fh:
+            for raw in capped_lines(fh, path, EXPECTED):
+                if raw.endswith(b"\n"):
+                    raw = raw[:-1]
+                yield raw.decode("utf-8", errors="replace")
+    except OSError as exc:
+        raise SourceError(path, EXPECTED, str(exc)) from None
+
+
+def read_text(path: Path) -> str:
+    """The whole file decoded leniently. Only for small files (tests, heads): readers iterate
+    ``TextLog`` instead, so memory follows the values kept."""
+    virtual = _virtual_text(path)
     if virtual is not None:
         return virtual
     try:
         return path.read_bytes().decode("utf-8", errors="replace")
     except OSError as exc:
-        raise SourceError(path, "a readable text log", str(exc)) from None
+        raise SourceError(path, EXPECTED, str(exc)) from None
 
 
 def head(path: Path, size: int = HEAD_BYTES) -> str:
     """The first ``size`` bytes, decoded like ``read_text`` (what ``looks_like`` inspects)."""
     virtual = _virtual(path)
-    if virtual is not None:
+    if isinstance(virtual, str):
         return virtual[:size]
+    if virtual is not None:
+        out: list[str] = []
+        n = 0
+        for ln in virtual():
+            out.append(ln)
+            n += len(ln) + 1
+            if n >= size:
+                break
+        return "\n".join(out)[:size]
     with path.open("rb") as fh:
         return fh.read(size).decode("utf-8", errors="replace")
 
@@ -88,24 +148,84 @@ def clean(raw: str) -> tuple[int | None, str]:
     return int(m.group(1) or m.group(2)), text[m.end():]
 
 
+def _cleaned(number: int, physical: str) -> Iterator[Line]:
+    """``\\r`` (tqdm rewrites) counts as a line break but not as a line number."""
+    for part in physical.split("\r"):
+        if part.strip():
+            rank, cleaned = clean(part)
+            yield Line(number, rank, cleaned)
+
+
 def lines(text: str) -> Iterator[Line]:
-    """Cleaned lines; ``\\r`` (tqdm rewrites) counts as a line break but not as a line number."""
+    """Cleaned lines of an in-memory text (what ``TextLog`` yields for a file)."""
     for number, physical in enumerate(text.split("\n"), start=1):
-        for part in physical.split("\r"):
-            if part.strip():
-                rank, cleaned = clean(part)
-                yield Line(number, rank, cleaned)
+        yield from _cleaned(number, physical)
+
+
+def failure_at(path: Path, number: int, physical: str) -> str | None:
+    """The failure warning when physical line ``number`` shows a traceback or kill, else None."""
+    if _FAILURE.search(physical) is None:
+        return None
+    snippet = _ANSI.sub("", physical).strip()[:120]
+    return (f"{path}: the job did not end cleanly at line {number}, \"{snippet}\"; "
+            "metrics up to that point were read")
 
 
 def failure_warning(path: Path, text: str) -> str | None:
-    """'PATH: log ends abnormally (line N: ...)' for the first traceback/kill line, if any."""
+    """'PATH: the job did not end cleanly at line N, ...' for the first traceback/kill line."""
     for number, physical in enumerate(text.split("\n"), start=1):
-        m = _FAILURE.search(physical)
-        if m:
-            snippet = _ANSI.sub("", physical).strip()[:120]
-            return (f"{path}: the job did not end cleanly at line {number}, \"{snippet}\"; "
-                    "metrics up to that point were read")
+        found = failure_at(path, number, physical)
+        if found:
+            return found
     return None
+
+
+class TextLog:
+    """One streaming pass over a text log: iterating gives the cleaned ``Line``s one at a time
+    (only the current line in memory), and notes on the way the first sign that the job did not
+    end cleanly, so that check needs no second pass. ``failure`` is final once iteration ends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.failure: str | None = None
+
+    def __iter__(self) -> Iterator[Line]:
+        self.failure = None
+        for number, physical in enumerate(physical_lines(self.path), start=1):
+            if self.failure is None:
+                self.failure = failure_at(self.path, number, physical)
+            yield from _cleaned(number, physical)
+
+
+class Kept(RunColumns):
+    """The values a text reader keeps, in typed buffers. A step beyond int64 (a damaged
+    ``iteration 99999999999999999999``) loses its value with a warning, never the log: the
+    same rule and words as ``raw.from_rows``."""
+
+    __slots__ = ("beyond",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.beyond = 0
+
+    def add(
+        self, step: int, name: str, value: float, wall: float = math.nan, rank: int | None = None
+    ) -> None:
+        if not _I64_MIN <= step <= _I64_MAX:
+            self.beyond += 1
+            return
+        super().add(step, name, value, wall, rank)
+
+    def build(self, name: str, path: str, fmt: str, **kw: Any) -> RawRun:
+        if self.beyond:
+            kw["warnings"] = (
+                *kw.get("warnings", ()),
+                f"{path}: {self.beyond} values with a step beyond the int64 range dropped",
+            )
+        return super().build(name, path, fmt, **kw)
+
+
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def run_name(path: Path) -> str:
@@ -119,22 +239,43 @@ def scan(path: Path, pattern: re.Pattern[bytes], limit: int = 64 * 1024 * 1024) 
     """Whether ``pattern`` occurs in the first ``limit`` bytes: SLURM .out files often bury the
     first metric line under megabytes of environment dumps, far past the sniffing head."""
     virtual = _virtual(path)
-    if virtual is not None:
+    if isinstance(virtual, str):
         return pattern.search(virtual.encode("utf-8", "replace")[:limit]) is not None
     try:
+        if virtual is not None:
+            return _scan_chunks(_view_chunks(virtual), pattern, limit)
         with path.open("rb") as fh:
-            tail = b""
-            read = 0
-            while read < limit:
-                chunk = fh.read(1 << 20)
-                if not chunk:
-                    return False
-                read += len(chunk)
-                if pattern.search(tail + chunk):
-                    return True
-                tail = chunk[-512:]
+            return _scan_chunks(iter(lambda: fh.read(1 << 20), b""), pattern, limit)
     except OSError:
         return False
+
+
+def _view_chunks(view: LineView) -> Iterator[bytes]:
+    """A line view as the bytes of its text, about 1 MiB at a time."""
+    buf: list[bytes] = []
+    n = 0
+    for i, ln in enumerate(view()):
+        b = (b"\n" if i else b"") + ln.encode("utf-8", "replace")
+        buf.append(b)
+        n += len(b)
+        if n >= 1 << 20:
+            yield b"".join(buf)
+            buf, n = [], 0
+    if buf:
+        yield b"".join(buf)
+
+
+def _scan_chunks(chunks: Iterable[bytes], pattern: re.Pattern[bytes], limit: int) -> bool:
+    tail = b""
+    read = 0
+    for chunk in chunks:
+        if read >= limit:
+            return False
+        chunk = chunk[: limit - read]
+        read += len(chunk)
+        if pattern.search(tail + chunk):
+            return True
+        tail = chunk[-512:]
     return False
 
 

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from stabdiag.sources import textlog
-from stabdiag.sources.raw import RawRun, bad_lines_warning, from_rows, parse_int, parse_number
+from stabdiag.sources.raw import Lines, RawRun, parse_int, parse_number
 
 FORMAT = "torchtitan"
 
@@ -40,19 +40,19 @@ def looks_like(path: Path, head: bytes | str) -> bool:
 
 
 def read(path: Path) -> list[RawRun]:
-    text = textlog.read_text(path)
-    rows: list[tuple[int, str, float]] = []
-    ranks: list[int] = []
+    log = textlog.TextLog(path)
+    cols = textlog.Kept()
+    ranks: set[int] = set()
     seen: set[tuple[int, str, str]] = set()
     dups = 0
-    bad: list[int] = []
-    for line in textlog.lines(text):
+    bad = Lines()
+    for line in log:
         m = _STEP.search(line.text)
         if m is None or "loss" not in m[3]:
             continue
         step = parse_int(m[2])
         if step is None:  # a step no table can hold: skip the line, count it, keep the rest
-            bad.append(line.number)
+            bad.add(line.number)
             continue
         val, body = bool(m[1]), " ".join(m[3].split())
         key = (step, "v" if val else "t", body)
@@ -65,14 +65,14 @@ def read(path: Path) -> list[RawRun]:
             if not isinstance(v, float):
                 continue
             name = k.strip()
-            rows.append((step, f"validate {name}" if val else name, v))
-            ranks.append(-1 if line.rank is None else line.rank)
+            cols.add(step, f"validate {name}" if val else name, v, rank=line.rank)
+            if line.rank is not None:
+                ranks.add(line.rank)
     warnings = [f"{path}: {dups} lines repeated by several ranks ignored"] if dups else []
     if bad:
-        warnings.append(bad_lines_warning(str(path), "lines with an impossible step", bad))
-    fail = textlog.failure_warning(path, text)
-    if fail:
-        warnings.append(fail)
-    per_rank = len({r for r in ranks if r >= 0}) > 1
-    return [from_rows(textlog.run_name(path), str(path), FORMAT, rows,
-                      rank=ranks if per_rank else None, warnings=warnings)]
+        warnings.append(bad.warning(str(path), "lines with an impossible step"))
+    if log.failure:
+        warnings.append(log.failure)
+    per_rank = len(ranks) > 1
+    return [cols.build(textlog.run_name(path), str(path), FORMAT, rank=per_rank,
+                       warnings=warnings)]

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from stabdiag.sources import textlog
-from stabdiag.sources.raw import RawRun, from_rows, parse_number
+from stabdiag.sources.raw import RawRun, parse_number
 
 FORMAT = "verl-console"
 
@@ -39,10 +39,10 @@ def _value(raw: str) -> float | None:
 
 
 def read(path: Path) -> list[RawRun]:
-    text = textlog.read_text(path)
-    rows: list[tuple[int, str, float]] = []
+    log = textlog.TextLog(path)
+    cols = textlog.Kept()
     skipped = 0
-    for line in textlog.lines(text):
+    for line in log:
         m = _LINE.search(line.text)
         if m is None:
             continue
@@ -56,11 +56,10 @@ def read(path: Path) -> list[RawRun]:
             if v is None:
                 skipped += 1
                 continue
-            rows.append((step, key.strip(), v))
+            cols.add(step, key.strip(), v)
     warnings = []
     if skipped:
         warnings.append(f"{path}: {skipped} non-numeric key:value fields ignored")
-    fail = textlog.failure_warning(path, text)
-    if fail:
-        warnings.append(fail)
-    return [from_rows(textlog.run_name(path), str(path), FORMAT, rows, warnings=warnings)]
+    if log.failure:
+        warnings.append(log.failure)
+    return [cols.build(textlog.run_name(path), str(path), FORMAT, warnings=warnings)]
