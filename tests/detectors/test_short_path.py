@@ -1,4 +1,5 @@
-"""The short-series path of _stats (numpy sorts of every window) equals pandas' rolling median.
+"""The short-series paths equal their references: _stats' numpy rolling median equals pandas', and
+loss_spike's array version of the short-log fragment rule equals the point-by-point rule.
 
 Bit for bit, not within a tolerance: findings must not change with the path a series takes. The
 reference is pandas itself, on random series with NaN, +-Inf, ties, values near the float limit
@@ -6,11 +7,15 @@ reference is pandas itself, on random series with NaN, +-Inf, ties, values near 
 lag longer than the series).
 """
 
+import dataclasses
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from stabdiag.detectors import _stats as st
+from stabdiag.detectors import loss_spike
 
 
 def _series(rng, n):
@@ -96,3 +101,83 @@ def test_size_threshold_paths_agree(monkeypatch):
         fast, ref = results
         for a, b in zip((*fast[0], *fast[1], fast[2]), (*ref[0], *ref[1], ref[2]), strict=True):
             assert np.array_equal(a, b, equal_nan=True), n
+
+
+def _fragment_events_pointwise(steps, values, restarts, cfg):
+    """The short-log rule as first written, point by point: the reference for the array version."""
+    import math
+
+    x, logged = st.to_log(values)
+    if not logged:
+        return []
+    fid = loss_spike.fragment_ids(steps, restarts, cfg.fragment_gap)
+    dx = np.abs(np.diff(x))
+    dx = dx[(fid[1:] == fid[:-1]) & np.isfinite(dx)]
+    if dx.size < 4:
+        return []
+    log_sigma = float(np.percentile(dx, 25)) / (0.31864 * 2**0.5)
+    events = []
+    for f in range(int(fid[-1]) + 1 if len(x) else 0):
+        idx = np.flatnonzero(fid == f)
+        k = 0
+        while k < len(idx):
+            i = int(idx[k])
+            prev = x[idx[:k]]
+            prev = prev[np.isfinite(prev)]
+            if len(prev) < cfg.fragment_min_prev or not np.isfinite(x[i]):
+                k += 1
+                continue
+            low = float(prev.min())
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                med = float(np.median(np.abs(np.diff(prev))))
+            sig = max(cfg.sigma_floor, st.DIFF_TO_SIGMA * med)
+            jump = float(x[i]) - low
+            if not (
+                jump >= math.log(cfg.fragment_ratio)
+                and jump >= cfg.fragment_sigmas * sig
+                and jump >= cfg.fragment_log_sigmas * log_sigma
+            ):
+                k += 1
+                continue
+            band = low + max(cfg.recovery_sigmas * sig, math.log1p(cfg.recovery_rel))
+            rest = idx[k + 1 :]
+            with np.errstate(invalid="ignore"):
+                back = rest[x[rest] <= band]
+            rec = int(back[0]) if back.size else -1
+            end = rec - 1 if rec >= 0 else int(idx[-1])
+            seg = x[i : end + 1]
+            peak = i + int(np.nanargmax(seg)) if np.isfinite(seg).any() else i
+            events.append(
+                loss_spike.SpikeEvent(
+                    i, peak, end, rec, float(math.exp(low)), jump / sig, int(idx[-1])
+                )
+            )
+            if rec < 0:
+                break
+            k = int(np.searchsorted(idx, rec)) + 1
+    return events
+
+
+@pytest.mark.parametrize("min_prev", [1, 2, 4])
+def test_fragment_rule_equals_pointwise_reference(min_prev):
+    """Short logs with gaps, restarts, NaN, zeros and spikes: the same events, field for field."""
+    cfg = dataclasses.replace(loss_spike.DEFAULT, fragment_min_prev=min_prev)
+    rng = np.random.default_rng(min_prev)
+    found = 0
+    for _ in range(400):
+        n = int(rng.integers(0, 64))
+        steps = np.cumsum(rng.choice([1, 1, 1, 10, 100, 5000], size=n)).astype(np.int64)
+        x = np.exp(1.0 + 0.05 * rng.standard_normal(n) - 0.01 * np.arange(n))
+        for i in rng.integers(0, max(n, 1), size=int(rng.integers(0, 4))):
+            if n:
+                x[i : i + int(rng.integers(1, 4))] *= float(rng.choice([1.3, 2.0, 5.0, 30.0]))
+        u = rng.random(n)
+        x[u < 0.05] = np.nan
+        x[(u >= 0.05) & (u < 0.08)] = 0.0
+        x[(u >= 0.08) & (u < 0.1)] = np.inf
+        restarts = steps[rng.random(n) < 0.05] if rng.random() < 0.5 else None
+        got = loss_spike._fragment_events(steps, x, restarts, cfg)
+        assert got == _fragment_events_pointwise(steps, x, restarts, cfg)
+        found += len(got)
+    assert found > 20  # the comparison saw real events, not only empty lists
