@@ -112,27 +112,26 @@ def _rolling_median_small(x: np.ndarray, window: int, min_periods: int, center: 
     points after i. The caller keeps ``len(x) * window`` small (SMALL_CELLS).
     """
     n = len(x)
-    out = np.full(n, np.nan)
     if not n:
-        return out
-    v = np.where(np.isinf(x), np.nan, x)
+        return np.full(0, np.nan)
     after = (window - 1) // 2 if center else 0
     before = window - 1 - after
     if not center and window > n:
         before = n - 1  # a trailing window longer than the series: the rest is all padding
     width = before + after + 1
-    padded = np.concatenate([np.full(before, np.nan), v, np.full(after, np.nan)])
-    srt = np.sort(np.lib.stride_tricks.sliding_window_view(padded, width), axis=1)  # NaN sort last
-    count = width - np.count_nonzero(np.isnan(srt), axis=1)
-    ok = count >= max(1, min_periods)
-    if not ok.any():
-        return out
-    rows = np.flatnonzero(ok)
-    c = count[rows]
-    a = srt[rows, (c - 1) // 2]
-    b = srt[rows, c // 2]
+    padded = np.full(n + width - 1, np.nan)
+    padded[before : before + n] = x
+    padded[np.isinf(padded)] = np.nan
+    # row i = the window of point i, sorted (NaN sort last)
+    srt = np.sort(padded[np.arange(n)[:, None] + np.arange(width)], axis=1)
+    cum = np.concatenate([[0], np.cumsum(~np.isnan(padded))])
+    count = cum[width : width + n] - cum[:n]  # finite values in each window
+    rows = np.arange(n)
+    a = srt[rows, np.maximum(count - 1, 0) // 2]
+    b = srt[rows, count // 2]
     with np.errstate(over="ignore"):  # two values near the float limit: inf, as in pandas
-        out[rows] = np.where(c % 2 == 1, a, (a + b) / 2.0)
+        out = np.where(count % 2 == 1, a, (a + b) / 2.0)
+    out[count < max(1, min_periods)] = np.nan
     return out
 
 
