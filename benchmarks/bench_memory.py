@@ -21,6 +21,8 @@ measured with the same inputs. Cases:
   up at once with one line, not read gigabytes first.
 - tb / tb-cached: --tb-events scalar events in one event file; cold (no cache), then twice
   through the cache (the first read writes the entry, the second is a hit).
+- megatron / deepspeed: captured stdout of --text-mb megabytes, about 1 KB a step: the metric
+  line(s) among the timer, memory and launcher lines a real log interleaves (read, not kept).
 """
 
 from __future__ import annotations
@@ -47,7 +49,17 @@ METRICS = (
     "train/tokens_per_s",
     "train/update_ratio",
 )
-CASES = ("csv", "jsonl", "wandb-csv", "wandb-offline", "sparse", "tb", "tb-cached")
+CASES = (
+    "csv",
+    "jsonl",
+    "wandb-csv",
+    "wandb-offline",
+    "sparse",
+    "tb",
+    "tb-cached",
+    "megatron",
+    "deepspeed",
+)
 
 
 # --------------------------------------------------------------------------- generators
@@ -233,6 +245,53 @@ def gen_tb(d: Path, events: int, tags: int = 8) -> Path:
     return tb
 
 
+def _megatron_step(s: int, v: list[float]) -> str:
+    return (
+        f" iteration {s + 1:8d}/ 1000000 | consumed samples: {(s + 1) * 512:12d} | elapsed time"
+        f" per iteration (ms): {v[6] * 1000:.1f} | learning rate: {v[2] * 1e-4:.3E} | global"
+        f" batch size:   512 | lm loss: {v[0]:.6E} | loss scale: 65536.0 | grad norm:"
+        f" {v[1]:.3f} | number of skipped iterations:   0 | number of nan iterations:   0 |"
+        " samples per second: 123.456 | TFLOPs: 123.45 |\n"
+        f"time (ms) | forward-backward: {v[6] * 900:.2f} | forward-compute: {v[6] * 300:.2f} |"
+        f" backward-compute: {v[6] * 600:.2f} | optimizer: {v[7] * 10:.2f} | batch-generator:"
+        " 1.23 | layernorm-grads-all-reduce: 0.02 | embedding-grads-all-reduce: 0.03\n"
+        f"[Rank 0] (after {s + 1} iterations) memory (MB) | allocated: 12345.6 | max allocated:"
+        " 23456.7 | reserved: 34567.0 | max reserved: 34567.0\n"
+        "[2024-01-01 00:00:00,000] [INFO] [checkpointing.py:540:forward] Activation"
+        " Checkpointing Information: partition_activations False, contiguous_memory_optimization"
+        " False, cpu_checkpointing False, synchronize False, profile False\n"
+    )
+
+
+def _deepspeed_step(s: int, v: list[float]) -> str:
+    over = (
+        "[2024-01-01 00:00:00,000] [INFO] [fused_optimizer.py:362:_update_scale] [deepspeed]"
+        " OVERFLOW! Rank 0 Skipping step. Attempted loss scale: 65536, reducing to 32768\n"
+        if s % 500 == 499
+        else ""
+    )
+    return over + (
+        f"[2024-01-01 00:00:00,000] [INFO] [logging.py:96:log_dist] [Rank 0] step={s + 1},"
+        f" skipped={s // 500}, lr=[{v[2] * 1e-4:.6e}], mom=[(0.9, 0.95)]\n"
+        f"[2024-01-01 00:00:00,000] [INFO] [timer.py:260:stop] epoch=0/micro_step={s + 1}/"
+        f"global_step={s + 1}, RunningAvgSamplesPerSec={v[6] * 100:.4f},"
+        f" CurrSamplesPerSec={v[6] * 100:.4f}, MemAllocated=12.35GB, MaxMemAllocated=23.46GB\n"
+        f"[2024-01-01 00:00:00,000] [INFO] [logging.py:96:log_dist] [Rank 0] rank=0 time (ms) |"
+        f" forward: {v[6] * 300:.2f} | backward: {v[6] * 600:.2f} | backward_inner:"
+        f" {v[6] * 500:.2f} | backward_allreduce: {v[6] * 100:.2f} | step: {v[7] * 10:.2f}\n"
+        f"{{'loss': {v[0]:.4f}, 'grad_norm': {v[1]:.4f}, 'learning_rate': {v[2] * 1e-4:.6e},"
+        f" 'epoch': {s / 1e4:.4f}}}\n"
+    )
+
+
+def gen_megatron(d: Path, mb: float) -> Path:
+    return _write_text(d / "megatron.log", mb, "using world size: 8\n", _megatron_step)
+
+
+def gen_deepspeed(d: Path, mb: float) -> Path:
+    return _write_text(d / "deepspeed.log", mb, "[deepspeed] world size 8\n", _deepspeed_step)
+
+
 # --------------------------------------------------------------------------- measuring
 
 _CHILD = r"""
@@ -293,6 +352,12 @@ def main(argv: list[str] | None = None) -> int:
         default=200.0,
         help="Size of the CSV, JSONL and W&B inputs in MB (the issue's case: 2048).",
     )
+    ap.add_argument(
+        "--text-mb",
+        type=float,
+        default=200.0,
+        help="Size of the Megatron and DeepSpeed stdout logs in MB.",
+    )
     ap.add_argument("--sparse-gb", type=float, default=5.0, help="Size of the sparse file in GB.")
     ap.add_argument(
         "--tb-events",
@@ -329,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
             path, size = gen_wandb_offline(args.dir, args.csv_mb), f"{args.csv_mb:g} MB"
         elif case == "sparse":
             path, size = gen_sparse(args.dir, args.sparse_gb), f"{args.sparse_gb:g} GB"
+        elif case in ("megatron", "deepspeed"):
+            gen = gen_megatron if case == "megatron" else gen_deepspeed
+            path, size = gen(args.dir, args.text_mb), f"{args.text_mb:g} MB"
         else:
             path, size = gen_tb(args.dir, args.tb_events), f"{args.tb_events:,} events"
         runs = [("", {"STABDIAG_NO_CACHE": "1"})]
