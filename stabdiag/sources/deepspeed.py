@@ -47,11 +47,14 @@ _OVERFLOW = re.compile(
     r"(?:OVERFLOW!|overflow!|Overflow detected\.|Gradient overflow\.)[^\n]{0,200}?Skipping step"
     r"(?:[.,]\s*(?:Attempted loss scale:\s*(?P<att>" + _NUM + r")"
     r"(?:,\s*(?:reducing to\s*(?P<new>" + _NUM + r")|but hysteresis is (?P<hyst>\d+)))?"
-    r"|loss scaler \d+ reducing loss scale to\s*(?P<apex>" + _NUM + r")))?")
+    r"|loss scaler \d+ reducing loss scale to\s*(?P<apex>" + _NUM + r")))?"
+)
 _ENGINE_STEP = re.compile(r"\bstep=(\d+), skipped=(\d+)")
 _TQDM = re.compile(r"\|\s*(\d+)/(\d+)\s*\[")
-_SNIFF = re.compile(rb"(?:OVERFLOW!|overflow!) Rank \d+ Skipping step|\] step=\d+, skipped=\d+"
-                    rb"|\[deepspeed\]|\[deepscale\]")
+_SNIFF = re.compile(
+    rb"(?:OVERFLOW!|overflow!) Rank \d+ Skipping step|\] step=\d+, skipped=\d+"
+    rb"|\[deepspeed\]|\[deepscale\]"
+)
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class Overflow:
     """One DeepSpeed ``OVERFLOW!`` message: the loss scale it attempted and the one it fell to."""
 
     attempted: float | None
-    new: float | None        # scale after the message; None when only a skip is reported
+    new: float | None  # scale after the message; None when only a skip is reported
 
 
 def parse_overflow(text: str) -> Overflow | None:
@@ -97,8 +100,15 @@ looks_like = textlog.sniffer(_SNIFF, deep=textlog.TEXT_SUFFIXES)
 _DICT = re.compile(r"\{'[^{}]*\}")
 _PAIR = re.compile(r"'([^']+)':\s*('(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^,}]+)")
 _LOGGING_STEPS = re.compile(r"\blogging_steps=(\d+)")
-_SUMMARY = frozenset({"train_runtime", "train_samples_per_second", "train_steps_per_second",
-                      "total_flos", "train_loss"})
+_SUMMARY = frozenset(
+    {
+        "train_runtime",
+        "train_samples_per_second",
+        "train_steps_per_second",
+        "total_flos",
+        "train_loss",
+    }
+)
 
 
 def parse_dict(text: str) -> dict[str, float | None] | None:
@@ -109,8 +119,12 @@ def parse_dict(text: str) -> dict[str, float | None] | None:
         v = parse_number(raw.strip().strip("'\""))
         out[key] = None if v is BAD else v  # type: ignore[assignment]
     keys = out.keys()
-    if "loss" in keys or any(k.startswith("eval_") for k in keys) or "train_runtime" in keys \
-            or {"learning_rate", "epoch"} <= keys:
+    if (
+        "loss" in keys
+        or any(k.startswith("eval_") for k in keys)
+        or "train_runtime" in keys
+        or {"learning_rate", "epoch"} <= keys
+    ):
         return out
     return None
 
@@ -119,31 +133,47 @@ def parse_dict(text: str) -> dict[str, float | None] | None:
 
 # Step 3 (PPO): "epoch: 0|step: 12|ppo_ep: 1|act_loss: 0.11|cri_loss: 0.06|unsuper_loss: 0.0"; later
 # releases spell it "Epoch: 0 | Step: 12 | PPO Epoch: 1 | Actor Loss: ... | Critic Loss: ...".
-_PPO = re.compile(r"^\s*epoch:\s*(\d+)\s*\|\s*step:\s*(\d+)\s*\|\s*(?:ppo_ep|ppo epoch):\s*\d+\s*\|"
-                  r"(?P<rest>.*)$", re.IGNORECASE)
-_PPO_ANY = re.compile(r"(?im)^(?:\s*\[(?:default|rank)\d+\]:)?\s*epoch:\s*\d+\s*\|\s*step:\s*\d+"
-                      r"\s*\|\s*(?:ppo_ep|ppo epoch):")
+_PPO = re.compile(
+    r"^\s*epoch:\s*(\d+)\s*\|\s*step:\s*(\d+)\s*\|\s*(?:ppo_ep|ppo epoch):\s*\d+\s*\|"
+    r"(?P<rest>.*)$",
+    re.IGNORECASE,
+)
+_PPO_ANY = re.compile(
+    r"(?im)^(?:\s*\[(?:default|rank)\d+\]:)?\s*epoch:\s*\d+\s*\|\s*step:\s*\d+"
+    r"\s*\|\s*(?:ppo_ep|ppo epoch):"
+)
 # The lookahead (a colon within reach) rejects most start positions in one scan: without it a
 # long run of words and spaces cost 64 backtracking tries per character (issue 13 D4).
-_PPO_FIELD = re.compile(r"(?=[A-Za-z_\s]{0,256}:)\s*([A-Za-z_ ]{1,64}?)\s*:\s*(" + _NUM + r")\s*(?:\||$)",
-                        re.IGNORECASE)
+_PPO_FIELD = re.compile(
+    r"(?=[A-Za-z_\s]{0,256}:)\s*([A-Za-z_ ]{1,64}?)\s*:\s*(" + _NUM + r")\s*(?:\||$)", re.IGNORECASE
+)
 # The PPO actor loss is a policy-gradient objective (it can be negative), the critic's a value loss:
 # neither is a language-model loss, so they get the RL names the rl-* detectors read (rl_common:
 # rl/loss, rl/value/loss, rl/reward), never train/loss. unsuper_loss is the optional pretraining
 # (ptx) term, kept under its own name.
-PPO_NAMES = {"act_loss": "rl/loss", "actor loss": "rl/loss",
-             "cri_loss": "rl/value/loss", "critic loss": "rl/value/loss",
-             "unsuper_loss": "rl/unsupervised_loss", "unsupervised loss": "rl/unsupervised_loss"}
-_REWARD = re.compile(r"^\s*average reward score:\s*(" + _NUM + r")"
-                     r"(?:\s*\|\s*EMA reward score:\s*(" + _NUM + r"))?", re.IGNORECASE)
+PPO_NAMES = {
+    "act_loss": "rl/loss",
+    "actor loss": "rl/loss",
+    "cri_loss": "rl/value/loss",
+    "critic loss": "rl/value/loss",
+    "unsuper_loss": "rl/unsupervised_loss",
+    "unsupervised loss": "rl/unsupervised_loss",
+}
+_REWARD = re.compile(
+    r"^\s*average reward score:\s*(" + _NUM + r")"
+    r"(?:\s*\|\s*EMA reward score:\s*(" + _NUM + r"))?",
+    re.IGNORECASE,
+)
 _TOTAL_BATCHES = re.compile(r"Total (?:Generation|Micro) Batches (\d+)")
 # Step 1: "***** Evaluating perplexity, Epoch 3/16 *****" then "ppl: 1.93" (the eval loss is exp'ed).
 _PPL_HEAD = re.compile(r"Evaluating perplexity, Epoch (\d+)/(\d+)")
 _PPL = re.compile(r"^\s*ppl:\s*(" + _NUM + r")(?:,\s*loss:\s*(" + _NUM + r"))?\s*$")
 # Step 2: "chosen_last_scores (higher is better) : 2.81, acc (higher is better) : 0.49"
-_RM_EVAL = re.compile(r"chosen_last_scores \(higher is better\)\s*:\s*(" + _NUM + r")"
-                      r"(?:,\s*rejected_last_scores \(lower is better\)\s*:\s*(" + _NUM + r"))?"
-                      r",\s*acc \(higher is better\)\s*:\s*(" + _NUM + r")")
+_RM_EVAL = re.compile(
+    r"chosen_last_scores \(higher is better\)\s*:\s*(" + _NUM + r")"
+    r"(?:,\s*rejected_last_scores \(lower is better\)\s*:\s*(" + _NUM + r"))?"
+    r",\s*acc \(higher is better\)\s*:\s*(" + _NUM + r")"
+)
 _ENGINE_LR = re.compile(r"\blr=\[\s*(" + _NUM + r")")
 # Series names the DeepSpeed-Chat lines are written as (already stabdiag's own names: a reader that
 # knows what a value is names it; `derived` in meta says how, for `stabdiag series`).
@@ -153,8 +183,15 @@ ENGINE_NAMES = ("actor", "critic")
 
 def _critic(name: str) -> str:
     """The critic engine's copy of a series name: 'critic/loss_scale', 'critic/skipped_step'."""
-    return "critic/" + {LOSS_SCALE: "loss_scale", SKIPPED: "skipped_step",
-                        "skipped (cumulative)": "skipped (cumulative)", "lr": "lr"}[name]
+    return (
+        "critic/"
+        + {
+            LOSS_SCALE: "loss_scale",
+            SKIPPED: "skipped_step",
+            "skipped (cumulative)": "skipped (cumulative)",
+            "lr": "lr",
+        }[name]
+    )
 
 
 _RANK_STEP = re.compile(r"\[Rank \d+\] (step=(\d+), skipped=\d+[^\n]*)")
@@ -169,13 +206,13 @@ class _Prescan:
     ppo: bool
 
 
-def _prescan(physical: Iterable[str]) -> _Prescan:
-    """One streaming pass over the physical lines (none of them kept): ``logging_steps=N``,
-    whether two engines print (see ``_two_engines``) and whether PPO lines appear."""
+def _prescan(pieces: Iterable[str]) -> _Prescan:
+    """One streaming pass over the text in pieces of whole lines (none kept): ``logging_steps=N``,
+    whether two engines print (see ``_Pairs``) and whether PPO lines appear."""
     logging_steps: int | None = None
     ppo = False
     pairs = _Pairs()
-    for text in physical:
+    for text in pieces:
         if logging_steps is None and (m := _LOGGING_STEPS.search(text)) is not None:
             logging_steps = int(m[1])
         if not ppo and _PPO_ANY.search(text) is not None:
@@ -188,8 +225,8 @@ class _Pairs:
     """Two DeepSpeed engines print into one log (RLHF actor + critic) when engine step lines come
     in pairs with the same step number but different contents (skipped count or LR). Identical
     repeats are one line printed by several ranks, and a lone pair is a resume that printed the
-    same step twice: most printed steps must come in pairs. Fed a line at a time; keeps the
-    distinct step numbers only."""
+    same step twice: most printed steps must come in pairs. Fed the text in pieces of whole
+    lines; keeps the distinct step numbers only."""
 
     def __init__(self) -> None:
         self.prev: tuple[int, str] | None = None
@@ -212,22 +249,14 @@ class _Pairs:
         return self.pairs > 0 and self.pairs >= 0.5 * len(self.steps)
 
 
-def _two_engines(text: str) -> bool:
-    """``_Pairs`` over an in-memory text."""
-    pairs = _Pairs()
-    for line in text.split("\n"):
-        pairs.feed(line)
-    return pairs.two_engines()
-
-
 class _Engine:
     """One DeepSpeed engine's loss-scale chain, as far as the log shows it."""
 
     def __init__(self) -> None:
-        self.scale: float | None = None   # scale after the last message we read
-        self.step = 0                     # its last completed step (engine count)
-        self.last_line = -1               # step of its last engine line
-        self.overflows = 0                # overflows attributed to it in all
+        self.scale: float | None = None  # scale after the last message we read
+        self.step = 0  # its last completed step (engine count)
+        self.last_line = -1  # step of its last engine line
+        self.overflows = 0  # overflows attributed to it in all
 
     def could_attempt(self, attempted: float | None) -> int:
         """How well an overflow's attempted scale continues this engine's chain: 100 when it is
@@ -257,7 +286,7 @@ def _attribute(engines: list[_Engine], ov: Overflow, after: int | None) -> int:
 def read_stdout(path: Path, fmt: str) -> list[RawRun]:
     """Overflow messages, engine step lines, tqdm counters, Trainer dicts and DeepSpeed-Chat
     lines (PPO losses, reward, perplexity, reward-model accuracy), in write order."""
-    pre = _prescan(textlog.physical_lines(path))
+    pre = _prescan(textlog.blocks(path))
     logging_steps = pre.logging_steps
     cols = textlog.Kept()
     warnings: list[str] = []
@@ -266,12 +295,12 @@ def read_stdout(path: Path, fmt: str) -> list[RawRun]:
     engines = [_Engine(), _Engine()] if pre.two_engines else [_Engine()]
     dual = len(engines) == 2
     ppo_mode = pre.ppo
-    ppo_step = -1        # last PPO step printed (global over epochs)
-    ppo_offset = 0       # added to the printed per-epoch step
+    ppo_step = -1  # last PPO step printed (global over epochs)
+    ppo_offset = 0  # added to the printed per-epoch step
     ppo_last_epoch: int | None = None
     batches: int | None = None
     seg_last: int | None = None  # engine that last acted in the current PPO step
-    known = False        # whether engine 0's step came from the log (not just counted)
+    known = False  # whether engine 0's step came from the log (not just counted)
     n_dicts = 0
     seen_dicts: set[bytes] = set()  # 16-byte digests: a few dozen bytes a dict, not its text
     dup = 0
@@ -321,9 +350,11 @@ def read_stdout(path: Path, fmt: str) -> list[RawRun]:
             eng.step = k if k < eng.last_line else max(eng.step, k)
             eng.last_line = k
             if dual and skipped != eng.overflows and not mismatch:
-                mismatch.append(f"{path}: at engine step {k} the {ENGINE_NAMES[e]} reports "
-                                f"{skipped} skipped steps but {eng.overflows} overflow messages "
-                                "were attributed to it; the split between the engines is uncertain")
+                mismatch.append(
+                    f"{path}: at engine step {k} the {ENGINE_NAMES[e]} reports "
+                    f"{skipped} skipped steps but {eng.overflows} overflow messages "
+                    "were attributed to it; the split between the engines is uncertain"
+                )
             if e == 0:
                 known = True
             seg_last = e if dual else seg_last
@@ -350,17 +381,26 @@ def read_stdout(path: Path, fmt: str) -> list[RawRun]:
                 v = parse_number(raw)
                 if canon and isinstance(v, float):
                     cols.add(ppo_step, canon, v)
-                    derived.setdefault(canon, f"DeepSpeed-Chat PPO '{key.strip()}'" + (
-                        " (policy-gradient objective, not a language-model loss)"
-                        if canon == "rl/loss" else ""))
+                    derived.setdefault(
+                        canon,
+                        f"DeepSpeed-Chat PPO '{key.strip()}'"
+                        + (
+                            " (policy-gradient objective, not a language-model loss)"
+                            if canon == "rl/loss"
+                            else ""
+                        ),
+                    )
             continue
         if (rm := _REWARD.match(t)) is not None:
             for canon, raw in (("rl/reward", rm[1]), ("rl/reward_ema", rm[2])):
                 v = parse_number(raw)
                 if isinstance(v, float):
                     cols.add(max(ppo_step, 0), canon, v)
-                    derived.setdefault(canon, "DeepSpeed-Chat 'average reward score'"
-                                       + (" (EMA)" if canon.endswith("ema") else ""))
+                    derived.setdefault(
+                        canon,
+                        "DeepSpeed-Chat 'average reward score'"
+                        + (" (EMA)" if canon.endswith("ema") else ""),
+                    )
             continue
         if (tb := _TOTAL_BATCHES.search(t)) is not None:
             batches = int(tb[1])
@@ -373,18 +413,25 @@ def read_stdout(path: Path, fmt: str) -> list[RawRun]:
             s = at(0) if not ppo_mode else max(ppo_step, 0)
             if isinstance(v, float):
                 cols.add(s, VAL_PPL, v)
-                derived[VAL_PPL] = ("DeepSpeed-Chat 'ppl: X' after 'Evaluating perplexity, Epoch E/N'"
-                                    " (evaluation perplexity)")
+                derived[VAL_PPL] = (
+                    "DeepSpeed-Chat 'ppl: X' after 'Evaluating perplexity, Epoch E/N'"
+                    " (evaluation perplexity)"
+                )
                 if v > 0:
                     cols.add(s, VAL_LOSS, math.log(v))
-                    derived[VAL_LOSS] = ("ln of the DeepSpeed-Chat evaluation perplexity "
-                                         "('ppl: X'); computed, not printed")
+                    derived[VAL_LOSS] = (
+                        "ln of the DeepSpeed-Chat evaluation perplexity "
+                        "('ppl: X'); computed, not printed"
+                    )
             ppl_epoch = None
             continue
         if (rv := _RM_EVAL.search(t)) is not None:
             s = at(0) if not ppo_mode else max(ppo_step, 0)
-            for canon, raw in (("val/chosen_last_scores", rv[1]),
-                               ("val/rejected_last_scores", rv[2]), ("val/acc", rv[3])):
+            for canon, raw in (
+                ("val/chosen_last_scores", rv[1]),
+                ("val/rejected_last_scores", rv[2]),
+                ("val/acc", rv[3]),
+            ):
                 v = parse_number(raw)
                 if isinstance(v, float):
                     cols.add(s, canon, v)
@@ -397,8 +444,9 @@ def read_stdout(path: Path, fmt: str) -> list[RawRun]:
             d = parse_dict(dm.group(0))
             if d is None:
                 continue
-            key = hashlib.blake2b(" ".join(dm.group(0).split()).encode("utf-8", "surrogatepass"),
-                                  digest_size=16).digest()
+            key = hashlib.blake2b(
+                " ".join(dm.group(0).split()).encode("utf-8", "surrogatepass"), digest_size=16
+            ).digest()
             if key in seen_dicts:
                 dup += 1
                 continue
@@ -418,22 +466,29 @@ def read_stdout(path: Path, fmt: str) -> list[RawRun]:
         warnings.append(bad.warning(str(path), "lines with an impossible step"))
     warnings += mismatch
     if n_dicts and not known:
-        how = f"logging_steps={logging_steps} from the log" if logging_steps else \
-            "the order of the lines (logging_steps not found in the log)"
+        how = (
+            f"logging_steps={logging_steps} from the log"
+            if logging_steps
+            else "the order of the lines (logging_steps not found in the log)"
+        )
         warnings.append(f"{path}: HF Trainer lines carry no step; steps reconstructed from {how}")
     if dup:
         warnings.append(f"{path}: {dup} duplicate printed dicts (one per rank) ignored")
     if dual:
         warnings.append(_dual_note(path, cols))
         for base in (LOSS_SCALE, SKIPPED, "skipped (cumulative)", "lr"):
-            derived[_critic(base)] = (f"DeepSpeed '{base}' of the second engine in the log (the "
-                                      "critic): attributed by its loss-scale chain and step order")
+            derived[_critic(base)] = (
+                f"DeepSpeed '{base}' of the second engine in the log (the "
+                "critic): attributed by its loss-scale chain and step order"
+            )
         meta["engines"] = list(ENGINE_NAMES)
     if ppo_mode:
         meta["rl"] = "ppo"
-        warnings.append(f"{path}: DeepSpeed-Chat PPO log: steps are the printed PPO steps; "
-                        "act_loss/cri_loss read as rl/loss and rl/value/loss (a policy "
-                        "objective and a value loss, not a language-model loss)")
+        warnings.append(
+            f"{path}: DeepSpeed-Chat PPO log: steps are the printed PPO steps; "
+            "act_loss/cri_loss read as rl/loss and rl/value/loss (a policy "
+            "objective and a value loss, not a language-model loss)"
+        )
     if log.failure:
         warnings.append(log.failure)
     if logging_steps:
@@ -445,11 +500,15 @@ def read_stdout(path: Path, fmt: str) -> list[RawRun]:
 
 def _dual_note(path: Path, cols: textlog.Kept) -> str:
     """Say how the two engines' overflows were told apart, with the counts per engine."""
-    n = [cols.codes.count(cols.index[k]) if k in cols.index else 0
-         for k in (SKIPPED, _critic(SKIPPED))]
-    return (f"{path}: two DeepSpeed engines (actor, critic) in one log: {n[0]} and {n[1]} overflow "
-            "skips attributed by loss-scale chain and stepping order; the critic's series are "
-            "critic/loss_scale, critic/skipped_step, critic/lr")
+    n = [
+        cols.codes.count(cols.index[k]) if k in cols.index else 0
+        for k in (SKIPPED, _critic(SKIPPED))
+    ]
+    return (
+        f"{path}: two DeepSpeed engines (actor, critic) in one log: {n[0]} and {n[1]} overflow "
+        "skips attributed by loss-scale chain and stepping order; the critic's series are "
+        "critic/loss_scale, critic/skipped_step, critic/lr"
+    )
 
 
 def read(path: Path) -> list[RawRun]:

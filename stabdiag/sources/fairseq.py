@@ -26,10 +26,14 @@ SKIPPED = "skipped_step"
 _INNER = re.compile(r"epoch \d+:\s+\d+\s*/\s*\d+\s+(\w+=.*)$")
 _SUMMARY = re.compile(r"(?:^|\| )epoch \d+ \| (.*)$")
 _JSON = re.compile(r"\|\s*(train_inner|train|valid\w*)\s*\|\s*(\{.*\})\s*$")
-_OVERFLOW = re.compile(r"overflow detected, (?:ignoring gradient, )?setting (?:loss )?scale to:?"
-                       r"(?: to)?\s*([-+\d.eE]+|inf|nan)")
-_SNIFF = re.compile(rb"(?m)\| (?:train_inner|fairseq\.trainer|valid) \||^\| epoch \d+[:|]"
-                    rb"|epoch \d+:\s+\d+ / \d+ loss=")
+_OVERFLOW = re.compile(
+    r"overflow detected, (?:ignoring gradient, )?setting (?:loss )?scale to:?"
+    r"(?: to)?\s*([-+\d.eE]+|inf|nan)"
+)
+_SNIFF = re.compile(
+    rb"(?m)\| (?:train_inner|fairseq\.trainer|valid) \||^\| epoch \d+[:|]"
+    rb"|epoch \d+:\s+\d+ / \d+ loss="
+)
 
 
 looks_like = textlog.sniffer(_SNIFF)
@@ -43,8 +47,8 @@ def _num(raw: object) -> float | None:
 def read(path: Path) -> list[RawRun]:
     log = textlog.TextLog(path)
     cols = textlog.Kept()
-    last = 0          # last num_updates seen
-    pending = 0       # overflows since then
+    last = 0  # last num_updates seen
+    pending = 0  # overflows since then
     bad = Lines()
     for line in log:
         t = line.text
@@ -63,8 +67,11 @@ def read(path: Path) -> list[RawRun]:
             except (ValueError, RecursionError):
                 bad.add(line.number)
                 continue
-            kind = "inner" if m[1] == "train_inner" else ("valid" if m[1].startswith("valid")
-                                                          else "epoch")
+            kind = (
+                "inner"
+                if m[1] == "train_inner"
+                else ("valid" if m[1].startswith("valid") else "epoch")
+            )
             fields = list(obj.items())
         elif (m := _INNER.search(t)) is not None:
             fields = [tuple(kv.strip().split("=", 1)) for kv in m[1].split(",") if "=" in kv]
@@ -86,7 +93,7 @@ def read(path: Path) -> list[RawRun]:
             if v is None or k in ("num_updates", "epoch"):
                 continue
             if kind == "epoch":
-                k = (k[len("train_"):] if k.startswith("train_") else k) + "_epoch"
+                k = (k[len("train_") :] if k.startswith("train_") else k) + "_epoch"
             cols.add(last, k, v)
     warnings = []
     if bad:

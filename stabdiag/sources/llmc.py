@@ -29,8 +29,10 @@ _STDOUT = re.compile(r"^step\s+(\d+)/\d+\s*\|(.*)$")
 _KV = re.compile(r"(?<![A-Za-z_])([A-Za-z_]+):(\S+)")  # lookbehind: linear on long words
 _UNIT = re.compile(r"^(.*?)(ms|s|%)?$")
 _TIMING = re.compile(r"time|avg|ms$")
-_SNIFF = re.compile(rb"(?m)^(?:s:\d+ (?:trl|tel):|step:\d+/\d+ (?:train|val)_loss:|"
-                    rb"step\s+\d+/\d+ \| loss )")
+_SNIFF = re.compile(
+    rb"(?m)^(?:s:\d+ (?:trl|tel):|step:\d+/\d+ (?:train|val)_loss:|"
+    rb"step\s+\d+/\d+ \| loss )"
+)
 
 
 looks_like = textlog.sniffer(_SNIFF)
@@ -50,7 +52,7 @@ def _stdout_fields(body: str) -> list[tuple[str, float]]:
         if len(parts) < 2:
             continue
         if parse_number(parts[0]) is not None and not isinstance(parse_number(parts[1]), float):
-            key, raw = " ".join(parts[1:]), parts[0]   # "120.5 ms", "12345 tok/s"
+            key, raw = " ".join(parts[1:]), parts[0]  # "120.5 ms", "12345 tok/s"
             key = {"ms": "step time (ms)"}.get(key, key)
         else:
             key, raw = parts[0], parts[1]
@@ -84,7 +86,7 @@ def read(path: Path) -> list[RawRun]:
             if t.startswith("s:") and t[2:3].isdigit():
                 bad.add(line.number)
             continue
-        if step is None:   # a step no int64 holds: this line is bad, the others stand
+        if step is None:  # a step no int64 holds: this line is bad, the others stand
             bad.add(line.number)
             continue
         for key, v in fields:

@@ -47,15 +47,17 @@ LOSS_SCALE = "loss scale"
 _ITER = re.compile(r"\biteration\s+(\d+)\s*/\s*(\d+)\s*\|")
 _VALID = re.compile(r"\bvalid(?:ation)? loss at iteration\s+(\d+)\s*\|")
 _START = re.compile(_ITER.pattern + "|" + _VALID.pattern)
-_SNIFF = re.compile(rb"\biteration\s+\d+\s*/\s*\d+\s*\|\s*consumed samples:"
-                    rb"|valid(?:ation)? loss at iteration\s+\d+\s*\|")
+_SNIFF = re.compile(
+    rb"\biteration\s+\d+\s*/\s*\d+\s*\|\s*consumed samples:"
+    rb"|valid(?:ation)? loss at iteration\s+\d+\s*\|"
+)
 _MAX_WRAPS = 4
 _MAX_SPREAD = 1024  # skipped-step rows spread from one record's count
 
 
 @dataclass(frozen=True)
 class _Record:
-    kind: str              # "iter", "valid" or "overflow"
+    kind: str  # "iter", "valid" or "overflow"
     step: int
     fields: tuple[tuple[str, float], ...]
     rank: int | None
@@ -84,11 +86,11 @@ def _parse(text: str, rank: int | None) -> _Record | None | object:
     m = _ITER.search(text)
     if m is not None:
         step = parse_int(m[1])
-        return BAD if step is None else _Record("iter", step, _fields(text[m.end():]), rank)
+        return BAD if step is None else _Record("iter", step, _fields(text[m.end() :]), rank)
     m = _VALID.search(text)
     if m is not None:
         fields = []
-        for key, v in _fields(text[m.end():]):
+        for key, v in _fields(text[m.end() :]):
             low = key.lower()
             if low.endswith(" value"):
                 fields.append((key[: -len(" value")] + " validation", v))
@@ -111,7 +113,7 @@ class _Store:
     def __init__(self) -> None:
         self.kind = array("b")
         self.step = array("q")
-        self.rank = array("i")   # index into ranks; -1 for no launcher prefix
+        self.rank = array("i")  # index into ranks; -1 for no launcher prefix
         self.start = array("q", [0])
         self.fkey = array("i")
         self.fval = array("d")
@@ -122,7 +124,9 @@ class _Store:
     def add(self, rec: _Record) -> None:
         self.kind.append(self._KINDS.index(rec.kind))
         self.step.append(rec.step)
-        self.rank.append(-1 if rec.rank is None else self.ranks.setdefault(rec.rank, len(self.ranks)))
+        self.rank.append(
+            -1 if rec.rank is None else self.ranks.setdefault(rec.rank, len(self.ranks))
+        )
         fields = rec.fields
         if rec.overflow is not None:
             fields = () if rec.overflow.new is None else ((_NEW, rec.overflow.new),)
@@ -137,8 +141,9 @@ class _Store:
         ranks = list(self.ranks)
         for i in range(len(self.kind)):
             kind = self._KINDS[self.kind[i]]
-            fields = tuple((names[self.fkey[j]], self.fval[j])
-                           for j in range(self.start[i], self.start[i + 1]))
+            fields = tuple(
+                (names[self.fkey[j]], self.fval[j]) for j in range(self.start[i], self.start[i + 1])
+            )
             r = self.rank[i]
             rank = None if r < 0 else ranks[r]
             if kind == "overflow":
@@ -159,7 +164,7 @@ def _records(lines: Iterable[textlog.Line]) -> tuple[_Store, int, Lines]:
     seen: set[bytes] = set()
     dups = 0
     bad = Lines()
-    pending: list = []   # [text, rank, joins, line number]
+    pending: list = []  # [text, rank, joins, line number]
 
     def flush() -> None:
         nonlocal dups
@@ -167,8 +172,9 @@ def _records(lines: Iterable[textlog.Line]) -> tuple[_Store, int, Lines]:
             return
         body, rank, _, number = pending
         pending.clear()
-        key = hashlib.blake2b(" ".join(body.split()).encode("utf-8", "surrogatepass"),
-                              digest_size=16).digest()
+        key = hashlib.blake2b(
+            " ".join(body.split()).encode("utf-8", "surrogatepass"), digest_size=16
+        ).digest()
         if key in seen:
             dups += 1
             return
@@ -182,8 +188,13 @@ def _records(lines: Iterable[textlog.Line]) -> tuple[_Store, int, Lines]:
     for line in lines:
         t = line.text
         starts = [m.start() for m in _START.finditer(t)]
-        if pending and not starts and not pending[0].rstrip().endswith("|") \
-                and pending[2] < _MAX_WRAPS and _continues(t):
+        if (
+            pending
+            and not starts
+            and not pending[0].rstrip().endswith("|")
+            and pending[2] < _MAX_WRAPS
+            and _continues(t)
+        ):
             pending[0] += " " + t
             pending[2] += 1
             continue
@@ -247,7 +258,7 @@ def read(path: Path) -> list[RawRun]:
     per_rank = len(ranks) > 1
 
     cols = textlog.Kept()
-    prev = 0                 # last logged iteration
+    prev = 0  # last logged iteration
     marked: set[int] = set()  # steps marked skipped by overflow messages
     overflow_step = 0
     nan_losses: list[int] = []
@@ -309,9 +320,11 @@ def read(path: Path) -> list[RawRun]:
         warnings.append(f"{path}: {dups} duplicate records (printed by several ranks) ignored")
     if nan_losses:
         shown = ", ".join(str(s) for s in nan_losses[:5])
-        warnings.append(f"{path}: no loss printed at iteration {shown}"
-                        f"{', ...' if len(nan_losses) > 5 else ''} although steps were not all "
-                        "skipped; Megatron omits a NaN average, so a NaN loss was recorded")
+        warnings.append(
+            f"{path}: no loss printed at iteration {shown}"
+            f"{', ...' if len(nan_losses) > 5 else ''} although steps were not all "
+            "skipped; Megatron omits a NaN average, so a NaN loss was recorded"
+        )
     if log.failure:
         warnings.append(log.failure)
     meta: dict = {}
@@ -319,8 +332,11 @@ def read(path: Path) -> list[RawRun]:
         meta["loss_scale"] = "-1.0 printed: the scaler is DeepSpeed's, not Megatron's"
     if ranks and not per_rank:
         meta["launcher_rank"] = next(iter(ranks))
-    return [cols.build(textlog.run_name(path), str(path), FORMAT, rank=per_rank,
-                       warnings=warnings, meta=meta)]
+    return [
+        cols.build(
+            textlog.run_name(path), str(path), FORMAT, rank=per_rank, warnings=warnings, meta=meta
+        )
+    ]
 
 
 __all__ = ["BAD", "FORMAT", "looks_like", "read"]

@@ -18,11 +18,16 @@ from stabdiag.sources.raw import Lines, RawRun, parse_int, parse_number
 FORMAT = "nanogpt"
 
 _NUM = r"([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf))"
-_ITER = re.compile(r"^iter (\d+): loss " + _NUM + r"(?:, time " + _NUM + r"ms)?"
-                   r"(?:, mfu " + _NUM + r"%)?", re.IGNORECASE)
+_ITER = re.compile(
+    r"^iter (\d+): loss " + _NUM + r"(?:, time " + _NUM + r"ms)?"
+    r"(?:, mfu " + _NUM + r"%)?",
+    re.IGNORECASE,
+)
 _EVAL = re.compile(r"^step (\d+): train loss " + _NUM + r", val loss " + _NUM, re.IGNORECASE)
-_SNIFF = re.compile(rb"(?m)^(?:iter \d+: loss [-\d.naif]+, time |step \d+: train loss [-\d.naif]+,"
-                    rb" val loss )")
+_SNIFF = re.compile(
+    rb"(?m)^(?:iter \d+: loss [-\d.naif]+, time |step \d+: train loss [-\d.naif]+,"
+    rb" val loss )"
+)
 
 
 looks_like = textlog.sniffer(_SNIFF)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from stabdiag.errors import SourceError
-from stabdiag.sources.raw import RawRun, RunColumns, capped_lines
+from stabdiag.sources.raw import MAX_LINE, RawRun, RunColumns, capped_lines
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # torchrun/elastic: "[default7]:", "[rank3]:"; srun --label: "12: " (digits then colon, space).
@@ -32,7 +32,8 @@ _PREFIX = re.compile(r"^\s*(?:\[(?:default|rank)(\d+)\]:|(\d{1,5}): )")
 _FAILURE = re.compile(
     r"Traceback \(most recent call last\)|received SIGTERM|SIGTERM|SIGKILL|"
     r"\*\*\* JOB \d+ ON \S+ CANCELLED|CUDA error|out of memory|Killed$|"
-    r"FloatingPointError|Exiting run\.|terminate called after throwing")
+    r"FloatingPointError|Exiting run\.|terminate called after throwing"
+)
 
 HEAD_BYTES = 64 * 1024
 
@@ -72,12 +73,50 @@ class Line:
     """One line of a captured stdout log, cleaned of launcher prefixes and ANSI codes, with its
     line number (for messages about dropped lines) and the rank that printed it."""
 
-    number: int       # 1-based physical line number in the file
+    number: int  # 1-based physical line number in the file
     rank: int | None  # from a launcher prefix, else None
-    text: str         # prefix and ANSI codes removed, trailing whitespace kept off
+    text: str  # prefix and ANSI codes removed, trailing whitespace kept off
 
 
 EXPECTED = "a readable text log"
+
+
+BLOCK = 1 << 20
+
+
+def blocks(path: Path, size: int = BLOCK) -> Iterator[str]:
+    """The decoded text in pieces of whole lines (about ``size`` bytes each; joined, they are
+    the whole text), for whole-log regex passes without a Python step per line. UTF-8 never puts
+    a ``\\n`` byte inside a character, so each piece decodes as it would in the whole file. A
+    line over ``raw.MAX_LINE`` ends the pieces early: the line-by-line pass that follows refuses
+    the file with its line number."""
+    virtual = _virtual(path)
+    if isinstance(virtual, str):
+        yield virtual
+        return
+    if virtual is not None:
+        buf: list[str] = []
+        n = 0
+        for ln in virtual():
+            buf.append(ln)
+            n += len(ln) + 1
+            if n >= size:
+                yield "\n".join(buf) + "\n"
+                buf, n = [], 0
+        if buf:
+            yield "\n".join(buf)
+        return
+    try:
+        with path.open("rb") as fh:
+            while chunk := fh.read(size):
+                if not chunk.endswith(b"\n"):
+                    rest = fh.readline(MAX_LINE)
+                    if len(rest) >= MAX_LINE and not rest.endswith(b"\n"):
+                        return
+                    chunk += rest
+                yield chunk.decode("utf-8", errors="replace")
+    except OSError as exc:
+        raise SourceError(path, EXPECTED, str(exc)) from None
 
 
 def physical_lines(path: Path) -> Iterator[str]:
@@ -145,7 +184,7 @@ def clean(raw: str) -> tuple[int | None, str]:
     m = _PREFIX.match(text)
     if m is None:
         return None, text
-    return int(m.group(1) or m.group(2)), text[m.end():]
+    return int(m.group(1) or m.group(2)), text[m.end() :]
 
 
 def _cleaned(number: int, physical: str) -> Iterator[Line]:
@@ -167,8 +206,10 @@ def failure_at(path: Path, number: int, physical: str) -> str | None:
     if _FAILURE.search(physical) is None:
         return None
     snippet = _ANSI.sub("", physical).strip()[:120]
-    return (f"{path}: the job did not end cleanly at line {number}, \"{snippet}\"; "
-            "metrics up to that point were read")
+    return (
+        f'{path}: the job did not end cleanly at line {number}, "{snippet}"; '
+        "metrics up to that point were read"
+    )
 
 
 def failure_warning(path: Path, text: str) -> str | None:

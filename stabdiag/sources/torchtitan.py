@@ -35,8 +35,11 @@ def looks_like(path: Path, head: bytes | str) -> bool:
         head = head.encode("utf-8", "replace")
     if _SNIFF.search(_COLOUR.sub(b"", head)):
         return True
-    return path.suffix.lower() in textlog.PLAIN_SUFFIXES and \
-        textlog.scan(path, _DEEP_TITAN, limit=8 << 20) and textlog.scan(path, _DEEP_STEP, limit=64 << 20)
+    return (
+        path.suffix.lower() in textlog.PLAIN_SUFFIXES
+        and textlog.scan(path, _DEEP_TITAN, limit=8 << 20)
+        and textlog.scan(path, _DEEP_STEP, limit=64 << 20)
+    )
 
 
 def read(path: Path) -> list[RawRun]:
@@ -74,5 +77,4 @@ def read(path: Path) -> list[RawRun]:
     if log.failure:
         warnings.append(log.failure)
     per_rank = len(ranks) > 1
-    return [cols.build(textlog.run_name(path), str(path), FORMAT, rank=per_rank,
-                       warnings=warnings)]
+    return [cols.build(textlog.run_name(path), str(path), FORMAT, rank=per_rank, warnings=warnings)]

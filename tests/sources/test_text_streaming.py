@@ -175,6 +175,17 @@ def test_lines_decode_like_the_whole_file(tmp_path):
     assert streamed[2].rank == 12 and streamed[4].text.startswith("iter 4")
 
 
+@pytest.mark.parametrize("size", [1, 7, 64, 1 << 20])
+def test_blocks_join_to_the_whole_text(tmp_path, size):
+    """Whole-log regex passes (DeepSpeed's pre-scan) see exactly the text, in whole lines."""
+    path = tmp_path / "train.log"
+    body = b"a\xe2\x82\nb\r\n\xffc\n\nlast line without end"
+    path.write_bytes(body)
+    pieces = list(textlog.blocks(path, size=size))
+    assert "".join(pieces) == body.decode("utf-8", errors="replace")
+    assert all(p.endswith("\n") for p in pieces[:-1])
+
+
 @pytest.mark.parametrize(("name", "metric", "read", "per_line"), CASES, ids=[c[0] for c in CASES])
 def test_an_over_long_line_is_refused_with_one_line(tmp_path, name, metric, read, per_line):
     path = tmp_path / "train.log"
