@@ -283,7 +283,7 @@ def test_r3_cache_cli_info_and_clear(tmp_path, cdir):
     env = {**os.environ, "STABDIAG_CACHE_DIR": str(cdir)}
     run = [sys.executable, "-m", "stabdiag", "cache"]
     info = subprocess.run([*run, "info"], capture_output=True, text=True, env=env, timeout=120)
-    assert info.returncode == 0 and "1 entries" in info.stdout
+    assert info.returncode == 0 and "1 entry," in info.stdout
     clear = subprocess.run([*run, "clear"], capture_output=True, text=True, env=env, timeout=120)
     assert clear.returncode == 0 and "removed 1 of 1" in clear.stdout
     assert cache.entries() == []
