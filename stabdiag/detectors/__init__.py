@@ -80,7 +80,9 @@ def _resolve(names: Collection[str] | None) -> set[str] | None:
     return None if names is None else {by_kind(n).kind for n in names}
 
 
-def selected(select: Collection[str] | None = None, ignore: Collection[str] | None = None) -> list[Detector]:
+def selected(
+    select: Collection[str] | None = None, ignore: Collection[str] | None = None
+) -> list[Detector]:
     """Registry order, filtered by kinds/codes to keep (``select``) and to drop (``ignore``)."""
     keep, drop = _resolve(select), _resolve(ignore) or set()
     return [d for d in DETECTORS if (keep is None or d.kind in keep) and d.kind not in drop]
@@ -111,9 +113,13 @@ def run_detectors(
                 try:  # one detector failing on odd data must not take the report down (issue 13 C7)
                     res = det.check(run) if cfg is None else det.check(run, cfg)
                 except Exception as exc:  # noqa: BLE001 - becomes that detector's "not checked"
-                    res = Skipped(code=det.code, kind=det.kind, run=run.name,
-                                  reason=f"detector error on this run's data ({type(exc).__name__}: "
-                                  f"{str(exc)[:160]})")
+                    res = Skipped(
+                        code=det.code,
+                        kind=det.kind,
+                        run=run.name,
+                        reason=f"detector error on this run's data ({type(exc).__name__}: "
+                        f"{str(exc)[:160]})",
+                    )
                 if isinstance(res, Skipped):
                     skipped.append(res)
                 else:
@@ -124,8 +130,13 @@ def run_detectors(
 def sort_findings(findings: Sequence[Finding], run_names: Sequence[str]) -> list[Finding]:
     """Findings in report order: by the runs' order, then by step (stable within a step)."""
     order = {name: i for i, name in enumerate(run_names)}
-    return sorted(findings, key=lambda f: (order.get(f.run, len(order)),
-                                           f.step_start if f.step_start is not None else -1))
+    return sorted(
+        findings,
+        key=lambda f: (
+            order.get(f.run, len(order)),
+            f.step_start if f.step_start is not None else -1,
+        ),
+    )
 
 
 __all__ = ["DETECTORS", "Detector", "by_kind", "run_detectors", "selected", "sort_findings"]

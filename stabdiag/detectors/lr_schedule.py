@@ -107,8 +107,11 @@ def find_jumps(lr: np.ndarray, cfg: Config = DEFAULT) -> list[tuple[int, float, 
     rise = np.concatenate([[np.nan], rise])
     prev = np.concatenate([[np.nan], rise[:-1]])
     with np.errstate(invalid="ignore"):
-        abrupt = (np.isfinite(rise) & (rise >= cfg.jump_factor)
-                  & (rise >= cfg.jump_factor * np.maximum(1.0, prev)))   # NaN / inf prev: False
+        abrupt = (
+            np.isfinite(rise)
+            & (rise >= cfg.jump_factor)
+            & (rise >= cfg.jump_factor * np.maximum(1.0, prev))
+        )  # NaN / inf prev: False
     peak = float(np.max(lr))
     out: list[tuple[int, float, int]] = []
     for j in np.flatnonzero(abrupt)[: 10 * cfg.max_jumps]:
@@ -116,7 +119,7 @@ def find_jumps(lr: np.ndarray, cfg: Config = DEFAULT) -> list[tuple[int, float, 
         back = st.first_index(lr < lr[j] / cfg.jump_factor, int(j) + 1)
         end = n if back < 0 else back
         sched = peak
-        if back >= 0 and end - j <= cfg.spike_max_frac * n:   # a short spike: not the schedule
+        if back >= 0 and end - j <= cfg.spike_max_frac * n:  # a short spike: not the schedule
             sched = float(max(np.max(lr[:j]), np.max(lr[end:])))
         reach = int(np.argmax(lr >= 0.95 * sched))
         if j > reach or lr[j] >= cfg.jump_factor * sched:
@@ -146,15 +149,28 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         hit = first_within(events, lo, lo + int(cfg.early_frac * span))
         if hit or peak >= cfg.high_lr:
             sev = Severity.WARNING if hit else Severity.INFO
-            tail = (f"; {hit[1]} followed at step {hit[0]}" if hit else "; no trouble followed")
-            out.append(finding(
-                CODE, KIND, run, severity=sev, metric=LR, step_start=int(steps[0]), step_end=int(steps[0]),
-                message=f"no LR warm-up: the LR was already {st.fmt(float(lr[0]))} (peak {st.fmt(peak)}) "
-                        f"at the first logged step {int(steps[0])}{tail}.",
-                evidence={"issue": "no_warmup", "first_lr": float(lr[0]), "peak_lr": peak,
-                          "first_step": int(steps[0]), "trouble": hit[1] if hit else None,
-                          "trouble_step": hit[0] if hit else None},
-            ))
+            tail = f"; {hit[1]} followed at step {hit[0]}" if hit else "; no trouble followed"
+            out.append(
+                finding(
+                    CODE,
+                    KIND,
+                    run,
+                    severity=sev,
+                    metric=LR,
+                    step_start=int(steps[0]),
+                    step_end=int(steps[0]),
+                    message=f"no LR warm-up: the LR was already {st.fmt(float(lr[0]))} (peak {st.fmt(peak)}) "
+                    f"at the first logged step {int(steps[0])}{tail}.",
+                    evidence={
+                        "issue": "no_warmup",
+                        "first_lr": float(lr[0]),
+                        "peak_lr": peak,
+                        "first_step": int(steps[0]),
+                        "trouble": hit[1] if hit else None,
+                        "trouble_step": hit[0] if hit else None,
+                    },
+                )
+            )
     jumps = find_jumps(lr, cfg)
     win = max(cfg.jump_window_steps, int(cfg.jump_window_frac * span))
     for j, sched, back in jumps:
@@ -162,23 +178,49 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         factor = float(lr[j] / lr[j - 1])
         hit = first_within(events, at, at + win)
         sev = Severity.WARNING if hit else Severity.INFO
-        tail = f" and {hit[1]} followed at step {hit[0]}" if hit else " with no trouble after it (a warm restart?)"
+        tail = (
+            f" and {hit[1]} followed at step {hit[0]}"
+            if hit
+            else " with no trouble after it (a warm restart?)"
+        )
         if back >= 0:
             dur = int(steps[back] - at)
             shape = f"; it fell back to {st.fmt(float(lr[back]))} at step {int(steps[back])} ({words.count(dur, 'step')} later)"
         else:
             shape = "; it stayed up"
-        out.append(finding(
-            CODE, KIND, run, severity=sev, metric=LR, step_start=int(steps[j - 1]), step_end=at,
-            message=f"LR jumped {factor:.1f}x ({st.fmt(float(lr[j - 1]))} -> "
-                    f"{st.fmt(float(lr[j]))}) at step {at}{tail}{shape}.",
-            evidence={"issue": "lr_jump", "lr_before": float(lr[j - 1]), "lr_after": float(lr[j]),
-                      "factor": factor, "step": at, "schedule_peak": sched, "above_schedule_peak": bool(lr[j] > sched),
-                      "fell_back_step": int(steps[back]) if back >= 0 else None,
-                      "trouble": hit[1] if hit else None, "trouble_step": hit[0] if hit else None},
-        ))
+        out.append(
+            finding(
+                CODE,
+                KIND,
+                run,
+                severity=sev,
+                metric=LR,
+                step_start=int(steps[j - 1]),
+                step_end=at,
+                message=f"LR jumped {factor:.1f}x ({st.fmt(float(lr[j - 1]))} -> "
+                f"{st.fmt(float(lr[j]))}) at step {at}{tail}{shape}.",
+                evidence={
+                    "issue": "lr_jump",
+                    "lr_before": float(lr[j - 1]),
+                    "lr_after": float(lr[j]),
+                    "factor": factor,
+                    "step": at,
+                    "schedule_peak": sched,
+                    "above_schedule_peak": bool(lr[j] > sched),
+                    "fell_back_step": int(steps[back]) if back >= 0 else None,
+                    "trouble": hit[1] if hit else None,
+                    "trouble_step": hit[0] if hit else None,
+                },
+            )
+        )
     return out
 
 
-DETECTOR = Detector(code=CODE, kind=KIND, summary="no warm-up at a high LR; LR jumps that line up with trouble",
-                    doc=__doc__ or "", check=check, config=Config)
+DETECTOR = Detector(
+    code=CODE,
+    kind=KIND,
+    summary="no warm-up at a high LR; LR jumps that line up with trouble",
+    doc=__doc__ or "",
+    check=check,
+    config=Config,
+)

@@ -72,15 +72,40 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     moving = (late - prev) * np.sign(drift) >= cfg.still
     if abs(drift) < cfg.warn_drift or not moving:
         return []
-    sev = Severity.ERROR if abs(drift) >= cfg.error_drift or abs(late) >= cfg.error_abs else Severity.WARNING
-    msg = (f"output log Z drifted {drift:+.1f} nats ({st.fmt(early)} -> {st.fmt(late)}) and was still "
-           f"moving at step {int(steps[-1])}: z-loss territory.")
-    return [finding(
-        CODE, KIND, run, severity=sev, metric=OUTPUT_LOGZ, step_start=int(steps[0]),
-        step_end=int(steps[-1]), message=msg,
-        evidence={"early_level": early, "late_level": late, "previous_level": prev, "drift": drift},
-    )]
+    sev = (
+        Severity.ERROR
+        if abs(drift) >= cfg.error_drift or abs(late) >= cfg.error_abs
+        else Severity.WARNING
+    )
+    msg = (
+        f"output log Z drifted {drift:+.1f} nats ({st.fmt(early)} -> {st.fmt(late)}) and was still "
+        f"moving at step {int(steps[-1])}: z-loss territory."
+    )
+    return [
+        finding(
+            CODE,
+            KIND,
+            run,
+            severity=sev,
+            metric=OUTPUT_LOGZ,
+            step_start=int(steps[0]),
+            step_end=int(steps[-1]),
+            message=msg,
+            evidence={
+                "early_level": early,
+                "late_level": late,
+                "previous_level": prev,
+                "drift": drift,
+            },
+        )
+    ]
 
 
-DETECTOR = Detector(code=CODE, kind=KIND, summary="output log Z drifts steadily away from its start",
-                    doc=__doc__ or "", check=check, config=Config)
+DETECTOR = Detector(
+    code=CODE,
+    kind=KIND,
+    summary="output log Z drifts steadily away from its start",
+    doc=__doc__ or "",
+    check=check,
+    config=Config,
+)

@@ -106,8 +106,9 @@ def _check_metric(run: RunData, metric: str, ranks: dict, cfg: Config) -> list[F
     out: list[Finding] = []
     if x.shape[1] == 2:
         with np.errstate(invalid="ignore"):
-            gap = np.abs(x[:, 0] - x[:, 1]) >= (np.log1p(cfg.pair_rel) if use_log
-                                                 else cfg.pair_rel * np.nanmean(np.abs(x), axis=1))
+            gap = np.abs(x[:, 0] - x[:, 1]) >= (
+                np.log1p(cfg.pair_rel) if use_log else cfg.pair_rel * np.nanmean(np.abs(x), axis=1)
+            )
         length, a, b = _longest(gap)
         if length >= cfg.min_points:
             r0, r1 = df.columns
@@ -115,29 +116,46 @@ def _check_metric(run: RunData, metric: str, ranks: dict, cfg: Config) -> list[F
             # one that moved away from its own level is the one that departed.
             moved = []
             for j in (0, 1):
-                before = x[max(0, a - cfg.pair_history):a, j]
+                before = x[max(0, a - cfg.pair_history) : a, j]
                 ref = np.nanmedian(before) if np.isfinite(before).any() else np.nan
-                seg = x[a:b + 1, j]
-                moved.append(float(np.nanmedian(np.abs(seg - ref))) if np.isfinite(ref) and np.isfinite(seg).any()
-                             else np.nan)
+                seg = x[a : b + 1, j]
+                moved.append(
+                    float(np.nanmedian(np.abs(seg - ref)))
+                    if np.isfinite(ref) and np.isfinite(seg).any()
+                    else np.nan
+                )
             culprit = None
             if all(np.isfinite(moved)) and max(moved) >= cfg.pair_blame * max(min(moved), 1e-12):
                 culprit = (r0, r1)[int(np.argmax(moved))]
-            who = (f"rank {culprit}'s {name} departed from rank {r1 if culprit == r0 else r0}'s"
-                   f" (it moved away from its own recent level; the other did not)" if culprit is not None else
-                   f"ranks {r0} and {r1} disagree on the {name}")
+            who = (
+                f"rank {culprit}'s {name} departed from rank {r1 if culprit == r0 else r0}'s"
+                f" (it moved away from its own recent level; the other did not)"
+                if culprit is not None
+                else f"ranks {r0} and {r1} disagree on the {name}"
+            )
             tail = "" if culprit is not None else "; with two ranks the faulty one cannot be told"
-            out.append(finding(
-                CODE, KIND, run, severity=Severity.WARNING, metric=metric,
-                step_start=int(steps[a]), step_end=int(steps[b]),
-                message=f"{who} by >= {100 * cfg.pair_rel:.0f}% for {length} consecutive log points from "
-                        f"step {int(steps[a])}{tail}.",
-                evidence={"ranks": [int(r0), int(r1)], "points": length, "onset_step": int(steps[a]),
-                          "rank": None if culprit is None else int(culprit)},
-            ))
+            out.append(
+                finding(
+                    CODE,
+                    KIND,
+                    run,
+                    severity=Severity.WARNING,
+                    metric=metric,
+                    step_start=int(steps[a]),
+                    step_end=int(steps[b]),
+                    message=f"{who} by >= {100 * cfg.pair_rel:.0f}% for {length} consecutive log points from "
+                    f"step {int(steps[a])}{tail}.",
+                    evidence={
+                        "ranks": [int(r0), int(r1)],
+                        "points": length,
+                        "onset_step": int(steps[a]),
+                        "rank": None if culprit is None else int(culprit),
+                    },
+                )
+            )
         return out
     with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN rows: NaN, as intended
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: NaN, as intended
         med = np.nanmedian(x, axis=1)
         mad = st.MAD_TO_SIGMA * np.nanmedian(np.abs(x - med[:, None]), axis=1)
     typical = st.nanmedian(mad)
@@ -145,7 +163,9 @@ def _check_metric(run: RunData, metric: str, ranks: dict, cfg: Config) -> list[F
     spread = max(typical if np.isfinite(typical) else 0.0, floor)
     dev = x - med[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
-        rel_ok = np.abs(dev) >= (np.log1p(cfg.min_rel) if use_log else cfg.min_rel * np.abs(med)[:, None])
+        rel_ok = np.abs(dev) >= (
+            np.log1p(cfg.min_rel) if use_log else cfg.min_rel * np.abs(med)[:, None]
+        )
         off = (np.abs(dev) / spread >= cfg.z_threshold) & rel_ok
     off |= ~np.isfinite(raw) & np.isfinite(med)[:, None]
     for j, rank in enumerate(df.columns):
@@ -153,19 +173,41 @@ def _check_metric(run: RunData, metric: str, ranks: dict, cfg: Config) -> list[F
         if length < cfg.min_points:
             continue
         total = int(off[:, j].sum())
-        sev = Severity.ERROR if length >= cfg.error_points and total >= cfg.error_frac * len(steps) else Severity.WARNING
-        seg = dev[a:b + 1, j]
+        sev = (
+            Severity.ERROR
+            if length >= cfg.error_points and total >= cfg.error_frac * len(steps)
+            else Severity.WARNING
+        )
+        seg = dev[a : b + 1, j]
         typ = float(np.nanmedian(seg)) if np.isfinite(seg).any() else float("nan")
         factor = float(np.exp(typ)) if use_log and np.isfinite(typ) else None
-        how = f"{factor:.2f}x the other ranks' median" if factor else "non-finite or far from the others"
-        out.append(finding(
-            CODE, KIND, run, severity=sev, metric=metric, step_start=int(steps[a]), step_end=int(steps[b]),
-            message=f"rank {rank}'s {name} departed from the other ranks ({how}) for {length} consecutive "
-                    f"log points from step {int(steps[a])}.",
-            evidence={"rank": int(rank), "points": length, "off_points_total": total,
-                      "onset_step": int(steps[a]), "ratio_to_median": factor,
-                      "ranks": [int(r) for r in df.columns], "typical_spread": spread},
-        ))
+        how = (
+            f"{factor:.2f}x the other ranks' median"
+            if factor
+            else "non-finite or far from the others"
+        )
+        out.append(
+            finding(
+                CODE,
+                KIND,
+                run,
+                severity=sev,
+                metric=metric,
+                step_start=int(steps[a]),
+                step_end=int(steps[b]),
+                message=f"rank {rank}'s {name} departed from the other ranks ({how}) for {length} consecutive "
+                f"log points from step {int(steps[a])}.",
+                evidence={
+                    "rank": int(rank),
+                    "points": length,
+                    "off_points_total": total,
+                    "onset_step": int(steps[a]),
+                    "ratio_to_median": factor,
+                    "ranks": [int(r) for r in df.columns],
+                    "typical_spread": spread,
+                },
+            )
+        )
     return out
 
 
@@ -180,5 +222,11 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     return out
 
 
-DETECTOR = Detector(code=CODE, kind=KIND, summary="one rank's loss or grad norm departs from the others",
-                    doc=__doc__ or "", check=check, config=Config)
+DETECTOR = Detector(
+    code=CODE,
+    kind=KIND,
+    summary="one rank's loss or grad norm departs from the others",
+    doc=__doc__ or "",
+    check=check,
+    config=Config,
+)

@@ -82,17 +82,35 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
         rep = f", replaying {words.count(replayed, 'step')}" if replayed else ""
         extra = f"; {near[1]} at step {near[0]} nearby" if near else ""
         many = f" (restart {k + 1} of {n})" if n > 1 else ""
-        out.append(finding(
-            CODE, KIND, run, severity=sev, metric=RESTART, step_start=step,
-            step_end=rewound if rewound is not None and rewound >= step else step,
-            message=f"run resumed at step {step}{back}{rep}{many}{extra}.",
-            evidence={"resumed_at": step, "rewound_from": rewound, "steps_replayed": replayed,
-                      "restart_index": k + 1, "restarts": n,
-                      "trouble_nearby": near[1] if near else None,
-                      "trouble_step": near[0] if near else None},
-        ))
+        out.append(
+            finding(
+                CODE,
+                KIND,
+                run,
+                severity=sev,
+                metric=RESTART,
+                step_start=step,
+                step_end=rewound if rewound is not None and rewound >= step else step,
+                message=f"run resumed at step {step}{back}{rep}{many}{extra}.",
+                evidence={
+                    "resumed_at": step,
+                    "rewound_from": rewound,
+                    "steps_replayed": replayed,
+                    "restart_index": k + 1,
+                    "restarts": n,
+                    "trouble_nearby": near[1] if near else None,
+                    "trouble_step": near[0] if near else None,
+                },
+            )
+        )
     return out
 
 
-DETECTOR = Detector(code=CODE, kind=KIND, summary="the step counter goes back (rewind / resume)",
-                    doc=__doc__ or "", check=check, config=Config)
+DETECTOR = Detector(
+    code=CODE,
+    kind=KIND,
+    summary="the step counter goes back (rewind / resume)",
+    doc=__doc__ or "",
+    check=check,
+    config=Config,
+)

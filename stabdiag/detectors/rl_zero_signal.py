@@ -134,7 +134,8 @@ def check(run: RunData, cfg: Config = DEFAULT) -> list[Finding] | Skipped:
     n = len(steps)
     if n < rc.MIN_POINTS:
         return DETECTOR.skipped(
-            run, f"only {words.count(n, 'log point')} with a reward spread; at least {rc.MIN_POINTS} are needed"
+            run,
+            f"only {words.count(n, 'log point')} with a reward spread; at least {rc.MIN_POINTS} are needed",
         )
     starts, ends = st.merge_segments(*st.segments(deg), gap=2)
     if not len(starts):

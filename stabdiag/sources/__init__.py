@@ -84,12 +84,17 @@ def load(
     explicit: set[Path] = set()
     seen: set[Path] = set()  # a file named twice (explicitly and inside a dir) is read once
     unread: list[SourceError] = []  # named paths that cannot be read: the others are still read
-    unwalked: list[SourceError] = []  # subdirectories that could not be listed (reported, not fatal)
+    unwalked: list[
+        SourceError
+    ] = []  # subdirectories that could not be listed (reported, not fatal)
     for p in map(Path, paths):
         if not p.exists():
             url = remote_url(p)
-            unread.append(RemotePathError(url) if url else
-                          SourceError(p, "a log file or directory", "nothing at that path"))
+            unread.append(
+                RemotePathError(url)
+                if url
+                else SourceError(p, "a log file or directory", "nothing at that path")
+            )
             continue
         what = sniff.special(p)
         if what is not None:
@@ -102,8 +107,11 @@ def load(
                 continue
             f = fmt or sniff.sniff(p)
             if f is None:
-                found = ("a checkpoint/binary file (never opened)" if sniff.is_skipped(p)
-                         else "a file of unknown format")
+                found = (
+                    "a checkpoint/binary file (never opened)"
+                    if sniff.is_skipped(p)
+                    else "a file of unknown format"
+                )
                 unread.append(SourceError(p, f"a metrics log ({', '.join(FORMATS)})", found))
                 continue
             explicit.add(p)
@@ -113,7 +121,9 @@ def load(
         else:
             root_denied: list[SourceError] = []
 
-            def unlisted(d: Path, exc: OSError, p: Path = p, root_denied: list = root_denied) -> None:
+            def unlisted(
+                d: Path, exc: OSError, p: Path = p, root_denied: list = root_denied
+            ) -> None:
                 err = SourceError(d, "a readable directory", f"{exc.strerror or exc}; not searched")
                 (root_denied if d == p else unwalked).append(err)
 
@@ -122,10 +132,20 @@ def load(
             found = [(f, sniff.sniff(f)) for f in walked if f.resolve() not in seen]
             seen.update(f.resolve() for f, _ in found)
             if not root_denied and len(found) == len(walked) and all(k is None for _, k in found):
-                unread.append(SourceError(p, "a directory of training logs (`stabdiag formats` "
-                                          "lists them)", "no log file in it"))
-            groups += runs.plan([(f, fmt or k) for f, k in found
-                             if k is not None and (fmt is None or k in registry.BY_NAME[fmt].family)])
+                unread.append(
+                    SourceError(
+                        p,
+                        "a directory of training logs (`stabdiag formats` lists them)",
+                        "no log file in it",
+                    )
+                )
+            groups += runs.plan(
+                [
+                    (f, fmt or k)
+                    for f, k in found
+                    if k is not None and (fmt is None or k in registry.BY_NAME[fmt].family)
+                ]
+            )
     if not cache:
         groups = [replace(g, use_cache=False) for g in groups]
     raws: list[tuple[RawRun, runs.RunGroup]] = []
@@ -139,12 +159,17 @@ def load(
             raws += [(r, g) for r in got]
             continue
         try:
-            raws += [(r, g) for r in registry.read(g)]  # serially, or again to raise the real exception
+            raws += [
+                (r, g) for r in registry.read(g)
+            ]  # serially, or again to raise the real exception
         except SourceError as exc:
             (unread if set(g.files) & explicit else errors).append(exc)
         except Exception as exc:  # noqa: BLE001 - a reader bug on damaged input sinks only its run
-            err = SourceError(g.files[0], f"a readable {g.fmt} log", "content its reader could not "
-                              f"handle ({type(exc).__name__}: {str(exc)[:200]})")
+            err = SourceError(
+                g.files[0],
+                f"a readable {g.fmt} log",
+                f"content its reader could not handle ({type(exc).__name__}: {str(exc)[:200]})",
+            )
             (unread if set(g.files) & explicit else errors).append(err)
     if unread and not raws:  # nothing could be read: the first named path is the error
         first = unread[0]
@@ -189,8 +214,14 @@ def _cannot_open(path: Path) -> str | None:
 
 # --------------------------------------------------------------------------- finishing
 
-def _finish(raw: RawRun, g: runs.RunGroup, name: str, overrides: Mapping[str, str] | None,
-            scaler_of: Callable[[Path], Path | None]) -> tuple[_Cols, RunInfo]:
+
+def _finish(
+    raw: RawRun,
+    g: runs.RunGroup,
+    name: str,
+    overrides: Mapping[str, str] | None,
+    scaler_of: Callable[[Path], Path | None],
+) -> tuple[_Cols, RunInfo]:
     matches = aliases.resolve(raw.names, raw.context, overrides)
     mapped = [printable(matches[n].name) for n in raw.names]  # unknown names are log-derived
     metric_of = np.array(mapped + [T.RESTART], dtype=object)
@@ -201,7 +232,7 @@ def _finish(raw: RawRun, g: runs.RunGroup, name: str, overrides: Mapping[str, st
 
     rank = raw.rank
     found = []  # (index, rank or None, Restart)
-    for r in (np.unique(rank) if rank is not None else [None]):
+    for r in np.unique(rank) if rank is not None else [None]:
         sel = np.flatnonzero(rank == r) if r is not None else None
         codes = raw.codes if sel is None else raw.codes[sel]
         steps = raw.steps if sel is None else raw.steps[sel]
@@ -209,8 +240,10 @@ def _finish(raw: RawRun, g: runs.RunGroup, name: str, overrides: Mapping[str, st
             idx = rs.index if sel is None else int(sel[rs.index])
             found.append((idx, r, rs))
             where = "" if r is None else f" (rank {r})"
-            warnings.append(f"restart{where}: steps go back from {rs.prev_max} to {rs.step}; "
-                            "later-written values win")
+            warnings.append(
+                f"restart{where}: steps go back from {rs.prev_max} to {rs.step}; "
+                "later-written values win"
+            )
 
     n = len(raw)
     codes = raw.codes
@@ -226,10 +259,16 @@ def _finish(raw: RawRun, g: runs.RunGroup, name: str, overrides: Mapping[str, st
             rank = np.insert(rank, at, [r for _, r, _ in found])
     metric_codes, metric_names = pd.factorize(metric_of)  # two raw names may map to one
     metric_codes = metric_codes.astype(T.code_dtype(len(metric_names)))  # a byte a row, mostly
-    cols = _Cols(name, steps.astype(np.int64, copy=False), metric_codes[codes],
-                 np.asarray(metric_names, dtype=object), values.astype(np.float64, copy=False),
-                 wall.astype(np.float64, copy=False), ((printable(raw.path), len(steps)),),
-                 None if rank is None else np.asarray(rank))
+    cols = _Cols(
+        name,
+        steps.astype(np.int64, copy=False),
+        metric_codes[codes],
+        np.asarray(metric_names, dtype=object),
+        values.astype(np.float64, copy=False),
+        wall.astype(np.float64, copy=False),
+        ((printable(raw.path), len(steps)),),
+        None if rank is None else np.asarray(rank),
+    )
     derived = raw.meta.get("derived")
     derived = derived if isinstance(derived, Mapping) else {}
 
@@ -239,17 +278,26 @@ def _finish(raw: RawRun, g: runs.RunGroup, name: str, overrides: Mapping[str, st
         told = derived.get(raw_name)
         return str(told) if told and m.rank >= 0 and m.name == raw_name else m.why
 
-    mapping = tuple((printable(raw_name), printable(matches[raw_name].name),
-                     printable(why(raw_name))) for raw_name in raw.names)
+    mapping = tuple(
+        (printable(raw_name), printable(matches[raw_name].name), printable(why(raw_name)))
+        for raw_name in raw.names
+    )
     meta = dict(raw.meta)
     if "precision" not in meta:
         hint = _precision_hint(raw, mapped, g, scaler_of)
         if hint is not None:
             meta["precision"], meta["precision_evidence"] = hint
-    meta["run_config"] = configs.read_safely(g.path if g.fmt == registry.TENSORBOARD else raw.path,
-                                             raw.format, meta, g.files)
-    info = RunInfo(name=name, path=printable(raw.path if g.fmt != registry.TENSORBOARD else g.path),
-                   format=raw.format, warnings=tuple(warnings), mapping=mapping, meta=meta)
+    meta["run_config"] = configs.read_safely(
+        g.path if g.fmt == registry.TENSORBOARD else raw.path, raw.format, meta, g.files
+    )
+    info = RunInfo(
+        name=name,
+        path=printable(raw.path if g.fmt != registry.TENSORBOARD else g.path),
+        format=raw.format,
+        warnings=tuple(warnings),
+        mapping=mapping,
+        meta=meta,
+    )
     return cols, info
 
 
@@ -259,21 +307,24 @@ class _Cols:
     cost milliseconds each, minutes for 100,000 small runs (issue 13 R4)."""
 
     run: str
-    step: np.ndarray         # int64
-    code: np.ndarray         # int: index into ``names`` per row
-    names: np.ndarray        # object: the run's metric names (canonical or escaped raw), unique
-    value: np.ndarray        # float64
-    wall: np.ndarray         # float64
+    step: np.ndarray  # int64
+    code: np.ndarray  # int: index into ``names`` per row
+    names: np.ndarray  # object: the run's metric names (canonical or escaped raw), unique
+    value: np.ndarray  # float64
+    wall: np.ndarray  # float64
     sources: tuple[tuple[str, int], ...]  # (file, rows) in row order
-    rank: np.ndarray | None = None        # int64, or float64 with NaN after a merge
+    rank: np.ndarray | None = None  # int64, or float64 with NaN after a merge
 
     def __len__(self) -> int:
         return len(self.step)
 
     def metric_is(self, flags: Callable[[str], bool]) -> np.ndarray:
         """Per row: ``flags(metric name)``, evaluated once per name."""
-        return np.array([flags(n) for n in self.names], dtype=bool)[self.code] if len(self.names) \
+        return (
+            np.array([flags(n) for n in self.names], dtype=bool)[self.code]
+            if len(self.names)
             else np.zeros(len(self), dtype=bool)
+        )
 
 
 def _table(cols: Sequence[_Cols]) -> tuple[T.MetricsTable, list[tuple[int, int]]]:
@@ -297,8 +348,10 @@ def _table(cols: Sequence[_Cols]) -> tuple[T.MetricsTable, list[tuple[int, int]]
     src_index: dict[str, int] = {}
     src_ids = [[src_index.setdefault(p, len(src_index)) for p, _ in c.sources] for c in full]
     small = T.code_dtype(len(src_index))
-    src_codes = [np.repeat(np.array(ids, dtype=small), [k for _, k in c.sources])
-                 for ids, c in zip(src_ids, full, strict=True)]
+    src_codes = [
+        np.repeat(np.array(ids, dtype=small), [k for _, k in c.sources])
+        for ids, c in zip(src_ids, full, strict=True)
+    ]
     run_codes = np.repeat(np.arange(len(full), dtype=T.code_dtype(len(full))), sizes)
     frame: dict[str, Any] = {
         "run": _categorical(run_codes, [c.run for c in full]),
@@ -312,8 +365,9 @@ def _table(cols: Sequence[_Cols]) -> tuple[T.MetricsTable, list[tuple[int, int]]
     if all(ranked) and all(c.rank.dtype.kind in "iu" for c in full):
         frame["rank"] = _join([c.rank for c in full])
     elif any(ranked):  # as pd.concat does: runs without ranks get NaN
-        frame["rank"] = np.concatenate([np.full(len(c), np.nan) if c.rank is None
-                                        else c.rank.astype(np.float64) for c in full])
+        frame["rank"] = np.concatenate(
+            [np.full(len(c), np.nan) if c.rank is None else c.rank.astype(np.float64) for c in full]
+        )
     return T.MetricsTable(pd.DataFrame(frame, copy=False)), bounds
 
 
@@ -350,9 +404,17 @@ class _Parts(Sequence):
 # --------------------------------------------------------------------------- one run, two loggers
 
 # Which copy of a run logged twice is kept: exact text/JSON values over TensorBoard's float32.
-_KEEP_ORDER = (registry.HF_TRAINER_STATE, registry.LIGHTNING_CSV, registry.CSV, registry.JSONL,
-               registry.MLFLOW, registry.WANDB_OFFLINE, registry.WANDB_CSV, *registry.STDOUT_FORMATS,
-               registry.TENSORBOARD)
+_KEEP_ORDER = (
+    registry.HF_TRAINER_STATE,
+    registry.LIGHTNING_CSV,
+    registry.CSV,
+    registry.JSONL,
+    registry.MLFLOW,
+    registry.WANDB_OFFLINE,
+    registry.WANDB_CSV,
+    *registry.STDOUT_FORMATS,
+    registry.TENSORBOARD,
+)
 _SAME_MIN_POINTS = 5
 
 
@@ -388,11 +450,18 @@ def _first_key(tell: tuple[str, np.ndarray, np.ndarray] | None) -> tuple | None:
     if tell is None:
         return None
     m, steps, values = tell
-    return (m, *((int(s), float(np.float32(v)) if np.isfinite(v) else repr(v))
-                 for s, v in zip(steps[:3], values[:3], strict=True)))
+    return (
+        m,
+        *(
+            (int(s), float(np.float32(v)) if np.isfinite(v) else repr(v))
+            for s, v in zip(steps[:3], values[:3], strict=True)
+        ),
+    )
 
 
-def _quick_same(a: tuple[str, np.ndarray, np.ndarray], b: tuple[str, np.ndarray, np.ndarray]) -> bool:
+def _quick_same(
+    a: tuple[str, np.ndarray, np.ndarray], b: tuple[str, np.ndarray, np.ndarray]
+) -> bool:
     """The first 64 shared points of the telling series agree (rejects most pairs cheaply)."""
     _, sa, va = a
     _, sb, vb = b
@@ -405,8 +474,13 @@ def _quick_same(a: tuple[str, np.ndarray, np.ndarray], b: tuple[str, np.ndarray,
 def _fingerprint(c: _Cols) -> dict[tuple[str, int], float]:
     """(canonical metric, step) -> value (lowest rank, last written) of one run."""
     mask = _canonical_mask(c)
-    return dict(zip(zip(c.names[c.code[mask]].tolist(), c.step[mask].tolist(), strict=True),
-                    c.value[mask].tolist(), strict=True))
+    return dict(
+        zip(
+            zip(c.names[c.code[mask]].tolist(), c.step[mask].tolist(), strict=True),
+            c.value[mask].tolist(),
+            strict=True,
+        )
+    )
 
 
 def _same_values(a: dict, b: dict) -> int:
@@ -435,15 +509,26 @@ def _append(keep: _Cols, extra: _Cols, sel: np.ndarray) -> _Cols:
     k = int(sel.sum())
     rank = None
     if keep.rank is not None or extra.rank is not None:
-        parts = [keep.rank if keep.rank is not None else np.full(len(keep), np.nan),
-                 extra.rank[sel] if extra.rank is not None else np.full(k, np.nan)]
-        rank = np.concatenate(parts if all(p.dtype.kind in "iu" for p in parts)
-                              else [p.astype(np.float64) for p in parts])
-    (path, _), = extra.sources  # a dropped run is always an original, unmerged one
-    return _Cols(keep.run, np.concatenate([keep.step, extra.step[sel]]),
-                 np.concatenate([keep.code, lut[extra.code[sel]]]), np.asarray(names, dtype=object),
-                 np.concatenate([keep.value, extra.value[sel]]),
-                 np.concatenate([keep.wall, extra.wall[sel]]), keep.sources + ((path, k),), rank)
+        parts = [
+            keep.rank if keep.rank is not None else np.full(len(keep), np.nan),
+            extra.rank[sel] if extra.rank is not None else np.full(k, np.nan),
+        ]
+        rank = np.concatenate(
+            parts
+            if all(p.dtype.kind in "iu" for p in parts)
+            else [p.astype(np.float64) for p in parts]
+        )
+    ((path, _),) = extra.sources  # a dropped run is always an original, unmerged one
+    return _Cols(
+        keep.run,
+        np.concatenate([keep.step, extra.step[sel]]),
+        np.concatenate([keep.code, lut[extra.code[sel]]]),
+        np.asarray(names, dtype=object),
+        np.concatenate([keep.value, extra.value[sel]]),
+        np.concatenate([keep.wall, extra.wall[sel]]),
+        keep.sources + ((path, k),),
+        rank,
+    )
 
 
 def _merge_same_run(cols: list[_Cols], infos: list[RunInfo]) -> tuple[list[_Cols], list[RunInfo]]:
@@ -466,7 +551,7 @@ def _merge_same_run(cols: list[_Cols], infos: list[RunInfo]) -> tuple[list[_Cols
     gone: dict[int, tuple[int, int]] = {}  # dropped run -> (kept run, shared points)
     for members in buckets.values():
         for ia, a in enumerate(members):
-            for b in members[ia + 1:]:
+            for b in members[ia + 1 :]:
                 if a in gone or b in gone or infos[a].format == infos[b].format:
                     continue
                 if not _quick_same(tells[a], tells[b]):
@@ -477,8 +562,12 @@ def _merge_same_run(cols: list[_Cols], infos: list[RunInfo]) -> tuple[list[_Cols
                 n = _same_values(prints[a], prints[b])
                 if not n:
                     continue
-                rank = {i: _KEEP_ORDER.index(infos[i].format) if infos[i].format in _KEEP_ORDER
-                        else len(_KEEP_ORDER) for i in (a, b)}
+                rank = {
+                    i: _KEEP_ORDER.index(infos[i].format)
+                    if infos[i].format in _KEEP_ORDER
+                    else len(_KEEP_ORDER)
+                    for i in (a, b)
+                }
                 keep, drop = (a, b) if rank[a] <= rank[b] else (b, a)
                 gone[drop] = (keep, n)
     if not gone:
@@ -488,21 +577,30 @@ def _merge_same_run(cols: list[_Cols], infos: list[RunInfo]) -> tuple[list[_Cols
         kept = set(out_c[keep].names[np.unique(out_c[keep].code)].tolist())
         sel = cols[drop].metric_is(lambda m, kept=kept: m not in kept)
         extra = set(cols[drop].names[np.unique(cols[drop].code[sel])].tolist())
-        note = (f"{infos[drop].path} ({infos[drop].format}) is the same run as {infos[keep].path} "
-                f"({infos[keep].format}): all {n} shared values are identical; read once"
-                + (f", its {len(extra)} other series added" if sel.any() else ""))
+        note = (
+            f"{infos[drop].path} ({infos[drop].format}) is the same run as {infos[keep].path} "
+            f"({infos[keep].format}): all {n} shared values are identical; read once"
+            + (f", its {len(extra)} other series added" if sel.any() else "")
+        )
         out_c[keep] = _append(out_c[keep], cols[drop], sel)
-        out_i[keep] = replace(out_i[keep], warnings=out_i[keep].warnings + (note,),
-                              mapping=out_i[keep].mapping + tuple(
-                                  m for m in infos[drop].mapping if m[1] in extra))
+        out_i[keep] = replace(
+            out_i[keep],
+            warnings=out_i[keep].warnings + (note,),
+            mapping=out_i[keep].mapping + tuple(m for m in infos[drop].mapping if m[1] in extra),
+        )
     order = [i for i in range(len(infos)) if i not in gone]
     return [out_c[i] for i in order], [out_i[i] for i in order]
 
 
 # --------------------------------------------------------------------------- precision hint
 
-def _precision_hint(raw: RawRun, mapped: Sequence[str], g: runs.RunGroup,
-                    scaler_of: Callable[[Path], Path | None] | None = None) -> tuple[str, str] | None:
+
+def _precision_hint(
+    raw: RawRun,
+    mapped: Sequence[str],
+    g: runs.RunGroup,
+    scaler_of: Callable[[Path], Path | None] | None = None,
+) -> tuple[str, str] | None:
     """('fp16', evidence) when the run shows a dynamic loss scaler, else None.
 
     Detectors read it as ``RunData.meta['precision']`` (evidence in ``meta['precision_evidence']``):
@@ -515,8 +613,10 @@ def _precision_hint(raw: RawRun, mapped: Sequence[str], g: runs.RunGroup,
         v = raw.values[raw.codes == code]
         v = v[np.isfinite(v) & (v > 0)]
         if v.size and np.any(v != 1.0):
-            return "fp16", (f"dynamic loss scale in the log ('{raw.names[code]}': {v.size} values, "
-                            f"{v.min():g} to {v.max():g})")
+            return "fp16", (
+                f"dynamic loss scale in the log ('{raw.names[code]}': {v.size} values, "
+                f"{v.min():g} to {v.max():g})"
+            )
     scaler = (scaler_of or _scaler_file)(g.path if g.path.is_dir() else g.path.parent)
     if scaler is not None:
         return "fp16", f"{scaler} (a GradScaler state beside the checkpoints; not opened)"
@@ -529,7 +629,11 @@ def _scaler_file(run_dir: Path) -> Path | None:
         if (run_dir / "scaler.pt").is_file():
             return run_dir / "scaler.pt"
         for d in sorted(os.scandir(run_dir), key=lambda e: e.name):
-            if d.name.startswith("checkpoint") and d.is_dir() and Path(d.path, "scaler.pt").is_file():
+            if (
+                d.name.startswith("checkpoint")
+                and d.is_dir()
+                and Path(d.path, "scaler.pt").is_file()
+            ):
                 return Path(d.path, "scaler.pt")
     except OSError:
         return None

@@ -20,10 +20,27 @@ from dataclasses import dataclass
 from stabdiag import table as T
 
 # Split prefixes: a core spelling behind one of these is a train or a val metric.
-TRAIN_PREFIXES = ("train/", "train_", "training/", "train/samples/", "optim/", "metrics/train/",
-                  "loss_metrics/")
-VAL_PREFIXES = ("eval/", "eval_", "val/", "val_", "valid/", "valid_", "validation/",
-                "validation_", "validation_metrics/", "metrics/eval/")
+TRAIN_PREFIXES = (
+    "train/",
+    "train_",
+    "training/",
+    "train/samples/",
+    "optim/",
+    "metrics/train/",
+    "loss_metrics/",
+)
+VAL_PREFIXES = (
+    "eval/",
+    "eval_",
+    "val/",
+    "val_",
+    "valid/",
+    "valid_",
+    "validation/",
+    "validation_",
+    "validation_metrics/",
+    "metrics/eval/",
+)
 _XAXIS_SUFFIX = re.compile(r" vs (samples|tokens|steps|iterations)$")
 
 # Cores: (spelling, canonical, rank). For losses the canonical is decided by the split prefix.
@@ -191,8 +208,9 @@ def match(raw: str, context: Context | None = None) -> Match:
     if stripped != low:
         m = _lookup(stripped, ctx)
         if m is not None:
-            return Match(m.name, f"{m.why}; x-axis suffix '{low[len(stripped):].strip()}'",
-                         m.rank + 10)
+            return Match(
+                m.name, f"{m.why}; x-axis suffix '{low[len(stripped) :].strip()}'", m.rank + 10
+            )
     return Match(raw, "unknown name, kept as is", 99)
 
 
@@ -262,13 +280,42 @@ def resolve(
 # and the pre-training rules on ``train/loss`` stay silent. Eval twins (``eval_kl``, ``eval/...``)
 # become ``rl/eval/...``. Hook: one branch in ``resolve`` above.
 
-_RL_PREFIXES = ("completions/", "rewards/", "clip_ratio/", "sampling/", "objective/", "policy/",
-                "logps/", "actor/", "critic/", "response_length/", "rollout_corr/")
-_RL_MARKERS = frozenset({"reward", "reward_std", "frac_reward_zero_std", "completion_length",
-                         "policy_loss", "ppo_clip_ratio", "logprobs_diff", "response_length",
-                         "critic_loss", "actor_grad_norm", "policy_entropy"})
-_PREF_MARKERS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
-                 "logps/chosen", "logps/rejected")
+_RL_PREFIXES = (
+    "completions/",
+    "rewards/",
+    "clip_ratio/",
+    "sampling/",
+    "objective/",
+    "policy/",
+    "logps/",
+    "actor/",
+    "critic/",
+    "response_length/",
+    "rollout_corr/",
+)
+_RL_MARKERS = frozenset(
+    {
+        "reward",
+        "reward_std",
+        "frac_reward_zero_std",
+        "completion_length",
+        "policy_loss",
+        "ppo_clip_ratio",
+        "logprobs_diff",
+        "response_length",
+        "critic_loss",
+        "actor_grad_norm",
+        "policy_entropy",
+    }
+)
+_PREF_MARKERS = (
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/accuracies",
+    "rewards/margins",
+    "logps/chosen",
+    "logps/rejected",
+)
 # Wrappers stripped before matching: OpenRLHF's W&B/TensorBoard ``train/``, verl JSONL's ``data/``.
 _RL_WRAPPERS = ("data/", "train/")
 _RL_EVAL = ("eval_", "eval/")
@@ -303,7 +350,11 @@ _RL_NAMES: Mapping[str, tuple[str, int, str]] = {
     "objective/scores": ("rl/score", 1, "TRL PPO: reward-model score"),
     "critic/rewards/mean": ("rl/reward", 1, "verl: reward after the KL penalty"),
     "reward_std": ("rl/reward_std", 1, "TRL: std of rewards"),
-    "frac_reward_zero_std": ("rl/frac_reward_zero_std", 1, "TRL: share of groups with equal rewards"),
+    "frac_reward_zero_std": (
+        "rl/frac_reward_zero_std",
+        1,
+        "TRL: share of groups with equal rewards",
+    ),
     "critic/score/max": ("rl/score_max", 1, "verl"),
     "critic/score/min": ("rl/score_min", 1, "verl"),
     # completion length
@@ -311,14 +362,22 @@ _RL_NAMES: Mapping[str, tuple[str, int, str]] = {
     "completion_length": ("rl/length/mean", 2, "TRL (older)"),
     "completions/min_length": ("rl/length/min", 1, "TRL"),
     "completions/max_length": ("rl/length/max", 1, "TRL"),
-    "completions/clipped_ratio": ("rl/length/clipped_ratio", 1, "TRL: share cut at max_completion_length"),
+    "completions/clipped_ratio": (
+        "rl/length/clipped_ratio",
+        1,
+        "TRL: share cut at max_completion_length",
+    ),
     "completions/mean_terminated_length": ("rl/length/terminated_mean", 1, "TRL"),
     "completions/min_terminated_length": ("rl/length/terminated_min", 1, "TRL"),
     "completions/max_terminated_length": ("rl/length/terminated_max", 1, "TRL"),
     "response_length/mean": ("rl/length/mean", 1, "verl"),
     "response_length/max": ("rl/length/max", 1, "verl"),
     "response_length/min": ("rl/length/min", 1, "verl"),
-    "response_length/clip_ratio": ("rl/length/clipped_ratio", 1, "verl: share cut at max_response_length"),
+    "response_length/clip_ratio": (
+        "rl/length/clipped_ratio",
+        1,
+        "verl: share cut at max_response_length",
+    ),
     "response_length": ("rl/length/mean", 1, "OpenRLHF"),
     # clipping of the policy ratio
     "clip_ratio/region_mean": ("rl/clipfrac", 1, "TRL: share of tokens clipped"),
@@ -333,7 +392,11 @@ _RL_NAMES: Mapping[str, tuple[str, int, str]] = {
     "ppo_clip_ratio": ("rl/clipfrac", 1, "OpenRLHF"),
     "val/ratio": ("rl/policy_ratio", 1, "TRL PPO: mean new/old policy ratio"),
     # trainer vs inference engine
-    "sampling/sampling_logp_difference/mean": ("rl/logp_diff/mean", 1, "TRL vLLM: |trainer - sampler| log-prob"),
+    "sampling/sampling_logp_difference/mean": (
+        "rl/logp_diff/mean",
+        1,
+        "TRL vLLM: |trainer - sampler| log-prob",
+    ),
     "sampling/sampling_logp_difference/max": ("rl/logp_diff/max", 1, "TRL vLLM"),
     "sampling/importance_sampling_ratio/mean": ("rl/is_ratio/mean", 1, "TRL vLLM"),
     "sampling/importance_sampling_ratio/min": ("rl/is_ratio/min", 1, "TRL vLLM"),
@@ -343,7 +406,11 @@ _RL_NAMES: Mapping[str, tuple[str, int, str]] = {
     "rollout_corr/rollout_is_mean": ("rl/is_ratio/mean", 1, "verl"),
     "rollout_corr/rollout_is_min": ("rl/is_ratio/min", 1, "verl"),
     "rollout_corr/rollout_is_max": ("rl/is_ratio/max", 1, "verl"),
-    "training/rollout_probs_diff_mean": ("rl/prob_diff/mean", 1, "verl (older): |p_trainer - p_rollout|"),
+    "training/rollout_probs_diff_mean": (
+        "rl/prob_diff/mean",
+        1,
+        "verl (older): |p_trainer - p_rollout|",
+    ),
     "training/rollout_probs_diff_max": ("rl/prob_diff/max", 1, "verl (older)"),
     "logprobs_diff": ("rl/logp_diff/mean", 1, "OpenRLHF"),
     # the critic (PPO)
@@ -373,11 +440,11 @@ def _rl_key(low: str) -> tuple[str, bool]:
     """(key without wrappers and eval prefix, whether it was an eval twin)."""
     for w in _RL_WRAPPERS:
         if low.startswith(w) and len(low) > len(w):
-            low = low[len(w):]
+            low = low[len(w) :]
             break
     for e in _RL_EVAL:
         if low.startswith(e) and len(low) > len(e):
-            return low[len(e):], True
+            return low[len(e) :], True
     return low, False
 
 
@@ -403,8 +470,11 @@ def rl_match(raw: str, preference: bool = False) -> Match | None:
         why = f"RL alias '{key}' ({note})"
     elif key == "loss":
         name, rank = ("rl/pref/loss" if preference else "rl/loss"), 1
-        why = ("DPO loss of a preference run" if preference else
-               "policy objective of an RL run (moves around 0 by design; not a language-model loss)")
+        why = (
+            "DPO loss of a preference run"
+            if preference
+            else "policy objective of an RL run (moves around 0 by design; not a language-model loss)"
+        )
     elif (g := _RL_REWARD_FN.match(key)) is not None:
         name, rank, why = f"rl/rewards/{g[1]}/{g[2]}", 1, f"RL reward function '{g[1]}' ({g[2]})"
     else:

@@ -20,8 +20,15 @@ from stabdiag.sources.raw import BAD, RawRun, bad_lines_warning, from_rows, pars
 FORMAT = "hf-trainer-state"
 FILENAME = "trainer_state.json"
 _CHECKPOINT_DIR = re.compile(r"^checkpoint-\d+$")
-_SUMMARY_KEYS = frozenset({"train_runtime", "train_samples_per_second", "train_steps_per_second",
-                           "total_flos", "train_loss"})
+_SUMMARY_KEYS = frozenset(
+    {
+        "train_runtime",
+        "train_samples_per_second",
+        "train_steps_per_second",
+        "total_flos",
+        "train_loss",
+    }
+)
 
 
 # One-line JSON files of a W&B run dir: summaries, never a trainer state or a per-step log.
@@ -59,10 +66,15 @@ def load_state(path: Path) -> dict:
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as exc:  # bad JSON, huge ints, deep nesting
-        raise SourceError(path, "a trainer_state.json (JSON object)", f"unreadable JSON ({exc})") from None
+        raise SourceError(
+            path, "a trainer_state.json (JSON object)", f"unreadable JSON ({exc})"
+        ) from None
     if not isinstance(state, dict) or not isinstance(state.get("log_history"), list):
-        raise SourceError(path, "a trainer_state.json with a log_history list",
-                          "no log_history" if isinstance(state, dict) else type(state).__name__)
+        raise SourceError(
+            path,
+            "a trainer_state.json with a log_history list",
+            "no log_history" if isinstance(state, dict) else type(state).__name__,
+        )
     return state
 
 
@@ -96,29 +108,36 @@ def read(path: Path, copies: Sequence[Path] = ()) -> RawRun:
             rows.append((step, key, v))
     warnings = []
     if bad_entries:
-        warnings.append(bad_lines_warning(str(path), "log_history entries without a step",
-                                          bad_entries).replace("(line", "(entry"))
+        warnings.append(
+            bad_lines_warning(str(path), "log_history entries without a step", bad_entries).replace(
+                "(line", "(entry"
+            )
+        )
     if copies:
         warnings.append(
             f"{path}: used this copy (global_step {state.get('global_step')}); "
             f"{len(copies)} other trainer_state.json of the same run ignored: "
-            + ", ".join(str(c) for c in copies[:3]))
+            + ", ".join(str(c) for c in copies[:3])
+        )
     meta = {k: v for k, v in state.items() if k != "log_history"}
     if summary:
         meta["summary"] = summary
     if text_keys:
         meta["non_numeric_keys"] = sorted(text_keys)
-    return from_rows(output_dir(path).resolve().name, str(path), FORMAT, rows,
-                     warnings=warnings, meta=meta)
+    return from_rows(
+        output_dir(path).resolve().name, str(path), FORMAT, rows, warnings=warnings, meta=meta
+    )
 
 
 def pick_newest(paths: Sequence[Path]) -> tuple[Path, list[Path]]:
     """Of several states of one run, the one with the largest global_step (top-level on ties)."""
+
     def key(p: Path) -> tuple[float, int]:
         try:
             gs = float(json.loads(p.read_text(encoding="utf-8")).get("global_step") or 0)
         except (OSError, ValueError, AttributeError, RecursionError):
             gs = -1.0
         return gs, 0 if _CHECKPOINT_DIR.match(p.parent.name) else 1
+
     ordered = sorted(paths, key=key, reverse=True)
     return ordered[0], ordered[1:]

@@ -24,7 +24,8 @@ _VERSION_DIR = re.compile(r"^version_\d+$")
 def looks_like(path: Path, head: bytes) -> bool:
     """A ``metrics.csv`` beside an ``hparams.yaml`` or in a ``version_N`` dir (CSVLogger's layout)."""
     return path.name.lower() == "metrics.csv" and (
-        (path.parent / "hparams.yaml").is_file() or bool(_VERSION_DIR.match(path.parent.name)))
+        (path.parent / "hparams.yaml").is_file() or bool(_VERSION_DIR.match(path.parent.name))
+    )
 
 
 class _IgnoreTagsLoader(safe_yaml.NoAliasSafeLoader):
@@ -45,7 +46,9 @@ _IgnoreTagsLoader.add_multi_constructor("", _unknown)
 
 def read_hparams(path: Path) -> tuple[dict, list[str]]:
     try:
-        loader = _IgnoreTagsLoader(path.read_text(encoding="utf-8"))  # a SafeLoader: builds no objects
+        loader = _IgnoreTagsLoader(
+            path.read_text(encoding="utf-8")
+        )  # a SafeLoader: builds no objects
         try:
             data = loader.get_single_data()
         finally:
@@ -61,5 +64,13 @@ def read(path: Path) -> list[RawRun]:
     if not hp_path.is_file():
         return runs
     hparams, warns = read_hparams(hp_path)
-    return [RawRun(**{**r.__dict__, "meta": {**r.meta, "hparams": hparams},
-                      "warnings": r.warnings + tuple(warns)}) for r in runs]
+    return [
+        RawRun(
+            **{
+                **r.__dict__,
+                "meta": {**r.meta, "hparams": hparams},
+                "warnings": r.warnings + tuple(warns),
+            }
+        )
+        for r in runs
+    ]

@@ -103,34 +103,60 @@ def read_run(d: Path) -> RawRun:
                 continue
             ts, val = parse_number(parts[0]), parse_number(parts[1])
             step = parse_number(parts[2]) if len(parts) == 3 else float(i)
-            if not (isinstance(ts, float) and isinstance(val, float) and isinstance(step, float)
-                    and math.isfinite(step) and step == int(step) and abs(step) < 2**63):
+            if not (
+                isinstance(ts, float)
+                and isinstance(val, float)
+                and isinstance(step, float)
+                and math.isfinite(step)
+                and step == int(step)
+                and abs(step) < 2**63
+            ):
                 bad.append(f"{key}:{i + 1}")
                 continue
             points.append((ts, order, int(step), key, val))
             order += 1
     points.sort(key=lambda r: (r[0], r[1]))
     rows = [(s, k, v) for _, _, s, k, v in points]
-    name = (safe_yaml.text_value(tags.get("mlflow.runName"))
-            or safe_yaml.text_value(meta_yaml.get("run_name")) or d.name)
+    name = (
+        safe_yaml.text_value(tags.get("mlflow.runName"))
+        or safe_yaml.text_value(meta_yaml.get("run_name"))
+        or d.name
+    )
     warnings = []
     if bad:
-        warnings.append(bad_lines_warning(str(d / "metrics"), "malformed metric lines",
-                                          bad).replace("(line", "(file:line"))
-    meta = {"run_id": safe_yaml.text_value(meta_yaml.get("run_id"))
-            or safe_yaml.text_value(meta_yaml.get("run_uuid")) or d.name,
-            "experiment": safe_yaml.text_value(exp_yaml.get("name")) or d.parent.name,
-            "status": safe_yaml.text_value(meta_yaml.get("status")), "params": params,
-            "tags": {k: v for k, v in tags.items() if k != "mlflow.log-model.history"}}
-    return from_rows(name, str(d), FORMAT, rows, wall=[p[0] / 1000.0 for p in points],
-                     warnings=warnings, meta=meta)
+        warnings.append(
+            bad_lines_warning(str(d / "metrics"), "malformed metric lines", bad).replace(
+                "(line", "(file:line"
+            )
+        )
+    meta = {
+        "run_id": safe_yaml.text_value(meta_yaml.get("run_id"))
+        or safe_yaml.text_value(meta_yaml.get("run_uuid"))
+        or d.name,
+        "experiment": safe_yaml.text_value(exp_yaml.get("name")) or d.parent.name,
+        "status": safe_yaml.text_value(meta_yaml.get("status")),
+        "params": params,
+        "tags": {k: v for k, v in tags.items() if k != "mlflow.log-model.history"},
+    }
+    return from_rows(
+        name,
+        str(d),
+        FORMAT,
+        rows,
+        wall=[p[0] / 1000.0 for p in points],
+        warnings=warnings,
+        meta=meta,
+    )
 
 
 def read(path: Path) -> list[RawRun]:
     runs = run_dirs(path)
     if not runs:
-        raise SourceError(path, "an MLflow file store (mlruns/<exp>/<run>/metrics/...)",
-                          "no run directory with meta.yaml and metrics/")
+        raise SourceError(
+            path,
+            "an MLflow file store (mlruns/<exp>/<run>/metrics/...)",
+            "no run directory with meta.yaml and metrics/",
+        )
     seen: set[str] = set()
     out = []
     for d in runs:

@@ -26,9 +26,9 @@ MAX_EPISODES = 50
 class Restart:
     """One rewind of a run's step counter (a resume from an older checkpoint), in write order."""
 
-    index: int       # write position of the first value after the rewind
-    step: int        # the step the run resumed at
-    prev_max: int    # the highest step logged before the rewind
+    index: int  # write position of the first value after the rewind
+    step: int  # the step the run resumed at
+    prev_max: int  # the highest step logged before the rewind
 
 
 def find(codes: np.ndarray, steps: np.ndarray, repeat_counts: np.ndarray) -> list[Restart]:
@@ -49,7 +49,7 @@ def find(codes: np.ndarray, steps: np.ndarray, repeat_counts: np.ndarray) -> lis
         prev = s[:-1]  # the series' previous write, so 90, 91, ... after a rewind is no rewind
         hit = s[1:] <= prev if repeat_counts[sc[lo]] else s[1:] < prev
         if hit.any():
-            rewinds += order[lo + 1:hi][hit].tolist()
+            rewinds += order[lo + 1 : hi][hit].tolist()
             per_code[int(sc[lo])] = np.sort(order[lo:hi])
     if not rewinds:
         return []

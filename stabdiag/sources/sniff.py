@@ -32,12 +32,46 @@ TEXT_FORMATS = STDOUT_FORMATS
 FAMILY = {r.name: r.family for r in registry.READERS}
 
 # Never opened: model/optimizer checkpoints, pickles, arrays, archives, media.
-SKIP_SUFFIXES = frozenset({
-    ".bin", ".pt", ".pth", ".safetensors", ".ckpt", ".pkl", ".pickle", ".joblib", ".h5",
-    ".hdf5", ".keras", ".npz", ".npy", ".msgpack", ".onnx", ".gguf", ".pb", ".index",
-    ".tar", ".gz", ".zip", ".bz2", ".xz", ".zst", ".7z", ".png", ".jpg", ".jpeg", ".gif",
-    ".mp4", ".wav", ".parquet", ".arrow", ".so", ".pyc", ".model",
-})
+SKIP_SUFFIXES = frozenset(
+    {
+        ".bin",
+        ".pt",
+        ".pth",
+        ".safetensors",
+        ".ckpt",
+        ".pkl",
+        ".pickle",
+        ".joblib",
+        ".h5",
+        ".hdf5",
+        ".keras",
+        ".npz",
+        ".npy",
+        ".msgpack",
+        ".onnx",
+        ".gguf",
+        ".pb",
+        ".index",
+        ".tar",
+        ".gz",
+        ".zip",
+        ".bz2",
+        ".xz",
+        ".zst",
+        ".7z",
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".gif",
+        ".mp4",
+        ".wav",
+        ".parquet",
+        ".arrow",
+        ".so",
+        ".pyc",
+        ".model",
+    }
+)
 # TF/Keras checkpoint shards carry the marker mid-name (model.ckpt-1000.data-00000-of-00001).
 _SKIP_NAME = re.compile(r"\.ckpt-|\.data-\d+-of-\d+")
 
@@ -62,8 +96,9 @@ _NEVER_READ = ("/proc", "/sys", "/dev")
 
 
 def _inside(target: str, roots: tuple[str, ...]) -> bool:
-    return any(target == r or target.startswith(r.rstrip("/") + "/") for r in roots) and \
-        not any(target == n or target.startswith(n + "/") for n in _NEVER_READ)
+    return any(target == r or target.startswith(r.rstrip("/") + "/") for r in roots) and not any(
+        target == n or target.startswith(n + "/") for n in _NEVER_READ
+    )
 
 
 def special(path: Path) -> str | None:
@@ -78,8 +113,12 @@ def special(path: Path) -> str | None:
         mode = os.stat(path).st_mode
     except OSError:
         return None
-    for test, what in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+    for test, what in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return f"{what}, not a log file"
     return None

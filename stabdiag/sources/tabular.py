@@ -9,8 +9,18 @@ from __future__ import annotations
 import re
 
 # Step-column spellings (research/formats.md section 10, "step" row), checked in this order.
-STEP_COLUMNS = ("step", "global_step", "trainer/global_step", "iteration", "iter", "_step",
-                "num_updates", "current_steps", "it", "batch")
+STEP_COLUMNS = (
+    "step",
+    "global_step",
+    "trainer/global_step",
+    "iteration",
+    "iter",
+    "_step",
+    "num_updates",
+    "current_steps",
+    "it",
+    "batch",
+)
 WALL_COLUMNS = ("wall_time", "_timestamp", "timestamp")
 RANK_COLUMNS = ("rank",)
 RUN_COLUMNS = ("run",)

@@ -24,7 +24,11 @@ def make_run(name: str = "run", steps=None, by_rank=None, **metrics) -> RunData:
             series[alias.get(key, key)] = vals
             continue
         v = np.asarray(vals, dtype=np.float64)
-        s = np.arange(len(v), dtype=np.int64) if steps is None else np.asarray(steps, dtype=np.int64)
+        s = (
+            np.arange(len(v), dtype=np.int64)
+            if steps is None
+            else np.asarray(steps, dtype=np.int64)
+        )
         series[alias.get(key, key)] = Series(s, v)
     return RunData(name=name, series=series, by_rank=by_rank or {})
 
@@ -33,12 +37,18 @@ def ser(steps, values) -> Series:
     return Series(np.asarray(steps, dtype=np.int64), np.asarray(values, dtype=np.float64))
 
 
-def decaying(n: int = 2000, seed: int = 0, a: float = 8.0, b: float = 0.3, c: float = 2.0,
-             noise: float = 0.01) -> np.ndarray:
+def decaying(
+    n: int = 2000,
+    seed: int = 0,
+    a: float = 8.0,
+    b: float = 0.3,
+    c: float = 2.0,
+    noise: float = 0.01,
+) -> np.ndarray:
     """A healthy loss curve a*step^-b + c with multiplicative noise."""
     rng = np.random.default_rng(seed)
     t = np.arange(1, n + 1, dtype=np.float64)
-    return (a * t ** -b + c) * (1 + noise * rng.standard_normal(n))
+    return (a * t**-b + c) * (1 + noise * rng.standard_normal(n))
 
 
 def real_path(*parts: str) -> Path:
@@ -60,8 +70,13 @@ def load_trainer_state(folder: str) -> RunData:
     """Minimal HF trainer_state.json reader (loss, grad_norm, lr, eval_loss) for tests only."""
     data = json.loads(real_path(folder, "trainer_state.json").read_text())
     cols: dict[str, list] = {TRAIN_LOSS: [], GRAD_NORM: [], LR: [], VAL_LOSS: []}
-    keys = {"loss": TRAIN_LOSS, "grad_norm": GRAD_NORM, "learning_rate": LR, "lr": LR,
-            "eval_loss": VAL_LOSS}
+    keys = {
+        "loss": TRAIN_LOSS,
+        "grad_norm": GRAD_NORM,
+        "learning_rate": LR,
+        "lr": LR,
+        "eval_loss": VAL_LOSS,
+    }
     for e in data["log_history"]:
         for k, m in keys.items():
             if k in e and isinstance(e[k], (int, float)):

@@ -23,12 +23,16 @@ def test_star_gradspikes_gives_grad_spike_and_no_error():
 
 def test_trl_sft_is_clean():
     findings = _run(load_trainer_state("hf_trainer_state_trl_sft"))
-    assert not [f for f in findings if f.severity >= Severity.WARNING], [f.message for f in findings]
+    assert not [f for f in findings if f.severity >= Severity.WARNING], [
+        f.message for f in findings
+    ]
 
 
 def test_whisper_fp16_overfits_without_error():
     findings = _run(load_trainer_state("hf_trainer_state_whisper_fp16"))
-    assert not [f for f in findings if f.severity >= Severity.WARNING], [f.message for f in findings]
+    assert not [f for f in findings if f.severity >= Severity.WARNING], [
+        f.message for f in findings
+    ]
     (ov,) = [f for f in findings if f.kind == "divergence"]
     assert ov.severity == Severity.INFO and ov.evidence["overfitting"] is True
 
@@ -42,4 +46,6 @@ def test_llmc_main_log_grad_spikes_without_loss_trouble():
 
 def test_noisy_diffusion_loss_is_not_flagged():
     findings = _run(load_wandb_csv())
-    assert not [f for f in findings if f.severity >= Severity.WARNING], [f.message for f in findings]
+    assert not [f for f in findings if f.severity >= Severity.WARNING], [
+        f.message for f in findings
+    ]

@@ -22,7 +22,16 @@ from stabdiag.table import (
     VAL_LOSS,
 )
 
-METRICS = (TRAIN_LOSS, VAL_LOSS, GRAD_NORM, LR, LOSS_SCALE, SKIPPED_STEP, MAX_ATTN_LOGIT, OUTPUT_LOGZ)
+METRICS = (
+    TRAIN_LOSS,
+    VAL_LOSS,
+    GRAD_NORM,
+    LR,
+    LOSS_SCALE,
+    SKIPPED_STEP,
+    MAX_ATTN_LOGIT,
+    OUTPUT_LOGZ,
+)
 
 
 def _edge_cases() -> dict[str, np.ndarray]:
@@ -58,7 +67,10 @@ def _edge_cases() -> dict[str, np.ndarray]:
 def test_no_runtime_warnings_on_edge_inputs(case):
     vals = _edge_cases()[case]
     run = make_run(**{m: vals for m in METRICS})
-    ranks = {m: {r: ser(np.arange(len(vals)), vals * (1 + r)) for r in range(3)} for m in (TRAIN_LOSS, GRAD_NORM)}
+    ranks = {
+        m: {r: ser(np.arange(len(vals)), vals * (1 + r)) for r in range(3)}
+        for m in (TRAIN_LOSS, GRAD_NORM)
+    }
     run_r = make_run(by_rank=ranks, **{m: vals for m in METRICS})
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)

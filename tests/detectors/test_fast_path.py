@@ -15,7 +15,7 @@ from stabdiag.detectors import grad_spike, loss_spike
 def _both(values, fn, monkeypatch):
     st.clear_cache()
     fast = fn(values)
-    monkeypatch.setattr(st, "LONG", 10 ** 9)
+    monkeypatch.setattr(st, "LONG", 10**9)
     st.clear_cache()
     exact = fn(values.copy())
     monkeypatch.undo()
@@ -39,5 +39,5 @@ def test_fast_path_finds_the_same_spikes(monkeypatch):
 def test_fast_path_baseline_close_to_exact(monkeypatch):
     x = decaying(150_000, noise=0.01)
     f, e = _both(x, lambda v: st.local_baseline(v, 5, 64, 5, 0.01)[2:], monkeypatch)
-    d = np.abs(f[0] - e[0])[st.HEAD:]
+    d = np.abs(f[0] - e[0])[st.HEAD :]
     assert np.nanmedian(d) < 0.02 and np.nanmax(d) < 0.1

@@ -50,7 +50,7 @@ def test_explosion_then_recovery_reports_span():
 def test_healthy_grad_norms_are_quiet(seed):
     rng = np.random.default_rng(seed)
     t = np.arange(1, 3001)
-    g = (0.3 + 5 * t ** -0.5) * np.exp(0.15 * rng.standard_normal(len(t)))
+    g = (0.3 + 5 * t**-0.5) * np.exp(0.15 * rng.standard_normal(len(t)))
     run = make_run(grad_norm=g)
     assert grad_spike.check(run) == []
     assert grad_explosion.check(run) == []
@@ -81,7 +81,11 @@ def test_slow_exponential_climb_is_an_explosion() -> None:
     rng = np.random.default_rng(3)
     n = 1000
     steps = np.arange(n)
-    g = 0.5 * np.exp(rng.normal(0, 0.1, n)) * np.where(steps >= 700, np.exp((steps - 700) / 25.0), 1.0)
+    g = (
+        0.5
+        * np.exp(rng.normal(0, 0.1, n))
+        * np.where(steps >= 700, np.exp((steps - 700) / 25.0), 1.0)
+    )
     res = grad_explosion.check(make_run(grad_norm=g))
     assert len(res) == 1
     assert 700 <= res[0].step_start <= 800
@@ -119,6 +123,7 @@ def test_tr8_104b_fragments_grad_explosion_at_8741():
     from detectors_util import real_path
 
     from stabdiag.sources import load
+
     res = load([str(real_path("bigscience_chronicles", "tr8-104B-wide"))])
     rd = res.table.run_data(res.runs[0].name)
     (f,) = grad_explosion.check(rd)
@@ -129,6 +134,7 @@ def test_grad_spike_loss_responded_agrees_with_loss_spike():
     # stabdiag train --preset tiny --data synthetic (stable): grad 92x and loss 2.9x at step 29,
     # early on a steep descent where a 64-point median baseline lags behind
     from stabdiag.detectors import grad_spike, loss_spike
+
     x = decaying(300, a=8.0, b=0.5, c=2.0, noise=0.02)
     x[29] *= 2.9
     g = 1.0 + 0.05 * np.random.default_rng(3).standard_normal(300)

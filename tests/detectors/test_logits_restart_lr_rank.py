@@ -85,7 +85,11 @@ def test_lr_jump_lined_up_with_spike_warns():
     x[505] *= 4
     fs = lr_schedule.check(make_run(loss=x, lr=lr))
     (jump,) = [f for f in fs if f.evidence["issue"] == "lr_jump"]
-    assert jump.severity == Severity.WARNING and jump.step_end == 500 and jump.evidence["factor"] == pytest.approx(5)
+    assert (
+        jump.severity == Severity.WARNING
+        and jump.step_end == 500
+        and jump.evidence["factor"] == pytest.approx(5)
+    )
 
 
 def _ranks(n_ranks, n=300, bad=None, factor=1.0, start=150, seed=0):
@@ -125,8 +129,28 @@ def test_ranks_agreeing_are_quiet_and_edges():
 
 
 # `stabdiag train --preset tiny` max attention logit, every 15th of 300 steps (metrics.csv)
-_STABLE_ATTN = [0.12, 0.23, 1.71, 1.12, 3.06, 4.8, 3.69, 5.55, 6.02, 7.63, 6.5, 6.0, 9.32, 8.78,
-                10.89, 9.48, 12.71, 9.95, 12.98, 10.62]
+_STABLE_ATTN = [
+    0.12,
+    0.23,
+    1.71,
+    1.12,
+    3.06,
+    4.8,
+    3.69,
+    5.55,
+    6.02,
+    7.63,
+    6.5,
+    6.0,
+    9.32,
+    8.78,
+    10.89,
+    9.48,
+    12.71,
+    9.95,
+    12.98,
+    10.62,
+]
 # the same at --lr 0.3 (no qk_norm): every 15th step up to 105, then it levelled off near 55,000
 # under the cosine decay
 _HOT_ATTN = [0.1, 578.1, 4601.1, 12095.3, 11159.2, 22685.7, 27563.2, 30082.8]
@@ -164,12 +188,15 @@ def test_attention_logits_that_overflow_after_few_points_are_an_error():
     """The unstable recipe's run: 13 finite points from 0.1 to 15760, then Inf (fp16 overflow)."""
     from stabdiag.detectors import attention_logit_growth
 
-    x = np.array([0.1, 0.5, 3, 40, 300, 900, 1800, 4000, 5400, 7200, 9600, 14600, 15760]
-                 + [np.inf] * 20)
+    x = np.array(
+        [0.1, 0.5, 3, 40, 300, 900, 1800, 4000, 5400, 7200, 9600, 14600, 15760] + [np.inf] * 20
+    )
     (f,) = attention_logit_growth.check(make_run(**{"train/max_attn_logit": x}))
     assert f.severity.label == "error" and f.step_end == 13
     healthy = np.array([0.1, 2, 4, 6, 7] + [np.nan] * 3)
-    assert isinstance(attention_logit_growth.check(make_run(**{"train/max_attn_logit": healthy})), Skipped)
+    assert isinstance(
+        attention_logit_growth.check(make_run(**{"train/max_attn_logit": healthy})), Skipped
+    )
 
 
 def test_attention_logit_growth_starts_where_it_crossed_tau():

@@ -45,8 +45,11 @@ def test_warmup_rise_then_fall_is_not_divergence():
 
 def test_overfitting_is_info_not_divergence():
     train = np.geomspace(1.0, 2e-4, 200)
-    run = make_run(loss=train, steps=np.arange(200) * 25,
-                   **{VAL_LOSS: ser([1000, 2000, 3000, 4000, 5000], [0.321, 0.35, 0.38, 0.40, 0.42])})
+    run = make_run(
+        loss=train,
+        steps=np.arange(200) * 25,
+        **{VAL_LOSS: ser([1000, 2000, 3000, 4000, 5000], [0.321, 0.35, 0.38, 0.40, 0.42])},
+    )
     (f,) = divergence.check(run)
     assert f.severity == Severity.INFO and f.metric == VAL_LOSS and "overfitting" in f.message
 
@@ -83,7 +86,9 @@ def test_converged_plateau_and_cosine_tail_are_not_stalls(seed):
     assert stall.check(make_run(loss=decaying(3000, seed=seed, noise=0.02))) == []
     rng = np.random.default_rng(seed)
     t = np.arange(2000)
-    ft = 1.2 + 0.8 * np.exp(-t / 100) + 0.05 * rng.standard_normal(2000)  # LoRA fine-tune that converged
+    ft = (
+        1.2 + 0.8 * np.exp(-t / 100) + 0.05 * rng.standard_normal(2000)
+    )  # LoRA fine-tune that converged
     assert stall.check(make_run(loss=ft, grad_norm=1 + 0.1 * rng.random(2000))) == []
 
 

@@ -16,7 +16,12 @@ def test_single_transient_spike_at_step_50():
     out = loss_spike.check(make_run(loss=x))
     assert len(out) == 1
     f = out[0]
-    assert (f.step_start, f.severity, f.kind, f.code) == (50, Severity.WARNING, "loss-spike", "SD101")
+    assert (f.step_start, f.severity, f.kind, f.code) == (
+        50,
+        Severity.WARNING,
+        "loss-spike",
+        "SD101",
+    )
     assert f.evidence["recovered"] is True and f.evidence["recovery_steps"] == 1
     assert f.evidence["ratio"] == pytest.approx(10, rel=0.05)
     assert "recovered in 1 step." in f.message and "at step 50" in f.message
@@ -85,7 +90,9 @@ def test_early_fast_fall_with_warmup_bump_is_quiet():
 
 
 def test_quantised_near_zero_loss_is_quiet():
-    x = np.r_[np.linspace(0.3, 0.001, 100), np.random.default_rng(0).choice([1e-4, 2e-4, 3e-4], 100)]
+    x = np.r_[
+        np.linspace(0.3, 0.001, 100), np.random.default_rng(0).choice([1e-4, 2e-4, 3e-4], 100)
+    ]
     assert loss_spike.check(make_run(loss=x)) == []
 
 
@@ -145,7 +152,7 @@ def test_spike_on_a_steep_descent_logged_every_100_steps() -> None:
 def test_heavy_tailed_noise_alone_is_quiet() -> None:
     rng = np.random.default_rng(11)
     t = np.arange(1, 5001)
-    noise = rng.standard_t(10, 5000) / (0.6998 * 1.4826)   # robust sigma 1, Student-t(10) tails
+    noise = rng.standard_t(10, 5000) / (0.6998 * 1.4826)  # robust sigma 1, Student-t(10) tails
     loss = (2.0 + 6.0 * (1 + t / 100.0) ** -0.5) * np.exp(0.04 * noise)
     assert loss_spike.check(make_run(loss=loss)) == []
 
@@ -154,6 +161,7 @@ def _tr8_wide():
     from detectors_util import real_path
 
     from stabdiag.sources import load
+
     res = load([real_path("bigscience_chronicles", "tr8-104B-wide")])
     return res.table.run_data(res.runs[0].name)
 
@@ -161,6 +169,7 @@ def _tr8_wide():
 def test_short_fragmented_real_log_spikes_found():
     # ~19 points pasted from the BigScience chronicles: pieces 6900-7010, 8738-8743, 11446-11448
     from stabdiag.detectors import restart
+
     rd = _tr8_wide()
     fs = loss_spike.check(rd)
     onsets = {f.step_start for f in fs}

@@ -10,8 +10,9 @@ from stabdiag.findings import Severity
 
 def _warmup_cosine(n=300, warm=30, peak=3e-3):
     t = np.arange(n)
-    lr = np.where(t < warm, peak * (t + 1) / warm,
-                  0.5 * peak * (1 + np.cos(np.pi * (t - warm) / (n - warm))))
+    lr = np.where(
+        t < warm, peak * (t + 1) / warm, 0.5 * peak * (1 + np.cos(np.pi * (t - warm) / (n - warm)))
+    )
     return lr
 
 
@@ -43,19 +44,22 @@ def test_lr_spike_without_trouble_is_info():
 
 def test_lr_spike_during_warmup_above_the_peak_counts():
     lr = _warmup_cosine()
-    lr[10:13] *= 50   # 0.0011 -> 0.055, far above the 0.003 peak
+    lr[10:13] *= 50  # 0.0011 -> 0.055, far above the 0.003 peak
     (f,) = _jumps(lr_schedule.check(make_run(loss=decaying(300), lr=lr)))
     assert f.step_end == 10
 
 
-@pytest.mark.parametrize("lr", [
-    np.r_[np.linspace(0, 1e-3, 6), np.full(200, 1e-3)],                  # linear from 0, coarse
-    np.r_[np.linspace(1e-6, 1e-3, 3), np.linspace(1e-3, 1e-4, 200)],      # 3-point warm-up from ~0
-    np.r_[1e-6 * 3.0 ** np.arange(7), np.full(200, 1e-6 * 3.0 ** 6)],     # exponential warm-up x3/pt
-    np.r_[np.repeat([1e-4, 2e-4, 4e-4], 10), np.full(100, 8e-4), np.full(100, 8e-5)],  # stepped
-    np.r_[np.full(20, 3e-4), np.full(300, 3e-3)],                          # constant (Goyal) warm-up
-    _warmup_cosine(),
-])
+@pytest.mark.parametrize(
+    "lr",
+    [
+        np.r_[np.linspace(0, 1e-3, 6), np.full(200, 1e-3)],  # linear from 0, coarse
+        np.r_[np.linspace(1e-6, 1e-3, 3), np.linspace(1e-3, 1e-4, 200)],  # 3-point warm-up from ~0
+        np.r_[1e-6 * 3.0 ** np.arange(7), np.full(200, 1e-6 * 3.0**6)],  # exponential warm-up x3/pt
+        np.r_[np.repeat([1e-4, 2e-4, 4e-4], 10), np.full(100, 8e-4), np.full(100, 8e-5)],  # stepped
+        np.r_[np.full(20, 3e-4), np.full(300, 3e-3)],  # constant (Goyal) warm-up
+        _warmup_cosine(),
+    ],
+)
 def test_smooth_or_stepped_warmup_is_no_jump(lr):
     x = decaying(len(lr))
     assert _jumps(lr_schedule.check(make_run(loss=x, lr=lr))) == []

@@ -78,19 +78,35 @@ def test_clustered_skips_mid_run_warn():
 
 def test_no_scaler_and_bf16_constant():
     assert fp16_overflow.check(make_run(**{LOSS_SCALE: np.full(100, -1.0)})) == [] or isinstance(
-        fp16_overflow.check(make_run(**{LOSS_SCALE: np.full(100, -1.0)})), Skipped)
+        fp16_overflow.check(make_run(**{LOSS_SCALE: np.full(100, -1.0)})), Skipped
+    )
     assert fp16_overflow.check(make_run(**{LOSS_SCALE: np.ones(100)})) == []
     assert isinstance(fp16_overflow.check(make_run(loss=decaying(100))), Skipped)
 
 
 def test_percentages_and_plurals_read_well():
     from stabdiag.detectors import _stats as st
-    assert [st.pct(f) for f in (1.0, 0.9999, 0.526, 0.053, 0.0027, 0.00001, 0.0)] == \
-        ["100%", "99.9%", "52.6%", "5.3%", "0.27%", "<0.01%", "0%"]
+
+    assert [st.pct(f) for f in (1.0, 0.9999, 0.526, 0.053, 0.0027, 0.00001, 0.0)] == [
+        "100%",
+        "99.9%",
+        "52.6%",
+        "5.3%",
+        "0.27%",
+        "<0.01%",
+        "0%",
+    ]
     from stabdiag.words import count
-    assert (count(1, "step"), count(2, "step"), count(0, "step")) == ("1 step", "2 steps", "0 steps")
-    assert (count(1, "drop or skip", "drops or skips"), count(3, "drop or skip", "drops or skips")) == \
-        ("1 drop or skip", "3 drops or skips")
+
+    assert (count(1, "step"), count(2, "step"), count(0, "step")) == (
+        "1 step",
+        "2 steps",
+        "0 steps",
+    )
+    assert (
+        count(1, "drop or skip", "drops or skips"),
+        count(3, "drop or skip", "drops or skips"),
+    ) == ("1 drop or skip", "3 drops or skips")
     # every point NaN: 100%, not "1e+02%"
     (f,) = nonfinite.check(make_run(loss=np.full(10, np.nan)))
     assert "(100%)" in f.message and "e+02" not in f.message

@@ -7,8 +7,13 @@ from pathlib import Path
 import numpy as np
 
 
-def write_torch(logdir: Path, series: dict[str, list[tuple[int, float]]], *,
-                new_style: bool = False, suffix: str = "") -> Path:
+def write_torch(
+    logdir: Path,
+    series: dict[str, list[tuple[int, float]]],
+    *,
+    new_style: bool = False,
+    suffix: str = "",
+) -> Path:
     """torch SummaryWriter.add_scalar: simple_value, or tensor + 'scalars' plugin (new_style)."""
     from torch.utils.tensorboard import SummaryWriter
 
@@ -22,8 +27,15 @@ def write_torch(logdir: Path, series: dict[str, list[tuple[int, float]]], *,
     return new
 
 
-def tensor_event(step: int, tag: str, value: float, *, dtype: str = "float",
-                 metadata: bool = True, plugin: str = "scalars"):
+def tensor_event(
+    step: int,
+    tag: str,
+    value: float,
+    *,
+    dtype: str = "float",
+    metadata: bool = True,
+    plugin: str = "scalars",
+):
     """An Event with a TF2-style tensor scalar, built from tensorboard's own protos."""
     from tensorboard.compat.proto import (
         event_pb2,
@@ -59,7 +71,9 @@ def tensor_event(step: int, tag: str, value: float, *, dtype: str = "float",
     v = summary_pb2.Summary.Value(tag=tag, tensor=t)
     if metadata:
         v.metadata.plugin_data.plugin_name = plugin
-    return event_pb2.Event(wall_time=2000.0 + step, step=step, summary=summary_pb2.Summary(value=[v]))
+    return event_pb2.Event(
+        wall_time=2000.0 + step, step=step, summary=summary_pb2.Summary(value=[v])
+    )
 
 
 def write_events(logdir: Path, events, suffix: str = "") -> Path:

@@ -11,7 +11,7 @@ from stabdiag.sources import csv as csv_reader
 FAST = {
     "plain": "step,loss,lr\n0,2.5,0.001\n1,2.4,0.0009\n2,2.3,8e-4\n",
     "nan_inf": "step,loss,grad_norm\n0,nan,inf\n1,NaN,-inf\n2,Infinity,-Infinity\n3,-nan,INF\n"
-               "4,+inf,nAn\n5,1.5,2.5\n",
+    "4,+inf,nAn\n5,1.5,2.5\n",
     "empty_cells": "step,loss,val_loss\n0,2.5,\n1,,\n2,2.3,2.9\n3,2.2, \n",
     "absent_words": "step,loss\n0,null\n1,None\n2,NA\n3,n/a\n4,1.0\n",
     "non_numeric_cells": "step,loss,note\n0,2.5,ok\n1,oops,fine\n2,2.3,x\n3,1_000,y\n",
@@ -19,15 +19,15 @@ FAST = {
     "bad_steps": "step,loss\n0,1\n1.5,2\nx,3\n,4\n1e30,5\ninf,6\n7,7\n-3,8\n",
     "big_steps": "step,loss\n9007199254740993,1\n9223372036854775807,2\n9223372036854775808,3\n",
     "rank_run_wall": "step,rank,run,wall_time,loss\n0,0,a,1.5,2.0\n0,1,a,1.6,2.1\n0,0,,1.7,2.2\n"
-                     "1,x,b,bad,2.3\n1,1,b,,2.4\n2,0, a ,3.0,\n",
+    "1,x,b,bad,2.3\n1,1,b,,2.4\n2,0, a ,3.0,\n",
     "long": "step,metric,value,wall_time\n0,loss,2.5,1.0\n0,lr,1e-3,1.0\n1,loss,nan,2.0\n1, ,3,2.0\n"
-            "2,loss,,3.0\n2,lr,bad,3.0\n3,grad_norm,inf,x\n",
+    "2,loss,,3.0\n2,lr,bad,3.0\n3,grad_norm,inf,x\n",
     "long_runs_ranks": "run,rank,step,tag,value\nr1,0,0,loss,1\nr2,0,0,loss,2\nr1,1,0,loss,3\n"
-                       ",0,1,loss,4\nr2,q,1,loss,5\n",
+    ",0,1,loss,4\nr2,q,1,loss,5\n",
     "ints_and_zeros": "step,skipped,loss\n0,0,1.0\n1,1,1e-05\n2,0,0.5\n",
     "minus_zero": "step,loss\n0,-0\n1,0\n2,3\n",
     "long_digits": "step,loss\n0,0.1000000000000000055511151231257827\n1,1.7976931348623157e308\n"
-                   "2,4.9e-324\n3,2.2250738585072011e-308\n4,123456789012345678901234567890\n",
+    "2,4.9e-324\n3,2.2250738585072011e-308\n4,123456789012345678901234567890\n",
     "whitespace": "step , loss\n 0 , 1.5 \n1,\t2.5\n",
     "crlf": "step,loss\r\n0,1\r\n1,2\r\n",
     "bom": "\ufeffstep,loss\n0,1\n1,2\n",
@@ -65,7 +65,14 @@ def _same(a, b):
     assert len(a) == len(b)
     for x, y in zip(a, b, strict=True):
         assert (x.name, x.path, x.format, x.names, x.warnings, dict(x.meta), x.context) == (
-            y.name, y.path, y.format, y.names, y.warnings, dict(y.meta), y.context)
+            y.name,
+            y.path,
+            y.format,
+            y.names,
+            y.warnings,
+            dict(y.meta),
+            y.context,
+        )
         for f in ("codes", "steps", "values", "wall_time", "rank"):
             u, v = getattr(x, f), getattr(y, f)
             assert (u is None) == (v is None), f

@@ -17,19 +17,41 @@ def _series(run, name):
     return list(zip(run.steps[m].tolist(), run.values[m].tolist(), strict=True))
 
 
-@pytest.mark.parametrize("line, attempted, new", [
-    ("[deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: 65536, reducing to 32768",
-     65536.0, 32768.0),
-    ("[deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: 65536, but hysteresis is 2."
-     " Reducing hysteresis to 1", 65536.0, 65536.0),
-    ("[2021-05-25 06:41:46,236] [INFO] [stage3.py:2708:_overflow_clean_up] [deepscale] OVERFLOW! "
-     "Rank 0 Skipping step. Attempted loss scale: 256, reducing to 128.0", 256.0, 128.0),
-    ("[deepspeed] fp16 dynamic loss scale overflow! Skipping step. Attempted loss scale: 8, "
-     "reducing to 4", 8.0, 4.0),
-    ("Overflow detected. Skipping step. Attempted loss scale: 16, reducing to 8", 16.0, 8.0),
-    ("Gradient overflow.  Skipping step, loss scaler 0 reducing loss scale to 32768.0", None, 32768.0),
-    ("[deepspeed] OVERFLOW! Rank 0 Skipping step.", None, None),
-])
+@pytest.mark.parametrize(
+    "line, attempted, new",
+    [
+        (
+            "[deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: 65536, reducing to 32768",
+            65536.0,
+            32768.0,
+        ),
+        (
+            "[deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: 65536, but hysteresis is 2."
+            " Reducing hysteresis to 1",
+            65536.0,
+            65536.0,
+        ),
+        (
+            "[2021-05-25 06:41:46,236] [INFO] [stage3.py:2708:_overflow_clean_up] [deepscale] OVERFLOW! "
+            "Rank 0 Skipping step. Attempted loss scale: 256, reducing to 128.0",
+            256.0,
+            128.0,
+        ),
+        (
+            "[deepspeed] fp16 dynamic loss scale overflow! Skipping step. Attempted loss scale: 8, "
+            "reducing to 4",
+            8.0,
+            4.0,
+        ),
+        ("Overflow detected. Skipping step. Attempted loss scale: 16, reducing to 8", 16.0, 8.0),
+        (
+            "Gradient overflow.  Skipping step, loss scaler 0 reducing loss scale to 32768.0",
+            None,
+            32768.0,
+        ),
+        ("[deepspeed] OVERFLOW! Rank 0 Skipping step.", None, None),
+    ],
+)
 def test_parse_overflow(line, attempted, new):
     ov = deepspeed.parse_overflow(line)
     assert ov is not None and ov.attempted == attempted and ov.new == new
@@ -108,4 +130,8 @@ def test_real_hf_deepspeed_overflows():
     assert deepspeed.looks_like(p, head)
     [run] = deepspeed.read(p)
     assert _series(run, "skipped_step") == [(1, 1.0), (2, 1.0)]
-    assert _series(run, "loss scale") == [(0, 256.0), (1, 256.0), (2, 128.0)]  # hysteresis, then drop
+    assert _series(run, "loss scale") == [
+        (0, 256.0),
+        (1, 256.0),
+        (2, 128.0),
+    ]  # hysteresis, then drop

@@ -12,16 +12,25 @@ from stabdiag import sources
 
 def _state(global_step: int, history: list[dict]) -> str:
     # Written the way HF does it: json.dumps(indent=2, sort_keys=True) -> bare NaN/Infinity.
-    return json.dumps({"global_step": global_step, "log_history": history, "max_steps": 100},
-                      indent=2, sort_keys=True)
+    return json.dumps(
+        {"global_step": global_step, "log_history": history, "max_steps": 100},
+        indent=2,
+        sort_keys=True,
+    )
 
 
 HISTORY = [
     {"epoch": 0.1, "grad_norm": 1.5, "learning_rate": 1e-4, "loss": 2.0, "step": 10},
     {"epoch": 0.2, "grad_norm": float("nan"), "learning_rate": 1e-4, "loss": 0.0, "step": 20},
     {"epoch": 0.2, "eval_loss": 1.9, "eval_runtime": 3.0, "step": 20},
-    {"epoch": 0.3, "grad_norm": float("inf"), "lr": 9e-5, "loss": 1.8, "step": 30,
-     "remaining_time": "1h:02m"},
+    {
+        "epoch": 0.3,
+        "grad_norm": float("inf"),
+        "lr": 9e-5,
+        "loss": 1.8,
+        "step": 30,
+        "remaining_time": "1h:02m",
+    },
     {"epoch": 0.3, "step": 30, "total_flos": 1e12, "train_loss": 1.2, "train_runtime": 10.0},
 ]
 
@@ -48,7 +57,8 @@ def test_hf_checkpoints_are_one_run_newest_wins(tmp_path):
     for n in (10, 20):
         (out / f"checkpoint-{n}").mkdir(parents=True)
         (out / f"checkpoint-{n}" / "trainer_state.json").write_text(
-            _state(n, [h for h in HISTORY if h["step"] <= n]))
+            _state(n, [h for h in HISTORY if h["step"] <= n])
+        )
     (out / "checkpoint-20" / "pytorch_model.bin").write_bytes(b"\x80\x04not really")
     res = sources.load([out])
     assert [r.name for r in res.runs] == ["out"]
@@ -121,9 +131,11 @@ def test_wide_csv_nonfinite_and_bad_rows(tmp_path):
 
 def test_long_csv_with_runs_and_ranks(tmp_path):
     f = tmp_path / "all.csv"
-    f.write_text("run,step,metric,value,wall_time,rank\n"
-                 "a,1,loss,1.0,10.0,0\na,1,loss,1.5,10.0,1\nb,1,lm loss,2.0,11.0,0\n"
-                 "b,2,lm loss,-nan,12.0,0\n")
+    f.write_text(
+        "run,step,metric,value,wall_time,rank\n"
+        "a,1,loss,1.0,10.0,0\na,1,loss,1.5,10.0,1\nb,1,lm loss,2.0,11.0,0\n"
+        "b,2,lm loss,-nan,12.0,0\n"
+    )
     res = sources.load([f])
     assert [r.name for r in res.runs] == ["a", "b"]
     assert res.table.has_ranks
@@ -134,8 +146,10 @@ def test_long_csv_with_runs_and_ranks(tmp_path):
 
 def test_wandb_panel_export(tmp_path):
     f = tmp_path / "export.csv"
-    f.write_text('"Step","r1 - train_loss","r1 - train_loss__MIN","r1 - train_loss__MAX"\n'
-                 '"12","0.5","0.5","0.5"\n"14","0.4","0.4","0.4"')
+    f.write_text(
+        '"Step","r1 - train_loss","r1 - train_loss__MIN","r1 - train_loss__MAX"\n'
+        '"12","0.5","0.5","0.5"\n"14","0.4","0.4","0.4"'
+    )
     res = sources.load([f])
     assert [r.name for r in res.runs] == ["r1"]
     assert series_of(res, "r1", "train/loss") == ([12, 14], [0.5, 0.4])
@@ -149,8 +163,9 @@ def test_jsonl_all_spellings(tmp_path):
         '{"step": 3, "loss": "nan", "grad_norm": "inf", "elapsed": "0:01:02"}\n'
         '{"step": 4, "loss": 0.5, "optim": {"total grad norm": 2.0}}\n'
         '{"step": 5, "loss": 0.4\n'
-        '\n'
-        '{"loss": 0.3}\n')
+        "\n"
+        '{"loss": 0.3}\n'
+    )
     res = sources.load([f])
     (run,) = res.runs
     steps, vals = series_of(res, "exp7", "train/loss")

@@ -29,8 +29,16 @@ def test_checkpoints_are_never_opened(tmp_path):
     payload = pickle.dumps(_Trap(str(marker)))
     run = tmp_path / "out"
     write_torch(run, {"train/loss": [(1, 1.0), (2, 0.9)]})
-    for name in ("pytorch_model.bin", "model.pt", "ckpt.pth", "last.ckpt", "optimizer.pt",
-                 "state.pkl", "model.safetensors", "rng_state.pth"):
+    for name in (
+        "pytorch_model.bin",
+        "model.pt",
+        "ckpt.pth",
+        "last.ckpt",
+        "optimizer.pt",
+        "state.pkl",
+        "model.safetensors",
+        "rng_state.pth",
+    ):
         (run / name).write_bytes(payload)
     res = sources.load([tmp_path])
     assert not marker.exists()
@@ -70,8 +78,13 @@ def test_run_names_unique_and_sensible(tmp_path):
         (v / "metrics.csv").write_text("step,train_loss\n1,1.0\n")
     write_torch(tmp_path / "solo" / "runs" / "Jun01_10-00-00_host", {"loss": [(1, 1.0)]})
     names = sorted(r.name for r in sources.load([tmp_path]).runs)
-    assert names == ["Jun01_10-00-00_host", "expA/May29_15-34-50_host", "expA/version_0",
-                     "expB/May29_15-34-50_host", "expB/version_0"]
+    assert names == [
+        "Jun01_10-00-00_host",
+        "expA/May29_15-34-50_host",
+        "expA/version_0",
+        "expB/May29_15-34-50_host",
+        "expB/version_0",
+    ]
 
 
 def test_hf_nested_hparams_dir_is_merged(tmp_path):
@@ -90,8 +103,10 @@ def test_keras_train_validation_merged(tmp_path):
     res = sources.load([tmp_path])
     assert [r.name for r in res.runs] == ["fit"]
     assert res.table.series("fit", "train/loss").values.tolist() == [1.0, pytest.approx(0.8)]
-    assert res.table.series("fit", "val/loss").values.tolist() == [pytest.approx(1.1),
-                                                                   pytest.approx(0.9)]
+    assert res.table.series("fit", "val/loss").values.tolist() == [
+        pytest.approx(1.1),
+        pytest.approx(0.9),
+    ]
 
 
 def test_format_override(tmp_path):
@@ -125,23 +140,37 @@ def test_symlink_loop_and_hidden_dirs(tmp_path):
 def test_same_run_as_tb_csv_jsonl_gives_equal_tables(tmp_path):
     rng = np.random.default_rng(0)
     steps = list(range(0, 200, 5))
-    data = {"train/loss": rng.lognormal(size=len(steps)).astype(np.float32),
-            "train/grad_norm": rng.lognormal(size=len(steps)).astype(np.float32)}
+    data = {
+        "train/loss": rng.lognormal(size=len(steps)).astype(np.float32),
+        "train/grad_norm": rng.lognormal(size=len(steps)).astype(np.float32),
+    }
     data["train/loss"][7] = np.nan
     data["train/grad_norm"][9] = np.inf
-    write_torch(tmp_path / "tb" / "run", {k: list(zip(steps, v.tolist(), strict=True))
-                                          for k, v in data.items()})
+    write_torch(
+        tmp_path / "tb" / "run",
+        {k: list(zip(steps, v.tolist(), strict=True)) for k, v in data.items()},
+    )
     (tmp_path / "csv").mkdir()
     with open(tmp_path / "csv" / "run.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["step", "loss", "grad_norm"])
         for i, s in enumerate(steps):
-            w.writerow([s, repr(float(data["train/loss"][i])), repr(float(data["train/grad_norm"][i]))])
+            w.writerow(
+                [s, repr(float(data["train/loss"][i])), repr(float(data["train/grad_norm"][i]))]
+            )
     (tmp_path / "jsonl").mkdir()
     with open(tmp_path / "jsonl" / "run.jsonl", "w") as fh:
         for i, s in enumerate(steps):
-            fh.write(json.dumps({"step": s, "train/loss": float(data["train/loss"][i]),
-                                 "grad_norm": float(data["train/grad_norm"][i])}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "step": s,
+                        "train/loss": float(data["train/loss"][i]),
+                        "grad_norm": float(data["train/grad_norm"][i]),
+                    }
+                )
+                + "\n"
+            )
     cols = ["step", "metric", "value"]
     frames = []
     for sub in ("tb", "csv", "jsonl"):

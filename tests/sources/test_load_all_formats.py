@@ -32,7 +32,9 @@ def test_every_format_has_an_example() -> None:
 
 def test_megatron_stdout_is_sniffed_by_content(tmp_path: Path) -> None:
     p = tmp_path / "slurm-123.out"
-    p.write_text("some launcher noise\n" + MEGATRON.replace("10/", "20/").replace("640", "1280") + MEGATRON)
+    p.write_text(
+        "some launcher noise\n" + MEGATRON.replace("10/", "20/").replace("640", "1280") + MEGATRON
+    )
     assert sniff.sniff(p) == "megatron"
     res = load([tmp_path])
     assert [r.format for r in res.runs] == ["megatron"]
@@ -45,15 +47,18 @@ def test_markdown_quoting_a_log_is_not_a_log(tmp_path: Path) -> None:
     assert sniff.sniff(tmp_path / "PROVENANCE.md") is None
 
 
-@pytest.mark.parametrize(("folder", "formats"), [
-    ("megatron_bigscience_gpt2", {"megatron"}),
-    ("hf_deepspeed_bigscience", {"deepspeed"}),
-    ("bigscience_chronicles", {"megatron"}),
-    ("llmc_modded_nanogpt", {"llmc"}),
-    ("mlflow_keras_swahili", {"mlflow"}),
-    ("wandb_export_csv", {"wandb-csv"}),
-    ("wandb_offline_lion", {"wandb-offline"}),
-])
+@pytest.mark.parametrize(
+    ("folder", "formats"),
+    [
+        ("megatron_bigscience_gpt2", {"megatron"}),
+        ("hf_deepspeed_bigscience", {"deepspeed"}),
+        ("bigscience_chronicles", {"megatron"}),
+        ("llmc_modded_nanogpt", {"llmc"}),
+        ("mlflow_keras_swahili", {"mlflow"}),
+        ("wandb_export_csv", {"wandb-csv"}),
+        ("wandb_offline_lion", {"wandb-offline"}),
+    ],
+)
 def test_real_folders_route_to_their_reader(real: Path, folder: str, formats: set[str]) -> None:
     res = load([real / folder])
     assert not res.errors, res.errors

@@ -113,7 +113,9 @@ def test_duplicated_and_fused_records(tmp_path):
 
 
 def test_malformed_lines_are_ignored(tmp_path):
-    text = " iteration   abc/ 10 | lm loss: x |\n iteration 5/ 10 | lm loss: oops | grad norm: nan |\n"
+    text = (
+        " iteration   abc/ 10 | lm loss: x |\n iteration 5/ 10 | lm loss: oops | grad norm: nan |\n"
+    )
     [run] = megatron.read(_write(tmp_path, text))
     assert "lm loss" not in run.names
     assert math.isnan(dict(_series(run, "grad norm"))[5])
@@ -127,23 +129,33 @@ def test_not_megatron(tmp_path):
 @pytest.mark.skipif(not REAL.is_dir(), reason="shared/real_logs not available")
 def test_real_megatron_scale_drops_and_skips():
     [run] = megatron.read(REAL / "megatron_bigscience_gpt2" / "meg_gpt2_perf_n16-1999618.out")
-    assert _series(run, "loss scale") == [(1, 4294967296.0), (2, 2147483648.0),
-                                          (3, 1073741824.0), (4, 536870912.0)]
+    assert _series(run, "loss scale") == [
+        (1, 4294967296.0),
+        (2, 2147483648.0),
+        (3, 1073741824.0),
+        (4, 536870912.0),
+    ]
     assert _series(run, "skipped_step") == [(1, 1.0), (2, 1.0), (3, 1.0), (4, 1.0)]
     assert "lm loss" not in run.names
     assert any("did not end cleanly" in w for w in run.warnings)
-    [base] = megatron.read(REAL / "megatron_bigscience_gpt2" / "meg_gpt2_base_n16_dp1_tp4_pp16-1809577.out")
+    [base] = megatron.read(
+        REAL / "megatron_bigscience_gpt2" / "meg_gpt2_base_n16_dp1_tp4_pp16-1809577.out"
+    )
     assert dict(_series(base, "loss scale"))[20] == 32768.0
     assert dict(_series(base, "lm loss"))[30] == pytest.approx(32.82511)
 
 
 @pytest.mark.skipif(not REAL.is_dir(), reason="shared/real_logs not available")
 def test_real_chronicles_keep_write_order_and_nan():
-    [run] = megatron.read(REAL / "bigscience_chronicles" / "tr8-104B-wide" / "chronicles_log_excerpts.txt")
+    [run] = megatron.read(
+        REAL / "bigscience_chronicles" / "tr8-104B-wide" / "chronicles_log_excerpts.txt"
+    )
     steps = [s for s, _ in _series(run, "lm loss")]
     assert steps[:8] == [7000, 7010, 7220, 6900, 6910, 6920, 6930, 6940]  # rollback kept in order
     gn = dict(_series(run, "grad norm"))
     assert gn[8741] == pytest.approx(3273877.676)
     assert math.isnan(dict(_series(run, "lm loss"))[9027])
-    [b] = megatron.read(REAL / "bigscience_chronicles" / "tr8b-104B" / "chronicles_log_excerpts.txt")
+    [b] = megatron.read(
+        REAL / "bigscience_chronicles" / "tr8b-104B" / "chronicles_log_excerpts.txt"
+    )
     assert [s for s, v in _series(b, "skipped_step") if v == 1.0][:3] == [17062, 17063, 17064]

@@ -10,11 +10,20 @@ from sources_util import write_torch
 from stabdiag.sources import sniff
 
 
-@pytest.mark.parametrize("name", [
-    "pytorch_model.bin", "optimizer.pt", "model.safetensors", "last.ckpt", "rng_state_0.pth",
-    "state.pkl", "model.ckpt-1000.data-00000-of-00001", "model.ckpt-1000.index",
-    "keras_embedding.ckpt-0",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pytorch_model.bin",
+        "optimizer.pt",
+        "model.safetensors",
+        "last.ckpt",
+        "rng_state_0.pth",
+        "state.pkl",
+        "model.ckpt-1000.data-00000-of-00001",
+        "model.ckpt-1000.index",
+        "keras_embedding.ckpt-0",
+    ],
+)
 def test_checkpoints_skipped_by_name(tmp_path, name):
     p = tmp_path / name  # never created: sniff must not need to open it
     assert sniff.is_skipped(p) and sniff.sniff(p) is None

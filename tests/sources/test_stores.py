@@ -19,7 +19,9 @@ def _series(run, name):
     return list(zip(run.steps[m].tolist(), run.values[m].tolist(), strict=True))
 
 
-def _mlrun(root: Path, exp: str, rid: str, metrics: dict[str, str], tags: dict[str, str] | None = None) -> Path:
+def _mlrun(
+    root: Path, exp: str, rid: str, metrics: dict[str, str], tags: dict[str, str] | None = None
+) -> Path:
     (root / exp).mkdir(parents=True, exist_ok=True)
     (root / exp / "meta.yaml").write_text(f"experiment_id: '{exp}'\nname: exp{exp}\n")
     d = root / exp / rid
@@ -36,11 +38,17 @@ def _mlrun(root: Path, exp: str, rid: str, metrics: dict[str, str], tags: dict[s
 
 def test_mlflow_store(tmp_path):
     root = tmp_path / "mlruns"
-    _mlrun(root, "1", "abc", {
-        "loss": "1628697792090 332.6841735839844 0\n1628697795789 297.6000061035156 1\n"
-                "1628697799319 nan 2\nbroken line here now\n",
-        "train/grad_norm": "1628697792091 1.5 0\n",
-    }, {"mlflow.runName": "my-run"})
+    _mlrun(
+        root,
+        "1",
+        "abc",
+        {
+            "loss": "1628697792090 332.6841735839844 0\n1628697795789 297.6000061035156 1\n"
+            "1628697799319 nan 2\nbroken line here now\n",
+            "train/grad_norm": "1628697792091 1.5 0\n",
+        },
+        {"mlflow.runName": "my-run"},
+    )
     _mlrun(root / "mlruns", "0", "def", {"val_loss": "1 2.0\n2 1.5\n"})  # nested, old 2-column
     assert mlflow.looks_like(root, "") and mlflow.looks_like(tmp_path, "")
     runs = {r.name: r for r in mlflow.read(root)}
@@ -59,12 +67,14 @@ def test_mlflow_not_a_store(tmp_path):
         mlflow.read(tmp_path)
 
 
-CSV = ('"Step","swept-galaxy-5 - train_loss","swept-galaxy-5 - train_loss__MIN",'
-       '"swept-galaxy-5 - train_loss__MAX","other - run - val_loss"\n'
-       '"12","0.03683819994330406","0.03683819994330406","0.03683819994330406",""\n'
-       '"14","0.05","0.05","0.05","1.5"\n'
-       '"x","1","1","1","1"\n'
-       '"20","","","","NaN"')
+CSV = (
+    '"Step","swept-galaxy-5 - train_loss","swept-galaxy-5 - train_loss__MIN",'
+    '"swept-galaxy-5 - train_loss__MAX","other - run - val_loss"\n'
+    '"12","0.03683819994330406","0.03683819994330406","0.03683819994330406",""\n'
+    '"14","0.05","0.05","0.05","1.5"\n'
+    '"x","1","1","1","1"\n'
+    '"20","","","","NaN"'
+)
 
 
 def test_wandb_csv(tmp_path):
@@ -99,16 +109,21 @@ def _ld(num: int, payload: bytes) -> bytes:
 
 
 def _history(step: int, **items: str) -> bytes:
-    body = b"".join(_ld(1, _ld(1, k.encode()) + _ld(16, v.encode()))
-                    for k, v in {**items, "_step": str(step), "_timestamp": "1680062008.5"}.items())
+    body = b"".join(
+        _ld(1, _ld(1, k.encode()) + _ld(16, v.encode()))
+        for k, v in {**items, "_step": str(step), "_timestamp": "1680062008.5"}.items()
+    )
     return _ld(2, body)
 
 
 def _wandb_file(records: list[bytes]) -> bytes:
     out = bytearray(b":W&B" + struct.pack("<HB", 0xBEE1, 0))
     for rec in records:
-        for kind, chunk in ((1, rec),) if len(rec) < 1000 else \
-                ((2, rec[:500]), (3, rec[500:1000]), (4, rec[1000:])):
+        for kind, chunk in (
+            ((1, rec),)
+            if len(rec) < 1000
+            else ((2, rec[:500]), (3, rec[500:1000]), (4, rec[1000:]))
+        ):
             left = 32768 - len(out) % 32768
             if left < 7:
                 out += b"\0" * left
@@ -120,8 +135,14 @@ def _wandb_file(records: list[bytes]) -> bytes:
 def test_wandb_offline_decodes_history(tmp_path):
     run_rec = _ld(17, _ld(1, b"abc123") + _ld(3, b"proj") + _ld(8, b"lion-run"))
     big = _history(2, train_loss_local="0.7", pad="1" * 1200)
-    data = _wandb_file([run_rec, _history(0, lr="0.003", train_loss_local="NaN"),
-                        _history(1, train_loss_local="Infinity"), big])
+    data = _wandb_file(
+        [
+            run_rec,
+            _history(0, lr="0.003", train_loss_local="NaN"),
+            _history(1, train_loss_local="Infinity"),
+            big,
+        ]
+    )
     d = tmp_path / "run-20230329_055314-abc123"
     d.mkdir()
     (d / "run-abc123.wandb").write_bytes(data)

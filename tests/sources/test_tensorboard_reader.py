@@ -49,12 +49,15 @@ def test_tf2_tensor_encodings(tmp_path, dtype):
 
 def test_matches_tbparse(tmp_path):
     tbparse = pytest.importorskip("tbparse")
-    write_torch(tmp_path / "a", {"x": [(s, s * 0.5) for s in range(30)],
-                                 "y/z": [(s, -s) for s in range(0, 30, 3)]})
+    write_torch(
+        tmp_path / "a",
+        {"x": [(s, s * 0.5) for s in range(30)], "y/z": [(s, -s) for s in range(0, 30, 3)]},
+    )
     ref = tbparse.SummaryReader(str(tmp_path / "a")).scalars.sort_values(["tag", "step"])
     s = tensorboard.read_files(list((tmp_path / "a").glob("events*")))
-    ours = sorted(zip([s.tags[c] for c in s.codes], s.steps.tolist(), s.values.tolist(),
-                      strict=True))
+    ours = sorted(
+        zip([s.tags[c] for c in s.codes], s.steps.tolist(), s.values.tolist(), strict=True)
+    )
     assert ours == sorted(zip(ref["tag"], ref["step"], ref["value"], strict=True))
 
 
@@ -95,10 +98,22 @@ def test_length_crc_corruption_stops_with_warning(tmp_path):
 
 def test_resumed_run_two_files_is_one_run_with_restart(tmp_path):
     run = tmp_path / "resumed"
-    write_torch(run, {"train/loss": [(s, 1.0) for s in range(0, 100)],
-                      "train/grad_norm": [(s, 0.5) for s in range(0, 100)]}, suffix=".a")
-    write_torch(run, {"train/loss": [(s, 2.0) for s in range(90, 150)],
-                      "train/grad_norm": [(s, 0.7) for s in range(90, 150)]}, suffix=".b")
+    write_torch(
+        run,
+        {
+            "train/loss": [(s, 1.0) for s in range(0, 100)],
+            "train/grad_norm": [(s, 0.5) for s in range(0, 100)],
+        },
+        suffix=".a",
+    )
+    write_torch(
+        run,
+        {
+            "train/loss": [(s, 2.0) for s in range(90, 150)],
+            "train/grad_norm": [(s, 0.7) for s in range(90, 150)],
+        },
+        suffix=".b",
+    )
     res = sources.load([run])
     assert [r.name for r in res.runs] == ["resumed"]
     steps, vals = series_of(res, "resumed", "train/loss")
@@ -118,8 +133,10 @@ def test_not_a_tfrecord_explicit_file_raises(tmp_path):
 @pytest.mark.parametrize("dtype", ["float", "float_val"])
 def test_bare_tensors_of_a_non_scalar_plugin_are_skipped(tmp_path, dtype):
     # Metadata (another plugin) only on the first event; later float tensors carry none.
-    evs = [tensor_event(s, "custom", 1.0, dtype=dtype, metadata=(s == 0), plugin="custom_plugin")
-           for s in range(4)]
+    evs = [
+        tensor_event(s, "custom", 1.0, dtype=dtype, metadata=(s == 0), plugin="custom_plugin")
+        for s in range(4)
+    ]
     evs += [tensor_event(s, "loss", 2.0, dtype=dtype, metadata=(s == 0)) for s in range(4)]
     write_events(tmp_path / "r", evs)
     s = tensorboard.read_files(list((tmp_path / "r").glob("events*")))
@@ -128,18 +145,23 @@ def test_bare_tensors_of_a_non_scalar_plugin_are_skipped(tmp_path, dtype):
 
 def test_fast_and_slow_paths_agree(tmp_path):
     """The vectorised decoder and the pure-Python decoder give the same scalars."""
-    f = write_torch(tmp_path / "a", {"x": LOSS, "y": [(s, -2.5 * s) for s in range(0, 60, 7)]},
-                    new_style=True)
+    f = write_torch(
+        tmp_path / "a", {"x": LOSS, "y": [(s, -2.5 * s) for s in range(0, 60, 7)]}, new_style=True
+    )
     write_torch(tmp_path / "a", {"z": LOSS}, suffix=".simple")
     for path in (tmp_path / "a").glob("events*"):
         buf = path.read_bytes()
         starts, lens, _ = tensorboard.frame(buf, str(path))
         ok = tensorboard._fast_scalars(buf, starts, lens)[0]
         assert ok.sum() == len(starts) - 1  # everything but the file_version record
-        slow = [x for s, n in zip(starts.tolist(), lens.tolist(), strict=True)
-                for x in tensorboard._decode_event(buf, s, s + n, {})]
+        slow = [
+            x
+            for s, n in zip(starts.tolist(), lens.tolist(), strict=True)
+            for x in tensorboard._decode_event(buf, s, s + n, {})
+        ]
         fast = tensorboard.read_file(path)
         assert [(t, st) for t, st, _, _ in slow] == [
-            (fast.tags[c], st) for c, st in zip(fast.codes, fast.steps.tolist(), strict=True)]
+            (fast.tags[c], st) for c, st in zip(fast.codes, fast.steps.tolist(), strict=True)
+        ]
         np.testing.assert_array_equal([v for _, _, v, _ in slow], fast.values)
     assert f.exists()

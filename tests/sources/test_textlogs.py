@@ -43,9 +43,11 @@ def test_llmc_mainlog(tmp_path):
 
 
 def test_modded_nanogpt_nan_timing_is_not_a_metric(tmp_path):
-    text = ("import torch\nprint('step:1/2 train_loss:1')\n"
-            "step:0/6000 val_loss:11.0149 train_time:305ms step_avg:nanms\n"
-            "step:1/6000 train_loss:11.0091 train_time:24179ms step_avg:nanms\n")
+    text = (
+        "import torch\nprint('step:1/2 train_loss:1')\n"
+        "step:0/6000 val_loss:11.0149 train_time:305ms step_avg:nanms\n"
+        "step:1/6000 train_loss:11.0091 train_time:24179ms step_avg:nanms\n"
+    )
     [run] = llmc.read(_write(tmp_path, text))
     assert _series(run, "val_loss") == [(0, 11.0149)]
     assert _series(run, "train_loss") == [(1, 11.0091)]
@@ -63,10 +65,12 @@ def test_llmc_stdout_zscores_ignored(tmp_path):
 
 
 def test_nanogpt(tmp_path):
-    text = ("step 0: train loss 4.2874, val loss 4.2823\n"
-            "iter 0: loss 4.2654, time 13500.54ms, mfu -100.00%\n"
-            "iter 10: loss 3.1462, time 13.86ms, mfu 26.88%\nsaving checkpoint to out\n"
-            "iter 20: loss nan, time 13.86ms, mfu 26.88%\niter x: loss 1\n")
+    text = (
+        "step 0: train loss 4.2874, val loss 4.2823\n"
+        "iter 0: loss 4.2654, time 13500.54ms, mfu -100.00%\n"
+        "iter 10: loss 3.1462, time 13.86ms, mfu 26.88%\nsaving checkpoint to out\n"
+        "iter 20: loss nan, time 13.86ms, mfu 26.88%\niter x: loss 1\n"
+    )
     p = _write(tmp_path, text)
     assert nanogpt.looks_like(p, text)
     [run] = nanogpt.read(p)
@@ -95,8 +99,10 @@ def test_torchtitan(tmp_path):
 
 
 def test_torchtitan_ranks_that_differ_keep_rank(tmp_path):
-    text = ("[rank0]:[titan] x - root - INFO - step: 1  loss:  3.0  grad_norm: 1.0\n"
-            "[rank1]:[titan] x - root - INFO - step: 1  loss:  9.0  grad_norm: 5.0\n")
+    text = (
+        "[rank0]:[titan] x - root - INFO - step: 1  loss:  3.0  grad_norm: 1.0\n"
+        "[rank1]:[titan] x - root - INFO - step: 1  loss:  9.0  grad_norm: 5.0\n"
+    )
     [run] = torchtitan.read(_write(tmp_path, text))
     assert run.rank is not None and sorted(set(run.rank.tolist())) == [0, 1]
 
