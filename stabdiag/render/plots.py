@@ -797,7 +797,10 @@ def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = DPI) -> bytes:
     buf = io.BytesIO()
     meta = {"png": {"Software": None}, "svg": {"Date": None}}.get(fmt, {})
     with matplotlib.rc_context({"svg.hashsalt": "stabdiag", "svg.fonttype": "none"}):
-        fig.savefig(buf, format=fmt, dpi=dpi, metadata=meta)
+        # zlib level 1: a fifth of the encode time of the default 6 for ~20% larger files;
+        # PNG encoding is a large share of drawing a report's figures.
+        extra = {"pil_kwargs": {"compress_level": 1}} if fmt == "png" else {}
+        fig.savefig(buf, format=fmt, dpi=dpi, metadata=meta, **extra)
     return buf.getvalue()
 
 
