@@ -301,7 +301,7 @@ def _warmup_len(f: Finding, run: RunData) -> tuple[int, str]:
     onset = max(int(f.step_start or 0), 1)
     if isinstance(total, int) and total > 0:
         n = max(int(round(0.05 * total)), 1)
-        why = f"5% of the {total} steps configured ({cfg.total_steps.short_source})"  # type: ignore[union-attr]
+        why = f"5% of the {total} steps configured in {cfg.total_steps.short_source}"  # type: ignore[union-attr]
     else:
         span = last_step(run)
         n = max(int(round(0.05 * span)), 1)

@@ -403,7 +403,7 @@ def test_lr_cut_relative_to_configured_peak_and_keyed_to_worst_event() -> None:
         "--set lr=0.03"
     ]
     warm = next(r for r in rems if r.change == "warmup")
-    assert "15 steps (5% of the 300 steps configured (config.json: steps))" in warm.actions[0]
+    assert "15 steps (5% of the 300 steps configured in config.json: steps)" in warm.actions[0]
     assert "steps logged" not in warm.actions[0]
 
 
