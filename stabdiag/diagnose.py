@@ -95,18 +95,15 @@ def _pool(jobs: int | None) -> Any:
     return _LazyPool(n) if n > 1 else nullcontext(None)
 
 
-def _detect_chunk(
-    chunk: list[tuple[sources.RunInfo, MetricsTable]],
+def _detect_runs(
+    runs: list[RunData],
     select: Collection[str] | None,
     ignore: Collection[str] | None,
     configs: Mapping[str, Any] | None,
-) -> tuple[dict[str, RunData], list[Any], list[Any]]:
-    """Cut runs from their own tables and detect (in a worker: only arrays travel back)."""
-    data = {r.name: with_loss(t.run_data(r.name, meta=r.meta)) for r, t in chunk}
-    findings, skipped = run_detectors(
-        list(data.values()), select=select, ignore=ignore, configs=configs
-    )
-    return data, findings, skipped
+) -> tuple[list[Any], list[Any]]:
+    """``run_detectors`` on a slice of runs (in a worker: the runs' series travel there, only
+    findings and skips come back; the parent keeps the series it cut)."""
+    return run_detectors(runs, select=select, ignore=ignore, configs=configs)
 
 
 def with_loss(run: RunData) -> RunData:
@@ -125,28 +122,32 @@ def analyze_table(
     ignore: Collection[str] | None = None,
     configs: Mapping[str, Any] | None = None,
     pool: Executor | None = None,
-    parts: Sequence[MetricsTable] = (),
+    parts: Sequence[Any] = (),
 ) -> Report:
     """Detect and advise on an already-loaded table (used by ``diagnose`` and by ``train``).
 
-    ``parts``: each run's own table in ``runs`` order (LoadResult.parts), else ``table`` is split.
-    With a process ``pool`` and at least PARALLEL_MIN_RUNS runs, runs are cut into series and
-    detected in its workers, in contiguous slices of the runs; the merged result equals the
-    serial one."""
-    chunk = list(zip(runs, parts if len(parts) == len(runs) else _by_run(table, runs), strict=True))
-    if pool is not None and len(chunk) >= PARALLEL_MIN_RUNS:
-        k = max(1, -(-len(chunk) // (4 * getattr(pool, "jobs", 2))))
-        chunks = [chunk[i : i + k] for i in range(0, len(chunk), k)]
-        data, findings, skipped = {}, [], []
-        for d, f, s in pool.map(
-            _detect_chunk, chunks, *([x] * len(chunks) for x in (select, ignore, configs))
+    ``parts``: each run's rows in ``runs`` order, anything with ``run_data(name, meta)``
+    (LoadResult.parts), else ``table`` is split. Runs are cut into series here; with a process
+    ``pool`` and at least PARALLEL_MIN_RUNS runs they are detected in its workers, in contiguous
+    slices of the runs; the merged result equals the serial one."""
+    pieces = parts if len(parts) == len(runs) else _by_run(table, runs)
+    data = {
+        r.name: with_loss(p.run_data(r.name, meta=r.meta))
+        for r, p in zip(runs, pieces, strict=True)
+    }
+    runs_data = list(data.values())
+    if pool is not None and len(runs_data) >= PARALLEL_MIN_RUNS:
+        k = max(1, -(-len(runs_data) // (4 * getattr(pool, "jobs", 2))))
+        chunks = [runs_data[i : i + k] for i in range(0, len(runs_data), k)]
+        findings, skipped = [], []
+        for f, s in pool.map(
+            _detect_runs, chunks, *([x] * len(chunks) for x in (select, ignore, configs))
         ):
-            data.update(d)
             findings += f
             skipped += s
         findings = sort_findings(findings, list(data))  # chunks are contiguous runs in order
     else:
-        data, findings, skipped = _detect_chunk(chunk, select, ignore, configs)
+        findings, skipped = _detect_runs(runs_data, select, ignore, configs)
     diagnoses = diagnose_all(findings, data)
     # each run's summary reads only its own findings and skips: grouped once, not scanned per run
     # (a scan per run made 100,000 runs quadratic: issue 13 R4)

@@ -20,6 +20,8 @@ from stabdiag.table import (
     RunData,
     Series,
     is_canonical,
+    row_ranges,
+    split_codes,
 )
 
 
@@ -127,3 +129,53 @@ def test_canonical_names_are_the_listed_ones_and_the_per_layer_prefixes() -> Non
     assert is_canonical(TRAIN_LOSS) and is_canonical(GRAD_NORM + "/blocks.0.attn")
     assert is_canonical("train/act_rms/layer3")
     assert not is_canonical("loss") and not is_canonical("train/loss_smoothed")
+
+
+def _same_run_data(a: RunData, b: RunData) -> None:
+    assert a.name == b.name and dict(a.meta) == dict(b.meta)
+    assert list(a.series) == list(b.series)  # same metrics in the same (first-seen) order
+    for m in a.series:
+        np.testing.assert_array_equal(a.series[m].steps, b.series[m].steps)
+        np.testing.assert_array_equal(a.series[m].values, b.series[m].values)
+        assert a.series[m].steps.dtype == np.int64 and a.series[m].values.dtype == np.float64
+    assert {m: sorted(r) for m, r in a.by_rank.items()} == {
+        m: sorted(r) for m, r in b.by_rank.items()
+    }
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_row_ranges_cut_each_run_as_run_data_does(seed: int) -> None:
+    """The numpy cut of a row range (what analysis uses on loaded runs) gives the same series as
+    the pandas cut: repeated steps (the later row wins), steps out of order, NaN/Inf values,
+    metrics interleaved, an empty run, and a run with ranks (which takes the pandas path)."""
+    rng = np.random.default_rng(seed)
+    names = [TRAIN_LOSS, GRAD_NORM, "val/loss", "custom/x", GRAD_NORM_PREFIX + "l0"]
+    tables, sizes = [], []
+    for r in range(12):
+        n = int(rng.integers(0, 40)) if r != 3 else 0
+        steps = rng.integers(0, 15, n)
+        metrics = rng.choice(names[: int(rng.integers(1, 6))], n)
+        values = rng.choice([1.5, -2.0, np.nan, np.inf, -np.inf, 0.0, 3.25], n)
+        values = np.where(rng.random(n) < 0.5, rng.normal(size=n), values)
+        kw = {"rank": rng.integers(0, 3, n)} if r == 5 else {}
+        tables.append(_table(f"r{r}", steps, metrics, values, **kw))
+        sizes.append(n)
+    full = MetricsTable.concat(tables)
+    # a categorical metric column, as sources.load builds the table
+    full = MetricsTable(full.frame.assign(metric=full.frame["metric"].astype("category")))
+    ends = np.cumsum(sizes).tolist()
+    bounds = list(zip([0, *ends[:-1]], ends, strict=True))
+    for r, (cut, t) in enumerate(zip(row_ranges(full, bounds), tables, strict=True)):
+        assert len(cut) == len(t)
+        _same_run_data(cut.run_data(f"r{r}", meta={"k": r}), t.run_data(f"r{r}", meta={"k": r}))
+
+
+def test_split_codes_skips_rows_without_a_metric() -> None:
+    s = split_codes(
+        np.array([1, -1, 0, 1]),
+        np.array(["a", "b"], dtype=object),
+        np.array([3, 1, 2, 1]),
+        np.array([1.0, 2.0, 3.0, 4.0]),
+    )
+    assert list(s) == ["b", "a"] and s["b"].steps.tolist() == [1, 3]
+    assert s["b"].values.tolist() == [4.0, 1.0] and s["a"].values.tolist() == [3.0]

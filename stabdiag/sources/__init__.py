@@ -385,20 +385,20 @@ def _categorical(codes: np.ndarray, names: Sequence[str]) -> pd.Categorical:
 
 
 class _Parts(Sequence):
-    """Each run's rows as its own MetricsTable, in ``runs`` order: cut from the one table on
-    demand (a contiguous row range), so loading never builds a frame per run."""
+    """Each run's rows as its own row range of the one table, in ``runs`` order (``T.RowRange``:
+    plain column arrays, cut into series without a frame per run), made on first use."""
 
     def __init__(self, table: T.MetricsTable, bounds: Sequence[tuple[int, int]]) -> None:
         self._table, self._bounds = table, list(bounds)
+        self._ranges: list[T.RowRange] | None = None
 
     def __len__(self) -> int:
         return len(self._bounds)
 
     def __getitem__(self, i):  # noqa: ANN001, ANN204 - Sequence protocol (int or slice)
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
-        a, b = self._bounds[i]
-        return T.MetricsTable(self._table.frame.iloc[a:b])
+        if self._ranges is None:
+            self._ranges = T.row_ranges(self._table, self._bounds)
+        return self._ranges[i]
 
 
 # --------------------------------------------------------------------------- one run, two loggers
