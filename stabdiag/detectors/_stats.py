@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -139,6 +140,70 @@ def _rolling_median_small(x: np.ndarray, window: int, min_periods: int, center: 
 # skiplist costs; below it, the fixed cost of a pandas call dominates.
 SMALL_CELLS = 32_768
 
+# Up to this many points, rolling medians run over a Python list (``_rolling_median_list``): a
+# dozen numpy calls cost more than a sorted-list walk of 64 points (crossover measured at 64-100).
+TINY = 64
+
+
+def _rolling_median_list(
+    xs: list[float], window: int, min_periods: int, center: bool
+) -> list[float]:
+    """``_rolling_median_small`` over a list of floats, for a few dozen points.
+
+    One sorted list of the window's finite values, kept by ``insort`` and bisect-delete as the
+    window slides: the same middle value, or the same ``(a + b) / 2.0`` of the middle two (IEEE
+    double arithmetic, overflowing to inf as numpy does), with no per-call numpy overhead.
+    ``v - v == 0.0`` is the finiteness test (False for NaN and +-Inf).
+    """
+    n = len(xs)
+    after = (window - 1) // 2 if center else 0
+    before = window - 1 - after
+    need = max(1, min_periods)
+    nan = math.nan
+    out = [nan] * n
+    win: list[float] = []
+    for v in xs[:after]:
+        if v - v == 0.0:
+            insort(win, v)
+    for i in range(n):
+        j = i + after
+        if j < n:
+            v = xs[j]
+            if v - v == 0.0:
+                insort(win, v)
+        k = i - before - 1
+        if k >= 0:
+            v = xs[k]
+            if v - v == 0.0:
+                del win[bisect_left(win, v)]
+        c = len(win)
+        if c >= need:
+            h = c >> 1
+            out[i] = win[h] if c & 1 else (win[h - 1] + win[h]) / 2.0
+    return out
+
+
+def _trailing_list(xs: list[float], window: int, min_periods: int, lag: int) -> list[float]:
+    """``trailing_median`` of a list (``_rolling_median_list`` of the series moved ``lag`` later)."""
+    if lag:
+        xs = [math.nan] * min(lag, len(xs)) + xs[: max(0, len(xs) - lag)]
+    return _rolling_median_list(xs, window, min_periods, False)
+
+
+def _median_sorted(v: list[float]) -> float:
+    """``np.median`` of sorted finite values: the middle one, or the mean of the middle two
+    (numpy's ``mean`` of two values is ``(a + b) / 2`` in float64); NaN when empty."""
+    n = len(v)
+    if not n:
+        return math.nan
+    h = n >> 1
+    return v[h] if n & 1 else (v[h - 1] + v[h]) / 2.0
+
+
+def _finite_list(x: np.ndarray) -> list[float]:
+    """The finite values of ``x`` as a list of floats (``v - v`` is NaN for NaN and +-Inf)."""
+    return [v for v in x.tolist() if v - v == 0.0]
+
 
 def _shifted(x: np.ndarray, lag: int) -> np.ndarray:
     """``x`` moved ``lag`` points later, NaN in front (``Series.shift(lag)``)."""
@@ -158,6 +223,8 @@ def trailing_median(x: np.ndarray, window: int, min_periods: int, lag: int = 0) 
     their finite points: exact over the first HEAD, then ``_trailing_fast``.
     """
     x = np.asarray(x, dtype=np.float64)
+    if len(x) <= TINY and window >= 1 and 0 <= min_periods <= window and lag >= 0:
+        return np.array(_trailing_list(x.tolist(), window, min_periods, lag), dtype=np.float64)
     if (
         window >= 1
         and 0 <= min_periods <= window
@@ -223,6 +290,60 @@ def _diff_sigma(x: np.ndarray, window: int, min_periods: int) -> np.ndarray:
     return out
 
 
+def _valid_windows(window: int, min_periods: int) -> bool:
+    """Windows the list paths take; others go the array path (where pandas rejects them)."""
+    return 0 <= min_periods <= window and max(2, min_periods - 1) <= window
+
+
+def _diff_sigma_list(xs: list[float], window: int, min_periods: int) -> list[float]:
+    """``_diff_sigma`` of a short list (every point is in the head)."""
+    d = [math.nan] + [abs(b - a) for a, b in zip(xs, xs[1:], strict=False)] if xs else []
+    return [DIFF_TO_SIGMA * m for m in _trailing_list(d, window, max(2, min_periods - 1), 1)]
+
+
+def _floored(sig: list[float], sigma_floor: float) -> list[float]:
+    """``np.maximum(sig, sigma_floor)`` where ``sig`` is not NaN (NaN stays NaN)."""
+    return [s if s != s or s >= sigma_floor else sigma_floor for s in sig]
+
+
+def _median_sigma_list(
+    xs: list[float], window: int, min_periods: int, sigma_floor: float
+) -> tuple[list[float], list[float]]:
+    """``causal_median_sigma`` of a short series (already cleaned) in plain floats.
+
+    The same operations in the same order as the array path, each an IEEE double operation that
+    numpy performs identically (subtraction, abs, product, comparison), so the result is the
+    same bit for bit; only the per-call cost of a dozen small numpy calls is gone (TINY).
+    """
+    nan = math.nan
+    med = _trailing_list(xs, window, min_periods, 1)
+    dev = [abs(a - b) for a, b in zip(xs, med, strict=True)]
+    mad = [MAD_TO_SIGMA * m for m in _trailing_list(dev, window, min_periods, 1)]
+    fall = _diff_sigma_list(xs, window, min_periods)
+    sigma = _floored([f if m != m else m for m, f in zip(mad, fall, strict=True)], sigma_floor)
+    return med, [nan if m != m else s for m, s in zip(med, sigma, strict=True)]
+
+
+def _local_sigma_list(
+    xs: list[float], level_window: int, window: int, min_periods: int, sigma_floor: float
+) -> tuple[list[float], list[float]]:
+    """``causal_local_sigma`` of a short series (already cleaned) in plain floats, step for step
+    the array path's operations (see ``_median_sigma_list``)."""
+    nan = math.nan
+    level = _trailing_list(xs, level_window, 1, 1)
+    r = [a - b for a, b in zip(xs, level, strict=True)]
+    center = _trailing_list(r, window, min_periods, 1)
+    dev = [abs(a - b) for a, b in zip([nan, *r[:-1]], center, strict=False)]
+    sigma = [MAD_TO_SIGMA * m for m in _trailing_list(dev, window, min_periods, 0)]
+    fall = _diff_sigma_list(xs, window, min_periods)
+    sig = _floored([f if s != s else s for s, f in zip(sigma, fall, strict=True)], sigma_floor)
+    exp_ = [
+        nan if s != s else lv + (0.0 if c != c else c)
+        for lv, c, s in zip(level, center, sig, strict=True)
+    ]
+    return exp_, [nan if e != e else s for e, s in zip(exp_, sig, strict=True)]
+
+
 def causal_median_sigma(
     x: np.ndarray,
     window: int,
@@ -237,6 +358,9 @@ def causal_median_sigma(
     than ``min_periods`` finite points precede. Linear-time beyond LONG points (``trailing_median``).
     """
     x = clean(x)
+    if len(x) <= TINY and _valid_windows(window, min_periods):
+        med_l, sig_l = _median_sigma_list(x.tolist(), window, min_periods, sigma_floor)
+        return np.array(med_l, dtype=np.float64), np.array(sig_l, dtype=np.float64)
     med = trailing_median(x, window, min_periods, lag=1)
     dev = np.abs(x - med)
     mad = MAD_TO_SIGMA * trailing_median(dev, window, min_periods, lag=1)
@@ -269,6 +393,9 @@ def causal_local_sigma(
     Linear-time beyond LONG points (``trailing_median``).
     """
     x = clean(x)
+    if len(x) <= TINY and level_window >= 1 and _valid_windows(window, min_periods):
+        exp_l, sig_l = _local_sigma_list(x.tolist(), level_window, window, min_periods, sigma_floor)
+        return np.array(exp_l, dtype=np.float64), np.array(sig_l, dtype=np.float64)
     level = trailing_median(x, level_window, 1, lag=1)
     r = x - level
     center = trailing_median(r, window, min_periods, lag=1)
@@ -355,6 +482,8 @@ def rolling_median(x: np.ndarray, window: int, center: bool = False) -> np.ndarr
             out = np.full(len(x), np.nan)
             out[ok] = np.interp(np.arange(len(xf)), mids, sm)
             return out
+    if len(x) <= TINY:
+        return np.array(_rolling_median_list(x.tolist(), w, 1, center), dtype=np.float64)
     if len(x) * w <= SMALL_CELLS:
         return _rolling_median_small(x, w, 1, center)
     return pd.Series(x).rolling(w, min_periods=1, center=center).median().to_numpy()
@@ -393,14 +522,45 @@ def first_index(mask: np.ndarray, start: int, limit: int | None = None) -> int:
 
 
 def nanmedian(x: np.ndarray) -> float:
+    """Median of the finite values (NaN if none); a sorted list for a few dozen values."""
     fin = np.asarray(x, dtype=np.float64)
+    if fin.ndim == 1 and len(fin) <= TINY:
+        return _median_sorted(sorted(_finite_list(fin)))
     fin = fin[np.isfinite(fin)]
     return float(np.median(fin)) if fin.size else math.nan
+
+
+def percentile(x: np.ndarray, q: float) -> float:
+    """``np.percentile(x, q)`` (linear method) of a 1-D array; a sorted list for a few dozen finite
+    values, with numpy's own index and interpolation arithmetic so the number is the same."""
+    if x.ndim != 1 or not 0 < len(x) <= TINY or not 0 <= q <= 100:
+        return float(np.percentile(x, q))
+    v = sorted(_finite_list(x))
+    n = len(v)
+    if n != len(x):  # NaN in x: numpy's NaN result
+        return float(np.percentile(x, q))
+    virt = (n - 1) * (q / 100)
+    if virt >= n - 1:
+        prev = nxt = n - 1
+        gamma = virt - (-1)  # numpy measures gamma from index -1 there (the weight is moot)
+    else:
+        prev = math.floor(virt)
+        nxt = prev + 1
+        gamma = virt - prev
+    a, b = v[prev], v[nxt]
+    diff = b - a
+    return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
 
 
 def robust_sigma(x: np.ndarray) -> float:
     """MAD-based sigma of the finite values (NaN if none)."""
     fin = np.asarray(x, dtype=np.float64)
+    if fin.ndim == 1 and len(fin) <= TINY:
+        v = _finite_list(fin)
+        if not v:
+            return math.nan
+        m = _median_sorted(sorted(v))
+        return MAD_TO_SIGMA * _median_sorted(sorted(abs(a - m) for a in v))
     fin = fin[np.isfinite(fin)]
     if not fin.size:
         return math.nan
@@ -411,6 +571,10 @@ def log_interval(steps: np.ndarray) -> int:
     """Typical distance between logged steps (1 when logging every step)."""
     if len(steps) < 2:
         return 1
+    if len(steps) <= TINY and steps.dtype.kind in "iu":
+        # np.median of integers is their float64 mean: the middle value or (a + b) / 2
+        d = (steps[1:] - steps[:-1]).tolist()  # numpy's integer differences (np.diff)
+        return max(1, int(_median_sorted(sorted(float(v) for v in d))))
     return max(1, int(np.median(np.diff(steps))))
 
 
