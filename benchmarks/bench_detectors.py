@@ -1,18 +1,25 @@
-"""Per-detector cost on a long synthetic run (default 1M log points).
+"""Per-detector cost on a long synthetic run (default 1M log points), or on many short runs.
 
     python benchmarks/bench_detectors.py [--points 1000000] [--repeat 3]
+    python benchmarks/bench_detectors.py --short 10000
 
 Builds one run with train/loss, train/grad_norm, train/lr, train/loss_scale, train/skipped_step,
 train/max_attn_logit and train/output_logz (numpy, seeded; a few spikes, an fp16 overflow every
 few thousand steps) and prints the best-of-``repeat`` wall time of each registered detector in ms,
 then all of them together through ``run_detectors`` (which shares cached statistics between them).
 Speed targets live here, not in timed tests: all detectors together well under 1 s on 1M points.
+
+``--short N``: N runs of 20 log points with step, train/loss and train/grad_norm, the values
+bench_walk.py writes to its CSV tree (parsed from the same 4-decimal text), each judged once by
+every detector in registry order as analyze does (shared statistics cached per run); prints each
+detector's CPU microseconds per run and the total. Target (issue 13 R4): all together <= 600 us.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+import warnings
 
 import numpy as np
 
@@ -57,6 +64,39 @@ def make_run(n: int, seed: int = 0) -> RunData:
     return RunData(name="bench", series={m: Series(steps, v) for m, v in cols.items()})
 
 
+def make_short_runs(count: int, points: int = 20) -> list[RunData]:
+    """The runs of bench_walk.py's tree: a slowly falling loss and a slowly rising grad norm."""
+    steps = np.arange(1, points + 1, dtype=np.int64)
+    runs = []
+    for i in range(count):
+        loss = [float(f"{2.0 - s * 0.01 + (i % 7) * 1e-3:.4f}") for s in range(1, points + 1)]
+        gn = [float(f"{0.5 + s * 1e-3:.4f}") for s in range(1, points + 1)]
+        series = {TRAIN_LOSS: Series(steps, np.array(loss)), GRAD_NORM: Series(steps, np.array(gn))}
+        runs.append(RunData(name=f"run{i:06d}", series=series))
+    return runs
+
+
+def short_main(count: int) -> None:
+    """CPU microseconds per run of each detector over ``count`` short runs, then the total."""
+    runs = make_short_runs(count)
+    per = dict.fromkeys((d.kind for d in DETECTORS), 0.0)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for run in runs:
+            for det in DETECTORS:
+                t0 = time.process_time()
+                det.check(run)
+                per[det.kind] += time.process_time() - t0
+    print(f"{count} runs of 20 log points, CPU us per run")
+    for kind, sec in sorted(per.items(), key=lambda kv: -kv[1]):
+        print(f"  {kind:24s} {1e6 * sec / count:9.1f} us")
+    print(f"  {'all detectors':24s} {1e6 * sum(per.values()) / count:9.1f} us")
+    runs = make_short_runs(count)  # fresh arrays: nothing cached
+    t0 = time.process_time()
+    run_detectors(runs)
+    print(f"  {'run_detectors':24s} {1e6 * (time.process_time() - t0) / count:9.1f} us")
+
+
 def best_ms(fn, repeat: int) -> float:
     best = float("inf")
     for _ in range(repeat):
@@ -73,7 +113,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--short",
+        type=int,
+        metavar="N",
+        help="instead: N runs of 20 log points (bench_walk's tree), CPU us per run per detector",
+    )
     args = ap.parse_args()
+    if args.short:
+        short_main(args.short)
+        return
     run = make_run(args.points)
     print(f"{args.points} log points per series, best of {args.repeat}")
     total = 0.0
