@@ -82,7 +82,7 @@ def load(
         raise ConfigError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     groups: list[runs.RunGroup] = []
     explicit: set[Path] = set()
-    seen: set[Path] = set()  # a file named twice (explicitly and inside a dir) is read once
+    seen: set[str] = set()  # real paths: a file named twice (explicitly, in a dir) is read once
     unread: list[SourceError] = []  # named paths that cannot be read: the others are still read
     unwalked: list[
         SourceError
@@ -115,8 +115,9 @@ def load(
                 unread.append(SourceError(p, f"a metrics log ({', '.join(FORMATS)})", found))
                 continue
             explicit.add(p)
-            if p.resolve() not in seen:
-                seen.add(p.resolve())
+            real = os.path.realpath(p)
+            if real not in seen:
+                seen.add(real)
                 groups += runs.plan([(p, f)])
         else:
             root_denied: list[SourceError] = []
@@ -127,10 +128,11 @@ def load(
                 err = SourceError(d, "a readable directory", f"{exc.strerror or exc}; not searched")
                 (root_denied if d == p else unwalked).append(err)
 
-            walked = list(sniff.walk(p, on_error=unlisted))
+            walked = list(sniff.walk_real(p, on_error=unlisted))
             unread += root_denied
-            found = [(f, sniff.sniff(f)) for f in walked if f.resolve() not in seen]
-            seen.update(f.resolve() for f, _ in found)
+            # files seen under an earlier path are skipped; within one walk all are kept
+            found = [(f, sniff.sniff(f)) for f, real in walked if real not in seen]
+            seen.update(real for _, real in walked)
             if not root_denied and len(found) == len(walked) and all(k is None for _, k in found):
                 unread.append(
                     SourceError(
@@ -146,6 +148,7 @@ def load(
                     if k is not None and (fmt is None or k in registry.BY_NAME[fmt].family)
                 ]
             )
+    names_in = functools.lru_cache(maxsize=None)(configs.dir_names)  # one listing per directory
     if not cache:
         groups = [replace(g, use_cache=False) for g in groups]
     raws: list[tuple[RawRun, runs.RunGroup]] = []
@@ -181,7 +184,7 @@ def load(
     cols, infos = [], []
     scaler_of = functools.lru_cache(maxsize=None)(_scaler_file)  # one look per directory
     for (raw, g), name in zip(raws, names, strict=True):
-        c, info = _finish(raw, g, name, overrides, scaler_of)
+        c, info = _finish(raw, g, name, overrides, scaler_of, names_in)
         cols.append(c)
         infos.append(info)
     cols, infos = _merge_same_run(cols, infos)
@@ -221,10 +224,10 @@ def _finish(
     name: str,
     overrides: Mapping[str, str] | None,
     scaler_of: Callable[[Path], Path | None],
+    names_in: configs.NamesIn | None = None,
 ) -> tuple[_Cols, RunInfo]:
     matches = aliases.resolve(raw.names, raw.context, overrides)
     mapped = [printable(matches[n].name) for n in raw.names]  # unknown names are log-derived
-    metric_of = np.array(mapped + [T.RESTART], dtype=object)
     per_step = np.array([T.is_canonical(m) for m in mapped], dtype=bool)
     warnings = [printable(w) for w in (*g.notes, *raw.warnings)]
     if not len(raw):
@@ -257,8 +260,12 @@ def _finish(
         wall = np.insert(wall, at, np.nan)
         if rank is not None:
             rank = np.insert(rank, at, [r for _, r, _ in found])
-    metric_codes, metric_names = pd.factorize(metric_of)  # two raw names may map to one
-    metric_codes = metric_codes.astype(T.code_dtype(len(metric_names)))  # a byte a row, mostly
+    # Two raw names may map to one metric: codes in first-seen order, as pd.factorize gives
+    # them (a dict: pd.factorize costs ~40 us a run, a second for 100,000 small runs).
+    index: dict[str, int] = {}
+    lut = [index.setdefault(m, len(index)) for m in (*mapped, T.RESTART)]
+    metric_codes = np.array(lut, dtype=T.code_dtype(len(index)))  # a byte a row, mostly
+    metric_names = list(index)
     cols = _Cols(
         name,
         steps.astype(np.int64, copy=False),
@@ -288,7 +295,7 @@ def _finish(
         if hint is not None:
             meta["precision"], meta["precision_evidence"] = hint
     meta["run_config"] = configs.read_safely(
-        g.path if g.fmt == registry.TENSORBOARD else raw.path, raw.format, meta, g.files
+        g.path if g.fmt == registry.TENSORBOARD else raw.path, raw.format, meta, g.files, names_in
     )
     info = RunInfo(
         name=name,

@@ -189,9 +189,13 @@ def _note(g: RunGroup, note: str) -> RunGroup:
 def unique_names(raws: Sequence[tuple[RawRun, RunGroup]]) -> list[str]:
     """Each run's base name, prefixed with parent dirs only as far as needed to be unique."""
     chains = []
+    dirs: dict[Path, list[str]] = {}  # anchor -> its escaped parents: resolved once per dir
     for raw, g in raws:
-        parents = [p for p in g.anchor.resolve().parts[1:] if p.lower() not in FILLER_DIRS]
-        chains.append([printable(p) for p in parents + [raw.name]])  # log-derived: escaped
+        parents = dirs.get(g.anchor)
+        if parents is None:
+            parts = g.anchor.resolve().parts[1:]
+            parents = dirs[g.anchor] = [printable(p) for p in parts if p.lower() not in FILLER_DIRS]
+        chains.append([*parents, printable(raw.name)])  # log-derived: escaped
     depth = [1] * len(chains)
     while True:
         names = ["/".join(c[-d:]) for c, d in zip(chains, depth, strict=True)]

@@ -125,12 +125,23 @@ def special(path: Path) -> str | None:
 
 
 def walk(root: Path, on_error: Callable[[Path, OSError], None] | None = None) -> Iterator[Path]:
+    """Every file under ``root`` (see ``walk_real``)."""
+    return (f for f, _ in walk_real(root, on_error))
+
+
+def walk_real(
+    root: Path, on_error: Callable[[Path, OSError], None] | None = None
+) -> Iterator[tuple[Path, str]]:
     """Every file under ``root`` in sorted order; skips hidden dirs/files and __pycache__,
     follows directory symlinks once (a symlink loop is visited only once). A symlink is followed
     only when its target stays inside ``root`` (a link out of the tree, e.g. to /proc/self/environ
     or ~/.ssh, is not an input the user gave), and only regular files are yielded (no FIFOs,
     devices or sockets). A directory that cannot be listed is passed to ``on_error`` (the
-    caller says so) and the walk goes on."""
+    caller says so) and the walk goes on.
+
+    Each file comes with its real path (``os.path.realpath``, what ``Path.resolve`` gives):
+    the directory's, resolved once, joined with the name, unless the entry is itself a link
+    (resolving every file cost three system calls a file: issue 13 R4)."""
     roots = (os.path.realpath(root),)
     seen: set[tuple[int, int]] = set()
     stack = [root]
@@ -147,16 +158,23 @@ def walk(root: Path, on_error: Callable[[Path, OSError], None] | None = None) ->
                 on_error(d, exc)
             continue
         subdirs = []
+        real_d = None
         for e in entries:
             if e.name.startswith(".") or e.name == "__pycache__":
                 continue
             try:
-                if e.is_symlink() and not _inside(os.path.realpath(e.path), roots):
-                    continue
+                real = None
+                if e.is_symlink():
+                    real = os.path.realpath(e.path)
+                    if not _inside(real, roots):
+                        continue
                 if e.is_dir():
                     subdirs.append(Path(e.path))
                 elif e.is_file():
-                    yield Path(e.path)
+                    if real is None:
+                        real_d = real_d or os.path.realpath(d)
+                        real = os.path.join(real_d, e.name)
+                    yield Path(e.path), real
             except OSError:
                 continue
         stack.extend(reversed(subdirs))

@@ -1,0 +1,307 @@
+"""The per-file shortcuts that make a tree of many small logs load fast (issue 13 R4) give
+exactly what the general code gives, on generated adversarial inputs: the small-CSV path
+against the row-by-row reader, the restart pre-check against the series-by-series search, the
+cached directory listing against probing every configuration file, and the walk's real paths
+against ``os.path.realpath``."""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+
+import numpy as np
+import pytest
+
+from stabdiag.errors import SourceError
+from stabdiag.sources import configs, restarts, sniff
+from stabdiag.sources import csv as csv_reader
+
+# --------------------------------------------------------------------------- small CSV files
+
+NUMBER_CELLS = [
+    "1",
+    "-2",
+    "0.5",
+    " 1.5 ",
+    "\t2.5",
+    "1e-3",
+    "1E5",
+    "-0",
+    "-0.0",
+    "0",
+    "4.9e-324",
+    "1.7976931348623157e308",
+    "0.1000000000000000055511151231257827",
+    "1e400",
+    "-1e400",
+    "nan",
+    "NaN",
+    "-nan",
+    "inf",
+    "-Infinity",
+    "+inf",
+    "1_000",
+    "\u0661",  # Arabic-Indic digit one: float() reads it
+    "\u0663.\u0665",
+    "\uff11",  # full-width 1
+    "\x1c2",  # an information separator: whitespace to str.strip and float alike
+    "2\x1f",
+    "\u20031.5",  # em space
+    "\u00a03",  # no-break space
+    "7" * 5000,  # over the 4300-digit int() limit (float() has none)
+]
+ABSENT_CELLS = ["", " ", "null", "None", "NA", "n/a", "NULL"]
+TEXT_CELLS = ["abc", "0x10", "1,5", "True", "1.2.3", "--1", "\u00e9", "inf inf", "1 2"]
+STEP_CELLS = [
+    "0",
+    "1",
+    "2",
+    "17",
+    " 4 ",
+    "1.0",
+    "1e3",
+    "-3",
+    "-0",
+    "9007199254740993",
+    "9223372036854775807",
+    "9223372036854775808",
+    "1_0",
+    "\u0662",
+    "1.5",
+    "inf",
+    "nan",
+    "",
+    "x",
+    "1e30",
+]
+STEP_NAMES = ["step", "Step", " step ", "global_step", "iteration", "iter", "_step"]
+METRIC_NAMES = ["loss", "lr", "grad_norm", "val_loss", "Loss", "note", "train/loss"]
+EXTRA_COLUMNS = ["wall_time", "timestamp", "rank", "run", "metric", "value", "", "loss"]
+
+
+def _cell(rng: random.Random, clean: bool) -> str:
+    r = rng.random()
+    if clean or r < 0.7:
+        return rng.choice(NUMBER_CELLS[:8]) if r < 0.5 else rng.choice(NUMBER_CELLS)
+    return rng.choice(ABSENT_CELLS) if r < 0.9 else rng.choice(TEXT_CELLS)
+
+
+def _small_csv(rng: random.Random) -> bytes:
+    """A small CSV: mostly clean and wide (the shortcut's case), often with one kind of damage
+    or an unusual layout (where it must step aside or agree)."""
+    clean = rng.random() < 0.4
+    header = [rng.choice(STEP_NAMES)] + rng.sample(METRIC_NAMES, rng.randint(0, 3))
+    if rng.random() < 0.3:
+        header.insert(rng.randint(0, len(header)), rng.choice(EXTRA_COLUMNS))
+    rows = []
+    for _ in range(rng.randint(0, 12)):
+        cells = []
+        for h in header:
+            if h.strip().lower() in STEP_NAMES[:1] + ["global_step", "iteration", "iter", "_step"]:
+                cells.append(rng.choice(STEP_CELLS[:9] if clean else STEP_CELLS))
+            elif h in ("run", "metric"):
+                cells.append(rng.choice(["a", "b", " a ", "", "loss", "01"]))
+            elif h == "rank":
+                cells.append(rng.choice(["0", "1", "x"]))
+            else:
+                cells.append(_cell(rng, clean))
+        rows.append(cells)
+    end = "\r\n" if rng.random() < 0.15 else "\n"
+    lines = [",".join(header)] + [",".join(r) for r in rows]
+    damage = rng.random() if not clean else 1.0
+    if damage < 0.05 and len(lines) > 1:
+        lines.insert(rng.randint(1, len(lines)), "")  # a blank line
+    elif damage < 0.1 and len(lines) > 1:
+        i = rng.randint(1, len(lines) - 1)
+        lines[i] += "," + lines[i].split(",")[-1]  # ragged
+    elif damage < 0.15 and len(lines) > 1:
+        i = rng.randint(1, len(lines) - 1)
+        lines[i] = lines[i].replace(",", ',"', 1) + '"'  # a quoted cell
+    elif damage < 0.18 and len(lines) > 1:
+        lines[-1] = lines[-1].replace(",", ',"', 1)  # an unterminated quote
+    text = end.join(lines) + (end if rng.random() > 0.1 or clean else "")
+    if not clean and rng.random() < 0.05:
+        text = text.replace("\n", "\r", 1)  # a lone CR
+    if not clean and rng.random() < 0.05:
+        text = text + "5,\x00\n"
+    data = text.encode("utf-8")
+    if rng.random() < 0.1:
+        data = b"\xef\xbb\xbf" + data
+    if not clean and rng.random() < 0.03:
+        data = data.replace(b"\n", b"\n\xe9", 1)  # not UTF-8
+    return data
+
+
+def _assert_same_runs(a, b) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert (x.name, x.path, x.format, x.names, x.warnings, dict(x.meta), x.context) == (
+            y.name,
+            y.path,
+            y.format,
+            y.names,
+            y.warnings,
+            dict(y.meta),
+            y.context,
+        )
+        for f in ("codes", "steps", "values", "wall_time", "rank"):
+            u, v = getattr(x, f), getattr(y, f)
+            assert (u is None) == (v is None), f
+            if u is not None:
+                assert u.dtype == v.dtype, f
+                np.testing.assert_array_equal(u, v, err_msg=f)
+                if u.dtype.kind == "f":  # NaN where NaN, -0.0 where -0.0: bit for bit
+                    np.testing.assert_array_equal(u.view(np.int64), v.view(np.int64), err_msg=f)
+
+
+def _read_or_error(path, **kw):
+    try:
+        return csv_reader.read(path, **kw)
+    except SourceError as exc:
+        return str(exc)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_small_csv_path_matches_row_by_row(tmp_path, seed):
+    rng = random.Random(seed)
+    taken = 0
+    for i in range(150):
+        data = _small_csv(rng)
+        p = tmp_path / f"r{i}.csv"
+        p.write_bytes(data)
+        slow = _read_or_error(p, fast=False)
+        small = csv_reader._read_small(p, csv_reader.FORMAT, None, data)
+        if small is not None:
+            taken += 1
+            assert not isinstance(slow, str), (data, slow)
+            _assert_same_runs(small, slow)
+        got = _read_or_error(p)
+        if isinstance(slow, str):
+            assert got == slow, data
+        else:
+            _assert_same_runs(got, slow)
+    assert taken >= 30  # the generator does reach the shortcut (and not only its refusals)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "step,loss,lr\n0,1.5,1e-3\n1,1.4,1e-3\n",
+        "step,loss,val_loss\n0,1.5,\n1,1.4,2.0\n2,,null\n",
+        "val_loss,step,loss\n,0, 1\n2.5,1,\n",  # series first seen out of column order
+        "step,wall_time,loss\n0,12.5,1\n1,x,2\n2,,\n",
+        "step,loss\n0,\n1,n/a\n",  # no value at all: the run is still named
+        "Step , Loss \r\n 0 , 1 \r\n1,\u00a02\r\n",
+        "\ufeffstep,loss\n0,nan\n1,-inf\n2,-0\n",
+        "step\n0\n1\n",
+    ],
+)
+def test_small_csv_path_takes_clean_files(tmp_path, text):
+    p = tmp_path / "run.csv"
+    p.write_bytes(text.encode("utf-8"))
+    small = csv_reader._read_small(p, csv_reader.FORMAT, None, p.read_bytes())
+    assert small is not None
+    _assert_same_runs(small, csv_reader.read(p, fast=False))
+
+
+def test_large_files_do_not_take_the_small_path(tmp_path):
+    p = tmp_path / "big.csv"
+    p.write_text("step,loss\n" + "".join(f"{i},1.5\n" for i in range(5000)))
+    assert p.stat().st_size >= csv_reader.FAST_MIN_BYTES
+    assert csv_reader._small_file(p) is None
+    _assert_same_runs(csv_reader.read(p), csv_reader.read(p, fast=False))
+
+
+# --------------------------------------------------------------------------- restarts
+
+
+def _series(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n_codes = int(rng.integers(1, 4))
+    n = int(rng.integers(0, 40))
+    codes = rng.integers(0, n_codes, n).astype(np.int32)
+    kind = rng.random()
+    if kind < 0.4:  # row-major wide layout: every series once a step
+        steps = np.repeat(np.arange(n // n_codes + 1), n_codes)[:n]
+        codes = np.tile(np.arange(n_codes), n // n_codes + 1)[:n].astype(np.int32)
+    elif kind < 0.7:
+        steps = np.sort(rng.integers(0, 30, n))
+    else:
+        steps = np.cumsum(rng.integers(-3, 4, n))
+    if rng.random() < 0.2 and n > 2:  # a rewind or a repeat somewhere
+        i = int(rng.integers(1, n))
+        steps[i:] -= int(rng.integers(0, 5))
+    repeat = rng.random(n_codes) < 0.5
+    return codes, steps.astype(np.int64), repeat
+
+
+def test_restart_precheck_agrees_with_the_full_search():
+    rng = np.random.default_rng(0)
+    quick = found = 0
+    for _ in range(3000):
+        codes, steps, repeat = _series(rng)
+        full = restarts._find(codes, steps, repeat)
+        assert restarts.find(codes, steps, repeat) == full
+        if len(steps) >= 2 and restarts._none_back(codes, steps, repeat):
+            quick += 1
+            assert full == []
+        found += bool(full)
+    assert quick > 500 and found > 200  # both answers are exercised
+
+
+# --------------------------------------------------------------------------- config listing
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_listing_filter_finds_what_probing_finds(tmp_path, seed):
+    rng = random.Random(seed)
+    for i in range(25):
+        d = tmp_path / f"run{i}"
+        d.mkdir()
+        (d / "log.csv").write_text("step,loss\n0,1\n")
+        for name in rng.sample([*configs.GENERIC_NAMES, "run.json"], rng.randint(0, 4)):
+            spelled = name.upper() if rng.random() < 0.2 else name
+            what = rng.random()
+            if what < 0.1:
+                (d / spelled).mkdir()  # a directory of that name: not a config
+            elif what < 0.2:
+                (d / spelled).symlink_to(d / "missing.json")  # dangling
+            elif spelled.endswith(".yaml"):
+                (d / spelled).write_text(f"lr: {i}e-4\nwarmup_steps: {i}\n")
+            elif spelled == "run.json":
+                (d / spelled).write_text('{"stabdiag_version": "1", "precision": "bf16"}')
+            else:
+                (d / spelled).write_text(f'{{"learning_rate": {i}e-4, "max_grad_norm": 1.0}}')
+        names_in = functools.lru_cache(maxsize=None)(configs.dir_names)
+        for fmt in ("csv", "nanogpt"):
+            probed = configs.for_run(d / "log.csv", fmt, {})
+            assert configs.for_run(d / "log.csv", fmt, {}, (), names_in) == probed
+
+
+def test_unlistable_directory_falls_back_to_probing(tmp_path):
+    assert configs.dir_names(tmp_path / "absent") is None
+    assert configs._may_exist(None, "config.json")
+    assert not configs._may_exist(frozenset({"run.json"}), "config.json")
+    assert configs._may_exist(frozenset({"config.json"}), "CONFIG.JSON")
+
+
+# --------------------------------------------------------------------------- walk
+
+
+def test_walk_real_paths_are_realpaths(tmp_path):
+    root = tmp_path / "tree"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "x.csv").write_text("step,loss\n0,1\n")
+    (root / "a" / "b" / "y.csv").write_text("step,loss\n0,1\n")
+    (root / "link.csv").symlink_to(root / "a" / "x.csv")
+    (root / "dirlink").symlink_to(root / "a" / "b")
+    (root / "c").mkdir()
+    (root / "c" / "rel.csv").symlink_to(os.path.join("..", "a", "b", "y.csv"))
+    outer = tmp_path / "outer"
+    outer.symlink_to(root)  # the root itself reached through a link
+    for start in (root, outer):
+        got = list(sniff.walk_real(start))
+        assert [f for f, _ in got] == list(sniff.walk(start))
+        assert len(got) >= 4
+        for f, real in got:
+            assert real == os.path.realpath(f) == str(f.resolve())
