@@ -5,6 +5,7 @@ Read this file first: every other analysis module is one hop away from here.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import threading
@@ -18,6 +19,7 @@ from typing import Any
 from stabdiag import __version__, loss_choice, sources
 from stabdiag.detectors import rl_common, run_detectors, sort_findings
 from stabdiag.diagnosis import diagnose_all
+from stabdiag.findings import Finding, Skipped
 from stabdiag.remedies import suggest
 from stabdiag.report import Report, RunSummary
 from stabdiag.table import MetricsTable, RunData
@@ -40,7 +42,11 @@ def diagnose(
     PARALLEL_MIN_RUNS); None = ``$STABDIAG_JOBS`` or every CPU; 1 = all in this process.
     ``cache``: False re-parses every log (the parsed-log cache is neither read nor written)."""
     with _pool(jobs) as pool:
-        loaded = sources.load(paths, fmt=fmt, overrides=overrides, pool=pool, cache=cache)
+        # with a pool, each run is detected in the worker that read it (only findings travel)
+        then = functools.partial(_detect_one, select=select, ignore=ignore, configs=configs)
+        loaded = sources.load(
+            paths, fmt=fmt, overrides=overrides, pool=pool, cache=cache, then=then
+        )
         return analyze_table(
             loaded.table,
             loaded.runs,
@@ -50,6 +56,7 @@ def diagnose(
             configs=configs,
             pool=pool,
             parts=loaded.parts,
+            detected=loaded.done,
         )
 
 
@@ -76,14 +83,24 @@ class _LazyPool(Executor):
         self.jobs = jobs
         self._pool: ProcessPoolExecutor | None = None
 
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+    def _started(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # fork is cheap (no re-import) but unsafe once other threads exist (a spinner).
             method = "fork" if threading.active_count() == 1 and os.name == "posix" else "spawn"
             self._pool = ProcessPoolExecutor(
                 self.jobs, mp_context=multiprocessing.get_context(method)
             )
-        return self._pool.submit(fn, *args, **kwargs)
+        return self._pool
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        return self._started().submit(fn, *args, **kwargs)
+
+    def map(
+        self, fn: Any, *iterables: Any, timeout: float | None = None, chunksize: int = 1
+    ) -> Any:
+        # Executor.map ignores ``chunksize`` (one task, one pickle round trip per item: reading
+        # 10,000 small files in a pool cost twice the CPU of reading them here, issue 13 R4)
+        return self._started().map(fn, *iterables, timeout=timeout, chunksize=chunksize)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if self._pool is not None:
@@ -106,6 +123,32 @@ def _detect_runs(
     return run_detectors(runs, select=select, ignore=ignore, configs=configs)
 
 
+def _detect_one(
+    info: sources.RunInfo,
+    run: RunData,
+    select: Collection[str] | None,
+    ignore: Collection[str] | None,
+    configs: Mapping[str, Any] | None,
+) -> tuple[list[Any], list[Any]]:
+    """One freshly read run's findings and skips, as ``analyze_table`` would detect them (the
+    ``then`` of ``sources.load``: it runs in the worker that read the run). Skips travel as
+    (code, kind, reason): most runs have several, and the parent names them (``_named``)."""
+    findings, skipped = run_detectors(
+        [with_loss(run)], select=select, ignore=ignore, configs=configs
+    )
+    return findings, [(s.code, s.kind, s.reason) for s in skipped]
+
+
+def _named(found: tuple[list[Finding], list[Any]], run: str) -> tuple[list[Finding], list[Skipped]]:
+    """A run's findings and skips from a worker, under the run's own name (the worker knew only
+    its base name)."""
+    findings, skips = found
+    return (
+        [f if f.run == run else replace(f, run=run) for f in findings],
+        [Skipped(code=c, kind=k, run=run, reason=r) for c, k, r in skips],
+    )
+
+
 def with_loss(run: RunData) -> RunData:
     """The run with its evident loss series chosen (loss_choice.py); the choice rides in
     ``meta["loss_choice"]`` so the report can say which series was judged and why."""
@@ -123,20 +166,37 @@ def analyze_table(
     configs: Mapping[str, Any] | None = None,
     pool: Executor | None = None,
     parts: Sequence[Any] = (),
+    detected: Sequence[Any] = (),
 ) -> Report:
     """Detect and advise on an already-loaded table (used by ``diagnose`` and by ``train``).
 
     ``parts``: each run's rows in ``runs`` order, anything with ``run_data(name, meta)``
     (LoadResult.parts), else ``table`` is split. Runs are cut into series here; with a process
     ``pool`` and at least PARALLEL_MIN_RUNS runs they are detected in its workers, in contiguous
-    slices of the runs; the merged result equals the serial one."""
+    slices of the runs; the merged result equals the serial one. ``detected``: per run, its
+    (findings, skips) already found in a loading worker (LoadResult.done), or None."""
     pieces = parts if len(parts) == len(runs) else _by_run(table, runs)
     data = {
         r.name: with_loss(p.run_data(r.name, meta=r.meta))
         for r, p in zip(runs, pieces, strict=True)
     }
-    runs_data = list(data.values())
-    if pool is not None and len(runs_data) >= PARALLEL_MIN_RUNS:
+    found = dict(zip(data, detected, strict=True)) if len(detected) == len(runs) else {}
+    runs_data = [d for d in data.values() if found.get(d.name) is None]
+    if len(runs_data) < len(data):  # merge what the loading workers found with the rest
+        f_rest, s_rest = _detect_runs(runs_data, select, ignore, configs)
+        rest_f, rest_s = _per_run(f_rest), _per_run(s_rest)
+        findings, skipped = [], []
+        for name in data:
+            got = found.get(name)
+            f, s = (
+                _named(got, name)
+                if got is not None
+                else (rest_f.get(name, []), rest_s.get(name, []))
+            )
+            findings += f
+            skipped += s
+        findings = sort_findings(findings, list(data))
+    elif pool is not None and len(runs_data) >= PARALLEL_MIN_RUNS:
         k = max(1, -(-len(runs_data) // (4 * getattr(pool, "jobs", 2))))
         chunks = [runs_data[i : i + k] for i in range(0, len(runs_data), k)]
         findings, skipped = [], []

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -59,7 +59,10 @@ class LoadResult:
     errors: tuple[str, ...]
     # Each run's rows as its own table, in ``runs`` order (a contiguous row range of ``table``,
     # cut on demand): analysis takes runs from these instead of grouping ``table`` again.
-    parts: Sequence[T.MetricsTable] = field(default=(), repr=False, compare=False)
+    parts: Sequence[T.RowRange] = field(default=(), repr=False, compare=False)
+    # What ``load(then=...)`` gave for each run, in ``runs`` order (None: not computed in a
+    # worker); empty without ``then``.
+    done: Sequence[Any] = field(default=(), repr=False, compare=False)
 
 
 def load(
@@ -69,6 +72,7 @@ def load(
     *,
     pool: Executor | None = None,
     cache: bool = True,
+    then: Callable[[RunInfo, T.RunData], Any] | None = None,
 ) -> LoadResult:
     """Read every run under ``paths``. A named path that cannot be read (missing, a remote URL, a
     FIFO, a file of no known format or one its reader rejects, a directory with no logs) is
@@ -77,7 +81,11 @@ def load(
 
     With a process ``pool`` and at least PARALLEL_MIN_GROUPS runs, runs are read in its workers
     (same result: only the reading moves, naming and mapping stay here). ``cache=False`` parses
-    every file again (the flag travels with each run to the worker that reads it)."""
+    every file again (the flag travels with each run to the worker that reads it).
+
+    ``then(info, run)``: applied to each run in the worker that read it (picklable; the run still
+    under its base name), its results in ``LoadResult.done``; analysis detects there, so a run's
+    series never travel between processes. Runs read here get None."""
     if fmt is not None and fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     groups: list[runs.RunGroup] = []
@@ -151,10 +159,13 @@ def load(
     names_in = functools.lru_cache(maxsize=None)(configs.dir_names)  # one listing per directory
     if not cache:
         groups = [replace(g, use_cache=False) for g in groups]
-    raws: list[tuple[RawRun, runs.RunGroup]] = []
+    raws: list[tuple[Any, runs.RunGroup]] = []  # (RawRun, or a worker's _Finished), group
     errors: list[SourceError] = list(unwalked)
     if pool is not None and len(groups) >= PARALLEL_MIN_GROUPS:
-        done = list(pool.map(_read_or_error, groups, chunksize=max(1, len(groups) // 16)))
+        k = max(1, -(-len(groups) // (4 * getattr(pool, "jobs", 2))))
+        chunks = [groups[i : i + k] for i in range(0, len(groups), k)]
+        task = functools.partial(_read_finish, overrides=overrides, then=then)
+        done = [got for chunk in pool.map(task, chunks) for got in chunk]
     else:
         done = [None] * len(groups)
     for g, got in zip(groups, done, strict=True):
@@ -181,15 +192,25 @@ def load(
         raise first
     errors = [*unread, *errors]
     names = runs.unique_names(raws)
-    cols, infos = [], []
+    cols, infos, results = [], [], []
     scaler_of = functools.lru_cache(maxsize=None)(_scaler_file)  # one look per directory
     for (raw, g), name in zip(raws, names, strict=True):
-        c, info = _finish(raw, g, name, overrides, scaler_of, names_in)
+        if isinstance(raw, _Finished):  # finished in a worker under its base name: renamed
+            (c, info), res = raw.named(name), raw.result
+        else:
+            c, info = _finish(raw, g, name, overrides, scaler_of, names_in)
+            res = None
         cols.append(c)
         infos.append(info)
+        results.append((info, res))
     cols, infos = _merge_same_run(cols, infos)
+    # a run merged with its copy is no longer what the worker saw: its result is dropped
+    kept = {id(i): r for i, r in results}
+    done_runs = tuple(kept.get(id(i)) for i in infos) if then is not None else ()
     table, bounds = _table(cols)
-    return LoadResult(table, tuple(infos), tuple(map(str, errors)), _Parts(table, bounds))
+    return LoadResult(
+        table, tuple(infos), tuple(map(str, errors)), _Parts(table, bounds), done_runs
+    )
 
 
 # --------------------------------------------------------------------------- reading
@@ -197,12 +218,55 @@ def load(
 PARALLEL_MIN_GROUPS = 8  # fewer runs are read in-process: worker start-up would dominate
 
 
-def _read_or_error(g: runs.RunGroup) -> list[RawRun] | None:
-    """registry.read in a worker process; None when it raised (the parent reads it again)."""
-    try:
-        return registry.read(g)
-    except Exception:  # noqa: BLE001 - SourceError or a reader bug: the parent reads it again
-        return None
+class _Finished(NamedTuple):
+    """One run read and finished in a worker under its base name (``name``: unique names need
+    every run, so the parent names it), with what ``then`` made of it. Plain fields, not the
+    frozen dataclasses: a result crosses processes for every run, and rebuilding a _Cols and a
+    RunInfo under the final name costs less than pickling and ``replace``-ing them."""
+
+    name: str
+    cols: tuple  # _Cols fields after ``run``, ``names`` as a tuple
+    info: tuple  # RunInfo fields after ``name``
+    result: Any
+
+    def named(self, name: str) -> tuple[_Cols, RunInfo]:
+        step, code, names, *rest = self.cols
+        return _Cols(name, step, code, np.asarray(names, dtype=object), *rest), RunInfo(
+            name, *self.info
+        )
+
+
+def _read_finish(
+    groups: Sequence[runs.RunGroup],
+    overrides: Mapping[str, str] | None,
+    then: Callable[[RunInfo, T.RunData], Any] | None,
+) -> list[list[_Finished] | None]:
+    """Read and finish each group in a worker process, and apply ``then`` to each of its runs.
+    None for a group that raised anywhere: the parent reads it again and says why.
+
+    Finishing here, not in the parent, keeps the parent's share of a run to naming it: on 10,000
+    small files the parent's serial finishing was most of the load (issue 13 R4)."""
+    scaler_of = functools.lru_cache(maxsize=None)(_scaler_file)
+    names_in = functools.lru_cache(maxsize=None)(configs.dir_names)
+    out: list[list[_Finished] | None] = []
+    for g in groups:
+        try:
+            got = []
+            for raw in registry.read(g):
+                c, info = _finish(raw, g, raw.name, overrides, scaler_of, names_in)
+                res = None if then is None else then(info, c.run_data(info.meta))
+                got.append(
+                    _Finished(
+                        raw.name,
+                        (c.step, c.code, tuple(c.names), c.value, c.wall, c.sources, c.rank),
+                        (info.path, info.format, info.warnings, info.mapping, info.meta),
+                        res,
+                    )
+                )
+            out.append(got)
+        except Exception:  # noqa: BLE001 - SourceError or a reader bug: the parent reads it again
+            out.append(None)
+    return out
 
 
 def _cannot_open(path: Path) -> str | None:
@@ -324,6 +388,16 @@ class _Cols:
 
     def __len__(self) -> int:
         return len(self.step)
+
+    def run_data(self, meta: Mapping[str, Any]) -> T.RunData:
+        """The run cut into series, as ``LoadResult.parts`` cuts it from the table."""
+        if self.rank is None:
+            return T.RunData(
+                self.run,
+                T.split_codes(self.code, self.names, self.step, self.value),
+                meta=dict(meta),
+            )
+        return _table([self])[0].run_data(self.run, meta)
 
     def metric_is(self, flags: Callable[[str], bool]) -> np.ndarray:
         """Per row: ``flags(metric name)``, evaluated once per name."""
