@@ -162,20 +162,28 @@ def _rolling_median_list(
     nan = math.nan
     out = [nan] * n
     win: list[float] = []
+    if not after and before >= n - 1:  # nothing leaves the window: an expanding median
+        m, c = nan, 0
+        for i, v in enumerate(xs):
+            if v - v == 0.0:
+                insort(win, v)
+                c += 1
+                if c >= need:
+                    h = c >> 1
+                    m = win[h] if c & 1 else (win[h - 1] + win[h]) / 2.0
+            out[i] = m  # a missing value leaves the window, and so its median, as it was
+        return out
     for v in xs[:after]:
         if v - v == 0.0:
             insort(win, v)
-    for i in range(n):
-        j = i + after
-        if j < n:
-            v = xs[j]
-            if v - v == 0.0:
-                insort(win, v)
-        k = i - before - 1
-        if k >= 0:
-            v = xs[k]
-            if v - v == 0.0:
-                del win[bisect_left(win, v)]
+    # at point i, xs[i + after] enters the window and xs[i - before - 1] leaves it (NaN: none)
+    enter = xs[after:] + [nan] * min(after, n)
+    leave = [nan] * min(before + 1, n) + xs[: max(0, n - before - 1)]
+    for i, (a, b) in enumerate(zip(enter, leave, strict=True)):
+        if a - a == 0.0:
+            insort(win, a)
+        if b - b == 0.0:
+            del win[bisect_left(win, b)]
         c = len(win)
         if c >= need:
             h = c >> 1
@@ -275,6 +283,12 @@ def to_log(values: np.ndarray) -> tuple[np.ndarray, bool]:
             x[x <= 0] = np.nan
             return np.log(x), True
     return x, False
+
+
+def log_scale(values: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``to_log(values)``, cached per values array (read-only): loss-spike, grad-spike and
+    grad-explosion each want the same log of the same series."""
+    return cached(values, ("to_log",), lambda: to_log(values))
 
 
 def _diff_sigma(x: np.ndarray, window: int, min_periods: int) -> np.ndarray:
@@ -426,7 +440,7 @@ def local_baseline(
     """
 
     def compute() -> tuple[np.ndarray, bool, np.ndarray, np.ndarray]:
-        x, logged = to_log(values)
+        x, logged = log_scale(values)
         floor = sigma_floor if (logged or floor_if_linear) else 0.0
         med, sigma = causal_local_sigma(x, level_window, window, min_periods, floor)
         return x, logged, med, sigma
@@ -446,7 +460,7 @@ def median_baseline(
     """Cached ``causal_median_sigma`` of ``to_log(values)``: (x, logged, median, sigma)."""
 
     def compute() -> tuple[np.ndarray, bool, np.ndarray, np.ndarray]:
-        x, logged = to_log(values)
+        x, logged = log_scale(values)
         floor = sigma_floor if (logged or floor_if_linear) else 0.0
         med, sigma = causal_median_sigma(x, window, min_periods, floor)
         return x, logged, med, sigma
@@ -536,9 +550,14 @@ def percentile(x: np.ndarray, q: float) -> float:
     if x.ndim != 1 or not 0 < len(x) <= TINY or not 0 <= q <= 100:
         return float(np.percentile(x, q))
     v = sorted(_finite_list(x))
-    n = len(v)
-    if n != len(x):  # NaN in x: numpy's NaN result
+    if len(v) != len(x):  # NaN in x: numpy's NaN result
         return float(np.percentile(x, q))
+    return percentile_sorted(v, q)
+
+
+def percentile_sorted(v: list[float], q: float) -> float:
+    """``np.percentile`` (linear) of a non-empty sorted list of finite floats, 0 <= q <= 100."""
+    n = len(v)
     virt = (n - 1) * (q / 100)
     if virt >= n - 1:
         prev = nxt = n - 1

@@ -93,7 +93,7 @@ def find_explosions(values: np.ndarray, cfg: Config = DEFAULT) -> list[tuple[int
 
 
 def _find_explosions(values: np.ndarray, cfg: Config) -> list[tuple[int, int, float]]:
-    x, logged = st.to_log(values)
+    x, logged = st.log_scale(values)
     if not logged:
         return []
     level = st.trailing_median(x, cfg.smooth, max(1, cfg.smooth // 2 + 1))
@@ -125,13 +125,15 @@ def _find_explosions(values: np.ndarray, cfg: Config) -> list[tuple[int, int, fl
 
 def _few_point_explosions(values: np.ndarray, cfg: Config) -> list[tuple[int, int, float]]:
     """Short-log rule: runs of >= few_sustained points >= factor x the series median."""
-    x, logged = st.to_log(values)
+    x, logged = st.log_scale(values)
     if not logged:
         return []
     ref = st.nanmedian(x)
     with np.errstate(invalid="ignore"):
         high = x - ref >= math.log(cfg.factor)
-        low_before = np.cumsum(np.isfinite(x) & ~high)
+    if not high.any():  # nothing 10x above the median: no run of points to look at
+        return []
+    low_before = np.cumsum(np.isfinite(x) & ~high)
     starts, ends = st.segments(high)
     keep = (
         (ends - starts + 1 >= cfg.few_sustained)

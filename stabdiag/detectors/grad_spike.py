@@ -99,6 +99,9 @@ def _spike_points(values: np.ndarray, cfg: Config) -> tuple[np.ndarray, np.ndarr
     lin = st.clean(values)
     with np.errstate(invalid="ignore", divide="ignore"):
         flag = ((x - med) / sigma >= cfg.z_threshold) & (lin >= cfg.min_ratio * base)
+    if not flag.any():  # the usual case: no spike, and no segment work to do
+        none = np.empty(0, dtype=np.intp)
+        return none, base[none]
     starts, ends = st.segments(flag)
     # isolated = short AND straight back: the point after it is below min_ratio x the baseline at
     # onset (a step up that stays is grad-explosion's, even once the short baseline caught up)

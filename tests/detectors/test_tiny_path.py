@@ -10,6 +10,7 @@ is left open (none of the detectors' inputs to these helpers carries a -0.0: the
 differences, logs of positive values or cleaned losses).
 """
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -125,3 +126,41 @@ def test_lowest_before_equals_pandas_cummin_shift():
         x = _series(rng, int(rng.integers(1, 200)))
         ref = pd.Series(x).cummin().shift(1).to_numpy()
         assert _same(loss_spike._lowest_before(x), ref), x
+
+
+def test_fragment_rule_list_path_equals_array_path(monkeypatch):
+    """Short logs with gaps, restarts, NaN, zeros and spikes: the plain-float fragment rule finds
+    the same events, field for field, as the array version (pinned to the pointwise reference in
+    test_short_path)."""
+    cfgs = [
+        dataclasses.replace(loss_spike.DEFAULT, fragment_min_prev=m, sigma_floor=f)
+        for m in (0, 1, 2, 4)
+        for f in (0.01, 0.001)
+    ]
+    rng = np.random.default_rng(12)
+    cases = []
+    for _ in range(500):
+        n = int(rng.integers(0, st.TINY + 1))
+        steps = np.cumsum(rng.choice([1, 1, 1, 10, 100, 5000], size=n)).astype(np.int64)
+        x = np.exp(1.0 + 0.05 * rng.standard_normal(n) - 0.01 * np.arange(n))
+        for i in rng.integers(0, max(n, 1), size=int(rng.integers(0, 4))):
+            if n:
+                x[i : i + int(rng.integers(1, 4))] *= float(rng.choice([1.3, 2.0, 5.0, 30.0]))
+        u = rng.random(n)
+        x[u < 0.05] = np.nan
+        x[(u >= 0.05) & (u < 0.08)] = 0.0
+        x[(u >= 0.08) & (u < 0.1)] = np.inf
+        if rng.random() < 0.2:
+            x = np.round(x, 1)  # ties
+        restarts = steps[rng.random(n) < 0.05] if rng.random() < 0.5 else None
+        cases.append((steps, x, restarts, cfgs[int(rng.integers(0, len(cfgs)))]))
+
+    def run():
+        with np.errstate(all="ignore"):
+            return [loss_spike._fragment_events(*c) for c in cases]
+
+    fast = run()
+    monkeypatch.setattr(st, "TINY", -1)
+    slow = run()
+    assert fast == slow
+    assert sum(map(len, fast)) > 50  # real events were compared, not only empty lists
