@@ -13,7 +13,8 @@ state leaks between calls and nothing needs closing beyond dropping the referenc
 fixed in inches (no constrained layout: it costs a full text layout per draw), every figure is
 drawn once per image format, and each curve is thinned to a min/max envelope per pixel column
 before drawing, so a one-step spike survives and nothing invisible is drawn. ``render_runs``
-draws runs in worker processes (``jobs``) and hands back the image bytes.
+draws runs in worker processes (``jobs``) and hands back the image bytes; each process draws its
+runs into one figure whose axes it keeps (``_Frame``), as building axes costs as much as drawing.
 """
 
 from __future__ import annotations
@@ -21,17 +22,20 @@ from __future__ import annotations
 import io
 import math
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import matplotlib
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.text import Text
 from matplotlib.ticker import FixedLocator, Formatter, MaxNLocator, NullFormatter, NullLocator
+from matplotlib.transforms import Bbox
 
 from stabdiag.findings import Finding, Severity
 from stabdiag.report import Report
@@ -594,15 +598,90 @@ def _panel_of(f: Finding, panels: list[tuple[Panel, dict[str, Series]]]) -> int 
     return next((i for i, (_, d) in enumerate(panels) if f.metric in d), None)
 
 
+class _Frame:
+    """A figure whose axes are kept from one run to the next, for drawing many runs in a row.
+
+    Creating an axes and its ticks costs about as much as drawing it, and every run of a report
+    needs the same kinds of axes (a findings strip, then panels). A frame hands out the axes of
+    its last figure again, emptied of what the last run drew and set back to a new axes' state,
+    so a run drawn in a used frame gives the same image, byte for byte, as one drawn in a new
+    figure (tests/render/test_plots.py checks it on every sample run). The figure is overwritten
+    by the next run: only a caller that serialises it at once (``render_job``) may use one.
+    """
+
+    def __init__(self) -> None:
+        self.fig = Figure(figsize=(FIG_WIDTH, 4.0), dpi=DPI)
+        FigureCanvasAgg(self.fig)
+        self.pool: list[Axes] = []  # every axes made so far; a run takes them in order
+        self.taken = 0
+
+    def start(self) -> Figure:
+        """The figure, emptied, at its initial size, with no axes attached."""
+        fig = self.fig
+        for ax in list(fig.axes):
+            fig.delaxes(ax)
+        fig.set_size_inches(FIG_WIDTH, 4.0)
+        self.taken = 0
+        return fig
+
+    def axes(self, rect: tuple[float, float, float, float]) -> Axes:
+        """The next axes at ``rect``: a used one set back to a new axes' state, else a new one."""
+        if self.taken == len(self.pool):
+            self.pool.append(self.fig.add_axes(rect))
+        else:
+            ax = self.pool[self.taken]
+            _reset_axes(ax)
+            self.fig.add_axes(ax)
+            ax.set_position(rect)
+        self.taken += 1
+        return self.pool[self.taken - 1]
+
+
+def _reset_axes(ax: Axes) -> None:
+    """Undo what ``_draw`` does to an axes, back to the state of ``Figure.add_axes``'s: every
+    artist it added goes, scales, limits, autoscaling, the colour cycle and the axis labels are
+    set back. (``Axes.clear`` would do it too, but it rebuilds the ticks: most of what a frame saves.)"""
+    for artist in (*ax.lines, *ax.collections, *ax.patches, *ax.texts):
+        artist.remove()
+    if ax.legend_ is not None:
+        ax.legend_.remove()
+    ax.set_xscale("linear")
+    ax.set_yscale("linear")
+    ax.dataLim.set_points(Bbox.null().get_points())
+    ax.ignore_existing_data_limits = True
+    ax.set_xlim(0, 1, auto=True)  # a new axes' limits: what an empty panel autoscales from
+    ax.set_ylim(0, 1, auto=True)
+    ax.set_prop_cycle(None)
+    for label in (ax.xaxis.label, ax.yaxis.label):
+        label.set_text("")
+        label.set_fontsize(matplotlib.rcParams["axes.labelsize"])
+
+
+_frames = threading.local()
+
+
+def _frame() -> _Frame:
+    """This thread's frame (a worker process has its own: a fork copies, never shares)."""
+    if getattr(_frames, "frame", None) is None:
+        _frames.frame = _Frame()
+    return _frames.frame
+
+
 def draw_run(run: RunData, findings: Iterable[Finding], *, title: str | None = None) -> Figure:
     """Draw one run: stacked panels on a shared step axis, sustained findings shaded, point
-    events marked one by one, restarts as dashed lines, curves broken at gaps and restarts."""
+    events marked one by one, restarts as dashed lines, curves broken at gaps and restarts.
+    The figure is the caller's own (a new one on every call)."""
+    return _draw(run, findings, title, _Frame())
+
+
+def _draw(run: RunData, findings: Iterable[Finding], title: str | None, frame: _Frame) -> Figure:
+    """``draw_run`` into ``frame``'s figure (see ``_Frame``)."""
     findings = [f for f in findings if f.run == run.name]
     panels = _active_panels(run, findings)
     restarts = _restart_steps(run)
-    fig = Figure(figsize=(FIG_WIDTH, 4.0), dpi=DPI)
-    FigureCanvasAgg(fig)
     if not panels:
+        fig = Figure(figsize=(FIG_WIDTH, 4.0), dpi=DPI)
+        FigureCanvasAgg(fig)
         fig.set_size_inches(FIG_WIDTH, 1.5)
         ax = fig.add_axes((0, 0, 1, 1))
         ax.text(
@@ -615,13 +694,14 @@ def draw_run(run: RunData, findings: Iterable[Finding], *, title: str | None = N
         )
         ax.set_axis_off()
         return fig
+    fig = frame.start()
     all_steps = np.concatenate([s.steps for _, d in panels for s in d.values()])
     lo, hi = float(all_steps.min()), float(all_steps.max())
     pad = max((hi - lo) * 0.01, 0.5)
     x0, width = LEFT / FIG_WIDTH, (FIG_WIDTH - LEFT - RIGHT) / FIG_WIDTH
 
     # The strip first: its labels decide how many lanes (and so how much height) it needs.
-    strip = fig.add_axes((x0, 0.5, width, 0.1))
+    strip = frame.axes((x0, 0.5, width, 0.1))
     strip.set_xlim(lo - pad, hi + pad)
     bands = [f for f in findings if is_sustained(f)]
     events = [(f, event_steps(f)) for f in findings if not is_sustained(f)]
@@ -647,7 +727,7 @@ def draw_run(run: RunData, findings: Iterable[Finding], *, title: str | None = N
         t.set_y(1 - (lane + 0.5) * LANE_HEIGHT / strip_h)
     body, y = [], TOP + strip_h + GAP
     for h in heights:
-        body.append(fig.add_axes(rect(y, h)))  # not sharex: the strip keeps no x ticks
+        body.append(frame.axes(rect(y, h)))  # not sharex: the strip keeps no x ticks
         y += h + GAP
     for ax in body:
         ax.set_xlim(lo - pad, hi + pad)
@@ -846,7 +926,7 @@ def _job(report: Report, run: str, formats: Sequence[str]) -> PlotJob:
 
 def render_job(job: PlotJob) -> dict[str, bytes]:
     """One run's figure in each format (runs in a worker process; only bytes come back)."""
-    fig = draw_run(job.run, job.findings)
+    fig = _draw(job.run, job.findings, None, _frame())
     return {fmt: figure_bytes(fig, fmt) for fmt in job.formats}
 
 

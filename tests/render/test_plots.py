@@ -275,3 +275,36 @@ def test_cli_progress_bar_ticks_once_per_run_on_a_terminal(monkeypatch: pytest.M
     monkeypatch.setattr(stabdiag.console, "err", Console(file=io.StringIO(), force_terminal=False))
     with _figure_progress(2) as progress:
         assert progress is None
+
+
+SAMPLE_RUNS = Path(__file__).resolve().parents[2] / "sample_runs"
+
+
+def test_a_used_frame_draws_every_run_byte_for_byte_as_a_new_figure() -> None:
+    """Reports draw run after run into one figure whose axes are kept (plots._Frame): whatever
+    ran before, a run's image must equal the one drawn in a new figure, in PNG and SVG."""
+    import stabdiag
+
+    names = ("loss_spike.csv", "unstable", "fp16_overflow.csv")  # 3, 8 and 4 panels
+    report = stabdiag.analyze([SAMPLE_RUNS / n for n in names], cache=False, jobs=1)
+    jobs = [plots._job(report, r.name, ("png", "svg")) for r in report.runs]
+    nan_grad = rundata(300, **{GRAD_NORM: series(np.arange(300), np.full(300, np.nan))})
+    steps = np.arange(200)
+    unknown = {"residual": series(steps, np.exp(-steps / 20)), "bc": series(steps, 1 + 0 * steps)}
+    extra = [
+        RunData(name="nan-grad", series=nan_grad.series),  # an empty log panel: autoscaled
+        RunData(name="unknown", series=unknown),
+        RunData(name=RUN, series=rundata(600, **{RESTART: series([300], [350])}).series),
+    ]
+    jobs += [plots.PlotJob(run, (), ("png", "svg")) for run in extra]
+    assert len({len(plots._active_panels(j.run, j.findings)) for j in jobs}) >= 3
+    fresh = {
+        j.run.name: {f: plots.figure_bytes(draw_run(j.run, j.findings), f) for f in j.formats}
+        for j in jobs
+    }
+    frame = plots._Frame()
+    # Panels grow and shrink, log and linear swap: forwards in PNG, backwards in SVG.
+    for fmt, order in (("png", jobs), ("svg", jobs[::-1])):
+        for j in order:
+            fig = plots._draw(j.run, j.findings, None, frame)
+            assert plots.figure_bytes(fig, fmt) == fresh[j.run.name][fmt], (j.run.name, fmt)
