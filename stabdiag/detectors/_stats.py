@@ -140,8 +140,10 @@ def _rolling_median_small(x: np.ndarray, window: int, min_periods: int, center: 
 # skiplist costs; below it, the fixed cost of a pandas call dominates.
 SMALL_CELLS = 32_768
 
-# Up to this many points, rolling medians run over a Python list (``_rolling_median_list``): a
-# dozen numpy calls cost more than a sorted-list walk of 64 points (crossover measured at 64-100).
+# Up to this many points, medians, percentiles and the causal baselines run over Python lists of
+# floats (``_rolling_median_list`` and the ``*_list`` helpers): a dozen numpy calls of ~1-5 us
+# fixed cost each outweigh a sorted-list walk of 64 points (crossover measured at 64-100 points).
+# Same numbers bit for bit (tests/detectors/test_tiny_path.py); 100,000 20-point runs (issue 13 R4).
 TINY = 64
 
 
@@ -226,9 +228,10 @@ def _shifted(x: np.ndarray, lag: int) -> np.ndarray:
 def trailing_median(x: np.ndarray, window: int, min_periods: int, lag: int = 0) -> np.ndarray:
     """Median of the ``window`` points ending ``lag`` points before each point (0: including it).
 
-    Exact (pandas semantics, NaN skipped, ``min_periods`` finite values) up to LONG points: numpy
-    for short series (``_rolling_median_small``), pandas for longer. Longer series are judged on
-    their finite points: exact over the first HEAD, then ``_trailing_fast``.
+    Exact (pandas semantics, NaN skipped, ``min_periods`` finite values) up to LONG points: a
+    sorted Python list up to TINY points (``_rolling_median_list``), numpy for short series
+    (``_rolling_median_small``), pandas for longer. Longer series are judged on their finite
+    points: exact over the first HEAD, then ``_trailing_fast``.
     """
     x = np.asarray(x, dtype=np.float64)
     if len(x) <= TINY and window >= 1 and 0 <= min_periods <= window and lag >= 0:
