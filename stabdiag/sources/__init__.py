@@ -290,7 +290,7 @@ def _finish(
     scaler_of: Callable[[Path], Path | None],
     names_in: configs.NamesIn | None = None,
 ) -> tuple[_Cols, RunInfo]:
-    matches = aliases.resolve(raw.names, raw.context, overrides)
+    matches = aliases.resolve_shared(raw.names, raw.context, overrides)
     mapped = [printable(matches[n].name) for n in raw.names]  # unknown names are log-derived
     per_step = np.array([T.is_canonical(m) for m in mapped], dtype=bool)
     warnings = [printable(w) for w in (*g.notes, *raw.warnings)]

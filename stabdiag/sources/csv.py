@@ -404,20 +404,23 @@ def _read_small(path: Path, fmt: str, name: str | None, data: bytes) -> list[Raw
     width = len(header)
     if len(set(header)) != width:
         return None
-    step_col = tab.find_column(header, tab.STEP_COLUMNS)
-    if step_col is None or (
-        tab.find_column(header, tab.METRIC_COLUMNS) and tab.find_column(header, tab.VALUE_COLUMNS)
-    ):
+    lower = {h.lower(): h for h in header}  # tab.find_column's lookup, built once
+
+    def find(candidates: tuple[str, ...]) -> str | None:
+        return next((lower[c] for c in candidates if c in lower), None)
+
+    step_col = find(tab.STEP_COLUMNS)
+    if step_col is None or (find(tab.METRIC_COLUMNS) and find(tab.VALUE_COLUMNS)):
         return None
-    wall_col, rank_col, run_col = _extras(header)
-    if rank_col or run_col:
+    if find(tab.RANK_COLUMNS) or find(tab.RUN_COLUMNS):
         return None
+    wall_col = find(tab.WALL_COLUMNS)
     special = {step_col, wall_col}
     metrics = [(i, h) for i, h in enumerate(header) if h not in special and h]
     if metrics and all(tab.WANDB_PANEL.match(h) for _, h in metrics):
         return None
     rows = [line.split(",") for line in lines[1:]]
-    if any(len(r) != width for r in rows):
+    if set(map(len, rows)) != {width}:
         return None
     cols = list(zip(*rows, strict=True))
     try:
@@ -449,7 +452,7 @@ def _read_small(path: Path, fmt: str, name: str | None, data: bytes) -> list[Raw
                 path=str(path),
                 format=fmt,
                 names=tuple(h for _, h in metrics),
-                codes=np.tile(np.arange(m, dtype=np.int32), len(steps)),
+                codes=np.arange(m * len(steps), dtype=np.int32) % np.int32(m),
                 steps=np.repeat(np.array(steps, dtype=np.int64), m),
                 values=np.array(values, dtype=np.float64).T.ravel(),
                 wall_time=None if walls is None else np.repeat(np.array(walls, np.float64), m),

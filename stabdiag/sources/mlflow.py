@@ -41,6 +41,8 @@ def _is_run(d: Path) -> bool:
 
 def run_of(path: Path) -> Path | None:
     """The MLflow run directory a metric file belongs to (``<run>/metrics/<key...>``), if any."""
+    if "metrics" not in path.parts[:-1]:  # no parent named metrics: asked of every file sniffed
+        return None
     for parent in path.parents:
         if parent.name == "metrics" and (parent.parent / "meta.yaml").is_file():
             return parent.parent

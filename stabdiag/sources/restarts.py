@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MAX_EPISODES = 50
+_SMALL = 256  # runs up to this many values are pre-checked in Python, larger ones with numpy
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,15 @@ def _none_back(codes: np.ndarray, steps: np.ndarray, repeat_counts: np.ndarray) 
     answered in a few array operations instead of a pass per series (issue 13 R4)."""
     if not (steps[1:] >= steps[:-1]).all():
         return False
+    if len(steps) <= _SMALL:  # a set of (step, series) pairs: a few microseconds for small runs
+        flags = np.asarray(repeat_counts, dtype=bool).tolist()
+        seen: set[tuple[int, int]] = set()
+        for s, c in zip(steps.tolist(), codes.tolist(), strict=True):
+            if flags[c]:
+                if (s, c) in seen:
+                    return False
+                seen.add((s, c))
+        return True
     flagged = np.asarray(repeat_counts, dtype=bool)[codes]
     if not flagged.any():
         return True

@@ -72,6 +72,7 @@ SKIP_SUFFIXES = frozenset(
         ".model",
     }
 )
+_SKIP_TUPLE = tuple(SKIP_SUFFIXES)  # str.endswith takes a tuple: one call per file sniffed
 # TF/Keras checkpoint shards carry the marker mid-name (model.ckpt-1000.data-00000-of-00001).
 _SKIP_NAME = re.compile(r"\.ckpt-|\.data-\d+-of-\d+")
 
@@ -81,7 +82,7 @@ def is_skipped(path: Path) -> bool:
     name = path.name.lower()
     if tensorboard.is_event_file(path):
         return False
-    return any(name.endswith(s) for s in SKIP_SUFFIXES) or bool(_SKIP_NAME.search(name))
+    return name.endswith(_SKIP_TUPLE) or bool(_SKIP_NAME.search(name))
 
 
 def sniff(path: Path) -> str | None:

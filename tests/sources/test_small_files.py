@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from stabdiag.errors import SourceError
-from stabdiag.sources import configs, restarts, sniff
+from stabdiag.sources import aliases, configs, restarts, sniff
 from stabdiag.sources import csv as csv_reader
 
 # --------------------------------------------------------------------------- small CSV files
@@ -218,14 +218,14 @@ def test_large_files_do_not_take_the_small_path(tmp_path):
 
 def _series(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n_codes = int(rng.integers(1, 4))
-    n = int(rng.integers(0, 40))
+    n = int(rng.integers(0, 40)) if rng.random() < 0.8 else int(rng.integers(200, 700))
     codes = rng.integers(0, n_codes, n).astype(np.int32)
     kind = rng.random()
     if kind < 0.4:  # row-major wide layout: every series once a step
         steps = np.repeat(np.arange(n // n_codes + 1), n_codes)[:n]
         codes = np.tile(np.arange(n_codes), n // n_codes + 1)[:n].astype(np.int32)
     elif kind < 0.7:
-        steps = np.sort(rng.integers(0, 30, n))
+        steps = np.sort(rng.integers(0, 30 + n, n))
     else:
         steps = np.cumsum(rng.integers(-3, 4, n))
     if rng.random() < 0.2 and n > 2:  # a rewind or a repeat somewhere
@@ -237,7 +237,7 @@ def _series(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 def test_restart_precheck_agrees_with_the_full_search():
     rng = np.random.default_rng(0)
-    quick = found = 0
+    quick = found = large = 0
     for _ in range(3000):
         codes, steps, repeat = _series(rng)
         full = restarts._find(codes, steps, repeat)
@@ -246,7 +246,30 @@ def test_restart_precheck_agrees_with_the_full_search():
             quick += 1
             assert full == []
         found += bool(full)
-    assert quick > 500 and found > 200  # both answers are exercised
+        large += len(steps) > restarts._SMALL
+    assert quick > 500 and found > 200 and large > 300  # both answers, both sizes
+
+
+# --------------------------------------------------------------------------- name mapping
+
+
+@pytest.mark.parametrize(
+    "overrides", [None, {}, {"train/loss": "lm_loss"}, {"train/loss": "a", "val/loss": "a"}]
+)
+def test_shared_name_mapping_is_resolve(overrides):
+    for names in (
+        ("loss", "lr", "grad_norm"),
+        ("lm_loss", "loss", "train/loss", "a"),
+        ("reward", "loss", "kl"),
+        ("eval_loss", "epoch"),
+        (),
+    ):
+        for ctx in (None, aliases.Context(), aliases.Context("tensorboard", "val")):
+            got = aliases.resolve_shared(names, ctx, overrides)
+            assert dict(got) == aliases.resolve(names, ctx, overrides)
+            assert aliases.resolve_shared(list(names), ctx, overrides) is got  # remembered
+            with pytest.raises(TypeError):
+                got["x"] = None  # shared between runs: read-only
 
 
 # --------------------------------------------------------------------------- config listing
