@@ -9,7 +9,7 @@ import functools
 import multiprocessing
 import os
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import replace
@@ -18,7 +18,7 @@ from typing import Any
 
 from stabdiag import __version__, loss_choice, sources
 from stabdiag.detectors import rl_common, run_detectors, sort_findings
-from stabdiag.diagnosis import diagnose_all
+from stabdiag.diagnosis import diagnose_run
 from stabdiag.findings import Finding, Skipped
 from stabdiag.remedies import suggest
 from stabdiag.report import Report, RunSummary
@@ -129,24 +129,63 @@ def _detect_one(
     select: Collection[str] | None,
     ignore: Collection[str] | None,
     configs: Mapping[str, Any] | None,
-) -> tuple[list[Any], list[Any]]:
-    """One freshly read run's findings and skips, as ``analyze_table`` would detect them (the
-    ``then`` of ``sources.load``: it runs in the worker that read the run). Skips travel as
-    (code, kind, reason): most runs have several, and the parent names them (``_named``)."""
-    findings, skipped = run_detectors(
-        [with_loss(run)], select=select, ignore=ignore, configs=configs
-    )
-    return findings, [(s.code, s.kind, s.reason) for s in skipped]
+) -> tuple[list[Finding], list[tuple[str, str, str]], Any, RunSummary]:
+    """One freshly read run judged whole, as ``analyze_table`` would judge it (the ``then`` of
+    ``sources.load``: it runs in the worker that read the run): findings, skips, diagnosis and
+    summary, so the parent never cuts the run. Skips travel as (code, kind, reason): most runs
+    have several, and the parent names them (``_named``)."""
+    run = with_loss(run)
+    findings, skipped = run_detectors([run], select=select, ignore=ignore, configs=configs)
+    diagnosis, summary = _judge(info, run, findings, skipped)
+    return findings, [(s.code, s.kind, s.reason) for s in skipped], diagnosis, summary
 
 
-def _named(found: tuple[list[Finding], list[Any]], run: str) -> tuple[list[Finding], list[Skipped]]:
-    """A run's findings and skips from a worker, under the run's own name (the worker knew only
+def _judge(
+    info: sources.RunInfo, run: RunData, findings: Sequence[Finding], skipped: Sequence[Skipped]
+) -> tuple[Any, RunSummary]:
+    """A run's diagnosis and summary from its own findings and skips."""
+    diagnosis = diagnose_run(findings, run)
+    return diagnosis, summarize(info, run, findings, skipped, diagnosis)
+
+
+def _named(got: tuple, run: str) -> tuple:
+    """A run judged in a worker (``_detect_one``), under the run's own name (the worker knew only
     its base name)."""
-    findings, skips = found
+    findings, skips, diagnosis, summary = got
+    if diagnosis is not None and diagnosis.run != run:
+        diagnosis = replace(diagnosis, run=run)
+    if summary.name != run:
+        summary = replace(
+            summary, name=run, diagnosis=diagnosis if summary.diagnosis is not None else None
+        )
     return (
         [f if f.run == run else replace(f, run=run) for f in findings],
         [Skipped(code=c, kind=k, run=run, reason=r) for c, k, r in skips],
+        diagnosis,
+        summary,
     )
+
+
+class _Cut(Mapping):
+    """Each run's series (its loss chosen: ``with_loss``), cut from its rows on first use: a text
+    or JSON report never needs them for runs judged in workers, plots and advice ask for few."""
+
+    def __init__(self, runs: Sequence[sources.RunInfo], pieces: Sequence[Any]) -> None:
+        self._src = {r.name: (r, p) for r, p in zip(runs, pieces, strict=True)}
+        self._cut: dict[str, RunData] = {}
+
+    def __getitem__(self, name: str) -> RunData:
+        data = self._cut.get(name)
+        if data is None:
+            info, piece = self._src[name]
+            data = self._cut[name] = with_loss(piece.run_data(info.name, meta=info.meta))
+        return data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._src)
+
+    def __len__(self) -> int:
+        return len(self._src)
 
 
 def with_loss(run: RunData) -> RunData:
@@ -176,53 +215,42 @@ def analyze_table(
     slices of the runs; the merged result equals the serial one. ``detected``: per run, its
     (findings, skips) already found in a loading worker (LoadResult.done), or None."""
     pieces = parts if len(parts) == len(runs) else _by_run(table, runs)
-    data = {
-        r.name: with_loss(p.run_data(r.name, meta=r.meta))
-        for r, p in zip(runs, pieces, strict=True)
-    }
-    found = dict(zip(data, detected, strict=True)) if len(detected) == len(runs) else {}
-    runs_data = [d for d in data.values() if found.get(d.name) is None]
-    if len(runs_data) < len(data):  # merge what the loading workers found with the rest
-        f_rest, s_rest = _detect_runs(runs_data, select, ignore, configs)
-        rest_f, rest_s = _per_run(f_rest), _per_run(s_rest)
-        findings, skipped = [], []
-        for name in data:
-            got = found.get(name)
-            f, s = (
-                _named(got, name)
-                if got is not None
-                else (rest_f.get(name, []), rest_s.get(name, []))
-            )
-            findings += f
-            skipped += s
-        findings = sort_findings(findings, list(data))
-    elif pool is not None and len(runs_data) >= PARALLEL_MIN_RUNS:
-        k = max(1, -(-len(runs_data) // (4 * getattr(pool, "jobs", 2))))
-        chunks = [runs_data[i : i + k] for i in range(0, len(runs_data), k)]
-        findings, skipped = [], []
+    data = _Cut(runs, pieces)
+    names = list(data)
+    judged: list[Any] = list(detected) if len(detected) == len(runs) else [None] * len(runs)
+    todo = [i for i, got in enumerate(judged) if got is None]
+    rest = [data[names[i]] for i in todo]
+    if pool is not None and len(rest) >= PARALLEL_MIN_RUNS:
+        k = max(1, -(-len(rest) // (4 * getattr(pool, "jobs", 2))))
+        chunks = [rest[i : i + k] for i in range(0, len(rest), k)]
+        f_rest, s_rest = [], []
         for f, s in pool.map(
             _detect_runs, chunks, *([x] * len(chunks) for x in (select, ignore, configs))
         ):
-            findings += f
-            skipped += s
-        findings = sort_findings(findings, list(data))  # chunks are contiguous runs in order
+            f_rest += f
+            s_rest += s
     else:
-        findings, skipped = _detect_runs(runs_data, select, ignore, configs)
-    diagnoses = diagnose_all(findings, data)
+        f_rest, s_rest = _detect_runs(rest, select, ignore, configs)
     # each run's summary reads only its own findings and skips: grouped once, not scanned per run
     # (a scan per run made 100,000 runs quadratic: issue 13 R4)
-    own_f, own_s = _per_run(findings), _per_run(skipped)
+    own_f, own_s = _per_run(f_rest), _per_run(s_rest)
+    findings: list[Finding] = []
+    skipped: list[Skipped] = []
+    diagnoses: dict[str, Any] = {}
+    summaries: list[RunSummary] = []
+    for i, (info, name) in enumerate(zip(runs, names, strict=True)):
+        if judged[i] is None:
+            f, s = own_f.get(name, []), own_s.get(name, [])
+            diagnosis, summary = _judge(info, data[name], f, s)
+        else:
+            f, s, diagnosis, summary = _named(judged[i], name)
+        findings += f
+        skipped += s
+        diagnoses[name] = diagnosis
+        summaries.append(summary)
+    findings = sort_findings(findings, names)  # each run's own are in order already
     return Report(
-        runs=tuple(
-            summarize(
-                r,
-                data[r.name],
-                own_f.get(r.name, ()),
-                own_s.get(r.name, ()),
-                diagnoses.get(r.name),
-            )
-            for r in runs
-        ),
+        runs=tuple(summaries),
         findings=tuple(findings),
         skipped=tuple(skipped),
         remedies=tuple(suggest(findings, data, diagnoses)),

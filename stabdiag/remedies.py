@@ -882,16 +882,17 @@ def suggest(
     actions from the worst of them and every finding in ``addresses``. Findings an injected fault
     explains get no fix of their own."""
     out: list[Remedy] = []
+    own: dict[str, list[Finding]] = {}
+    for f in findings:  # grouped once: a scan per run is quadratic on 100,000 runs
+        own.setdefault(f.run, []).append(f)
     if diagnoses is None:
-        diagnoses = diagnose_all(
-            findings, {n: r for n, r in runs.items() if any(f.run == n for f in findings)}
-        )
-    for run_name in dict.fromkeys(f.run for f in findings):
+        diagnoses = diagnose_all(findings, {n: r for n, r in runs.items() if n in own})
+    for run_name, mine in own.items():
         run = runs.get(run_name) or RunData(name=run_name, series={})
         diag = diagnoses.get(run_name)
         explained = set(diag.explained) if diag is not None and diag.injected else set()
         ordered = sorted(
-            (f for f in findings if f.run == run_name),
+            mine,
             key=lambda f: (-f.severity, f.step_start if f.step_start is not None else -1),
         )
         merged: dict[str, dict[str, Any]] = {}
