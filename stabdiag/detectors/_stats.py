@@ -200,7 +200,7 @@ def _trailing_list(xs: list[float], window: int, min_periods: int, lag: int) -> 
     return _rolling_median_list(xs, window, min_periods, False)
 
 
-def _median_sorted(v: list[float]) -> float:
+def median_sorted(v: list[float]) -> float:
     """``np.median`` of sorted finite values: the middle one, or the mean of the middle two
     (numpy's ``mean`` of two values is ``(a + b) / 2`` in float64); NaN when empty."""
     n = len(v)
@@ -542,7 +542,7 @@ def nanmedian(x: np.ndarray) -> float:
     """Median of the finite values (NaN if none); a sorted list for a few dozen values."""
     fin = np.asarray(x, dtype=np.float64)
     if fin.ndim == 1 and len(fin) <= TINY:
-        return _median_sorted(sorted(_finite_list(fin)))
+        return median_sorted(sorted(_finite_list(fin)))
     fin = fin[np.isfinite(fin)]
     return float(np.median(fin)) if fin.size else math.nan
 
@@ -581,8 +581,8 @@ def robust_sigma(x: np.ndarray) -> float:
         v = _finite_list(fin)
         if not v:
             return math.nan
-        m = _median_sorted(sorted(v))
-        return MAD_TO_SIGMA * _median_sorted(sorted(abs(a - m) for a in v))
+        m = median_sorted(sorted(v))
+        return MAD_TO_SIGMA * median_sorted(sorted(abs(a - m) for a in v))
     fin = fin[np.isfinite(fin)]
     if not fin.size:
         return math.nan
@@ -596,7 +596,7 @@ def log_interval(steps: np.ndarray) -> int:
     if len(steps) <= TINY and steps.dtype.kind in "iu":
         # np.median of integers is their float64 mean: the middle value or (a + b) / 2
         d = (steps[1:] - steps[:-1]).tolist()  # numpy's integer differences (np.diff)
-        return max(1, int(_median_sorted(sorted(float(v) for v in d))))
+        return max(1, int(median_sorted(sorted(float(v) for v in d))))
     return max(1, int(np.median(np.diff(steps))))
 
 

@@ -397,7 +397,7 @@ def _fragment_events_list(
         for i in r:
             v = xs[i]
             if count >= 2 and diffs:
-                sig = st.DIFF_TO_SIGMA * st._median_sorted(diffs)
+                sig = st.DIFF_TO_SIGMA * st.median_sorted(diffs)
                 sig = sig if sig > cfg.sigma_floor else cfg.sigma_floor
             else:  # np.fmax(floor, NaN): the floor
                 sig = cfg.sigma_floor
