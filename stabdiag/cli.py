@@ -111,6 +111,15 @@ def _split(values: list[str] | None) -> list[str] | None:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
+def _image_formats(values: list[str] | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    """``--image-format`` values (repeatable, comma-separated), checked; ``default`` when none."""
+    fmts = tuple(dict.fromkeys(_split(values) or default))
+    bad = [f for f in fmts if f not in ("png", "svg")]
+    if bad:
+        _fail(f"--image-format {bad[0]!r}: expected png or svg")
+    return fmts
+
+
 def _write(text: str, output: Path | None) -> None:
     if output is None or str(output) == "-":
         sys.stdout.write(text)
@@ -251,7 +260,16 @@ def analyze(
         typer.Option(
             "--plots",
             metavar="DIR",
-            help="Also write one PNG and SVG figure per run into this directory.",
+            help="Also write one figure per run into this directory (see --image-format).",
+        ),
+    ] = None,
+    image_format: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--image-format",
+            metavar="FORMAT",
+            help="Figure formats for --plots: png and/or svg (repeatable). "
+            "\\[default: png, which the Markdown and HTML reports show]",
         ),
     ] = None,
     config: Annotated[
@@ -291,6 +309,10 @@ def analyze(
         if fail_on is not None:
             parse_fail_on(fail_on)
         out_fmt = output_format(fmt)
+        if image_format and plots is None:
+            _fail("--image-format: only with --plots DIR (the HTML report embeds PNGs itself)")
+        # Only what is asked for: an SVG costs half as much again as the PNG the reports show.
+        image_fmts = _image_formats(image_format, ("png",))
         # The policy file first, flags on top (issue 6); the library applies it (issue 16).
         pol = api.resolve_policy(
             config,
@@ -318,7 +340,7 @@ def analyze(
             from stabdiag.render.plots import image_files
 
             with _figure_progress(len(report.runs)) as progress:
-                images = image_files(report, jobs=resolve_jobs(jobs), progress=progress)
+                images = image_files(report, image_fmts, jobs=resolve_jobs(jobs), progress=progress)
             written = write_files(plots, images)
             from stabdiag.safetext import printable
 
@@ -330,8 +352,9 @@ def analyze(
             )
         from stabdiag.render import OutputFormat
 
-        # An HTML report without --plots draws its figures while rendering: a bar for those too.
-        drawing = len(report.runs) if out_fmt is OutputFormat.HTML and plots is None else 0
+        # An HTML report without --plots PNGs draws its figures while rendering: a bar for those too.
+        pngs = any(p.suffix == ".png" for p in written)
+        drawing = len(report.runs) if out_fmt is OutputFormat.HTML and not pngs else 0
         with _figure_progress(drawing) as progress:
             _emit(
                 report,
@@ -1003,10 +1026,7 @@ def plot(
         from stabdiag.console import err
         from stabdiag.render.plots import image_files
 
-        fmts = tuple(_split(image_format) or ("png", "svg"))
-        bad = [f for f in fmts if f not in ("png", "svg")]
-        if bad:
-            _fail(f"--image-format {bad[0]!r}: expected png or svg")
+        fmts = _image_formats(image_format, ("png", "svg"))
         report = api.analyze(paths, map=_parse_map(map_), input_format=input_format, jobs=None)
         for e in report.errors:
             _warn(e)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -68,6 +68,9 @@ FIG_WIDTH, DPI = 11.0, 110
 LEFT, RIGHT, TOP, BOTTOM, GAP = 0.95, 2.25, 0.5, 0.5, 0.34
 PANEL_HEIGHT = {"loss": 2.0, "other": 1.45}
 STRIP_HEIGHT = (0.7, 0.22)  # with findings to label / without
+XLABEL_DROP = 19.0
+"""Points from the last panel's bottom edge to the top of its "step" label: under the 8 pt tick
+labels, where matplotlib's automatic placement puts it."""
 AXES_PX = int((FIG_WIDTH - LEFT - RIGHT) * DPI)  # pixel columns of a panel: the envelope's width
 
 GAP_FACTOR = 10.0
@@ -611,16 +614,16 @@ class _Frame:
 
     def __init__(self) -> None:
         self.fig = Figure(figsize=(FIG_WIDTH, 4.0), dpi=DPI)
-        FigureCanvasAgg(self.fig)
+        _Canvas(self.fig)
         self.pool: list[Axes] = []  # every axes made so far; a run takes them in order
         self.taken = 0
 
     def start(self) -> Figure:
-        """The figure, emptied, at its initial size, with no axes attached."""
+        """The figure, emptied, with no axes attached. (Its height is the last run's until the
+        run's own is known: nothing placed before then depends on it.)"""
         fig = self.fig
         for ax in list(fig.axes):
             fig.delaxes(ax)
-        fig.set_size_inches(FIG_WIDTH, 4.0)
         self.taken = 0
         return fig
 
@@ -635,6 +638,24 @@ class _Frame:
             ax.set_position(rect)
         self.taken += 1
         return self.pool[self.taken - 1]
+
+
+class _Canvas(FigureCanvasAgg):
+    """An Agg canvas that keeps one renderer object when the figure's size changes.
+
+    matplotlib caches the size of every text it lays out per renderer object, and a new size
+    gets a new renderer: each run's figure (its own height) measured every tick label, title and
+    legend entry again. Text sizes depend on the font and the dpi only, so the renderer is set
+    up again at the new size in place, as matplotlib itself does when it unpickles one."""
+
+    def get_renderer(self) -> RendererAgg:
+        renderer = getattr(self, "renderer", None)
+        key = (*self.get_width_height(physical=True), self.figure.dpi)
+        if renderer is None or self._lastKey == key:
+            return super().get_renderer()
+        renderer.__init__(*key)  # a new pixel buffer; the same object and its text-size cache
+        self._lastKey = key
+        return renderer
 
 
 def _reset_axes(ax: Axes) -> None:
@@ -769,6 +790,12 @@ def _draw(run: RunData, findings: Iterable[Finding], title: str | None, frame: _
                 borderaxespad=0.0,
             )
     body[-1].set_xlabel("step", fontsize=9)
+    # Axis labels at fixed places: matplotlib would otherwise measure every tick label of the
+    # figure to place each one (the y labels are placed in the panel loop).
+    body[-1].xaxis.set_label_coords(0.5, -XLABEL_DROP / 72 / heights[-1])
+    for ax in (strip, *body[:-1]):
+        ax.xaxis.set_label_coords(0.5, 0.0)  # empty labels: nothing to place
+    strip.yaxis.set_label_coords(0.0, 0.5)
     # Step ticks are labelled under the last panel only; the panels above get grid lines at the
     # same steps, one collection each instead of a row of tick artists (ticks cost most of a draw).
     xt = [

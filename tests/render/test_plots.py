@@ -308,3 +308,31 @@ def test_a_used_frame_draws_every_run_byte_for_byte_as_a_new_figure() -> None:
         for j in order:
             fig = plots._draw(j.run, j.findings, None, frame)
             assert plots.figure_bytes(fig, fmt) == fresh[j.run.name][fmt], (j.run.name, fmt)
+
+
+def test_analyze_plots_write_the_formats_asked_for_png_by_default(tmp_path: Path) -> None:
+    """``analyze --plots`` draws what the reports show (PNG) unless ``--image-format`` asks for
+    more: an SVG costs half as much again per run."""
+    from typer.testing import CliRunner
+
+    from stabdiag.cli import app
+
+    runner = CliRunner()
+    csv = tmp_path / "run.csv"
+    csv.write_text("step,loss\n" + "".join(f"{i},{3 - i / 100}\n" for i in range(100)))
+    base = ["analyze", str(csv), "--fail-on", "never", "-o", str(tmp_path / "r.html")]
+    r = runner.invoke(app, [*base, "-f", "html", "--plots", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["run.png"]
+    assert "data:image/png;base64," in (tmp_path / "r.html").read_text()
+    args = ["--plots", str(tmp_path / "b"), "--image-format", "svg", "--image-format", "png,svg"]
+    r = runner.invoke(app, [*base, *args])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["run.png", "run.svg"]
+    for bad, says in (
+        (["--plots", str(tmp_path / "c"), "--image-format", "gif"], "'gif': expected png or svg"),
+        (["--image-format", "svg"], "only with --plots DIR"),
+    ):
+        r = runner.invoke(app, [*base, *bad])
+        assert r.exit_code == 2 and says in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    assert not (tmp_path / "c").exists()
