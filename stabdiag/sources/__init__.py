@@ -14,10 +14,12 @@ hf-trainer-state).
 
 from __future__ import annotations
 
+import bisect
 import functools
+import heapq
 import os
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -578,38 +580,65 @@ def _same_values(a: dict, b: dict) -> int:
     return len(shared) if bool(np.all(np.isclose(x, y, rtol=1e-6, atol=0.0, equal_nan=True))) else 0
 
 
-def _append(keep: _Cols, extra: _Cols, sel: np.ndarray) -> _Cols:
-    """``keep`` with the selected rows of ``extra`` after its own, under ``keep``'s run name."""
-    names = list(keep.names)
-    index = {n: i for i, n in enumerate(names)}
-    for n in extra.names:
-        if n not in index:
-            index[n] = len(names)
-            names.append(n)
-    lut = np.array([index[n] for n in extra.names], dtype=np.int64)
-    k = int(sel.sum())
-    rank = None
-    if keep.rank is not None or extra.rank is not None:
-        parts = [
-            keep.rank if keep.rank is not None else np.full(len(keep), np.nan),
-            extra.rank[sel] if extra.rank is not None else np.full(k, np.nan),
-        ]
-        rank = np.concatenate(
-            parts
-            if all(p.dtype.kind in "iu" for p in parts)
-            else [p.astype(np.float64) for p in parts]
+class _Growth:
+    """A kept run with the selected rows of its copies after its own, in merge order, joined once
+    at the end: what appending copy by copy gives (names in first-seen order, each copy's rows
+    and source, ranks NaN where a piece had none, int while every piece is int), without copying
+    the growing run again for each copy (quadratic when one run absorbs thousands of identical
+    copies: issue 13 R4)."""
+
+    def __init__(self, keep: _Cols) -> None:
+        self.keep = keep
+        self.names = list(keep.names)
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.kept = set(keep.names[np.unique(keep.code)].tolist())  # names that have rows
+        self.pieces: list[tuple] = [(keep.step, keep.code, keep.value, keep.wall, keep.rank)]
+        self.sizes = [len(keep)]
+        self.sources = list(keep.sources)
+        self.rank_dtype = None if keep.rank is None else keep.rank.dtype
+        self.notes: list[str] = []
+        self.mapping: list[tuple[str, str, str]] = []
+
+    def add(self, extra: _Cols, sel: np.ndarray) -> None:
+        for n in extra.names:
+            if n not in self.index:
+                self.index[n] = len(self.names)
+                self.names.append(n)
+        lut = np.array([self.index[n] for n in extra.names], dtype=np.int64)
+        rank = None if extra.rank is None else extra.rank[sel]
+        if self.rank_dtype is not None or rank is not None:
+            a = self.rank_dtype if self.rank_dtype is not None else np.dtype(np.float64)
+            b = rank.dtype if rank is not None else np.dtype(np.float64)
+            both_int = a.kind in "iu" and b.kind in "iu"
+            self.rank_dtype = np.result_type(a, b) if both_int else np.dtype(np.float64)
+        self.pieces.append(
+            (extra.step[sel], lut[extra.code[sel]], extra.value[sel], extra.wall[sel], rank)
         )
-    ((path, _),) = extra.sources  # a dropped run is always an original, unmerged one
-    return _Cols(
-        keep.run,
-        np.concatenate([keep.step, extra.step[sel]]),
-        np.concatenate([keep.code, lut[extra.code[sel]]]),
-        np.asarray(names, dtype=object),
-        np.concatenate([keep.value, extra.value[sel]]),
-        np.concatenate([keep.wall, extra.wall[sel]]),
-        keep.sources + ((path, k),),
-        rank,
-    )
+        k = int(sel.sum())
+        self.sizes.append(k)
+        ((path, _),) = extra.sources  # a dropped run is always an original, unmerged one
+        self.sources.append((path, k))
+
+    def cols(self) -> _Cols:
+        step, code, value, wall, ranks = zip(*self.pieces, strict=True)
+        rank = None
+        if self.rank_dtype is not None:
+            rank = np.concatenate(
+                [
+                    np.full(n, np.nan) if r is None else r.astype(self.rank_dtype, copy=False)
+                    for r, n in zip(ranks, self.sizes, strict=True)
+                ]
+            )
+        return _Cols(
+            self.keep.run,
+            np.concatenate(step),
+            np.concatenate(code),
+            np.asarray(self.names, dtype=object),
+            np.concatenate(value),
+            np.concatenate(wall),
+            tuple(self.sources),
+            rank,
+        )
 
 
 def _merge_same_run(cols: list[_Cols], infos: list[RunInfo]) -> tuple[list[_Cols], list[RunInfo]]:
@@ -631,46 +660,75 @@ def _merge_same_run(cols: list[_Cols], infos: list[RunInfo]) -> tuple[list[_Cols
     prints: dict[int, dict] = {}
     gone: dict[int, tuple[int, int]] = {}  # dropped run -> (kept run, shared points)
     for members in buckets.values():
-        for ia, a in enumerate(members):
-            for b in members[ia + 1 :]:
-                if a in gone or b in gone or infos[a].format == infos[b].format:
-                    continue
-                if not _quick_same(tells[a], tells[b]):
-                    continue
-                for i in (a, b):
-                    if i not in prints:
-                        prints[i] = _fingerprint(cols[i])
-                n = _same_values(prints[a], prints[b])
-                if not n:
-                    continue
-                rank = {
-                    i: _KEEP_ORDER.index(infos[i].format)
-                    if infos[i].format in _KEEP_ORDER
-                    else len(_KEEP_ORDER)
-                    for i in (a, b)
-                }
-                keep, drop = (a, b) if rank[a] <= rank[b] else (b, a)
-                gone[drop] = (keep, n)
+        for a, b in _pairs(members, [infos[i].format for i in members], gone):
+            if not _quick_same(tells[a], tells[b]):
+                continue
+            for i in (a, b):
+                if i not in prints:
+                    prints[i] = _fingerprint(cols[i])
+            n = _same_values(prints[a], prints[b])
+            if not n:
+                continue
+            rank = {
+                i: _KEEP_ORDER.index(infos[i].format)
+                if infos[i].format in _KEEP_ORDER
+                else len(_KEEP_ORDER)
+                for i in (a, b)
+            }
+            keep, drop = (a, b) if rank[a] <= rank[b] else (b, a)
+            gone[drop] = (keep, n)
     if not gone:
         return cols, infos
-    out_c, out_i = list(cols), list(infos)
+    grown: dict[int, _Growth] = {}
     for drop, (keep, n) in gone.items():
-        kept = set(out_c[keep].names[np.unique(out_c[keep].code)].tolist())
-        sel = cols[drop].metric_is(lambda m, kept=kept: m not in kept)
+        into = grown.get(keep)
+        if into is None:
+            into = grown[keep] = _Growth(cols[keep])
+        sel = cols[drop].metric_is(lambda m, kept=into.kept: m not in kept)
         extra = set(cols[drop].names[np.unique(cols[drop].code[sel])].tolist())
-        note = (
+        into.notes.append(
             f"{infos[drop].path} ({infos[drop].format}) is the same run as {infos[keep].path} "
             f"({infos[keep].format}): all {n} shared values are identical; read once"
             + (f", its {len(extra)} other series added" if sel.any() else "")
         )
-        out_c[keep] = _append(out_c[keep], cols[drop], sel)
+        into.mapping += [m for m in infos[drop].mapping if m[1] in extra]
+        into.add(cols[drop], sel)
+        into.kept |= extra
+    out_c, out_i = list(cols), list(infos)
+    for keep, into in grown.items():
+        out_c[keep] = into.cols()
         out_i[keep] = replace(
-            out_i[keep],
-            warnings=out_i[keep].warnings + (note,),
-            mapping=out_i[keep].mapping + tuple(m for m in infos[drop].mapping if m[1] in extra),
+            infos[keep],
+            warnings=infos[keep].warnings + tuple(into.notes),
+            mapping=infos[keep].mapping + tuple(into.mapping),
         )
     order = [i for i in range(len(infos)) if i not in gone]
     return [out_c[i] for i in order], [out_i[i] for i in order]
+
+
+def _pairs(members: list[int], fmts: list[str], gone: Mapping[int, Any]) -> Iterator[tuple]:
+    """The pairs (a, b) of one bucket that the merge compares, in the order of comparing every
+    pair (a before b in ``members``): both still kept (``gone`` grows as pairs merge) and of
+    different formats. Only such pairs are visited: looping over every pair cost minutes for
+    tens of thousands of runs sharing their first points (issue 13 R4)."""
+    alive: dict[str, list[int]] = defaultdict(list)  # per format: positions not yet gone
+    for pos, f in enumerate(fmts):
+        alive[f].append(pos)
+    if len(alive) < 2:
+        return
+    for ia, a in enumerate(members):
+        if a in gone:
+            continue
+        tails = []
+        for f, ps in alive.items():
+            if f != fmts[ia]:
+                ps[:] = [p for p in ps if members[p] not in gone]
+                tails.append(ps[bisect.bisect_right(ps, ia) :])
+        for ib in heapq.merge(*tails):
+            if a in gone:  # a merged into an earlier b: no later pair of a counts
+                break
+            if members[ib] not in gone:
+                yield a, members[ib]
 
 
 # --------------------------------------------------------------------------- precision hint
