@@ -3,6 +3,7 @@
 Usage:
     python benchmarks/bench_walk.py                      # 100,000 small CSV runs, load + analyze
     python benchmarks/bench_walk.py --files 20000 --layout mix --profile 25
+    python benchmarks/bench_walk.py --skip-load --skip-analyze --cli   # the command a user runs
     python benchmarks/bench_walk.py --dir /tmp/walk --keep   # reuse a generated tree next time
 
 Generates ``--files`` small logs in a temporary directory (``--layout csv``: one ``<i>.csv`` per
@@ -11,7 +12,12 @@ nanoGPT text logs in equal parts, plus non-log files a walk must pass over), the
 this process, after imports:
 
 - ``load``: ``stabdiag.sources.load`` (walk, sniff, group, read, name, map every run);
-- ``analyze``: ``stabdiag.analyze`` (load + every detector on every run), with the cache off.
+- ``analyze``: ``stabdiag.analyze`` (load + every detector on every run), with the cache off;
+- ``cli`` (``--cli``): ``stabdiag analyze TREE --no-cache`` in a fresh process, its text report
+  read from a pipe: what a user waits for (start-up, analysis with the default ``--jobs``, report).
+
+``--layout spiky`` is ``csv`` with a 6x loss spike in every 10th run (findings, diagnoses and
+advice on a tenth of the runs, not only clean ones).
 
 Wall and CPU seconds are both printed: on a shared machine the CPU time is the steadier number.
 
@@ -27,7 +33,9 @@ import cProfile
 import json
 import os
 import pstats
+import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,11 +48,12 @@ PER_DIR = 1000
 STEPS = 20
 
 
-def _csv(i: int) -> str:
-    rows = "".join(
-        f"{s},{2.0 - s * 0.01 + (i % 7) * 1e-3:.4f},{0.5 + s * 1e-3:.4f}\n"
-        for s in range(1, STEPS + 1)
-    )
+def _csv(i: int, spiky: bool = False) -> str:
+    def loss(s: int) -> float:
+        v = 2.0 - s * 0.01 + (i % 7) * 1e-3
+        return v * 6.0 if spiky and i % 10 == 0 and s == 15 else v  # a spike in every 10th run
+
+    rows = "".join(f"{s},{loss(s):.4f},{0.5 + s * 1e-3:.4f}\n" for s in range(1, STEPS + 1))
     return "step,loss,grad_norm\n" + rows
 
 
@@ -62,7 +71,7 @@ def generate(root: Path, n: int, layout: str) -> Path:
             d.mkdir(parents=True)
         kind = i % 4 if layout == "mix" else 0
         if kind == 0:
-            (d / f"run{i:06d}.csv").write_text(_csv(i))
+            (d / f"run{i:06d}.csv").write_text(_csv(i, spiky=layout == "spiky"))
         elif kind == 1:
             lines = "".join(
                 json.dumps({"step": s, "loss": 2.0 - s * 0.01, "lr": 1e-3}) + "\n"
@@ -103,10 +112,16 @@ def _loadavg() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--files", type=int, default=100_000, help="runs to generate (default 100000)")
-    ap.add_argument("--layout", choices=("csv", "mix"), default="csv")
+    ap.add_argument("--layout", choices=("csv", "mix", "spiky"), default="csv")
     ap.add_argument("--dir", type=Path, help="where to generate (default: a temporary dir)")
     ap.add_argument("--keep", action="store_true", help="keep the generated tree for the next run")
     ap.add_argument("--skip-analyze", action="store_true", help="time load only")
+    ap.add_argument(
+        "--cli",
+        action="store_true",
+        help="also time the command a user runs: stabdiag analyze TREE --no-cache (text report "
+        "to a pipe, default --jobs), in a fresh process",
+    )
     ap.add_argument("--skip-load", action="store_true", help="time analyze only (it loads too)")
     ap.add_argument(
         "--jobs", type=int, default=1, help="analyze's worker processes (default 1, as analyze)"
@@ -149,6 +164,23 @@ def main() -> None:
                 f"({len(report.runs)} runs, {len(report.findings)} findings)"
                 f"  load average {_loadavg()}"
             )
+        if args.cli:
+            cmd = [sys.executable, "-m", "stabdiag", "analyze", str(tree), "--no-cache"]
+            cmd += ["--fail-on", "never"]
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            done = subprocess.run(cmd, capture_output=True, check=False)
+            wall = time.perf_counter() - t0
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            lines = done.stdout.count(b"\n")
+            print(
+                f"cli      {args.files:>7} runs ({args.layout}): {wall:7.1f} s wall, {cpu:.1f} s CPU "
+                f"incl. workers  (exit {done.returncode}, {lines} report lines)"
+                f"  load average {_loadavg()}"
+            )
+            if done.returncode not in (0, 1):
+                sys.exit(done.stderr.decode(errors="replace")[-2000:])
         if args.profile:
             prof = cProfile.Profile()
             prof.enable()

@@ -201,6 +201,11 @@ class MetricsTable:
         return RunData(name=run, series=series, by_rank=by_rank, meta=dict(meta or {}))
 
 
+# Up to this many rows a run is split with a mask per metric (cheap for a few metrics); beyond,
+# with one sort of all rows (a mask per metric would cost rows x metrics).
+SPLIT_SMALL = 2048
+
+
 def split_codes(
     codes: np.ndarray, names: Any, steps: np.ndarray, values: np.ndarray
 ) -> dict[str, Series]:
@@ -213,6 +218,20 @@ def split_codes(
     codes = np.asarray(codes)
     if not len(codes):
         return {}
+    if len(codes) <= SPLIT_SMALL:  # a mask per metric, no sort when its steps already ascend
+        out: dict[str, Series] = {}
+        for k in dict.fromkeys(codes.tolist()):
+            if k < 0:
+                continue
+            idx = np.flatnonzero(codes == k)
+            s = steps[idx]
+            if len(s) < 2 or bool((s[1:] > s[:-1]).all()):
+                out[str(names[k])] = Series(
+                    s.astype(np.int64, copy=False), values[idx].astype(np.float64, copy=False)
+                )
+            else:
+                out[str(names[k])] = _to_series(s, values[idx])
+        return out
     order = np.lexsort((steps, codes))  # stable: equal (metric, step) keep write order
     c, s, v = codes[order], steps[order], values[order]
     # the last written row of each (metric, step), and where each metric's rows start
@@ -222,7 +241,7 @@ def split_codes(
     starts = np.flatnonzero(np.concatenate(([True], c[1:] != c[:-1])))
     ends = np.append(starts[1:], len(c))
     first_row = np.unique(codes, return_index=True)[1]  # per metric code ascending
-    out: dict[str, Series] = {}
+    out = {}
     for k in np.argsort(first_row, kind="stable"):  # metrics in first-seen order
         a, b = int(starts[k]), int(ends[k])
         if c[a] >= 0:
