@@ -322,6 +322,9 @@ def detect(path: Path) -> str | None:
                 found = _first(_STDOUT_READERS, path, inner.encode("utf-8", "replace"))
             if found is not None:
                 return found
+    if len(head) < HEAD_BYTES:  # the head is the whole file: deep scans need not read it again
+        with textlog.whole_file(path, head):
+            return _first(_STDOUT_READERS, path, head)
     return _first(_STDOUT_READERS, path, head)
 
 

@@ -48,6 +48,21 @@ _VIRTUAL: ContextVar[Mapping[str, str | LineView] | None] = ContextVar(
 )
 
 
+# A file whose entire content is already in memory (sniffing asked for more than it holds): its
+# deep scans search that instead of reading the file again, once per stdout format (issue 13 R4).
+_WHOLE: ContextVar[tuple[str, bytes] | None] = ContextVar("stabdiag_whole_file", default=None)
+
+
+@contextmanager
+def whole_file(path: Path, data: bytes) -> Iterator[None]:
+    """While active, ``scan`` of ``path`` searches ``data``, the file's whole content."""
+    token = _WHOLE.set((str(path), data))
+    try:
+        yield
+    finally:
+        _WHOLE.reset(token)
+
+
 def _virtual(path: Path) -> str | LineView | None:
     texts = _VIRTUAL.get()
     return None if texts is None else texts.get(str(path))
@@ -282,6 +297,9 @@ def scan(path: Path, pattern: re.Pattern[bytes], limit: int = 64 * 1024 * 1024) 
     virtual = _virtual(path)
     if isinstance(virtual, str):
         return pattern.search(virtual.encode("utf-8", "replace")[:limit]) is not None
+    whole = _WHOLE.get()
+    if virtual is None and whole is not None and whole[0] == str(path):
+        return pattern.search(whole[1][:limit]) is not None  # what one chunk of the file gives
     try:
         if virtual is not None:
             return _scan_chunks(_view_chunks(virtual), pattern, limit)
@@ -338,6 +356,9 @@ def sniffer(pattern: re.Pattern[bytes], *, deep: frozenset[str] = PLAIN_SUFFIXES
             head = head.encode("utf-8", "replace")
         if pattern.search(head):
             return True
+        whole = _WHOLE.get()
+        if whole is not None and whole[1] is head and whole[0] == str(path):
+            return False  # ``head`` is the whole file, just searched: a scan would search it again
         return path.suffix.lower() in deep and scan(path, pattern)
 
     return looks_like

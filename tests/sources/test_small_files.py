@@ -6,6 +6,7 @@ against ``os.path.realpath``."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import random
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from stabdiag.errors import SourceError
-from stabdiag.sources import aliases, configs, restarts, sniff
+from stabdiag.sources import aliases, configs, registry, restarts, sniff, textlog
 from stabdiag.sources import csv as csv_reader
 
 # --------------------------------------------------------------------------- small CSV files
@@ -328,3 +329,50 @@ def test_walk_real_paths_are_realpaths(tmp_path):
         assert len(got) >= 4
         for f, real in got:
             assert real == os.path.realpath(f) == str(f.resolve())
+
+
+# --------------------------------------------------------------------------- sniffing text logs
+
+TEXT_LINES = [
+    "iter 12: loss 2.3456, time 12.5ms, mfu 30.0%",
+    "step 100: train loss 2.1, val loss 2.2",
+    " iteration       10/     100 | consumed samples: 640 | lm loss: 2.345678E+00 |",
+    "[deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: 65536",
+    "{'loss': 2.3456, 'learning_rate': 0.0001, 'epoch': 0.1}",
+    "| epoch 001 | loss 9.876 | ppl 940.2 | wps 1234 | ups 1.2 | wpb 2048 | gnorm 1.2 |",
+    "s:10 trl:2.3456 lr:0.0001 norm:1.23",
+    "step: 10  loss:  2.3456  memory: 10.0GiB  tps: 1234",
+    "step:10 - actor/entropy:0.5 - critic/score/mean:0.1",
+    "Epoch 1/3: 100%|#####| 10/10 [00:01<00:00]",
+    "random note with no metrics",
+    "loss = 2.0",
+]
+
+
+def _text_log(rng: random.Random) -> str:
+    lines = [rng.choice(TEXT_LINES[-3:]) for _ in range(rng.randint(0, 20))]
+    for _ in range(rng.randint(0, 3)):
+        lines.insert(rng.randint(0, len(lines)), rng.choice(TEXT_LINES))
+    return "\n".join(lines) + ("\n" if rng.random() < 0.8 else "")
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_sniffing_a_whole_small_file_once_finds_what_rescanning_finds(tmp_path, monkeypatch, seed):
+    rng = random.Random(seed)
+    files = []
+    for i in range(60):
+        suffix = rng.choice([".log", ".out", ".txt", "", ".md", ".err"])
+        p = tmp_path / f"f{i}{suffix}"
+        text = _text_log(rng)
+        if rng.random() < 0.15:  # past the sniffing head: only the deep scan finds it
+            text = "x" * 70 + "\n"
+            text = text * (registry.HEAD_BYTES // len(text) + 1) + rng.choice(TEXT_LINES)
+        p.write_text(text)
+        files.append(p)
+    fast = [registry.detect(p) for p in files]
+    with monkeypatch.context() as m:
+        m.setattr(textlog, "whole_file", lambda path, data: contextlib.nullcontext())
+        slow = [registry.detect(p) for p in files]
+    assert fast == slow
+    assert len({f for f in fast if f}) >= 4  # several formats recognised, and some files not
+    assert None in fast
