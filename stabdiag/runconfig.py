@@ -100,12 +100,11 @@ class RunConfig:
         return str(self.get("framework") or "")
 
     def settings(self) -> dict[str, Setting]:
-        return {
-            f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None
-        }
+        return {k: s for k in _NAMES if (s := getattr(self, k)) is not None}
 
     def __bool__(self) -> bool:
-        return any(k != "framework" for k in self.settings())
+        # Asked for every run a report prints (config_line), config or none: no dict built.
+        return any(getattr(self, k) is not None for k in _NOT_FRAMEWORK)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: s.to_dict() for k, s in self.settings().items()}
@@ -158,6 +157,11 @@ class RunConfig:
         if g("batch_size") is not None:
             parts.append(f"batch {g('batch_size')}")
         return ", ".join(parts)
+
+
+_NAMES = tuple(f.name for f in fields(RunConfig))
+"""RunConfig's fields in order, looked up once rather than per call."""
+_NOT_FRAMEWORK = tuple(k for k in _NAMES if k != "framework")
 
 
 def num(x: float) -> str:

@@ -119,18 +119,14 @@ def render(subject: object, fmt: str | OutputFormat, options: RenderOptions | No
     return renderer(subject_kind(subject), fmt)(subject, options or RenderOptions())
 
 
-def text_of(renderable: Any, options: RenderOptions) -> str:
-    """A rich renderable as the text a console of ``options.width`` columns would print: plain,
-    or with the ANSI escapes of ``options.color_system`` (NO_COLOR is honoured by rich)."""
-    import io
-
+def text_console(options: RenderOptions, file: Any) -> Any:  # noqa: ANN401 - rich Console
+    """The console ``text_of`` prints on: ``options.width`` columns, writing to ``file``."""
     from rich.console import Console
 
     from stabdiag.console import THEME
 
-    buf = io.StringIO()
-    console = Console(
-        file=buf,
+    return Console(
+        file=file,
         theme=THEME,
         width=options.width,
         highlight=False,
@@ -138,7 +134,15 @@ def text_of(renderable: Any, options: RenderOptions) -> str:
         color_system=options.color_system,
         force_terminal=options.color_system is not None,
     )
-    console.print(renderable)
+
+
+def text_of(renderable: Any, options: RenderOptions) -> str:
+    """A rich renderable as the text a console of ``options.width`` columns would print: plain,
+    or with the ANSI escapes of ``options.color_system`` (NO_COLOR is honoured by rich)."""
+    import io
+
+    buf = io.StringIO()
+    text_console(options, buf).print(renderable)
     return buf.getvalue()
 
 
@@ -173,9 +177,9 @@ def _registers(kind: str, fmt: OutputFormat) -> Callable[[Renderer], Renderer]:
 
 @_registers("report", OutputFormat.TEXT)
 def _report_text(report: Any, o: RenderOptions) -> str:
-    from stabdiag.render.terminal import render_terminal
+    from stabdiag.render.terminal import render_text
 
-    return text_of(render_terminal(report, max_remedies=o.max_remedies), o)
+    return render_text(report, o)  # = text_of(render_terminal(report, ...), o), faster
 
 
 @_registers("report", OutputFormat.JSON)

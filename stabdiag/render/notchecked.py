@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from stabdiag.findings import Skipped
 
@@ -38,7 +39,11 @@ class NotChecked:
 
 def reason_for(skip: Skipped, logged: Collection[str]) -> str:
     """The true reason ``skip`` did not run, given the metrics the run ``logged``."""
-    text = skip.reason.strip()
+    return _reason(skip.reason, logged)
+
+
+def _reason(reason: str, logged: Collection[str]) -> str:
+    text = reason.strip()
     if not text.startswith("no "):
         return text
     named = _METRIC.findall(text)
@@ -53,9 +58,16 @@ def reason_for(skip: Skipped, logged: Collection[str]) -> str:
 
 def group(skipped: Iterable[Skipped], logged: Collection[str]) -> list[NotChecked]:
     """``skipped`` of one run, grouped by their true reason, groups in order of first appearance."""
+    return list(_group(tuple((s.kind, s.reason) for s in skipped), frozenset(logged)))
+
+
+@lru_cache(maxsize=1024)
+def _group(skipped: tuple[tuple[str, str], ...], logged: frozenset[str]) -> tuple[NotChecked, ...]:
+    # Cached: the runs of one tree mostly skip the same detectors for the same reasons, and a
+    # report of 100,000 runs asked the regexes above again for each of them.
     by_reason: dict[str, list[str]] = {}
-    for s in skipped:
-        kinds = by_reason.setdefault(reason_for(s, logged), [])
-        if s.kind not in kinds:
-            kinds.append(s.kind)
-    return [NotChecked(reason, tuple(kinds)) for reason, kinds in by_reason.items()]
+    for kind, reason in skipped:
+        kinds = by_reason.setdefault(_reason(reason, logged), [])
+        if kind not in kinds:
+            kinds.append(kind)
+    return tuple(NotChecked(reason, tuple(kinds)) for reason, kinds in by_reason.items())
