@@ -167,7 +167,7 @@ def load(
         k = max(1, -(-len(groups) // (4 * getattr(pool, "jobs", 2))))
         chunks = [groups[i : i + k] for i in range(0, len(groups), k)]
         task = functools.partial(_read_finish, overrides=overrides, then=then)
-        done = [got for chunk in pool.map(task, chunks) for got in chunk]
+        done = [got for batch in pool.map(task, chunks) for got in _unpack(batch)]
     else:
         done = [None] * len(groups)
     for g, got in zip(groups, done, strict=True):
@@ -227,7 +227,7 @@ class _Finished(NamedTuple):
     RunInfo under the final name costs less than pickling and ``replace``-ing them."""
 
     name: str
-    cols: tuple  # _Cols fields after ``run``, ``names`` as a tuple
+    cols: tuple  # _Cols fields after ``run``, ``names`` as a tuple (in transit: see _pack)
     info: tuple  # RunInfo fields after ``name``
     result: Any
 
@@ -238,19 +238,24 @@ class _Finished(NamedTuple):
         )
 
 
+_Batch = tuple  # (per group: list[_Finished] | None, (step, code, value, wall) of every run)
+
+
 def _read_finish(
     groups: Sequence[runs.RunGroup],
     overrides: Mapping[str, str] | None,
     then: Callable[[RunInfo, T.RunData], Any] | None,
-) -> list[list[_Finished] | None]:
+) -> _Batch:
     """Read and finish each group in a worker process, and apply ``then`` to each of its runs.
     None for a group that raised anywhere: the parent reads it again and says why.
 
     Finishing here, not in the parent, keeps the parent's share of a run to naming it: on 10,000
-    small files the parent's serial finishing was most of the load (issue 13 R4)."""
+    small files the parent's serial finishing was most of the load (issue 13 R4). The runs'
+    arrays travel joined (``_pack``): four small arrays a run cost more to pickle than to read."""
     scaler_of = functools.lru_cache(maxsize=None)(_scaler_file)
     names_in = functools.lru_cache(maxsize=None)(configs.dir_names)
     out: list[list[_Finished] | None] = []
+    cols: list[_Cols] = []
     for g in groups:
         try:
             got = []
@@ -260,15 +265,44 @@ def _read_finish(
                 got.append(
                     _Finished(
                         raw.name,
-                        (c.step, c.code, tuple(c.names), c.value, c.wall, c.sources, c.rank),
+                        (len(cols), c.code.dtype.str, tuple(c.names), c.sources, c.rank),
                         (info.path, info.format, info.warnings, info.mapping, info.meta),
                         res,
                     )
                 )
+                cols.append(c)
             out.append(got)
         except Exception:  # noqa: BLE001 - SourceError or a reader bug: the parent reads it again
+            del cols[sum(len(x) for x in out if x is not None) :]  # this group's runs are dropped
             out.append(None)
-    return out
+    return out, _pack(cols)
+
+
+def _pack(cols: Sequence[_Cols]) -> tuple[np.ndarray, ...]:
+    """Step, code, value and wall time of every run, each joined into one array, and where each
+    run ends in them."""
+    ends = np.cumsum([len(c) for c in cols], dtype=np.int64)
+    if not cols:
+        return ends, *(np.empty(0, dt) for dt in (np.int64, np.int64, np.float64, np.float64))
+    joined = (
+        np.concatenate([getattr(c, f) for c in cols]) for f in ("step", "code", "value", "wall")
+    )
+    return ends, *joined
+
+
+def _unpack(batch: _Batch) -> list[list[_Finished] | None]:
+    """The parent's side of ``_read_finish``: each run's arrays as views of the joined ones."""
+    groups, (ends, step, code, value, wall) = batch
+    starts = np.concatenate(([0], ends[:-1])).tolist()
+    ends = ends.tolist()
+
+    def whole(f: _Finished) -> _Finished:
+        i, dtype, names, sources, rank = f.cols
+        a, b = starts[i], ends[i]
+        c = code[a:b].astype(dtype, copy=False)
+        return f._replace(cols=(step[a:b], c, names, value[a:b], wall[a:b], sources, rank))
+
+    return [None if got is None else [whole(f) for f in got] for got in groups]
 
 
 def _cannot_open(path: Path) -> str | None:
