@@ -398,6 +398,9 @@ def _mlflow_params(run_dir: Path) -> Layer | None:
 _DOTS = re.compile(r"^(?:\[[^\]]*\]\s*)*\s{1,6}([A-Za-z_][\w.]*)\s+\.{2,}\s+(.*?)\s*$")
 _ARGS_START = re.compile(r"-{3,}\s*arguments\s*-{3,}")
 _ARGS_END = re.compile(r"-{3,}\s*end of arguments\s*-{3,}")
+# Every line the dump parser acts on holds one of these: "---- arguments ----" and "--key"
+# command lines hold "--", a "key .... value" line holds "..".
+_DUMP_MARKERS = ("--", "..", "TrainingArguments(", "json = {")
 _TRAINING_ARGS = re.compile(r"TrainingArguments\((.*)\)?")
 _KV = re.compile(r"(?:^|,\s*)([A-Za-z_]\w*)=([^,]*)")
 
@@ -409,6 +412,8 @@ def _stdout_dumps(path: Path) -> tuple[list[Layer], str]:
             text = fh.read(TEXT_HEAD_BYTES).decode("utf-8", "replace")
     except OSError:
         return [], ""
+    if not any(marker in text for marker in _DUMP_MARKERS):
+        return [], ""  # no line below can match: a plain metrics log, answered in one pass
     meg: dict[str, Any] = {}
     ds: dict[str, Any] = {}
     hf: dict[str, Any] = {}

@@ -376,3 +376,43 @@ def test_sniffing_a_whole_small_file_once_finds_what_rescanning_finds(tmp_path, 
     assert fast == slow
     assert len({f for f in fast if f}) >= 4  # several formats recognised, and some files not
     assert None in fast
+
+
+DUMP_LINES = [
+    "------------------------ arguments ------------------------",
+    "  lr .............................................. 0.0001",
+    "  clip_grad ....................................... 1.0",
+    "-------------------- end of arguments ---------------------",
+    "[2024-01-01 00:00:00,000] [INFO] [config.py:1000:print]   train_batch_size ...... 32",
+    "[INFO] [config.py:1000:print]   fp16_enabled ................. True",
+    "TrainingArguments(output_dir=out, learning_rate=5e-05, max_grad_norm=1.0)",
+    "json = {",
+    '    "train_batch_size": 8,',
+    '    "gradient_clipping": 1.0',
+    "}",
+    "cmd = deepspeed main.py --learning_rate 1e-3 --zero_stage 2",
+    "python train.py --lr 3e-4 --warmup 100",
+    "iter 12: loss 2.3456, time 12.5ms, mfu 30.0%",
+    "step 3 - loss 2.0 - lr 1.0e-3",
+    "loading data... done",
+    "a - b . c",
+]
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_argument_dump_prefilter_changes_nothing(tmp_path, monkeypatch, seed):
+    rng = random.Random(seed)
+    found = empty = 0
+    for i in range(150):
+        lines = [rng.choice(DUMP_LINES[-4:]) for _ in range(rng.randint(0, 8))]
+        for _ in range(rng.randint(0, 4) if rng.random() < 0.6 else 0):
+            lines.insert(rng.randint(0, len(lines)), rng.choice(DUMP_LINES))
+        p = tmp_path / f"log{i}.log"
+        p.write_text("\n".join(lines) + "\n")
+        got = configs._stdout_dumps(p)
+        with monkeypatch.context() as m:
+            m.setattr(configs, "_DUMP_MARKERS", ("",))  # "" is in every text: no shortcut
+            assert configs._stdout_dumps(p) == got
+        found += bool(got[0])
+        empty += not got[0]
+    assert found > 15 and empty > 15  # dumps found in some logs, none in others
