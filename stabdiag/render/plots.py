@@ -30,6 +30,7 @@ import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -601,6 +602,16 @@ def _place_labels(
     return placed, dropped
 
 
+def _vlines(ax: Axes, xs: Sequence[float], top: float, **style: object) -> None:
+    """Vertical lines at steps ``xs`` from the axes' bottom to ``top`` (axes height = 1), as one
+    collection. (``Axes.vlines`` also folds them into the data limits: here the y range is set
+    or does not matter, and that pass was a tenth of building a figure.)"""
+    segments = [((x, 0.0), (x, top)) for x in xs]
+    ax.add_collection(
+        LineCollection(segments, transform=ax.get_xaxis_transform(), **style), autolim=False
+    )
+
+
 def _panel_of(f: Finding, panels: list[tuple[Panel, dict[str, Series]]]) -> int | None:
     """The panel that draws a finding's metric (its events are marked there), if any."""
     return next((i for i, (_, d) in enumerate(panels) if f.metric in d), None)
@@ -671,8 +682,8 @@ def _reset_axes(ax: Axes) -> None:
         artist.remove()
     if ax.legend_ is not None:
         ax.legend_.remove()
-    ax.set_xscale("linear")
-    ax.set_yscale("linear")
+    if ax.get_yscale() != "linear":  # (x is always linear; its locators are always set)
+        ax.set_yscale("linear")
     ax.dataLim.set_points(Bbox.null().get_points())
     ax.ignore_existing_data_limits = True
     ax.set_xlim(0, 1, auto=True)  # a new axes' limits: what an empty panel autoscales from
@@ -816,16 +827,7 @@ def _draw_in(run: RunData, findings: Iterable[Finding], title: str | None, frame
     body[-1].xaxis.set_major_locator(FixedLocator(xt))
     for ax in body[:-1]:
         ax.xaxis.set_major_locator(NullLocator())
-        ax.vlines(
-            xt,
-            0,
-            1,
-            transform=ax.get_xaxis_transform(),
-            colors="#b0b0b0",
-            alpha=0.25,
-            linewidth=0.6,
-            zorder=0.5,
-        )
+        _vlines(ax, xt, 1.0, colors="#b0b0b0", alpha=0.25, linewidths=0.6, zorder=0.5)
     body[-1].xaxis.set_major_formatter(DistinctFormatter("g", positional=1e7))
 
     # Findings strip: a band per sustained finding, a tick per event, labels in lanes above.
@@ -846,14 +848,7 @@ def _draw_in(run: RunData, findings: Iterable[Finding], title: str | None, frame
         )
     for f, steps in events:
         if steps:
-            strip.vlines(
-                steps,
-                0,
-                tick_top,
-                transform=strip.get_xaxis_transform(),
-                color=SEVERITY_COLOR[f.severity],
-                linewidth=1.2,
-            )
+            _vlines(strip, steps, tick_top, colors=SEVERITY_COLOR[f.severity], linewidths=1.2)
     for r in restarts:
         strip.axvline(r, color=RESTART_COLOR, linestyle="--", linewidth=1.0)
     sevs = sorted({sev for _, _, sev in items}, reverse=True)
