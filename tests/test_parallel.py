@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from stabdiag import diagnose as dg
+from stabdiag import sources
 from stabdiag.render import render
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real_logs"
@@ -63,10 +64,11 @@ def _json(report) -> str:  # noqa: ANN001
 
 
 def test_workers_give_the_serial_report_on_clashing_names_a_merged_copy_and_a_bad_file(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = _tree(tmp_path / "runs")
     serial = dg.diagnose([root], jobs=1, cache=False)
+    monkeypatch.setattr(sources, "PARALLEL_MIN_SNIFF", 1)  # files sniffed in the workers too
     parallel = dg.diagnose([root], jobs=2, cache=False)
     names = [r.name for r in serial.runs]
     assert len(names) == len(set(names)) >= dg.PARALLEL_MIN_RUNS + 2
