@@ -312,16 +312,23 @@ def _pack(cols: Sequence[_Cols]) -> tuple[np.ndarray, ...]:
 def _unpack(batch: _Batch) -> list[list[_Finished] | None]:
     """The parent's side of ``_read_finish``: each run's arrays as views of the joined ones."""
     groups, (ends, step, code, value, wall) = batch
-    starts = np.concatenate(([0], ends[:-1])).tolist()
-    ends = ends.tolist()
-
-    def whole(f: _Finished) -> _Finished:
-        i, dtype, names, sources, rank = f.cols
-        a, b = starts[i], ends[i]
-        c = code[a:b].astype(dtype, copy=False)
-        return f._replace(cols=(step[a:b], c, names, value[a:b], wall[a:b], sources, rank))
-
-    return [None if got is None else [whole(f) for f in got] for got in groups]
+    bounds = np.concatenate(([0], ends)).tolist()
+    out: list[list[_Finished] | None] = []
+    for got in groups:
+        if got is None:
+            out.append(None)
+            continue
+        whole = []
+        for name, (i, dtype, names, srcs, rank), info, result in got:
+            a, b = bounds[i], bounds[i + 1]
+            c = code[a:b] if code.dtype.str == dtype else code[a:b].astype(dtype)
+            whole.append(
+                _Finished(
+                    name, (step[a:b], c, names, value[a:b], wall[a:b], srcs, rank), info, result
+                )
+            )
+        out.append(whole)
+    return out
 
 
 def _cannot_open(path: Path) -> str | None:
