@@ -74,7 +74,7 @@ def generate(root: Path, n: int, layout: str) -> Path:
             (d / f"run{i:06d}.csv").write_text(_csv(i, spiky=layout == "spiky"))
         elif kind == 1:
             lines = "".join(
-                json.dumps({"step": s, "loss": 2.0 - s * 0.01, "lr": 1e-3}) + "\n"
+                json.dumps({"step": s, "loss": 2.0 - s * 0.01 + i * 1e-6, "lr": 1e-3}) + "\n"
                 for s in range(1, STEPS + 1)
             )
             (d / f"run{i:06d}.jsonl").write_text(lines)

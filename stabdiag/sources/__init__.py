@@ -593,13 +593,14 @@ def _first_key(tell: tuple[str, np.ndarray, np.ndarray] | None) -> tuple | None:
     if tell is None:
         return None
     m, steps, values = tell
-    return (
-        m,
-        *(
-            (int(s), float(np.float32(v)) if np.isfinite(v) else repr(v))
-            for s, v in zip(steps[:3], values[:3], strict=True)
-        ),
-    )
+    with np.errstate(over="ignore"):  # beyond float32's range: inf, no warning on stderr
+        return (
+            m,
+            *(
+                (int(s), float(np.float32(v)) if np.isfinite(v) else repr(v))
+                for s, v in zip(steps[:3], values[:3], strict=True)
+            ),
+        )
 
 
 def _quick_same(
