@@ -4,7 +4,7 @@ Times, end to end as a user runs them (a fresh ``python -m stabdiag`` each time,
 warm after the first run):
 
 - ``analyze LOGS -f text``                        the baseline
-- ``analyze LOGS -f html --plots DIR --jobs 1``   PNG + SVG per run, drawn in this process
+- ``analyze LOGS -f html --plots DIR --jobs 1``   a PNG per run (the default), drawn in this process
 - ``analyze LOGS -f html --plots DIR --jobs 2``   the same, drawn in two worker processes
 - ``analyze LOGS -f html``                        the page alone (its PNGs drawn by the renderer)
 
