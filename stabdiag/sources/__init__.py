@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import gc
 import heapq
 import os
 from collections import defaultdict
@@ -275,25 +276,32 @@ def _read_finish(
     names_in = functools.lru_cache(maxsize=None)(configs.dir_names)
     out: list[list[_Finished] | None] = []
     cols: list[_Cols] = []
-    for g in groups:
-        try:
-            got = []
-            for raw in registry.read(g):
-                c, info = _finish(raw, g, raw.name, overrides, scaler_of, names_in)
-                res = None if then is None else then(info, c.run_data(info.meta))
-                got.append(
-                    _Finished(
-                        raw.name,
-                        (len(cols), c.code.dtype.str, tuple(c.names), c.sources, c.rank),
-                        (info.path, info.format, info.warnings, info.mapping, info.meta),
-                        res,
+    collecting = gc.isenabled()
+    gc.disable()  # a batch keeps all it makes: a collection would walk it and free nothing
+    try:
+        for g in groups:
+            try:
+                got = []
+                for raw in registry.read(g):
+                    c, info = _finish(raw, g, raw.name, overrides, scaler_of, names_in)
+                    res = None if then is None else then(info, c.run_data(info.meta))
+                    got.append(
+                        _Finished(
+                            raw.name,
+                            (len(cols), c.code.dtype.str, tuple(c.names), c.sources, c.rank),
+                            (info.path, info.format, info.warnings, info.mapping, info.meta),
+                            res,
+                        )
                     )
-                )
-                cols.append(c)
-            out.append(got)
-        except Exception:  # noqa: BLE001 - SourceError or a reader bug: the parent reads it again
-            del cols[sum(len(x) for x in out if x is not None) :]  # this group's runs are dropped
-            out.append(None)
+                    cols.append(c)
+                out.append(got)
+            except Exception:  # noqa: BLE001 - SourceError or a reader bug: the parent reads it again
+                done = sum(len(x) for x in out if x is not None)
+                del cols[done:]  # the runs of this group read before it failed
+                out.append(None)
+    finally:
+        if collecting:
+            gc.enable()
     return out, _pack(cols)
 
 
