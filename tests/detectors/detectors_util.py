@@ -105,3 +105,18 @@ def load_wandb_csv() -> RunData:
         rows = list(csv.reader(fh))
     pairs = [(int(r[0]), float(r[1])) for r in rows[1:] if r and r[1]]
     return RunData(name="wandb_export_csv", series={TRAIN_LOSS: _series(pairs)})
+
+
+def short_noisy_loss(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, loss) of a short decaying log with gaps, up to three spikes of 1-3 points, and
+    NaN, 0 and +Inf in about 5, 3 and 2 % of the points: what short-log rules must agree on."""
+    steps = np.cumsum(rng.choice([1, 1, 1, 10, 100, 5000], size=n)).astype(np.int64)
+    x = np.exp(1.0 + 0.05 * rng.standard_normal(n) - 0.01 * np.arange(n))
+    for i in rng.integers(0, max(n, 1), size=int(rng.integers(0, 4))):
+        if n:
+            x[i : i + int(rng.integers(1, 4))] *= float(rng.choice([1.3, 2.0, 5.0, 30.0]))
+    u = rng.random(n)
+    x[u < 0.05] = np.nan
+    x[(u >= 0.05) & (u < 0.08)] = 0.0
+    x[(u >= 0.08) & (u < 0.1)] = np.inf
+    return steps, x

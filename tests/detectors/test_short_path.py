@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from detectors_util import short_noisy_loss
 
 from stabdiag.detectors import _stats as st
 from stabdiag.detectors import loss_spike
@@ -167,15 +168,7 @@ def test_fragment_rule_equals_pointwise_reference(min_prev):
     found = 0
     for _ in range(400):
         n = int(rng.integers(0, 64))
-        steps = np.cumsum(rng.choice([1, 1, 1, 10, 100, 5000], size=n)).astype(np.int64)
-        x = np.exp(1.0 + 0.05 * rng.standard_normal(n) - 0.01 * np.arange(n))
-        for i in rng.integers(0, max(n, 1), size=int(rng.integers(0, 4))):
-            if n:
-                x[i : i + int(rng.integers(1, 4))] *= float(rng.choice([1.3, 2.0, 5.0, 30.0]))
-        u = rng.random(n)
-        x[u < 0.05] = np.nan
-        x[(u >= 0.05) & (u < 0.08)] = 0.0
-        x[(u >= 0.08) & (u < 0.1)] = np.inf
+        steps, x = short_noisy_loss(rng, n)
         restarts = steps[rng.random(n) < 0.05] if rng.random() < 0.5 else None
         got = loss_spike._fragment_events(steps, x, restarts, cfg)
         assert got == _fragment_events_pointwise(steps, x, restarts, cfg)

@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from detectors_util import short_noisy_loss
 
 from stabdiag.detectors import _stats as st
 from stabdiag.detectors import loss_spike
@@ -141,15 +142,7 @@ def test_fragment_rule_list_path_equals_array_path(monkeypatch):
     cases = []
     for _ in range(500):
         n = int(rng.integers(0, st.TINY + 1))
-        steps = np.cumsum(rng.choice([1, 1, 1, 10, 100, 5000], size=n)).astype(np.int64)
-        x = np.exp(1.0 + 0.05 * rng.standard_normal(n) - 0.01 * np.arange(n))
-        for i in rng.integers(0, max(n, 1), size=int(rng.integers(0, 4))):
-            if n:
-                x[i : i + int(rng.integers(1, 4))] *= float(rng.choice([1.3, 2.0, 5.0, 30.0]))
-        u = rng.random(n)
-        x[u < 0.05] = np.nan
-        x[(u >= 0.05) & (u < 0.08)] = 0.0
-        x[(u >= 0.08) & (u < 0.1)] = np.inf
+        steps, x = short_noisy_loss(rng, n)
         if rng.random() < 0.2:
             x = np.round(x, 1)  # ties
         restarts = steps[rng.random(n) < 0.05] if rng.random() < 0.5 else None

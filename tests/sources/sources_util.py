@@ -93,3 +93,27 @@ def write_events(logdir: Path, events, suffix: str = "") -> Path:
 def series_of(result, run: str, metric: str) -> tuple[list[int], list[float]]:
     s = result.table.series(run, metric)
     return s.steps.tolist(), s.values.tolist()
+
+
+def assert_same_raw_runs(a, b) -> None:  # noqa: ANN001 - lists of RawRun
+    """Two readings of a file give the same runs: every field, arrays in the same dtypes, floats
+    bit for bit (NaN where NaN, -0.0 where -0.0)."""
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert (x.name, x.path, x.format, x.names, x.warnings, dict(x.meta), x.context) == (
+            y.name,
+            y.path,
+            y.format,
+            y.names,
+            y.warnings,
+            dict(y.meta),
+            y.context,
+        )
+        for f in ("codes", "steps", "values", "wall_time", "rank"):
+            u, v = getattr(x, f), getattr(y, f)
+            assert (u is None) == (v is None), f
+            if u is not None:
+                assert u.dtype == v.dtype, f
+                np.testing.assert_array_equal(u, v, err_msg=f)
+                if u.dtype.kind == "f":
+                    np.testing.assert_array_equal(u.view(np.int64), v.view(np.int64), err_msg=f)

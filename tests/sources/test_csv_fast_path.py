@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sources_util import assert_same_raw_runs
 
 from stabdiag.sources import csv as csv_reader
 
@@ -61,28 +62,6 @@ def _write(tmp_path, name, content):
     return p
 
 
-def _same(a, b):
-    assert len(a) == len(b)
-    for x, y in zip(a, b, strict=True):
-        assert (x.name, x.path, x.format, x.names, x.warnings, dict(x.meta), x.context) == (
-            y.name,
-            y.path,
-            y.format,
-            y.names,
-            y.warnings,
-            dict(y.meta),
-            y.context,
-        )
-        for f in ("codes", "steps", "values", "wall_time", "rank"):
-            u, v = getattr(x, f), getattr(y, f)
-            assert (u is None) == (v is None), f
-            if u is not None:
-                assert u.dtype == v.dtype, f
-                np.testing.assert_array_equal(u, v, err_msg=f)
-                if u.dtype.kind == "f":  # NaN where NaN, -0.0 where -0.0: bit for bit
-                    np.testing.assert_array_equal(u.view(np.int64), v.view(np.int64), err_msg=f)
-
-
 @pytest.mark.parametrize("name", sorted(FAST))
 def test_fast_path_matches_row_by_row(tmp_path, name):
     p = _write(tmp_path, name, FAST[name])
@@ -92,15 +71,15 @@ def test_fast_path_matches_row_by_row(tmp_path, name):
         assert fast is None  # parser-inferred booleans, numeric names and -0 go row by row
     else:
         assert fast is not None
-        _same(fast, slow)
-    _same(csv_reader.read(p), slow)
+        assert_same_raw_runs(fast, slow)
+    assert_same_raw_runs(csv_reader.read(p), slow)
 
 
 @pytest.mark.parametrize("name", sorted(SLOW))
 def test_unusual_files_go_row_by_row(tmp_path, name):
     p = _write(tmp_path, name, SLOW[name])
     assert csv_reader._read_fast(p, csv_reader.FORMAT, None) is None
-    _same(csv_reader.read(p), csv_reader.read(p, fast=False))
+    assert_same_raw_runs(csv_reader.read(p), csv_reader.read(p, fast=False))
 
 
 def test_fast_path_matches_on_a_large_random_file(tmp_path):
@@ -118,4 +97,4 @@ def test_fast_path_matches_on_a_large_random_file(tmp_path):
     p = _write(tmp_path, "random", "\n".join(lines) + "\n")
     fast = csv_reader._read_fast(p, csv_reader.FORMAT, None)
     assert fast is not None
-    _same(fast, csv_reader.read(p, fast=False))
+    assert_same_raw_runs(fast, csv_reader.read(p, fast=False))

@@ -13,6 +13,7 @@ import random
 
 import numpy as np
 import pytest
+from sources_util import assert_same_raw_runs
 
 from stabdiag.errors import SourceError
 from stabdiag.sources import aliases, configs, registry, restarts, sniff, textlog
@@ -134,28 +135,6 @@ def _small_csv(rng: random.Random) -> bytes:
     return data
 
 
-def _assert_same_runs(a, b) -> None:
-    assert len(a) == len(b)
-    for x, y in zip(a, b, strict=True):
-        assert (x.name, x.path, x.format, x.names, x.warnings, dict(x.meta), x.context) == (
-            y.name,
-            y.path,
-            y.format,
-            y.names,
-            y.warnings,
-            dict(y.meta),
-            y.context,
-        )
-        for f in ("codes", "steps", "values", "wall_time", "rank"):
-            u, v = getattr(x, f), getattr(y, f)
-            assert (u is None) == (v is None), f
-            if u is not None:
-                assert u.dtype == v.dtype, f
-                np.testing.assert_array_equal(u, v, err_msg=f)
-                if u.dtype.kind == "f":  # NaN where NaN, -0.0 where -0.0: bit for bit
-                    np.testing.assert_array_equal(u.view(np.int64), v.view(np.int64), err_msg=f)
-
-
 def _read_or_error(path, **kw):
     try:
         return csv_reader.read(path, **kw)
@@ -176,12 +155,12 @@ def test_small_csv_path_matches_row_by_row(tmp_path, seed):
         if small is not None:
             taken += 1
             assert not isinstance(slow, str), (data, slow)
-            _assert_same_runs(small, slow)
+            assert_same_raw_runs(small, slow)
         got = _read_or_error(p)
         if isinstance(slow, str):
             assert got == slow, data
         else:
-            _assert_same_runs(got, slow)
+            assert_same_raw_runs(got, slow)
     assert taken >= 30  # the generator does reach the shortcut (and not only its refusals)
 
 
@@ -203,7 +182,7 @@ def test_small_csv_path_takes_clean_files(tmp_path, text):
     p.write_bytes(text.encode("utf-8"))
     small = csv_reader._read_small(p, csv_reader.FORMAT, None, p.read_bytes())
     assert small is not None
-    _assert_same_runs(small, csv_reader.read(p, fast=False))
+    assert_same_raw_runs(small, csv_reader.read(p, fast=False))
 
 
 def test_large_files_do_not_take_the_small_path(tmp_path):
@@ -211,7 +190,7 @@ def test_large_files_do_not_take_the_small_path(tmp_path):
     p.write_text("step,loss\n" + "".join(f"{i},1.5\n" for i in range(5000)))
     assert p.stat().st_size >= csv_reader.FAST_MIN_BYTES
     assert csv_reader._small_file(p) is None
-    _assert_same_runs(csv_reader.read(p), csv_reader.read(p, fast=False))
+    assert_same_raw_runs(csv_reader.read(p), csv_reader.read(p, fast=False))
 
 
 # --------------------------------------------------------------------------- restarts
