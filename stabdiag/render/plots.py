@@ -971,19 +971,24 @@ def render_runs(
 ) -> dict[str, dict[str, bytes]]:
     """Run name -> format -> image bytes, for every run of the report, in report order.
 
-    ``jobs`` > 1 draws runs in that many worker processes (the figures' bytes come back);
-    ``progress`` is called as each run is done. Never prints."""
+    ``jobs`` > 1 draws the first run here and the others in up to that many worker processes
+    (the figures' bytes come back); ``progress`` is called as each run is done. Never prints."""
     names = [r.name for r in report.runs]
     total = len(names)
     out: dict[str, dict[str, bytes]] = {}
-    if jobs > 1 and total > 1:
+    if jobs > 1 and total > 2:  # (of two runs, a worker would draw the second no sooner)
         from concurrent.futures import as_completed
 
         from stabdiag.diagnose import _LazyPool
 
-        with _LazyPool(min(jobs, total)) as pool:
-            futures = {pool.submit(render_job, _job(report, n, formats)): n for n in names}
-            for done, fut in enumerate(as_completed(futures), start=1):
+        # The first run is drawn here: the workers, forked after it, start from this process's
+        # frame with its axes, ticks and fonts already made instead of each making its own.
+        out[names[0]] = render_job(_job(report, names[0], formats))
+        if progress is not None:
+            progress(1, total, names[0])
+        with _LazyPool(min(jobs, total - 1)) as pool:
+            futures = {pool.submit(render_job, _job(report, n, formats)): n for n in names[1:]}
+            for done, fut in enumerate(as_completed(futures), start=2):
                 out[futures[fut]] = fut.result()
                 if progress is not None:
                     progress(done, total, futures[fut])
