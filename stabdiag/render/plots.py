@@ -909,11 +909,28 @@ def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = DPI) -> bytes:
     buf = io.BytesIO()
     meta = {"png": {"Software": None}, "svg": {"Date": None}}.get(fmt, {})
     with matplotlib.rc_context({**TEXT_RC, "svg.hashsalt": "stabdiag", "svg.fonttype": "none"}):
-        # zlib level 1: a fifth of the encode time of the default 6 for ~20% larger files;
-        # PNG encoding is a large share of drawing a report's figures.
-        extra = {"pil_kwargs": {"compress_level": 1}} if fmt == "png" else {}
-        fig.savefig(buf, format=fmt, dpi=dpi, metadata=meta, **extra)
+        if fmt == "png" and isinstance(fig.canvas, FigureCanvasAgg) and fig.dpi == dpi:
+            _png(fig, buf)
+        else:
+            # zlib level 1: a fifth of the encode time of the default 6 for ~20% larger files.
+            extra = {"pil_kwargs": {"compress_level": 1}} if fmt == "png" else {}
+            fig.savefig(buf, format=fmt, dpi=dpi, metadata=meta, **extra)
     return buf.getvalue()
+
+
+def _png(fig: Figure, buf: io.BytesIO) -> None:
+    """``savefig(format="png")`` for a figure on an Agg canvas at its own dpi, as RGB when it is
+    opaque (every stabdiag figure): a quarter less to filter and compress, the largest share of
+    a figure's cost after drawing, for the same pixels. zlib level 1: a fifth of the encode time
+    of the default 6 for ~20% larger files."""
+    from PIL import Image
+
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    image = Image.fromarray(rgba)
+    if rgba[..., 3].min() == 255:
+        image = image.convert("RGB")
+    image.save(buf, format="png", compress_level=1, dpi=(fig.dpi, fig.dpi))
 
 
 def safe_name(name: str) -> str:

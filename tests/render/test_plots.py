@@ -336,3 +336,20 @@ def test_analyze_plots_write_the_formats_asked_for_png_by_default(tmp_path: Path
         r = runner.invoke(app, [*base, *bad])
         assert r.exit_code == 2 and says in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_png_bytes_hold_the_pixels_savefig_draws_as_rgb() -> None:
+    """figure_bytes encodes the canvas itself (RGB when opaque): the same pixels as savefig."""
+    import io
+
+    import matplotlib
+    from PIL import Image
+
+    fig = draw_run(rundata(300), [finding("loss-spike", TRAIN_LOSS, 100, 100)])
+    ours = Image.open(io.BytesIO(plots.figure_bytes(fig, "png")))
+    ref = io.BytesIO()
+    with matplotlib.rc_context(plots.TEXT_RC):
+        fig.savefig(ref, format="png", dpi=plots.DPI)
+    theirs = Image.open(ref)
+    assert ours.mode == "RGB" and ours.size == theirs.size
+    assert np.array_equal(np.asarray(ours.convert("RGBA")), np.asarray(theirs.convert("RGBA")))
