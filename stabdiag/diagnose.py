@@ -43,7 +43,7 @@ def diagnose(
     ``cache``: False re-parses every log (the parsed-log cache is neither read nor written)."""
     with _pool(jobs) as pool:
         # with a pool, each run is detected in the worker that read it (only findings travel)
-        then = functools.partial(_detect_one, select=select, ignore=ignore, configs=configs)
+        then = functools.partial(_judge_read, select=select, ignore=ignore, configs=configs)
         loaded = sources.load(
             paths, fmt=fmt, overrides=overrides, pool=pool, cache=cache, then=then
         )
@@ -123,21 +123,25 @@ def _detect_runs(
     return run_detectors(runs, select=select, ignore=ignore, configs=configs)
 
 
-def _detect_one(
-    info: sources.RunInfo,
-    run: RunData,
+def _judge_read(
+    read: Sequence[tuple[sources.RunInfo, RunData]],
     select: Collection[str] | None,
     ignore: Collection[str] | None,
     configs: Mapping[str, Any] | None,
-) -> tuple[list[Finding], list[tuple[str, str, str]], Any, RunSummary]:
-    """One freshly read run judged whole, as ``analyze_table`` would judge it (the ``then`` of
-    ``sources.load``: it runs in the worker that read the run): findings, skips, diagnosis and
-    summary, so the parent never cuts the run. Skips travel as (code, kind, reason): most runs
-    have several, and the parent names them (``_named``)."""
-    run = with_loss(run)
-    findings, skipped = run_detectors([run], select=select, ignore=ignore, configs=configs)
-    diagnosis, summary = _judge(info, run, findings, skipped)
-    return findings, [(s.code, s.kind, s.reason) for s in skipped], diagnosis, summary
+) -> list[tuple[list[Finding], list[tuple[str, str, str]], Any, RunSummary]]:
+    """Freshly read runs judged whole, as ``analyze_table`` would judge them (the ``then`` of
+    ``sources.load``: it runs in the worker that read them): per run its findings, skips,
+    diagnosis and summary, so the parent never cuts the run. Skips travel as (code, kind,
+    reason): most runs have several, and the parent names them (``_named``)."""
+    data = [with_loss(run) for _, run in read]
+    findings, skipped = run_detectors(data, select=select, ignore=ignore, configs=configs)
+    own_f, own_s = _per_run(findings), _per_run(skipped)
+    out = []
+    for (info, _), run in zip(read, data, strict=True):
+        f, s = own_f.get(run.name, []), own_s.get(run.name, [])
+        diagnosis, summary = _judge(info, run, f, s)
+        out.append((f, [(x.code, x.kind, x.reason) for x in s], diagnosis, summary))
+    return out
 
 
 def _judge(
@@ -149,12 +153,12 @@ def _judge(
 
 
 def _named(got: tuple, run: str) -> tuple:
-    """A run judged in a worker (``_detect_one``), under the run's own name (the worker knew only
+    """A run judged in a worker (``_judge_read``), under the run's own name (the worker knew only
     its base name)."""
     findings, skips, diagnosis, summary = got
     if diagnosis is not None and diagnosis.run != run:
         diagnosis = replace(diagnosis, run=run)
-    if summary.name != run:
+    if summary.name != run or summary.diagnosis is not None and summary.diagnosis.run != run:
         summary = replace(
             summary, name=run, diagnosis=diagnosis if summary.diagnosis is not None else None
         )

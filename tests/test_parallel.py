@@ -40,6 +40,10 @@ def _tree(root: Path) -> Path:
             loss[30 + i] *= 4.0  # a spike at a different step per run
         # the same base name in two folders: the workers' names clash, the final ones do not
         _csv(root / f"sweep{i % 2}" / f"run{i // 2}" / "metrics.csv", loss, "0.001")
+    for k in range(4):  # runs next to each other with one base name ("run"): one worker's batch
+        loss = 2.5 - np.linspace(0, 1, 50) + rng.standard_normal(50) * 0.02
+        loss[20 + 5 * k] *= 3.0
+        _csv(root / f"clash{k}" / "run" / "metrics.csv", loss)
     # one run written by two loggers (CSV and JSONL, same values): merged into one run
     loss = 2.0 + rng.standard_normal(40) * 0.01
     _csv(root / "twice" / "log.csv", loss)

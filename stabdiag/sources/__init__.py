@@ -19,7 +19,7 @@ import functools
 import gc
 import heapq
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
@@ -75,7 +75,7 @@ def load(
     *,
     pool: Executor | None = None,
     cache: bool = True,
-    then: Callable[[RunInfo, T.RunData], Any] | None = None,
+    then: Callable[[Sequence[tuple[RunInfo, T.RunData]]], Sequence[Any]] | None = None,
 ) -> LoadResult:
     """Read every run under ``paths``. A named path that cannot be read (missing, a remote URL, a
     FIFO, a file of no known format or one its reader rejects, a directory with no logs) is
@@ -86,9 +86,10 @@ def load(
     (same result: only the reading moves, naming and mapping stay here). ``cache=False`` parses
     every file again (the flag travels with each run to the worker that reads it).
 
-    ``then(info, run)``: applied to each run in the worker that read it (picklable; the run still
-    under its base name), its results in ``LoadResult.done``; analysis detects there, so a run's
-    series never travel between processes. Runs read here get None."""
+    ``then([(info, run), ...])``: applied in the worker that read them to the runs it read (one
+    result per run; picklable; the runs still under their base names), the results in
+    ``LoadResult.done``; analysis judges there, so a run's series never travel between
+    processes. Runs read here get None."""
     if fmt is not None and fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     groups: list[runs.RunGroup] = []
@@ -264,45 +265,68 @@ def _sniff_chunk(paths: Sequence[str]) -> list[str | None]:
 def _read_finish(
     groups: Sequence[runs.RunGroup],
     overrides: Mapping[str, str] | None,
-    then: Callable[[RunInfo, T.RunData], Any] | None,
+    then: Callable[[Sequence[tuple[RunInfo, T.RunData]]], Sequence[Any]] | None,
 ) -> _Batch:
-    """Read and finish each group in a worker process, and apply ``then`` to each of its runs.
-    None for a group that raised anywhere: the parent reads it again and says why.
+    """Read and finish each group in a worker process, then apply ``then`` to all its runs at
+    once. None for a group that raised while read: the parent reads it again and says why; a
+    ``then`` that raised leaves every result None (the parent judges those runs itself).
 
     Finishing here, not in the parent, keeps the parent's share of a run to naming it: on 10,000
-    small files the parent's serial finishing was most of the load (issue 13 R4). The runs'
-    arrays travel joined (``_pack``): four small arrays a run cost more to pickle than to read."""
+    small files the parent's serial finishing was most of the load (issue 13 R4). All runs are
+    read first and judged after, as serial analysis does: reading and judging by turns cost the
+    workers a quarter more. The runs' arrays travel joined (``_pack``): four small arrays a run
+    cost more to pickle than to read."""
     scaler_of = functools.lru_cache(maxsize=None)(_scaler_file)
     names_in = functools.lru_cache(maxsize=None)(configs.dir_names)
-    out: list[list[_Finished] | None] = []
-    cols: list[_Cols] = []
+    out: list[list[tuple[str, _Cols, RunInfo]] | None] = []
     collecting = gc.isenabled()
     gc.disable()  # a batch keeps all it makes: a collection would walk it and free nothing
     try:
         for g in groups:
             try:
-                got = []
-                for raw in registry.read(g):
-                    c, info = _finish(raw, g, raw.name, overrides, scaler_of, names_in)
-                    res = None if then is None else then(info, c.run_data(info.meta))
-                    got.append(
-                        _Finished(
-                            raw.name,
-                            (len(cols), c.code.dtype.str, tuple(c.names), c.sources, c.rank),
-                            (info.path, info.format, info.warnings, info.mapping, info.meta),
-                            res,
-                        )
-                    )
-                    cols.append(c)
-                out.append(got)
+                out.append(
+                    [
+                        (raw.name, *_finish(raw, g, raw.name, overrides, scaler_of, names_in))
+                        for raw in registry.read(g)
+                    ]
+                )
             except Exception:  # noqa: BLE001 - SourceError or a reader bug: the parent reads it again
-                done = sum(len(x) for x in out if x is not None)
-                del cols[done:]  # the runs of this group read before it failed
                 out.append(None)
+        read = [r for got in out if got is not None for r in got]
+        results: Sequence[Any] = [None] * len(read)
+        if then is not None and read:
+            try:
+                # each judged under a name of its own: its base name unless another run here has
+                # it too (the parent renames what differs from the final name)
+                seen = Counter(name for name, _, _ in read)
+                results = then(
+                    [
+                        (info, c.run_data(info.meta, name if seen[name] == 1 else f"#{i}"))
+                        for i, (name, c, info) in enumerate(read)
+                    ]
+                )
+            except Exception:  # noqa: BLE001 - a judging bug: the parent judges these runs again
+                results = [None] * len(read)
     finally:
         if collecting:
             gc.enable()
-    return out, _pack(cols)
+    cols = [c for _, c, _ in read]
+    k = iter(range(len(read)))
+    sent = [
+        None
+        if got is None
+        else [
+            _Finished(
+                name,
+                (i := next(k), c.code.dtype.str, tuple(c.names), c.sources, c.rank),
+                (info.path, info.format, info.warnings, info.mapping, info.meta),
+                results[i],
+            )
+            for name, c, info in got
+        ]
+        for got in out
+    ]
+    return sent, _pack(cols)
 
 
 def _pack(cols: Sequence[_Cols]) -> tuple[np.ndarray, ...]:
@@ -459,15 +483,15 @@ class _Cols:
     def __len__(self) -> int:
         return len(self.step)
 
-    def run_data(self, meta: Mapping[str, Any]) -> T.RunData:
-        """The run cut into series, as ``LoadResult.parts`` cuts it from the table."""
+    def run_data(self, meta: Mapping[str, Any], name: str | None = None) -> T.RunData:
+        """The run cut into series, as ``LoadResult.parts`` cuts it from the table (under
+        ``name`` when given)."""
+        name = self.run if name is None else name
         if self.rank is None:
             return T.RunData(
-                self.run,
-                T.split_codes(self.code, self.names, self.step, self.value),
-                meta=dict(meta),
+                name, T.split_codes(self.code, self.names, self.step, self.value), meta=dict(meta)
             )
-        return _table([self])[0].run_data(self.run, meta)
+        return replace(_table([self])[0].run_data(self.run, meta), name=name)
 
     def metric_is(self, flags: Callable[[str], bool]) -> np.ndarray:
         """Per row: ``flags(metric name)``, evaluated once per name."""
