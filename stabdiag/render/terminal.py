@@ -223,7 +223,9 @@ class _Layout:
         wrap = max(width - padw, 8)
         if padw + wrap > width:
             return None  # rich would crop these lines at the width
-        cuts = [0, *divide_line(text, wrap, fold=True), len(text)]
+        # a body that fits needs no division (rich's divide_line breaks only past the width)
+        breaks = divide_line(text, wrap, fold=True) if len(text) > wrap else []
+        cuts = [0, *breaks, len(text)]
         pad, out = " " * padw, []
         for i in range(len(cuts) - 1):
             a = cuts[i]
