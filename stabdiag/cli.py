@@ -394,13 +394,14 @@ def _emit(
     laid out for the terminal it goes to, or plain at the file width."""
     import datetime
 
+    from stabdiag import gcpause
     from stabdiag.render import RenderOptions, render
 
     to_stdout = output is None or str(output) == "-"
     fit = {"width": out.width, "color_system": out.color_system} if to_stdout else {}
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    _write(
-        render(
+    with gcpause.paused():  # a report of many runs is many small objects kept to the end
+        text = render(
             report,
             out_fmt,
             RenderOptions(
@@ -413,9 +414,8 @@ def _emit(
                 progress=progress,
                 **fit,
             ),
-        ),
-        output,
-    )
+        )
+    _write(text, output)
 
 
 class _null:

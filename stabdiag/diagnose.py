@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from stabdiag import __version__, loss_choice, sources
+from stabdiag import __version__, gcpause, loss_choice, sources
 from stabdiag.detectors import rl_common, run_detectors, sort_findings
 from stabdiag.diagnosis import diagnose_run
 from stabdiag.findings import Finding, Skipped
@@ -41,7 +41,7 @@ def diagnose(
     ``jobs``: worker processes for reading and detecting when there are many runs (at least
     PARALLEL_MIN_RUNS); None = ``$STABDIAG_JOBS`` or every CPU; 1 = all in this process.
     ``cache``: False re-parses every log (the parsed-log cache is neither read nor written)."""
-    with _pool(jobs) as pool:
+    with gcpause.paused(), _pool(jobs) as pool:
         # with a pool, each run is detected in the worker that read it (only findings travel)
         then = functools.partial(_judge_read, select=select, ignore=ignore, configs=configs)
         loaded = sources.load(
