@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import gc
 import heapq
 import os
 from collections import Counter, defaultdict
@@ -29,6 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from stabdiag import gcpause
 from stabdiag import table as T
 from stabdiag.errors import ConfigError, RemotePathError, SourceError, remote_url
 from stabdiag.safetext import printable
@@ -286,9 +286,7 @@ def _read_finish(
     scaler_of = functools.lru_cache(maxsize=None)(_scaler_file)
     names_in = functools.lru_cache(maxsize=None)(configs.dir_names)
     out: list[list[tuple[str, _Cols, RunInfo]] | None] = []
-    collecting = gc.isenabled()
-    gc.disable()  # a batch keeps all it makes: a collection would walk it and free nothing
-    try:
+    with gcpause.paused():  # a batch keeps all it makes: a collection would free nothing
         for g in groups:
             try:
                 out.append(
@@ -314,9 +312,6 @@ def _read_finish(
                 )
             except Exception:  # noqa: BLE001 - a judging bug: the parent judges these runs again
                 results = [None] * len(read)
-    finally:
-        if collecting:
-            gc.enable()
     cols = [c for _, c, _ in read]
     k = iter(range(len(read)))
     sent = [
