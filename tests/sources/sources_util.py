@@ -117,3 +117,15 @@ def assert_same_raw_runs(a, b) -> None:  # noqa: ANN001 - lists of RawRun
                 np.testing.assert_array_equal(u, v, err_msg=f)
                 if u.dtype.kind == "f":
                     np.testing.assert_array_equal(u.view(np.int64), v.view(np.int64), err_msg=f)
+
+
+def peak_memory(fn):  # noqa: ANN001, ANN201
+    """(what ``fn()`` returned, peak bytes Python and numpy allocated while it ran)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        out = fn()
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

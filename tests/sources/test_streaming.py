@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import struct
-import tracemalloc
 import zlib
 
 import numpy as np
 import pytest
+from sources_util import peak_memory
 
 from stabdiag import sources
 from stabdiag.errors import SourceError
@@ -24,16 +24,6 @@ from stabdiag.sources import jsonl as jsonl_reader
 
 NOTE = "x" * 180  # a text cell per row: read, never kept
 ROWS = 12_000  # ~2.3 MB files: big enough to tell streaming from whole-file reads, fast
-
-
-def _peak(fn):  # noqa: ANN001, ANN202
-    """(result, peak bytes Python and numpy allocated while ``fn`` ran)."""
-    tracemalloc.start()
-    try:
-        out = fn()
-        return out, tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def _csv(tmp_path, rows: int = ROWS):
@@ -54,7 +44,7 @@ def small_blocks(monkeypatch):
 def test_csv_memory_follows_the_kept_values(tmp_path, small_blocks, fast):
     p = _csv(tmp_path)
     size = p.stat().st_size
-    [run], peak = _peak(lambda: csv_reader.read(p, fast=fast))
+    [run], peak = peak_memory(lambda: csv_reader.read(p, fast=fast))
     assert len(run) == ROWS and run.names == ("loss",)
     assert any("non-numeric column(s) ignored: note" in w for w in run.warnings)
     assert peak < size / 2, f"peak {peak} for a {size}-byte file: the file is read whole"
@@ -67,7 +57,7 @@ def test_jsonl_memory_follows_the_kept_values(tmp_path):
         encoding="utf-8",
     )
     size = p.stat().st_size
-    [run], peak = _peak(lambda: jsonl_reader.read(p))
+    [run], peak = peak_memory(lambda: jsonl_reader.read(p))
     assert len(run) == ROWS and run.names == ("loss",)
     assert peak < size / 2, f"peak {peak} for a {size}-byte file: the file is read whole"
 
@@ -82,7 +72,7 @@ def test_wandb_csv_memory_follows_the_kept_values(tmp_path):
         encoding="utf-8",
     )
     size = p.stat().st_size
-    [run], peak = _peak(lambda: wandb_csv.read(p))
+    [run], peak = peak_memory(lambda: wandb_csv.read(p))
     assert len(run) == ROWS and run.meta["envelope_columns_ignored"] == 16
     assert peak < size / 2, f"peak {peak} for a {size}-byte file: the file is read whole"
 
@@ -123,7 +113,7 @@ def test_wandb_offline_memory_follows_the_kept_values(tmp_path):
     p = tmp_path / "run-x.wandb"
     p.write_bytes(_wandb([_history(i) for i in range(ROWS)]))
     size = p.stat().st_size
-    run, peak = _peak(lambda: wandb_offline.read_file(p))
+    run, peak = peak_memory(lambda: wandb_offline.read_file(p))
     assert len(run) == ROWS and run.names == ("loss",) and run.warnings == ()
     assert peak < size / 2, f"peak {peak} for a {size}-byte file: the file is read whole"
 
@@ -220,7 +210,7 @@ def test_a_line_without_end_is_refused_at_once(tmp_path, monkeypatch, name):
             fh.truncate(64 << 20)
         read = csv_reader.read if name.endswith(".csv") else jsonl_reader.read
     with pytest.raises(SourceError) as err:
-        _, peak = _peak(lambda: read(p))
+        _, peak = peak_memory(lambda: read(p))
     msg = str(err.value)
     assert msg.startswith(str(p)) and "is over 1 MB long" in msg and "\n" not in msg
 

@@ -9,11 +9,11 @@ file) is refused with one line naming the file, before any regex sees it.
 
 from __future__ import annotations
 
-import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sources_util import peak_memory
 
 from stabdiag.errors import SourceError
 from stabdiag.sources import (
@@ -123,21 +123,12 @@ def _write(path: Path, metric: Callable[[int], str], noise: str = NOISE) -> int:
     return n
 
 
-def _peak(fn: Callable[[], list[RawRun]]) -> tuple[list[RawRun], int]:
-    tracemalloc.start()
-    try:
-        out = fn()
-        return out, tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 @pytest.mark.parametrize(("name", "metric", "read", "per_line"), CASES, ids=[c[0] for c in CASES])
 def test_text_log_memory_follows_the_kept_values(tmp_path, name, metric, read, per_line):
     path = tmp_path / "train.log"
     n = _write(path, metric)
     size = path.stat().st_size
-    [run], peak = _peak(lambda: read(path))
+    [run], peak = peak_memory(lambda: read(path))
     assert len(run) >= n * per_line // (2 if name == "launcher-tee" else 1), (name, len(run))
     assert peak < size / 2, f"{name}: peak {peak} for a {size}-byte log: the file is read whole"
 
